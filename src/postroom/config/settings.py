@@ -1,0 +1,116 @@
+"""Node settings: the frozen, typed form of `postroom.toml`.
+
+Every limit the node enforces is named here, with its default; `docs/configuration.md` documents
+each key. The loader (`postroom.config.loader`) builds these from the file and reports every error
+at once; nothing else reads the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """A `host:port` to listen on (IPv6 hosts in brackets: `[::1]:2525`)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Who the service is: its domain (tenants' default domains live under it) and host name."""
+
+    domain: str = "postroom.test"
+    hostname: str = "mx.postroom.test"
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpLimits:
+    """Limits of one SMTP listener. Each has the standard reply named beside it in the protocol."""
+
+    max_message_size: int = 36_700_160  # octets; SIZE advertises it; over it: 552 5.3.4
+    max_recipients: int = 500  # per transaction; over it: 452 4.5.3
+    max_command_line: int = 2048  # octets incl. CRLF (RFC 5321 minimum 512); over it: 500 5.5.2
+    max_data_line: int = 8192  # octets incl. CRLF in the message; over it: 550 5.6.0 at end of data
+    max_errors: int = 10  # error replies before 421 4.7.0 and disconnect
+    command_timeout: float = 300.0  # seconds waiting for a command (RFC 5321: 5 minutes)
+    data_timeout: float = 600.0  # seconds waiting for the next chunk of message data
+    max_connections: int = 1000  # total concurrent connections on the listener
+    max_connections_per_ip: int = 50  # concurrent connections from one client address
+    bare_lf: str = "reject"  # "reject": 550 5.6.11; "normalize": stored as CRLF (never ends DATA)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """One SMTP listener: where it listens and its limits."""
+
+    listen: tuple[ListenAddress, ...]
+    limits: SmtpLimits = field(default_factory=SmtpLimits)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """The certificate and key the listeners offer (STARTTLS, implicit TLS, IMAPS)."""
+
+    certificate: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """Where records live: empty `url` means SQLite in the data directory."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """The resolver: `nameservers` as host:port (empty: the system's), timeout in seconds."""
+
+    nameservers: tuple[ListenAddress, ...] = ()
+    timeout: float = 5.0
+    cache_size: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    """Spool and scheduler: group commit window, delivery concurrency, retry and expiry."""
+
+    commit_batch_max: int = 256  # commits served by one durable write at most
+    delivery_batch_max: int = 256  # recipients one delivery round takes at most
+    lease_seconds: float = 300.0  # a leased recipient comes back after this if its worker died
+    retry_interval: float = 300.0  # first retry after a temporary failure (doubles, capped)
+    max_retry_interval: float = 3600.0
+    message_expiration: float = 172_800.0  # 2 days, then 4.4.7 and a DSN
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All of a node's settings, as read from one file."""
+
+    source: Path  # the config file these came from
+    data_dir: Path
+    service: ServiceSettings
+    database: DatabaseSettings
+    dns: DnsSettings
+    tls: TlsSettings
+    mx: ListenerSettings
+    submission: ListenerSettings
+    imap_listen: tuple[ListenAddress, ...]
+    admin_listen: tuple[ListenAddress, ...]
+    queue: QueueSettings
+    log_level: str = "info"
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'postroom.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"

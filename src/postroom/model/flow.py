@@ -1,0 +1,64 @@
+"""Value types of a message's way through the node: routes, routed recipients, trace events.
+
+They are what `routing` hands to `queue`, what `delivery` settles and what `trace` stores, so they
+live here, below all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Route(StrEnum):
+    LOCAL = "local"  # a mailbox of this service
+    REMOTE = "remote"  # another server: by MX, or by an outbound connector
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedRecipient:
+    """One final recipient of a message and how it will be delivered."""
+
+    recipient: str  # where the message goes
+    original_recipient: str  # the trace row this delivery settles
+    tenant_id: int | None
+    route: Route
+    mailbox_id: int | None = None
+
+
+class TraceStatus(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    PENDING = "pending"
+    EXPANDED = "expanded"
+    QUARANTINED = "quarantined"
+    FILTERED_AS_SPAM = "filtered-as-spam"
+
+
+class EventKind(StrEnum):
+    RECEIVE = "Receive"
+    RESOLVE = "Resolve"
+    EXPAND = "Expand"
+    DELIVER = "Deliver"
+    DEFER = "Defer"
+    FAIL = "Fail"
+
+
+@dataclass(frozen=True, slots=True)
+class TraceEvent:
+    message_id: str
+    event: EventKind
+    tenant_id: int | None
+    recipient: str = ""
+    detail: dict[str, object] = field(default_factory=dict)
+    at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecipient:
+    """The summary status of one recipient row of a message."""
+
+    message_id: str
+    tenant_id: int | None
+    recipient: str
+    status: TraceStatus

@@ -1,0 +1,114 @@
+"""SMTP replies and the catalogue every room answers from.
+
+A `Reply` is a basic code, an RFC 3463 enhanced status code and text. Rooms never write reply
+prose inline: they name an entry of this catalogue (or `Reply.with_text` on one) so the codes are in
+one place and tests can assert on them. Values follow the reference in `shared/spec` §12.2, under
+Postroom's own words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: `code` (e.g. 550), `enhanced` (e.g. "5.7.1") and the text lines."""
+
+    code: int
+    enhanced: str | None
+    text: str
+
+    @property
+    def is_positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def is_temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def with_text(self, text: str) -> Reply:
+        return replace(self, text=text)
+
+    def lines(self) -> list[str]:
+        """The reply as SMTP lines without CRLF (`250-...` continuation, `250 ...` last)."""
+        parts = self.text.split("\n") or [""]
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        out = []
+        for index, part in enumerate(parts):
+            sep = " " if index == len(parts) - 1 else "-"
+            out.append(f"{self.code}{sep}{prefix}{part}".rstrip())
+        return out
+
+    def to_bytes(self) -> bytes:
+        return "".join(line + "\r\n" for line in self.lines()).encode("utf-8")
+
+    def __str__(self) -> str:
+        return " / ".join(self.lines())
+
+
+# --- positive -------------------------------------------------------------------------------------
+OK = Reply(250, "2.0.0", "OK")
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient OK")
+QUEUED = Reply(250, "2.6.0", "Queued as {id}")
+RESET = Reply(250, "2.0.0", "Reset state")
+NOOP = Reply(250, "2.0.0", "OK")
+START_DATA = Reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
+READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+CLOSING = Reply(221, "2.0.0", "Service closing transmission channel")
+CANNOT_VRFY = Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS")
+
+# --- temporary ------------------------------------------------------------------------------------
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_CONNECTIONS_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
+TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+DIRECTORY_UNAVAILABLE = Reply(451, "4.4.3", "Directory lookup failed, try again later")
+TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
+
+# --- permanent: syntax and sequence ---------------------------------------------------------------
+SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+BARE_LF_COMMAND = Reply(500, "5.5.2", "Command lines must end with <CRLF>")
+ARGUMENT_ERROR = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
+HELO_FIRST = Reply(503, "5.5.1", "Send EHLO or HELO first")
+NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
+NEED_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
+NEED_RCPT = Reply(503, "5.5.1", "Need RCPT command first")
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "No valid recipients")
+PARAMETER_NOT_RECOGNIZED = Reply(555, "5.5.4", "MAIL/RCPT parameter not recognized or not implemented")
+SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Address requires SMTPUTF8; declare it with MAIL FROM ... SMTPUTF8")
+TLS_ALREADY_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+MUST_ISSUE_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+
+# --- permanent: content ---------------------------------------------------------------------------
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+DATA_LINE_TOO_LONG = Reply(550, "5.6.0", "Message has a line longer than the maximum line length")
+BARE_LF_DATA = Reply(550, "5.6.11", "Message contains bare LF or bare CR; lines must end with <CRLF>")
+HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section exceeds the maximum header size")
+HOP_COUNT_EXCEEDED = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
+
+# --- permanent: policy ----------------------------------------------------------------------------
+UNABLE_TO_RELAY = Reply(550, "5.7.1", "Unable to relay")
+RECIPIENT_ACCESS_DENIED = Reply(550, "5.4.1", "Recipient address rejected: Access denied")
+RECIPIENT_NOT_FOUND = Reply(550, "5.1.10", "Recipient not found")
+SENDER_DENIED = Reply(550, "5.1.0", "Sender denied")
+
+# --- added by the smtp room: greeting, hello and chunk replies (placeholders filled by the server) ---
+GREETING = Reply(220, None, "{hostname} ESMTP Postroom")
+HELLO = Reply(250, None, "{hostname}")
+CHUNK_RECEIVED = Reply(250, "2.0.0", "{size} octets received")
+LOCAL_ERROR_CLOSING = Reply(421, "4.3.0", "Temporary local problem, closing connection")

@@ -1,0 +1,118 @@
+"""The spool: a received message and its recipients, written durably in one transaction.
+
+`write_spool` inserts the message row (pointing at its body blob, which is already on disk) and one
+queue row per recipient, all in the caller's transaction; the SMTP session runs it as a job of the
+group committer and says 250 only when that commit returned. The queue keeps state per recipient,
+so one message can be delivered for one recipient and deferred for another.
+
+Queue states have plain names: `pending` (due now or at `next_attempt_at`), `deferred` (failed
+temporarily, retried with backoff). A settled recipient (delivered or failed) leaves the queue; a
+message with no recipients left leaves the spool (its blob stays while the mailstore uses it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from postroom.model.flow import RoutedRecipient
+from postroom.model.message import HeaderSummary
+from postroom.storage.schema import queue_recipients, spool_messages
+
+
+class QueueState(StrEnum):
+    PENDING = "pending"
+    DEFERRED = "deferred"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolEntry:
+    id: str
+    sender: str  # "" for the null sender <>
+    blob_id: str
+    prefix: bytes  # headers this node added on receipt (Received)
+    size: int
+    received_at: float
+    summary: HeaderSummary
+
+
+def new_message_id(now: float | None = None) -> str:
+    """A sortable, unique internal message id: milliseconds then 64 random bits, in hex."""
+    millis = int((now if now is not None else time.time()) * 1000)
+    return f"{millis:012x}{os.urandom(8).hex()}"
+
+
+def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedRecipient]) -> None:
+    conn.execute(
+        insert(spool_messages).values(
+            id=entry.id,
+            sender=entry.sender,
+            blob_id=entry.blob_id,
+            prefix=entry.prefix,
+            size=entry.size,
+            received_at=entry.received_at,
+            from_header=entry.summary.from_header,
+            subject=entry.summary.subject,
+            date_header=entry.summary.date,
+            message_id_header=entry.summary.message_id,
+        )
+    )
+    if recipients:
+        conn.execute(
+            insert(queue_recipients),
+            [
+                {
+                    "message_id": entry.id,
+                    "tenant_id": r.tenant_id,
+                    "recipient": r.recipient,
+                    "original_recipient": r.original_recipient,
+                    "route": r.route.value,
+                    "mailbox_id": r.mailbox_id,
+                    "state": QueueState.PENDING.value,
+                    "attempts": 0,
+                    "next_attempt_at": entry.received_at,
+                    "lease_until": None,
+                    "last_reply": "",
+                }
+                for r in recipients
+            ],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    pending: int
+    deferred: int
+    messages: int
+    oldest_received_at: float | None
+
+
+def queue_summary(conn: Connection) -> QueueSummary:
+    counts: dict[str, int] = dict(
+        conn.execute(select(queue_recipients.c.state, func.count()).group_by(queue_recipients.c.state))
+        .tuples()
+        .all()
+    )
+    messages, oldest = conn.execute(select(func.count(), func.min(spool_messages.c.received_at))).one()
+    return QueueSummary(
+        pending=int(counts.get(QueueState.PENDING.value, 0)),
+        deferred=int(counts.get(QueueState.DEFERRED.value, 0)),
+        messages=int(messages),
+        oldest_received_at=oldest,
+    )
+
+
+def remove_settled_messages(conn: Connection, message_ids: set[str]) -> None:
+    """Drop spool rows of these messages that have no queue rows left."""
+    if not message_ids:
+        return
+    still_queued = select(queue_recipients.c.message_id).where(queue_recipients.c.message_id.in_(message_ids))
+    conn.execute(
+        delete(spool_messages).where(
+            spool_messages.c.id.in_(message_ids) & spool_messages.c.id.not_in(still_queued)
+        )
+    )

@@ -1,0 +1,68 @@
+"""The blob store: message content as content-addressed, immutable files.
+
+A blob's id is the SHA-256 of its bytes; it lives at `<root>/<id[:2]>/<id[2:]>`. `put` writes to a
+temporary file, fsyncs it, renames it into place and fsyncs the directory, so a blob id handed out
+names bytes that are on disk. Writing the same content twice stores it once. A blob is written
+before the database rows that point at it; a crash between the two leaves an unreferenced blob,
+which wastes space but loses nothing.
+
+Failure: `get` of an unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+class BlobMissingError(LookupError):
+    """A blob id that the store does not hold."""
+
+
+class BlobStore:
+    """Content-addressed files under one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, blob_id: str) -> Path:
+        return self.root / blob_id[:2] / blob_id[2:]
+
+    def put(self, content: bytes) -> str:
+        blob_id = hashlib.sha256(content).hexdigest()
+        target = self.path(blob_id)
+        if target.exists():
+            return blob_id
+        shard = target.parent
+        created = not shard.exists()
+        shard.mkdir(parents=True, exist_ok=True)
+        temporary = shard / f".{blob_id[2:]}.{os.getpid()}.{id(content)}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            view = memoryview(content)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+        _fsync_directory(shard)
+        if created:
+            _fsync_directory(self.root)
+        return blob_id
+
+    def get(self, blob_id: str) -> bytes:
+        try:
+            return self.path(blob_id).read_bytes()
+        except FileNotFoundError:
+            raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,185 @@
+"""The database: engines, migration, and the group-commit writer.
+
+`Database` opens SQLite (the embedded default: WAL journal, `synchronous=FULL`, so a commit is on
+disk when it returns) or PostgreSQL from one URL. It offers:
+
+- `read()` / `write()`: synchronous connections for the CLI and for work already off the event loop.
+  A write transaction on SQLite starts with `BEGIN IMMEDIATE` so two writers never deadlock on a
+  lock upgrade.
+- `GroupCommitter`: the single writer of a serving node. Sessions submit jobs (functions of a
+  connection); one thread runs every job waiting, each in its own savepoint, and commits them all in
+  one durable transaction. A job's future resolves only after that commit returned, which is what
+  lets the SMTP session say 250. A job that raises rolls back its savepoint only; its future carries
+  the exception and the other jobs of the batch still commit.
+
+Failure: a commit that fails fails every job of its batch (none was acknowledged). `migrate()`
+refuses a database whose schema is newer than this code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy.pool import NullPool
+
+from postroom.storage.schema import SCHEMA_VERSION, metadata, schema_version
+
+T = TypeVar("T")
+Job = Callable[[Connection], T]
+
+log = logging.getLogger(__name__)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The database was written by a newer Postroom; this one will not touch it."""
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(url, poolclass=NullPool if immediate else None)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One database: a read engine, a write engine, and the schema migration."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.read_engine = _sqlite_engine(url, immediate=False)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+        else:
+            self.read_engine = self.write_engine = create_engine(url, pool_size=10, max_overflow=10)
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; returns the version now in force."""
+        with self.write() as conn:
+            metadata.create_all(conn)
+            found = conn.execute(select(schema_version.c.version)).scalars().all()
+            newest = max(found, default=0)
+            if newest > SCHEMA_VERSION:
+                raise SchemaTooNewError(
+                    f"the database is at schema version {newest}, newer than this Postroom "
+                    f"({SCHEMA_VERSION}); upgrade Postroom"
+                )
+            if newest < SCHEMA_VERSION:
+                conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=time.time()))
+        return SCHEMA_VERSION
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.read_engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.write_engine.begin() as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        self.read_engine.dispose()
+        if self.write_engine is not self.read_engine:
+            self.write_engine.dispose()
+
+
+class _Pending:
+    __slots__ = ("future", "job")
+
+    def __init__(self, job: Job[Any], future: Future[Any]) -> None:
+        self.job = job
+        self.future = future
+
+
+class GroupCommitter:
+    """The single writer: batches the jobs of every waiting session into one durable commit."""
+
+    def __init__(self, database: Database, *, batch_max: int = 256) -> None:
+        self._database = database
+        self._batch_max = batch_max
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="postroom-writer", daemon=True)
+        self.commits = 0  # durable writes made, for the benchmark and the admin center
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish every job already submitted, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    async def run(self, job: Job[T]) -> T:
+        """Run `job` in the next batch; returns its result once the batch is durably committed."""
+        future: Future[T] = Future()
+        self._queue.put(_Pending(job, future))
+        return await asyncio.wrap_future(future)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        results: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            with self._database.write() as conn:
+                for pending in batch:
+                    savepoint = conn.begin_nested()
+                    try:
+                        result = pending.job(conn)
+                    except Exception as error:
+                        savepoint.rollback()
+                        results.append((pending, None, error))
+                    else:
+                        savepoint.commit()
+                        results.append((pending, result, None))
+        except Exception as error:
+            log.exception("group commit of %d jobs failed", len(batch))
+            for pending in batch:
+                pending.future.set_exception(error)
+            return
+        self.commits += 1
+        self.jobs += len(batch)
+        for pending, result, job_error in results:
+            if job_error is None:
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(job_error)

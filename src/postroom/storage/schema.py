@@ -1,0 +1,210 @@
+"""The database schema: every table of every room, in one SQLAlchemy Core metadata.
+
+One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Rooms own their tables
+(directory: tenants, domains, recipients, addresses, group members; mailstore: folders, messages;
+queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
+live in one metadata so one migration creates them together. `SCHEMA_VERSION` is recorded in
+`schema_version`; a database newer than the code is refused, never written.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+
+# --- directory ------------------------------------------------------------------------------------
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False, unique=True),  # ASCII (A-label), lower case
+    Column("type", String(20), nullable=False),  # authoritative | internal-relay
+    Column("status", String(20), nullable=False),  # pending | verified
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("verification_token", String(64), nullable=False),
+    Column("domain_key", String(63), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("verified_at", Float),
+)
+
+domain_history = Table(
+    "domain_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+)
+
+recipients = Table(
+    "recipients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),  # mailbox | group | contact
+    Column("display_name", String(256), nullable=False, default=""),
+    Column("external_address", String(320)),  # contacts: where mail for them goes
+    Column("password_hash", String(200)),
+    Column("created_at", Float, nullable=False),
+)
+
+# Proxy addresses: one primary and any number of secondaries per recipient, unique service-wide.
+addresses = Table(
+    "addresses",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(320), nullable=False, unique=True),  # casefolded local @ ASCII domain
+    Column("address", String(320), nullable=False),  # as written
+    Column("recipient_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+    Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("is_primary", Boolean, nullable=False),
+    Index("ix_addresses_recipient", "recipient_id"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_key", String(320), primary_key=True),
+    Column("member_address", String(320), nullable=False),
+)
+
+# --- mailstore ------------------------------------------------------------------------------------
+folders = Table(
+    "folders",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uidnext", BigInteger, nullable=False),
+    UniqueConstraint("mailbox_id", "name"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("folder_id", Integer, ForeignKey("folders.id", ondelete="CASCADE"), nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("blob_id", String(64), nullable=False),
+    Column("prefix", LargeBinary, nullable=False),  # headers the service added at delivery
+    Column("size", Integer, nullable=False),
+    Column("internal_date", Float, nullable=False),
+    Column("flags", String(200), nullable=False, default=""),
+    Column("from_header", String(512), nullable=False, default=""),
+    Column("subject", String(512), nullable=False, default=""),
+    Column("date_header", String(100), nullable=False, default=""),
+    Column("message_id_header", String(512), nullable=False, default=""),
+    Column("trace_id", String(40), nullable=False, default=""),
+    UniqueConstraint("folder_id", "uid"),
+)
+
+# --- queue ----------------------------------------------------------------------------------------
+spool_messages = Table(
+    "spool_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the internal message id, also the trace id
+    Column("sender", String(320), nullable=False),  # "" for the null sender
+    Column("blob_id", String(64), nullable=False),
+    Column("prefix", LargeBinary, nullable=False),  # the Received header this node added
+    Column("size", Integer, nullable=False),
+    Column("received_at", Float, nullable=False),
+    Column("from_header", String(512), nullable=False, default=""),
+    Column("subject", String(512), nullable=False, default=""),
+    Column("date_header", String(100), nullable=False, default=""),
+    Column("message_id_header", String(512), nullable=False, default=""),
+)
+
+queue_recipients = Table(
+    "queue_recipients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(40), ForeignKey("spool_messages.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", Integer),
+    Column("recipient", String(320), nullable=False),  # where it goes (after alias and group)
+    Column("original_recipient", String(320), nullable=False),  # as given in RCPT
+    Column("route", String(20), nullable=False),  # local | remote
+    Column("mailbox_id", Integer),
+    Column("state", String(20), nullable=False),  # pending | deferred
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_until", Float),
+    Column("last_reply", String(512), nullable=False, default=""),
+    Index("ix_queue_due", "state", "next_attempt_at"),
+    Index("ix_queue_message", "message_id"),
+)
+
+# --- trace ----------------------------------------------------------------------------------------
+trace_messages = Table(
+    "trace_messages",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("message_id_header", String(512), nullable=False, default=""),
+    Column("sender", String(320), nullable=False),
+    Column("subject", String(256), nullable=False, default=""),
+    Column("size", Integer, nullable=False, default=0),
+    Column("client_ip", String(64), nullable=False, default=""),
+    Column("received_at", Float, nullable=False),
+    Index("ix_trace_messages_received", "received_at"),
+)
+
+trace_recipients = Table(
+    "trace_recipients",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(40), nullable=False),
+    Column("tenant_id", Integer),
+    Column("recipient", String(320), nullable=False),
+    Column("status", String(20), nullable=False),  # delivered | failed | pending | expanded | ...
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("message_id", "recipient"),
+    Index("ix_trace_recipients_tenant", "tenant_id", "updated_at"),
+)
+
+trace_events = Table(
+    "trace_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(40), nullable=False),
+    Column("tenant_id", Integer),
+    Column("at", Float, nullable=False),
+    Column("event", String(20), nullable=False),  # Receive | Resolve | Expand | Deliver | Defer | Fail
+    Column("recipient", String(320), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),  # JSON object
+    Index("ix_trace_events_message", "message_id"),
+)

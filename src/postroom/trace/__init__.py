@@ -1,0 +1,32 @@
+"""Message trace: typed events on every step, per-recipient status, search and detail."""
+
+from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
+from postroom.trace.service import (
+    StoredTraceEvent,
+    TraceDetail,
+    TraceMessage,
+    TraceQuery,
+    TraceRow,
+    TraceService,
+    record_events,
+    record_message,
+    set_statuses,
+    settle,
+)
+
+__all__ = [
+    "EventKind",
+    "StoredTraceEvent",
+    "TraceDetail",
+    "TraceEvent",
+    "TraceMessage",
+    "TraceQuery",
+    "TraceRecipient",
+    "TraceRow",
+    "TraceService",
+    "TraceStatus",
+    "record_events",
+    "record_message",
+    "set_statuses",
+    "settle",
+]
