@@ -92,11 +92,8 @@ class QueueSummary:
 
 
 def queue_summary(conn: Connection) -> QueueSummary:
-    counts: dict[str, int] = dict(
-        conn.execute(select(queue_recipients.c.state, func.count()).group_by(queue_recipients.c.state))
-        .tuples()
-        .all()
-    )
+    rows = conn.execute(select(queue_recipients.c.state, func.count()).group_by(queue_recipients.c.state))
+    counts = {state: int(count) for state, count in rows}
     messages, oldest = conn.execute(select(func.count(), func.min(spool_messages.c.received_at))).one()
     return QueueSummary(
         pending=int(counts.get(QueueState.PENDING.value, 0)),

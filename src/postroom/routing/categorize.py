@@ -3,7 +3,8 @@
 Aliases resolve to their recipient (a Resolve event); groups expand to their members, recursively
 (an Expand event each), with loops guarded and nesting bounded by `MAX_GROUP_DEPTH`; contacts and
 external group members route remote. Each final recipient appears once per message, whichever path
-led to it (the first path wins: direct recipients before group members).
+led to it: direct recipients are routed first, then groups expand, and a member already routed is
+skipped (the Expand event still lists it).
 
 Every outcome is typed: `Categorized.routes` to queue, `events` for trace, `statuses` for the trace
 summary (a group's row is `expanded`, each route's row `pending`, a member that cannot be resolved
@@ -124,6 +125,7 @@ def categorize(conn: Connection, message_id: str, accepted: list[Accepted]) -> C
             for member in members:
                 visit(member, owner.tenant_id, depth + 1, groups | {owner.recipient_id})
 
-    for item in accepted:
+    # Direct recipients first, so each RCPT keeps its own trace row when a group repeats it.
+    for item in sorted(accepted, key=lambda a: a.owner.kind is RecipientKind.GROUP):
         visit(str(item.recipient), item.owner.tenant_id, 0, frozenset())
     return result

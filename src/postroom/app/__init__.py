@@ -1,0 +1,16 @@
+"""The composition root: builds a node from settings; only this package knows the concrete classes."""
+
+from postroom.app.domains import ProofOutcome, ProofResult, verify_ownership
+from postroom.app.node import App, Listening
+from postroom.app.setup import InitOptions, SetupError, init_node
+
+__all__ = [
+    "App",
+    "InitOptions",
+    "Listening",
+    "ProofOutcome",
+    "ProofResult",
+    "SetupError",
+    "init_node",
+    "verify_ownership",
+]

@@ -1,0 +1,277 @@
+"""The MX endpoint: what an SMTP session on the MX listener does with each command.
+
+One `MxSession` per connection (the connection scope); its `Envelope` is the transaction scope and
+is reset explicitly. RCPT is decided at RCPT time by `routing.resolve_recipient` (accepted domain,
+DBEB, anti-relay). At the end of DATA the session writes the body blob, then runs one job in the
+group committer that categorizes the recipients (aliases, groups, contacts), spools the message with
+a queue row per final recipient and writes the trace; only when that commit returned does the
+client get 250. Anything that fails before it gets 451 4.3.0 and nothing is acknowledged.
+
+A `Received` header is added to every message (kept beside the body, which is stored exactly as
+received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
+(554 5.4.14). Recipients refused at RCPT are traced as failed with the reply they got, so an admin
+can answer "why did my partner's mail to x bounce?".
+
+Security: every input here was parsed and bounded by the SMTP core. The session never relays: a
+recipient outside the service's verified accepted domains is refused by routing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+from functools import partial
+
+from sqlalchemy import Connection
+
+from postroom.model import Address, Reply, replies
+from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.message import HeaderSummary, count_received, summarize
+from postroom.queue import SpoolEntry, new_message_id, write_spool
+from postroom.routing import Accepted, Rejected, categorize, resolve_recipient
+from postroom.smtp import ConnectionInfo, MailParams, RcptParams, TlsInfo
+from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.trace import TraceMessage, record_events, record_message, set_statuses
+
+MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One transaction: MAIL, the RCPTs and their outcomes."""
+
+    id: str
+    sender: Address | None
+    params: MailParams
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class MxEndpoint:
+    """The process-wide part of the MX endpoint: its services and worker threads."""
+
+    def __init__(
+        self,
+        *,
+        hostname: str,
+        database: Database,
+        blobs: BlobStore,
+        committer: GroupCommitter,
+        on_commit: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.hostname = hostname
+        self._database = database
+        self._blobs = blobs
+        self.committer = committer
+        self._on_commit = on_commit
+        self.clock = clock
+        self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
+        self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-blob")
+
+    def session(self, connection: ConnectionInfo) -> MxSession:
+        return MxSession(self, connection)
+
+    def close(self) -> None:
+        self._lookups.shutdown(wait=True)
+        self._writers.shutdown(wait=True)
+
+    async def resolve(self, recipient: Address) -> Accepted | Rejected:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lookups, self._resolve, recipient)
+
+    def _resolve(self, recipient: Address) -> Accepted | Rejected:
+        with self._database.read() as conn:
+            return resolve_recipient(conn, recipient)
+
+    async def store_blob(self, content: bytes) -> str:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writers, self._blobs.put, content)
+
+    def committed(self) -> None:
+        self._on_commit()
+
+
+class MxSession:
+    """One connection to the MX listener."""
+
+    def __init__(self, endpoint: MxEndpoint, connection: ConnectionInfo) -> None:
+        self._endpoint = endpoint
+        self.connection = connection
+        self.helo_name = ""
+        self.extended = False
+        self.tls: TlsInfo | None = None
+        self.envelope: Envelope | None = None
+
+    async def connect(self) -> Reply | None:
+        return None
+
+    async def helo(self, name: str, extended: bool) -> Reply | None:
+        self.helo_name = name
+        self.extended = extended
+        return None
+
+    async def tls_started(self, info: TlsInfo) -> None:
+        self.tls = info
+
+    async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
+        self.envelope = Envelope(new_message_id(self._endpoint.clock()), sender, params)
+        return replies.SENDER_OK
+
+    async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
+        envelope = self.envelope
+        assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
+        resolution = await self._endpoint.resolve(recipient)
+        if isinstance(resolution, Accepted):
+            envelope.accepted.append(resolution)
+            return replies.RECIPIENT_OK
+        envelope.rejected.append(resolution)
+        return resolution.reply
+
+    async def data(self, content: bytes) -> Reply:
+        envelope = self.envelope
+        assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
+        if count_received(content) > MAX_HOPS:
+            return replies.HOP_COUNT_EXCEEDED
+        now = self._endpoint.clock()
+        summary = summarize(content)
+        prefix = self._received_header(envelope, now)
+        blob_id = await self._endpoint.store_blob(content)
+        entry = SpoolEntry(
+            id=envelope.id,
+            sender=str(envelope.sender) if envelope.sender else "",
+            blob_id=blob_id,
+            prefix=prefix,
+            size=len(content) + len(prefix),
+            received_at=now,
+            summary=summary,
+        )
+        receive_detail: dict[str, object] = {
+            "client_ip": self.connection.peer_ip,
+            "helo": self.helo_name,
+            "tls": self.tls.version if self.tls else "none",
+            "size": entry.size,
+            "message_id": summary.message_id,
+            "listener": self.connection.listener_name,
+        }
+        job = partial(_commit_received, entry, summary, envelope, receive_detail, self.connection.peer_ip)
+        await self._endpoint.committer.run(job)
+        self._endpoint.committed()
+        self.envelope = None  # committed: a reset must not trace its rejects again
+        return replies.QUEUED.with_text(f"Queued as {envelope.id}")
+
+    def reset(self) -> None:
+        envelope, self.envelope = self.envelope, None
+        if envelope is not None and envelope.rejected:
+            # Nothing was committed for this transaction; its refused recipients are still traced.
+            job = partial(_record_refusals, envelope, self.connection.peer_ip, self._endpoint.clock())
+            future = asyncio.ensure_future(self._endpoint.committer.run(job))
+            future.add_done_callback(_log_failure)
+
+    def close(self) -> None:
+        self.reset()
+
+    def _received_header(self, envelope: Envelope, now: float) -> bytes:
+        """The Received header this node adds (RFC 5321 §4.4, with the TLS details of RFC 8314)."""
+        smtputf8 = envelope.params.smtputf8
+        protocol = ("UTF8SMTP" if smtputf8 else "ESMTP" if self.extended else "SMTP") + (
+            "S" if self.tls else ""
+        )
+        if protocol == "SMTPS":
+            protocol = "ESMTPS"  # RFC 3848 has no SMTPS; TLS implies the extended protocol
+        peer = self.connection.peer_ip
+        literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
+        helo = _printable(self.helo_name) or literal
+        lines = [f"Received: from {helo} ({literal})", f"\tby {self._endpoint.hostname} (Postroom)"]
+        if self.tls:
+            lines.append(f"\t(using {self.tls.version} with cipher {self.tls.cipher})")
+        recipient = f" for <{envelope.accepted[0].recipient}>" if len(envelope.accepted) == 1 else ""
+        lines.append(f"\twith {protocol} id {envelope.id}{recipient};")
+        lines.append(f"\t{format_datetime(datetime.datetime.fromtimestamp(now, datetime.UTC))}")
+        return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if 0x21 <= ord(ch) < 0x7F and ch not in "()")[:255]
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not trace refused recipients", exc_info=future.exception())
+
+
+def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecipient]]:
+    events = [
+        TraceEvent(
+            envelope.id,
+            EventKind.FAIL,
+            r.tenant_id,
+            str(r.recipient),
+            {"reply": str(r.reply), "stage": "RCPT"},
+        )
+        for r in envelope.rejected
+    ]
+    statuses = [
+        TraceRecipient(envelope.id, r.tenant_id, str(r.recipient), TraceStatus.FAILED)
+        for r in envelope.rejected
+    ]
+    return events, statuses
+
+
+def _commit_received(
+    entry: SpoolEntry,
+    summary: HeaderSummary,
+    envelope: Envelope,
+    receive_detail: dict[str, object],
+    client_ip: str,
+    conn: Connection,
+) -> None:
+    """The commit job of one received message: categorize, spool, trace. Runs in the writer."""
+    categorized = categorize(conn, envelope.id, envelope.accepted)
+    write_spool(conn, entry, categorized.routes)
+    record_message(
+        conn,
+        TraceMessage(
+            id=entry.id,
+            message_id_header=summary.message_id,
+            sender=entry.sender,
+            subject=summary.subject,
+            size=entry.size,
+            client_ip=client_ip,
+            received_at=entry.received_at,
+        ),
+    )
+    tenants = {a.owner.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
+    refused_events, refused_statuses = _refusal_rows(envelope)
+    receive = [
+        TraceEvent(entry.id, EventKind.RECEIVE, tenant, "", receive_detail)
+        for tenant in sorted(tenants, key=str)
+    ]
+    record_events(conn, receive + refused_events + categorized.events, entry.received_at)
+    set_statuses(conn, refused_statuses + categorized.statuses, entry.received_at)
+
+
+def _record_refusals(envelope: Envelope, client_ip: str, now: float, conn: Connection) -> None:
+    record_message(
+        conn,
+        TraceMessage(
+            id=envelope.id,
+            message_id_header="",
+            sender=str(envelope.sender) if envelope.sender else "",
+            subject="",
+            size=0,
+            client_ip=client_ip,
+            received_at=now,
+        ),
+    )
+    events, statuses = _refusal_rows(envelope)
+    record_events(conn, events, now)
+    set_statuses(conn, statuses, now)

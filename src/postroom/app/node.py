@@ -1,0 +1,129 @@
+"""The composition root: builds a node from its settings, serves, and stops cleanly.
+
+`App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
+uses it as is. `App.serve()` starts the group committer, the scheduler and every listener, prints
+where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop accepting,
+transactions in flight finish (bounded by `DRAIN_SECONDS`), the scheduler finishes its round and
+the writer commits what it was given. Nothing acknowledged is left uncommitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from postroom.app.mx import MxEndpoint
+from postroom.config import Settings
+from postroom.delivery import LocalDeliveryAgent
+from postroom.directory import Directory
+from postroom.dns import DnsResolver
+from postroom.mailstore import Mailstore
+from postroom.queue import QueueSummary, Scheduler, queue_summary
+from postroom.smtp import SmtpListener
+from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.trace import TraceService
+
+DRAIN_SECONDS = 30.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Listening:
+    name: str
+    address: str
+    protocol: str
+
+
+class App:
+    """One node: its services, and (when serving) its listeners and background tasks."""
+
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.database = database
+        self.blobs = BlobStore(settings.blob_dir)
+        self.directory = Directory(database, service_domain=settings.service.domain)
+        self.mailstore = Mailstore(database, self.blobs, self.directory)
+        self.trace = TraceService(database)
+        self._resolver: DnsResolver | None = None
+        self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
+
+    @classmethod
+    def open(cls, settings: Settings) -> App:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.blob_dir.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.database_url)
+        database.migrate()
+        return cls(settings, database)
+
+    @property
+    def resolver(self) -> DnsResolver:
+        if self._resolver is None:
+            self._resolver = DnsResolver(self.settings.dns)
+        return self._resolver
+
+    def queue_summary(self) -> QueueSummary:
+        with self.database.read() as conn:
+            return queue_summary(conn)
+
+    def close(self) -> None:
+        self.database.dispose()
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        tls = self.settings.tls
+        if not (tls.certificate.exists() and tls.key.exists()):
+            log.warning("no TLS certificate at %s: STARTTLS is not offered", tls.certificate)
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(tls.certificate, tls.key)
+        return context
+
+    async def serve(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
+        """Serve until SIGTERM/SIGINT (or `stop()`), then drain and return."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        self.stop = stop.set
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+                loop.add_signal_handler(signum, stop.set)
+        settings = self.settings
+        committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
+        committer.start()
+        scheduler = Scheduler(committer, [LocalDeliveryAgent(batch_max=settings.queue.delivery_batch_max)])
+        endpoint = MxEndpoint(
+            hostname=settings.service.hostname,
+            database=self.database,
+            blobs=self.blobs,
+            committer=committer,
+            on_commit=scheduler.wake,
+        )
+        mx = SmtpListener(
+            name="mx",
+            addresses=settings.mx.listen,
+            limits=settings.mx.limits,
+            hostname=settings.service.hostname,
+            factory=endpoint.session,
+            ssl_context=self.tls_context(),
+        )
+        scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
+        try:
+            await mx.start()
+            listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
+            if on_ready is not None:
+                on_ready(listening)
+            await stop.wait()
+            log.info("stopping: draining transactions in flight")
+            await mx.stop(DRAIN_SECONDS)
+        finally:
+            scheduler.stop()
+            await scheduler_task
+            await asyncio.to_thread(committer.stop)
+            endpoint.close()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)

@@ -1,0 +1,367 @@
+"""The resolver seam: typed, cached, asynchronous DNS lookups for every room that asks the DNS.
+
+`Resolver` is the protocol the rest of Postroom depends on; `DnsResolver` is its implementation on
+dnspython's `dns.asyncresolver`, talking to the configured nameservers (`DnsSettings.nameservers`, any
+port) or, when none are configured, to those of the system's resolv.conf. Truncated UDP answers are
+retried over TCP by dnspython.
+
+Outcomes of a lookup, the same for every method:
+
+- records found: a list of typed values (`TxtRecord`, `MxRecord`, addresses, names), in answer order;
+- the name exists but has no records of that type (NODATA): an *empty list* (`cname` returns `None`),
+  never an exception, because for most checks "no record" is an ordinary answer;
+- the name does not exist (NXDOMAIN): `NxDomain` is raised, because callers must tell it apart from
+  NODATA (an MX lookup falls back to A only if the domain exists; SPF's void lookups count both);
+- the answer could not be had (timeout, SERVFAIL, REFUSED, network error, malformed reply):
+  `DnsTemporaryError` is raised: the caller defers, it never concludes anything.
+
+Exceptions::
+
+    DnsError                    any DNS failure (catch this to handle them all)
+     +-- NxDomain               the name does not exist
+     |    +-- InvalidName       the name cannot exist (empty or over-long label, over 255 octets)
+     +-- DnsTemporaryError      no answer could be had now; try again later
+
+CNAME chains are followed by the nameserver and by dnspython; typed lookups return the records at the
+end of the chain (`Answer.name` reports the canonical name).
+
+Cache: answers are kept for their TTL (the smallest in the CNAME chain, capped at `MAX_POSITIVE_TTL`),
+negative answers (NXDOMAIN, NODATA) for the SOA minimum of the authority section as RFC 2308 says
+(min of the SOA's TTL and its MINIMUM field, capped at `MAX_NEGATIVE_TTL`; without an SOA they are not
+cached), temporary errors never. The cache is an LRU bounded by `DnsSettings.cache_size` entries
+(0 disables it) and reads time from an injectable monotonic clock. `fresh=True` on any lookup bypasses
+the cache (and refreshes it with the new answer); `flush()` empties it. Typed values are immutable, so
+cached answers are shared safely.
+
+*Security:* everything here is read from the network and untrusted. dnspython parses the wire format
+(bounded by the protocol: names of 255 octets at most, character-strings of 255 at most); this module
+only types it. TXT strings are returned as raw bytes next to a lossy UTF-8 text, never evaluated. Names
+given by callers (often from a remote SMTP client: HELO, MAIL FROM, a DKIM selector) are validated by
+dnspython's name parser and a bad one raises `InvalidName`, never an internal error. Queries use a random
+ID and source port (dnspython) but no DNSSEC validation: answers are only as trustworthy as the path to
+the configured recursive nameservers, which should be local or reached over a trusted network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol
+
+import dns.asyncresolver
+import dns.exception
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
+import dns.rdtypes.ANY.MX
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.resolver
+import dns.reversename
+
+from postroom.config.settings import DnsSettings
+
+MAX_POSITIVE_TTL = 86_400  # seconds an answer is cached at most, whatever its TTL says
+MAX_NEGATIVE_TTL = 3_600  # seconds an NXDOMAIN or NODATA is cached at most (RFC 2308 §5 suggests 1-3 h)
+
+Clock = Callable[[], float]
+
+
+class DnsError(Exception):
+    """A DNS lookup failed; the subclass says how."""
+
+
+class NxDomain(DnsError):
+    """The name does not exist (NXDOMAIN)."""
+
+
+class InvalidName(NxDomain):
+    """The name cannot exist in the DNS (empty or over-long label, name over 255 octets)."""
+
+
+class DnsTemporaryError(DnsError):
+    """No answer could be had now (timeout, SERVFAIL, REFUSED, network error, malformed reply)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TxtRecord:
+    """One TXT record: its character-strings exactly as received, in order (each 255 octets at most).
+
+    Checks that care how a record was split (an SPF or DKIM record published as several strings, a
+    string cut at 255 octets by a provider) read `strings`; the others read `text`.
+    """
+
+    strings: tuple[bytes, ...]
+
+    @property
+    def data(self) -> bytes:
+        """The strings joined with nothing between them, as RFC 7208 §3.3 and RFC 6376 §3.6.2.2 do."""
+        return b"".join(self.strings)
+
+    @property
+    def text(self) -> str:
+        """`data` decoded as UTF-8, undecodable octets replaced by U+FFFD."""
+        return self.data.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True, slots=True)
+class MxRecord:
+    """One MX record: `exchange` lower-case, without the trailing dot (`""` for the root)."""
+
+    preference: int
+    exchange: str
+
+    @property
+    def is_null(self) -> bool:
+        """The null MX `0 .` of RFC 7505: the domain accepts no mail."""
+        return self.exchange == ""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A generic answer: the canonical name (end of the CNAME chain), the type asked, the records in
+    presentation format (empty for NODATA), and the TTL left (0 for NODATA without an SOA)."""
+
+    name: str
+    rdtype: str
+    records: tuple[str, ...]
+    ttl: int
+
+
+class Resolver(Protocol):
+    """What Postroom asks the DNS. See the module docstring for outcomes and exceptions."""
+
+    async def txt(self, name: str, *, fresh: bool = False) -> list[TxtRecord]: ...
+
+    async def mx(self, name: str, *, fresh: bool = False) -> list[MxRecord]: ...
+
+    async def a(self, name: str, *, fresh: bool = False) -> list[IPv4Address]: ...
+
+    async def aaaa(self, name: str, *, fresh: bool = False) -> list[IPv6Address]: ...
+
+    async def cname(self, name: str, *, fresh: bool = False) -> str | None: ...
+
+    async def ptr(self, ip: str | IPv4Address | IPv6Address, *, fresh: bool = False) -> list[str]: ...
+
+    async def query(self, name: str, rdtype: str, *, fresh: bool = False) -> Answer: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What the cache keeps for a (name, type): the records (none for NODATA) and the canonical name."""
+
+    canonical_name: dns.name.Name
+    rdatas: tuple[dns.rdata.Rdata, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _NotFound:
+    """A cached NXDOMAIN."""
+
+
+_Outcome = _Found | _NotFound
+
+
+class _Cache:
+    """LRU of outcomes with an absolute expiry on the injected clock."""
+
+    def __init__(self, size: int, clock: Clock) -> None:
+        self._size = size
+        self._clock = clock
+        self._entries: OrderedDict[tuple[dns.name.Name, int], tuple[float, _Outcome]] = OrderedDict()
+
+    def get(self, key: tuple[dns.name.Name, int]) -> tuple[_Outcome, int] | None:
+        """The outcome and its remaining TTL in whole seconds, or None when absent or expired."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, outcome = entry
+        remaining = expires - self._clock()
+        if remaining <= 0:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return outcome, int(remaining)
+
+    def put(self, key: tuple[dns.name.Name, int], outcome: _Outcome, ttl: int) -> None:
+        if self._size <= 0 or ttl <= 0:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = (self._clock() + ttl, outcome)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _negative_ttl(response: dns.message.Message | None) -> int:
+    """RFC 2308 §5: the SOA in the authority section gives min(SOA TTL, MINIMUM); no SOA, no caching."""
+    if response is None:
+        return 0
+    for rrset in response.authority:
+        if rrset.rdtype == dns.rdatatype.SOA and len(rrset) > 0:
+            soa = rrset[0]
+            assert isinstance(soa, dns.rdtypes.ANY.SOA.SOA)
+            return max(0, min(rrset.ttl, soa.minimum, MAX_NEGATIVE_TTL))
+    return 0
+
+
+def _parse_name(name: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(name)
+    except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
+        raise InvalidName(f"{name!r} is not a valid domain name: {exc}") from exc
+
+
+def _host(name: dns.name.Name) -> str:
+    """A name as Postroom writes host names: lower-case, no trailing dot, the root as ""."""
+    return name.to_text(omit_final_dot=True).lower() if name != dns.name.root else ""
+
+
+class DnsResolver:
+    """`Resolver` on dnspython's asyncresolver, with the cache described in the module docstring.
+
+    `clock` returns seconds on a monotonic scale; tests inject their own to move time.
+    """
+
+    def __init__(self, settings: DnsSettings, *, clock: Clock = time.monotonic) -> None:
+        if settings.nameservers:
+            resolver = dns.asyncresolver.Resolver(configure=False)
+            resolver.nameservers = [
+                dns.nameserver.Do53Nameserver(server.host, server.port) for server in settings.nameservers
+            ]
+        else:
+            try:
+                resolver = dns.asyncresolver.Resolver(configure=True)
+            except dns.exception.DNSException as exc:
+                raise DnsError(
+                    f"no nameservers: none configured in [dns] and the system's are unusable ({exc})"
+                ) from exc
+        # The whole lookup never takes longer than the budget; each nameserver gets its share of it,
+        # so a dead first one leaves time to ask the next.
+        resolver.lifetime = settings.timeout
+        resolver.timeout = settings.timeout / max(1, len(resolver.nameservers))
+        resolver.cache = None  # ours honours negative TTLs and the injected clock
+        self._resolver = resolver
+        self._timeout = settings.timeout
+        self._cache = _Cache(settings.cache_size, clock)
+
+    def flush(self) -> None:
+        """Forget every cached answer; the next lookup of each name asks the nameservers."""
+        self._cache.clear()
+
+    async def txt(self, name: str, *, fresh: bool = False) -> list[TxtRecord]:
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.TXT, fresh)
+        records: list[TxtRecord] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
+            records.append(TxtRecord(tuple(rdata.strings)))
+        return records
+
+    async def mx(self, name: str, *, fresh: bool = False) -> list[MxRecord]:
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.MX, fresh)
+        records: list[MxRecord] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.ANY.MX.MX)
+            records.append(MxRecord(rdata.preference, _host(rdata.exchange)))
+        return records
+
+    async def a(self, name: str, *, fresh: bool = False) -> list[IPv4Address]:
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.A, fresh)
+        addresses: list[IPv4Address] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.IN.A.A)
+            addresses.append(IPv4Address(rdata.address))
+        return addresses
+
+    async def aaaa(self, name: str, *, fresh: bool = False) -> list[IPv6Address]:
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.AAAA, fresh)
+        addresses: list[IPv6Address] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.IN.AAAA.AAAA)
+            addresses.append(IPv6Address(rdata.address))
+        return addresses
+
+    async def cname(self, name: str, *, fresh: bool = False) -> str | None:
+        """The target of the CNAME at `name` itself (not followed), or None when it has none."""
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.CNAME, fresh)
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.ANY.CNAME.CNAME)
+            return _host(rdata.target)
+        return None
+
+    async def ptr(self, ip: str | IPv4Address | IPv6Address, *, fresh: bool = False) -> list[str]:
+        """The names of an address. Raises ValueError when `ip` is not an IP address."""
+        reverse = dns.reversename.from_address(str(ipaddress.ip_address(ip)))
+        found, _ = await self._lookup(reverse, dns.rdatatype.PTR, fresh)
+        names: list[str] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.ANY.PTR.PTR)
+            names.append(_host(rdata.target))
+        return names
+
+    async def query(self, name: str, rdtype: str, *, fresh: bool = False) -> Answer:
+        """Any type by its mnemonic (`"SRV"`, `"CAA"`, ...); ValueError for an unknown mnemonic."""
+        try:
+            type_code = dns.rdatatype.from_text(rdtype)
+        except dns.exception.DNSException as exc:
+            raise ValueError(f"unknown DNS record type {rdtype!r}") from exc
+        found, ttl = await self._lookup(_parse_name(name), type_code, fresh)
+        return Answer(
+            name=_host(found.canonical_name),
+            rdtype=dns.rdatatype.to_text(type_code),
+            records=tuple(rdata.to_text() for rdata in found.rdatas),
+            ttl=ttl,
+        )
+
+    async def _lookup(self, qname: dns.name.Name, rdtype: int, fresh: bool) -> tuple[_Found, int]:
+        """The records of (qname, rdtype) from the cache or the nameservers, with their remaining TTL."""
+        key = (qname, rdtype)
+        cached = None if fresh else self._cache.get(key)
+        if cached is not None:
+            outcome, ttl = cached
+        else:
+            outcome, ttl = await self._ask(qname, rdtype)
+            self._cache.put(key, outcome, ttl)
+        if isinstance(outcome, _NotFound):
+            raise NxDomain(f"{_host(qname)} does not exist")
+        return outcome, ttl
+
+    async def _ask(self, qname: dns.name.Name, rdtype: int) -> tuple[_Outcome, int]:
+        what = f"{dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))} {_host(qname)}"
+        try:
+            answer = await self._resolver.resolve(
+                qname, dns.rdatatype.RdataType.make(rdtype), raise_on_no_answer=False, search=False
+            )
+        except dns.resolver.NXDOMAIN as exc:
+            # NXDOMAIN.responses() is untyped; it reads this same mapping of qname to response.
+            responses: dict[dns.name.Name, dns.message.Message] = exc.kwargs.get("responses", {})
+            return _NotFound(), _negative_ttl(next(iter(responses.values()), None))
+        except dns.resolver.LifetimeTimeout as exc:
+            raise DnsTemporaryError(f"{what}: no answer within {self._timeout:g} s") from exc
+        except dns.resolver.NoNameservers as exc:
+            raise DnsTemporaryError(f"{what}: every nameserver failed ({exc})") from exc
+        except dns.resolver.YXDOMAIN as exc:
+            raise NxDomain(f"{what}: the name is too long after DNAME substitution") from exc
+        except (dns.exception.DNSException, OSError) as exc:
+            raise DnsTemporaryError(f"{what}: {exc}") from exc
+        if answer.rrset is None:
+            return _Found(answer.canonical_name, ()), _negative_ttl(answer.response)
+        ttl = max(0, min(answer.chaining_result.minimum_ttl, MAX_POSITIVE_TTL))
+        return _Found(answer.canonical_name, tuple(answer.rrset)), ttl

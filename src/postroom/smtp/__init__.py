@@ -1,0 +1,45 @@
+"""The SMTP server: a sans-IO protocol core, the asyncio listener around it, and the session contract.
+
+The public face: `SmtpListener` (bind, serve, drain), the `SmtpSession` protocol the application
+implements per connection with its values (`ConnectionInfo`, `TlsInfo`, `MailParams`, `RcptParams`),
+and `SmtpServerProtocol` with its events for whoever drives SMTP without sockets (tests, other
+transports). Each module's docstring states its guarantees; the smuggling rules are in `protocol`.
+"""
+
+from postroom.smtp.params import MailParams, RcptParams
+from postroom.smtp.protocol import (
+    ConnectionClosing,
+    Decision,
+    Event,
+    HeloReceived,
+    MailFromReceived,
+    MessageReceived,
+    ProtocolUsageError,
+    RcptToReceived,
+    SmtpServerProtocol,
+    StartTlsRequested,
+    TransactionReset,
+)
+from postroom.smtp.server import SmtpListener
+from postroom.smtp.session import ConnectionInfo, SmtpSession, SmtpSessionFactory, TlsInfo
+
+__all__ = [
+    "ConnectionClosing",
+    "ConnectionInfo",
+    "Decision",
+    "Event",
+    "HeloReceived",
+    "MailFromReceived",
+    "MailParams",
+    "MessageReceived",
+    "ProtocolUsageError",
+    "RcptParams",
+    "RcptToReceived",
+    "SmtpListener",
+    "SmtpServerProtocol",
+    "SmtpSession",
+    "SmtpSessionFactory",
+    "StartTlsRequested",
+    "TlsInfo",
+    "TransactionReset",
+]

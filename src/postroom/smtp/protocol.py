@@ -1,0 +1,674 @@
+"""The SMTP server state machine, sans-IO: bytes in, events out, replies in, bytes out.
+
+`SmtpServerProtocol` is one connection's protocol state, in the style of h11. The driver feeds it what
+the socket read (`receive_data`, `b""` at end of file), takes events one at a time (`next_event`),
+answers each decision event with a reply (`respond`) and writes whatever `data_to_send` returns. It does
+no I/O, knows no clock and imports only value types, so it is tested by feeding it bytes.
+
+Events. Decision events wait for `respond` before anything later in the input is read: `HeloReceived`
+(`respond(None)` or any positive reply accepts and the core writes its own 250 with the EHLO keywords; a
+4xx/5xx refuses), `MailFromReceived`, `RcptToReceived`, `MessageReceived` (after `<CRLF>.<CRLF>` or the
+last BDAT chunk; the content is dot-unstuffed and otherwise exactly as received). `StartTlsRequested`
+follows the core's own 220: the driver flushes, upgrades the transport and calls `tls_started`, which
+puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `TransactionReset` (the open
+transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
+driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, end of file, or a 421;
+after it nothing is read, and the driver closes once it has sent `data_to_send`).
+
+Guarantees. Events come out in input order, so pipelined commands (RFC 2920) are decided in order and
+their replies are buffered together until the driver flushes. Everything else the core answers itself
+from the reply catalogue: EHLO/HELO, RSET, NOOP, QUIT, VRFY, HELP, unknown commands, sequence and
+parameter errors, the SIZE, recipient and line limits of `SmtpLimits`. A reply with code 421, from the
+application or from `close_with`, closes the session. Every error reply the core makes for a protocol
+fault counts; at `max_errors` it says 421 4.7.0 and closes. Policy outcomes (a SIZE over the limit, too
+many recipients, a message refused for its content, the application's own refusals) do not count.
+
+Failure behaviour. Misuse by the driver (responding with nothing pending, `tls_started` without
+STARTTLS) raises `ProtocolUsageError`. Input never raises: every fault becomes a reply.
+
+Security: this reads untrusted network input and is the guard against SMTP smuggling. Command lines
+end only at <CRLF>; a bare LF or a CR inside a command line is refused (500 5.5.2) and never splits or
+ends a command. Message data ends only at <CRLF>.<CRLF> (or a first line of "."): no combination of bare
+LF or bare CR with a dot (<LF>.<LF>, <LF>.<CRLF>, <CR>.<CR>, <CRLF>.<LF>, ...) ends a message or starts
+another. A message holding a bare LF or bare CR is refused after its real end with 550 5.6.11 when
+`bare_lf` is "reject"; with "normalize" both are stored as CRLF. BDAT chunks are counted, never scanned
+for a terminator. Plaintext pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is
+bounded: command lines by `max_command_line`, messages by `max_message_size` (the excess is read and
+discarded to the real end, then 552 5.3.4), recipients by `max_recipients`, errors by `max_errors`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal
+
+from postroom.config.settings import SmtpLimits
+from postroom.model import replies
+from postroom.model.address import Address, AddressError
+from postroom.model.replies import Reply
+from postroom.smtp.params import MailParams, ParameterError, RcptParams, parse_mail_params, parse_rcpt_params
+
+CloseReason = Literal["quit", "errors", "eof", "server"]
+
+
+@dataclass(frozen=True, slots=True)
+class HeloReceived:
+    """EHLO (`extended`) or HELO with the name the client gave. Decision: `respond(None)` accepts."""
+
+    name: str
+    extended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MailFromReceived:
+    """MAIL FROM; `sender` is None for the null reverse-path `<>`. Decision."""
+
+    sender: Address | None
+    params: MailParams
+
+
+@dataclass(frozen=True, slots=True)
+class RcptToReceived:
+    """RCPT TO for one recipient. Decision; a positive reply counts the recipient as accepted."""
+
+    recipient: Address
+    params: RcptParams
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """The whole message of the transaction (dot-unstuffed, CRLF lines). Decision: the final reply."""
+
+    content: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.content)
+
+
+@dataclass(frozen=True, slots=True)
+class StartTlsRequested:
+    """The core said 220 to STARTTLS; the driver upgrades the transport, then calls `tls_started`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionReset:
+    """The open mail transaction ended (completed or discarded); the driver resets its envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosing:
+    """The session is over; send `data_to_send()` and close the connection."""
+
+    reason: CloseReason
+
+
+Decision = HeloReceived | MailFromReceived | RcptToReceived | MessageReceived
+Event = Decision | StartTlsRequested | TransactionReset | ConnectionClosing
+
+
+class ProtocolUsageError(RuntimeError):
+    """The driver called the core out of turn (a bug in the driver, not in the input)."""
+
+
+class _Phase(Enum):
+    COMMAND = "command"  # reading command lines
+    DATA = "data"  # reading DATA content up to <CRLF>.<CRLF>
+    CHUNK = "chunk"  # reading the octets of one BDAT chunk
+    TLS = "tls"  # 220 sent to STARTTLS; waiting for `tls_started`
+    CLOSED = "closed"
+
+
+_PATH = r'<((?:"(?:[^"\\]|\\.)*"|[^<>"])*)>'
+_MAIL = re.compile(rf"FROM:[ \t]*{_PATH}(?:[ \t]+(.*))?", re.IGNORECASE)
+_RCPT = re.compile(rf"TO:[ \t]*{_PATH}(?:[ \t]+(.*))?", re.IGNORECASE)
+_BDAT = re.compile(r"([0-9]{1,20})(?:[ \t]+(LAST))?[ \t]*", re.IGNORECASE)
+_ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
+_DATA_END = b"\r\n.\r\n"
+_EMPTY_DATA_END = b".\r\n"  # a first line of "." ends an empty message
+_CR = 13
+
+
+def _strip_route(path: str) -> str | None:
+    """Drop an RFC 5321 source route (`@a,@b:user@c`), which servers must accept and ignore."""
+    if not path.startswith("@"):
+        return path
+    _, sep, mailbox = path.partition(":")
+    return mailbox if sep and mailbox else None
+
+
+def _has_long_line(raw: bytes, limit: int) -> bool:
+    """True when a line of `raw`, counting its line end, is longer than `limit` octets.
+
+    Jumps from the last LF of each window of `limit` octets, so it costs O(len / limit) calls into C,
+    not a Python step per line.
+    """
+    position, end = 0, len(raw)
+    while end - position >= limit:
+        newline = raw.rfind(b"\n", position, position + limit)
+        if newline < 0:
+            return True
+        position = newline + 1
+    return False
+
+
+class SmtpServerProtocol:
+    """One server-side SMTP session as a state machine; see the module docstring for the contract."""
+
+    def __init__(
+        self, hostname: str, limits: SmtpLimits, *, tls_available: bool, tls_active: bool = False
+    ) -> None:
+        self._hostname = hostname
+        self._limits = limits
+        self._tls_available = tls_available
+        self._tls_active = tls_active
+        self._buffer = bytearray()
+        self._out = bytearray()
+        self._events: deque[Event] = deque()
+        self._phase = _Phase.COMMAND
+        self._pending: Decision | None = None
+        self._eof = False
+        self._errors = 0
+        self._discarding_line = False
+        # session scope: reset by STARTTLS
+        self._greeted = False
+        # transaction scope: reset by RSET, EHLO, the end of a message
+        self._mail: MailParams | None = None
+        self._recipients_tried = 0
+        self._recipients_accepted = 0
+        self._chunked = False
+        self._bdat_failed = False
+        # the message being read
+        self._parts: list[bytes | bytearray] = []
+        self._received = 0
+        self._oversize = False
+        self._at_data_start = False
+        self._chunk_left = 0
+        self._chunk_size = 0
+        self._chunk_last = False
+        self._chunk_refusal: Reply | None = None
+        # AUTH (RFC 4954) plugs in here: a verb, a decision event and a SASL phase, nothing rewritten.
+        self._commands: dict[str, Callable[[str], None]] = {
+            "EHLO": self._ehlo,
+            "HELO": self._helo,
+            "MAIL": self._mail_from,
+            "RCPT": self._rcpt_to,
+            "DATA": self._data,
+            "BDAT": self._bdat,
+            "RSET": self._rset,
+            "NOOP": self._noop,
+            "QUIT": self._quit,
+            "VRFY": self._vrfy,
+            "EXPN": self._not_implemented,
+            "HELP": self._help,
+            "STARTTLS": self._starttls,
+        }
+
+    # --- the driver's side -------------------------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        """The 220 greeting to send when the connection is accepted."""
+        return replies.GREETING.with_text(replies.GREETING.text.format(hostname=self._hostname)).to_bytes()
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes read from the client; `b""` means the client closed its side."""
+        if not data:
+            self._eof = True
+        elif self._phase is not _Phase.CLOSED and self._phase is not _Phase.TLS:
+            self._buffer += data
+        # In the TLS phase, bytes before the handshake are plaintext injection: dropped.
+
+    def next_event(self) -> Event | None:
+        """The next event, or None when more input (or a `respond`, or `tls_started`) is needed."""
+        while True:
+            if self._events:
+                event = self._events.popleft()
+                if isinstance(event, HeloReceived | MailFromReceived | RcptToReceived | MessageReceived):
+                    self._pending = event
+                return event
+            if self._pending is not None or self._phase is _Phase.CLOSED or self._phase is _Phase.TLS:
+                return None
+            if self._phase is _Phase.COMMAND:
+                progressed = self._read_command()
+            elif self._phase is _Phase.DATA:
+                progressed = self._read_data()
+            else:
+                progressed = self._read_chunk()
+            if not progressed:
+                if not self._eof:
+                    return None
+                self._close("eof")
+
+    def respond(self, reply: Reply | None = None) -> None:
+        """Answer the pending decision event. `None` is allowed only for `HeloReceived` (accept)."""
+        event = self._pending
+        if event is None:
+            raise ProtocolUsageError("respond() called with no decision pending")
+        if reply is None and not isinstance(event, HeloReceived):
+            raise ProtocolUsageError(f"{type(event).__name__} needs a reply")
+        self._pending = None
+        if isinstance(event, HeloReceived) and (reply is None or reply.is_positive):
+            self._accept_helo(event)
+            return
+        assert reply is not None
+        self._write(reply)
+        if isinstance(event, MailFromReceived) and reply.is_positive:
+            self._mail = event.params
+        elif isinstance(event, RcptToReceived) and reply.is_positive:
+            self._recipients_accepted += 1
+        elif isinstance(event, MessageReceived):
+            self._end_transaction()
+        if reply.code == 421:
+            self._close("server")
+
+    def tls_started(self) -> None:
+        """The transport is now TLS: forget everything said before it (RFC 3207 §4.2)."""
+        if self._phase is not _Phase.TLS:
+            raise ProtocolUsageError("tls_started() called without STARTTLS")
+        self._phase = _Phase.COMMAND
+        self._tls_active = True
+        self._greeted = False
+        self._buffer.clear()
+
+    def close_with(self, reply: Reply) -> None:
+        """End the session from the server's side (timeout, shutdown, refusal) with `reply`, a 421."""
+        if self._phase is _Phase.CLOSED:
+            return
+        self._pending = None
+        self._events.clear()
+        self._write(reply)
+        self._close("server")
+
+    def data_to_send(self) -> bytes:
+        """The replies written since the last call, to send in one write."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._phase is _Phase.CLOSED
+
+    @property
+    def expecting_data(self) -> bool:
+        """True while message octets (DATA or a BDAT chunk) are being read: the data timeout applies."""
+        return self._phase is _Phase.DATA or self._phase is _Phase.CHUNK
+
+    @property
+    def idle(self) -> bool:
+        """True between transactions with nothing pending: the point where a drain may close."""
+        return self._phase is _Phase.COMMAND and self._pending is None and self._mail is None
+
+    @property
+    def buffered(self) -> int:
+        """Octets received but not yet parsed (the driver pauses reading when this grows)."""
+        return len(self._buffer)
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    def _write(self, reply: Reply) -> None:
+        self._out += reply.to_bytes()
+
+    def _error(self, reply: Reply) -> None:
+        """Write an error reply for a protocol fault; too many of them end the session."""
+        self._write(reply)
+        self._errors += 1
+        if self._errors >= self._limits.max_errors:
+            self._write(replies.TOO_MANY_ERRORS)
+            self._close("errors")
+
+    def _close(self, reason: CloseReason) -> None:
+        self._phase = _Phase.CLOSED
+        self._buffer.clear()
+        self._parts = []
+        self._events.append(ConnectionClosing(reason))
+
+    def _end_transaction(self) -> None:
+        self._mail = None
+        self._recipients_tried = 0
+        self._recipients_accepted = 0
+        self._chunked = False
+        self._parts = []
+        self._events.append(TransactionReset())
+
+    def _start_message(self) -> None:
+        self._parts = []
+        self._received = 0
+        self._oversize = False
+
+    # --- commands ----------------------------------------------------------------------------------
+
+    def _read_command(self) -> bool:
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        if self._discarding_line:
+            if end < 0:
+                buffer.clear()
+                return False
+            del buffer[: end + 1]
+            self._discarding_line = False
+            return True
+        if end < 0:
+            if len(buffer) > self._limits.max_command_line:
+                buffer.clear()
+                self._discarding_line = True
+                self._error(replies.LINE_TOO_LONG)
+                return True
+            return False
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        if len(line) > self._limits.max_command_line:
+            self._error(replies.LINE_TOO_LONG)
+            return True
+        if end == 0 or line[-2] != _CR or b"\r" in line[:-2]:
+            self._error(replies.BARE_LF_COMMAND)
+            return True
+        if b"\x00" in line:
+            self._error(replies.SYNTAX_ERROR)
+            return True
+        try:
+            text = line[:-2].decode("utf-8")
+        except UnicodeDecodeError:
+            self._error(replies.SYNTAX_ERROR)
+            return True
+        verb, _, argument = text.partition(" ")
+        verb = verb.upper()
+        if verb != "BDAT":
+            self._bdat_failed = False
+        command = self._commands.get(verb)
+        if command is None:
+            self._error(replies.SYNTAX_ERROR)
+        else:
+            command(argument.strip(" \t"))
+        return True
+
+    def _capabilities(self) -> list[str]:
+        keywords = ["PIPELINING", f"SIZE {self._limits.max_message_size}", "8BITMIME", "SMTPUTF8"]
+        keywords.append("ENHANCEDSTATUSCODES")
+        if self._tls_available and not self._tls_active:
+            keywords.append("STARTTLS")
+        keywords += ["CHUNKING", "BINARYMIME"]
+        return keywords
+
+    def _hello(self, name: str, extended: bool) -> None:
+        words = name.split()
+        if not words:
+            self._error(replies.ARGUMENT_ERROR)
+            return
+        self._events.append(HeloReceived(words[0], extended))
+
+    def _ehlo(self, argument: str) -> None:
+        self._hello(argument, True)
+
+    def _helo(self, argument: str) -> None:
+        self._hello(argument, False)
+
+    def _accept_helo(self, event: HeloReceived) -> None:
+        if self._mail is not None:
+            self._end_transaction()
+        self._greeted = True
+        lines = [self._hostname]
+        if event.extended:
+            lines += self._capabilities()
+        self._write(replies.HELLO.with_text("\n".join(lines)))
+
+    def _mail_from(self, argument: str) -> None:
+        if not self._greeted:
+            self._error(replies.HELO_FIRST)
+            return
+        if self._mail is not None:
+            self._error(replies.NESTED_MAIL)
+            return
+        match = _MAIL.fullmatch(argument)
+        if match is None:
+            self._error(
+                replies.BAD_SENDER_SYNTAX if argument[:5].upper() == "FROM:" else replies.ARGUMENT_ERROR
+            )
+            return
+        try:
+            params = parse_mail_params(match.group(2) or "")
+        except ParameterError as error:
+            self._error(error.reply)
+            return
+        if params.size is not None and params.size > self._limits.max_message_size:
+            self._write(replies.MESSAGE_TOO_BIG)
+            return
+        path = _strip_route(match.group(1))
+        if path is None:
+            self._error(replies.BAD_SENDER_SYNTAX)
+            return
+        if not path.isascii() and not params.smtputf8:
+            self._error(replies.SMTPUTF8_REQUIRED)
+            return
+        sender: Address | None = None
+        if path:
+            try:
+                sender = Address.parse(path)
+            except AddressError:
+                self._error(replies.BAD_SENDER_SYNTAX)
+                return
+        self._events.append(MailFromReceived(sender, params))
+
+    def _rcpt_to(self, argument: str) -> None:
+        if self._mail is None:
+            self._error(replies.NEED_MAIL)
+            return
+        self._recipients_tried += 1
+        match = _RCPT.fullmatch(argument)
+        if match is None:
+            self._error(
+                replies.BAD_RECIPIENT_SYNTAX if argument[:3].upper() == "TO:" else replies.ARGUMENT_ERROR
+            )
+            return
+        try:
+            params = parse_rcpt_params(match.group(2) or "")
+        except ParameterError as error:
+            self._error(error.reply)
+            return
+        if self._recipients_accepted >= self._limits.max_recipients:
+            self._write(replies.TOO_MANY_RECIPIENTS)
+            return
+        path = _strip_route(match.group(1))
+        if not path:
+            self._error(replies.BAD_RECIPIENT_SYNTAX)
+            return
+        if not path.isascii() and not self._mail.smtputf8:
+            self._error(replies.SMTPUTF8_REQUIRED)
+            return
+        if path.lower() == "postmaster":  # RFC 5321 §4.5.1: must be accepted without a domain
+            path = f"{path}@{self._hostname}"
+        try:
+            recipient = Address.parse(path)
+        except AddressError:
+            self._error(replies.BAD_RECIPIENT_SYNTAX)
+            return
+        self._events.append(RcptToReceived(recipient, params))
+
+    def _recipients_ready(self) -> Reply | None:
+        """The refusal for DATA or BDAT now, or None when the transaction may take a message."""
+        if self._mail is None:
+            return replies.NEED_MAIL
+        if self._recipients_accepted == 0:
+            return replies.NO_VALID_RECIPIENTS if self._recipients_tried else replies.NEED_RCPT
+        return None
+
+    def _data(self, argument: str) -> None:
+        if argument:
+            self._error(replies.ARGUMENT_ERROR)
+            return
+        refusal = self._recipients_ready()
+        if refusal is replies.NO_VALID_RECIPIENTS:
+            self._write(refusal)  # the outcome of refused recipients, not a protocol fault
+            return
+        if refusal is not None:
+            self._error(refusal)
+            return
+        assert self._mail is not None
+        if self._chunked or self._mail.body == "BINARYMIME":  # RFC 3030 §3, §4
+            self._error(replies.BAD_SEQUENCE)
+            return
+        self._write(replies.START_DATA)
+        self._start_message()
+        self._at_data_start = True
+        self._phase = _Phase.DATA
+
+    def _bdat(self, argument: str) -> None:
+        match = _BDAT.fullmatch(argument)
+        if match is None:
+            # Without a size the chunk cannot be framed; its octets would be read as commands.
+            self._write(replies.ARGUMENT_ERROR)
+            self._close("errors")
+            return
+        refusal = self._recipients_ready()
+        if refusal is None and not self._chunked:
+            self._chunked = True
+            self._start_message()
+        self._chunk_size = self._chunk_left = int(match.group(1))
+        self._chunk_last = match.group(2) is not None
+        self._chunk_refusal = refusal
+        self._phase = _Phase.CHUNK
+
+    def _rset(self, argument: str) -> None:
+        if self._mail is not None:
+            self._end_transaction()
+        self._write(replies.RESET)
+
+    def _noop(self, argument: str) -> None:
+        self._write(replies.NOOP)
+
+    def _quit(self, argument: str) -> None:
+        self._write(replies.CLOSING)
+        self._close("quit")
+
+    def _vrfy(self, argument: str) -> None:
+        self._write(replies.CANNOT_VRFY)
+
+    def _help(self, argument: str) -> None:
+        self._write(replies.HELP)
+
+    def _not_implemented(self, argument: str) -> None:
+        self._error(replies.NOT_IMPLEMENTED)
+
+    def _starttls(self, argument: str) -> None:
+        if argument:
+            self._error(replies.ARGUMENT_ERROR)
+        elif self._tls_active:
+            self._error(replies.TLS_ALREADY_ACTIVE)
+        elif not self._tls_available:
+            self._error(replies.TLS_UNAVAILABLE)
+        elif not self._greeted:
+            self._error(replies.HELO_FIRST)
+        elif self._mail is not None:
+            self._error(replies.BAD_SEQUENCE)
+        else:
+            self._write(replies.READY_TLS)
+            self._buffer.clear()  # plaintext pipelined after STARTTLS must not reach the TLS session
+            self._phase = _Phase.TLS
+            self._events.append(StartTlsRequested())
+
+    # --- message content ---------------------------------------------------------------------------
+
+    def _keep(self, count: int) -> None:
+        """Move `count` octets from the buffer into the message, or drop them once it is oversize."""
+        buffer = self._buffer
+        if not self._oversize:
+            self._parts.append(buffer[:count])
+            self._received += count
+            # Dot-stuffing adds at most one octet per line: the exact check is made on the content.
+            if self._received > self._limits.max_message_size + self._limits.max_message_size // 8:
+                self._oversize = True
+                self._parts = []
+        del buffer[:count]
+
+    def _read_data(self) -> bool:
+        buffer = self._buffer
+        if self._at_data_start:
+            if len(buffer) < len(_EMPTY_DATA_END) and _EMPTY_DATA_END.startswith(buffer):
+                return False
+            self._at_data_start = False
+            if buffer.startswith(_EMPTY_DATA_END):
+                del buffer[: len(_EMPTY_DATA_END)]
+                self._finish_message(b"", dot_stuffed=True, binary=False)
+                return True
+        end = buffer.find(_DATA_END)
+        if end < 0:
+            # Keep the last 4 octets: they may be the start of a terminator split across reads.
+            if len(buffer) > len(_DATA_END) - 1:
+                self._keep(len(buffer) - (len(_DATA_END) - 1))
+            return False
+        self._keep(end + 2)  # the content keeps the CRLF of its last line
+        del buffer[:3]
+        self._finish_message(b"".join(self._parts), dot_stuffed=True, binary=False)
+        return True
+
+    def _read_chunk(self) -> bool:
+        if self._chunk_left:
+            buffer = self._buffer
+            if not buffer:
+                return False
+            take = min(len(buffer), self._chunk_left)
+            self._chunk_left -= take
+            if self._chunk_refusal is None and not self._oversize:
+                if self._received + take > self._limits.max_message_size:
+                    self._oversize = True
+                    self._parts = []
+                else:
+                    self._parts.append(buffer[:take])
+                    self._received += take
+            del buffer[:take]
+            if self._chunk_left:
+                return False
+        self._phase = _Phase.COMMAND
+        last = self._chunk_last
+        if self._chunk_refusal is not None:
+            if self._bdat_failed:  # RFC 3030 §4.1: chunks pipelined after a failed one are discarded
+                self._write(self._chunk_refusal)
+            else:
+                self._error(self._chunk_refusal)
+            self._bdat_failed = self._bdat_failed and not last
+        elif self._oversize:
+            self._write(replies.MESSAGE_TOO_BIG)
+            self._end_transaction()
+            self._bdat_failed = not last
+        elif not last:
+            size = replies.CHUNK_RECEIVED.text.format(size=self._chunk_size)
+            self._write(replies.CHUNK_RECEIVED.with_text(size))
+        else:
+            assert self._mail is not None
+            binary = self._mail.body == "BINARYMIME"
+            self._finish_message(b"".join(self._parts), dot_stuffed=False, binary=binary)
+        return True
+
+    def _finish_message(self, raw: bytes, *, dot_stuffed: bool, binary: bool) -> None:
+        """Check the complete message and hand it out, or refuse it; either way the data phase ends."""
+        self._phase = _Phase.COMMAND
+        self._parts = []
+        limits = self._limits
+        refusal: Reply | None = None
+        if self._oversize:
+            refusal = replies.MESSAGE_TOO_BIG
+        elif not binary:
+            crlf = raw.count(b"\r\n")
+            bare = raw.count(b"\r") != crlf or raw.count(b"\n") != crlf
+            if bare and limits.bare_lf != "normalize":
+                refusal = replies.BARE_LF_DATA
+            elif len(raw) >= limits.max_data_line and _has_long_line(raw, limits.max_data_line):
+                refusal = replies.DATA_LINE_TOO_LONG
+            elif bare:
+                raw = _ANY_NEWLINE.sub(b"\r\n", raw)
+        if refusal is None and dot_stuffed:
+            # RFC 5321 §4.5.2: a leading period is removed from every line that has one.
+            if raw.startswith(b"."):
+                raw = raw[1:]
+            raw = raw.replace(b"\r\n.", b"\r\n")
+        if refusal is None and len(raw) > limits.max_message_size:
+            refusal = replies.MESSAGE_TOO_BIG
+        if refusal is None:
+            self._events.append(MessageReceived(raw))
+        else:
+            self._write(refusal)
+            self._end_transaction()

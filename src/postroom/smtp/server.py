@@ -1,0 +1,432 @@
+"""The SMTP listener: asyncio sockets around the sans-IO core, one task and one session per connection.
+
+`SmtpListener` binds its addresses (`start`, port 0 picks a free port and `bound` says which), and for
+every accepted connection runs one task that moves bytes between the socket and `SmtpServerProtocol` and
+asks the application's `SmtpSession` each decision. Replies are written once the core has consumed all
+the input it has, so a pipelined group of commands gets its replies in one write.
+
+Guarantees. Session calls for one connection are sequential and in protocol order; `close()` is called
+exactly once however the connection ends. Timeouts (421 4.4.2): `command_timeout` while waiting for a
+command, `data_timeout` while waiting for message octets. Connection limits (421 4.7.0, then close,
+before any session is made): `max_connections` on the listener, `max_connections_per_ip` per client
+address. `stop(grace)` stops accepting, closes idle connections with 421 4.3.2 at once, lets connections
+in a transaction finish it (they are closed with 421 4.3.2 at the next command after it), and after
+`grace` seconds closes whatever is left the same way.
+
+Failure behaviour: an exception from a session method is logged with its traceback and the client gets
+451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A failed TLS
+handshake or a lost connection ends the connection quietly (logged). Nothing internal is ever sent to the
+client.
+
+Security: reads untrusted network input; all parsing, and the SMTP smuggling and bare LF rules, are in
+`smtp.protocol`. This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed
+(a client pipelining while a commit is in flight) it stops reading until the core catches up, and a
+client that does not read its replies is dropped after `command_timeout`. Plaintext sent after
+STARTTLS and before the handshake is discarded by the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from postroom.config.settings import ListenAddress, SmtpLimits
+from postroom.model import replies
+from postroom.model.replies import Reply
+from postroom.smtp.protocol import (
+    HeloReceived,
+    MailFromReceived,
+    MessageReceived,
+    RcptToReceived,
+    SmtpServerProtocol,
+    StartTlsRequested,
+    TransactionReset,
+)
+from postroom.smtp.session import ConnectionInfo, SmtpSession, SmtpSessionFactory, TlsInfo
+
+logger = logging.getLogger(__name__)
+
+_HIGH_WATER = 256 * 1024  # unparsed octets held before reading pauses
+
+_T = TypeVar("_T")
+
+
+class SmtpListener:
+    """One SMTP listener (an MX endpoint or a submission port) on one or more addresses."""
+
+    def __init__(
+        self,
+        name: str,
+        addresses: tuple[ListenAddress, ...],
+        limits: SmtpLimits,
+        hostname: str,
+        factory: SmtpSessionFactory,
+        ssl_context: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
+        if implicit_tls and ssl_context is None:
+            raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
+        self.name = name
+        self.addresses = addresses
+        self.limits = limits
+        self.hostname = hostname
+        self.factory = factory
+        self.ssl_context = ssl_context
+        self.implicit_tls = implicit_tls
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_Connection] = set()
+        self._per_ip: dict[str, int] = {}
+        self._bound: tuple[ListenAddress, ...] = ()
+        self._draining = False
+
+    @property
+    def bound(self) -> tuple[ListenAddress, ...]:
+        """The addresses actually listened on (with the real port when 0 was asked for)."""
+        return self._bound
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> tuple[ListenAddress, ...]:
+        """Bind every address and start accepting; returns `bound`. Raises OSError when one cannot bind."""
+        loop = asyncio.get_running_loop()
+        tls = self.ssl_context if self.implicit_tls else None
+        try:
+            for address in self.addresses:
+                server = await loop.create_server(
+                    lambda: _Connection(self),
+                    address.host,
+                    address.port,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.limits.command_timeout if tls else None,
+                    reuse_address=True,
+                    backlog=min(self.limits.max_connections, 4096),
+                )
+                self._servers.append(server)
+        except BaseException:
+            for server in self._servers:
+                server.close()
+            self._servers.clear()
+            raise
+        bound = []
+        for server in self._servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                bound.append(ListenAddress(str(host), int(port)))
+        self._bound = tuple(bound)
+        logger.info("SMTP listener %s accepting on %s", self.name, ", ".join(map(str, self._bound)))
+        return self._bound
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting and drain: idle connections get 421 4.3.2 now, the rest after their transaction
+        or after `grace` seconds, whichever comes first."""
+        self._draining = True
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections):
+            connection.drain()
+        tasks = [connection.task for connection in self._connections if connection.task is not None]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+        logger.info("SMTP listener %s stopped", self.name)
+
+    def _admit(self, peer_ip: str) -> Reply | None:
+        """The refusal for a new connection from `peer_ip`, or None to take it."""
+        if self._draining:
+            return replies.SHUTTING_DOWN
+        if len(self._connections) >= self.limits.max_connections:
+            return replies.TOO_MANY_CONNECTIONS
+        if self._per_ip.get(peer_ip, 0) >= self.limits.max_connections_per_ip:
+            return replies.TOO_MANY_CONNECTIONS_FROM_IP
+        return None
+
+    def _register(self, connection: _Connection) -> None:
+        self._connections.add(connection)
+        self._per_ip[connection.peer_ip] = self._per_ip.get(connection.peer_ip, 0) + 1
+
+    def _unregister(self, connection: _Connection) -> None:
+        if connection not in self._connections:
+            return
+        self._connections.discard(connection)
+        left = self._per_ip.get(connection.peer_ip, 1) - 1
+        if left:
+            self._per_ip[connection.peer_ip] = left
+        else:
+            self._per_ip.pop(connection.peer_ip, None)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: the asyncio protocol callbacks and the task that serves the session."""
+
+    def __init__(self, listener: SmtpListener) -> None:
+        self._listener = listener
+        self._limits = listener.limits
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._core = SmtpServerProtocol(
+            listener.hostname,
+            listener.limits,
+            tls_available=listener.ssl_context is not None and not listener.implicit_tls,
+            tls_active=listener.implicit_tls,
+        )
+        self.task: asyncio.Task[None] | None = None
+        self.peer_ip = ""
+        self._peer = ""
+        self._waiter: asyncio.Future[bool] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._input_seen = 0  # counts arrivals, so the task knows whether input came while it was busy
+        self._reading_paused = False
+        self._tls = listener.implicit_tls
+        self._lost = False
+        self._draining = False
+
+    # --- asyncio callbacks -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.peer_ip = str(peer[0])
+        self._peer = f"{peer[0]}:{peer[1]}"
+        refusal = self._listener._admit(self.peer_ip)
+        if refusal is not None:
+            logger.info("SMTP %s refused %s: %s", self._listener.name, self._peer, refusal)
+            self._core.close_with(refusal)
+            transport.write(self._core.data_to_send())
+            transport.close()
+            self._lost = True
+            return
+        info = ConnectionInfo(
+            peer_ip=self.peer_ip,
+            peer_port=int(peer[1]),
+            local_ip=str(local[0]),
+            local_port=int(local[1]),
+            listener_name=self._listener.name,
+        )
+        self._listener._register(self)
+        self.task = self._loop.create_task(self._run(info), name=f"smtp {self._peer}")
+
+    def data_received(self, data: bytes) -> None:
+        self._core.receive_data(data)
+        self._input_seen += 1
+        self._wake(True)
+        if not self._reading_paused and self._core.buffered > _HIGH_WATER and self._transport is not None:
+            self._transport.pause_reading()
+            self._reading_paused = True
+
+    def eof_received(self) -> bool:
+        self._core.receive_data(b"")
+        self._input_seen += 1
+        self._wake(True)
+        return not self._tls  # keep a plain socket half-open to answer what was pipelined before EOF
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._input_seen += 1
+        self._wake(True)
+        if self._write_waiter is not None and not self._write_waiter.done():
+            self._write_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self._write_waiter is None or self._write_waiter.done():
+            self._write_waiter = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._write_waiter is not None and not self._write_waiter.done():
+            self._write_waiter.set_result(None)
+        self._write_waiter = None
+
+    # --- the connection's task ---------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """The listener is stopping: close at the next moment this connection is between transactions."""
+        self._draining = True
+        self._wake(True)
+
+    def _wake(self, value: bool) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(value)
+
+    async def _run(self, info: ConnectionInfo) -> None:
+        session: SmtpSession | None = None
+        try:
+            session = self._listener.factory(info)
+            await self._serve(session)
+        except asyncio.CancelledError:
+            self._finish_with(replies.SHUTTING_DOWN)
+            raise
+        except Exception:
+            logger.exception("SMTP %s: connection from %s failed", self._listener.name, self._peer)
+            self._finish_with(replies.LOCAL_ERROR_CLOSING)
+        finally:
+            if session is not None:
+                try:
+                    session.close()
+                except Exception:
+                    logger.exception("SMTP %s: session close failed for %s", self._listener.name, self._peer)
+            if self._transport is not None:
+                self._transport.close()
+            self._listener._unregister(self)
+
+    async def _serve(self, session: SmtpSession) -> None:
+        core = self._core
+        refusal = await self._ask(session.connect(), "connect", replies.LOCAL_ERROR_CLOSING)
+        if refusal is not None:
+            core.close_with(refusal)
+            await self._flush()
+            return
+        if self._tls:
+            await self._ask(session.tls_started(self._tls_info()), "tls_started")
+        self._send(core.greeting())
+        while not self._lost:
+            seen = self._input_seen
+            event = core.next_event()
+            if event is None:
+                await self._flush()
+                if core.closed or self._lost:
+                    return
+                if self._reading_paused and core.buffered <= _HIGH_WATER and self._transport is not None:
+                    self._transport.resume_reading()
+                    self._reading_paused = False
+                if self._input_seen != seen:
+                    continue
+                if self._draining and core.idle:
+                    core.close_with(replies.SHUTTING_DOWN)
+                elif not await self._wait_for_input():
+                    core.close_with(replies.TIMEOUT)
+            elif isinstance(event, HeloReceived):
+                core.respond(await self._ask(session.helo(event.name, event.extended), "helo"))
+            elif isinstance(event, MailFromReceived):
+                core.respond(await self._ask(session.mail_from(event.sender, event.params), "mail_from"))
+            elif isinstance(event, RcptToReceived):
+                core.respond(await self._ask(session.rcpt_to(event.recipient, event.params), "rcpt_to"))
+            elif isinstance(event, MessageReceived):
+                core.respond(await self._ask(session.data(event.content), "data"))
+            elif isinstance(event, TransactionReset):
+                self._reset(session)
+            elif isinstance(event, StartTlsRequested):
+                if not await self._start_tls():
+                    return
+                core.tls_started()
+                self._reset(session)
+                await self._ask(session.tls_started(self._tls_info()), "tls_started")
+            # ConnectionClosing: the next round flushes and returns.
+
+    async def _ask(self, call: Awaitable[_T], what: str, fallback: Reply = replies.LOCAL_ERROR) -> _T | Reply:
+        """Await a session method; an exception is logged and becomes `fallback` for the client."""
+        try:
+            return await call
+        except Exception:
+            logger.exception("SMTP %s: session.%s failed for %s", self._listener.name, what, self._peer)
+            return fallback
+
+    def _reset(self, session: SmtpSession) -> None:
+        try:
+            session.reset()
+        except Exception:
+            logger.exception("SMTP %s: session.reset failed for %s", self._listener.name, self._peer)
+
+    async def _wait_for_input(self) -> bool:
+        """Wait for input (or a drain); False when the command or data timeout passed first."""
+        timeout = self._limits.data_timeout if self._core.expecting_data else self._limits.command_timeout
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        self._waiter = waiter
+        timer = self._loop.call_later(timeout, self._expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    @staticmethod
+    def _expire(waiter: asyncio.Future[bool]) -> None:
+        if not waiter.done():
+            waiter.set_result(False)
+
+    def _send(self, data: bytes) -> None:
+        if data and not self._lost and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    async def _flush(self) -> None:
+        self._send(self._core.data_to_send())
+        waiter = self._write_waiter
+        if waiter is not None and not waiter.done():
+            try:
+                await asyncio.wait_for(waiter, self._limits.command_timeout)
+            except TimeoutError:
+                logger.info("SMTP %s: %s does not read its replies; dropped", self._listener.name, self._peer)
+                self._lost = True
+                if self._transport is not None:
+                    self._transport.abort()
+
+    def _finish_with(self, reply: Reply) -> None:
+        """Say a last 421 if the connection is still open (used on shutdown and internal failure)."""
+        if not self._core.closed:
+            self._core.close_with(reply)
+        self._send(self._core.data_to_send())
+
+    async def _start_tls(self) -> bool:
+        await self._flush()
+        context = self._listener.ssl_context
+        transport = self._transport
+        if context is None or transport is None or self._lost:
+            return False
+        try:
+            upgraded = await self._loop.start_tls(
+                transport, self, context, server_side=True, ssl_handshake_timeout=self._limits.command_timeout
+            )
+        except Exception as error:
+            logger.info("SMTP %s: TLS handshake with %s failed: %r", self._listener.name, self._peer, error)
+            self._lost = True
+            transport.abort()
+            return False
+        if upgraded is None:
+            self._lost = True
+            return False
+        self._transport = upgraded
+        self._tls = True
+        self._reading_paused = False
+        return True
+
+    def _tls_info(self) -> TlsInfo:
+        ssl_object = self._transport.get_extra_info("ssl_object") if self._transport is not None else None
+        if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+            return TlsInfo(version="", cipher="")
+        cipher = ssl_object.cipher()
+        subject, sans = _certificate_names(ssl_object.getpeercert())
+        return TlsInfo(
+            version=ssl_object.version() or "",
+            cipher=cipher[0] if cipher else "",
+            peer_subject=subject,
+            peer_sans=sans,
+        )
+
+
+def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]]:
+    """Subject (`CN=...,O=...`) and subjectAltNames (`DNS:name`) of a verified peer certificate.
+
+    The dict from `getpeercert()` nests tuples of pairs; anything not of that shape is skipped.
+    """
+    if not isinstance(certificate, dict):
+        return None, ()
+    names: list[str] = []
+    for rdn in certificate.get("subject", ()):
+        names += [f"{pair[0]}={pair[1]}" for pair in rdn if isinstance(pair, tuple) and len(pair) == 2]
+    sans = tuple(
+        f"{pair[0]}:{pair[1]}"
+        for pair in certificate.get("subjectAltName", ())
+        if isinstance(pair, tuple) and len(pair) == 2
+    )
+    return ",".join(names) or None, sans

@@ -1,0 +1,103 @@
+"""A real Postroom node for tests: set up in a temp directory, serving in a background thread.
+
+The node is the production code path (`postroom init` equivalent, `App.serve`) on 127.0.0.1 with
+ephemeral ports; tests talk to it with real clients (smtplib, swaks, raw sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+from postroom.app import App, InitOptions, Listening, init_node
+from postroom.config import ListenAddress, Settings, SmtpLimits, load_settings
+
+
+def make_node(directory: Path, *, nameservers: tuple[str, ...] = ()) -> Settings:
+    return init_node(
+        directory,
+        InitOptions(
+            service_domain="postroom.test",
+            mx_listen="127.0.0.1:0",
+            submission_listen="127.0.0.1:0",
+            imap_listen="127.0.0.1:0",
+            admin_listen="127.0.0.1:0",
+            nameservers=nameservers,
+        ),
+    )
+
+
+def with_limits(settings: Settings, **limits: object) -> Settings:
+    new_limits = replace(settings.mx.limits, **limits)  # type: ignore[arg-type]
+    assert isinstance(new_limits, SmtpLimits)
+    return replace(settings, mx=replace(settings.mx, limits=new_limits))
+
+
+class RunningNode:
+    """`App.serve` on its own event loop in a thread; `mx` is the bound MX address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = App.open(settings)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listening: list[Listening] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="postroom-node", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self.app.serve(self._on_ready)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # reported to the test by start()/stop()
+            self._error = error
+            self._ready.set()
+
+    def _on_ready(self, listening: list[Listening]) -> None:
+        self._listening = listening
+        self._ready.set()
+
+    def start(self) -> RunningNode:
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise TimeoutError("the node did not start within 20 s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    @property
+    def mx(self) -> tuple[str, int]:
+        address = next(item.address for item in self._listening if item.name == "mx")
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.app.stop)
+        self._thread.join(60)
+        self.app.close()
+        if self._error is not None:
+            raise self._error
+
+
+@contextmanager
+def running(settings: Settings) -> Iterator[RunningNode]:
+    node = RunningNode(settings).start()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def reload(settings: Settings) -> Settings:
+    return load_settings(settings.source)
+
+
+__all__ = ["ListenAddress", "RunningNode", "make_node", "reload", "running", "with_limits"]
