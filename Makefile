@@ -32,7 +32,8 @@ unit: install
 test: install lint typecheck unit
 
 bench: install
-	$(BIN)/python bench/mx_load.py
+	@command -v postfix >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; }
+	$(BIN)/python bench/mx_load.py --vs-postfix
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

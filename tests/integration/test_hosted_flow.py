@@ -38,9 +38,13 @@ def inbox(hosted: Hosted, address: str) -> list[bytes]:
 
 def test_mail_to_group_alias_and_mailbox_is_delivered_once_each(hosted: Hosted, mx_node: RunningNode) -> None:
     with smtplib.SMTP(*mx_node.mx) as client:
-        refused = client.sendmail("news@partner.example", ["team@contoso.com", "AL@Contoso.com", "bob@contoso.com"], MESSAGE)
+        refused = client.sendmail(
+            "news@partner.example", ["team@contoso.com", "AL@Contoso.com", "bob@contoso.com"], MESSAGE
+        )
     assert refused == {}
-    wait_for(lambda: len(inbox(hosted, "alice@contoso.com")) == 1 and len(inbox(hosted, "bob@contoso.com")) == 1)
+    wait_for(
+        lambda: len(inbox(hosted, "alice@contoso.com")) == 1 and len(inbox(hosted, "bob@contoso.com")) == 1
+    )
     for address in ("alice@contoso.com", "bob@contoso.com"):
         [raw] = inbox(hosted, address)
         headers, _, _ = raw.partition(b"\r\n\r\n")
@@ -92,12 +96,18 @@ def test_relay_attempt_gets_nothing_queued(hosted: Hosted, mx_node: RunningNode)
 
 def test_tenants_see_only_their_own_trace(hosted: Hosted, mx_node: RunningNode) -> None:
     with smtplib.SMTP(*mx_node.mx) as client:
-        client.sendmail("x@partner.example", ["alice@contoso.com", "carol@fabrikam.com"], b"Subject: both\r\n\r\nhi\r\n")
+        client.sendmail(
+            "x@partner.example", ["alice@contoso.com", "carol@fabrikam.com"], b"Subject: both\r\n\r\nhi\r\n"
+        )
     contoso = hosted.app.directory.get_tenant("contoso").id
     fabrikam = hosted.app.directory.get_tenant("fabrikam").id
     wait_for(lambda: len(inbox(hosted, "carol@fabrikam.com")) == 1)
-    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=contoso))} == {"alice@contoso.com"}
-    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=fabrikam))} == {"carol@fabrikam.com"}
+    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=contoso))} == {
+        "alice@contoso.com"
+    }
+    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=fabrikam))} == {
+        "carol@fabrikam.com"
+    }
     message_id = hosted.app.trace.search(TraceQuery(tenant_id=contoso))[0].message_id
     detail = hosted.app.trace.detail(message_id, tenant_id=fabrikam)
     assert detail is not None
@@ -187,27 +197,41 @@ def test_pipelined_transactions_in_one_packet(hosted: Hosted, mx_node: RunningNo
         while not reader.readline().startswith(b"250 "):
             pass
         raw.sendall(
-            b"MAIL FROM:<p@partner.example>\r\nRCPT TO:<alice@contoso.com>\r\nRCPT TO:<ghost@contoso.com>\r\nDATA\r\n"
+            b"MAIL FROM:<p@partner.example>\r\nRCPT TO:<alice@contoso.com>\r\n"
+            b"RCPT TO:<ghost@contoso.com>\r\nDATA\r\n"
         )
         replies = [reader.readline()[:9] for _ in range(4)]
         assert replies == [b"250 2.1.0", b"250 2.1.5", b"550 5.4.1", b"354 Start"]
-        raw.sendall(b"Subject: piped\r\n\r\none\r\n.\r\nMAIL FROM:<p@partner.example>\r\nRCPT TO:<bob@contoso.com>\r\nDATA\r\n")
-        assert [reader.readline()[:9] for _ in range(4)] == [b"250 2.6.0", b"250 2.1.0", b"250 2.1.5", b"354 Start"]
+        raw.sendall(
+            b"Subject: piped\r\n\r\none\r\n.\r\n"
+            b"MAIL FROM:<p@partner.example>\r\nRCPT TO:<bob@contoso.com>\r\nDATA\r\n"
+        )
+        assert [reader.readline()[:9] for _ in range(4)] == [
+            b"250 2.6.0",
+            b"250 2.1.0",
+            b"250 2.1.5",
+            b"354 Start",
+        ]
         raw.sendall(b"Subject: piped 2\r\n\r\ntwo\r\n.\r\nQUIT\r\n")
         assert reader.readline()[:9] == b"250 2.6.0"
         assert reader.readline()[:3] == b"221"
-    wait_for(lambda: len(inbox(hosted, "alice@contoso.com")) == 1 and len(inbox(hosted, "bob@contoso.com")) == 1)
+    wait_for(
+        lambda: len(inbox(hosted, "alice@contoso.com")) == 1 and len(inbox(hosted, "bob@contoso.com")) == 1
+    )
 
 
 @pytest.mark.parametrize(
     "smuggled",
     [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\n.\r", b"\r.\r\n", b"\r\n\x00.\r\n"],
 )
-def test_smuggled_end_of_data_never_starts_a_second_message(hosted: Hosted, mx_node: RunningNode, smuggled: bytes) -> None:
+def test_smuggled_end_of_data_never_starts_a_second_message(
+    hosted: Hosted, mx_node: RunningNode, smuggled: bytes
+) -> None:
     payload = (
         b"Subject: outer\r\n\r\nfirst"
         + smuggled
-        + b"MAIL FROM:<ceo@contoso.com>\r\nRCPT TO:<bob@contoso.com>\r\nDATA\r\nSubject: smuggled\r\n\r\nforged\r\n.\r\n"
+        + b"MAIL FROM:<ceo@contoso.com>\r\nRCPT TO:<bob@contoso.com>\r\nDATA\r\n"
+        + b"Subject: smuggled\r\n\r\nforged\r\n.\r\n"
     )
     with smtplib.SMTP(*mx_node.mx) as client:
         client.ehlo("smuggler.example")
@@ -232,7 +256,9 @@ def test_mail_from_the_null_sender_is_accepted(hosted: Hosted, mx_node: RunningN
 
 
 def test_mail_loop_is_refused_by_hop_count(hosted: Hosted, mx_node: RunningNode) -> None:
-    looped = b"".join(b"Received: from hop%d by relay.example; Fri, 27 Nov 2026 08:00:00 +0000\r\n" % i for i in range(31))
+    looped = b"".join(
+        b"Received: from hop%d by relay.example; Fri, 27 Nov 2026 08:00:00 +0000\r\n" % i for i in range(31)
+    )
     with smtplib.SMTP(*mx_node.mx) as client, pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("a@partner.example", ["bob@contoso.com"], looped + b"Subject: loop\r\n\r\nx\r\n")
     assert (refused.value.smtp_code, refused.value.smtp_error.split()[0]) == (554, b"5.4.14")
@@ -243,5 +269,10 @@ def test_smtputf8_mailbox_receives_mail(hosted: Hosted, mx_node: RunningNode) ->
     with smtplib.SMTP(*mx_node.mx) as client:
         client.ehlo("mta.example")
         assert client.has_extn("smtputf8")
-        client.sendmail("sender@partner.example", ["JÖRG@contoso.com"], "Subject: ü\r\n\r\nhallo\r\n".encode(), mail_options=["SMTPUTF8"])
+        client.sendmail(
+            "sender@partner.example",
+            ["JÖRG@contoso.com"],
+            "Subject: ü\r\n\r\nhallo\r\n".encode(),
+            mail_options=["SMTPUTF8"],
+        )
     wait_for(lambda: len(inbox(hosted, "jörg@contoso.com")) == 1)

@@ -2,10 +2,11 @@
 
 One `MxSession` per connection (the connection scope); its `Envelope` is the transaction scope and
 is reset explicitly. RCPT is decided at RCPT time by `routing.resolve_recipient` (accepted domain,
-DBEB, anti-relay). At the end of DATA the session writes the body blob, then runs one job in the
-group committer that categorizes the recipients (aliases, groups, contacts), spools the message with
-a queue row per final recipient and writes the trace; only when that commit returned does the
-client get 250. Anything that fails before it gets 451 4.3.0 and nothing is acknowledged.
+DBEB, anti-relay) over the node's directory cache, on the event loop when the cache knows the
+answer. At the end of DATA the session categorizes the recipients (aliases, groups, contacts),
+writes the body blob, then runs one job in the group committer that spools the message with a queue
+row per final recipient and writes the trace; only when that commit returned does the client get
+250. Anything that fails before it gets 451 4.3.0 and nothing is acknowledged.
 
 A `Received` header is added to every message (kept beside the body, which is stored exactly as
 received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
@@ -30,13 +31,14 @@ from functools import partial
 
 from sqlalchemy import Connection
 
+from postroom.directory import REFRESH_SECONDS, CachedDirectory, RecipientKind
 from postroom.model import Address, Reply, replies
 from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
-from postroom.model.message import HeaderSummary, count_received, summarize
+from postroom.model.message import count_received, summarize
 from postroom.queue import SpoolEntry, new_message_id, write_spool
-from postroom.routing import Accepted, Rejected, categorize, resolve_recipient
+from postroom.routing import Accepted, Categorized, Rejected, categorize, resolve_recipient
 from postroom.smtp import ConnectionInfo, MailParams, RcptParams, TlsInfo
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
 MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
@@ -62,14 +64,14 @@ class MxEndpoint:
         self,
         *,
         hostname: str,
-        database: Database,
+        directory: CachedDirectory,
         blobs: BlobStore,
         committer: GroupCommitter,
         on_commit: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
-        self._database = database
+        self.directory = directory
         self._blobs = blobs
         self.committer = committer
         self._on_commit = on_commit
@@ -85,12 +87,28 @@ class MxEndpoint:
         self._writers.shutdown(wait=True)
 
     async def resolve(self, recipient: Address) -> Accepted | Rejected:
+        """Decide a RCPT: from the directory cache when it knows the answer, else in a worker thread."""
+        if self.directory.knows(recipient.domain, recipient.key):
+            return resolve_recipient(self.directory, recipient)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, self._resolve, recipient)
+        return await loop.run_in_executor(self._lookups, resolve_recipient, self.directory, recipient)
 
-    def _resolve(self, recipient: Address) -> Accepted | Rejected:
-        with self._database.read() as conn:
-            return resolve_recipient(conn, recipient)
+    async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
+        """Routes for the accepted recipients; groups (which may need lookups) in a worker thread."""
+        if all(a.owner.kind is RecipientKind.MAILBOX for a in accepted):
+            return categorize(self.directory, message_id, accepted)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lookups, categorize, self.directory, message_id, accepted)
+
+    async def keep_directory_fresh(self) -> None:
+        """Drop the directory cache whenever the directory changes (checked every REFRESH_SECONDS)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._lookups, self.directory.refresh)
+            except Exception:
+                log.exception("could not check the directory generation; keeping the cache")
+            await asyncio.sleep(REFRESH_SECONDS)
 
     async def store_blob(self, content: bytes) -> str:
         loop = asyncio.get_running_loop()
@@ -154,6 +172,7 @@ class MxSession:
             received_at=now,
             summary=summary,
         )
+        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted)
         receive_detail: dict[str, object] = {
             "client_ip": self.connection.peer_ip,
             "helo": self.helo_name,
@@ -162,7 +181,7 @@ class MxSession:
             "message_id": summary.message_id,
             "listener": self.connection.listener_name,
         }
-        job = partial(_commit_received, entry, summary, envelope, receive_detail, self.connection.peer_ip)
+        job = partial(_commit_received, entry, categorized, envelope, receive_detail, self.connection.peer_ip)
         await self._endpoint.committer.run(job)
         self._endpoint.committed()
         self.envelope = None  # committed: a reset must not trace its rejects again
@@ -228,14 +247,14 @@ def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecip
 
 def _commit_received(
     entry: SpoolEntry,
-    summary: HeaderSummary,
+    categorized: Categorized,
     envelope: Envelope,
     receive_detail: dict[str, object],
     client_ip: str,
     conn: Connection,
 ) -> None:
-    """The commit job of one received message: categorize, spool, trace. Runs in the writer."""
-    categorized = categorize(conn, envelope.id, envelope.accepted)
+    """The commit job of one received message: spool and trace. Runs in the writer."""
+    summary = entry.summary
     write_spool(conn, entry, categorized.routes)
     record_message(
         conn,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from postroom.app.mx import MxEndpoint
 from postroom.config import Settings
 from postroom.delivery import LocalDeliveryAgent
-from postroom.directory import Directory
+from postroom.directory import CachedDirectory, Directory
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.queue import QueueSummary, Scheduler, queue_summary
@@ -97,7 +97,7 @@ class App:
         scheduler = Scheduler(committer, [LocalDeliveryAgent(batch_max=settings.queue.delivery_batch_max)])
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
-            database=self.database,
+            directory=CachedDirectory(self.database),
             blobs=self.blobs,
             committer=committer,
             on_commit=scheduler.wake,
@@ -111,6 +111,7 @@ class App:
             ssl_context=self.tls_context(),
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
+        refresh_task = asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh")
         try:
             await mx.start()
             listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
@@ -120,6 +121,9 @@ class App:
             log.info("stopping: draining transactions in flight")
             await mx.stop(DRAIN_SECONDS)
         finally:
+            refresh_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresh_task
             scheduler.stop()
             await scheduler_task
             await asyncio.to_thread(committer.stop)

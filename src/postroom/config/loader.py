@@ -72,10 +72,15 @@ class _Reader:
 
     def table(self, key: str) -> dict[str, Any]:
         value = self.data
-        for part in key.split("."):
-            child = value.get(part, {}) if isinstance(value, dict) else {}
+        parts = key.split(".")
+        for depth, part in enumerate(parts, start=1):
+            child = value.get(part, {})
             if not isinstance(child, dict):
-                self.problems.append(Problem(key, "must be a table", f"write it as [{key}]"))
+                # Reported once, under the key that is not a table (every key read from it asks again).
+                where = ".".join(parts[:depth])
+                if where not in self.used:
+                    self.used.add(where)
+                    self.problems.append(Problem(where, "must be a table", f"write it as [{where}]"))
                 return {}
             value = child
         self.used.add(key)

@@ -21,14 +21,19 @@ from postroom.directory.service import (
     find_domain,
     group_member_addresses,
 )
+from postroom.directory.view import REFRESH_SECONDS, CachedDirectory, ConnectionView, DirectoryView
 
 __all__ = [
     "MAILBOX_FOLDERS",
+    "REFRESH_SECONDS",
     "AcceptedDomain",
     "AddressOwner",
+    "CachedDirectory",
     "ConflictError",
+    "ConnectionView",
     "Directory",
     "DirectoryError",
+    "DirectoryView",
     "DomainEvent",
     "DomainStatus",
     "DomainType",

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -38,6 +39,7 @@ from postroom.model import Address, AddressError, normalize_domain
 from postroom.storage import Database
 from postroom.storage.schema import (
     addresses,
+    directory_generation,
     domain_history,
     domains,
     folders,
@@ -150,6 +152,14 @@ class Directory:
         self._clock = clock
         self._hasher = password_hasher or PasswordHasher()
 
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that tells caching nodes the directory changed."""
+        with self._db.write() as conn:
+            yield conn
+            bump = directory_generation.c.generation + 1
+            conn.execute(update(directory_generation).values(generation=bump))
+
     # --- tenants ----------------------------------------------------------------------------------
     def add_tenant(self, name: str) -> Tenant:
         """Create a tenant with its default domain `<name>.<service domain>`, verified."""
@@ -164,7 +174,7 @@ class Directory:
                 f"(at most {TENANT_NAME_MAX}), it becomes the default domain {name}.{self.service_domain}"
             )
         now = self._clock()
-        with self._db.write() as conn:
+        with self._write() as conn:
             if conn.execute(select(tenants.c.id).where(tenants.c.name == label)).first():
                 raise ConflictError(f"tenant {label!r} already exists")
             default_domain = f"{label}.{self.service_domain}"
@@ -194,7 +204,7 @@ class Directory:
 
     def remove_tenant(self, name: str) -> None:
         """Remove a tenant with all its domains and recipients (their stored mail goes too)."""
-        with self._db.write() as conn:
+        with self._write() as conn:
             tenant = self._tenant(conn, name)
             conn.execute(delete(tenants).where(tenants.c.id == tenant.id))
 
@@ -220,7 +230,7 @@ class Directory:
                 f"{ascii_name} is inside the service domain {self.service_domain}; "
                 "tenants get their default domain there from `postroom tenant add`"
             )
-        with self._db.write() as conn:
+        with self._write() as conn:
             owner = self._tenant(conn, tenant)
             existing = find_domain(conn, ascii_name)
             if existing:
@@ -300,7 +310,7 @@ class Directory:
         return [DomainEvent(at=r.at, event=r.event, detail=r.detail) for r in rows]
 
     def mark_verified(self, name: str, how: str) -> AcceptedDomain:
-        with self._db.write() as conn:
+        with self._write() as conn:
             domain = self._domain(conn, name)
             if domain.status is not DomainStatus.VERIFIED:
                 now = self._clock()
@@ -317,7 +327,7 @@ class Directory:
         return verified
 
     def record_domain_event(self, name: str, event: str, detail: str) -> None:
-        with self._db.write() as conn:
+        with self._write() as conn:
             domain = self._domain(conn, name)
             conn.execute(
                 insert(domain_history).values(
@@ -327,7 +337,7 @@ class Directory:
 
     def remove_domain(self, name: str) -> None:
         """Remove an accepted domain that no address uses any more."""
-        with self._db.write() as conn:
+        with self._write() as conn:
             domain = self._domain(conn, name)
             if domain.is_default:
                 raise ConflictError(
@@ -358,7 +368,7 @@ class Directory:
         aliases: Sequence[str] = (),
     ) -> Recipient:
         """Create a mailbox with its primary address, proxy addresses and standard folders."""
-        with self._db.write() as conn:
+        with self._write() as conn:
             recipient_id = self._create_recipient(
                 conn, RecipientKind.MAILBOX, address, aliases, display_name=display_name, password=password
             )
@@ -378,7 +388,7 @@ class Directory:
         self, address: str, *, members: Iterable[str], display_name: str = "", aliases: Sequence[str] = ()
     ) -> Recipient:
         """Create a distribution group; members are any addresses (mailboxes, groups, external)."""
-        with self._db.write() as conn:
+        with self._write() as conn:
             recipient_id = self._create_recipient(
                 conn, RecipientKind.GROUP, address, aliases, display_name=display_name
             )
@@ -390,7 +400,7 @@ class Directory:
     ) -> Recipient:
         """Create a mail contact: an address in the tenant's domain that stands for an external one."""
         external = self._parse(external_address)
-        with self._db.write() as conn:
+        with self._write() as conn:
             recipient_id = self._create_recipient(
                 conn,
                 RecipientKind.CONTACT,
@@ -413,7 +423,7 @@ class Directory:
         add_members: Sequence[str] = (),
         remove_members: Sequence[str] = (),
     ) -> Recipient:
-        with self._db.write() as conn:
+        with self._write() as conn:
             owner = self._owner(conn, address)
             if display_name is not None:
                 conn.execute(
@@ -470,7 +480,7 @@ class Directory:
             return self._recipient(conn, owner.recipient_id)
 
     def remove_recipient(self, address: str) -> None:
-        with self._db.write() as conn:
+        with self._write() as conn:
             owner = self._owner(conn, address)
             conn.execute(delete(recipients).where(recipients.c.id == owner.recipient_id))
 

@@ -77,11 +77,13 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse `local@domain` (no angle brackets). Raises `AddressError` naming the fault."""
-        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text):
             raise AddressError("the address contains a control character")
         local, sep, domain = text.rpartition("@")
         if not sep or not local:
             raise AddressError(f"{text!r} is not of the form local@domain")
+        if any(ch.isspace() for ch in domain):
+            raise AddressError(f"the domain {domain!r} contains white space")
         if not (_DOT_ATOM.fullmatch(local) or _QUOTED.fullmatch(local)):
             raise AddressError(f"the local part {local!r} is not valid")
         if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 from email.policy import compat32
 
 MAX_HEADER_SCAN = 256 * 1024
 _RECEIVED = re.compile(rb"^Received:", re.IGNORECASE | re.MULTILINE)
-_PARSER = BytesHeaderParser(policy=compat32)
+_PARSER = HeaderParser(policy=compat32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,8 @@ def _decoded(value: str | None, limit: int) -> str:
 
 
 def summarize(content: bytes) -> HeaderSummary:
-    headers = _PARSER.parsebytes(header_section(content))
+    # RFC 6532 allows UTF-8 in header values; other 8-bit octets are shown as U+FFFD.
+    headers = _PARSER.parsestr(header_section(content).decode("utf-8", errors="replace"))
     return HeaderSummary(
         from_header=_decoded(headers.get("From"), 512),
         subject=_decoded(headers.get("Subject"), 256),

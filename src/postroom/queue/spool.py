@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, select
 
 from postroom.model.flow import RoutedRecipient
 from postroom.model.message import HeaderSummary
+from postroom.storage.prepared import PreparedInsert
 from postroom.storage.schema import queue_recipients, spool_messages
 
 
@@ -46,41 +47,77 @@ def new_message_id(now: float | None = None) -> str:
     return f"{millis:012x}{os.urandom(8).hex()}"
 
 
+_INSERT_SPOOL = PreparedInsert(
+    spool_messages,
+    [
+        "id",
+        "sender",
+        "blob_id",
+        "prefix",
+        "size",
+        "received_at",
+        "from_header",
+        "subject",
+        "date_header",
+        "message_id_header",
+    ],
+)
+_INSERT_QUEUE = PreparedInsert(
+    queue_recipients,
+    [
+        "message_id",
+        "tenant_id",
+        "recipient",
+        "original_recipient",
+        "route",
+        "mailbox_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "lease_until",
+        "last_reply",
+    ],
+)
+
+
 def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedRecipient]) -> None:
-    conn.execute(
-        insert(spool_messages).values(
-            id=entry.id,
-            sender=entry.sender,
-            blob_id=entry.blob_id,
-            prefix=entry.prefix,
-            size=entry.size,
-            received_at=entry.received_at,
-            from_header=entry.summary.from_header,
-            subject=entry.summary.subject,
-            date_header=entry.summary.date,
-            message_id_header=entry.summary.message_id,
-        )
+    """Spool one message and queue its recipients, in the caller's transaction."""
+    _INSERT_SPOOL.run(
+        conn,
+        [
+            {
+                "id": entry.id,
+                "sender": entry.sender,
+                "blob_id": entry.blob_id,
+                "prefix": entry.prefix,
+                "size": entry.size,
+                "received_at": entry.received_at,
+                "from_header": entry.summary.from_header,
+                "subject": entry.summary.subject,
+                "date_header": entry.summary.date,
+                "message_id_header": entry.summary.message_id,
+            }
+        ],
     )
-    if recipients:
-        conn.execute(
-            insert(queue_recipients),
-            [
-                {
-                    "message_id": entry.id,
-                    "tenant_id": r.tenant_id,
-                    "recipient": r.recipient,
-                    "original_recipient": r.original_recipient,
-                    "route": r.route.value,
-                    "mailbox_id": r.mailbox_id,
-                    "state": QueueState.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": entry.received_at,
-                    "lease_until": None,
-                    "last_reply": "",
-                }
-                for r in recipients
-            ],
-        )
+    _INSERT_QUEUE.run(
+        conn,
+        [
+            {
+                "message_id": entry.id,
+                "tenant_id": r.tenant_id,
+                "recipient": r.recipient,
+                "original_recipient": r.original_recipient,
+                "route": r.route.value,
+                "mailbox_id": r.mailbox_id,
+                "state": QueueState.PENDING.value,
+                "attempts": 0,
+                "next_attempt_at": entry.received_at,
+                "lease_until": None,
+                "last_reply": "",
+            }
+            for r in recipients
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)

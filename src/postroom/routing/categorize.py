@@ -15,16 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection
-
-from postroom.directory import (
-    DomainStatus,
-    DomainType,
-    RecipientKind,
-    find_address,
-    find_domain,
-    group_member_addresses,
-)
+from postroom.directory import DirectoryView, DomainStatus, DomainType, RecipientKind
 from postroom.model import Address, AddressError
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.routing.resolve import Accepted
@@ -39,7 +30,7 @@ class Categorized:
     statuses: list[TraceRecipient] = field(default_factory=list)
 
 
-def categorize(conn: Connection, message_id: str, accepted: list[Accepted]) -> Categorized:
+def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepted]) -> Categorized:
     result = Categorized()
     seen: set[str] = set()  # final recipients already routed, by address key
     trace_rows: set[str] = set()
@@ -62,9 +53,9 @@ def categorize(conn: Connection, message_id: str, accepted: list[Accepted]) -> C
             parsed = Address.parse(address)
         except AddressError:
             return
-        owner = find_address(conn, parsed.key)
+        owner = directory.address(parsed.key)
         if owner is None:
-            domain = find_domain(conn, parsed.domain)
+            domain = directory.domain(parsed.domain)
             if (
                 domain is not None
                 and domain.status is DomainStatus.VERIFIED
@@ -94,9 +85,10 @@ def categorize(conn: Connection, message_id: str, accepted: list[Accepted]) -> C
                 )
             )
         if owner.kind is RecipientKind.MAILBOX:
-            if parsed.key in seen or Address.parse(owner.primary_address).key in seen:
+            primary_key = Address.parse(owner.primary_address).key
+            if primary_key in seen:
                 return
-            seen.add(Address.parse(owner.primary_address).key)
+            seen.add(primary_key)
             result.routes.append(
                 RoutedRecipient(
                     owner.primary_address, address, owner.tenant_id, Route.LOCAL, owner.recipient_id
@@ -117,7 +109,7 @@ def categorize(conn: Connection, message_id: str, accepted: list[Accepted]) -> C
                     )
                 )
                 return
-            members = group_member_addresses(conn, owner.recipient_id)
+            members = directory.members(owner.recipient_id)
             result.events.append(
                 TraceEvent(message_id, EventKind.EXPAND, owner.tenant_id, address, {"members": members})
             )

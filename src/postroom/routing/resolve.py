@@ -23,9 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import Connection
-
-from postroom.directory import AddressOwner, DomainStatus, DomainType, find_address, find_domain
+from postroom.directory import AddressOwner, DirectoryView, DomainStatus, DomainType
 from postroom.model import Address, Reply, replies
 
 
@@ -52,15 +50,17 @@ class Rejected:
 Resolution = Accepted | Rejected
 
 
-def resolve_recipient(conn: Connection, recipient: Address, *, authenticated: bool = False) -> Resolution:
+def resolve_recipient(
+    directory: DirectoryView, recipient: Address, *, authenticated: bool = False
+) -> Resolution:
     """Decide one RCPT. `authenticated` clients may relay (submission; later issues)."""
-    domain = find_domain(conn, recipient.domain)
+    domain = directory.domain(recipient.domain)
     if domain is None:
         # Remote domain: relaying is for authenticated senders only (wired with submission).
         return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.RELAY_DENIED, None)
     if domain.status is not DomainStatus.VERIFIED:
         return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.UNVERIFIED_DOMAIN, domain.tenant_id)
-    owner = find_address(conn, recipient.key)
+    owner = directory.address(recipient.key)
     if owner is not None:
         return Accepted(recipient, owner)
     if domain.type is DomainType.INTERNAL_RELAY:

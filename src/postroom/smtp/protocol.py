@@ -123,6 +123,12 @@ class _Phase(Enum):
     CLOSED = "closed"
 
 
+# Module-level names for the phases: an Enum member lookup on the class costs ten times more, and the
+# phase is tested several times per command.
+_COMMAND, _DATA, _CHUNK, _TLS, _CLOSED = _Phase.COMMAND, _Phase.DATA, _Phase.CHUNK, _Phase.TLS, _Phase.CLOSED
+_DECISIONS = (HeloReceived, MailFromReceived, RcptToReceived, MessageReceived)
+
+
 _PATH = r'<((?:"(?:[^"\\]|\\.)*"|[^<>"])*)>'
 _MAIL = re.compile(rf"FROM:[ \t]*{_PATH}(?:[ \t]+(.*))?", re.IGNORECASE)
 _RCPT = re.compile(rf"TO:[ \t]*{_PATH}(?:[ \t]+(.*))?", re.IGNORECASE)
@@ -131,6 +137,14 @@ _ANY_NEWLINE = re.compile(rb"\r\n|\r|\n")
 _DATA_END = b"\r\n.\r\n"
 _EMPTY_DATA_END = b".\r\n"  # a first line of "." ends an empty message
 _CR = 13
+
+
+def _encode(reply: Reply) -> bytes:
+    """`reply.to_bytes()`, with a fast path for the one-line replies that make up nearly all traffic."""
+    if "\n" in reply.text:
+        return reply.to_bytes()
+    line = f"{reply.code} {reply.enhanced} {reply.text}" if reply.enhanced else f"{reply.code} {reply.text}"
+    return (line.rstrip() + "\r\n").encode()
 
 
 def _strip_route(path: str) -> str | None:
@@ -169,7 +183,7 @@ class SmtpServerProtocol:
         self._buffer = bytearray()
         self._out = bytearray()
         self._events: deque[Event] = deque()
-        self._phase = _Phase.COMMAND
+        self._phase = _COMMAND
         self._pending: Decision | None = None
         self._eof = False
         self._errors = 0
@@ -218,23 +232,24 @@ class SmtpServerProtocol:
         """Add bytes read from the client; `b""` means the client closed its side."""
         if not data:
             self._eof = True
-        elif self._phase is not _Phase.CLOSED and self._phase is not _Phase.TLS:
+        elif self._phase is not _CLOSED and self._phase is not _TLS:
             self._buffer += data
-        # In the TLS phase, bytes before the handshake are plaintext injection: dropped.
+        # In the TLS phase, bytes are plaintext sent before the handshake (injection): dropped. The
+        # driver holds what arrives through TLS until it has called `tls_started`.
 
     def next_event(self) -> Event | None:
         """The next event, or None when more input (or a `respond`, or `tls_started`) is needed."""
         while True:
             if self._events:
                 event = self._events.popleft()
-                if isinstance(event, HeloReceived | MailFromReceived | RcptToReceived | MessageReceived):
+                if isinstance(event, _DECISIONS):
                     self._pending = event
                 return event
-            if self._pending is not None or self._phase is _Phase.CLOSED or self._phase is _Phase.TLS:
+            if self._pending is not None or self._phase is _CLOSED or self._phase is _TLS:
                 return None
-            if self._phase is _Phase.COMMAND:
+            if self._phase is _COMMAND:
                 progressed = self._read_command()
-            elif self._phase is _Phase.DATA:
+            elif self._phase is _DATA:
                 progressed = self._read_data()
             else:
                 progressed = self._read_chunk()
@@ -267,16 +282,17 @@ class SmtpServerProtocol:
 
     def tls_started(self) -> None:
         """The transport is now TLS: forget everything said before it (RFC 3207 §4.2)."""
-        if self._phase is not _Phase.TLS:
+        if self._phase is not _TLS:
             raise ProtocolUsageError("tls_started() called without STARTTLS")
-        self._phase = _Phase.COMMAND
+        self._phase = _COMMAND
         self._tls_active = True
         self._greeted = False
         self._buffer.clear()
 
     def close_with(self, reply: Reply) -> None:
-        """End the session from the server's side (timeout, shutdown, refusal) with `reply`, a 421."""
-        if self._phase is _Phase.CLOSED:
+        """End the session from the server's side with `reply`: a 421 for a timeout, a shutdown or a
+        connection limit; at connect, whatever refusal the application chose (421 or 554)."""
+        if self._phase is _CLOSED:
             return
         self._pending = None
         self._events.clear()
@@ -291,17 +307,17 @@ class SmtpServerProtocol:
 
     @property
     def closed(self) -> bool:
-        return self._phase is _Phase.CLOSED
+        return self._phase is _CLOSED
 
     @property
     def expecting_data(self) -> bool:
         """True while message octets (DATA or a BDAT chunk) are being read: the data timeout applies."""
-        return self._phase is _Phase.DATA or self._phase is _Phase.CHUNK
+        return self._phase is _DATA or self._phase is _CHUNK
 
     @property
     def idle(self) -> bool:
         """True between transactions with nothing pending: the point where a drain may close."""
-        return self._phase is _Phase.COMMAND and self._pending is None and self._mail is None
+        return self._phase is _COMMAND and self._pending is None and self._mail is None
 
     @property
     def buffered(self) -> int:
@@ -311,7 +327,7 @@ class SmtpServerProtocol:
     # --- plumbing ----------------------------------------------------------------------------------
 
     def _write(self, reply: Reply) -> None:
-        self._out += reply.to_bytes()
+        self._out += _encode(reply)
 
     def _error(self, reply: Reply) -> None:
         """Write an error reply for a protocol fault; too many of them end the session."""
@@ -322,7 +338,7 @@ class SmtpServerProtocol:
             self._close("errors")
 
     def _close(self, reason: CloseReason) -> None:
-        self._phase = _Phase.CLOSED
+        self._phase = _CLOSED
         self._buffer.clear()
         self._parts = []
         self._events.append(ConnectionClosing(reason))
@@ -514,7 +530,7 @@ class SmtpServerProtocol:
         self._write(replies.START_DATA)
         self._start_message()
         self._at_data_start = True
-        self._phase = _Phase.DATA
+        self._phase = _DATA
 
     def _bdat(self, argument: str) -> None:
         match = _BDAT.fullmatch(argument)
@@ -530,7 +546,7 @@ class SmtpServerProtocol:
         self._chunk_size = self._chunk_left = int(match.group(1))
         self._chunk_last = match.group(2) is not None
         self._chunk_refusal = refusal
-        self._phase = _Phase.CHUNK
+        self._phase = _CHUNK
 
     def _rset(self, argument: str) -> None:
         if self._mail is not None:
@@ -567,7 +583,7 @@ class SmtpServerProtocol:
         else:
             self._write(replies.READY_TLS)
             self._buffer.clear()  # plaintext pipelined after STARTTLS must not reach the TLS session
-            self._phase = _Phase.TLS
+            self._phase = _TLS
             self._events.append(StartTlsRequested())
 
     # --- message content ---------------------------------------------------------------------------
@@ -622,7 +638,7 @@ class SmtpServerProtocol:
             del buffer[:take]
             if self._chunk_left:
                 return False
-        self._phase = _Phase.COMMAND
+        self._phase = _COMMAND
         last = self._chunk_last
         if self._chunk_refusal is not None:
             if self._bdat_failed:  # RFC 3030 §4.1: chunks pipelined after a failed one are discarded
@@ -645,7 +661,7 @@ class SmtpServerProtocol:
 
     def _finish_message(self, raw: bytes, *, dot_stuffed: bool, binary: bool) -> None:
         """Check the complete message and hand it out, or refuse it; either way the data phase ends."""
-        self._phase = _Phase.COMMAND
+        self._phase = _COMMAND
         self._parts = []
         limits = self._limits
         refusal: Reply | None = None

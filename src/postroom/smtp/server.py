@@ -184,10 +184,13 @@ class _Connection(asyncio.Protocol):
         self.peer_ip = ""
         self._peer = ""
         self._waiter: asyncio.Future[bool] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
         self._write_waiter: asyncio.Future[None] | None = None
         self._input_seen = 0  # counts arrivals, so the task knows whether input came while it was busy
         self._reading_paused = False
         self._tls = listener.implicit_tls
+        self._upgrading: list[bytes] | None = None  # input that came through TLS before tls_started()
         self._lost = False
         self._draining = False
 
@@ -219,6 +222,9 @@ class _Connection(asyncio.Protocol):
         self.task = self._loop.create_task(self._run(info), name=f"smtp {self._peer}")
 
     def data_received(self, data: bytes) -> None:
+        if self._upgrading is not None:
+            self._upgrading.append(data)  # decrypted already: it reaches the core after tls_started()
+            return
         self._core.receive_data(data)
         self._input_seen += 1
         self._wake(True)
@@ -276,6 +282,8 @@ class _Connection(asyncio.Protocol):
                     session.close()
                 except Exception:
                     logger.exception("SMTP %s: session close failed for %s", self._listener.name, self._peer)
+            if self._timer is not None:
+                self._timer.cancel()
             if self._transport is not None:
                 self._transport.close()
             self._listener._unregister(self)
@@ -319,7 +327,6 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, StartTlsRequested):
                 if not await self._start_tls():
                     return
-                core.tls_started()
                 self._reset(session)
                 await self._ask(session.tls_started(self._tls_info()), "tls_started")
             # ConnectionClosing: the next round flushes and returns.
@@ -341,19 +348,29 @@ class _Connection(asyncio.Protocol):
     async def _wait_for_input(self) -> bool:
         """Wait for input (or a drain); False when the command or data timeout passed first."""
         timeout = self._limits.data_timeout if self._core.expecting_data else self._limits.command_timeout
+        self._deadline = self._loop.time() + timeout
+        timer = self._timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
         waiter: asyncio.Future[bool] = self._loop.create_future()
         self._waiter = waiter
-        timer = self._loop.call_later(timeout, self._expire, waiter)
         try:
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
-    @staticmethod
-    def _expire(waiter: asyncio.Future[bool]) -> None:
-        if not waiter.done():
-            waiter.set_result(False)
+    def _check_deadline(self) -> None:
+        """The one timer of the connection: it is re-armed lazily, not per wait (a heap push saved per
+        command), so it may fire early for a deadline that has since moved on."""
+        self._timer = None
+        if self._waiter is None:
+            return
+        if self._loop.time() >= self._deadline:
+            self._wake(False)
+        else:
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
     def _send(self, data: bytes) -> None:
         if data and not self._lost and self._transport is not None and not self._transport.is_closing():
@@ -383,6 +400,9 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if context is None or transport is None or self._lost:
             return False
+        # From the start_tls() call on, the protocol only sees decrypted input; everything before it
+        # was plaintext and has been dropped by the core.
+        self._upgrading = []
         try:
             upgraded = await self._loop.start_tls(
                 transport, self, context, server_side=True, ssl_handshake_timeout=self._limits.command_timeout
@@ -392,12 +412,17 @@ class _Connection(asyncio.Protocol):
             self._lost = True
             transport.abort()
             return False
+        finally:
+            early, self._upgrading = self._upgrading, None
         if upgraded is None:
             self._lost = True
             return False
         self._transport = upgraded
         self._tls = True
         self._reading_paused = False
+        self._core.tls_started()
+        for data in early:
+            self._core.receive_data(data)
         return True
 
     def _tls_info(self) -> TlsInfo:

@@ -9,8 +9,10 @@ disk when it returns) or PostgreSQL from one URL. It offers:
 - `GroupCommitter`: the single writer of a serving node. Sessions submit jobs (functions of a
   connection); one thread runs every job waiting, each in its own savepoint, and commits them all in
   one durable transaction. A job's future resolves only after that commit returned, which is what
-  lets the SMTP session say 250. A job that raises rolls back its savepoint only; its future carries
-  the exception and the other jobs of the batch still commit.
+  lets the SMTP session say 250. Jobs are functions of the connection with no other effects, so a
+  batch in which one job raises is rolled back and replayed job by job: that job's future carries
+  its exception and every other job still commits. (No savepoint per job: in the common case a
+  batch is one BEGIN and one COMMIT.)
 
 Failure: a commit that fails fails every job of its batch (none was acknowledged). `migrate()`
 refuses a database whose schema is newer than this code.
@@ -31,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
 from sqlalchemy.pool import NullPool
 
-from postroom.storage.schema import SCHEMA_VERSION, metadata, schema_version
+from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
 T = TypeVar("T")
 Job = Callable[[Connection], T]
@@ -88,6 +90,8 @@ class Database:
                 )
             if newest < SCHEMA_VERSION:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=time.time()))
+            if conn.execute(select(directory_generation.c.id)).first() is None:
+                conn.execute(insert(directory_generation).values(id=1, generation=0))
         return SCHEMA_VERSION
 
     @contextmanager
@@ -158,28 +162,22 @@ class GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
-        results: list[tuple[_Pending, Any, BaseException | None]] = []
+        """Run the batch in one transaction; if a job raises, replay each job in its own."""
+        results: list[Any] = []
         try:
             with self._database.write() as conn:
                 for pending in batch:
-                    savepoint = conn.begin_nested()
-                    try:
-                        result = pending.job(conn)
-                    except Exception as error:
-                        savepoint.rollback()
-                        results.append((pending, None, error))
-                    else:
-                        savepoint.commit()
-                        results.append((pending, result, None))
+                    results.append(pending.job(conn))
         except Exception as error:
-            log.exception("group commit of %d jobs failed", len(batch))
-            for pending in batch:
-                pending.future.set_exception(error)
+            if len(batch) > 1:
+                # One job failed and rolled the batch back: replay alone, so only that job fails.
+                for pending in batch:
+                    self._commit([pending])
+                return
+            log.warning("commit job failed: %s", error)
+            batch[0].future.set_exception(error)
             return
         self.commits += 1
         self.jobs += len(batch)
-        for pending, result, job_error in results:
-            if job_error is None:
-                pending.future.set_result(result)
-            else:
-                pending.future.set_exception(job_error)
+        for pending, result in zip(batch, results, strict=True):
+            pending.future.set_result(result)

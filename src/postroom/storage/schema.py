@@ -37,6 +37,14 @@ schema_version = Table(
 )
 
 # --- directory ------------------------------------------------------------------------------------
+# One row: bumped by every directory change, so nodes caching the directory know to drop their cache.
+directory_generation = Table(
+    "directory_generation",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+)
+
 tenants = Table(
     "tenants",
     metadata,

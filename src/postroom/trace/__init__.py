@@ -11,7 +11,6 @@ from postroom.trace.service import (
     record_events,
     record_message,
     set_statuses,
-    settle,
 )
 
 __all__ = [
@@ -28,5 +27,4 @@ __all__ = [
     "record_events",
     "record_message",
     "set_statuses",
-    "settle",
 ]

@@ -18,11 +18,11 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, and_, or_, select
 
 from postroom.model.flow import TraceEvent, TraceRecipient, TraceStatus
 from postroom.storage import Database
+from postroom.storage.prepared import PreparedInsert
 from postroom.storage.schema import trace_events, trace_messages, trace_recipients
 
 
@@ -81,28 +81,44 @@ class TraceQuery:
 
 
 # --- writing (inside the caller's transaction) ---------------------------------------------------
+_MESSAGE_COLUMNS = ["id", "message_id_header", "sender", "subject", "size", "client_ip", "received_at"]
+_UPSERT_MESSAGE = PreparedInsert(
+    trace_messages,
+    _MESSAGE_COLUMNS,
+    on_conflict=(["id"], ["message_id_header", "subject", "size"]),
+)
+_INSERT_EVENT = PreparedInsert(
+    trace_events, ["message_id", "tenant_id", "at", "event", "recipient", "detail"]
+)
+_UPSERT_STATUS = PreparedInsert(
+    trace_recipients,
+    ["message_id", "tenant_id", "recipient", "status", "updated_at"],
+    on_conflict=(["message_id", "recipient"], ["status", "updated_at"]),
+)
+
+
 def record_message(conn: Connection, message: TraceMessage) -> None:
-    conn.execute(insert(trace_messages).values(**_message_values(message)))
-
-
-def _message_values(message: TraceMessage) -> dict[str, object]:
-    return {
-        "id": message.id,
-        "message_id_header": message.message_id_header,
-        "sender": message.sender,
-        "subject": message.subject,
-        "size": message.size,
-        "client_ip": message.client_ip,
-        "received_at": message.received_at,
-    }
+    """Record (or complete) what trace keeps of a message."""
+    _UPSERT_MESSAGE.run(
+        conn,
+        [
+            {
+                "id": message.id,
+                "message_id_header": message.message_id_header,
+                "sender": message.sender,
+                "subject": message.subject,
+                "size": message.size,
+                "client_ip": message.client_ip,
+                "received_at": message.received_at,
+            }
+        ],
+    )
 
 
 def record_events(conn: Connection, events: Sequence[TraceEvent], now: float | None = None) -> None:
-    if not events:
-        return
     at = now if now is not None else time.time()
-    conn.execute(
-        insert(trace_events),
+    _INSERT_EVENT.run(
+        conn,
         [
             {
                 "message_id": e.message_id,
@@ -120,34 +136,18 @@ def record_events(conn: Connection, events: Sequence[TraceEvent], now: float | N
 def set_statuses(conn: Connection, rows: Iterable[TraceRecipient], now: float | None = None) -> None:
     """Insert or update the summary row of each (message, recipient)."""
     at = now if now is not None else time.time()
-    values = [
-        {
-            "message_id": r.message_id,
-            "tenant_id": r.tenant_id,
-            "recipient": r.recipient,
-            "status": r.status.value,
-            "updated_at": at,
-        }
-        for r in rows
-    ]
-    if not values:
-        return
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(trace_recipients)
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["message_id", "recipient"],
-            set_={"status": statement.excluded.status, "updated_at": statement.excluded.updated_at},
-        ),
-        values,
-    )
-
-
-def settle(conn: Connection, message_id: str, recipient: str, status: TraceStatus, now: float) -> None:
-    conn.execute(
-        update(trace_recipients)
-        .where((trace_recipients.c.message_id == message_id) & (trace_recipients.c.recipient == recipient))
-        .values(status=status.value, updated_at=now)
+    _UPSERT_STATUS.run(
+        conn,
+        [
+            {
+                "message_id": r.message_id,
+                "tenant_id": r.tenant_id,
+                "recipient": r.recipient,
+                "status": r.status.value,
+                "updated_at": at,
+            }
+            for r in rows
+        ],
     )
 
 

@@ -1,0 +1,204 @@
+"""The `postroom` command as a user runs it: a real process, its output, its exit status."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from postroom import __version__
+from postroom.cli import app
+from postroom.config import Settings
+from tests.support.dns_server import DnsTestServer
+from tests.support.node import make_node
+
+
+def postroom(
+    *args: str, config: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "POSTROOM_CONFIG"}
+    env["COLUMNS"] = "200"
+    prefix = ["-c", str(config)] if config else []
+    return subprocess.run(
+        [sys.executable, "-m", "postroom", *prefix, *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=env,
+        timeout=60,
+    )
+
+
+COMMANDS = [
+    [],
+    ["init"],
+    ["check-config"],
+    ["serve"],
+    ["tenant"],
+    *[["tenant", c] for c in ("add", "list", "show", "remove")],
+    ["domain"],
+    *[["domain", c] for c in ("add", "list", "show", "verify", "remove")],
+    ["mailbox"],
+    *[["mailbox", c] for c in ("add", "list", "show", "set", "remove", "messages", "export")],
+    ["group"],
+    *[["group", c] for c in ("add", "list", "show", "set", "remove")],
+    ["contact"],
+    *[["contact", c] for c in ("add", "list", "show", "remove")],
+    ["trace"],
+    ["trace", "show"],
+    ["queue", "summary"],
+]
+
+
+def test_version() -> None:
+    result = postroom("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"postroom {__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "postroom")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+def test_missing_config_says_what_to_do() -> None:
+    result = postroom("tenant", "list")
+    assert result.returncode == 2
+    assert "pass -c FILE or set POSTROOM_CONFIG" in result.stderr
+    assert "postroom init" in result.stderr
+
+
+def test_bad_config_names_file_key_and_fix(tmp_path: Path) -> None:
+    config = tmp_path / "postroom.toml"
+    config.write_text(
+        '[mx.limits]\nmax_recipients = "many"\nmax_message_sise = 5\n[dns]\nnameservers = ["nowhere"]\n'
+    )
+    result = postroom("check-config", config=config)
+    assert result.returncode == 2
+    for expected in (
+        str(config),
+        "mx.limits.max_recipients",
+        "mx.limits.max_message_sise",
+        "unknown key",
+        "dns.nameservers",
+    ):
+        assert expected in result.stderr
+    assert "3 problem(s)" in result.stderr
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path) -> None:
+    first = postroom("init", str(tmp_path / "n"), "--mx-listen", "127.0.0.1:0")
+    assert first.returncode == 0, first.stderr
+    assert "Next steps" in first.stdout
+    assert (tmp_path / "n" / "postroom.toml").exists() and (tmp_path / "n" / "tls" / "cert.pem").exists()
+    second = postroom("init", str(tmp_path / "n"))
+    assert second.returncode == 2
+    assert "already exists" in second.stderr
+    assert postroom("check-config", config=tmp_path / "n" / "postroom.toml").returncode == 0
+
+
+def test_directory_round_trip_with_json(node_settings: Settings) -> None:
+    config = node_settings.source
+    assert postroom("tenant", "add", "contoso", config=config).returncode == 0
+    assert (
+        postroom(
+            "domain", "add", "contoso.com", "--tenant", "contoso", "--verified", config=config
+        ).returncode
+        == 0
+    )
+    added = postroom(
+        "mailbox",
+        "add",
+        "alice@contoso.com",
+        "--name",
+        "Alice",
+        "--password-stdin",
+        "--alias",
+        "al@contoso.com",
+        config=config,
+        stdin="s3cret\n",
+    )
+    assert added.returncode == 0, added.stderr
+    assert (
+        postroom(
+            "group", "add", "team@contoso.com", "--member", "alice@contoso.com", config=config
+        ).returncode
+        == 0
+    )
+    shown = json.loads(postroom("mailbox", "show", "AL@contoso.com", "--json", config=config).stdout)
+    assert shown["address"] == "alice@contoso.com"
+    assert shown["aliases"] == ["al@contoso.com"]
+    assert shown["has_password"] is True
+    assert [f["name"] for f in shown["folders"]] == ["Inbox", "Sent", "Drafts", "Junk", "Trash", "Archive"]
+    assert all(f["messages"] == 0 for f in shown["folders"])
+    domains = json.loads(postroom("domain", "list", "--json", config=config).stdout)
+    assert {(d["name"], d["status"]) for d in domains} == {
+        ("contoso.postroom.test", "verified"),
+        ("contoso.com", "verified"),
+    }
+    group = json.loads(postroom("group", "show", "team@contoso.com", "--json", config=config).stdout)
+    assert group["members"] == ["alice@contoso.com"]
+    assert json.loads(postroom("queue", "summary", "--json", config=config).stdout)["pending"] == 0
+    assert json.loads(postroom("trace", "--json", config=config).stdout) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["domain", "add", "x.example", "--tenant", "nobody"], "no tenant named 'nobody'"),
+        (["mailbox", "add", "a@unknown.example"], "is not an accepted domain"),
+        (["mailbox", "add", "not-an-address"], "is not a valid address"),
+        (["mailbox", "remove", "alice@contoso.com"], "repeat with --yes"),
+        (["trace", "--since", "yesterday"], "is not a date"),
+        (["mailbox", "export", "alice@contoso.com", "7"], "has no message with UID 7"),
+    ],
+)
+def test_mistakes_print_what_to_do(node_settings: Settings, args: list[str], message: str) -> None:
+    config = node_settings.source
+    postroom("tenant", "add", "contoso", config=config)
+    postroom("domain", "add", "contoso.com", "--tenant", "contoso", "--verified", config=config)
+    postroom("mailbox", "add", "alice@contoso.com", config=config)
+    result = postroom(*args, config=config)
+    assert result.returncode in (1, 2)
+    assert message in result.stderr
+
+
+def test_domain_ownership_proof_through_dns(tmp_path: Path) -> None:
+    with DnsTestServer({"contoso.com.": '@ 300 IN TXT "v=spf1 -all"\n'}) as dns_server:
+        settings = make_node(tmp_path / "node", nameservers=(str(dns_server.address),))
+        config = settings.source
+        postroom("tenant", "add", "contoso", config=config)
+        added = postroom("domain", "add", "contoso.com", "--tenant", "contoso", config=config)
+        assert "pending" in added.stdout
+        refused = postroom("mailbox", "add", "alice@contoso.com", config=config)
+        assert refused.returncode == 1 and "not verified yet" in refused.stderr
+        proof = json.loads(postroom("domain", "show", "contoso.com", "--json", config=config).stdout)
+        record = proof["verification_record"]
+        assert record.startswith("postroom-verification=")
+
+        failed = postroom("domain", "verify", "contoso.com", config=config)
+        assert failed.returncode == 1
+        assert "none is" in failed.stdout and "found: v=spf1 -all" in failed.stdout
+
+        dns_server.add_txt("contoso.com.", record)
+        verified = postroom("domain", "verify", "contoso.com", "--json", config=config)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert json.loads(verified.stdout)["outcome"] == "verified"
+        history = json.loads(postroom("domain", "show", "contoso.com", "--json", config=config).stdout)[
+            "history"
+        ]
+        assert [h["event"] for h in history] == ["added", "verification-failed", "verified"]
+        assert postroom("mailbox", "add", "alice@contoso.com", config=config).returncode == 0
+
+        missing = postroom("domain", "add", "ghost.example", "--tenant", "contoso", config=config)
+        assert missing.returncode == 0
+        nxdomain = postroom("domain", "verify", "ghost.example", config=config)
+        assert nxdomain.returncode == 1
+        assert "does not exist" in nxdomain.stdout or "could not be asked" in nxdomain.stdout

@@ -1,0 +1,50 @@
+"""`postroom serve` as a real child process, for tests that kill it (-9) or stop it (SIGTERM)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_LISTENING = re.compile(r"^mx\s+SMTP\s+(\S+):(\d+)\s*$")
+
+
+class ServeProcess:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.process: subprocess.Popen[str] | None = None
+        self.mx: tuple[str, int] = ("", 0)
+
+    def start(self, timeout: float = 20.0) -> ServeProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "postroom", "-c", str(self.config), "serve"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"postroom serve exited with {self.process.wait()} before listening")
+            match = _LISTENING.match(line.strip())
+            if match:
+                self.mx = (match.group(1).strip("[]"), int(match.group(2)))
+                return self
+        raise TimeoutError("postroom serve did not report its MX listener")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
