@@ -1,0 +1,82 @@
+"""Loopback harness for the SMTP room: a running listener and a byte-level SMTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from postroom.config.settings import ListenAddress, SmtpLimits
+from postroom.smtp import SmtpListener
+
+from .twin import MemoryPostOffice
+
+HOSTNAME = "mx.postroom.test"
+_FINAL_LINE = re.compile(rb"(\d{3}) (?:(\d\.\d{1,3}\.\d{1,3}) )?.*\r\n")
+
+
+@asynccontextmanager
+async def serving(
+    office: MemoryPostOffice,
+    limits: SmtpLimits | None = None,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+    grace: float = 1.0,
+) -> AsyncIterator[SmtpListener]:
+    """A listener on 127.0.0.1, port 0, serving `office`; stopped on exit."""
+    listener = SmtpListener(
+        "mx",
+        (ListenAddress("127.0.0.1", 0),),
+        limits or SmtpLimits(),
+        HOSTNAME,
+        office,
+        ssl_context=ssl_context,
+        implicit_tls=implicit_tls,
+    )
+    await listener.start()
+    try:
+        yield listener
+    finally:
+        await listener.stop(grace)
+
+
+class RawClient:
+    """A byte-level SMTP client: writes exactly what a test says, reads replies as (code, enhanced)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, listener: SmtpListener) -> RawClient:
+        address = listener.bound[0]
+        reader, writer = await asyncio.open_connection(address.host, address.port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self, timeout: float = 5.0) -> tuple[int, str | None]:
+        while True:
+            line = await asyncio.wait_for(self.reader.readline(), timeout)
+            if not line:
+                raise ConnectionError("the server closed the connection")
+            match = _FINAL_LINE.fullmatch(line)
+            if match:
+                enhanced = match.group(2).decode() if match.group(2) else None
+                return int(match.group(1)), enhanced
+
+    async def replies(self, count: int) -> list[tuple[int, str | None]]:
+        return [await self.reply() for _ in range(count)]
+
+    async def at_eof(self, timeout: float = 5.0) -> bool:
+        return await asyncio.wait_for(self.reader.read(), timeout) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with suppress(ConnectionError):
+            await self.writer.wait_closed()
