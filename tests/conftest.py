@@ -11,8 +11,11 @@ import pytest
 
 from postroom.app import App
 from postroom.config import Settings
+from postroom.directory import Directory
+from postroom.storage import Database
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
+from tests.support.records import new_directory, open_database
 
 
 @dataclass
@@ -69,3 +72,16 @@ def wait_for(condition: object, timeout: float = 10.0, interval: float = 0.05) -
             return
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[Database]:
+    """A migrated SQLite database in the test's temp directory (the unit layer's store)."""
+    db = open_database(tmp_path)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def directory(database: Database) -> Directory:
+    return new_directory(database)

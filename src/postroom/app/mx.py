@@ -4,9 +4,10 @@ One `MxSession` per connection (the connection scope); its `Envelope` is the tra
 is reset explicitly. RCPT is decided at RCPT time by `routing.resolve_recipient` (accepted domain,
 DBEB, anti-relay) over the node's directory cache, on the event loop when the cache knows the
 answer. At the end of DATA the session categorizes the recipients (aliases, groups, contacts),
-writes the body blob, then runs one job in the group committer that spools the message with a queue
-row per final recipient and writes the trace; only when that commit returned does the client get
-250. Anything that fails before it gets 451 4.3.0 and nothing is acknowledged.
+writes the body blob, then runs one job in the group committer that delivers to the local mailboxes
+(`delivery.deliver_at_commit`), spools the message with a queue row per recipient that is not local,
+and writes the trace; only when that commit returned does the client get 250. Anything that fails
+before it gets 451 4.3.0 and nothing is acknowledged.
 
 A `Received` header is added to every message (kept beside the body, which is stored exactly as
 received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
@@ -31,9 +32,10 @@ from functools import partial
 
 from sqlalchemy import Connection
 
+from postroom.delivery import deliver_at_commit
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, RecipientKind
 from postroom.model import Address, Reply, replies
-from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import Accepted, Categorized, Rejected, categorize, resolve_recipient
@@ -253,9 +255,11 @@ def _commit_received(
     client_ip: str,
     conn: Connection,
 ) -> None:
-    """The commit job of one received message: spool and trace. Runs in the writer."""
+    """The commit job of one received message: deliver locally, queue the rest, trace. Runs in the writer."""
     summary = entry.summary
-    write_spool(conn, entry, categorized.routes)
+    queued = [route for route in categorized.routes if route.route is not Route.LOCAL]
+    if queued:
+        write_spool(conn, entry, queued)
     record_message(
         conn,
         TraceMessage(
@@ -276,6 +280,7 @@ def _commit_received(
     ]
     record_events(conn, receive + refused_events + categorized.events, entry.received_at)
     set_statuses(conn, refused_statuses + categorized.statuses, entry.received_at)
+    deliver_at_commit(conn, entry, categorized.routes)
 
 
 def _record_refusals(envelope: Envelope, client_ip: str, now: float, conn: Connection) -> None:

@@ -1,30 +1,95 @@
-"""Local delivery: due recipients of mailboxes of this service go into their Inbox.
+"""Local delivery: messages for mailboxes of this service go into their Inbox.
 
-One round takes up to `batch_max` due local recipients and, in the round's transaction, stores each
-message in its mailbox (the body blob is shared, only the delivery headers are new), removes the
-queue rows, writes the Deliver trace event and settles the trace row. A message is prefixed with
-`Return-Path` (the envelope sender) and `Delivered-To`, then the headers added on receipt.
+Two entrances, one mechanism:
 
-Failure: a recipient whose mailbox has gone since RCPT fails permanently (5.1.1, a Fail event);
-every other error rolls the whole round back and the scheduler retries it, so nothing is lost.
+- `deliver_at_commit` runs inside the spool commit of a received message: the mailstore rows, the
+  Deliver trace events and the settled trace rows are written in the same durable transaction that
+  lets the SMTP session say 250, so a local recipient is never "accepted but not yet delivered" and
+  needs no queue row. (This is the fast path: one transaction per message instead of two.)
+- `LocalDeliveryAgent` is the scheduler's round for local recipients that are queued (for example
+  when a mailbox could not take the message at commit): it takes up to `batch_max` due recipients
+  and settles them in the round's transaction.
+
+Each delivered message is prefixed with `Return-Path` (the envelope sender) and `Delivered-To`, then
+the headers added on receipt; the body blob is shared, never copied. A recipient whose mailbox has
+gone fails permanently (5.1.1, a Fail event). Any other error rolls the whole transaction back:
+nothing is half-delivered and nothing is lost.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy import Connection, delete, select
 
 from postroom.mailstore import LocalDelivery, deliver
-from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import HeaderSummary
-from postroom.queue import remove_settled_messages
-from postroom.storage.schema import folders, queue_recipients, spool_messages
+from postroom.queue import SpoolEntry, remove_settled_messages
+from postroom.storage.schema import queue_recipients, spool_messages
 from postroom.trace import record_events, set_statuses
 
 INBOX = "Inbox"
+MAILBOX_GONE = "550 5.1.1 The mailbox no longer exists"
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    message: SpoolEntry
+    route: RoutedRecipient
+
+
+def _deliver(conn: Connection, items: Sequence[_Item], now: float) -> None:
+    """Store, trace and settle `items`; a recipient whose mailbox is gone fails."""
+    deliveries = []
+    for item in items:
+        entry, route = item.message, item.route
+        assert route.mailbox_id is not None
+        prefix = (
+            f"Return-Path: <{entry.sender}>\r\nDelivered-To: {route.recipient}\r\n".encode() + entry.prefix
+        )
+        deliveries.append(
+            LocalDelivery(
+                mailbox_id=route.mailbox_id,
+                folder=INBOX,
+                blob_id=entry.blob_id,
+                prefix=prefix,
+                size=entry.size + len(prefix) - len(entry.prefix),
+                internal_date=entry.received_at,
+                summary=entry.summary,
+                trace_id=entry.id,
+            )
+        )
+    missing = deliver(conn, deliveries)
+    events = []
+    statuses = []
+    for item in items:
+        entry, route = item.message, item.route
+        if route.mailbox_id in missing:
+            event = TraceEvent(
+                entry.id, EventKind.FAIL, route.tenant_id, route.original_recipient, {"reply": MAILBOX_GONE}
+            )
+            status = TraceStatus.FAILED
+        else:
+            detail: dict[str, object] = {"mailbox": route.recipient, "folder": INBOX}
+            event = TraceEvent(entry.id, EventKind.DELIVER, route.tenant_id, route.original_recipient, detail)
+            status = TraceStatus.DELIVERED
+        events.append(event)
+        statuses.append(TraceRecipient(entry.id, route.tenant_id, route.original_recipient, status))
+    record_events(conn, events, now)
+    set_statuses(conn, statuses, now)
+
+
+def deliver_at_commit(conn: Connection, message: SpoolEntry, routes: Sequence[RoutedRecipient]) -> None:
+    """Deliver a just-received message to its local recipients, in the spool commit's transaction."""
+    _deliver(
+        conn, [_Item(message, route) for route in routes if route.route is Route.LOCAL], message.received_at
+    )
 
 
 class LocalDeliveryAgent:
-    """Delivers to mailboxes of this service, one transaction per round."""
+    """The scheduler's round for queued local recipients, one transaction per round."""
 
     def __init__(self, *, batch_max: int = 256) -> None:
         self._batch_max = batch_max
@@ -32,23 +97,7 @@ class LocalDeliveryAgent:
     def __call__(self, conn: Connection, now: float) -> int:
         q, s = queue_recipients, spool_messages
         due = conn.execute(
-            select(
-                q.c.id,
-                q.c.message_id,
-                q.c.tenant_id,
-                q.c.recipient,
-                q.c.original_recipient,
-                q.c.mailbox_id,
-                s.c.sender,
-                s.c.blob_id,
-                s.c.prefix,
-                s.c.size,
-                s.c.received_at,
-                s.c.from_header,
-                s.c.subject,
-                s.c.date_header,
-                s.c.message_id_header,
-            )
+            select(q, s)
             .join(s, s.c.id == q.c.message_id)
             .where((q.c.route == Route.LOCAL.value) & (q.c.next_attempt_at <= now))
             .order_by(q.c.next_attempt_at, q.c.id)
@@ -56,64 +105,26 @@ class LocalDeliveryAgent:
         ).all()
         if not due:
             return 0
-        mailbox_ids = {row.mailbox_id for row in due}
-        with_inbox = set(
-            conn.execute(
-                select(folders.c.mailbox_id).where(
-                    folders.c.mailbox_id.in_(mailbox_ids) & (folders.c.name == INBOX)
-                )
-            ).scalars()
-        )
-        deliveries: list[LocalDelivery] = []
-        events: list[TraceEvent] = []
-        statuses: list[TraceRecipient] = []
-        for row in due:
-            if row.mailbox_id not in with_inbox:
-                events.append(
-                    TraceEvent(
-                        row.message_id,
-                        EventKind.FAIL,
-                        row.tenant_id,
-                        row.original_recipient,
-                        {"reply": "550 5.1.1 The mailbox no longer exists"},
-                    )
-                )
-                statuses.append(
-                    TraceRecipient(row.message_id, row.tenant_id, row.original_recipient, TraceStatus.FAILED)
-                )
-                continue
-            prefix = f"Return-Path: <{row.sender}>\r\nDelivered-To: {row.recipient}\r\n".encode() + bytes(
-                row.prefix
-            )
-            deliveries.append(
-                LocalDelivery(
-                    mailbox_id=row.mailbox_id,
-                    folder=INBOX,
+        items = [
+            _Item(
+                SpoolEntry(
+                    id=row.message_id,
+                    sender=row.sender,
                     blob_id=row.blob_id,
-                    prefix=prefix,
-                    size=row.size + len(prefix) - len(row.prefix),
-                    internal_date=row.received_at,
+                    prefix=bytes(row.prefix),
+                    size=row.size,
+                    received_at=row.received_at,
                     summary=HeaderSummary(
                         row.from_header, row.subject, row.date_header, row.message_id_header
                     ),
-                    trace_id=row.message_id,
-                )
+                ),
+                RoutedRecipient(
+                    row.recipient, row.original_recipient, row.tenant_id, Route.LOCAL, row.mailbox_id
+                ),
             )
-            events.append(
-                TraceEvent(
-                    row.message_id,
-                    EventKind.DELIVER,
-                    row.tenant_id,
-                    row.original_recipient,
-                    {"mailbox": row.recipient, "folder": INBOX},
-                )
-            )
-            statuses.append(
-                TraceRecipient(row.message_id, row.tenant_id, row.original_recipient, TraceStatus.DELIVERED)
-            )
-        deliver(conn, deliveries)
+            for row in due
+        ]
+        _deliver(conn, items, now)
         conn.execute(delete(q).where(q.c.id.in_([row.id for row in due])))
         remove_settled_messages(conn, {row.message_id for row in due})
-        record_events(conn, events, now)
-        set_statuses(conn, statuses, now)
         return len(due)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -209,7 +209,10 @@ class Directory:
             conn.execute(delete(tenants).where(tenants.c.id == tenant.id))
 
     def _tenant(self, conn: Connection, name: str) -> Tenant:
-        row = conn.execute(select(tenants).where(tenants.c.name == name.strip().lower())).first()
+        key = name.strip().lower()
+        with suppress(AddressError):
+            key = normalize_domain(key)  # as `add_tenant` stored it: a Unicode name is kept as its A-label
+        row = conn.execute(select(tenants).where(tenants.c.name == key)).first()
         if row is None:
             raise NotFoundError(f"no tenant named {name!r}; `postroom tenant list` shows them")
         return Tenant(id=row.id, name=row.name, created_at=row.created_at)

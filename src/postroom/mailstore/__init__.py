@@ -3,10 +3,9 @@
 from postroom.mailstore.store import (
     FolderSummary,
     LocalDelivery,
-    MailboxMissingError,
     Mailstore,
     StoredMessage,
     deliver,
 )
 
-__all__ = ["FolderSummary", "LocalDelivery", "MailboxMissingError", "Mailstore", "StoredMessage", "deliver"]
+__all__ = ["FolderSummary", "LocalDelivery", "Mailstore", "StoredMessage", "deliver"]

@@ -11,15 +11,16 @@ in the mailbox exactly when its queue row is gone.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, case, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, func, select, update
 
 from postroom.directory import Directory, RecipientKind
 from postroom.directory.service import NotFoundError
 from postroom.model.message import HeaderSummary
 from postroom.storage import BlobStore, Database
+from postroom.storage.prepared import PreparedInsert, PreparedStatement
 from postroom.storage.schema import folders, messages
 
 
@@ -61,49 +62,72 @@ class StoredMessage:
     trace_id: str
 
 
-class MailboxMissingError(LookupError):
-    """The mailbox or folder of a delivery no longer exists."""
+_INSERT_MESSAGE = PreparedInsert(
+    messages,
+    [
+        "folder_id",
+        "uid",
+        "blob_id",
+        "prefix",
+        "size",
+        "internal_date",
+        "flags",
+        "from_header",
+        "subject",
+        "date_header",
+        "message_id_header",
+        "trace_id",
+    ],
+)
+_FIND_FOLDER = PreparedStatement(
+    select(folders.c.id, folders.c.uidnext).where(
+        (folders.c.mailbox_id == bindparam("mailbox_id")) & (folders.c.name == bindparam("name"))
+    )
+)
+_ADVANCE_UIDNEXT = PreparedStatement(
+    update(folders).where(folders.c.id == bindparam("folder_id")).values(uidnext=bindparam("uidnext"))
+)
 
 
-def deliver(conn: Connection, deliveries: list[LocalDelivery]) -> list[int]:
-    """Store each delivery in its folder; returns the UIDs in order."""
-    by_folder: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for index, item in enumerate(deliveries):
-        by_folder[(item.mailbox_id, item.folder)].append(index)
-    uids = [0] * len(deliveries)
+def deliver(conn: Connection, deliveries: Sequence[LocalDelivery]) -> set[int]:
+    """Store each delivery in its folder, in the caller's transaction.
+
+    Returns the mailbox ids that have no such folder any more (nothing is stored for them); every
+    other delivery gets the folder's next UID, in order.
+    """
+    next_uid: dict[tuple[int, str], list[int]] = {}
+    for mailbox_id, folder_name in {(item.mailbox_id, item.folder) for item in deliveries}:
+        for folder_id, uidnext in _FIND_FOLDER.fetch(conn, {"mailbox_id": mailbox_id, "name": folder_name}):
+            next_uid[(mailbox_id, folder_name)] = [folder_id, uidnext]
+    missing: set[int] = set()
     rows = []
-    for (mailbox_id, folder_name), indexes in by_folder.items():
-        folder = conn.execute(
-            select(folders.c.id, folders.c.uidnext).where(
-                (folders.c.mailbox_id == mailbox_id) & (folders.c.name == folder_name)
-            )
-        ).first()
+    for item in deliveries:
+        folder = next_uid.get((item.mailbox_id, item.folder))
         if folder is None:
-            raise MailboxMissingError(f"mailbox {mailbox_id} has no folder {folder_name}")
-        folder_id, uidnext = folder
-        for offset, index in enumerate(indexes):
-            item = deliveries[index]
-            uids[index] = uidnext + offset
-            rows.append(
-                {
-                    "folder_id": folder_id,
-                    "uid": uidnext + offset,
-                    "blob_id": item.blob_id,
-                    "prefix": item.prefix,
-                    "size": item.size,
-                    "internal_date": item.internal_date,
-                    "flags": "",
-                    "from_header": item.summary.from_header,
-                    "subject": item.summary.subject,
-                    "date_header": item.summary.date,
-                    "message_id_header": item.summary.message_id,
-                    "trace_id": item.trace_id,
-                }
-            )
-        conn.execute(update(folders).where(folders.c.id == folder_id).values(uidnext=uidnext + len(indexes)))
-    if rows:
-        conn.execute(insert(messages), rows)
-    return uids
+            missing.add(item.mailbox_id)
+            continue
+        rows.append(
+            {
+                "folder_id": folder[0],
+                "uid": folder[1],
+                "blob_id": item.blob_id,
+                "prefix": item.prefix,
+                "size": item.size,
+                "internal_date": item.internal_date,
+                "flags": "",
+                "from_header": item.summary.from_header,
+                "subject": item.summary.subject,
+                "date_header": item.summary.date,
+                "message_id_header": item.summary.message_id,
+                "trace_id": item.trace_id,
+            }
+        )
+        folder[1] += 1
+    _INSERT_MESSAGE.run(conn, rows)
+    _ADVANCE_UIDNEXT.run(
+        conn, [{"folder_id": folder_id, "uidnext": uidnext} for folder_id, uidnext in next_uid.values()]
+    )
+    return missing
 
 
 class Mailstore:

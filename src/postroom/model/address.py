@@ -24,6 +24,8 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
 _DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 _QUOTED = re.compile(r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"')
 _LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_SPACE = re.compile(r"\s")
 _ADDRESS_LITERAL = re.compile(r"\[[^\[\]\\\s]{1,253}\]")
 
 
@@ -77,12 +79,12 @@ class Address:
     @classmethod
     def parse(cls, text: str) -> Address:
         """Parse `local@domain` (no angle brackets). Raises `AddressError` naming the fault."""
-        if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in text):
+        if _CONTROL.search(text):
             raise AddressError("the address contains a control character")
         local, sep, domain = text.rpartition("@")
         if not sep or not local:
             raise AddressError(f"{text!r} is not of the form local@domain")
-        if any(ch.isspace() for ch in domain):
+        if _SPACE.search(domain):
             raise AddressError(f"the domain {domain!r} contains white space")
         if not (_DOT_ATOM.fullmatch(local) or _QUOTED.fullmatch(local)):
             raise AddressError(f"the local part {local!r} is not valid")

@@ -8,6 +8,7 @@ runs inside the caller's transaction on the same DBAPI connection.
 
 `PreparedInsert(table, columns, on_conflict=(keys, updated))` renders an upsert
 (`ON CONFLICT (keys) DO UPDATE SET ...`), which both SQLite and PostgreSQL speak.
+`PreparedStatement(statement)` does the same for any UPDATE or DELETE written with `bindparam`s.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.expression import Executable
 
 
 class PreparedInsert:
@@ -64,5 +66,46 @@ class PreparedInsert:
                 cursor.executemany(sql, rows)
             else:
                 cursor.executemany(sql, [tuple(row[name] for name in order) for row in rows])
+        finally:
+            cursor.close()
+
+
+class PreparedStatement:
+    """A SELECT, UPDATE or DELETE with named `bindparam`s, compiled per dialect on first use."""
+
+    def __init__(self, statement: Executable) -> None:
+        self._statement = statement
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def _compile(self, conn: Connection) -> tuple[str, tuple[str, ...] | None]:
+        found = self._compiled.get(conn.dialect.name)
+        if found is None:
+            compiled: Any = self._statement.compile(dialect=conn.dialect)  # type: ignore[attr-defined]
+            order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+            found = (str(compiled), order)
+            self._compiled[conn.dialect.name] = found
+        return found
+
+    def run(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
+        """Execute once per row of parameters (an UPDATE or DELETE)."""
+        if not rows:
+            return
+        sql, order = self._compile(conn)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if order is None:
+                cursor.executemany(sql, rows)
+            else:
+                cursor.executemany(sql, [tuple(row[name] for name in order) for row in rows])
+        finally:
+            cursor.close()
+
+    def fetch(self, conn: Connection, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
+        """Execute a SELECT with `params`; the rows as tuples."""
+        sql, order = self._compile(conn)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(sql, params if order is None else tuple(params[name] for name in order))
+            return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()

@@ -1,0 +1,346 @@
+"""load_settings: a good file, every problem of a bad one at once, unknown keys, types, listen
+addresses, relative paths; render_config round trip; find_config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postroom.config import (
+    CONFIG_ENV,
+    ConfigError,
+    ListenAddress,
+    QueueSettings,
+    SmtpLimits,
+    find_config,
+    load_settings,
+    parse_listen,
+    render_config,
+)
+
+GOOD = """
+[node]
+data_dir = "data"
+log_level = "debug"
+
+[service]
+domain = "mail.example.net"
+hostname = "mx1.mail.example.net"
+
+[database]
+url = "postgresql+psycopg://postroom@db/postroom"
+
+[dns]
+nameservers = ["127.0.0.1:5353", "[::1]:53"]
+timeout = 2
+cache_size = 50
+
+[tls]
+certificate = "/etc/postroom/cert.pem"
+key = "tls/key.pem"
+
+[mx]
+listen = ["0.0.0.0:25", "[::]:25"]
+
+[mx.limits]
+max_recipients = 100
+command_timeout = 60
+bare_lf = "normalize"
+
+[submission]
+listen = "127.0.0.1:587"
+
+[imap]
+listen = []
+
+[admin]
+listen = ["127.0.0.1:8443"]
+
+[queue]
+retry_interval = 60.5
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "postroom.toml") -> Path:
+    path = tmp_path / "etc" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.path == path
+    assert str(path) in str(caught.value)
+    return {problem.key: problem.message for problem in caught.value.problems}
+
+
+def test_good_file(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    settings = load_settings(path)
+    base = path.parent.resolve()
+    assert settings.source == path.resolve()
+    assert settings.data_dir == base / "data"
+    assert settings.log_level == "debug"
+    assert (settings.service.domain, settings.service.hostname) == (
+        "mail.example.net",
+        "mx1.mail.example.net",
+    )
+    assert settings.database_url == "postgresql+psycopg://postroom@db/postroom"
+    assert settings.dns.nameservers == (ListenAddress("127.0.0.1", 5353), ListenAddress("::1", 53))
+    assert (settings.dns.timeout, settings.dns.cache_size) == (2.0, 50)
+    assert isinstance(settings.dns.timeout, float)
+    assert settings.tls.certificate == Path("/etc/postroom/cert.pem")
+    assert settings.tls.key == base / "tls" / "key.pem"
+    assert settings.mx.listen == (ListenAddress("0.0.0.0", 25), ListenAddress("::", 25))
+    assert settings.mx.limits == SmtpLimits(max_recipients=100, command_timeout=60.0, bare_lf="normalize")
+    assert settings.submission.listen == (ListenAddress("127.0.0.1", 587),)
+    assert settings.submission.limits == SmtpLimits()
+    assert settings.imap_listen == ()
+    assert settings.admin_listen == (ListenAddress("127.0.0.1", 8443),)
+    assert settings.queue == QueueSettings(retry_interval=60.5)
+    assert settings.blob_dir == base / "data" / "blobs"
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    settings = load_settings(path)
+    assert settings.data_dir == path.parent.resolve()
+    assert settings.database_url == f"sqlite:///{path.parent.resolve() / 'postroom.db'}"
+    assert settings.mx.listen == (ListenAddress("127.0.0.1", 2525),)
+    assert settings.submission.listen == (ListenAddress("127.0.0.1", 2587),)
+    assert settings.imap_listen == (ListenAddress("127.0.0.1", 2143),)
+    assert settings.mx.limits == SmtpLimits()
+    assert settings.queue == QueueSettings()
+
+
+@pytest.mark.parametrize(
+    ("value", "resolved"),
+    [
+        ("data", "etc/data"),
+        ("./data/../store", "etc/data/../store"),
+        ("../var/postroom", "etc/../var/postroom"),
+    ],
+)
+def test_relative_paths_are_relative_to_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, resolved: str
+) -> None:
+    path = write(tmp_path, f'[node]\ndata_dir = "{value}"\n[tls]\ncertificate = "{value}/c.pem"\n')
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(path)
+    assert settings.data_dir == tmp_path.resolve() / resolved
+    assert settings.tls.certificate == tmp_path.resolve() / resolved / "c.pem"
+
+
+def test_every_problem_is_reported_at_once_with_key_and_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[node]
+log_level = "verbose"
+data_dri = "typo"
+
+[service]
+domain = "localhost"
+
+[dns]
+timeout = "fast"
+nameservers = ["8.8.8.8"]
+
+[mx]
+listen = ["127.0.0.1:99999", "127.0.0.1:25"]
+
+[mx.limits]
+max_recipients = 0
+max_errors = true
+bare_lf = "accept"
+
+[queue]
+lease_seconds = -1.0
+
+[imap]
+listen = 143
+
+[extras]
+anything = 1
+""",
+    )
+    problems = problems_of(path)
+    assert set(problems) == {
+        "node.log_level",
+        "node.data_dri",
+        "service.domain",
+        "dns.timeout",
+        "dns.nameservers",
+        "mx.listen",
+        "mx.limits.max_recipients",
+        "mx.limits.max_errors",
+        "mx.limits.bare_lf",
+        "queue.lease_seconds",
+        "imap.listen",
+        "extras",
+    }
+    assert problems["node.data_dri"] == "unknown key"
+    assert problems["mx.limits.max_recipients"] == "must be greater than 0"
+    assert "99999" in problems["mx.listen"]
+    message = str(ConfigError(path, []))
+    assert message.startswith(f"{path}: 0 problem(s)")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "fix_mentions"),
+    [
+        ("[node]\ndata_dirr = 'x'\n", "node.data_dirr", "data_dir"),
+        ("[nodes]\ndata_dir = 'x'\n", "nodes", "node"),
+        ("top = 1\n", "top", "service"),
+        ("[mx.limits]\nmax_recipient = 5\n", "mx.limits.max_recipient", "max_recipients"),
+        ("[mx.limit]\nmax_recipients = 5\n", "mx.limit", "limits"),
+        ("[submission.limits]\nsize = 5\n", "submission.limits.size", "max_message_size"),
+        ("[queue]\nretries = 5\n", "queue.retries", "retry_interval"),
+    ],
+)
+def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    [problem] = caught.value.problems
+    assert (problem.key, problem.message) == (key, "unknown key")
+    assert fix_mentions in problem.fix
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ('[mx.limits]\nmax_recipients = "500"\n', "mx.limits.max_recipients", "expected int, found '500'"),
+        ("[mx.limits]\nmax_errors = true\n", "mx.limits.max_errors", "expected int, found True"),
+        ("[mx.limits]\nmax_errors = 1.5\n", "mx.limits.max_errors", "expected int, found 1.5"),
+        (
+            "[mx.limits]\ncommand_timeout = false\n",
+            "mx.limits.command_timeout",
+            "expected float, found False",
+        ),
+        ('[dns]\ntimeout = "5"\n', "dns.timeout", "expected float"),
+        ("[node]\ndata_dir = 5\n", "node.data_dir", "expected str, found 5"),
+        ("[service]\ndomain = ['a.b']\n", "service.domain", "expected str"),
+        ("node = 5\n", "node", "must be a table"),
+        ("[mx]\nlimits = 3\n", "mx.limits", "must be a table"),
+        ("mx = 'x'\n", "mx", "must be a table"),
+        ("[queue]\nretry_interval = 0\n", "queue.retry_interval", "must be greater than 0"),
+        ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
+        (
+            '[submission.limits]\nbare_lf = "keep"\n',
+            "submission.limits.bare_lf",
+            'must be "reject" or "normalize"',
+        ),
+        (
+            '[service]\nhostname = "mx host.example"\n',
+            "service.hostname",
+            "is not a fully qualified domain name",
+        ),
+        ('[service]\ndomain = ""\n', "service.domain", "is not a fully qualified domain name"),
+    ],
+)
+def test_wrong_values_are_one_problem_each(tmp_path: Path, text: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    assert [(p.key, message in p.message) for p in caught.value.problems] == [(key, True)]
+
+
+@pytest.mark.parametrize(
+    "listen",
+    [
+        '"127.0.0.1"',
+        '"127.0.0.1:"',
+        '":25"',
+        '"127.0.0.1:99999"',
+        '"[::1]"',
+        '"[::1]25"',
+        '"host:port"',
+        "25",
+        "[25]",
+    ],
+)
+def test_bad_listen_addresses(tmp_path: Path, listen: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[mx]\nlisten = {listen}\n"))
+    assert [p.key for p in caught.value.problems] == ["mx.listen"]
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port", "shown"),
+    [
+        ("127.0.0.1:25", "127.0.0.1", 25, "127.0.0.1:25"),
+        (" localhost:0 ", "localhost", 0, "localhost:0"),
+        ("[::1]:2525", "::1", 2525, "[::1]:2525"),
+        ("[2001:db8::1]:65535", "2001:db8::1", 65535, "[2001:db8::1]:65535"),
+    ],
+)
+def test_parse_listen(text: str, host: str, port: int, shown: str) -> None:
+    address = parse_listen(text)
+    assert (address.host, address.port, str(address)) == (host, port, shown)
+
+
+def test_missing_file_and_bad_syntax(tmp_path: Path) -> None:
+    assert problems_of(tmp_path / "absent.toml").keys() == {"(file)"}
+    assert problems_of(write(tmp_path, "[node\n")).keys() == {"(syntax)"}
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b"[service]\ndomain = 'caf\xe9.example'\n")
+    assert problems_of(latin1).keys() == {"(syntax)"}
+
+
+def test_rendered_config_loads_cleanly(tmp_path: Path) -> None:
+    text = render_config(
+        data_dir="var",
+        service_domain="postroom.example",
+        hostname="mx.postroom.example",
+        mx_listen="127.0.0.1:2525",
+        submission_listen="[::1]:2587",
+        imap_listen="127.0.0.1:2143",
+        admin_listen="127.0.0.1:8080",
+        nameservers=["127.0.0.1:5353"],
+    )
+    path = write(tmp_path, text)
+    settings = load_settings(path)
+    assert settings.data_dir == path.parent.resolve() / "var"
+    assert settings.service.domain == "postroom.example"
+    assert settings.submission.listen == (ListenAddress("::1", 2587),)
+    assert settings.dns.nameservers == (ListenAddress("127.0.0.1", 5353),)
+    assert settings.mx.limits == SmtpLimits()
+    assert settings.queue == QueueSettings()
+
+
+def test_rendered_config_without_nameservers_loads(tmp_path: Path) -> None:
+    text = render_config(
+        data_dir=".",
+        service_domain="postroom.test",
+        hostname="mx.postroom.test",
+        mx_listen="127.0.0.1:0",
+        submission_listen="127.0.0.1:0",
+        imap_listen="127.0.0.1:0",
+        admin_listen="127.0.0.1:0",
+        nameservers=[],
+    )
+    assert load_settings(write(tmp_path, text)).dns.nameservers == ()
+
+
+@pytest.mark.parametrize(
+    ("explicit", "environment", "found"),
+    [
+        ("/etc/a.toml", "/etc/b.toml", "/etc/a.toml"),
+        (None, "/etc/b.toml", "/etc/b.toml"),
+        ("/etc/a.toml", None, "/etc/a.toml"),
+        (None, None, None),
+        (None, "", None),
+    ],
+)
+def test_find_config(
+    monkeypatch: pytest.MonkeyPatch, explicit: str | None, environment: str | None, found: str | None
+) -> None:
+    if environment is None:
+        monkeypatch.delenv(CONFIG_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CONFIG_ENV, environment)
+    assert find_config(explicit) == (Path(found) if found else None)

@@ -1,0 +1,157 @@
+"""Mailstore: deliver assigns ascending UIDs per folder; export is prefix + blob exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from postroom.directory import Directory, NotFoundError
+from postroom.mailstore import LocalDelivery, Mailstore, deliver
+from postroom.model.message import HeaderSummary
+from postroom.storage import BlobStore, Database
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "blobs")
+
+
+@pytest.fixture
+def store(database: Database, directory: Directory, blobs: BlobStore) -> Mailstore:
+    directory.add_tenant("contoso")
+    directory.add_domain("contoso.com", "contoso", verified=True)
+    directory.add_mailbox("alice@contoso.com", aliases=["al@contoso.com"])
+    directory.add_mailbox("bob@contoso.com")
+    directory.add_group("team@contoso.com", members=[])
+    return Mailstore(database, blobs, directory)
+
+
+def delivery(
+    mailbox_id: int, blob_id: str, *, folder: str = "Inbox", subject: str = "s", prefix: bytes = b""
+) -> LocalDelivery:
+    return LocalDelivery(
+        mailbox_id=mailbox_id,
+        folder=folder,
+        blob_id=blob_id,
+        prefix=prefix,
+        size=len(prefix) + 10,
+        internal_date=1000.0,
+        summary=HeaderSummary(
+            "Carol <carol@example.net>", subject, "Mon, 1 Jan 2024 10:00:00 +0000", "<m@x>"
+        ),
+        trace_id="trace-1",
+    )
+
+
+def test_uids_ascend_per_folder(
+    database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
+) -> None:
+    alice = directory.get_recipient("alice@contoso.com").id
+    bob = directory.get_recipient("bob@contoso.com").id
+    blob = blobs.put(b"Subject: s\r\n\r\nbody\r\n")
+    with database.write() as conn:
+        first_missing = deliver(
+            conn,
+            [
+                delivery(alice, blob, subject="a1"),
+                delivery(bob, blob, subject="b1"),
+                delivery(alice, blob, subject="a2"),
+                delivery(alice, blob, folder="Junk", subject="j1"),
+            ],
+        )
+    with database.write() as conn:
+        second_missing = deliver(
+            conn, [delivery(alice, blob, subject="a3"), delivery(alice, blob, folder="Junk", subject="j2")]
+        )
+    assert first_missing == second_missing == set()
+    assert [(m.uid, m.subject) for m in store.list_messages("alice@contoso.com")] == [
+        (1, "a1"),
+        (2, "a2"),
+        (3, "a3"),
+    ]
+    assert [(m.uid, m.subject) for m in store.list_messages("al@contoso.com", "junk")] == [
+        (1, "j1"),
+        (2, "j2"),
+    ]
+    assert [(m.uid, m.subject) for m in store.list_messages("bob@contoso.com")] == [(1, "b1")]
+    summary = {f.name: f for f in store.folders("alice@contoso.com")}
+    assert (summary["Inbox"].messages, summary["Inbox"].unseen, summary["Inbox"].uidnext) == (3, 3, 4)
+    assert (summary["Junk"].messages, summary["Junk"].uidnext, summary["Sent"].messages) == (2, 3, 0)
+    assert (
+        summary["Sent"].uidnext,
+        {f.name: f.uidnext for f in store.folders("bob@contoso.com")}["Inbox"],
+    ) == (1, 2)
+    assert summary["Inbox"].size == 30
+
+
+def test_stored_message_facts(
+    database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
+) -> None:
+    alice = directory.get_recipient("alice@contoso.com").id
+    with database.write() as conn:
+        deliver(conn, [delivery(alice, blobs.put(b"x"), subject="Grüße")])
+    [message] = store.list_messages("alice@contoso.com")
+    assert (
+        message.folder,
+        message.from_header,
+        message.subject,
+        message.message_id,
+        message.flags,
+        message.trace_id,
+    ) == (
+        "Inbox",
+        "Carol <carol@example.net>",
+        "Grüße",
+        "<m@x>",
+        (),
+        "trace-1",
+    )
+
+
+def test_export_is_prefix_then_blob_exactly(
+    database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
+) -> None:
+    body = b"From: carol@example.net\r\nSubject: raw\r\n\r\n\xff\x00binary line\r\n.\r\nno final CRLF"
+    prefix = b"Return-Path: <carol@example.net>\r\nReceived: from mx by postroom\r\n"
+    alice = directory.get_recipient("alice@contoso.com").id
+    with database.write() as conn:
+        deliver(conn, [delivery(alice, blobs.put(body), prefix=prefix)])
+    [stored] = store.list_messages("alice@contoso.com")
+    assert store.export("alice@contoso.com", stored.uid) == prefix + body
+
+
+def test_export_and_list_errors(database: Database, store: Mailstore) -> None:
+    with pytest.raises(NotFoundError, match="no message with UID 1"):
+        store.export("alice@contoso.com", 1)
+    with pytest.raises(NotFoundError, match="no folder 'Outbox'"):
+        store.list_messages("alice@contoso.com", "Outbox")
+    with pytest.raises(NotFoundError, match="not a mailbox"):
+        store.folders("team@contoso.com")
+    with pytest.raises(NotFoundError):
+        store.folders("nobody@contoso.com")
+
+
+def test_a_missing_mailbox_or_folder_is_reported_and_the_others_are_stored(
+    database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
+) -> None:
+    alice = directory.get_recipient("alice@contoso.com").id
+    bob = directory.get_recipient("bob@contoso.com").id
+    blob = blobs.put(b"x")
+    with database.write() as conn:
+        missing = deliver(
+            conn,
+            [
+                delivery(alice + 1000, blob),
+                delivery(alice, blob, subject="kept"),
+                delivery(bob, blob, folder="Nope"),
+            ],
+        )
+    assert missing == {alice + 1000, bob}
+    assert [(m.uid, m.subject) for m in store.list_messages("alice@contoso.com")] == [(1, "kept")]
+    assert store.list_messages("bob@contoso.com") == []
+
+
+def test_deliver_nothing(database: Database) -> None:
+    with database.write() as conn:
+        assert deliver(conn, []) == set()

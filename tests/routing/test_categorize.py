@@ -1,0 +1,182 @@
+"""categorize: aliases, groups (nested, looping, too deep), contacts and external members; one
+route per final recipient, with Expand/Resolve/Fail events and trace statuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from postroom.directory import ConnectionView, Directory
+from postroom.model import Address
+from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
+from postroom.routing import MAX_GROUP_DEPTH, Accepted, Categorized, categorize, resolve_recipient
+from postroom.storage import Database
+from tests.support.records import Org, populate
+
+MESSAGE = "m-1"
+
+
+@pytest.fixture
+def org(directory: Directory) -> Org:
+    return populate(directory)
+
+
+def run(database: Database, *rcpts: str) -> Categorized:
+    with database.read() as conn:
+        accepted = []
+        for rcpt in rcpts:
+            outcome = resolve_recipient(ConnectionView(conn), Address.parse(rcpt))
+            assert isinstance(outcome, Accepted), outcome
+            accepted.append(outcome)
+        return categorize(ConnectionView(conn), MESSAGE, accepted)
+
+
+def routes(result: Categorized) -> list[tuple[str, str, Route]]:
+    return [(r.recipient, r.original_recipient, r.route) for r in result.routes]
+
+
+def events(result: Categorized) -> list[tuple[EventKind, str, dict[str, object]]]:
+    return [(e.event, e.recipient, e.detail) for e in result.events]
+
+
+def statuses(result: Categorized) -> dict[str, TraceStatus]:
+    return {s.recipient: s.status for s in result.statuses}
+
+
+def test_mailbox(database: Database, org: Org) -> None:
+    result = run(database, "alice@contoso.com")
+    assert result.routes == [
+        RoutedRecipient("alice@contoso.com", "alice@contoso.com", org.contoso, Route.LOCAL, org.alice)
+    ]
+    assert result.events == []
+    assert result.statuses == [TraceRecipient(MESSAGE, org.contoso, "alice@contoso.com", TraceStatus.PENDING)]
+
+
+def test_alias_resolves_with_a_resolve_event(database: Database, org: Org) -> None:
+    result = run(database, "AL@contoso.com")
+    assert result.routes == [
+        RoutedRecipient("alice@contoso.com", "AL@contoso.com", org.contoso, Route.LOCAL, org.alice)
+    ]
+    assert result.events == [
+        TraceEvent(
+            MESSAGE, EventKind.RESOLVE, org.contoso, "AL@contoso.com", {"resolved_to": "alice@contoso.com"}
+        )
+    ]
+    assert statuses(result) == {"AL@contoso.com": TraceStatus.PENDING}
+
+
+def test_group_expands_and_duplicates_are_removed(database: Database, org: Org) -> None:
+    result = run(database, "team@contoso.com", "alice@contoso.com", "al@contoso.com")
+    assert routes(result) == [
+        ("alice@contoso.com", "alice@contoso.com", Route.LOCAL),
+        ("bob@contoso.com", "bob@contoso.com", Route.LOCAL),
+    ]
+    assert (
+        EventKind.EXPAND,
+        "team@contoso.com",
+        {"members": ["alice@contoso.com", "bob@contoso.com"]},
+    ) in events(result)
+    assert statuses(result) == {
+        "alice@contoso.com": TraceStatus.PENDING,
+        "team@contoso.com": TraceStatus.EXPANDED,
+        "bob@contoso.com": TraceStatus.PENDING,
+    }
+
+
+def test_contact_routes_remote_to_its_external_address(database: Database, org: Org) -> None:
+    result = run(database, "partner@contoso.com")
+    assert result.routes == [
+        RoutedRecipient("ext@partner.example", "partner@contoso.com", org.contoso, Route.REMOTE, None)
+    ]
+    assert statuses(result) == {"partner@contoso.com": TraceStatus.PENDING}
+
+
+def test_nested_groups_with_external_and_unknown_members(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    directory.add_group(
+        "all@contoso.com",
+        members=["team@contoso.com", "partner@contoso.com", "friend@outside.example", "ghost@contoso.com"],
+    )
+    result = run(database, "all@contoso.com")
+    assert sorted((r.recipient, r.route, r.tenant_id) for r in result.routes) == [
+        ("alice@contoso.com", Route.LOCAL, org.contoso),
+        ("bob@contoso.com", Route.LOCAL, org.contoso),
+        ("ext@partner.example", Route.REMOTE, org.contoso),
+        ("friend@outside.example", Route.REMOTE, org.contoso),
+    ]
+    kinds = [(kind, recipient) for kind, recipient, _ in events(result)]
+    assert kinds == [
+        (EventKind.EXPAND, "all@contoso.com"),
+        (EventKind.FAIL, "ghost@contoso.com"),
+        (EventKind.EXPAND, "team@contoso.com"),
+    ]
+    fail = next(e for e in result.events if e.event is EventKind.FAIL)
+    assert fail.tenant_id == org.contoso
+    assert str(fail.detail["reply"]).startswith("550 5.1.1")
+    assert statuses(result) == {
+        "all@contoso.com": TraceStatus.EXPANDED,
+        "team@contoso.com": TraceStatus.EXPANDED,
+        "alice@contoso.com": TraceStatus.PENDING,
+        "bob@contoso.com": TraceStatus.PENDING,
+        "partner@contoso.com": TraceStatus.PENDING,
+        "friend@outside.example": TraceStatus.PENDING,
+        "ghost@contoso.com": TraceStatus.FAILED,
+    }
+
+
+def test_group_loop_terminates_and_routes_each_mailbox_once(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    directory.add_group("a@contoso.com", members=["b@contoso.com", "alice@contoso.com"])
+    directory.add_group("b@contoso.com", members=["a@contoso.com", "bob@contoso.com", "alice@contoso.com"])
+    result = run(database, "a@contoso.com")
+    assert sorted(r.recipient for r in result.routes) == ["alice@contoso.com", "bob@contoso.com"]
+    assert events(result) == [
+        (EventKind.EXPAND, "a@contoso.com", {"members": ["alice@contoso.com", "b@contoso.com"]}),
+        (
+            EventKind.EXPAND,
+            "b@contoso.com",
+            {"members": ["a@contoso.com", "alice@contoso.com", "bob@contoso.com"]},
+        ),
+        (EventKind.EXPAND, "a@contoso.com", {"skipped": "group loop"}),
+    ]
+
+
+def test_group_containing_itself(database: Database, directory: Directory, org: Org) -> None:
+    directory.add_group("self@contoso.com", members=["self@contoso.com", "bob@contoso.com"])
+    result = run(database, "self@contoso.com")
+    assert routes(result) == [("bob@contoso.com", "bob@contoso.com", Route.LOCAL)]
+    assert events(result)[-1] == (EventKind.EXPAND, "self@contoso.com", {"skipped": "group loop"})
+
+
+def test_nesting_depth_is_bounded(database: Database, directory: Directory, org: Org) -> None:
+    chain = [f"level{n}@contoso.com" for n in range(MAX_GROUP_DEPTH + 2)]
+    directory.add_group(chain[-1], members=["alice@contoso.com"])
+    for outer, inner in zip(reversed(chain[:-1]), reversed(chain[1:]), strict=True):
+        directory.add_group(outer, members=[inner, "bob@contoso.com"])
+    result = run(database, chain[0])
+    expanded = [recipient for kind, recipient, detail in events(result) if "members" in detail]
+    assert expanded == chain[:MAX_GROUP_DEPTH]
+    assert events(result)[-1] == (EventKind.EXPAND, chain[MAX_GROUP_DEPTH], {"skipped": "nesting too deep"})
+    assert routes(result) == [("bob@contoso.com", "bob@contoso.com", Route.LOCAL)]  # alice is too deep
+
+
+def test_groups_of_two_tenants_keep_their_tenant(database: Database, directory: Directory, org: Org) -> None:
+    directory.add_group("crew@fabrikam.com", members=["carol@fabrikam.com", "alice@contoso.com"])
+    result = run(database, "crew@fabrikam.com")
+    assert sorted((r.recipient, r.tenant_id, r.mailbox_id) for r in result.routes) == [
+        ("alice@contoso.com", org.contoso, org.alice),
+        ("carol@fabrikam.com", org.fabrikam, org.carol),
+    ]
+    assert {s.recipient: s.tenant_id for s in result.statuses} == {
+        "crew@fabrikam.com": org.fabrikam,
+        "carol@fabrikam.com": org.fabrikam,
+        "alice@contoso.com": org.contoso,
+    }
+
+
+def test_every_event_carries_the_message_id(database: Database, org: Org) -> None:
+    result = run(database, "team@contoso.com", "al@contoso.com", "partner@contoso.com")
+    assert {e.message_id for e in result.events} == {MESSAGE}
+    assert {s.message_id for s in result.statuses} == {MESSAGE}
+    assert len({r.recipient for r in result.routes}) == len(result.routes)

@@ -1,0 +1,111 @@
+"""Unit-layer records: a migrated SQLite database in a temp directory and a directory over it.
+
+The directory hashes with Argon2id at the lowest cost, so tests that set passwords stay fast; the
+algorithm is the production one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from postroom.delivery import deliver_at_commit
+from postroom.directory import ConnectionView, Directory, DomainType
+from postroom.model import Address
+from postroom.model.flow import Route
+from postroom.model.message import summarize
+from postroom.queue import SpoolEntry, new_message_id, write_spool
+from postroom.routing import Accepted, categorize, resolve_recipient
+from postroom.storage import BlobStore, Database
+from postroom.trace import TraceMessage, record_events, record_message, set_statuses
+
+SERVICE_DOMAIN = "postroom.test"
+
+
+def open_database(directory: Path) -> Database:
+    database = Database(f"sqlite:///{directory}/t.db")
+    database.migrate()
+    return database
+
+
+def new_directory(database: Database, clock: Callable[[], float] = time.time) -> Directory:
+    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    return Directory(database, service_domain=SERVICE_DOMAIN, password_hasher=hasher, clock=clock)
+
+
+@dataclass(frozen=True)
+class Org:
+    """Two tenants. contoso: contoso.com (alice with alias al@, bob, team@ = alice+bob, partner@ a
+    contact for ext@partner.example), relay.contoso.com (InternalRelay, verified). fabrikam:
+    fabrikam.com (carol), pending.example (not verified)."""
+
+    contoso: int
+    fabrikam: int
+    alice: int
+    bob: int
+    carol: int
+
+
+def populate(directory: Directory) -> Org:
+    contoso = directory.add_tenant("contoso")
+    directory.add_domain("contoso.com", "contoso", verified=True)
+    directory.add_domain("relay.contoso.com", "contoso", DomainType.INTERNAL_RELAY, verified=True)
+    alice = directory.add_mailbox("alice@contoso.com", display_name="Alice", aliases=["al@contoso.com"])
+    bob = directory.add_mailbox("bob@contoso.com", display_name="Bob")
+    directory.add_group("team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
+    directory.add_contact("partner@contoso.com", external_address="ext@partner.example")
+    fabrikam = directory.add_tenant("fabrikam")
+    directory.add_domain("fabrikam.com", "fabrikam", verified=True)
+    carol = directory.add_mailbox("carol@fabrikam.com")
+    directory.add_domain("pending.example", "fabrikam")
+    return Org(contoso=contoso.id, fabrikam=fabrikam.id, alice=alice.id, bob=bob.id, carol=carol.id)
+
+
+def receive(
+    database: Database,
+    blobs: BlobStore,
+    sender: str,
+    rcpts: list[str],
+    content: bytes,
+    *,
+    at: float = 1000.0,
+    local_at_commit: bool = False,
+) -> str:
+    """What the MX commit does with an accepted message: categorize, spool, trace. Returns its id.
+
+    Local recipients are queued for `LocalDeliveryAgent`, or with `local_at_commit` delivered in the
+    same transaction (`deliver_at_commit`) as the MX does."""
+    message_id = new_message_id(at)
+    prefix = b"Received: from client by mx.postroom.test\r\n"
+    entry = SpoolEntry(
+        id=message_id,
+        sender=sender,
+        blob_id=blobs.put(content),
+        prefix=prefix,
+        size=len(prefix) + len(content),
+        received_at=at,
+        summary=summarize(content),
+    )
+    with database.write() as conn:
+        view = ConnectionView(conn)
+        accepted = [resolve_recipient(view, Address.parse(rcpt)) for rcpt in rcpts]
+        assert all(isinstance(a, Accepted) for a in accepted), accepted
+        categorized = categorize(view, message_id, [a for a in accepted if isinstance(a, Accepted)])
+        queued = [r for r in categorized.routes if not (local_at_commit and r.route is Route.LOCAL)]
+        if queued:
+            write_spool(conn, entry, queued)
+        record_message(
+            conn,
+            TraceMessage(
+                message_id, entry.summary.message_id, sender, entry.summary.subject, entry.size, "", at
+            ),
+        )
+        record_events(conn, categorized.events, at)
+        set_statuses(conn, categorized.statuses, at)
+        if local_at_commit:
+            deliver_at_commit(conn, entry, categorized.routes)
+    return message_id

@@ -1,0 +1,235 @@
+"""Trace search filters and detail, with tenant isolation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
+from postroom.storage import Database
+from postroom.trace import TraceMessage, TraceQuery, TraceService, record_events, record_message, set_statuses
+
+CONTOSO, FABRIKAM = 1, 2
+
+
+@dataclass(frozen=True)
+class Sent:
+    id: str
+    at: float
+    sender: str
+    message_id_header: str
+    recipients: tuple[tuple[str, int | None, TraceStatus], ...]
+
+
+MESSAGES = (
+    Sent(
+        "m1",
+        1000.0,
+        "alice@contoso.com",
+        "<one@contoso.com>",
+        (
+            ("bob@contoso.com", CONTOSO, TraceStatus.DELIVERED),
+            ("carol@fabrikam.com", FABRIKAM, TraceStatus.PENDING),
+        ),
+    ),
+    Sent(
+        "m2",
+        2000.0,
+        "Ext@Partner.example",
+        "<two@partner.example>",
+        (
+            ("team@contoso.com", CONTOSO, TraceStatus.EXPANDED),
+            ("alice@contoso.com", CONTOSO, TraceStatus.DELIVERED),
+            ("bob@contoso.com", CONTOSO, TraceStatus.FAILED),
+        ),
+    ),
+    Sent("m3", 3000.0, "spam@evil.example", "", (("victim@foreign.example", None, TraceStatus.FAILED),)),
+    Sent(
+        "m4",
+        4000.0,
+        "a_b@fabrikam.com",
+        "<four@fabrikam.com>",
+        (("carol@fabrikam.com", FABRIKAM, TraceStatus.DELIVERED),),
+    ),
+    Sent(
+        "m5",
+        5000.0,
+        "axb@fabrikam.com",
+        "<five%@fabrikam.com>",
+        (("dave@fabrikam.com", FABRIKAM, TraceStatus.QUARANTINED),),
+    ),
+)
+
+
+@pytest.fixture
+def trace(database: Database) -> TraceService:
+    with database.write() as conn:
+        for sent in MESSAGES:
+            record_message(
+                conn,
+                TraceMessage(
+                    sent.id,
+                    sent.message_id_header,
+                    sent.sender,
+                    f"subject {sent.id}",
+                    10,
+                    "192.0.2.7",
+                    sent.at,
+                ),
+            )
+            tenants = sorted({tenant for _, tenant, _ in sent.recipients}, key=str)
+            record_events(
+                conn, [TraceEvent(sent.id, EventKind.RECEIVE, t, "", {"size": 10}) for t in tenants], sent.at
+            )
+            record_events(
+                conn,
+                [
+                    TraceEvent(sent.id, EventKind.DELIVER, t, r, {"folder": "Inbox"}, at=sent.at + 1)
+                    for r, t, s in sent.recipients
+                    if s is TraceStatus.DELIVERED
+                ],
+            )
+            set_statuses(conn, [TraceRecipient(sent.id, t, r, s) for r, t, s in sent.recipients], sent.at)
+    return TraceService(database)
+
+
+@pytest.mark.parametrize(
+    ("query", "rows"),
+    [
+        (
+            TraceQuery(),
+            [
+                ("m5", "dave@fabrikam.com"),
+                ("m4", "carol@fabrikam.com"),
+                ("m3", "victim@foreign.example"),
+                ("m2", "team@contoso.com"),
+                ("m2", "alice@contoso.com"),
+                ("m2", "bob@contoso.com"),
+                ("m1", "bob@contoso.com"),
+                ("m1", "carol@fabrikam.com"),
+            ],
+        ),
+        (
+            TraceQuery(tenant_id=CONTOSO),
+            [
+                ("m2", "team@contoso.com"),
+                ("m2", "alice@contoso.com"),
+                ("m2", "bob@contoso.com"),
+                ("m1", "bob@contoso.com"),
+            ],
+        ),
+        (
+            TraceQuery(tenant_id=FABRIKAM),
+            [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com"), ("m1", "carol@fabrikam.com")],
+        ),
+        (TraceQuery(tenant_id=99), []),
+        (TraceQuery(sender="*@contoso.com"), [("m1", "bob@contoso.com"), ("m1", "carol@fabrikam.com")]),
+        (TraceQuery(sender="*@CONTOSO.COM", tenant_id=FABRIKAM), [("m1", "carol@fabrikam.com")]),
+        (TraceQuery(sender="ext@partner.example", status=TraceStatus.FAILED), [("m2", "bob@contoso.com")]),
+        (TraceQuery(sender="*@contoso"), []),
+        (TraceQuery(sender="a_b@fabrikam.com"), [("m4", "carol@fabrikam.com")]),  # "_" is not a wildcard
+        (TraceQuery(sender="a%b@fabrikam.com"), []),  # nor is "%"
+        (TraceQuery(recipient="bob@contoso.com"), [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")]),
+        (TraceQuery(recipient="CAROL@fabrikam.com", since=2000.0), [("m4", "carol@fabrikam.com")]),
+        (TraceQuery(recipient="*@fabrikam.com", tenant_id=CONTOSO), []),
+        (
+            TraceQuery(
+                message_id_header="<two@partner.example>", tenant_id=CONTOSO, status=TraceStatus.EXPANDED
+            ),
+            [("m2", "team@contoso.com")],
+        ),
+        (
+            TraceQuery(message_id_header="two@partner.example", status=TraceStatus.EXPANDED),
+            [("m2", "team@contoso.com")],
+        ),
+        (TraceQuery(message_id_header=" four@fabrikam.com "), [("m4", "carol@fabrikam.com")]),
+        (TraceQuery(message_id_header="<five%@fabrikam.com>"), [("m5", "dave@fabrikam.com")]),
+        (TraceQuery(message_id_header="four"), []),
+        (
+            TraceQuery(since=3000.0, until=4000.0),
+            [("m4", "carol@fabrikam.com"), ("m3", "victim@foreign.example")],
+        ),
+        (TraceQuery(until=999.0), []),
+        (
+            TraceQuery(status=TraceStatus.DELIVERED),
+            [("m4", "carol@fabrikam.com"), ("m2", "alice@contoso.com"), ("m1", "bob@contoso.com")],
+        ),
+        (TraceQuery(status=TraceStatus.QUARANTINED, tenant_id=CONTOSO), []),
+        (TraceQuery(limit=2), [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com")]),
+    ],
+)
+def test_search(trace: TraceService, query: TraceQuery, rows: list[tuple[str, str]]) -> None:
+    assert [(row.message_id, row.recipient) for row in trace.search(query)] == rows
+
+
+def test_search_rows_carry_the_message_facts(trace: TraceService) -> None:
+    [row] = trace.search(TraceQuery(recipient="victim@foreign.example"))
+    assert (row.sender, row.subject, row.received_at, row.status, row.tenant_id, row.message_id_header) == (
+        "spam@evil.example",
+        "subject m3",
+        3000.0,
+        TraceStatus.FAILED,
+        None,
+        "",
+    )
+
+
+def test_detail_for_the_administrator_has_every_row_and_event(trace: TraceService) -> None:
+    detail = trace.detail("m1")
+    assert detail is not None
+    assert (detail.message.sender, detail.message.client_ip, detail.message.size) == (
+        "alice@contoso.com",
+        "192.0.2.7",
+        10,
+    )
+    assert [(r.recipient, r.status) for r in detail.recipients] == [
+        ("bob@contoso.com", TraceStatus.DELIVERED),
+        ("carol@fabrikam.com", TraceStatus.PENDING),
+    ]
+    assert [(e.event, e.recipient, e.detail) for e in detail.events] == [
+        ("Receive", "", {"size": 10}),
+        ("Receive", "", {"size": 10}),
+        ("Deliver", "bob@contoso.com", {"folder": "Inbox"}),
+    ]
+    assert [e.at for e in detail.events] == [1000.0, 1000.0, 1001.0]
+
+
+def test_detail_is_scoped_to_the_tenant(trace: TraceService) -> None:
+    contoso = trace.detail("m1", tenant_id=CONTOSO)
+    assert contoso is not None
+    assert [r.recipient for r in contoso.recipients] == ["bob@contoso.com"]
+    assert [(e.event, e.recipient) for e in contoso.events] == [
+        ("Receive", ""),
+        ("Deliver", "bob@contoso.com"),
+    ]
+    fabrikam = trace.detail("m1", tenant_id=FABRIKAM)
+    assert fabrikam is not None
+    assert [r.recipient for r in fabrikam.recipients] == ["carol@fabrikam.com"]
+    assert [e.event for e in fabrikam.events] == ["Receive"]
+
+
+@pytest.mark.parametrize(
+    ("message_id", "tenant_id"),
+    [
+        ("m2", FABRIKAM),
+        ("m4", CONTOSO),
+        ("m3", CONTOSO),
+        ("m3", FABRIKAM),
+        ("absent", None),
+        ("absent", CONTOSO),
+    ],
+)
+def test_detail_of_another_tenants_message_is_none(
+    trace: TraceService, message_id: str, tenant_id: int | None
+) -> None:
+    assert trace.detail(message_id, tenant_id=tenant_id) is None
+
+
+def test_set_statuses_updates_the_one_row_per_recipient(database: Database, trace: TraceService) -> None:
+    with database.write() as conn:
+        set_statuses(
+            conn, [TraceRecipient("m1", FABRIKAM, "carol@fabrikam.com", TraceStatus.DELIVERED)], 1500.0
+        )
+    rows = trace.search(TraceQuery(recipient="carol@fabrikam.com", until=1000.0))
+    assert [(r.message_id, r.status) for r in rows] == [("m1", TraceStatus.DELIVERED)]
