@@ -69,14 +69,14 @@ class MxEndpoint:
         directory: CachedDirectory,
         blobs: BlobStore,
         committer: GroupCommitter,
-        on_commit: Callable[[], None],
+        on_queued: Callable[[], None],
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
         self.directory = directory
         self._blobs = blobs
         self.committer = committer
-        self._on_commit = on_commit
+        self._on_queued = on_queued
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
         self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-blob")
@@ -116,8 +116,9 @@ class MxEndpoint:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writers, self._blobs.put, content)
 
-    def committed(self) -> None:
-        self._on_commit()
+    def queued(self) -> None:
+        """A commit left recipients in the queue: the scheduler has work."""
+        self._on_queued()
 
 
 class MxSession:
@@ -185,7 +186,8 @@ class MxSession:
         }
         job = partial(_commit_received, entry, categorized, envelope, receive_detail, self.connection.peer_ip)
         await self._endpoint.committer.run(job)
-        self._endpoint.committed()
+        if any(route.route is not Route.LOCAL for route in categorized.routes):
+            self._endpoint.queued()
         self.envelope = None  # committed: a reset must not trace its rejects again
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
 

@@ -100,7 +100,7 @@ class App:
             directory=CachedDirectory(self.database),
             blobs=self.blobs,
             committer=committer,
-            on_commit=scheduler.wake,
+            on_queued=scheduler.wake,
         )
         mx = SmtpListener(
             name="mx",

@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, select
-from sqlalchemy.pool import NullPool
 
 from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
@@ -46,7 +45,7 @@ class SchemaTooNewError(RuntimeError):
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
-    engine = create_engine(url, poolclass=NullPool if immediate else None)
+    engine = create_engine(url)  # pooled: the writer keeps its connection, PRAGMAs run once
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
