@@ -6,7 +6,6 @@ ephemeral ports; tests talk to it with real clients (smtplib, swaks, raw sockets
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,18 +43,13 @@ class RunningNode:
         self.settings = settings
         self.app = App.open(settings)
         self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._listening: list[Listening] = []
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="postroom-node", daemon=True)
 
     def _run(self) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self.app.serve(self._on_ready)
-
         try:
-            asyncio.run(main())
+            self.app.run(self._on_ready)
         except BaseException as error:  # reported to the test by start()/stop()
             self._error = error
             self._ready.set()
@@ -79,8 +73,8 @@ class RunningNode:
         return host.strip("[]"), int(port)
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self.app.stop)
+        if self._thread.is_alive():
+            self.app.stop()
         self._thread.join(60)
         self.app.close()
         if self._error is not None:

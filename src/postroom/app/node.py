@@ -17,6 +17,8 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import uvloop
+
 from postroom.app.mx import MxEndpoint
 from postroom.config import Settings
 from postroom.delivery import LocalDeliveryAgent
@@ -83,13 +85,22 @@ class App:
         context.load_cert_chain(tls.certificate, tls.key)
         return context
 
+    def run(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
+        """Serve on a uvloop event loop (libuv: less overhead per socket event) until stopped."""
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(self.serve(on_ready))
+
     async def serve(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
-        """Serve until SIGTERM/SIGINT (or `stop()`), then drain and return."""
+        """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        self.stop = stop.set
+
+        def request_stop() -> None:
+            loop.call_soon_threadsafe(stop.set)
+
+        self.stop = request_stop
         for signum in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread (tests)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(signum, stop.set)
         settings = self.settings
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
@@ -129,5 +140,5 @@ class App:
             await asyncio.to_thread(committer.stop)
             endpoint.close()
             for signum in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(NotImplementedError, RuntimeError):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)

@@ -186,7 +186,7 @@ def serve() -> None:
         console.print("serving; Ctrl-C or SIGTERM stops after draining")
 
     try:
-        asyncio.run(running.serve(ready))
+        running.run(ready)
     finally:
         running.close()
     console.print("stopped")

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
@@ -197,7 +197,8 @@ class _Connection(asyncio.Protocol):
     # --- asyncio callbacks -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport; uvloop's are not subclasses of asyncio.Transport, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
