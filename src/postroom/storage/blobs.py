@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 
@@ -25,19 +26,22 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id[2:]
 
     def put(self, content: bytes) -> str:
         blob_id = hashlib.sha256(content).hexdigest()
-        target = self.path(blob_id)
-        if target.exists():
+        # Plain os calls: this runs for every message received.
+        shard = os.path.join(self._root, blob_id[:2])
+        target = os.path.join(shard, blob_id[2:])
+        if os.path.exists(target):
             return blob_id
-        shard = target.parent
-        created = not shard.exists()
-        shard.mkdir(parents=True, exist_ok=True)
-        temporary = shard / f".{blob_id[2:]}.{os.getpid()}.{id(content)}.tmp"
+        created = not os.path.isdir(shard)
+        if created:
+            os.makedirs(shard, exist_ok=True)
+        temporary = os.path.join(shard, f".{blob_id[2:]}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             view = memoryview(content)
@@ -50,7 +54,7 @@ class BlobStore:
         os.replace(temporary, target)
         _fsync_directory(shard)
         if created:
-            _fsync_directory(self.root)
+            _fsync_directory(self._root)
         return blob_id
 
     def get(self, blob_id: str) -> bytes:
@@ -60,7 +64,7 @@ class BlobStore:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
 
 
-def _fsync_directory(path: Path) -> None:
+def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

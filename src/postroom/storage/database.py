@@ -143,6 +143,11 @@ class GroupCommitter:
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
+        # The writer's own connection, held for its lifetime: no pool checkout per batch.
+        with self._database.write_engine.connect() as conn:
+            self._drain(conn)
+
+    def _drain(self, conn: Connection) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -158,20 +163,20 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(batch)
+            self._commit(conn, batch)
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, conn: Connection, batch: list[_Pending]) -> None:
         """Run the batch in one transaction; if a job raises, replay each job in its own."""
         results: list[Any] = []
         try:
-            with self._database.write() as conn:
+            with conn.begin():
                 for pending in batch:
                     results.append(pending.job(conn))
         except Exception as error:
             if len(batch) > 1:
                 # One job failed and rolled the batch back: replay alone, so only that job fails.
                 for pending in batch:
-                    self._commit([pending])
+                    self._commit(conn, [pending])
                 return
             log.warning("commit job failed: %s", error)
             batch[0].future.set_exception(error)
