@@ -77,9 +77,11 @@ def test_group_expands_and_duplicates_are_removed(database: Database, org: Org) 
     ) in events(result)
     assert statuses(result) == {
         "alice@contoso.com": TraceStatus.PENDING,
+        "al@contoso.com": TraceStatus.PENDING,  # its own RCPT row, settled by alice's one delivery
         "team@contoso.com": TraceStatus.EXPANDED,
         "bob@contoso.com": TraceStatus.PENDING,
     }
+    assert result.routes[0].also_settles == ("al@contoso.com",)
 
 
 def test_contact_routes_remote_to_its_external_address(database: Database, org: Org) -> None:
@@ -180,3 +182,18 @@ def test_every_event_carries_the_message_id(database: Database, org: Org) -> Non
     assert {e.message_id for e in result.events} == {MESSAGE}
     assert {s.message_id for s in result.statuses} == {MESSAGE}
     assert len({r.recipient for r in result.routes}) == len(result.routes)
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["ghost@pending.example", "ghost@relay.contoso.com", "ghost@contoso.com"],
+    ids=["unverified-own-domain", "internal-relay-own-domain", "authoritative-own-domain"],
+)
+def test_unknown_member_in_an_own_domain_fails_and_never_routes_out(
+    database: Database, directory: Directory, org: Org, member: str
+) -> None:
+    directory.add_group("odd@contoso.com", members=["bob@contoso.com", member])
+    result = run(database, "odd@contoso.com")
+    assert routes(result) == [("bob@contoso.com", "bob@contoso.com", Route.LOCAL)]
+    assert statuses(result)[member] is TraceStatus.FAILED
+    assert (EventKind.FAIL, member, {"reply": "550 5.1.1 Recipient not found"}) in events(result)

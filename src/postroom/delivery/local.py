@@ -66,17 +66,15 @@ def _deliver(conn: Connection, items: Sequence[_Item], now: float) -> None:
     statuses = []
     for item in items:
         entry, route = item.message, item.route
-        if route.mailbox_id in missing:
-            event = TraceEvent(
-                entry.id, EventKind.FAIL, route.tenant_id, route.original_recipient, {"reply": MAILBOX_GONE}
-            )
-            status = TraceStatus.FAILED
-        else:
-            detail: dict[str, object] = {"mailbox": route.recipient, "folder": INBOX}
-            event = TraceEvent(entry.id, EventKind.DELIVER, route.tenant_id, route.original_recipient, detail)
-            status = TraceStatus.DELIVERED
-        events.append(event)
-        statuses.append(TraceRecipient(entry.id, route.tenant_id, route.original_recipient, status))
+        for row in route.trace_rows:
+            if route.mailbox_id in missing:
+                detail: dict[str, object] = {"reply": MAILBOX_GONE}
+                kind, status = EventKind.FAIL, TraceStatus.FAILED
+            else:
+                detail = {"mailbox": route.recipient, "folder": INBOX}
+                kind, status = EventKind.DELIVER, TraceStatus.DELIVERED
+            events.append(TraceEvent(entry.id, kind, route.tenant_id, row, detail))
+            statuses.append(TraceRecipient(entry.id, route.tenant_id, row, status))
     record_events(conn, events, now)
     set_statuses(conn, statuses, now)
 

@@ -24,6 +24,11 @@ class RoutedRecipient:
     tenant_id: int | None
     route: Route
     mailbox_id: int | None = None
+    also_settles: tuple[str, ...] = ()  # other RCPT rows that named the same final recipient
+
+    @property
+    def trace_rows(self) -> tuple[str, ...]:
+        return (self.original_recipient, *self.also_settles)
 
 
 class TraceStatus(StrEnum):

@@ -2,9 +2,11 @@
 
 Aliases resolve to their recipient (a Resolve event); groups expand to their members, recursively
 (an Expand event each), with loops guarded and nesting bounded by `MAX_GROUP_DEPTH`; contacts and
-external group members route remote. Each final recipient appears once per message, whichever path
-led to it: direct recipients are routed first, then groups expand, and a member already routed is
-skipped (the Expand event still lists it).
+external group members route remote; an unknown member in one of the service's own domains fails.
+Each final recipient is routed once per message, whichever path led to it: direct recipients are
+routed first, then groups expand, and a member already routed is skipped (the Expand event still
+lists it). Two RCPTs that name the same recipient (an alias and the primary address) share one
+delivery, which settles both trace rows (`also_settles`).
 
 Every outcome is typed: `Categorized.routes` to queue, `events` for trace, `statuses` for the trace
 summary (a group's row is `expanded`, each route's row `pending`, a member that cannot be resolved
@@ -13,9 +15,9 @@ summary (a group's row is `expanded`, each route's row `pending`, a member that 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from postroom.directory import DirectoryView, DomainStatus, DomainType, RecipientKind
+from postroom.directory import DirectoryView, RecipientKind
 from postroom.model import Address, AddressError
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.routing.resolve import Accepted
@@ -32,7 +34,7 @@ class Categorized:
 
 def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepted]) -> Categorized:
     result = Categorized()
-    seen: set[str] = set()  # final recipients already routed, by address key
+    routed: dict[str, int] = {}  # final recipient (address key) -> its index in result.routes
     trace_rows: set[str] = set()
 
     def status(tenant_id: int | None, recipient: str, value: TraceStatus) -> None:
@@ -40,27 +42,34 @@ def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepte
             trace_rows.add(recipient.lower())
             result.statuses.append(TraceRecipient(message_id, tenant_id, recipient, value))
 
-    def route_remote(tenant_id: int | None, target: str, row: str) -> None:
-        key = target.lower()
-        if key in seen:
+    def route(key: str, new: RoutedRecipient, direct: bool) -> None:
+        """Route a final recipient once; a direct RCPT that repeats one shares its delivery."""
+        index = routed.get(key)
+        if index is None:
+            routed[key] = len(result.routes)
+            result.routes.append(new)
+        elif direct and new.original_recipient.lower() not in trace_rows:
+            first = result.routes[index]
+            result.routes[index] = replace(first, also_settles=(*first.also_settles, new.original_recipient))
+        else:
             return
-        seen.add(key)
-        result.routes.append(RoutedRecipient(target, row, tenant_id, Route.REMOTE))
-        status(tenant_id, row, TraceStatus.PENDING)
+        status(new.tenant_id, new.original_recipient, TraceStatus.PENDING)
+
+    def route_remote(tenant_id: int | None, target: Address, row: str, direct: bool) -> None:
+        route(target.key, RoutedRecipient(str(target), row, tenant_id, Route.REMOTE), direct)
 
     def visit(address: str, tenant_id: int | None, depth: int, groups: frozenset[int]) -> None:
         try:
             parsed = Address.parse(address)
         except AddressError:
             return
+        direct = depth == 0
         owner = directory.address(parsed.key)
         if owner is None:
             domain = directory.domain(parsed.domain)
-            if (
-                domain is not None
-                and domain.status is DomainStatus.VERIFIED
-                and domain.type is DomainType.AUTHORITATIVE
-            ):
+            if domain is not None:
+                # One of our own domains: an unknown member is an error, never mail for the internet
+                # (internal-relay domains will relay it through their on-premises connector).
                 result.events.append(
                     TraceEvent(
                         message_id,
@@ -72,7 +81,7 @@ def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepte
                 )
                 status(domain.tenant_id, address, TraceStatus.FAILED)
                 return
-            route_remote(tenant_id, str(parsed), address)
+            route_remote(tenant_id, parsed, address, direct)
             return
         if owner.primary_address.lower() != address.lower():
             result.events.append(
@@ -85,18 +94,13 @@ def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepte
                 )
             )
         if owner.kind is RecipientKind.MAILBOX:
-            primary_key = Address.parse(owner.primary_address).key
-            if primary_key in seen:
-                return
-            seen.add(primary_key)
-            result.routes.append(
-                RoutedRecipient(
-                    owner.primary_address, address, owner.tenant_id, Route.LOCAL, owner.recipient_id
-                )
+            local = RoutedRecipient(
+                owner.primary_address, address, owner.tenant_id, Route.LOCAL, owner.recipient_id
             )
-            status(owner.tenant_id, address, TraceStatus.PENDING)
+            route(Address.parse(owner.primary_address).key, local, direct)
         elif owner.kind is RecipientKind.CONTACT:
-            route_remote(owner.tenant_id, owner.external_address or address, address)
+            target = Address.parse(owner.external_address) if owner.external_address else parsed
+            route_remote(owner.tenant_id, target, address, direct)
         else:
             if owner.recipient_id in groups or depth >= MAX_GROUP_DEPTH:
                 result.events.append(

@@ -50,13 +50,11 @@ class Rejected:
 Resolution = Accepted | Rejected
 
 
-def resolve_recipient(
-    directory: DirectoryView, recipient: Address, *, authenticated: bool = False
-) -> Resolution:
-    """Decide one RCPT. `authenticated` clients may relay (submission; later issues)."""
+def resolve_recipient(directory: DirectoryView, recipient: Address) -> Resolution:
+    """Decide one RCPT from an unauthenticated client (the MX endpoint)."""
     domain = directory.domain(recipient.domain)
     if domain is None:
-        # Remote domain: relaying is for authenticated senders only (wired with submission).
+        # Remote domain: relaying is only ever for authenticated senders, on the submission port.
         return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.RELAY_DENIED, None)
     if domain.status is not DomainStatus.VERIFIED:
         return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.UNVERIFIED_DOMAIN, domain.tenant_id)

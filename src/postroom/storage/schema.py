@@ -166,6 +166,7 @@ queue_recipients = Table(
     Column("tenant_id", Integer),
     Column("recipient", String(320), nullable=False),  # where it goes (after alias and group)
     Column("original_recipient", String(320), nullable=False),  # as given in RCPT
+    Column("also_settles", Text, nullable=False, default=""),  # more RCPT rows, newline-separated
     Column("route", String(20), nullable=False),  # local | remote
     Column("mailbox_id", Integer),
     Column("state", String(20), nullable=False),  # pending | deferred
