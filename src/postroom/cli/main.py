@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,16 +137,20 @@ def init(
         raise fail(str(error), 2) from None
     App.open(created).close()
     config = created.source
+    # Name the command as this user can run it: bare `postroom` only when it is on PATH.
+    program = "postroom" if shutil.which("postroom") == str(Path(sys.argv[0]).resolve()) else sys.argv[0]
     console.print(f"Created {config}\n")
     console.print("Next steps:")
-    console.print(f"  1. Start the node:        postroom -c {config} serve")
-    console.print(f"  2. Add an organization:   postroom -c {config} tenant add contoso")
-    console.print(f"  3. Add its domain:        postroom -c {config} domain add contoso.com --tenant contoso")
+    console.print(f"  1. Start the node:        {program} -c {config} serve")
+    console.print(f"  2. Add an organization:   {program} -c {config} tenant add contoso")
+    console.print(
+        f"  3. Add its domain:        {program} -c {config} domain add contoso.com --tenant contoso"
+    )
     console.print(
         "  4. Prove ownership:       publish the TXT record that "
-        f"`postroom -c {config} domain show contoso.com` prints,"
+        f"`{program} -c {config} domain show contoso.com` prints,"
     )
-    console.print(f"                            then `postroom -c {config} domain verify contoso.com`")
+    console.print(f"                            then `{program} -c {config} domain verify contoso.com`")
     console.print(
         f"  5. Create mailboxes:      postroom -c {config} mailbox add alice@contoso.com --name 'Alice'"
     )
@@ -153,9 +158,26 @@ def init(
 
 
 @app.command("check-config")
-def check_config() -> None:
+def check_config(json_output: JsonOption = False) -> None:
     """Check the configuration file and report every problem at once."""
     loaded = settings()
+    if json_output:
+        return emit_json(
+            {
+                **_as_dict(loaded),
+                "source": str(loaded.source),
+                "data_dir": str(loaded.data_dir),
+                "tls": {"certificate": str(loaded.tls.certificate), "key": str(loaded.tls.key)},
+                "mx": {"listen": [str(a) for a in loaded.mx.listen], "limits": loaded.mx.limits},
+                "submission": {
+                    "listen": [str(a) for a in loaded.submission.listen],
+                    "limits": loaded.submission.limits,
+                },
+                "imap_listen": [str(a) for a in loaded.imap_listen],
+                "admin_listen": [str(a) for a in loaded.admin_listen],
+                "dns": {**_as_dict(loaded.dns), "nameservers": [str(a) for a in loaded.dns.nameservers]},
+            }
+        )
     console.print(f"{loaded.source}: OK")
     fields(
         [
