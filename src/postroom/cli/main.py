@@ -152,7 +152,7 @@ def init(
     )
     console.print(f"                            then `{program} -c {config} domain verify contoso.com`")
     console.print(
-        f"  5. Create mailboxes:      postroom -c {config} mailbox add alice@contoso.com --name 'Alice'"
+        f"  5. Create mailboxes:      {program} -c {config} mailbox add alice@contoso.com --name 'Alice'"
     )
     console.print(f"  6. Point the MX of contoso.com at this node ({created.service.hostname}).")
 
