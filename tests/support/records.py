@@ -107,5 +107,7 @@ def receive(
         record_events(conn, categorized.events, at)
         set_statuses(conn, categorized.statuses, at)
         if local_at_commit:
-            deliver_at_commit(conn, entry, categorized.routes)
+            events, statuses = deliver_at_commit(conn, entry, categorized.routes)
+            record_events(conn, events, at)
+            set_statuses(conn, statuses, at)
     return message_id

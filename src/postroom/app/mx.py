@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -218,8 +219,14 @@ class MxSession:
             lines.append(f"\t(using {self.tls.version} with cipher {self.tls.cipher})")
         recipient = f" for <{envelope.accepted[0].recipient}>" if len(envelope.accepted) == 1 else ""
         lines.append(f"\twith {protocol} id {envelope.id}{recipient};")
-        lines.append(f"\t{format_datetime(datetime.datetime.fromtimestamp(now, datetime.UTC))}")
+        lines.append(f"\t{_rfc5322_date(int(now))}")
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+
+
+@functools.lru_cache(maxsize=4)
+def _rfc5322_date(second: int) -> str:
+    """The date of a Received header; formatted once per second, however many messages arrive in it."""
+    return format_datetime(datetime.datetime.fromtimestamp(second, datetime.UTC))
 
 
 def _printable(text: str) -> str:
@@ -280,9 +287,21 @@ def _commit_received(
         TraceEvent(entry.id, EventKind.RECEIVE, tenant, "", receive_detail)
         for tenant in sorted(tenants, key=str)
     ]
-    record_events(conn, receive + refused_events + categorized.events, entry.received_at)
-    set_statuses(conn, refused_statuses + categorized.statuses, entry.received_at)
-    deliver_at_commit(conn, entry, categorized.routes)
+    delivered_events, delivered_statuses = deliver_at_commit(conn, entry, categorized.routes)
+    events = receive + refused_events + categorized.events + delivered_events
+    record_events(conn, events, entry.received_at)
+    # Later rows win: a recipient's `pending` from categorizing is settled by its delivery.
+    set_statuses(
+        conn, _last_per_row(refused_statuses + categorized.statuses + delivered_statuses), entry.received_at
+    )
+
+
+def _last_per_row(statuses: list[TraceRecipient]) -> list[TraceRecipient]:
+    """One status per (message, recipient), the last one given, in first-seen order."""
+    latest: dict[str, TraceRecipient] = {}
+    for status in statuses:
+        latest[status.recipient.lower()] = status
+    return list(latest.values())
 
 
 def _record_refusals(envelope: Envelope, client_ip: str, now: float, conn: Connection) -> None:

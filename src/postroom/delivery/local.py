@@ -40,8 +40,11 @@ class _Item:
     route: RoutedRecipient
 
 
-def _deliver(conn: Connection, items: Sequence[_Item], now: float) -> None:
-    """Store, trace and settle `items`; a recipient whose mailbox is gone fails."""
+TraceRows = tuple[list[TraceEvent], list[TraceRecipient]]
+
+
+def _deliver(conn: Connection, items: Sequence[_Item]) -> TraceRows:
+    """Store `items`; returns their trace events and settled rows (a gone mailbox: Fail)."""
     deliveries = []
     for item in items:
         entry, route = item.message, item.route
@@ -75,15 +78,15 @@ def _deliver(conn: Connection, items: Sequence[_Item], now: float) -> None:
                 kind, status = EventKind.DELIVER, TraceStatus.DELIVERED
             events.append(TraceEvent(entry.id, kind, route.tenant_id, row, detail))
             statuses.append(TraceRecipient(entry.id, route.tenant_id, row, status))
-    record_events(conn, events, now)
-    set_statuses(conn, statuses, now)
+    return events, statuses
 
 
-def deliver_at_commit(conn: Connection, message: SpoolEntry, routes: Sequence[RoutedRecipient]) -> None:
-    """Deliver a just-received message to its local recipients, in the spool commit's transaction."""
-    _deliver(
-        conn, [_Item(message, route) for route in routes if route.route is Route.LOCAL], message.received_at
-    )
+def deliver_at_commit(conn: Connection, message: SpoolEntry, routes: Sequence[RoutedRecipient]) -> TraceRows:
+    """Deliver a just-received message to its local recipients, in the spool commit's transaction.
+
+    Returns the trace rows, for the caller to write with the rest of the message's trace.
+    """
+    return _deliver(conn, [_Item(message, route) for route in routes if route.route is Route.LOCAL])
 
 
 class LocalDeliveryAgent:
@@ -122,7 +125,9 @@ class LocalDeliveryAgent:
             )
             for row in due
         ]
-        _deliver(conn, items, now)
+        events, statuses = _deliver(conn, items)
+        record_events(conn, events, now)
+        set_statuses(conn, statuses, now)
         conn.execute(delete(q).where(q.c.id.in_([row.id for row in due])))
         remove_settled_messages(conn, {row.message_id for row in due})
         return len(due)
