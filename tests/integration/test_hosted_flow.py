@@ -262,6 +262,13 @@ def test_mail_loop_is_refused_by_hop_count(hosted: Hosted, mx_node: RunningNode)
     with smtplib.SMTP(*mx_node.mx) as client, pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("a@partner.example", ["bob@contoso.com"], looped + b"Subject: loop\r\n\r\nx\r\n")
     assert (refused.value.smtp_code, refused.value.smtp_error.split()[0]) == (554, b"5.4.14")
+    wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com")))
+    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"))
+    assert row.status is TraceStatus.FAILED
+    detail = hosted.app.trace.detail(row.message_id)
+    assert detail is not None
+    [fail] = [e for e in detail.events if e.event == "Fail"]
+    assert fail.detail["stage"] == "DATA" and "5.4.14" in str(fail.detail["reply"])
 
 
 def test_smtputf8_mailbox_receives_mail(hosted: Hosted, mx_node: RunningNode) -> None:

@@ -58,6 +58,7 @@ class Envelope:
     params: MailParams
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
 
 
 class MxEndpoint:
@@ -162,6 +163,7 @@ class MxSession:
         envelope = self.envelope
         assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
         if count_received(content) > MAX_HOPS:
+            envelope.refused_data = replies.HOP_COUNT_EXCEEDED
             return replies.HOP_COUNT_EXCEEDED
         now = self._endpoint.clock()
         summary = summarize(content)
@@ -194,7 +196,7 @@ class MxSession:
 
     def reset(self) -> None:
         envelope, self.envelope = self.envelope, None
-        if envelope is not None and envelope.rejected:
+        if envelope is not None and (envelope.rejected or envelope.refused_data):
             # Nothing was committed for this transaction; its refused recipients are still traced.
             job = partial(_record_refusals, envelope, self.connection.peer_ip, self._endpoint.clock())
             future = asyncio.ensure_future(self._endpoint.committer.run(job))
@@ -239,19 +241,18 @@ def _log_failure(future: asyncio.Future[None]) -> None:
 
 
 def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecipient]]:
+    """Fail rows for the recipients refused at RCPT, and for all of them if DATA was refused."""
+    refused = [(r.tenant_id, str(r.recipient), r.reply, "RCPT") for r in envelope.rejected]
+    if envelope.refused_data is not None:
+        data_reply = envelope.refused_data
+        refused += [(a.owner.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
     events = [
-        TraceEvent(
-            envelope.id,
-            EventKind.FAIL,
-            r.tenant_id,
-            str(r.recipient),
-            {"reply": str(r.reply), "stage": "RCPT"},
-        )
-        for r in envelope.rejected
+        TraceEvent(envelope.id, EventKind.FAIL, tenant, recipient, {"reply": str(reply), "stage": stage})
+        for tenant, recipient, reply, stage in refused
     ]
     statuses = [
-        TraceRecipient(envelope.id, r.tenant_id, str(r.recipient), TraceStatus.FAILED)
-        for r in envelope.rejected
+        TraceRecipient(envelope.id, tenant, recipient, TraceStatus.FAILED)
+        for tenant, recipient, *_ in refused
     ]
     return events, statuses
 
