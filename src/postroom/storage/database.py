@@ -14,6 +14,9 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   its exception and every other job still commits. (No savepoint per job: in the common case a
   batch is one BEGIN and one COMMIT.)
 
+On PostgreSQL writes run SERIALIZABLE (see `Database`); a job that fails with a serialization
+failure or deadlock is run again (5 attempts in all).
+
 Failure: a commit that fails fails every job of its batch (none was acknowledged). `migrate()`
 refuses a database whose schema is newer than this code.
 """
@@ -74,7 +77,16 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
         else:
-            self.read_engine = self.write_engine = create_engine(url, pool_size=10, max_overflow=10)
+            # PostgreSQL (scale-out): several processes write at once. The code was written against
+            # SQLite's single serialized writer (BEGIN IMMEDIATE) and its jobs read then write (a
+            # folder's uidnext, the directory's uniqueness and primary-address rules), so writes run
+            # SERIALIZABLE: an interleaving with another node that is not equivalent to some serial
+            # order aborts with a serialization failure (SQLSTATE 40001) instead of losing an
+            # update; the GroupCommitter replays such a job. Never AUTOCOMMIT: a batch must be one
+            # all-or-nothing transaction, or its replay after a failed job would commit jobs twice.
+            # Reads stay READ COMMITTED: they take no predicate locks and never abort a writer.
+            self.read_engine = create_engine(url, pool_size=10, max_overflow=10)
+            self.write_engine = self.read_engine.execution_options(isolation_level="SERIALIZABLE")
 
     def migrate(self) -> int:
         """Create or upgrade the schema; returns the version now in force."""
@@ -107,6 +119,19 @@ class Database:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+_TRANSIENT_ATTEMPTS = 5
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
+
+
+def _is_transient(error: BaseException) -> bool:
+    """A PostgreSQL error that a rerun of the same transaction can succeed past.
+
+    SQLAlchemy wraps the driver's error (`.orig`); PreparedInsert/PreparedStatement run on the DBAPI
+    cursor and raise psycopg's own, which carries `sqlstate` itself."""
+    driver_error = getattr(error, "orig", None) or error
+    return getattr(driver_error, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
 class _Pending:
@@ -165,7 +190,7 @@ class GroupCommitter:
                 batch.append(item)
             self._commit(conn, batch)
 
-    def _commit(self, conn: Connection, batch: list[_Pending]) -> None:
+    def _commit(self, conn: Connection, batch: list[_Pending], attempt: int = 1) -> None:
         """Run the batch in one transaction; if a job raises, replay each job in its own."""
         results: list[Any] = []
         try:
@@ -177,6 +202,11 @@ class GroupCommitter:
                 # One job failed and rolled the batch back: replay alone, so only that job fails.
                 for pending in batch:
                     self._commit(conn, [pending])
+                return
+            if _is_transient(error) and attempt < _TRANSIENT_ATTEMPTS:
+                # PostgreSQL: a serialization failure or deadlock with another node's writer says
+                # nothing about the job; it succeeds when run again (jobs have no other effects).
+                self._commit(conn, batch, attempt + 1)
                 return
             log.warning("commit job failed: %s", error)
             batch[0].future.set_exception(error)
