@@ -57,17 +57,8 @@ class PreparedInsert:
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
         """Insert `rows` (dicts keyed by column) in the caller's transaction."""
-        if not rows:
-            return
-        sql, order = self._compile(conn.dialect)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if order is None:
-                cursor.executemany(sql, rows)
-            else:
-                cursor.executemany(sql, [tuple(row[name] for name in order) for row in rows])
-        finally:
-            cursor.close()
+        if rows:
+            _execute_many(conn, *self._compile(conn.dialect), rows)
 
 
 class PreparedStatement:
@@ -88,17 +79,8 @@ class PreparedStatement:
 
     def run(self, conn: Connection, rows: Sequence[Mapping[str, object]]) -> None:
         """Execute once per row of parameters (an UPDATE or DELETE)."""
-        if not rows:
-            return
-        sql, order = self._compile(conn)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            if order is None:
-                cursor.executemany(sql, rows)
-            else:
-                cursor.executemany(sql, [tuple(row[name] for name in order) for row in rows])
-        finally:
-            cursor.close()
+        if rows:
+            _execute_many(conn, *self._compile(conn), rows)
 
     def fetch(self, conn: Connection, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
         """Execute a SELECT with `params`; the rows as tuples."""
@@ -109,3 +91,21 @@ class PreparedStatement:
             return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
+
+
+def _execute_many(
+    conn: Connection, sql: str, order: tuple[str, ...] | None, rows: Sequence[Mapping[str, object]]
+) -> None:
+    """Run compiled `sql` once per row on the connection's DBAPI cursor, in its transaction.
+
+    `order` is the positional parameter order (SQLite's qmark style); None means named parameters
+    (psycopg's pyformat), which take the dicts as they are.
+    """
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if order is None:
+            cursor.executemany(sql, rows)
+        else:
+            cursor.executemany(sql, [tuple(row[name] for name in order) for row in rows])
+    finally:
+        cursor.close()
