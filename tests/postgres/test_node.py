@@ -7,7 +7,6 @@ Only the records move to PostgreSQL; blobs stay files in the node's data directo
 from __future__ import annotations
 
 import smtplib
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,8 @@ from postroom.model.flow import TraceStatus
 from postroom.storage.schema import messages, spool_messages
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, populate, wait_for
+from tests.support.durability import assert_acknowledged_mail_survives_kill_9
 from tests.support.node import make_node, running
-from tests.support.process import ServeProcess
 
 MESSAGE = (
     b"From: Partner <news@partner.example>\r\n"
@@ -105,9 +104,6 @@ def test_group_alias_and_unknown_recipient_on_postgres(pg_hosted: Hosted) -> Non
         assert conn.execute(select(spool_messages.c.id)).all() == []
 
 
-CLIENTS = 6
-
-
 def test_every_acknowledged_message_survives_kill_9_on_postgres(tmp_path: Path, postgres_url: str) -> None:
     settings = make_node(tmp_path / "node")
     config = settings.source.read_text()
@@ -115,53 +111,4 @@ def test_every_acknowledged_message_survives_kill_9_on_postgres(tmp_path: Path, 
     settings.source.write_text(config.replace('\nurl = ""', f'\nurl = "{postgres_url}"', 1))
     settings = load_settings(settings.source)
     assert settings.database_url == postgres_url
-    setup = App.open(settings)
-    populate(setup)
-    setup.close()
-
-    server = ServeProcess(settings.source).start()
-    acknowledged: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client(number: int) -> None:
-        sequence = 0
-        while not stop.is_set():
-            try:
-                with smtplib.SMTP(*server.mx, timeout=10) as smtp:
-                    while not stop.is_set():
-                        sequence += 1
-                        message_id = f"<durable-{number}-{sequence}@partner.example>"
-                        body = f"Message-ID: {message_id}\r\nSubject: d\r\n\r\n{'x' * 2000}\r\n".encode()
-                        smtp.sendmail("load@partner.example", ["alice@contoso.com"], body)
-                        with lock:
-                            acknowledged.append(message_id)
-            except (OSError, smtplib.SMTPException):
-                return  # the server died under us: this transaction was not acknowledged
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(acknowledged) >= 150, timeout=60)
-    finally:
-        server.kill()
-        stop.set()
-        for thread in threads:
-            thread.join(15)
-    with lock:
-        survivors = list(acknowledged)
-
-    restarted = ServeProcess(settings.source).start()
-    try:
-        reader = App.open(settings)
-        try:
-            wait_for(lambda: reader.queue_summary().pending == 0, timeout=60)
-            delivered = [m.message_id for m in reader.mailstore.list_messages("alice@contoso.com")]
-        finally:
-            reader.close()
-    finally:
-        assert restarted.terminate() == 0
-    missing = set(survivors) - set(delivered)
-    assert not missing, f"{len(missing)} acknowledged message(s) lost, e.g. {sorted(missing)[:3]}"
-    assert len(delivered) == len(set(delivered)), "a message was delivered twice"
+    assert_acknowledged_mail_survives_kill_9(settings)

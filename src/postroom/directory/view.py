@@ -15,6 +15,7 @@ are dropped on the same signal.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, select
@@ -85,36 +86,24 @@ class CachedDirectory:
         return domain in self._domains and key in self._addresses
 
     def domain(self, name: str) -> AcceptedDomain | None:
-        if name in self._domains:
-            return self._domains[name]
-        generation = self.generation
-        with self._database.read() as conn:
-            found = find_domain(conn, name)
-        with self._lock:
-            if generation == self.generation:  # not refreshed meanwhile: the answer is current
-                self._bounded(self._domains)[name] = found
-        return found
+        return self._cached(self._domains, name, find_domain)
 
     def address(self, key: str) -> AddressOwner | None:
-        if key in self._addresses:
-            return self._addresses[key]
-        generation = self.generation
-        with self._database.read() as conn:
-            found = find_address(conn, key)
-        with self._lock:
-            if generation == self.generation:
-                self._bounded(self._addresses)[key] = found
-        return found
+        return self._cached(self._addresses, key, find_address)
 
     def members(self, group_id: int) -> list[str]:
-        if group_id in self._members:
-            return self._members[group_id]
+        return self._cached(self._members, group_id, group_member_addresses)
+
+    def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
+        """The answer from `table`, or loaded from the database and kept if still current."""
+        if key in table:
+            return table[key]
         generation = self.generation
         with self._database.read() as conn:
-            found = group_member_addresses(conn, group_id)
+            found = load(conn, key)
         with self._lock:
-            if generation == self.generation:
-                self._bounded(self._members)[group_id] = found
+            if generation == self.generation:  # not refreshed meanwhile: the answer is current
+                self._bounded(table)[key] = found
         return found
 
     @staticmethod

@@ -1,0 +1,69 @@
+"""The kill -9 check, shared by every store: stream mail at a real `postroom serve`, SIGKILL it while
+transactions are in flight, restart it, and require every acknowledged message in its mailbox once.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+
+from postroom.app import App
+from postroom.config import Settings
+from tests.conftest import populate, wait_for
+from tests.support.process import ServeProcess
+
+CLIENTS = 6
+ACKNOWLEDGED_BEFORE_KILL = 150
+
+
+def assert_acknowledged_mail_survives_kill_9(settings: Settings) -> None:
+    setup = App.open(settings)
+    populate(setup)
+    setup.close()
+    server = ServeProcess(settings.source).start()
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(number: int) -> None:
+        sequence = 0
+        while not stop.is_set():
+            try:
+                with smtplib.SMTP(*server.mx, timeout=10) as smtp:
+                    while not stop.is_set():
+                        sequence += 1
+                        message_id = f"<durable-{number}-{sequence}@partner.example>"
+                        body = f"Message-ID: {message_id}\r\nSubject: durable\r\n\r\n{'x' * 2000}\r\n"
+                        smtp.sendmail("load@partner.example", ["alice@contoso.com"], body.encode())
+                        with lock:
+                            acknowledged.append(message_id)
+            except (OSError, smtplib.SMTPException):
+                return  # the server died under us: this transaction was not acknowledged
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, timeout=60)
+    finally:
+        server.kill()
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    with lock:
+        survivors = list(acknowledged)
+    assert survivors, "the load ran before the kill"
+
+    restarted = ServeProcess(settings.source).start()
+    try:
+        reader = App.open(settings)
+        try:
+            wait_for(lambda: reader.queue_summary().pending == 0, timeout=60)
+            delivered = [m.message_id for m in reader.mailstore.list_messages("alice@contoso.com")]
+        finally:
+            reader.close()
+    finally:
+        assert restarted.terminate() == 0, "a SIGTERM drains and exits cleanly"
+    missing = set(survivors) - set(delivered)
+    assert not missing, f"{len(missing)} acknowledged message(s) lost, e.g. {sorted(missing)[:3]}"
+    assert len(delivered) == len(set(delivered)), "a message was delivered twice"
