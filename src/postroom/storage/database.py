@@ -7,8 +7,9 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   A write transaction on SQLite starts with `BEGIN IMMEDIATE` so two writers never deadlock on a
   lock upgrade.
 - `GroupCommitter`: the single writer of a serving node. Sessions submit jobs (functions of a
-  connection); one thread runs every job waiting and commits them all in one durable transaction. A job's future resolves only after that commit returned, which is what
-  lets the SMTP session say 250. Jobs are functions of the connection with no other effects, so a
+  connection); one thread runs every job waiting and commits them all in one durable transaction.
+  A job's future resolves only after that commit returned, which is what lets the SMTP session say
+  250. Jobs are functions of the connection with no other effects, so a
   batch in which one job raises is rolled back and replayed job by job: that job's future carries
   its exception and every other job still commits. (No savepoint per job: in the common case a
   batch is one BEGIN and one COMMIT.)
