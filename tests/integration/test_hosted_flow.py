@@ -283,3 +283,29 @@ def test_smtputf8_mailbox_receives_mail(hosted: Hosted, mx_node: RunningNode) ->
             mail_options=["SMTPUTF8"],
         )
     wait_for(lambda: len(inbox(hosted, "jörg@contoso.com")) == 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (b"<victim%elsewhere.example@contoso.com>", b"550 5.4.1"),  # percent hack
+        (b"<@contoso.com:victim@elsewhere.example>", b"550 5.7.1"),  # source route: the route is ignored
+        (b'<"victim@elsewhere.example"@contoso.com>', b"550 5.4.1"),  # quoted local part
+        (b"<elsewhere.example!victim@contoso.com>", b"550 5.4.1"),  # bang path
+        (b"<victim@elsewhere.example@contoso.com>", b"501 5.1.3"),  # two @
+    ],
+    ids=["percent-hack", "source-route", "quoted", "bang-path", "double-at"],
+)
+def test_relay_tricks_in_the_address_are_refused(
+    hosted: Hosted, mx_node: RunningNode, path: bytes, expected: bytes
+) -> None:
+    with socket.create_connection(mx_node.mx) as raw:
+        reader = raw.makefile("rb")
+        reader.readline()
+        raw.sendall(b"EHLO attacker.example\r\n")
+        while not reader.readline().startswith(b"250 "):
+            pass
+        raw.sendall(b"MAIL FROM:<spam@attacker.example>\r\nRCPT TO:" + path + b"\r\nQUIT\r\n")
+        assert reader.readline().startswith(b"250 ")
+        assert reader.readline()[:9] == expected
+    assert hosted.app.queue_summary().messages == 0
