@@ -162,22 +162,7 @@ def check_config(json_output: JsonOption = False) -> None:
     """Check the configuration file and report every problem at once."""
     loaded = settings()
     if json_output:
-        return emit_json(
-            {
-                **_as_dict(loaded),
-                "source": str(loaded.source),
-                "data_dir": str(loaded.data_dir),
-                "tls": {"certificate": str(loaded.tls.certificate), "key": str(loaded.tls.key)},
-                "mx": {"listen": [str(a) for a in loaded.mx.listen], "limits": loaded.mx.limits},
-                "submission": {
-                    "listen": [str(a) for a in loaded.submission.listen],
-                    "limits": loaded.submission.limits,
-                },
-                "imap_listen": [str(a) for a in loaded.imap_listen],
-                "admin_listen": [str(a) for a in loaded.admin_listen],
-                "dns": {**_as_dict(loaded.dns), "nameservers": [str(a) for a in loaded.dns.nameservers]},
-            }
-        )
+        return emit_json(loaded)
     console.print(f"{loaded.source}: OK")
     fields(
         [

@@ -98,7 +98,24 @@ class LocalDeliveryAgent:
     def __call__(self, conn: Connection, now: float) -> int:
         q, s = queue_recipients, spool_messages
         due = conn.execute(
-            select(q, s)
+            select(
+                q.c.id,
+                q.c.message_id,
+                q.c.tenant_id,
+                q.c.recipient,
+                q.c.original_recipient,
+                q.c.also_settles,
+                q.c.mailbox_id,
+                s.c.sender,
+                s.c.blob_id,
+                s.c.prefix,
+                s.c.size,
+                s.c.received_at,
+                s.c.from_header,
+                s.c.subject,
+                s.c.date_header,
+                s.c.message_id_header,
+            )
             .join(s, s.c.id == q.c.message_id)
             .where((q.c.route == Route.LOCAL.value) & (q.c.next_attempt_at <= now))
             .order_by(q.c.next_attempt_at, q.c.id)
