@@ -104,6 +104,22 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.blob_dir == base / "data" / "blobs"
 
 
+def test_service_dns_names_default_under_the_service_domain(tmp_path: Path) -> None:
+    service = load_settings(write(tmp_path, '[service]\ndomain = "mail.example.net"\n')).service
+    assert service.mx_host("contoso-com") == "contoso-com.mail.protection.mail.example.net"
+    assert service.spf_include == "spf.protection.mail.example.net"
+    assert (service.addresses, service.mta_sts_mode) == ((), "testing")
+    text = (
+        '[service]\ndomain = "mail.example.net"\nmx_suffix = "mx.example.net"\n'
+        'spf_host = "_spf.example.net"\naddresses = ["203.0.113.25", "2001:DB8:0::25"]\n'
+        'mta_sts_mode = "enforce"\n'
+    )
+    service = load_settings(write(tmp_path, text)).service
+    assert service.mx_host("contoso-com") == "contoso-com.mx.example.net"
+    assert service.spf_include == "_spf.example.net"
+    assert (service.addresses, service.mta_sts_mode) == (("203.0.113.25", "2001:db8::25"), "enforce")
+
+
 def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     path = write(tmp_path, "")
     settings = load_settings(path)
@@ -241,6 +257,11 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
             "is not a fully qualified domain name",
         ),
         ('[service]\ndomain = ""\n', "service.domain", "is not a fully qualified domain name"),
+        ('[service]\nmx_suffix = "mx"\n', "service.mx_suffix", "is not a fully qualified domain name"),
+        ('[service]\nspf_host = "spf host.example"\n', "service.spf_host", "is not a fully qualified"),
+        ('[service]\naddresses = ["203.0.113.300"]\n', "service.addresses", "is not an IP address"),
+        ('[service]\naddresses = "203.0.113.25"\n', "service.addresses", "expected a list of IP addresses"),
+        ('[service]\nmta_sts_mode = "none"\n', "service.mta_sts_mode", 'must be "testing" or "enforce"'),
     ],
 )
 def test_wrong_values_are_one_problem_each(tmp_path: Path, text: str, key: str, message: str) -> None:

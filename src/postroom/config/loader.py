@@ -8,6 +8,7 @@ directory. `ConfigError` carries all the problems found; its message is what the
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable
@@ -98,10 +99,9 @@ class _Reader:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            shown = str(default).lower() if isinstance(default, bool) else repr(default)  # TOML's spelling
             self.problems.append(
-                Problem(
-                    full, f"expected {kind.__name__}, found {value!r}", f"set it like `{key} = {default!r}`"
-                )
+                Problem(full, f"expected {kind.__name__}, found {value!r}", f"set it like `{key} = {shown}`")
             )
             return default
         if check is not None:
@@ -132,6 +132,29 @@ class _Reader:
             except ValueError as error:
                 self.problems.append(Problem(full, str(error), 'write "127.0.0.1:2525" or "[::1]:2525"'))
         return tuple(addresses)
+
+    def addresses(self, table: str, key: str) -> tuple[str, ...]:
+        """A list of IP addresses, each checked and written in its compressed form."""
+        section = self.table(table)
+        full = f"{table}.{key}"
+        self.used.add(full)
+        raw = section.get(key, [])
+        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+            self.problems.append(
+                Problem(
+                    full, f"expected a list of IP addresses, found {raw!r}", f'e.g. {key} = ["203.0.113.25"]'
+                )
+            )
+            return ()
+        found = []
+        for item in raw:
+            try:
+                found.append(str(ipaddress.ip_address(item.strip())))
+            except ValueError:
+                self.problems.append(
+                    Problem(full, f"{item!r} is not an IP address", 'write "203.0.113.25" or "2001:db8::25"')
+                )
+        return tuple(found)
 
     def dataclass_table(self, table: str, cls: type[T]) -> T:
         default = cls()
@@ -176,6 +199,10 @@ def _bare_lf(value: str) -> str | None:
     return None if value in ("reject", "normalize") else 'must be "reject" or "normalize"'
 
 
+def _sts_mode(value: str) -> str | None:
+    return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -213,6 +240,10 @@ def load_settings(path: Path) -> Settings:
     service = ServiceSettings(
         domain=reader.get("service", "domain", str, ServiceSettings().domain),
         hostname=reader.get("service", "hostname", str, ServiceSettings().hostname),
+        mx_suffix=reader.get("service", "mx_suffix", str, ""),
+        spf_host=reader.get("service", "spf_host", str, ""),
+        addresses=reader.addresses("service", "addresses"),
+        mta_sts_mode=reader.get("service", "mta_sts_mode", str, "testing", _sts_mode),
     )
     database = DatabaseSettings(url=reader.get("database", "url", str, ""))
     dns = DnsSettings(
@@ -247,8 +278,15 @@ def load_settings(path: Path) -> Settings:
         admin_listen=reader.listen("admin", "listen", ("127.0.0.1:8080",)),
         queue=reader.dataclass_table("queue", QueueSettings),
         log_level=log_level,
+        admin_tls=reader.get("admin", "tls", bool, False),
     )
-    for key, value in (("service.domain", service.domain), ("service.hostname", service.hostname)):
+    names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
+    names += [
+        (key, value)
+        for key, value in (("service.mx_suffix", service.mx_suffix), ("service.spf_host", service.spf_host))
+        if value
+    ]
+    for key, value in names:
         if not value or " " in value or "." not in value:
             reader.problems.append(
                 Problem(key, f"{value!r} is not a fully qualified domain name", 'e.g. "mail.example.net"')
@@ -281,6 +319,10 @@ log_level = "info"
 [service]
 domain = "{service_domain}"    # tenants' default domains are <tenant>.{service_domain}
 hostname = "{hostname}"        # this node's name in greetings and Received headers
+mx_suffix = ""                 # customers' MX: <domainKey>.<mx_suffix>; empty: mail.protection.<domain>
+spf_host = ""                  # customers' SPF includes it; empty: spf.protection.<domain>
+addresses = []                 # the nodes' public IPs: `postroom service records` publishes them
+mta_sts_mode = "testing"       # MTA-STS policy mode for customers' domains: testing or enforce
 
 [database]
 url = ""                       # empty: SQLite in the data directory; or postgresql+psycopg://...
@@ -316,6 +358,7 @@ listen = ["{imap_listen}"]
 
 [admin]
 listen = ["{admin_listen}"]
+tls = false                    # true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS
 
 [queue]
 commit_batch_max = 256

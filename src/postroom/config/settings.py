@@ -24,10 +24,27 @@ class ListenAddress:
 
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
-    """Who the service is: its domain (tenants' default domains live under it) and host name."""
+    """Who the service is: its domain (tenants' default domains live under it), host name, and the names
+    and addresses its customers' DNS records point at (`postroom domain records`, `service records`)."""
 
     domain: str = "postroom.test"
     hostname: str = "mx.postroom.test"
+    mx_suffix: str = ""  # MX hosts are <domainKey>.<mx_suffix>; empty: mail.protection.<domain>
+    spf_host: str = ""  # customers' SPF records include it; empty: spf.protection.<domain>
+    addresses: tuple[str, ...] = ()  # the nodes' public IP addresses (MX A/AAAA, the SPF host's record)
+    mta_sts_mode: str = "testing"  # the MTA-STS policy mode served for each domain: testing or enforce
+
+    @property
+    def mx_host_suffix(self) -> str:
+        return self.mx_suffix or f"mail.protection.{self.domain}"
+
+    @property
+    def spf_include(self) -> str:
+        return self.spf_host or f"spf.protection.{self.domain}"
+
+    def mx_host(self, domain_key: str) -> str:
+        """The MX host name of the accepted domain whose domainKey is `domain_key`."""
+        return f"{domain_key}.{self.mx_host_suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +123,7 @@ class Settings:
     admin_listen: tuple[ListenAddress, ...]
     queue: QueueSettings
     log_level: str = "info"
+    admin_tls: bool = False  # the admin listener serves HTTPS with [tls]; False: HTTP behind a TLS proxy
 
     @property
     def database_url(self) -> str:

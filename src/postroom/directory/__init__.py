@@ -1,5 +1,6 @@
-"""Directory: the organization as data (tenants, accepted domains, recipients, addresses, groups)."""
+"""Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients, groups)."""
 
+from postroom.directory.dkim import DKIM_SELECTORS, DkimKey
 from postroom.directory.records import (
     AcceptedDomain,
     AddressOwner,
@@ -24,6 +25,7 @@ from postroom.directory.service import (
 from postroom.directory.view import REFRESH_SECONDS, CachedDirectory, ConnectionView, DirectoryView
 
 __all__ = [
+    "DKIM_SELECTORS",
     "MAILBOX_FOLDERS",
     "REFRESH_SECONDS",
     "AcceptedDomain",
@@ -34,6 +36,7 @@ __all__ = [
     "Directory",
     "DirectoryError",
     "DirectoryView",
+    "DkimKey",
     "DomainEvent",
     "DomainStatus",
     "DomainType",

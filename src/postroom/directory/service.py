@@ -24,6 +24,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Connection, delete, func, insert, select, update
 
+from postroom.directory.dkim import DKIM_SELECTORS, DkimKey, generate_key_pair
 from postroom.directory.domain_key import derive_domain_key
 from postroom.directory.records import (
     AcceptedDomain,
@@ -40,6 +41,7 @@ from postroom.storage import Database
 from postroom.storage.schema import (
     addresses,
     directory_generation,
+    dkim_keys,
     domain_history,
     domains,
     folders,
@@ -353,6 +355,107 @@ class Directory:
                     f"(`postroom mailbox list --domain {domain.name}`)"
                 )
             conn.execute(delete(domains).where(domains.c.id == domain.id))
+
+    # --- DKIM keys --------------------------------------------------------------------------------
+    def dkim_keys(self, name: str) -> tuple[DkimKey, ...]:
+        """The domain's DKIM selectors, in `DKIM_SELECTORS` order; made on first use (the first active)."""
+        domain = self.get_domain(name)
+        keys = self._dkim_keys(domain)
+        if len(keys) == len(DKIM_SELECTORS):
+            return keys
+        made = {s: generate_key_pair() for s in DKIM_SELECTORS if s not in {k.selector for k in keys}}
+        with self._write() as conn:
+            present = {
+                row.selector
+                for row in conn.execute(
+                    select(dkim_keys.c.selector).where(dkim_keys.c.domain_id == domain.id)
+                ).all()
+            }
+            for selector, pair in made.items():
+                if selector in present:  # another process made it meanwhile: keep theirs
+                    continue
+                conn.execute(
+                    insert(dkim_keys).values(
+                        domain_id=domain.id,
+                        selector=selector,
+                        private_key=pair.private_key_pem,
+                        public_key=pair.public_key,
+                        active=selector == DKIM_SELECTORS[0] and not present,
+                        created_at=self._clock(),
+                    )
+                )
+            if not present:
+                conn.execute(
+                    insert(domain_history).values(
+                        domain_id=domain.id,
+                        at=self._clock(),
+                        event="dkim-keys-created",
+                        detail=f"DKIM keys made for selectors {', '.join(DKIM_SELECTORS)}; "
+                        f"{DKIM_SELECTORS[0]} signs",
+                    )
+                )
+        return self._dkim_keys(domain)
+
+    def rotate_dkim(self, name: str) -> tuple[DkimKey, ...]:
+        """Sign with the other selector from now on, and give the retired one a new key pair.
+
+        The new key is what the retired selector must publish before the next rotation; the selector that
+        signs now kept its key, which has been in DNS since it was made.
+        """
+        keys = self.dkim_keys(name)
+        retired = next(k for k in keys if k.active)
+        successor = next(k for k in keys if not k.active)
+        pair = generate_key_pair()
+        domain = self.get_domain(name)
+        with self._write() as conn:
+            rows = dkim_keys.c.domain_id == domain.id
+            conn.execute(
+                update(dkim_keys).where(rows, dkim_keys.c.selector == successor.selector).values(active=True)
+            )
+            conn.execute(
+                update(dkim_keys)
+                .where(rows, dkim_keys.c.selector == retired.selector)
+                .values(
+                    active=False,
+                    private_key=pair.private_key_pem,
+                    public_key=pair.public_key,
+                    created_at=self._clock(),
+                )
+            )
+            conn.execute(
+                insert(domain_history).values(
+                    domain_id=domain.id,
+                    at=self._clock(),
+                    event="dkim-rotated",
+                    detail=f"{successor.selector} signs now; {retired.selector} has a new key to publish",
+                )
+            )
+        return self._dkim_keys(domain)
+
+    def dkim_signing_key(self, name: str) -> tuple[str, str]:
+        """The active selector of the domain and its private key (PKCS#8 PEM), for the signer."""
+        domain = self.get_domain(name)
+        active = next(k for k in self.dkim_keys(name) if k.active)
+        with self._db.read() as conn:
+            pem: str = conn.execute(
+                select(dkim_keys.c.private_key).where(
+                    dkim_keys.c.domain_id == domain.id, dkim_keys.c.selector == active.selector
+                )
+            ).scalar_one()
+        return active.selector, pem
+
+    def _dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(
+                    dkim_keys.c.selector, dkim_keys.c.public_key, dkim_keys.c.active, dkim_keys.c.created_at
+                ).where(dkim_keys.c.domain_id == domain.id)
+            ).all()
+        order = {selector: index for index, selector in enumerate(DKIM_SELECTORS)}
+        return tuple(
+            DkimKey(domain.name, row.selector, row.public_key, row.active, row.created_at)
+            for row in sorted(rows, key=lambda row: order.get(row.selector, len(order)))
+        )
 
     @staticmethod
     def _domain_name(name: str) -> str:

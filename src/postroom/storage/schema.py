@@ -1,7 +1,7 @@
 """The database schema: every table of every room, in one SQLAlchemy Core metadata.
 
 One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Rooms own their tables
-(directory: tenants, domains, recipients, addresses, group members; mailstore: folders, messages;
+(directory: tenants, domains, DKIM keys, recipients, addresses, group members; mailstore: folders, messages;
 queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
 live in one metadata so one migration creates them together. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written.
@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: dkim_keys
 
 metadata = MetaData()
 
@@ -76,6 +76,20 @@ domain_history = Table(
     Column("at", Float, nullable=False),
     Column("event", String(40), nullable=False),
     Column("detail", Text, nullable=False, default=""),
+)
+
+# DKIM key pairs: two selectors per domain, one active (signs), the other ready for rotation.
+dkim_keys = Table(
+    "dkim_keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("domain_id", Integer, ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("selector", String(63), nullable=False),
+    Column("private_key", Text, nullable=False),  # PKCS#8 PEM
+    Column("public_key", Text, nullable=False),  # base64 DER SubjectPublicKeyInfo: the p= tag
+    Column("active", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("domain_id", "selector"),
 )
 
 recipients = Table(

@@ -1,0 +1,58 @@
+"""DKIM key pairs for accepted domains: generated here, stored by the directory, published by the tenant.
+
+Each domain has two selectors (`DKIM_SELECTORS`), each with its own 2048-bit RSA key pair (spec §1.6):
+one is active and signs, the other waits for the next rotation, so a rotation only switches to a key
+that has been in DNS all along. Keys are made on first use (records asked, a check run, a rotation),
+not when the domain is added: RSA key generation costs about 0.1 s per key.
+
+The selectors are `postroom1` and `postroom2`, not `selector1`/`selector2`, so a tenant moving from
+another hosted service can publish Postroom's keys beside the old ones before switching MX.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+DKIM_SELECTORS = ("postroom1", "postroom2")
+DKIM_KEY_BITS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One selector of a domain: its public key (the `p=` tag, base64 DER) and whether it signs."""
+
+    domain: str
+    selector: str
+    public_key: str
+    active: bool
+    created_at: float
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    @property
+    def record_value(self) -> str:
+        """The TXT value to publish at `record_name` (RFC 6376 §3.6.1)."""
+        return f"v=DKIM1; k=rsa; p={self.public_key}"
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKeyPair:
+    private_key_pem: str  # PKCS#8, unencrypted: the database is the secret store
+    public_key: str  # base64 of the DER SubjectPublicKeyInfo
+
+
+def generate_key_pair(bits: int = DKIM_KEY_BITS) -> DkimKeyPair:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return DkimKeyPair(private, base64.b64encode(public).decode("ascii"))
