@@ -1,0 +1,96 @@
+"""The admin HTTP application: for now, the MTA-STS policy of each hosted domain, chosen by Host header.
+
+A sending MTA fetches `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 8461 §3.3). All those
+host names point at the service, so the request's Host header says which domain is asked for; the
+app asks `policy_for(domain)` (the domain as an A-label, lower-case) and serves the text it returns
+with `200 text/plain; charset=utf-8`, or `404` when it returns None or the host is not `mta-sts.*`.
+Any other path is `404` (never a redirect). The REST API and the admin center will be routes beside it.
+
+`policy_for` is synchronous and reads the directory, which is a database read (a network round trip
+with PostgreSQL); it runs in a worker thread (`asyncio.to_thread`) so the node's SMTP sessions on the
+same event loop never wait for it.
+
+*Security:* every request is untrusted network input, parsed and bounded by uvicorn (h11). The Host
+header chooses what is served, so it is checked before routing: a request without exactly one Host
+header, or whose host is not a syntactically valid host name or IP literal (with an optional port),
+gets `400` and reaches no route; no header value is echoed in a response. A domain is served only when
+`policy_for` has a policy for it, so a forged Host can only ask for a policy that is public anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from postroom.dns.mta_sts import POLICY_PATH
+
+PolicyLookup = Callable[[str], str | None]
+
+MTA_STS_PREFIX = "mta-sts."
+
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*{_LABEL}\.?", re.ASCII | re.IGNORECASE)
+_PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+
+
+def request_host(value: str) -> str | None:
+    """The host of a Host header value, lower-case, without port or final dot; None when not valid."""
+    if value.startswith("["):
+        literal, bracket, port = value[1:].partition("]")
+        if not bracket or (port and not (port.startswith(":") and _PORT.fullmatch(port[1:]))):
+            return None
+        try:
+            return f"[{ipaddress.IPv6Address(literal).compressed}]"
+        except ValueError:
+            return None
+    host, colon, port = value.partition(":")
+    if colon and not _PORT.fullmatch(port):
+        return None
+    if len(host) > 254 or not _HOST_NAME.fullmatch(host):
+        return None
+    return host.lower().removesuffix(".")
+
+
+class _RequireValidHost:
+    """400 for a request whose Host header is missing, repeated or not a host name (see Security)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            hosts = Headers(scope=scope).getlist("host")
+            if len(hosts) != 1 or request_host(hosts[0]) is None:
+                await PlainTextResponse("bad Host header\n", status_code=400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_admin_app(policy_for: PolicyLookup) -> Starlette:
+    """The ASGI app of the admin listener; `policy_for(domain)` gives a domain's MTA-STS policy text."""
+
+    async def mta_sts_policy(request: Request) -> Response:
+        host = request_host(request.headers["host"]) or ""
+        domain = host.removeprefix(MTA_STS_PREFIX) if host.startswith(MTA_STS_PREFIX) else ""
+        text = await asyncio.to_thread(policy_for, domain) if domain else None
+        if text is None:
+            return PlainTextResponse("no MTA-STS policy here\n", status_code=404)
+        return PlainTextResponse(text)
+
+    app = Starlette(
+        routes=[Route(POLICY_PATH, mta_sts_policy, methods=["GET"])],
+        middleware=[Middleware(_RequireValidHost)],
+    )
+    # A path with a trailing slash is a 404, not a redirect built from the Host header.
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,43 @@
+"""A real HTTP client for the admin listener tests: `http.client` on a socket, Host headers as given."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from postroom.dns.mta_sts import POLICY_PATH
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    content_type: str | None
+    body: bytes
+
+
+def request(
+    port: int,
+    hosts: Sequence[str],
+    path: str = POLICY_PATH,
+    *,
+    method: str = "GET",
+    context: ssl.SSLContext | None = None,
+    address: str = "127.0.0.1",
+) -> Reply:
+    """One request with exactly these Host headers (none, one or several), on a new connection."""
+    connection = (
+        http.client.HTTPSConnection(address, port, context=context, timeout=10)
+        if context is not None
+        else http.client.HTTPConnection(address, port, timeout=10)
+    )
+    try:
+        connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for host in hosts:
+            connection.putheader("Host", host)
+        connection.endheaders()
+        response = connection.getresponse()
+        return Reply(response.status, response.getheader("content-type"), response.read())
+    finally:
+        connection.close()

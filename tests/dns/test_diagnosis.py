@@ -1,0 +1,481 @@
+"""The live DNS checks against a real DNS server on loopback: a correct zone, and broken ones.
+
+Each broken zone starts from the records Postroom says to publish (`domain_records`, as `--zone`
+prints them) and breaks one thing, as customers do; each case asserts the finding's code, severity and
+the record it proposes instead. The MTA-STS policy is fetched through an in-memory twin of the HTTPS
+fetch here (the real fetch against the admin listener is tested in `test_mta_sts.py` and in the CLI
+round trip).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from postroom.config.settings import DnsSettings, ServiceSettings
+from postroom.directory.dkim import generate_key_pair
+from postroom.dns import (
+    DkimSelector,
+    DnsRecord,
+    DnsResolver,
+    DomainDiagnosis,
+    DomainFacts,
+    FetchedPolicy,
+    FindingCode,
+    PolicyFetcher,
+    Severity,
+    diagnose_domain,
+    domain_records,
+    mta_sts_policy,
+    service_records,
+)
+from postroom.dns.mta_sts import parse_sts_policy, render_sts_policy
+from support.dns_server import DnsTestServer, silent_nameserver
+
+SERVICE = ServiceSettings(domain="postroom.test", hostname="mx.postroom.test", addresses=("127.0.0.1",))
+DOMAIN = "contoso.example"
+MX_HOST = "contoso-example.mail.protection.postroom.test"
+SPF = "v=spf1 include:spf.protection.postroom.test -all"
+KEYS = (generate_key_pair(), generate_key_pair())
+FACTS = DomainFacts(
+    name=DOMAIN,
+    domain_key="contoso-example",
+    verification_record=None,
+    dkim=(
+        DkimSelector("postroom1", KEYS[0].public_key, active=True),
+        DkimSelector("postroom2", KEYS[1].public_key, active=False),
+    ),
+)
+PENDING = dataclasses.replace(FACTS, verification_record="postroom-verification=5f0c2a9e")
+GOOD = domain_records(SERVICE, FACTS)
+VENDORS = """\
+a       IN TXT "v=spf1 include:b.vendors.example. a mx -all"
+a       IN A   192.0.2.1
+a       IN MX  10 a.vendors.example.
+b       IN TXT "v=spf1 include:c.vendors.example. a mx -all"
+b       IN A   192.0.2.2
+b       IN MX  10 b.vendors.example.
+c       IN TXT "v=spf1 a mx a:host.vendors.example. -all"
+c       IN A   192.0.2.3
+c       IN MX  10 c.vendors.example.
+host    IN A   192.0.2.4
+loop1   IN TXT "v=spf1 include:loop2.vendors.example. -all"
+loop2   IN TXT "v=spf1 include:loop1.vendors.example. -all"
+"""
+
+
+def zone(records: list[DnsRecord]) -> str:
+    """What `postroom domain records --zone` prints, without the comments."""
+    return "\n".join(record.zone_line() for record in records) + "\n"
+
+
+def published(policy: str) -> PolicyFetcher:
+    async def fetch(domain: str) -> FetchedPolicy:
+        return FetchedPolicy(
+            url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt",
+            status=200,
+            content_type="text/plain",
+            text=policy,
+            policy=parse_sts_policy(policy),
+        )
+
+    return fetch
+
+
+@pytest.fixture
+def server() -> Iterator[DnsTestServer]:
+    """The service's zone, the domain's correct zone, and the third parties its SPF may include."""
+    service = [*service_records(SERVICE, []), DnsRecord("A", MX_HOST, "127.0.0.1")]
+    with DnsTestServer(
+        {"postroom.test": zone(service), DOMAIN: zone(GOOD), "vendors.example": VENDORS}
+    ) as started:
+        yield started
+
+
+async def diagnose(
+    server: DnsTestServer, facts: DomainFacts = FACTS, policy: str | None = None
+) -> DomainDiagnosis:
+    return await diagnose_domain(
+        DnsResolver(server.settings()),
+        SERVICE,
+        facts,
+        fetch_policy=published(policy or mta_sts_policy(SERVICE, FACTS)),
+    )
+
+
+def set_txt(server: DnsTestServer, name: str, *values: str) -> None:
+    server.remove_records(name, "TXT")
+    for value in values:
+        server.add_txt(name, value)
+
+
+def set_spf(server: DnsTestServer, *values: str) -> None:
+    set_txt(server, DOMAIN, *values)
+
+
+def set_mx(server: DnsTestServer, *values: str) -> None:
+    server.remove_records(DOMAIN, "MX")
+    if values:
+        server.add_records(DOMAIN, "MX", *values)
+
+
+def cname_at_apex(server: DnsTestServer) -> None:
+    server.remove_zone(DOMAIN)
+    server.set_zone("example", "contoso IN CNAME sites.hosting.example.\n")
+
+
+def no_domain(server: DnsTestServer) -> None:
+    server.remove_zone(DOMAIN)
+    server.set_zone("example", "fabrikam IN A 192.0.2.80\n")
+
+
+# 300 octets; cut at 255 in the middle of the last address, which the fix cannot know and leaves out.
+LONG_SPF = (
+    "v=spf1 "
+    + " ".join(f"ip4:198.51.100.{host}" for host in range(10, 24))
+    + " include:spf.protection.postroom.test -all"
+)
+LONG_SPF_KEPT = (
+    "v=spf1 "
+    + " ".join(f"ip4:198.51.100.{host}" for host in range(10, 23))
+    + " include:spf.protection.postroom.test -all"
+)
+assert len(LONG_SPF) == 300
+
+
+@dataclass(frozen=True)
+class Broken:
+    id: str
+    breaks: Callable[[DnsTestServer], None]
+    code: FindingCode
+    severity: Severity
+    fix: str  # a phrase the fix must hold
+    publish: tuple[str, ...] = ()  # the values of the records it proposes
+    facts: DomainFacts = FACTS
+    found: tuple[str, ...] = ()  # values the finding must quote
+
+
+BROKEN = [
+    Broken(
+        "two SPF records",
+        lambda s: set_spf(s, SPF, "v=spf1 ip4:198.51.100.7 include:a.vendors.example ~all"),
+        FindingCode.SPF_MULTIPLE,
+        Severity.ERROR,
+        "publish one record that merges them",
+        ("v=spf1 ip4:198.51.100.7 include:a.vendors.example include:spf.protection.postroom.test -all",),
+        found=(SPF, "v=spf1 ip4:198.51.100.7 include:a.vendors.example ~all"),
+    ),
+    Broken(
+        "SPF without the service include",
+        lambda s: set_spf(s, "v=spf1 ip4:198.51.100.7 -all"),
+        FindingCode.SPF_NO_SERVICE_INCLUDE,
+        Severity.ERROR,
+        "add include:spf.protection.postroom.test before the all term",
+        ("v=spf1 ip4:198.51.100.7 include:spf.protection.postroom.test -all",),
+    ),
+    Broken(
+        "SPF +all",
+        lambda s: set_spf(s, "v=spf1 include:spf.protection.postroom.test +all"),
+        FindingCode.SPF_PASS_ALL,
+        Severity.ERROR,
+        "end it with -all",
+        (SPF,),
+    ),
+    Broken(
+        "SPF ~all",
+        lambda s: set_spf(s, "v=spf1 include:spf.protection.postroom.test ~all"),
+        FindingCode.SPF_SOFTFAIL,
+        Severity.WARNING,
+        "end it with -all",
+        (SPF,),
+    ),
+    Broken(
+        "SPF 11 lookups through nested includes",
+        lambda s: set_spf(s, "v=spf1 include:a.vendors.example include:spf.protection.postroom.test -all"),
+        FindingCode.SPF_TOO_MANY_LOOKUPS,
+        Severity.ERROR,
+        "10 DNS lookups",
+    ),
+    Broken(
+        "SPF include loop",
+        lambda s: set_spf(
+            s, "v=spf1 include:loop1.vendors.example include:spf.protection.postroom.test -all"
+        ),
+        FindingCode.SPF_INCLUDE_LOOP,
+        Severity.ERROR,
+        "leads back to a domain already on the chain",
+    ),
+    Broken(
+        "SPF void lookups",
+        lambda s: set_spf(
+            s,
+            "v=spf1 a:gone1.vendors.example a:gone2.vendors.example a:gone3.vendors.example "
+            "include:spf.protection.postroom.test -all",
+        ),
+        FindingCode.SPF_VOID_LOOKUPS,
+        Severity.ERROR,
+        "name domains without records",
+    ),
+    Broken(
+        "SPF include of a domain without SPF",
+        lambda s: set_spf(s, "v=spf1 include:host.vendors.example include:spf.protection.postroom.test -all"),
+        FindingCode.SPF_INCLUDE_WITHOUT_SPF,
+        Severity.ERROR,
+        "must name a domain with an SPF record",
+    ),
+    Broken(
+        "no SPF record",
+        lambda s: set_spf(s, "google-site-verification=abc"),
+        FindingCode.SPF_MISSING,
+        Severity.ERROR,
+        "publish TXT contoso.example",
+        (SPF,),
+    ),
+    Broken(
+        "SPF syntax error",
+        lambda s: set_spf(s, "v=spf1 ip4:198.51.100.300 include:spf.protection.postroom.test -all"),
+        FindingCode.SPF_SYNTAX,
+        Severity.ERROR,
+        "replace it with",
+        (SPF,),
+    ),
+    Broken(
+        "SPF of two strings joined without a space",
+        lambda s: (
+            s.remove_records(DOMAIN, "TXT"),
+            s.add_txt(DOMAIN, "v=spf1 ip4:198.51.100.7", "include:spf.protection.postroom.test -all"),
+        ),
+        FindingCode.SPF_SYNTAX,
+        Severity.ERROR,
+        "replace it with",
+    ),
+    Broken(
+        "SPF string of 300 octets cut at 255",
+        lambda s: (s.remove_records(DOMAIN, "TXT"), s.add_txt(DOMAIN, LONG_SPF, oversize="truncate")),
+        FindingCode.SPF_TRUNCATED,
+        Severity.ERROR,
+        "several quoted strings of at most 255 octets",
+        (LONG_SPF_KEPT,),
+    ),
+    Broken(
+        "wrong MX",
+        lambda s: set_mx(s, "10 mail.oldhost.example."),
+        FindingCode.MX_WRONG_HOST,
+        Severity.ERROR,
+        "delete every other MX record",
+        (MX_HOST,),
+        found=("10 mail.oldhost.example",),
+    ),
+    Broken(
+        "an extra MX",
+        lambda s: s.add_records(DOMAIN, "MX", "10 backup.oldhost.example."),
+        FindingCode.MX_EXTRA,
+        Severity.ERROR,
+        "delete the MX records for backup.oldhost.example",
+        (MX_HOST,),
+    ),
+    Broken(
+        "null MX",
+        lambda s: set_mx(s, "0 ."),
+        FindingCode.MX_NULL,
+        Severity.ERROR,
+        "delete the null MX",
+        (MX_HOST,),
+    ),
+    Broken("no MX", lambda s: set_mx(s), FindingCode.MX_MISSING, Severity.ERROR, "publish MX", (MX_HOST,)),
+    Broken(
+        "MX priority 10",
+        lambda s: set_mx(s, f"10 {MX_HOST}."),
+        FindingCode.MX_PRIORITY,
+        Severity.WARNING,
+        "publish MX",
+        (MX_HOST,),
+    ),
+    Broken(
+        "CNAME at apex",
+        cname_at_apex,
+        FindingCode.DOMAIN_CNAME_AT_APEX,
+        Severity.ERROR,
+        "delete the CNAME at contoso.example",
+        (MX_HOST, SPF),
+    ),
+    Broken(
+        "NXDOMAIN",
+        no_domain,
+        FindingCode.DOMAIN_NXDOMAIN,
+        Severity.ERROR,
+        "create its zone",
+        tuple(r.value for r in GOOD),
+    ),
+    Broken(
+        "missing ownership TXT",
+        lambda s: None,
+        FindingCode.OWNERSHIP_MISSING,
+        Severity.ERROR,
+        "postroom domain verify contoso.example",
+        ("postroom-verification=5f0c2a9e",),
+        facts=PENDING,
+    ),
+    Broken(
+        "DKIM key mismatch",
+        lambda s: set_txt(
+            s, f"postroom1._domainkey.{DOMAIN}", f"v=DKIM1; k=rsa; p={generate_key_pair(1024).public_key}"
+        ),
+        FindingCode.DKIM_MISMATCH,
+        Severity.ERROR,
+        "replace it",
+        (FACTS.dkim[0].record_value,),
+    ),
+    Broken(
+        "DKIM rotation key missing",
+        lambda s: s.remove_records(f"postroom2._domainkey.{DOMAIN}"),
+        FindingCode.DKIM_MISSING,
+        Severity.WARNING,
+        "publish TXT postroom2._domainkey.contoso.example",
+        (FACTS.dkim[1].record_value,),
+    ),
+    Broken(
+        "DMARC syntax error",
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=block; rua=mailto:postmaster@contoso.example"),
+        FindingCode.DMARC_SYNTAX,
+        Severity.ERROR,
+        "replace it",
+        ("v=DMARC1; p=none; rua=mailto:postmaster@contoso.example",),
+    ),
+    Broken(
+        "two DMARC records",
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=none", "v=DMARC1; p=reject"),
+        FindingCode.DMARC_MULTIPLE,
+        Severity.ERROR,
+        "keep one",
+    ),
+    Broken(
+        "no DMARC record",
+        lambda s: s.remove_records(f"_dmarc.{DOMAIN}"),
+        FindingCode.DMARC_MISSING,
+        Severity.WARNING,
+        "publish TXT _dmarc.contoso.example",
+    ),
+    Broken(
+        "autodiscover elsewhere",
+        lambda s: (
+            s.remove_records(f"autodiscover.{DOMAIN}"),
+            s.add_records(f"autodiscover.{DOMAIN}", "CNAME", "autodiscover.outlook.com."),
+        ),
+        FindingCode.CLIENT_SETUP_WRONG,
+        Severity.WARNING,
+        "replace it",
+        ("mx.postroom.test",),
+    ),
+    Broken(
+        "MTA-STS id of an older policy",
+        lambda s: set_txt(s, f"_mta-sts.{DOMAIN}", "v=STSv1; id=20240101"),
+        FindingCode.MTA_STS_ID_STALE,
+        Severity.WARNING,
+        "replace it",
+    ),
+    Broken(
+        "MTA-STS record syntax error",
+        lambda s: set_txt(s, f"_mta-sts.{DOMAIN}", "v=STSv1; id=not valid!"),
+        FindingCode.MTA_STS_SYNTAX,
+        Severity.ERROR,
+        "replace it",
+    ),
+    Broken(
+        "TLS-RPT without a URI scheme",
+        lambda s: set_txt(s, f"_smtp._tls.{DOMAIN}", "v=TLSRPTv1; rua=postmaster@contoso.example"),
+        FindingCode.TLS_RPT_SYNTAX,
+        Severity.ERROR,
+        "replace it",
+        ("v=TLSRPTv1; rua=mailto:postmaster@contoso.example",),
+    ),
+]
+
+
+async def test_the_records_postroom_generates_check_clean(server: DnsTestServer) -> None:
+    diagnosis = await diagnose(server)
+    assert diagnosis.errors == () and diagnosis.warnings == (), diagnosis.findings
+    assert set(diagnosis.codes()) == {
+        "mx.ok",
+        "spf.ok",
+        "dkim.ok",
+        "dmarc.ok",
+        "client-setup.ok",
+        "mta-sts.ok",
+        "tls-rpt.ok",
+    }
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=[case.id for case in BROKEN])
+async def test_each_broken_zone_gets_its_finding_and_fix(server: DnsTestServer, case: Broken) -> None:
+    case.breaks(server)
+    diagnosis = await diagnose(server, case.facts)
+    finding = diagnosis.find(case.code)
+    assert finding.severity is case.severity
+    assert case.fix in finding.fix
+    values = [record.value for record in finding.publish]
+    for value in case.publish:
+        assert value in values
+    for value in case.found:
+        assert value in finding.found
+    if case.severity is Severity.ERROR:
+        assert diagnosis.errors
+    for record in finding.publish:  # what is proposed is valid zone text
+        DnsTestServer({"check.example": record.zone_line() + "\n"})
+
+
+async def test_the_fix_for_a_cut_string_splits_it_when_published(server: DnsTestServer) -> None:
+    server.remove_records(DOMAIN, "TXT")
+    server.add_txt(DOMAIN, LONG_SPF, oversize="truncate")
+    [fix] = (await diagnose(server)).find(FindingCode.SPF_TRUNCATED).publish
+    data = fix.zone_line().split("\t")[-1]
+    assert data.count('"') == 4  # two strings, each within 255 octets
+    server.set_zone(DOMAIN, zone([r for r in GOOD if not r.value.startswith("v=spf1")] + [fix]))
+    assert (await diagnose(server)).find(FindingCode.SPF_OK)
+
+
+async def test_dkim_published_as_a_cname_to_the_key_checks_ok(server: DnsTestServer) -> None:
+    selector = f"postroom1._domainkey.{DOMAIN}"
+    server.remove_records(selector)
+    server.add_records(selector, "CNAME", "postroom1-contoso-example._domainkey.postroom.test.")
+    server.add_txt("postroom1-contoso-example._domainkey.postroom.test", FACTS.dkim[0].record_value)
+    diagnosis = await diagnose(server)
+    assert [f.code for f in diagnosis.findings if f.name == selector] == [FindingCode.DKIM_OK]
+
+
+async def test_a_pending_domain_with_its_proof_published_is_told_to_verify(server: DnsTestServer) -> None:
+    server.add_txt(DOMAIN, "postroom-verification=5f0c2a9e")
+    finding = (await diagnose(server, PENDING)).find(FindingCode.OWNERSHIP_OK)
+    assert "postroom domain verify" in finding.message
+
+
+async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestServer) -> None:
+    other = render_sts_policy("enforce", ["mail.oldhost.example"], 604800)
+    finding = (await diagnose(server, policy=other)).find(FindingCode.MTA_STS_POLICY_MX)
+    assert finding.severity is Severity.ERROR
+    assert "mta-sts.contoso.example" in finding.fix
+
+
+async def test_an_unreachable_policy_is_an_error(server: DnsTestServer) -> None:
+    async def unreachable(domain: str) -> FetchedPolicy:
+        return FetchedPolicy(
+            url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt", error="connection refused"
+        )
+
+    diagnosis = await diagnose_domain(
+        DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=unreachable
+    )
+    finding = diagnosis.find(FindingCode.MTA_STS_POLICY_UNAVAILABLE)
+    assert "connection refused" in finding.message
+    assert [r.value for r in finding.publish] == ["mx.postroom.test"]
+
+
+async def test_dns_that_does_not_answer_concludes_nothing() -> None:
+    with silent_nameserver() as address:
+        resolver = DnsResolver(DnsSettings(nameservers=(address,), timeout=0.2))
+        diagnosis = await diagnose_domain(resolver, SERVICE, FACTS)
+    assert diagnosis.errors
+    assert {f.code for f in diagnosis.findings} == {FindingCode.DNS_UNAVAILABLE}
