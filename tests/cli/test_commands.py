@@ -42,7 +42,11 @@ COMMANDS = [
     ["tenant"],
     *[["tenant", c] for c in ("add", "list", "show", "remove")],
     ["domain"],
-    *[["domain", c] for c in ("add", "list", "show", "verify", "remove")],
+    *[["domain", c] for c in ("add", "list", "show", "verify", "records", "check", "remove")],
+    ["domain", "dkim"],
+    *[["domain", "dkim", c] for c in ("show", "rotate")],
+    ["service"],
+    ["service", "records"],
     ["mailbox"],
     *[["mailbox", c] for c in ("add", "list", "show", "set", "remove", "messages", "export")],
     ["group"],
@@ -202,3 +206,86 @@ def test_domain_ownership_proof_through_dns(tmp_path: Path) -> None:
         nxdomain = postroom("domain", "verify", "ghost.example", config=config)
         assert nxdomain.returncode == 1
         assert "does not exist" in nxdomain.stdout or "could not be asked" in nxdomain.stdout
+
+
+def test_domain_records_as_table_zone_and_json(node_settings: Settings) -> None:
+    config = node_settings.source
+    postroom("tenant", "add", "contoso", config=config)
+    postroom("domain", "add", "contoso.example", "--tenant", "contoso", config=config)
+    records = json.loads(postroom("domain", "records", "contoso.example", "--json", config=config).stdout)
+    assert all({"type", "name", "value", "ttl"} <= set(r) for r in records)
+    kinds = [(r["type"], r["name"]) for r in records]
+    assert kinds[:3] == [("TXT", "contoso.example"), ("MX", "contoso.example"), ("TXT", "contoso.example")]
+    assert records[0]["value"].startswith("postroom-verification=")
+    assert records[1]["value"] == "contoso-example.mail.protection.postroom.test"
+    assert records[1]["priority"] == 0
+    assert ("TXT", "postroom1._domainkey.contoso.example") in kinds
+    assert ("TXT", "_mta-sts.contoso.example") in kinds
+
+    zone = postroom("domain", "records", "contoso.example", "--zone", config=config).stdout
+    assert "contoso.example.\t3600\tIN\tMX\t0 contoso-example.mail.protection.postroom.test." in zone
+    DnsTestServer({"contoso.example": zone})  # the fragment is zone text BIND (and dnspython) read
+
+    shown = postroom("domain", "records", "contoso.example", config=config)
+    assert shown.returncode == 0
+    assert "v=spf1 include:spf.protection.postroom.test -all" in shown.stdout
+
+    unknown = postroom("domain", "records", "fabrikam.example", config=config)
+    assert unknown.returncode == 1 and "postroom domain add" in unknown.stderr
+
+
+def test_service_records_need_the_node_addresses(node_settings: Settings) -> None:
+    config = node_settings.source
+    postroom("tenant", "add", "contoso", config=config)
+    bare = postroom("service", "records", config=config)
+    assert bare.returncode == 0 and "service.addresses is empty" in bare.stderr
+    text = config.read_text().replace("addresses = []", 'addresses = ["203.0.113.25"]')
+    config.write_text(text)
+    records = json.loads(postroom("service", "records", "--json", config=config).stdout)
+    values = {(r["type"], r["name"]): r["value"] for r in records}
+    assert values["A", "*.mail.protection.postroom.test"] == "203.0.113.25"
+    assert values["TXT", "spf.protection.postroom.test"] == "v=spf1 ip4:203.0.113.25 -all"
+    assert values["PTR", "25.113.0.203.in-addr.arpa"] == node_settings.service.hostname
+    assert values["MX", "contoso.postroom.test"] == "contoso-postroom-test.mail.protection.postroom.test"
+
+
+def test_domain_check_reports_findings_and_exits_1_on_errors(tmp_path: Path) -> None:
+    zone = '@ 300 IN MX 10 mail.oldhost.example.\n@ 300 IN TXT "v=spf1 a -all" \n'
+    with DnsTestServer({"contoso.example": zone}) as dns_server:
+        settings = make_node(tmp_path / "node", nameservers=(str(dns_server.address),))
+        config = settings.source
+        postroom("tenant", "add", "contoso", config=config)
+        postroom("domain", "add", "contoso.example", "--tenant", "contoso", "--verified", config=config)
+        checked = postroom("domain", "check", "contoso.example", "--json", config=config)
+        assert checked.returncode == 1, checked.stderr
+        report = json.loads(checked.stdout)
+        codes = {f["code"]: f for f in report["findings"]}
+        assert codes["mx.wrong-host"]["severity"] == "error"
+        assert (
+            codes["mx.wrong-host"]["publish"][0]["value"] == "contoso-example.mail.protection.postroom.test"
+        )
+        assert codes["spf.no-service-include"]["publish"][0]["value"] == (
+            "v=spf1 a include:spf.protection.postroom.test -all"
+        )
+        assert report["errors"] == sum(f["severity"] == "error" for f in report["findings"])
+        shown = postroom("domain", "check", "contoso.example", config=config)
+        assert shown.returncode == 1
+        assert "mx.wrong-host" in shown.stdout
+        words = " ".join(shown.stdout.split())
+        assert "contoso.example. 3600 IN MX 0 contoso-example.mail.protection.postroom.test." in words
+
+        refused = postroom("domain", "dkim", "rotate", "contoso.example", config=config)
+        assert refused.returncode == 1
+        assert "not rotated" in refused.stderr and "postroom2._domainkey.contoso.example" in refused.stderr
+        keys = json.loads(
+            postroom("domain", "dkim", "show", "contoso.example", "--json", config=config).stdout
+        )
+        assert [(k["selector"], k["active"]) for k in keys] == [("postroom1", True), ("postroom2", False)]
+        dns_server.add_txt(keys[1]["record_name"], keys[1]["record_value"])
+        rotated = postroom("domain", "dkim", "rotate", "contoso.example", config=config)
+        assert rotated.returncode == 0, rotated.stderr
+        assert "postroom2 signs contoso.example" in rotated.stdout
+        keys = json.loads(
+            postroom("domain", "dkim", "show", "contoso.example", "--json", config=config).stdout
+        )
+        assert [(k["selector"], k["active"]) for k in keys] == [("postroom1", False), ("postroom2", True)]

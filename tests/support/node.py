@@ -68,7 +68,16 @@ class RunningNode:
 
     @property
     def mx(self) -> tuple[str, int]:
-        address = next(item.address for item in self._listening if item.name == "mx")
+        return self.address("mx")
+
+    @property
+    def listening(self) -> list[Listening]:
+        """What the node reported when ready: each listener's name, address and protocol."""
+        return list(self._listening)
+
+    def address(self, listener: str) -> tuple[str, int]:
+        """The (host, port) the named listener ("mx", "admin") is bound to."""
+        address = next(item.address for item in self._listening if item.name == listener)
         host, _, port = address.rpartition(":")
         return host.strip("[]"), int(port)
 

@@ -1,10 +1,12 @@
 """The composition root: builds a node from its settings, serves, and stops cleanly.
 
 `App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
-uses it as is. `App.serve()` starts the group committer, the scheduler and every listener, prints
+uses it as is. `App.serve()` starts the group committer, the scheduler and every listener (the MX
+endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints
 where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop accepting,
-transactions in flight finish (bounded by `DRAIN_SECONDS`), the scheduler finishes its round and
-the writer commits what it was given. Nothing acknowledged is left uncommitted.
+transactions and HTTP requests in flight finish (bounded by `DRAIN_SECONDS`), the scheduler
+finishes its round and the writer commits what it was given. Nothing acknowledged is left
+uncommitted. With `[admin] tls = true` and no certificate at `[tls]` the node refuses to start.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import uvloop
 
+from postroom.admin import AdminListener, build_admin_app
+from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
 from postroom.config import Settings
 from postroom.delivery import LocalDeliveryAgent
@@ -92,6 +97,13 @@ class App:
 
     async def serve(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
+        settings = self.settings
+        tls = self.tls_context()
+        if settings.admin_tls and tls is None:
+            raise RuntimeError(
+                f"[admin] tls = true but there is no certificate and key at {settings.tls.certificate} and "
+                f"{settings.tls.key}: set [tls] certificate and key, or [admin] tls = false behind a proxy"
+            )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -102,7 +114,6 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(signum, stop.set)
-        settings = self.settings
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
         scheduler = Scheduler(committer, [LocalDeliveryAgent(batch_max=settings.queue.delivery_batch_max)])
@@ -119,18 +130,30 @@ class App:
             limits=settings.mx.limits,
             hostname=settings.service.hostname,
             factory=endpoint.session,
-            ssl_context=self.tls_context(),
+            ssl_context=tls,
+        )
+        # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
+        admin = AdminListener(
+            build_admin_app(partial(mta_sts_policy_text, self.directory, settings)),
+            settings.admin_listen,
+            ssl_context=tls if settings.admin_tls else None,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         refresh_task = asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh")
         try:
             await mx.start()
+            try:
+                await admin.start()
+            except BaseException:
+                await mx.stop(0)
+                raise
             listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
+            listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
             if on_ready is not None:
                 on_ready(listening)
             await stop.wait()
             log.info("stopping: draining transactions in flight")
-            await mx.stop(DRAIN_SECONDS)
+            await asyncio.gather(mx.stop(DRAIN_SECONDS), admin.stop(DRAIN_SECONDS))
         finally:
             refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,4 +1,4 @@
-"""The `postroom` command line: set up a node, manage the directory, read mailboxes and trace.
+"""The `postroom` command line: set up a node, manage the directory and its DNS, read mailboxes and trace.
 
 Every command that lists or shows takes `--json`. The config file comes from `-c FILE` or
 $POSTROOM_CONFIG. Errors print what is wrong and what to do, and exit non-zero: 1 for a request the
@@ -22,9 +22,11 @@ import typer
 
 from postroom import __version__
 from postroom.app import App, InitOptions, Listening, ProofOutcome, SetupError, init_node, verify_ownership
-from postroom.cli.output import console, emit_json, fail, fields, table, when
+from postroom.app.domain_dns import check_domain_dns, domain_facts, service_dns_records
+from postroom.cli.output import console, emit_json, errors, fail, fields, table, when
 from postroom.config import ConfigError, Settings, find_config, load_settings
 from postroom.directory import DirectoryError, DomainType, Recipient, RecipientKind
+from postroom.dns import DkimSelector, DnsRecord, Severity, check_dkim_selector, domain_records
 from postroom.model.flow import TraceStatus
 from postroom.trace import TraceQuery
 
@@ -36,12 +38,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
-domain_app = typer.Typer(help="Accepted domains: add, prove ownership, list, remove.", no_args_is_help=True)
+domain_app = typer.Typer(
+    help="Accepted domains: add, prove ownership, the DNS records to publish, check DNS, remove.",
+    no_args_is_help=True,
+)
 mailbox_app = typer.Typer(help="Mailboxes: create, change, read their messages.", no_args_is_help=True)
 group_app = typer.Typer(help="Distribution groups.", no_args_is_help=True)
 contact_app = typer.Typer(help="Mail contacts: external addresses in the directory.", no_args_is_help=True)
 trace_app = typer.Typer(help="Message trace: what happened to a message.")
 queue_app = typer.Typer(help="The delivery queue.", no_args_is_help=True)
+service_app = typer.Typer(help="The service itself: the DNS records of its own zone.", no_args_is_help=True)
+dkim_app = typer.Typer(help="DKIM keys of a domain: two selectors, one signing.", no_args_is_help=True)
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(domain_app, name="domain")
 app.add_typer(mailbox_app, name="mailbox")
@@ -49,6 +56,8 @@ app.add_typer(group_app, name="group")
 app.add_typer(contact_app, name="contact")
 app.add_typer(trace_app, name="trace")
 app.add_typer(queue_app, name="queue")
+app.add_typer(service_app, name="service")
+domain_app.add_typer(dkim_app, name="dkim")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -302,7 +311,7 @@ def domain_show(domain: str, json_output: JsonOption = False) -> None:
     with _refusals():
         found = node().directory.get_domain(domain)
         history = node().directory.domain_history(domain)
-    mx_host = f"{found.domain_key}.mail.protection.{node().directory.service_domain}"
+    mx_host = node().settings.service.mx_host(found.domain_key)
     if json_output:
         return emit_json(
             {
@@ -343,6 +352,144 @@ def domain_verify(domain: str, json_output: JsonOption = False) -> None:
                 console.print(f"  found: {value}")
     if result.outcome not in (ProofOutcome.VERIFIED, ProofOutcome.ALREADY_VERIFIED):
         raise typer.Exit(1)
+
+
+ZoneOption = Annotated[bool, typer.Option("--zone", help="Print a BIND zone-file fragment.")]
+
+
+def _show_records(records: list[DnsRecord], zone: bool, json_output: bool, title: str) -> None:
+    if json_output:
+        return emit_json([record.as_json() for record in records])
+    if zone:
+        for record in records:
+            typer.echo(f"; {record.purpose}" if record.purpose else ";")
+            typer.echo(record.zone_line())
+        return
+    table(
+        title,
+        ["type", "name", "value", "TTL", "why"],
+        [
+            (
+                r.type,
+                r.name,
+                f"{r.priority} {r.value}" if r.priority is not None else r.value,
+                r.ttl,
+                r.purpose,
+            )
+            for r in records
+        ],
+    )
+
+
+@domain_app.command("records")
+def domain_records_command(domain: str, zone: ZoneOption = False, json_output: JsonOption = False) -> None:
+    """The DNS records the domain must publish: MX, SPF, DKIM, DMARC, client set-up, MTA-STS, TLS-RPT."""
+    current = node()
+    with _refusals():
+        facts = domain_facts(current.directory, domain)
+    records = domain_records(current.settings.service, facts)
+    _show_records(records, zone, json_output, f"DNS records for {facts.name}")
+
+
+@domain_app.command("check")
+def domain_check(
+    domain: str,
+    json_output: JsonOption = False,
+    mta_sts_port: Annotated[
+        int, typer.Option(help="Port to fetch the MTA-STS policy from (a lab's policy host).")
+    ] = 443,
+    mta_sts_http: Annotated[
+        bool,
+        typer.Option("--mta-sts-http", help="Fetch the MTA-STS policy over plain HTTP (a lab without TLS)."),
+    ] = False,
+) -> None:
+    """Ask DNS what the domain publishes and report each problem with its fix; exit 1 on any error."""
+    current = node()
+    with _refusals():
+        diagnosis = asyncio.run(
+            check_domain_dns(
+                current.directory,
+                current.settings,
+                current.resolver,
+                domain,
+                policy_port=mta_sts_port,
+                policy_tls=not mta_sts_http,
+            )
+        )
+    if json_output:
+        emit_json(
+            {
+                "domain": diagnosis.domain,
+                "errors": len(diagnosis.errors),
+                "warnings": len(diagnosis.warnings),
+                "findings": [finding.as_json() for finding in diagnosis.findings],
+            }
+        )
+    else:
+        marks = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
+        for finding in diagnosis.findings:
+            console.print(
+                f"{marks.get(finding.severity, '[green]ok[/green]')}  {finding.code.value}  {finding.message}"
+            )
+            for value in finding.found:
+                console.print(f"    found: {value}", markup=False)
+            if finding.severity is not Severity.OK and finding.fix:
+                console.print(f"    fix:   {finding.fix}", markup=False)
+                for record in finding.publish:
+                    console.print(f"           {record.zone_line()}", markup=False)
+        console.print(
+            f"{diagnosis.domain}: {len(diagnosis.errors)} error(s), {len(diagnosis.warnings)} warning(s)"
+        )
+    if diagnosis.errors:
+        raise typer.Exit(1)
+
+
+@dkim_app.command("show")
+def dkim_show(domain: str, json_output: JsonOption = False) -> None:
+    """The domain's DKIM selectors, which one signs, and the TXT record each must publish."""
+    with _refusals():
+        keys = node().directory.dkim_keys(domain)
+    if json_output:
+        return emit_json(
+            [{**_as_dict(k), "record_name": k.record_name, "record_value": k.record_value} for k in keys]
+        )
+    table(
+        None,
+        ["selector", "state", "created", "publish TXT at"],
+        [(k.selector, "signs" if k.active else "next", when(k.created_at), k.record_name) for k in keys],
+    )
+
+
+@dkim_app.command("rotate")
+def dkim_rotate(
+    domain: str,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rotate even though DNS does not publish the next key yet.")
+    ] = False,
+) -> None:
+    """Sign with the other selector from now on; the retired selector gets a new key to publish."""
+    current = node()
+    with _refusals():
+        keys = current.directory.dkim_keys(domain)
+        successor = next(k for k in keys if not k.active)
+        if not force:
+            finding = asyncio.run(
+                check_dkim_selector(
+                    current.resolver,
+                    DkimSelector(successor.selector, successor.public_key, True),
+                    successor.domain,
+                )
+            )
+            if finding.severity is not Severity.OK:
+                raise fail(
+                    f"not rotated: {finding.message}. Publish {successor.record_name} TXT "
+                    f'"{successor.record_value}" first, wait for its TTL and run this again (or --force)'
+                )
+        rotated = current.directory.rotate_dkim(domain)
+    retired = next(k for k in rotated if not k.active)
+    console.print(f"{successor.selector} signs {successor.domain}'s mail now.")
+    console.print(f"Before the next rotation, publish the new key of {retired.selector}:", markup=False)
+    console.print(f'  {retired.record_name}.  3600  IN  TXT  "{retired.record_value}"', markup=False)
 
 
 @domain_app.command("remove")
@@ -703,6 +850,22 @@ def queue_summary(json_output: JsonOption = False) -> None:
             ("messages", summary.messages),
             ("oldest", when(summary.oldest_received_at)),
         ]
+    )
+
+
+# --- service --------------------------------------------------------------------------------------
+@service_app.command("records")
+def service_records_command(zone: ZoneOption = False, json_output: JsonOption = False) -> None:
+    """The records of the service's own zone: host addresses, the SPF host, PTR advice, default domains."""
+    current = node()
+    records = service_dns_records(current.directory, current.settings)
+    if not current.settings.service.addresses and not json_output:
+        errors.print(
+            "[yellow]note:[/yellow] service.addresses is empty in the config, so the host, MX and "
+            "SPF-host records cannot be given: list the nodes' public IP addresses there"
+        )
+    _show_records(
+        records, zone, json_output, f"DNS records for the service zone {current.settings.service.domain}"
     )
 
 

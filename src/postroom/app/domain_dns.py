@@ -1,0 +1,81 @@
+"""A domain's DNS, composed: the directory's state in, the records to publish and the live diagnosis out.
+
+The `dns` room knows records and checks but not the directory; this module gives it the facts of one
+accepted domain (`domain_facts`: its domainKey, ownership state and DKIM public keys, the keys made
+on first use) and the service's own (`service_dns_records`). The CLI and the admin listener call
+these; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from postroom.config import Settings
+from postroom.directory import AcceptedDomain, Directory, DirectoryError, DomainStatus
+from postroom.dns import (
+    DkimSelector,
+    DnsRecord,
+    DomainDiagnosis,
+    DomainFacts,
+    FetchedPolicy,
+    Resolver,
+    diagnose_domain,
+    fetch_sts_policy,
+    mta_sts_policy,
+    service_records,
+)
+
+
+def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> DomainFacts:
+    pending = domain.status is DomainStatus.PENDING
+    return DomainFacts(
+        name=domain.name,
+        domain_key=domain.domain_key,
+        verification_record=domain.verification_record if pending else None,
+        dkim=dkim,
+    )
+
+
+def domain_facts(directory: Directory, name: str) -> DomainFacts:
+    """The facts of an accepted domain's records (DKIM keys made now when it has none yet)."""
+    domain = directory.get_domain(name)
+    keys = directory.dkim_keys(domain.name)
+    return _facts(domain, tuple(DkimSelector(k.selector, k.public_key, k.active) for k in keys))
+
+
+def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -> str | None:
+    """The MTA-STS policy served for `domain`, or None when it is not a verified accepted domain."""
+    try:
+        accepted = directory.get_domain(domain)
+    except DirectoryError:
+        return None
+    if accepted.status is not DomainStatus.VERIFIED:
+        return None
+    return mta_sts_policy(settings.service, _facts(accepted))
+
+
+def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRecord]:
+    """The service zone's records, with the MX and SPF of every tenant's default domain."""
+    defaults = [_facts(d) for d in directory.list_domains() if d.is_default]
+    return service_records(settings.service, defaults)
+
+
+async def check_domain_dns(
+    directory: Directory,
+    settings: Settings,
+    resolver: Resolver,
+    name: str,
+    *,
+    policy_port: int = 443,
+    policy_tls: bool = True,
+) -> DomainDiagnosis:
+    """Diagnose what DNS publishes for the domain. The MTA-STS policy is fetched from
+    `mta-sts.<domain>` on `policy_port`, over HTTPS with certificate checks (plain HTTP when not
+    `policy_tls`: a lab whose policy host has no certificate)."""
+    facts = domain_facts(directory, name)
+    context = ssl.create_default_context() if policy_tls else None
+
+    async def fetch(domain: str) -> FetchedPolicy:
+        return await fetch_sts_policy(resolver, domain, port=policy_port, ssl_context=context)
+
+    return await diagnose_domain(resolver, settings.service, facts, fetch_policy=fetch)

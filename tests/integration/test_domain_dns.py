@@ -1,0 +1,75 @@
+"""The DNS set-up round trip, as an admin does it: the records Postroom prints are published, checked,
+and come back with zero errors.
+
+`postroom domain records --zone` and `postroom service records --zone` go into a real DNS server on
+loopback, the domain is verified through it, a running node serves the MTA-STS policy on its admin
+listener, and `postroom domain check` fetches that policy and reads every record back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.test_commands import postroom
+from tests.support.dns_server import DnsTestServer
+from tests.support.node import make_node, running
+
+
+def test_published_records_check_with_zero_errors(tmp_path: Path) -> None:
+    with DnsTestServer() as dns_server:
+        settings = make_node(tmp_path / "node", nameservers=(str(dns_server.address),))
+        config = settings.source
+        config.write_text(config.read_text().replace("addresses = []", 'addresses = ["127.0.0.1"]'))
+        assert postroom("tenant", "add", "contoso", config=config).returncode == 0
+        assert (
+            postroom("domain", "add", "contoso.example", "--tenant", "contoso", config=config).returncode == 0
+        )
+
+        service_zone = postroom("service", "records", "--zone", config=config)
+        domain_zone = postroom("domain", "records", "contoso.example", "--zone", config=config)
+        assert service_zone.returncode == domain_zone.returncode == 0
+        # The wildcard for every MX host is in the service zone; the test server serves no wildcards.
+        mx_host = json.loads(postroom("domain", "show", "contoso.example", "--json", config=config).stdout)[
+            "mx_host"
+        ]
+        dns_server.set_zone("postroom.test", service_zone.stdout + f"{mx_host}. 3600 IN A 127.0.0.1\n")
+        dns_server.set_zone("contoso.example", domain_zone.stdout)
+
+        pending = postroom("domain", "check", "contoso.example", "--json", config=config)
+        assert [f["code"] for f in json.loads(pending.stdout)["findings"]][:1] == ["ownership.ok"]
+        assert postroom("domain", "verify", "contoso.example", config=config).returncode == 0
+
+        with running(settings) as node:
+            _, admin_port = node.address("admin")
+            checked = postroom(
+                "domain",
+                "check",
+                "contoso.example",
+                "--json",
+                "--mta-sts-http",
+                "--mta-sts-port",
+                str(admin_port),
+                config=config,
+            )
+        report = json.loads(checked.stdout)
+        assert checked.returncode == 0, checked.stdout
+        assert (report["errors"], report["warnings"]) == (0, 0), report["findings"]
+        assert {f["code"] for f in report["findings"]} == {
+            "mx.ok",
+            "spf.ok",
+            "dkim.ok",
+            "dmarc.ok",
+            "client-setup.ok",
+            "mta-sts.ok",
+            "tls-rpt.ok",
+        }
+
+        # A customer then adds a second SPF record for a newsletter service: the check catches it.
+        dns_server.add_txt("contoso.example", "v=spf1 include:newsletters.example ~all")
+        broken = postroom("domain", "check", "contoso.example", "--json", config=config)
+        assert broken.returncode == 1
+        [multiple] = [f for f in json.loads(broken.stdout)["findings"] if f["code"] == "spf.multiple"]
+        assert multiple["publish"][0]["value"] == (
+            "v=spf1 include:newsletters.example include:spf.protection.postroom.test -all"
+        )
