@@ -295,6 +295,13 @@ BROKEN = [
         (MX_HOST,),
     ),
     Broken(
+        "the service zone lacks the MX host's address",
+        lambda s: s.remove_records(MX_HOST),
+        FindingCode.MX_HOST_NO_ADDRESS,
+        Severity.ERROR,
+        "*.mail.protection.postroom.test",
+    ),
+    Broken(
         "CNAME at apex",
         cname_at_apex,
         FindingCode.DOMAIN_CNAME_AT_APEX,

@@ -286,6 +286,11 @@ def domain_add(
     if not added.receives_mail:
         console.print("To prove you own it, publish this TXT record, then run `postroom domain verify`:")
         console.print(f'  {added.name}.  3600  IN  TXT  "{added.verification_record}"')
+    console.print(
+        f"Every record the domain needs (MX, SPF, DKIM, DMARC, ...): `postroom domain records {added.name}`;"
+        f" check them with `postroom domain check {added.name}`.",
+        markup=False,
+    )
 
 
 @domain_app.command("list")

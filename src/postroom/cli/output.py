@@ -49,7 +49,7 @@ def when(timestamp: float | None) -> str:
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     shown = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
-        shown.add_column(column)
+        shown.add_column(column, overflow="fold")  # a value is never cut short: people copy from it
     for row in rows:
         shown.add_row(*("" if cell is None else str(cell) for cell in row))
     console.print(shown)

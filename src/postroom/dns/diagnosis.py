@@ -69,6 +69,7 @@ class FindingCode(StrEnum):
     MX_WRONG_HOST = "mx.wrong-host"
     MX_EXTRA = "mx.extra"
     MX_PRIORITY = "mx.priority"
+    MX_HOST_NO_ADDRESS = "mx.host-no-address"
     SPF_OK = "spf.ok"
     SPF_MISSING = "spf.missing"
     SPF_MULTIPLE = "spf.multiple"
@@ -167,7 +168,8 @@ def _quote(text: str) -> str:
 
 
 def _publish_hint(records: Sequence[DnsRecord]) -> str:
-    return "publish " + "; ".join(f"{r.type} {r.name} {r.data}" for r in records)
+    """`publish MX contoso.com` for a fix sentence; the values are in the finding's `publish`."""
+    return "publish " + " and ".join(f"{r.type} {r.name}" for r in records) + " (below)"
 
 
 @dataclass(slots=True)
@@ -370,6 +372,29 @@ async def _check_mx(check: _Check) -> None:
         )
     else:
         check.add(FindingCode.MX_OK, Severity.OK, name, f"the only MX is {want}", found=found)
+    if ours:
+        await _check_mx_host(check, want)
+
+
+async def _check_mx_host(check: _Check, host: str) -> None:
+    """The MX host is the service's to publish (`postroom service records`); without an address, senders
+    cannot deliver even though the customer's record is right."""
+    try:
+        addresses = [*await check.resolver.a(host, fresh=True), *await check.resolver.aaaa(host, fresh=True)]
+    except NxDomain:
+        addresses = []
+    except DnsTemporaryError as error:
+        check.unavailable(host, error)
+        return
+    if not addresses:
+        check.add(
+            FindingCode.MX_HOST_NO_ADDRESS,
+            Severity.ERROR,
+            host,
+            f"the MX host {host} has no address: senders cannot deliver to the domain",
+            fix=f"the service operator publishes *.{check.service.mx_host_suffix} with the nodes' addresses "
+            "(`postroom service records`)",
+        )
 
 
 def _merged_spf(check: _Check, published: Sequence[str]) -> DnsRecord:
@@ -420,7 +445,7 @@ async def _check_spf(check: _Check) -> None:
             f"{name} has {len(spf_records)} SPF records; two or more make every receiver fail SPF "
             "(permerror) for all of them",
             found=tuple(_quote(t) for t in texts),
-            fix=f"delete them all and publish one record that merges them: {merged.data}",
+            fix="delete them all and publish one record that merges them (below)",
             publish=(merged,),
         )
         return
@@ -444,7 +469,7 @@ async def _check_spf(check: _Check) -> None:
             f"host cut a longer value, in the middle of {cut!r}; add back any sender named after it",
             found=(_quote(record.text),),
             fix="enter the record as several quoted strings of at most 255 octets each (they are joined "
-            f"with nothing between them): {kept.data}",
+            "with nothing between them), as below",
             publish=(kept,),
         )
         return
@@ -460,7 +485,7 @@ async def _check_spf(check: _Check) -> None:
             name,
             f"the SPF record does not parse: {error}{joined}",
             found=(_quote(record.text),),
-            fix=f"replace it with {merged.data}",
+            fix="replace it with the record below",
             publish=(merged,),
         )
         return
@@ -474,7 +499,7 @@ async def _check_spf(check: _Check) -> None:
             f"the SPF record does not include {check.service.spf_include}: mail Postroom sends for {name} "
             "fails SPF",
             found=(_quote(record.text),),
-            fix=f"add {include} before the all term: {merged.data}",
+            fix=f"add {include} before the all term (below)",
             publish=(merged,),
         )
     qualifier = parsed.all_term.qualifier if parsed.all_term is not None else None
@@ -485,7 +510,7 @@ async def _check_spf(check: _Check) -> None:
             name,
             "the SPF record ends in +all: every host on the internet passes SPF for the domain",
             found=(_quote(record.text),),
-            fix=f"end it with -all: {merged.data}",
+            fix="end it with -all (below)",
             publish=(merged,),
         )
     elif qualifier == "~":
@@ -495,7 +520,7 @@ async def _check_spf(check: _Check) -> None:
             name,
             "the SPF record ends in ~all (soft fail): receivers accept mail from other hosts, marked",
             found=(_quote(record.text),),
-            fix=f"once every sender is listed, end it with -all: {merged.data}",
+            fix="once every sender is listed, end it with -all (below)",
             publish=(merged,),
         )
     elif qualifier in ("?", None) and parsed.redirect is None:
@@ -505,7 +530,7 @@ async def _check_spf(check: _Check) -> None:
             name,
             "the SPF record says nothing about other hosts (?all or no all term): SPF protects nothing",
             found=(_quote(record.text),),
-            fix=f"end it with -all: {merged.data}",
+            fix="end it with -all (below)",
             publish=(merged,),
         )
     analysis = await analyze_spf(check.resolver, name, parsed)
