@@ -486,3 +486,13 @@ async def test_dns_that_does_not_answer_concludes_nothing() -> None:
         diagnosis = await diagnose_domain(resolver, SERVICE, FACTS)
     assert diagnosis.errors
     assert {f.code for f in diagnosis.findings} == {FindingCode.DNS_UNAVAILABLE}
+
+
+async def test_a_domain_that_does_not_exist_gets_one_finding_listing_every_record(
+    server: DnsTestServer,
+) -> None:
+    no_domain(server)
+    diagnosis = await diagnose(server)
+    [finding] = diagnosis.findings
+    assert finding.code is FindingCode.DOMAIN_NXDOMAIN
+    assert finding.publish == tuple(GOOD)

@@ -3,7 +3,8 @@
 Each domain has two selectors (`DKIM_SELECTORS`), each with its own 2048-bit RSA key pair (spec §1.6):
 one is active and signs, the other waits for the next rotation, so a rotation only switches to a key
 that has been in DNS all along. Keys are made on first use (records asked, a check run, a rotation),
-not when the domain is added: RSA key generation costs about 0.1 s per key.
+not when the domain is added: a 2048-bit RSA key costs 25-100 ms to make, which a bulk import
+of domains that never send should not pay.
 
 The selectors are `postroom1` and `postroom2`, not `selector1`/`selector2`, so a tenant moving from
 another hosted service can publish Postroom's keys beside the old ones before switching MX.

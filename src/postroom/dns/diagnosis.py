@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from postroom.config.settings import ServiceSettings
 from postroom.dns.dmarc import DmarcSyntaxError, is_dmarc_record, parse_dmarc
@@ -229,7 +229,10 @@ async def diagnose_domain(
     """Check what DNS publishes for the domain against what it needs. `fetch_policy` fetches the MTA-STS
     policy (None: the policy is not fetched and only the TXT record is checked)."""
     check = _Check(resolver, service, facts, fetch_policy, domain_records(service, facts))
-    if await _check_apex(check):
+    apex = await _check_apex(check)
+    if apex is _Apex.NXDOMAIN:  # no name below it exists either: the one finding lists every record
+        return DomainDiagnosis(facts.name, tuple(check.findings))
+    if apex is _Apex.USABLE:
         await _check_ownership(check)
         await _check_mx(check)
         await _check_spf(check)
@@ -241,8 +244,13 @@ async def diagnose_domain(
     return DomainDiagnosis(facts.name, tuple(check.findings))
 
 
-async def _check_apex(check: _Check) -> bool:
-    """False when the apex can hold no records (NXDOMAIN, a CNAME, DNS down): its checks are skipped."""
+class _Apex(Enum):
+    USABLE = "usable"
+    NXDOMAIN = "nxdomain"  # nothing else is checked
+    UNUSABLE = "unusable"  # a CNAME, or DNS down: the apex's own checks are skipped, the names below checked
+
+
+async def _check_apex(check: _Check) -> _Apex:
     name = check.facts.name
     try:
         target = await check.resolver.cname(name, fresh=True)
@@ -255,10 +263,10 @@ async def _check_apex(check: _Check) -> bool:
             fix=f"register {name} or create its zone at your DNS host, then publish these records",
             publish=tuple(check.expected),
         )
-        return False
+        return _Apex.NXDOMAIN
     except DnsTemporaryError as error:
         check.unavailable(name, error)
-        return False
+        return _Apex.UNUSABLE
     if target is not None:
         apex = tuple(r for r in check.expected if r.name == name)
         check.add(
@@ -271,8 +279,8 @@ async def _check_apex(check: _Check) -> bool:
             fix=f"delete the CNAME at {name} and {_publish_hint(apex)}",
             publish=apex,
         )
-        return False
-    return True
+        return _Apex.UNUSABLE
+    return _Apex.USABLE
 
 
 async def _check_ownership(check: _Check) -> None:
