@@ -289,3 +289,23 @@ def test_domain_check_reports_findings_and_exits_1_on_errors(tmp_path: Path) -> 
             postroom("domain", "dkim", "show", "contoso.example", "--json", config=config).stdout
         )
         assert [(k["selector"], k["active"]) for k in keys] == [("postroom1", False), ("postroom2", True)]
+
+
+def test_domain_check_without_a_domain_sweeps_every_domain(tmp_path: Path) -> None:
+    zone = '@ 300 IN TXT "v=spf1 [bold]relay -all"\n'
+    with DnsTestServer({"contoso.example": zone, "postroom.test": ""}) as dns_server:
+        settings = make_node(tmp_path / "node", nameservers=(str(dns_server.address),))
+        config = settings.source
+        postroom("tenant", "add", "contoso", config=config)
+        postroom("domain", "add", "contoso.example", "--tenant", "contoso", "--verified", config=config)
+        swept = postroom("domain", "check", "--tenant", "contoso", "--json", config=config)
+        assert swept.returncode == 1
+        reports = json.loads(swept.stdout)
+        assert [r["domain"] for r in reports] == ["contoso.example", "contoso.postroom.test"]
+        assert all(r["errors"] > 0 for r in reports)
+        summary = postroom("domain", "check", config=config)
+        assert summary.returncode == 1
+        assert "contoso.postroom.test" in summary.stdout and "spf.syntax" in summary.stdout
+        # What DNS holds is shown as it is, never read as terminal markup.
+        detail = postroom("domain", "check", "contoso.example", config=config)
+        assert "[bold]relay" in detail.stdout

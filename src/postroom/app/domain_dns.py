@@ -8,7 +8,9 @@ these; nothing here prints.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable, Sequence
 
 from postroom.config import Settings
 from postroom.directory import AcceptedDomain, Directory, DirectoryError, DomainStatus
@@ -24,6 +26,8 @@ from postroom.dns import (
     mta_sts_policy,
     service_records,
 )
+
+CHECK_CONCURRENCY = 8  # domains checked at once by one sweep
 
 
 def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> DomainFacts:
@@ -60,22 +64,35 @@ def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRec
     return service_records(settings.service, defaults)
 
 
-async def check_domain_dns(
+async def check_domains_dns(
     directory: Directory,
     settings: Settings,
     resolver: Resolver,
-    name: str,
+    names: Sequence[str],
     *,
     policy_port: int = 443,
     policy_tls: bool = True,
-) -> DomainDiagnosis:
-    """Diagnose what DNS publishes for the domain. The MTA-STS policy is fetched from
-    `mta-sts.<domain>` on `policy_port`, over HTTPS with certificate checks (plain HTTP when not
-    `policy_tls`: a lab whose policy host has no certificate)."""
-    facts = domain_facts(directory, name)
+    on_checked: Callable[[DomainDiagnosis], None] | None = None,
+) -> list[DomainDiagnosis]:
+    """Diagnose what DNS publishes for each domain (`CHECK_CONCURRENCY` at a time), in the order given.
+
+    The MTA-STS policy is fetched from `mta-sts.<domain>` on `policy_port`, over HTTPS with certificate
+    checks (plain HTTP when not `policy_tls`: a lab whose policy host has no certificate).
+    `on_checked` is called as each domain is done, for progress. Raises `DirectoryError` for a name
+    that is not an accepted domain, before any DNS is asked.
+    """
+    facts = [domain_facts(directory, name) for name in names]
     context = ssl.create_default_context() if policy_tls else None
+    slots = asyncio.Semaphore(CHECK_CONCURRENCY)
 
     async def fetch(domain: str) -> FetchedPolicy:
         return await fetch_sts_policy(resolver, domain, port=policy_port, ssl_context=context)
 
-    return await diagnose_domain(resolver, settings.service, facts, fetch_policy=fetch)
+    async def check(one: DomainFacts) -> DomainDiagnosis:
+        async with slots:
+            diagnosis = await diagnose_domain(resolver, settings.service, one, fetch_policy=fetch)
+        if on_checked is not None:
+            on_checked(diagnosis)
+        return diagnosis
+
+    return list(await asyncio.gather(*(check(one) for one in facts)))

@@ -19,14 +19,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import Progress
 
 from postroom import __version__
 from postroom.app import App, InitOptions, Listening, ProofOutcome, SetupError, init_node, verify_ownership
-from postroom.app.domain_dns import check_domain_dns, domain_facts, service_dns_records
+from postroom.app.domain_dns import check_domains_dns, domain_facts, service_dns_records
 from postroom.cli.output import console, emit_json, errors, fail, fields, table, when
 from postroom.config import ConfigError, Settings, find_config, load_settings
 from postroom.directory import DirectoryError, DomainType, Recipient, RecipientKind
-from postroom.dns import DkimSelector, DnsRecord, Severity, check_dkim_selector, domain_records
+from postroom.dns import (
+    DkimSelector,
+    DnsRecord,
+    DomainDiagnosis,
+    Severity,
+    check_dkim_selector,
+    domain_records,
+)
 from postroom.model.flow import TraceStatus
 from postroom.trace import TraceQuery
 
@@ -398,7 +407,10 @@ def domain_records_command(domain: str, zone: ZoneOption = False, json_output: J
 
 @domain_app.command("check")
 def domain_check(
-    domain: str,
+    domain: Annotated[
+        str | None, typer.Argument(help="The domain; none: every domain (or --tenant's).")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Without DOMAIN: only this tenant's domains.")] = None,
     json_output: JsonOption = False,
     mta_sts_port: Annotated[
         int, typer.Option(help="Port to fetch the MTA-STS policy from (a lab's policy host).")
@@ -408,45 +420,65 @@ def domain_check(
         typer.Option("--mta-sts-http", help="Fetch the MTA-STS policy over plain HTTP (a lab without TLS)."),
     ] = False,
 ) -> None:
-    """Ask DNS what the domain publishes and report each problem with its fix; exit 1 on any error."""
+    """Ask DNS what a domain publishes and report each problem with its fix; exit 1 on any error.
+
+    Without DOMAIN, every accepted domain is checked and summed up in one table.
+    """
     current = node()
     with _refusals():
-        diagnosis = asyncio.run(
-            check_domain_dns(
-                current.directory,
-                current.settings,
-                current.resolver,
-                domain,
-                policy_port=mta_sts_port,
-                policy_tls=not mta_sts_http,
+        names = [domain] if domain else [d.name for d in current.directory.list_domains(tenant)]
+        with Progress(console=errors, transient=True, disable=len(names) < 2 or json_output) as progress:
+            task = progress.add_task("checking DNS", total=len(names))
+            diagnoses = asyncio.run(
+                check_domains_dns(
+                    current.directory,
+                    current.settings,
+                    current.resolver,
+                    names,
+                    policy_port=mta_sts_port,
+                    policy_tls=not mta_sts_http,
+                    on_checked=lambda _: progress.advance(task),
+                )
             )
-        )
     if json_output:
-        emit_json(
-            {
-                "domain": diagnosis.domain,
-                "errors": len(diagnosis.errors),
-                "warnings": len(diagnosis.warnings),
-                "findings": [finding.as_json() for finding in diagnosis.findings],
-            }
-        )
+        reports = [diagnosis.as_json() for diagnosis in diagnoses]
+        emit_json(reports[0] if domain else reports)
+    elif domain:
+        _show_diagnosis(diagnoses[0])
     else:
-        marks = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
-        for finding in diagnosis.findings:
-            console.print(
-                f"{marks.get(finding.severity, '[green]ok[/green]')}  {finding.code.value}  {finding.message}"
-            )
-            for value in finding.found:
-                console.print(f"    found: {value}", markup=False)
-            if finding.severity is not Severity.OK and finding.fix:
-                console.print(f"    fix:   {finding.fix}", markup=False)
-                for record in finding.publish:
-                    console.print(f"           {record.zone_line()}", markup=False)
-        console.print(
-            f"{diagnosis.domain}: {len(diagnosis.errors)} error(s), {len(diagnosis.warnings)} warning(s)"
+        table(
+            None,
+            ["domain", "errors", "warnings", "problems"],
+            [
+                (
+                    d.domain,
+                    len(d.errors),
+                    len(d.warnings),
+                    ", ".join(dict.fromkeys(f.code.value for f in (*d.errors, *d.warnings))),
+                )
+                for d in diagnoses
+            ],
         )
-    if diagnosis.errors:
+        console.print("Details and fixes: `postroom domain check DOMAIN`.")
+    if any(d.errors for d in diagnoses):
         raise typer.Exit(1)
+
+
+def _show_diagnosis(diagnosis: DomainDiagnosis) -> None:
+    marks = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
+    for finding in diagnosis.findings:
+        # Messages quote what DNS holds: never read as markup.
+        mark = marks.get(finding.severity, "[green]ok[/green]")
+        console.print(f"{mark}  {finding.code.value}  {escape(finding.message)}")
+        for value in finding.found:
+            console.print(f"    found: {value}", markup=False)
+        if finding.severity is not Severity.OK and finding.fix:
+            console.print(f"    fix:   {finding.fix}", markup=False)
+            for record in finding.publish:
+                console.print(f"           {record.zone_line()}", markup=False)
+    console.print(
+        f"{diagnosis.domain}: {len(diagnosis.errors)} error(s), {len(diagnosis.warnings)} warning(s)"
+    )
 
 
 @dkim_app.command("show")

@@ -152,6 +152,14 @@ class DomainDiagnosis:
     def warnings(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity is Severity.WARNING)
 
+    def as_json(self) -> dict[str, object]:
+        return {
+            "domain": self.domain,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "findings": [finding.as_json() for finding in self.findings],
+        }
+
     def codes(self) -> list[str]:
         return [finding.code.value for finding in self.findings]
 
