@@ -201,6 +201,16 @@ def test_domain_ownership_proof_through_dns(tmp_path: Path) -> None:
         assert [h["event"] for h in history] == ["added", "verification-failed", "verified"]
         assert postroom("mailbox", "add", "alice@contoso.com", config=config).returncode == 0
 
+        # A DNS host that cannot publish TXT at the apex: the proof as an MX record instead.
+        dns_server.set_zone("fabrikam.example", "@ 300 IN MX 10 mail.fabrikam.example.\n")
+        postroom("domain", "add", "fabrikam.example", "--tenant", "contoso", config=config)
+        shown = json.loads(postroom("domain", "show", "fabrikam.example", "--json", config=config).stdout)
+        dns_server.add_records("fabrikam.example", "MX", f"100 {shown['verification_mx']}.")
+        by_mx = postroom("domain", "verify", "fabrikam.example", config=config)
+        assert by_mx.returncode == 0, by_mx.stdout
+        history = json.loads(postroom("domain", "show", "fabrikam.example", "--json", config=config).stdout)
+        assert "MX record postroom-verification-" in history["history"][-1]["detail"]
+
         missing = postroom("domain", "add", "ghost.example", "--tenant", "contoso", config=config)
         assert missing.returncode == 0
         nxdomain = postroom("domain", "verify", "ghost.example", config=config)

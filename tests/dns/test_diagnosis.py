@@ -49,7 +49,11 @@ FACTS = DomainFacts(
         DkimSelector("postroom2", KEYS[1].public_key, active=False),
     ),
 )
-PENDING = dataclasses.replace(FACTS, verification_record="postroom-verification=5f0c2a9e")
+PENDING = dataclasses.replace(
+    FACTS,
+    verification_record="postroom-verification=5f0c2a9e",
+    verification_mx="postroom-verification-5f0c2a9e.invalid",
+)
 GOOD = domain_records(SERVICE, FACTS)
 VENDORS = """\
 a       IN TXT "v=spf1 include:b.vendors.example. a mx -all"
@@ -457,6 +461,14 @@ async def test_a_pending_domain_with_its_proof_published_is_told_to_verify(serve
     server.add_txt(DOMAIN, "postroom-verification=5f0c2a9e")
     finding = (await diagnose(server, PENDING)).find(FindingCode.OWNERSHIP_OK)
     assert "postroom domain verify" in finding.message
+
+
+async def test_the_fallback_proof_mx_counts_and_is_not_judged_as_an_extra_mx(server: DnsTestServer) -> None:
+    server.add_records(DOMAIN, "MX", "100 postroom-verification-5f0c2a9e.invalid.")
+    diagnosis = await diagnose(server, PENDING)
+    assert "MX record is published" in diagnosis.find(FindingCode.OWNERSHIP_OK).message
+    assert diagnosis.find(FindingCode.MX_OK)
+    assert diagnosis.errors == ()
 
 
 async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestServer) -> None:

@@ -36,6 +36,7 @@ def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> Domai
         name=domain.name,
         domain_key=domain.domain_key,
         verification_record=domain.verification_record if pending else None,
+        verification_mx=domain.verification_mx if pending else None,
         dkim=dkim,
     )
 

@@ -1,9 +1,11 @@
 """Domain ownership proof: look up the domain's TXT records and verify it when the proof is there.
 
 Composes the directory (the domain and its token) with the resolver (what DNS says, asked fresh so
-a record published a minute ago counts). The outcome says exactly what was found, so an admin whose
-proof did not take can see why: no TXT at all, the name does not exist, other TXT values, or DNS
-could not be asked (temporary; try again). Every attempt is recorded in the domain's history.
+a record published a minute ago counts). The proof is the TXT record `verification_record`; where a
+DNS host cannot publish TXT at the apex, an MX record naming `verification_mx` (spec §1.1) counts
+too. The outcome says exactly what was found, so an admin whose proof did not take can see why: no
+TXT at all, the name does not exist, other TXT values, or DNS could not be asked (temporary; try
+again). Every attempt is recorded in the domain's history.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ async def verify_ownership(directory: Directory, resolver: Resolver, name: str) 
         if expected in found:
             verified = directory.mark_verified(domain.name, f"TXT record {expected} found in DNS")
             return ProofResult(verified, ProofOutcome.VERIFIED, expected, found, f"{domain.name} is verified")
+        if await _has_proof_mx(resolver, domain):
+            how = f"MX record {domain.verification_mx} found in DNS"
+            verified = directory.mark_verified(domain.name, how)
+            return ProofResult(verified, ProofOutcome.VERIFIED, expected, found, f"{domain.name} is verified")
         if found:
             outcome = ProofOutcome.NOT_FOUND
             message = f"{domain.name} has {len(found)} TXT record(s) but none is {expected!r}"
@@ -61,3 +67,11 @@ async def verify_ownership(directory: Directory, resolver: Resolver, name: str) 
             outcome, message = ProofOutcome.NO_TXT, f"{domain.name} has no TXT records"
     directory.record_domain_event(domain.name, "verification-failed", message)
     return ProofResult(domain, outcome, expected, found, message)
+
+
+async def _has_proof_mx(resolver: Resolver, domain: AcceptedDomain) -> bool:
+    """The fallback proof: an MX record naming `verification_mx` (for DNS hosts without TXT at the apex)."""
+    try:
+        return any(mx.exchange == domain.verification_mx for mx in await resolver.mx(domain.name, fresh=True))
+    except DnsTemporaryError:
+        return False

@@ -331,6 +331,7 @@ def domain_show(domain: str, json_output: JsonOption = False) -> None:
             {
                 **_as_dict(found),
                 "verification_record": found.verification_record,
+                "verification_mx": found.verification_mx,
                 "mx_host": mx_host,
                 "history": history,
             }
@@ -344,6 +345,7 @@ def domain_show(domain: str, json_output: JsonOption = False) -> None:
             found.status.value + ("" if found.receives_mail else " (receives no mail until verified)"),
         ),
         ("ownership TXT", f'{found.name}.  3600  IN  TXT  "{found.verification_record}"'),
+        ("or ownership MX", f"{found.name}.  3600  IN  MX  100 {found.verification_mx}.  (no TXT possible)"),
         ("MX host", mx_host),
     ]
     fields(pairs)
@@ -361,9 +363,14 @@ def domain_verify(domain: str, json_output: JsonOption = False) -> None:
     else:
         console.print(result.message)
         if result.outcome not in (ProofOutcome.VERIFIED, ProofOutcome.ALREADY_VERIFIED):
-            console.print(f"expected a TXT record: {result.expected}")
+            console.print(f"expected a TXT record: {result.expected}", markup=False)
+            console.print(
+                f"(or, where the DNS host allows no TXT at the apex, an MX record "
+                f"{result.domain.verification_mx} with a larger priority number than every other MX)",
+                markup=False,
+            )
             for value in result.found:
-                console.print(f"  found: {value}")
+                console.print(f"  found: {value}", markup=False)
     if result.outcome not in (ProofOutcome.VERIFIED, ProofOutcome.ALREADY_VERIFIED):
         raise typer.Exit(1)
 

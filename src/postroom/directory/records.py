@@ -51,6 +51,12 @@ class AcceptedDomain:
         return f"postroom-verification={self.verification_token}"
 
     @property
+    def verification_mx(self) -> str:
+        """The MX exchange that proves ownership where the DNS host cannot publish TXT at the apex
+        (spec §1.1); `.invalid` (RFC 2606) so no sender can ever deliver there."""
+        return f"postroom-verification-{self.verification_token}.invalid"
+
+    @property
     def receives_mail(self) -> bool:
         return self.status is DomainStatus.VERIFIED
 

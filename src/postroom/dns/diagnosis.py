@@ -37,7 +37,7 @@ from postroom.dns.records import (
     DomainFacts,
     domain_records,
 )
-from postroom.dns.resolver import DnsTemporaryError, NxDomain, Resolver, TxtRecord
+from postroom.dns.resolver import DnsError, DnsTemporaryError, NxDomain, Resolver, TxtRecord
 from postroom.dns.spf import (
     SpfProblemCode,
     SpfRecord,
@@ -310,6 +310,15 @@ async def _check_ownership(check: _Check) -> None:
             found=(proof,),
         )
         return
+    if await _proof_mx(check):
+        check.add(
+            FindingCode.OWNERSHIP_OK,
+            Severity.OK,
+            name,
+            "the ownership MX record is published: run `postroom domain verify` to finish",
+            found=(f"MX {check.facts.verification_mx}",),
+        )
+        return
     check.add(
         FindingCode.OWNERSHIP_MISSING,
         Severity.ERROR,
@@ -319,6 +328,17 @@ async def _check_ownership(check: _Check) -> None:
         fix=f"{_publish_hint(expected)}, then run `postroom domain verify {name}`",
         publish=expected,
     )
+
+
+async def _proof_mx(check: _Check) -> bool:
+    """Whether the pending domain publishes the fallback proof, an MX naming `verification_mx`."""
+    if check.facts.verification_mx is None:
+        return False
+    try:
+        records = await check.resolver.mx(check.facts.name, fresh=True)
+    except DnsError:
+        return False  # the MX check reports it
+    return any(r.exchange == check.facts.verification_mx for r in records)
 
 
 async def _check_mx(check: _Check) -> None:
@@ -332,6 +352,8 @@ async def _check_mx(check: _Check) -> None:
     except DnsTemporaryError as error:
         check.unavailable(name, error)
         return
+    # The ownership proof's MX (pending domains) names an .invalid host that takes no mail: not judged.
+    records = [r for r in records if r.exchange != check.facts.verification_mx]
     found = tuple(f"{r.preference} {r.exchange or '.'}" for r in records)
     ours = [r for r in records if r.exchange == want]
     others = [r for r in records if r.exchange != want]

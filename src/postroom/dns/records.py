@@ -95,6 +95,7 @@ class DomainFacts:
     name: str  # A-label, lower case
     domain_key: str
     verification_record: str | None  # the ownership TXT while the domain is pending, else None
+    verification_mx: str | None = None  # the fallback proof's MX exchange while pending, else None
     dkim: tuple[DkimSelector, ...] = ()
     spf_senders: tuple[str, ...] = ()  # the organization's own sending IPs or networks (ip4/ip6)
     spf_includes: tuple[str, ...] = ()  # third-party senders' SPF hosts
