@@ -172,7 +172,11 @@ def init(
     console.print(
         f"  5. Create mailboxes:      {program} -c {config} mailbox add alice@contoso.com --name 'Alice'"
     )
-    console.print(f"  6. Point the MX of contoso.com at this node ({created.service.hostname}).")
+    console.print(
+        f"  6. Publish DNS records:   {program} -c {config} domain records contoso.com --zone"
+        " (MX, SPF, DKIM, DMARC, ...)"
+    )
+    console.print(f"                            then `{program} -c {config} domain check contoso.com`")
 
 
 @app.command("check-config")
