@@ -357,6 +357,16 @@ BROKEN = [
         ("v=DMARC1; p=none; rua=mailto:postmaster@contoso.example",),
     ),
     Broken(
+        "DMARC reports to a domain that does not accept them",
+        lambda s: set_txt(
+            s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=none; rua=mailto:dmarc@reports.vendors.example"
+        ),
+        FindingCode.DMARC_REPORTS_UNAUTHORIZED,
+        Severity.WARNING,
+        "contoso.example._report._dmarc.reports.vendors.example",
+        ("v=DMARC1",),
+    ),
+    Broken(
         "two DMARC records",
         lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=none", "v=DMARC1; p=reject"),
         FindingCode.DMARC_MULTIPLE,
@@ -469,6 +479,14 @@ async def test_the_fallback_proof_mx_counts_and_is_not_judged_as_an_extra_mx(ser
     assert "MX record is published" in diagnosis.find(FindingCode.OWNERSHIP_OK).message
     assert diagnosis.find(FindingCode.MX_OK)
     assert diagnosis.errors == ()
+
+
+async def test_reports_to_a_domain_that_authorized_them_are_fine(server: DnsTestServer) -> None:
+    set_txt(server, f"_dmarc.{DOMAIN}", "v=DMARC1; p=reject; rua=mailto:dmarc@reports.vendors.example")
+    server.add_txt("contoso.example._report._dmarc.reports.vendors.example", "v=DMARC1")
+    diagnosis = await diagnose(server)
+    assert "dmarc.reports-unauthorized" not in diagnosis.codes()
+    assert "p=reject" in diagnosis.find(FindingCode.DMARC_OK).message
 
 
 async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestServer) -> None:

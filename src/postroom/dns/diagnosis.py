@@ -97,6 +97,7 @@ class FindingCode(StrEnum):
     DMARC_MULTIPLE = "dmarc.multiple"
     DMARC_SYNTAX = "dmarc.syntax"
     DMARC_NO_REPORTS = "dmarc.no-reports"
+    DMARC_REPORTS_UNAUTHORIZED = "dmarc.reports-unauthorized"
     CLIENT_SETUP_OK = "client-setup.ok"
     CLIENT_SETUP_MISSING = "client-setup.missing"
     CLIENT_SETUP_WRONG = "client-setup.wrong-target"
@@ -750,6 +751,7 @@ async def _check_dmarc(check: _Check) -> None:
             fix=f"add rua=mailto:postmaster@{check.facts.name}",
             publish=expected,
         )
+    await _check_report_authorization(check, name, (*policy.aggregate_reports, *policy.failure_reports))
     notes = {
         "none": "p=none only monitors: once the reports show all your mail passing, move to p=quarantine, "
         "then p=reject",
@@ -762,6 +764,40 @@ async def _check_dmarc(check: _Check) -> None:
     if "s" in (policy.dkim_alignment, policy.spf_alignment):
         details.append("strict alignment: the signing and envelope domains must equal the From domain")
     check.add(FindingCode.DMARC_OK, Severity.OK, name, "; ".join(details), found=found)
+
+
+def _related(a: str, b: str) -> bool:
+    """Whether one domain is the other or below it: reports between them need no authorization."""
+    return a == b or a.endswith("." + b) or b.endswith("." + a)
+
+
+async def _check_report_authorization(check: _Check, name: str, uris: Sequence[str]) -> None:
+    """RFC 7489 §7.1: a receiver sends reports to another domain only if that domain publishes
+    `<domain>._report._dmarc.<its domain>` TXT "v=DMARC1"; without it the reports are lost."""
+    domain = check.facts.name
+    hosts = dict.fromkeys(
+        uri.split("@", 1)[1].split("!", 1)[0].lower().rstrip(".")
+        for uri in uris
+        if uri.lower().startswith("mailto:") and "@" in uri
+    )
+    for host in hosts:
+        if _related(host, domain):
+            continue
+        authorization = f"{domain}._report._dmarc.{host}"
+        records = await check.txt(authorization)
+        if records is None or any(is_dmarc_record(r.text) for r in records):
+            continue
+        check.add(
+            FindingCode.DMARC_REPORTS_UNAUTHORIZED,
+            Severity.WARNING,
+            name,
+            f"reports go to {host}, which does not accept them for {domain}: receivers send none",
+            fix=f'{host} must publish {authorization} TXT "v=DMARC1" (ask its owner), or send reports to '
+            f"an address at {domain}",
+            publish=(
+                DnsRecord("TXT", authorization, "v=DMARC1", purpose=f"{host} accepts {domain}'s reports"),
+            ),
+        )
 
 
 async def _check_client_setup(check: _Check) -> None:
