@@ -178,7 +178,7 @@ def _quote(text: str) -> str:
 
 def _publish_hint(records: Sequence[DnsRecord]) -> str:
     """`publish MX contoso.com` for a fix sentence; the values are in the finding's `publish`."""
-    return "publish " + " and ".join(f"{r.type} {r.name}" for r in records) + " (below)"
+    return "publish " + " and ".join(dict.fromkeys(f"{r.type} {r.name}" for r in records)) + " (below)"
 
 
 @dataclass(slots=True)
