@@ -333,7 +333,7 @@ def test_rendered_config_loads_cleanly(tmp_path: Path) -> None:
     assert settings.queue == QueueSettings()
 
 
-def test_rendered_config_without_nameservers_loads(tmp_path: Path) -> None:
+def test_rendered_config_without_nameservers_loads_with_admin_tls_off(tmp_path: Path) -> None:
     text = render_config(
         data_dir=".",
         service_domain="postroom.test",
@@ -341,10 +341,12 @@ def test_rendered_config_without_nameservers_loads(tmp_path: Path) -> None:
         mx_listen="127.0.0.1:0",
         submission_listen="127.0.0.1:0",
         imap_listen="127.0.0.1:0",
-        admin_listen="127.0.0.1:0",
+        admin_listen="127.0.0.1:8080",
         nameservers=[],
     )
     assert load_settings(write(tmp_path, text)).dns.nameservers == ()
+    assert '\n[admin]\nlisten = ["127.0.0.1:8080"]\ntls = false ' in text
+    assert load_settings(write(tmp_path, text)).admin_tls is False
 
 
 @pytest.mark.parametrize(
@@ -365,3 +367,22 @@ def test_find_config(
     else:
         monkeypatch.setenv(CONFIG_ENV, environment)
     assert find_config(explicit) == (Path(found) if found else None)
+
+
+# `[admin] tls`: read as a bool, false by default, a wrong type reported with its fix.
+@pytest.mark.parametrize(
+    ("text", "tls"),
+    [("", False), ("[admin]\n", False), ("[admin]\ntls = false\n", False), ("[admin]\ntls = true\n", True)],
+)
+def test_admin_tls(tmp_path: Path, text: str, tls: bool) -> None:
+    assert load_settings(write(tmp_path, text)).admin_tls is tls
+
+
+@pytest.mark.parametrize("value", ['"yes"', "1", '"true"'])
+def test_admin_tls_must_be_a_bool(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[admin]\ntls = {value}\n"))
+    [problem] = caught.value.problems
+    assert problem.key == "admin.tls"
+    assert problem.message.startswith("expected bool, found ")
+    assert problem.fix == "set it like `tls = false`"

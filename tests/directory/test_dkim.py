@@ -24,8 +24,6 @@ def test_two_selectors_made_on_first_use_the_first_signs(org: Directory) -> None
     assert [k.selector for k in keys] == list(DKIM_SELECTORS) == ["postroom1", "postroom2"]
     assert [k.active for k in keys] == [True, False]
     assert keys[0].public_key != keys[1].public_key
-    assert keys[0].record_name == "postroom1._domainkey.contoso.example"
-    assert keys[0].record_value == f"v=DKIM1; k=rsa; p={keys[0].public_key}"
     assert org.dkim_keys("contoso.example") == keys  # made once, then kept
 
 

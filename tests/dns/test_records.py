@@ -8,7 +8,15 @@ import dns.zone
 import pytest
 
 from postroom.config.settings import ServiceSettings
-from postroom.dns import DkimSelector, DnsRecord, DomainFacts, domain_records, mta_sts_policy, service_records
+from postroom.dns import (
+    DkimSelector,
+    DnsRecord,
+    DomainFacts,
+    dkim_record,
+    domain_records,
+    mta_sts_policy,
+    service_records,
+)
 from postroom.dns.mta_sts import parse_sts_policy, policy_id
 from postroom.dns.records import txt_strings
 
@@ -48,6 +56,12 @@ def test_a_verified_domain_gets_every_record_with_the_values_of_spec_1() -> None
     assert ("TXT", "contoso.example") in records and len(
         [r for r in records if r == ("TXT", "contoso.example")]
     ) == 1
+
+
+def test_a_dkim_selector_publishes_its_key_at_selector_domainkey() -> None:
+    record = dkim_record("contoso.example", FACTS.dkim[0])
+    assert record.name == "postroom1._domainkey.contoso.example"
+    assert record.value == f"v=DKIM1; k=rsa; p={KEY}"
 
 
 def test_a_pending_domain_also_gets_its_ownership_proof_first() -> None:

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from postroom.config import Settings
-from postroom.directory import AcceptedDomain, Directory, DirectoryError, DomainStatus
+from postroom.directory import AcceptedDomain, Directory, DirectoryError, DkimKey, DomainStatus
 from postroom.dns import (
     DkimSelector,
     DnsRecord,
@@ -41,11 +41,15 @@ def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> Domai
     )
 
 
+def dkim_selector(key: DkimKey) -> DkimSelector:
+    """A directory-held DKIM key as the `dns` room publishes and checks it."""
+    return DkimSelector(key.selector, key.public_key, key.active)
+
+
 def domain_facts(directory: Directory, name: str) -> DomainFacts:
     """The facts of an accepted domain's records (DKIM keys made now when it has none yet)."""
     domain = directory.get_domain(name)
-    keys = directory.dkim_keys(domain.name)
-    return _facts(domain, tuple(DkimSelector(k.selector, k.public_key, k.active) for k in keys))
+    return _facts(domain, tuple(dkim_selector(key) for key in directory.dkim_keys(domain.name)))
 
 
 def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -> str | None:

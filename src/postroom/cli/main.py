@@ -24,16 +24,16 @@ from rich.progress import Progress
 
 from postroom import __version__
 from postroom.app import App, InitOptions, Listening, ProofOutcome, SetupError, init_node, verify_ownership
-from postroom.app.domain_dns import check_domains_dns, domain_facts, service_dns_records
+from postroom.app.domain_dns import check_domains_dns, dkim_selector, domain_facts, service_dns_records
 from postroom.cli.output import console, emit_json, errors, fail, fields, table, when
 from postroom.config import ConfigError, Settings, find_config, load_settings
 from postroom.directory import DirectoryError, DomainType, Recipient, RecipientKind
 from postroom.dns import (
-    DkimSelector,
     DnsRecord,
     DomainDiagnosis,
     Severity,
     check_dkim_selector,
+    dkim_record,
     domain_records,
 )
 from postroom.model.flow import TraceStatus
@@ -325,7 +325,7 @@ def domain_list(
 
 @domain_app.command("show")
 def domain_show(domain: str, json_output: JsonOption = False) -> None:
-    """Show a domain: its type, status, the ownership TXT record and its history."""
+    """Show a domain: its type, status, the ownership records, its MX host and its history."""
     with _refusals():
         found = node().directory.get_domain(domain)
         history = node().directory.domain_history(domain)
@@ -358,7 +358,7 @@ def domain_show(domain: str, json_output: JsonOption = False) -> None:
 
 @domain_app.command("verify")
 def domain_verify(domain: str, json_output: JsonOption = False) -> None:
-    """Look up the ownership TXT record in DNS and verify the domain when it is there."""
+    """Look up the ownership TXT record (or its MX fallback) in DNS and verify the domain when it is there."""
     current = node()
     with _refusals():
         result = asyncio.run(verify_ownership(current.directory, current.resolver, domain))
@@ -497,14 +497,21 @@ def dkim_show(domain: str, json_output: JsonOption = False) -> None:
     """The domain's DKIM selectors, which one signs, and the TXT record each must publish."""
     with _refusals():
         keys = node().directory.dkim_keys(domain)
+    records = [dkim_record(k.domain, dkim_selector(k)) for k in keys]
     if json_output:
         return emit_json(
-            [{**_as_dict(k), "record_name": k.record_name, "record_value": k.record_value} for k in keys]
+            [
+                {**_as_dict(k), "record_name": r.name, "record_value": r.value}
+                for k, r in zip(keys, records, strict=True)
+            ]
         )
     table(
         None,
         ["selector", "state", "created", "publish TXT at"],
-        [(k.selector, "signs" if k.active else "next", when(k.created_at), k.record_name) for k in keys],
+        [
+            (k.selector, "signs" if k.active else "next", when(k.created_at), r.name)
+            for k, r in zip(keys, records, strict=True)
+        ],
     )
 
 
@@ -521,23 +528,20 @@ def dkim_rotate(
         keys = current.directory.dkim_keys(domain)
         successor = next(k for k in keys if not k.active)
         if not force:
-            finding = asyncio.run(
-                check_dkim_selector(
-                    current.resolver,
-                    DkimSelector(successor.selector, successor.public_key, True),
-                    successor.domain,
-                )
-            )
+            # Checked as if it signed already: anything but the right key refuses the rotation.
+            signing = dataclasses.replace(dkim_selector(successor), active=True)
+            finding = asyncio.run(check_dkim_selector(current.resolver, signing, successor.domain))
             if finding.severity is not Severity.OK:
+                wanted = dkim_record(successor.domain, signing)
                 raise fail(
-                    f"not rotated: {finding.message}. Publish {successor.record_name} TXT "
-                    f'"{successor.record_value}" first, wait for its TTL and run this again (or --force)'
+                    f"not rotated: {finding.message}. Publish {wanted.name} TXT "
+                    f'"{wanted.value}" first, wait for its TTL and run this again (or --force)'
                 )
         rotated = current.directory.rotate_dkim(domain)
     retired = next(k for k in rotated if not k.active)
     console.print(f"{successor.selector} signs {successor.domain}'s mail now.")
     console.print(f"Before the next rotation, publish the new key of {retired.selector}:", markup=False)
-    console.print(f'  {retired.record_name}.  3600  IN  TXT  "{retired.record_value}"', markup=False)
+    console.print(dkim_record(retired.domain, dkim_selector(retired)).zone_line(), markup=False)
 
 
 @domain_app.command("remove")

@@ -111,48 +111,50 @@ class _Reader:
                 return default
         return value
 
-    def listen(self, table: str, key: str, default: tuple[str, ...]) -> tuple[ListenAddress, ...]:
+    def strings(
+        self, table: str, key: str, default: list[str], what: str, example: str, *, one_alone: bool = False
+    ) -> list[str]:
+        """A list of strings (with `one_alone`, a string alone is taken as a list of one); `what` and
+        `example` word the fix when it is something else."""
         section = self.table(table)
         full = f"{table}.{key}"
         self.used.add(full)
-        raw = section.get(key, list(default))
-        if isinstance(raw, str):
+        raw = section.get(key, default)
+        if one_alone and isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
             self.problems.append(
-                Problem(
-                    full, f"expected a list of host:port, found {raw!r}", f'e.g. {key} = ["127.0.0.1:2525"]'
-                )
+                Problem(full, f"expected a list of {what}, found {raw!r}", f"e.g. {key} = {example}")
             )
-            return ()
+            return []
+        return raw
+
+    def listen(self, table: str, key: str, default: tuple[str, ...]) -> tuple[ListenAddress, ...]:
         addresses = []
-        for item in raw:
+        for item in self.strings(
+            table, key, list(default), "host:port", '["127.0.0.1:2525"]', one_alone=True
+        ):
             try:
                 addresses.append(parse_listen(item))
             except ValueError as error:
-                self.problems.append(Problem(full, str(error), 'write "127.0.0.1:2525" or "[::1]:2525"'))
+                self.problems.append(
+                    Problem(f"{table}.{key}", str(error), 'write "127.0.0.1:2525" or "[::1]:2525"')
+                )
         return tuple(addresses)
 
     def addresses(self, table: str, key: str) -> tuple[str, ...]:
         """A list of IP addresses, each checked and written in its compressed form."""
-        section = self.table(table)
-        full = f"{table}.{key}"
-        self.used.add(full)
-        raw = section.get(key, [])
-        if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
-            self.problems.append(
-                Problem(
-                    full, f"expected a list of IP addresses, found {raw!r}", f'e.g. {key} = ["203.0.113.25"]'
-                )
-            )
-            return ()
         found = []
-        for item in raw:
+        for item in self.strings(table, key, [], "IP addresses", '["203.0.113.25"]'):
             try:
                 found.append(str(ipaddress.ip_address(item.strip())))
             except ValueError:
                 self.problems.append(
-                    Problem(full, f"{item!r} is not an IP address", 'write "203.0.113.25" or "2001:db8::25"')
+                    Problem(
+                        f"{table}.{key}",
+                        f"{item!r} is not an IP address",
+                        'write "203.0.113.25" or "2001:db8::25"',
+                    )
                 )
         return tuple(found)
 

@@ -1,4 +1,5 @@
-"""DKIM key pairs for accepted domains: generated here, stored by the directory, published by the tenant.
+"""DKIM key pairs for accepted domains: generated here, stored by the directory, published by the tenant
+(the record to publish is `postroom.dns.dkim_record`'s to write).
 
 Each domain has two selectors (`DKIM_SELECTORS`), each with its own 2048-bit RSA key pair (spec §1.6):
 one is active and signs, the other waits for the next rotation, so a rotation only switches to a key
@@ -31,15 +32,6 @@ class DkimKey:
     public_key: str
     active: bool
     created_at: float
-
-    @property
-    def record_name(self) -> str:
-        return f"{self.selector}._domainkey.{self.domain}"
-
-    @property
-    def record_value(self) -> str:
-        """The TXT value to publish at `record_name` (RFC 6376 §3.6.1)."""
-        return f"v=DKIM1; k=rsa; p={self.public_key}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -359,7 +359,9 @@ class Directory:
     # --- DKIM keys --------------------------------------------------------------------------------
     def dkim_keys(self, name: str) -> tuple[DkimKey, ...]:
         """The domain's DKIM selectors, in `DKIM_SELECTORS` order; made on first use (the first active)."""
-        domain = self.get_domain(name)
+        return self._made_dkim_keys(self.get_domain(name))
+
+    def _made_dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
         keys = self._dkim_keys(domain)
         if len(keys) == len(DKIM_SELECTORS):
             return keys
@@ -402,11 +404,11 @@ class Directory:
         The new key is what the retired selector must publish before the next rotation; the selector that
         signs now kept its key, which has been in DNS since it was made.
         """
-        keys = self.dkim_keys(name)
+        domain = self.get_domain(name)
+        keys = self._made_dkim_keys(domain)
         retired = next(k for k in keys if k.active)
         successor = next(k for k in keys if not k.active)
         pair = generate_key_pair()
-        domain = self.get_domain(name)
         with self._write() as conn:
             rows = dkim_keys.c.domain_id == domain.id
             conn.execute(
@@ -435,7 +437,7 @@ class Directory:
     def dkim_signing_key(self, name: str) -> tuple[str, str]:
         """The active selector of the domain and its private key (PKCS#8 PEM), for the signer."""
         domain = self.get_domain(name)
-        active = next(k for k in self.dkim_keys(name) if k.active)
+        active = next(k for k in self._made_dkim_keys(domain) if k.active)
         with self._db.read() as conn:
             pem: str = conn.execute(
                 select(dkim_keys.c.private_key).where(

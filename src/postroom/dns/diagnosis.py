@@ -35,9 +35,10 @@ from postroom.dns.records import (
     DkimSelector,
     DnsRecord,
     DomainFacts,
+    dkim_record,
     domain_records,
 )
-from postroom.dns.resolver import DnsError, DnsTemporaryError, NxDomain, Resolver, TxtRecord
+from postroom.dns.resolver import DnsTemporaryError, MxRecord, NxDomain, Resolver, TxtRecord
 from postroom.dns.spf import (
     SpfProblemCode,
     SpfRecord,
@@ -191,6 +192,20 @@ class _Check:
     fetch_policy: PolicyFetcher | None
     expected: list[DnsRecord]
     findings: list[Finding] = field(default_factory=list)
+    _mx: list[MxRecord] | DnsTemporaryError | None = None
+
+    async def mx(self) -> list[MxRecord]:
+        """The domain's MX records (none for NXDOMAIN), asked once: the proof and the MX check read them."""
+        if self._mx is None:
+            try:
+                self._mx = await self.resolver.mx(self.facts.name, fresh=True)
+            except NxDomain:
+                self._mx = []
+            except DnsTemporaryError as error:
+                self._mx = error
+        if isinstance(self._mx, DnsTemporaryError):
+            raise self._mx
+        return self._mx
 
     def add(
         self,
@@ -336,8 +351,8 @@ async def _proof_mx(check: _Check) -> bool:
     if check.facts.verification_mx is None:
         return False
     try:
-        records = await check.resolver.mx(check.facts.name, fresh=True)
-    except DnsError:
+        records = await check.mx()
+    except DnsTemporaryError:
         return False  # the MX check reports it
     return any(r.exchange == check.facts.verification_mx for r in records)
 
@@ -347,9 +362,7 @@ async def _check_mx(check: _Check) -> None:
     want = check.service.mx_host(check.facts.domain_key)
     expected = check.expect("MX", name)
     try:
-        records = await check.resolver.mx(name, fresh=True)
-    except NxDomain:
-        records = []
+        records = await check.mx()
     except DnsTemporaryError as error:
         check.unavailable(name, error)
         return
@@ -541,37 +554,13 @@ async def _check_spf(check: _Check) -> None:
             fix=f"add {include} before the all term (below)",
             publish=(merged,),
         )
-    qualifier = parsed.all_term.qualifier if parsed.all_term is not None else None
-    if qualifier == "+":
-        check.add(
-            FindingCode.SPF_PASS_ALL,
-            Severity.ERROR,
-            name,
-            "the SPF record ends in +all: every host on the internet passes SPF for the domain",
-            found=(_quote(record.text),),
-            fix="end it with -all (below)",
-            publish=(merged,),
-        )
-    elif qualifier == "~":
-        check.add(
-            FindingCode.SPF_SOFTFAIL,
-            Severity.WARNING,
-            name,
-            "the SPF record ends in ~all (soft fail): receivers accept mail from other hosts, marked",
-            found=(_quote(record.text),),
-            fix="once every sender is listed, end it with -all (below)",
-            publish=(merged,),
-        )
-    elif qualifier in ("?", None) and parsed.redirect is None:
-        check.add(
-            FindingCode.SPF_NEUTRAL,
-            Severity.WARNING,
-            name,
-            "the SPF record says nothing about other hosts (?all or no all term): SPF protects nothing",
-            found=(_quote(record.text),),
-            fix="end it with -all (below)",
-            publish=(merged,),
-        )
+    # No all term is neutral too, unless a redirect decides (RFC 7208 §6.1).
+    qualifier = (
+        parsed.all_term.qualifier if parsed.all_term is not None else "?" if not parsed.redirect else ""
+    )
+    if qualifier in _ALL_TERM_FINDINGS:
+        code, severity, message, fix = _ALL_TERM_FINDINGS[qualifier]
+        check.add(code, severity, name, message, found=(_quote(record.text),), fix=fix, publish=(merged,))
     analysis = await analyze_spf(check.resolver, name, parsed)
     for problem in analysis.problems:
         severity = Severity.WARNING if problem.code in _SPF_WARNINGS else Severity.ERROR
@@ -592,6 +581,28 @@ async def _check_spf(check: _Check) -> None:
             found=(_quote(record.text),),
         )
 
+
+# What the qualifier of the all term says about every other host, when that is too little.
+_ALL_TERM_FINDINGS = {
+    "+": (
+        FindingCode.SPF_PASS_ALL,
+        Severity.ERROR,
+        "the SPF record ends in +all: every host on the internet passes SPF for the domain",
+        "end it with -all (below)",
+    ),
+    "~": (
+        FindingCode.SPF_SOFTFAIL,
+        Severity.WARNING,
+        "the SPF record ends in ~all (soft fail): receivers accept mail from other hosts, marked",
+        "once every sender is listed, end it with -all (below)",
+    ),
+    "?": (
+        FindingCode.SPF_NEUTRAL,
+        Severity.WARNING,
+        "the SPF record says nothing about other hosts (?all or no all term): SPF protects nothing",
+        "end it with -all (below)",
+    ),
+}
 
 _SPF_FIXES = {
     SpfProblemCode.TOO_MANY_LOOKUPS: "receivers stop at 10 DNS lookups and fail SPF (permerror): remove "
@@ -634,15 +645,8 @@ async def check_dkim_selector(resolver: Resolver, selector: DkimSelector, domain
     """Whether DNS publishes the selector's key (through a CNAME too). A wrong or missing key is an error
     for the selector that signs, a warning for the one waiting: it must be right before the next
     rotation, which `postroom domain dkim rotate` checks with this."""
-    name = selector.record_name(domain)
-    expected = (
-        DnsRecord(
-            "TXT",
-            name,
-            selector.record_value,
-            purpose="DKIM key that signs" if selector.active else "DKIM key for the next rotation",
-        ),
-    )
+    expected = (dkim_record(domain, selector),)
+    name = expected[0].name
     role = "signs" if selector.active else "waits for the next rotation"
     severity = Severity.ERROR if selector.active else Severity.WARNING
     try:

@@ -294,24 +294,18 @@ async def fetch_sts_policy(
 
 
 async def _addresses(resolver: Resolver, host: str) -> list[IPv4Address | IPv6Address]:
-    addresses: list[IPv4Address | IPv6Address] = []
     problem = f"{host} has no A or AAAA record"
-    try:
-        addresses.extend(await resolver.a(host))
-    except NxDomain:
-        raise _FetchFailed(f"no address for {host}: the name does not exist (NXDOMAIN)") from None
-    except DnsTemporaryError as error:
-        problem = f"no address for {host}: {error}"
-    if not addresses:
+    for lookup in (resolver.a, resolver.aaaa):  # AAAA only when there is no A
         try:
-            addresses.extend(await resolver.aaaa(host))
+            addresses: list[IPv4Address | IPv6Address] = [*await lookup(host)]
         except NxDomain:
             raise _FetchFailed(f"no address for {host}: the name does not exist (NXDOMAIN)") from None
         except DnsTemporaryError as error:
             problem = f"no address for {host}: {error}"
-    if not addresses:
-        raise _FetchFailed(problem)
-    return addresses
+            continue
+        if addresses:
+            return addresses
+    raise _FetchFailed(problem)
 
 
 async def _connect(

@@ -125,6 +125,18 @@ def spf_value(service: ServiceSettings, facts: DomainFacts) -> str:
     return " ".join(terms)
 
 
+def dkim_record(domain: str, selector: DkimSelector) -> DnsRecord:
+    """The TXT record that publishes one DKIM selector's key (RFC 6376 §3.6.1)."""
+    return DnsRecord(
+        "TXT",
+        selector.record_name(domain),
+        selector.record_value,
+        purpose="DKIM key that signs the domain's mail"
+        if selector.active
+        else "DKIM key for the next rotation (`postroom domain dkim rotate`)",
+    )
+
+
 def dmarc_value(domain: str) -> str:
     """The DMARC record to start with: monitor only, aggregate reports to the domain's postmaster."""
     return f"v=DMARC1; p=none; rua=mailto:postmaster@{domain}"
@@ -167,17 +179,7 @@ def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsReco
             purpose="SPF: the only v=spf1 record of the domain (merge, never publish two)",
         ),
     ]
-    for selector in facts.dkim:
-        records.append(
-            DnsRecord(
-                "TXT",
-                selector.record_name(name),
-                selector.record_value,
-                purpose="DKIM key that signs the domain's mail"
-                if selector.active
-                else "DKIM key for the next rotation (`postroom domain dkim rotate`)",
-            )
-        )
+    records += [dkim_record(name, selector) for selector in facts.dkim]
     policy = mta_sts_policy(service, facts)
     records += [
         DnsRecord(
