@@ -1,0 +1,71 @@
+"""`postroom group ...`: distribution groups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from postroom.cli.context import JsonOption, node, refusals
+from postroom.cli.output import console
+from postroom.cli.recipients import (
+    AliasOption,
+    DomainFilter,
+    TenantFilter,
+    list_recipients,
+    show_recipient,
+)
+from postroom.directory import RecipientKind
+
+group_app = typer.Typer(help="Distribution groups.", no_args_is_help=True)
+
+
+@group_app.command("add")
+def group_add(
+    address: str,
+    member: Annotated[list[str], typer.Option(help="A member address (mailbox, group, external); repeat.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    alias: AliasOption = None,
+) -> None:
+    """Create a distribution group."""
+    with refusals():
+        created = node().directory.add_group(address, members=member, display_name=name, aliases=alias or ())
+    console.print(f"group {created.primary_address} created with {len(created.members)} member(s)")
+
+
+@group_app.command("list")
+def group_list(
+    tenant: TenantFilter = None, domain: DomainFilter = None, json_output: JsonOption = False
+) -> None:
+    """List distribution groups."""
+    list_recipients(RecipientKind.GROUP, tenant, domain, json_output)
+
+
+@group_app.command("show")
+def group_show(address: str, json_output: JsonOption = False) -> None:
+    """Show a group and its members."""
+    with refusals():
+        show_recipient(node().directory.get_recipient(address), json_output)
+
+
+@group_app.command("set")
+def group_set(
+    address: str,
+    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
+    add_member: Annotated[list[str] | None, typer.Option(help="Add a member; repeat.")] = None,
+    remove_member: Annotated[list[str] | None, typer.Option(help="Remove a member; repeat.")] = None,
+) -> None:
+    """Change a group: name, members."""
+    with refusals():
+        changed = node().directory.set_recipient(
+            address, display_name=name, add_members=add_member or (), remove_members=remove_member or ()
+        )
+    show_recipient(changed, False)
+
+
+@group_app.command("remove")
+def group_remove(address: str) -> None:
+    """Remove a group (its members stay)."""
+    with refusals():
+        node().directory.remove_recipient(address)
+    console.print(f"{address} removed")

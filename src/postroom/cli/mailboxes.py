@@ -1,0 +1,131 @@
+"""`postroom mailbox ...`: create and change mailboxes, read their messages."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from postroom.cli.context import JsonOption, node, refusals
+from postroom.cli.output import console, emit_json, fail, table, when
+from postroom.cli.recipients import (
+    AliasOption,
+    DomainFilter,
+    TenantFilter,
+    list_recipients,
+    read_password,
+    show_recipient,
+)
+from postroom.directory import RecipientKind
+
+mailbox_app = typer.Typer(help="Mailboxes: create, change, read their messages.", no_args_is_help=True)
+
+
+@mailbox_app.command("add")
+def mailbox_add(
+    address: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    alias: AliasOption = None,
+) -> None:
+    """Create a mailbox (Inbox, Sent, Drafts, Junk, Trash, Archive) with its addresses."""
+    password = read_password(password_stdin)
+    with refusals():
+        created = node().directory.add_mailbox(
+            address, display_name=name, password=password, aliases=alias or ()
+        )
+    console.print(f"mailbox {created.primary_address} created in tenant {created.tenant}")
+
+
+@mailbox_app.command("list")
+def mailbox_list(
+    tenant: TenantFilter = None, domain: DomainFilter = None, json_output: JsonOption = False
+) -> None:
+    """List mailboxes."""
+    list_recipients(RecipientKind.MAILBOX, tenant, domain, json_output)
+
+
+@mailbox_app.command("show")
+def mailbox_show(address: str, json_output: JsonOption = False) -> None:
+    """Show a mailbox with its folders."""
+    with refusals():
+        recipient = node().directory.get_recipient(address)
+        folders = node().mailstore.folders(address)
+    show_recipient(recipient, json_output, {"folders": folders})
+    if not json_output:
+        table(
+            "folders",
+            ["folder", "messages", "unseen", "size", "uidvalidity", "uidnext"],
+            [(f.name, f.messages, f.unseen, f.size, f.uidvalidity, f.uidnext) for f in folders],
+        )
+
+
+@mailbox_app.command("set")
+def mailbox_set(
+    address: str,
+    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read a new password from standard input.")
+    ] = False,
+    add_alias: Annotated[list[str] | None, typer.Option(help="Add a proxy address; repeat.")] = None,
+    remove_alias: Annotated[list[str] | None, typer.Option(help="Remove a proxy address; repeat.")] = None,
+    primary: Annotated[
+        str | None, typer.Option(help="Make this address the primary (reply) address.")
+    ] = None,
+) -> None:
+    """Change a mailbox: name, password, addresses."""
+    password = read_password(password_stdin)
+    with refusals():
+        changed = node().directory.set_recipient(
+            address,
+            display_name=name,
+            password=password,
+            add_aliases=add_alias or (),
+            remove_aliases=remove_alias or (),
+            primary=primary,
+        )
+    show_recipient(changed, False)
+
+
+@mailbox_app.command("remove")
+def mailbox_remove(
+    address: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm: deletes its mail.")] = False
+) -> None:
+    """Remove a mailbox and its mail."""
+    if not yes:
+        raise fail(f"removing {address} deletes its mail; repeat with --yes", 2)
+    with refusals():
+        node().directory.remove_recipient(address)
+    console.print(f"{address} removed")
+
+
+@mailbox_app.command("messages")
+def mailbox_messages(
+    address: str,
+    folder: Annotated[str, typer.Option(help="Folder name.")] = "Inbox",
+    json_output: JsonOption = False,
+) -> None:
+    """List the messages in a mailbox folder."""
+    with refusals():
+        found = node().mailstore.list_messages(address, folder)
+    if json_output:
+        return emit_json(found)
+    table(
+        f"{address} / {folder}",
+        ["uid", "from", "subject", "date", "size"],
+        [(m.uid, m.from_header, m.subject, m.date or when(m.internal_date), m.size) for m in found],
+    )
+
+
+@mailbox_app.command("export")
+def mailbox_export(
+    address: str, uid: int, folder: Annotated[str, typer.Option(help="Folder name.")] = "Inbox"
+) -> None:
+    """Write one message, raw, to standard output."""
+    with refusals():
+        raw = node().mailstore.export(address, uid, folder)
+    sys.stdout.buffer.write(raw)
+    sys.stdout.buffer.flush()

@@ -1,0 +1,122 @@
+"""`postroom init`, `check-config` and `serve`: create a node, check its configuration, run it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from postroom.app import App, InitOptions, Listening, SetupError, init_node
+from postroom.cli.context import JsonOption, settings
+from postroom.cli.output import console, emit_json, fail, fields
+from postroom.config import ConfigError
+
+
+# --- node -----------------------------------------------------------------------------------------
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to put postroom.toml and the data.")],
+    service_domain: Annotated[
+        str, typer.Option(help="The service's domain; tenants get NAME.<domain>.")
+    ] = "postroom.test",
+    hostname: Annotated[
+        str | None, typer.Option(help="This node's host name (default mx.<service domain>).")
+    ] = None,
+    mx_listen: Annotated[str, typer.Option(help="HOST:PORT of the MX endpoint.")] = "127.0.0.1:2525",
+    submission_listen: Annotated[
+        str, typer.Option(help="HOST:PORT of message submission.")
+    ] = "127.0.0.1:2587",
+    imap_listen: Annotated[str, typer.Option(help="HOST:PORT of IMAP.")] = "127.0.0.1:2143",
+    admin_listen: Annotated[str, typer.Option(help="HOST:PORT of the admin center.")] = "127.0.0.1:8080",
+    nameserver: Annotated[
+        list[str] | None, typer.Option(help="DNS server HOST:PORT (repeat); default: the system's.")
+    ] = None,
+) -> None:
+    """Create a node: postroom.toml, the data directory, the database and a TLS certificate."""
+    options = InitOptions(
+        service_domain=service_domain,
+        hostname=hostname,
+        mx_listen=mx_listen,
+        submission_listen=submission_listen,
+        imap_listen=imap_listen,
+        admin_listen=admin_listen,
+        nameservers=tuple(nameserver or ()),
+    )
+    try:
+        created = init_node(directory, options)
+    except (SetupError, ConfigError) as error:
+        raise fail(str(error), 2) from None
+    App.open(created).close()
+    config = created.source
+    # Name the command as this user can run it: bare `postroom` only when it is on PATH.
+    program = "postroom" if shutil.which("postroom") == str(Path(sys.argv[0]).resolve()) else sys.argv[0]
+    console.print(f"Created {config}\n")
+    console.print("Next steps:")
+    console.print(f"  1. Start the node:        {program} -c {config} serve")
+    console.print(f"  2. Add an organization:   {program} -c {config} tenant add contoso")
+    console.print(
+        f"  3. Add its domain:        {program} -c {config} domain add contoso.com --tenant contoso"
+    )
+    console.print(
+        "  4. Prove ownership:       publish the TXT record that "
+        f"`{program} -c {config} domain show contoso.com` prints,"
+    )
+    console.print(f"                            then `{program} -c {config} domain verify contoso.com`")
+    console.print(
+        f"  5. Create mailboxes:      {program} -c {config} mailbox add alice@contoso.com --name 'Alice'"
+    )
+    console.print(
+        f"  6. Publish DNS records:   {program} -c {config} domain records contoso.com --zone"
+        " (MX, SPF, DKIM, DMARC, ...)"
+    )
+    console.print(f"                            then `{program} -c {config} domain check contoso.com`")
+
+
+def check_config(json_output: JsonOption = False) -> None:
+    """Check the configuration file and report every problem at once."""
+    loaded = settings()
+    if json_output:
+        return emit_json(loaded)
+    console.print(f"{loaded.source}: OK")
+    fields(
+        [
+            ("service domain", loaded.service.domain),
+            ("host name", loaded.service.hostname),
+            ("data directory", loaded.data_dir),
+            ("database", "SQLite (embedded)" if not loaded.database.url else "external"),
+            ("MX listens on", ", ".join(map(str, loaded.mx.listen))),
+            ("DNS servers", ", ".join(map(str, loaded.dns.nameservers)) or "the system's"),
+        ]
+    )
+
+
+def serve() -> None:
+    """Run every listener until SIGTERM or SIGINT, then drain and stop."""
+    loaded = settings()
+    logging.basicConfig(
+        level=loaded.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    running = App.open(loaded)
+
+    def ready(listening: list[Listening]) -> None:
+        for item in listening:
+            console.print(f"{item.name:12} {item.protocol:6} {item.address}")
+        console.print("serving; Ctrl-C or SIGTERM stops after draining")
+
+    try:
+        running.run(ready)
+    finally:
+        running.close()
+    console.print("stopped")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the node commands to the root `postroom` command."""
+    app.command()(init)
+    app.command("check-config")(check_config)
+    app.command()(serve)

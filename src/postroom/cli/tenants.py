@@ -1,0 +1,70 @@
+"""`postroom tenant ...`: the organizations this service hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from postroom.cli.context import JsonOption, node, refusals
+from postroom.cli.output import console, emit_json, fail, fields, table, when
+from postroom.directory import RecipientKind
+
+tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
+
+
+# --- tenants --------------------------------------------------------------------------------------
+@tenant_app.command("add")
+def tenant_add(
+    name: Annotated[str, typer.Argument(help="Short name; the default domain is NAME.<service domain>.")],
+) -> None:
+    """Create a tenant with its default domain (authoritative, verified)."""
+    with refusals():
+        tenant = node().directory.add_tenant(name)
+    console.print(
+        f"tenant {tenant.name} created; default domain {tenant.name}.{node().directory.service_domain}"
+    )
+
+
+@tenant_app.command("list")
+def tenant_list(json_output: JsonOption = False) -> None:
+    """List tenants."""
+    tenants = node().directory.list_tenants()
+    if json_output:
+        return emit_json(tenants)
+    table(None, ["name", "created"], [(t.name, when(t.created_at)) for t in tenants])
+
+
+@tenant_app.command("show")
+def tenant_show(name: str, json_output: JsonOption = False) -> None:
+    """Show a tenant with its domains and recipient counts."""
+    with refusals():
+        tenant = node().directory.get_tenant(name)
+        domains = node().directory.list_domains(tenant.name)
+        recipients = node().directory.list_recipients(tenant=tenant.name)
+    counts = {kind.value: sum(1 for r in recipients if r.kind is kind) for kind in RecipientKind}
+    if json_output:
+        return emit_json({"tenant": tenant, "domains": [d.name for d in domains], "recipients": counts})
+    fields(
+        [
+            ("tenant", tenant.name),
+            ("created", when(tenant.created_at)),
+            ("domains", ", ".join(f"{d.name} ({d.status.value})" for d in domains)),
+            ("recipients", ", ".join(f"{n} {k}(s)" for k, n in counts.items())),
+        ]
+    )
+
+
+@tenant_app.command("remove")
+def tenant_remove(
+    name: str,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Confirm: removes its domains, recipients and mail.")
+    ] = False,
+) -> None:
+    """Remove a tenant with all its domains, recipients and stored mail."""
+    if not yes:
+        raise fail(f"removing tenant {name} deletes its domains, recipients and mail; repeat with --yes", 2)
+    with refusals():
+        node().directory.remove_tenant(name)
+    console.print(f"tenant {name} removed")
