@@ -620,7 +620,7 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
         while True:
             now = time.monotonic()
             if now > deadline:
-                raise BenchTimeout(f"timeout after {args.timeout:.0f}s")
+                raise BenchTimeout(f"timeout after {args.timeout:g}s")
             if load is None and client.done():
                 load = (
                     client.result(args.messages) if args.client == "smtp-source" else _merge(client.results)
@@ -676,6 +676,7 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
             res.error = "the polled count never reached N"
     except BenchTimeout as exc:
         res.error = str(exc)
+        _sent, res.accepted, res.failed = client.progress()
         print(f"{tag} {exc}", flush=True)
     except Exception as exc:
         res.error = f"{exc.__class__.__name__}: {exc}"
