@@ -4,9 +4,10 @@
 uses it as is. `App.serve()` starts the group committer, the scheduler and every listener (the MX
 endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints
 where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop accepting,
-transactions and HTTP requests in flight finish (bounded by `DRAIN_SECONDS`), the scheduler
-finishes its round and the writer commits what it was given. Nothing acknowledged is left
-uncommitted. With `[admin] tls = true` and no certificate at `[tls]` the node refuses to start.
+transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still
+in a transaction then is cut with 421 4.3.2), the scheduler finishes its round and the writer commits
+what it was given. Nothing acknowledged is left uncommitted. With `[admin] tls = true` and no
+certificate at `[tls]` the node refuses to start.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ from postroom.queue import QueueSummary, Scheduler, queue_summary
 from postroom.smtp import SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService
-
-DRAIN_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ class App:
                 on_ready(listening)
             await stop.wait()
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(mx.stop(DRAIN_SECONDS), admin.stop(DRAIN_SECONDS))
+            await asyncio.gather(mx.stop(settings.drain_seconds), admin.stop(settings.drain_seconds))
         finally:
             refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -17,8 +17,10 @@ disk when it returns) or PostgreSQL from one URL. It offers:
 On PostgreSQL writes run SERIALIZABLE (see `Database`); a job that fails with a serialization
 failure or deadlock is run again (5 attempts in all).
 
-Failure: a commit that fails fails every job of its batch (none was acknowledged). `migrate()`
-refuses a database whose schema is newer than this code.
+Failure: a commit that fails fails every job of its batch (none was acknowledged). A waiter that
+gives up never stops the writer; a writer that dies is logged at CRITICAL and every `run()` then fails
+at once with `WriterStoppedError` (see `GroupCommitter`). `migrate()` refuses a database whose schema
+is newer than this code.
 """
 
 from __future__ import annotations
@@ -134,6 +136,10 @@ def _is_transient(error: BaseException) -> bool:
     return getattr(driver_error, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
+class WriterStoppedError(RuntimeError):
+    """The writer is gone (stopped, or died): nothing more can be committed by this committer."""
+
+
 class _Pending:
     __slots__ = ("future", "job")
 
@@ -143,34 +149,75 @@ class _Pending:
 
 
 class GroupCommitter:
-    """The single writer: batches the jobs of every waiting session into one durable commit."""
+    """The single writer: batches the jobs of every waiting session into one durable commit.
+
+    The writer survives anything a waiter does. A waiter that gives up (its task was cancelled, e.g.
+    a session cut at the end of the drain grace) before its job was taken into a batch has its job
+    dropped; once taken, the job runs and commits, and its answer goes nowhere. A job that raises
+    answers its own waiter with the exception. If the writer thread itself ever ends on an error
+    (anything escaping, e.g. the database refusing its connection), it says so at CRITICAL, every
+    waiting job and every later `run()` fails at once with `WriterStoppedError`, and `alive` turns
+    False so the node can refuse mail rather than hang.
+    """
 
     def __init__(self, database: Database, *, batch_max: int = 256) -> None:
         self._database = database
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="postroom-writer", daemon=True)
+        self._gate = threading.Lock()  # orders run()'s check-then-enqueue against the writer's end
+        self._ended: BaseException | None = None  # why the writer ended: its error, or WriterStoppedError
+        self._batch: list[_Pending] = []  # the batch being committed, answered if the writer dies in it
         self.commits = 0  # durable writes made, for the benchmark and the admin center
         self.jobs = 0
+
+    @property
+    def alive(self) -> bool:
+        """False once the writer died or was stopped: `run()` fails at once."""
+        return self._ended is None
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish every job already submitted, then stop the thread."""
-        self._queue.put(None)
+        """Finish every job already submitted, then stop the thread; later `run()` calls fail at once."""
+        with self._gate:
+            if self._ended is None:
+                self._ended = WriterStoppedError("the writer was stopped")
+            self._queue.put(None)
         self._thread.join()
 
     async def run(self, job: Job[T]) -> T:
-        """Run `job` in the next batch; returns its result once the batch is durably committed."""
+        """Run `job` in the next batch; returns its result once the batch is durably committed.
+
+        Raises the job's own exception if it failed, `WriterStoppedError` if the writer is gone."""
         future: Future[T] = Future()
-        self._queue.put(_Pending(job, future))
+        with self._gate:
+            if self._ended is not None:
+                raise WriterStoppedError(f"nothing can be committed: {self._ended}") from self._ended
+            self._queue.put(_Pending(job, future))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
-        # The writer's own connection, held for its lifetime: no pool checkout per batch.
-        with self._database.write_engine.connect() as conn:
-            self._drain(conn)
+        try:
+            # The writer's own connection, held for its lifetime: no pool checkout per batch.
+            with self._database.write_engine.connect() as conn:
+                self._drain(conn)
+        except BaseException as error:
+            log.critical("the writer died: nothing can be committed until the node restarts", exc_info=error)
+            with self._gate:
+                self._ended = error
+            stopped = WriterStoppedError(f"the writer died: {error!r}")
+            for pending in self._batch:
+                _answer(pending.future, error=stopped)
+            self._batch = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None and item.future.set_running_or_notify_cancel():
+                    _answer(item.future, error=stopped)
 
     def _drain(self, conn: Connection) -> None:
         stopping = False
@@ -188,7 +235,11 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(conn, batch)
+            # A waiter that already gave up has its job dropped; from here on a waiter cannot cancel.
+            self._batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
+            if self._batch:
+                self._commit(conn, self._batch)
+            self._batch = []
 
     def _commit(self, conn: Connection, batch: list[_Pending], attempt: int = 1) -> None:
         """Run the batch in one transaction; if a job raises, replay each job in its own."""
@@ -209,9 +260,19 @@ class GroupCommitter:
                 self._commit(conn, batch, attempt + 1)
                 return
             log.warning("commit job failed: %s", error)
-            batch[0].future.set_exception(error)
+            _answer(batch[0].future, error=error)
             return
         self.commits += 1
         self.jobs += len(batch)
         for pending, result in zip(batch, results, strict=True):
-            pending.future.set_result(result)
+            _answer(pending.future, result=result)
+
+
+def _answer(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Settle a waiter's future; one already settled is left alone (the writer never fails on a waiter)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
