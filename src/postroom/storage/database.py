@@ -14,7 +14,9 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   its exception and every other job still commits. (No savepoint per job: in the common case a
   batch is one BEGIN and one COMMIT.)
 
-On PostgreSQL writes run SERIALIZABLE (see `Database`); a job that fails with a serialization
+On PostgreSQL every connection runs with `synchronous_commit = on` whatever the server's default
+(a commit returns once its WAL is flushed on the primary), and writes run SERIALIZABLE (see
+`Database`); a job that fails with a serialization
 failure or deadlock is run again (5 attempts in all).
 
 Failure: a commit that fails fails every job of its batch (none was acknowledged). A waiter that
@@ -69,6 +71,20 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+def _postgresql_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # A commit returns only once it is on disk (WAL flushed), whatever the server's or the
+        # database's default: with `off` a crash loses commits we already answered 250 for.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = on")
+        dbapi_connection.commit()
+
+    return engine
+
+
 class Database:
     """One database: a read engine, a write engine, and the schema migration."""
 
@@ -87,7 +103,7 @@ class Database:
             # update; the GroupCommitter replays such a job. Never AUTOCOMMIT: a batch must be one
             # all-or-nothing transaction, or its replay after a failed job would commit jobs twice.
             # Reads stay READ COMMITTED: they take no predicate locks and never abort a writer.
-            self.read_engine = create_engine(url, pool_size=10, max_overflow=10)
+            self.read_engine = _postgresql_engine(url)
             self.write_engine = self.read_engine.execution_options(isolation_level="SERIALIZABLE")
 
     def migrate(self) -> int:
