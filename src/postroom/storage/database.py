@@ -1,5 +1,8 @@
 """The database: engines, migration, and the group-commit writer.
 
+`migrate()` creates a fresh database at `SCHEMA_VERSION` or runs the upgrade steps of
+`storage.migrations` on an older one, one transaction per step.
+
 `Database` opens SQLite (the embedded default: WAL journal, `synchronous=FULL`, so a commit is on
 disk when it returns) or PostgreSQL from one URL. It offers:
 
@@ -37,8 +40,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
 
+from postroom.storage import migrations
 from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
 T = TypeVar("T")
@@ -107,20 +111,31 @@ class Database:
             self.write_engine = self.read_engine.execution_options(isolation_level="SERIALIZABLE")
 
     def migrate(self) -> int:
-        """Create or upgrade the schema; returns the version now in force."""
+        """Create or upgrade the schema (see `migrations`); returns the version now in force."""
         with self.write() as conn:
-            metadata.create_all(conn)
-            found = conn.execute(select(schema_version.c.version)).scalars().all()
-            newest = max(found, default=0)
-            if newest > SCHEMA_VERSION:
+            fresh = not inspect(conn).has_table(schema_version.name)
+            found = 0 if fresh else _schema_version(conn)
+            if found > SCHEMA_VERSION:
                 raise SchemaTooNewError(
-                    f"the database is at schema version {newest}, newer than this Postroom "
+                    f"the database is at schema version {found}, newer than this Postroom "
                     f"({SCHEMA_VERSION}); upgrade Postroom"
                 )
-            if newest < SCHEMA_VERSION:
+            if fresh:
+                metadata.create_all(conn)
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=time.time()))
-            if conn.execute(select(directory_generation.c.id)).first() is None:
                 conn.execute(insert(directory_generation).values(id=1, generation=0))
+                log.info("created the database schema at version %d", SCHEMA_VERSION)
+                return SCHEMA_VERSION
+        steps = migrations.steps_from(found)
+        for version, step in steps:
+            started = time.monotonic()
+            log.info("upgrading the database schema to version %d: %s", version, (step.__doc__ or "").strip())
+            with self.write() as conn:
+                if _schema_version(conn) >= version:
+                    continue  # another node ran it meanwhile
+                step(migrations.Ops(conn, version))
+                conn.execute(insert(schema_version).values(version=version, applied_at=time.time()))
+            log.info("schema version %d in force (%.1f s)", version, time.monotonic() - started)
         return SCHEMA_VERSION
 
     @contextmanager
@@ -137,6 +152,11 @@ class Database:
         self.read_engine.dispose()
         if self.write_engine is not self.read_engine:
             self.write_engine.dispose()
+
+
+def _schema_version(conn: Connection) -> int:
+    found = conn.execute(select(schema_version.c.version)).scalars().all()
+    return max(found, default=0)
 
 
 _TRANSIENT_ATTEMPTS = 5
