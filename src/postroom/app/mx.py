@@ -135,7 +135,7 @@ class MxSession:
         self.envelope: Envelope | None = None
 
     async def connect(self) -> Reply | None:
-        return None
+        return None if self._endpoint.committer.alive else replies.STORAGE_UNAVAILABLE
 
     async def helo(self, name: str, extended: bool) -> Reply | None:
         self.helo_name = name
@@ -146,6 +146,8 @@ class MxSession:
         self.tls = info
 
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
+        if not self._endpoint.committer.alive:
+            return replies.STORAGE_UNAVAILABLE  # nothing could be committed: say so now, and close
         self.envelope = Envelope(new_message_id(self._endpoint.clock()), sender, params)
         return replies.SENDER_OK
 

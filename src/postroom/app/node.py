@@ -1,12 +1,14 @@
 """The composition root: builds a node from its settings, serves, and stops cleanly.
 
 `App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
-uses it as is. `App.serve()` starts the group committer, the scheduler and every listener (the MX
-endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints
-where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop accepting,
-transactions and HTTP requests in flight finish (bounded by `DRAIN_SECONDS`), the scheduler
-finishes its round and the writer commits what it was given. Nothing acknowledged is left
-uncommitted. With `[admin] tls = true` and no certificate at `[tls]` the node refuses to start.
+uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
+`open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
+every listener (the MX endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS
+policies), prints where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop
+accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still
+in a transaction then is cut with 421 4.3.2), the scheduler finishes its round and the writer commits
+what it was given. Nothing acknowledged is left uncommitted. With `[admin] tls = true` and no
+certificate at `[tls]` the node refuses to start.
 """
 
 from __future__ import annotations
@@ -34,8 +36,6 @@ from postroom.queue import QueueSummary, Scheduler, queue_summary
 from postroom.smtp import SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService
-
-DRAIN_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,11 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(signum, stop.set)
+        leftovers = await asyncio.to_thread(self.blobs.remove_leftovers)
+        if leftovers:
+            log.warning(
+                "removed %d temporary file(s) of unfinished blob writes from %s", leftovers, self.blobs.root
+            )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
         scheduler = Scheduler(committer, [LocalDeliveryAgent(batch_max=settings.queue.delivery_batch_max)])
@@ -153,7 +158,7 @@ class App:
                 on_ready(listening)
             await stop.wait()
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(mx.stop(DRAIN_SECONDS), admin.stop(DRAIN_SECONDS))
+            await asyncio.gather(mx.stop(settings.drain_seconds), admin.stop(settings.drain_seconds))
         finally:
             refresh_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -239,6 +239,7 @@ def load_settings(path: Path) -> Settings:
 
     data_dir = relative(reader.get("node", "data_dir", str, "."))
     log_level = reader.get("node", "log_level", str, "info", _level)
+    drain_seconds = reader.get("node", "drain_seconds", float, 30.0, _positive)
     service = ServiceSettings(
         domain=reader.get("service", "domain", str, ServiceSettings().domain),
         hostname=reader.get("service", "hostname", str, ServiceSettings().hostname),
@@ -280,6 +281,7 @@ def load_settings(path: Path) -> Settings:
         admin_listen=reader.listen("admin", "listen", ("127.0.0.1:8080",)),
         queue=reader.dataclass_table("queue", QueueSettings),
         log_level=log_level,
+        drain_seconds=drain_seconds,
         admin_tls=reader.get("admin", "tls", bool, False),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
@@ -317,6 +319,7 @@ def render_config(
 [node]
 data_dir = "{data_dir}"        # database, blobs and TLS files; relative to this file
 log_level = "info"
+drain_seconds = 30.0           # at stop, transactions in flight get this long to finish
 
 [service]
 domain = "{service_domain}"    # tenants' default domains are <tenant>.{service_domain}

@@ -123,6 +123,7 @@ class Settings:
     admin_listen: tuple[ListenAddress, ...]
     queue: QueueSettings
     log_level: str = "info"
+    drain_seconds: float = 30.0  # at stop, how long transactions in flight may take before they are cut
     admin_tls: bool = False  # the admin listener serves HTTPS with [tls]; False: HTTP behind a TLS proxy
 
     @property

@@ -70,6 +70,7 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again late
 TOO_MANY_CONNECTIONS_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+STORAGE_UNAVAILABLE = Reply(421, "4.3.0", "Mail storage unavailable, try again later")
 LOCAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 DIRECTORY_UNAVAILABLE = Reply(451, "4.4.3", "Directory lookup failed, try again later")
