@@ -161,7 +161,7 @@ def test_smuggling_variants_normalized_stay_inside_one_message(fake_end: bytes, 
         (b"\r\n.\r\n", b"\r\n"),
         (b"..first\r\n.\r\n", b".first\r\n"),
         (b"a\r\n..b\r\n...c\r\n.d\r\n.\r\n", b"a\r\n.b\r\n..c\r\nd\r\n"),
-        (b"8bit \xe9\xff\x00\x7f\r\n\tfolded\r\n.\r\n", b"8bit \xe9\xff\x00\x7f\r\n\tfolded\r\n"),
+        (b"8bit \xe9\xff\x01\x7f\r\n\tfolded\r\n.\r\n", b"8bit \xe9\xff\x01\x7f\r\n\tfolded\r\n"),
         (b"no dot. at end .\r\n.\r\n", b"no dot. at end .\r\n"),
     ],
     ids=[

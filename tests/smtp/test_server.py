@@ -6,6 +6,7 @@ import asyncio
 import smtplib
 import ssl
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -298,7 +299,7 @@ async def test_large_message_with_flow_control(office: MemoryPostOffice) -> None
 
 def test_implicit_tls_needs_a_context(office: MemoryPostOffice) -> None:
     with pytest.raises(ValueError, match="implicit TLS"):
-        SmtpListener("submission", (), LIMITS, HOSTNAME, office, implicit_tls=True)
+        SmtpListener("submission", (), LIMITS, HOSTNAME, office, implicit_tls=True, spool_dir=Path("."))
 
 
 async def test_plaintext_pipelined_after_starttls_is_discarded(
@@ -371,11 +372,12 @@ async def test_bdat_over_the_socket(office: MemoryPostOffice) -> None:
     assert office.messages[0].content == b"\x00\n.\n\r\nend"
 
 
-async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice) -> None:
+async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice, tmp_path: Path) -> None:
     def factory(info: ConnectionInfo) -> MemorySession:
         raise RuntimeError("no database")
 
-    listener = SmtpListener("mx", (ListenAddress("127.0.0.1", 0),), LIMITS, HOSTNAME, factory)
+    address = (ListenAddress("127.0.0.1", 0),)
+    listener = SmtpListener("mx", address, LIMITS, HOSTNAME, factory, spool_dir=tmp_path)
     await listener.start()
     try:
         client = await RawClient.connect(listener)
