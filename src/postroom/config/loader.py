@@ -201,6 +201,30 @@ def _bare_lf(value: str) -> str | None:
     return None if value in ("reject", "normalize") else 'must be "reject" or "normalize"'
 
 
+def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
+    """(key, complaint, fix) for SMTP limits that are each valid alone but not as a set."""
+    found = []
+    if limits.bare_lf not in ("reject", "normalize"):
+        found.append(("bare_lf", _bare_lf(limits.bare_lf) or "", 'use "reject"'))
+    if limits.nul not in ("reject", "strip"):
+        found.append(("nul", 'must be "reject" or "strip"', 'use "reject"'))
+    if not 8 <= limits.ipv4_prefix <= 32:
+        found.append(("ipv4_prefix", "must be a prefix length from 8 to 32", "use 24 (or 32: per address)"))
+    if not 16 <= limits.ipv6_prefix <= 128:
+        found.append(("ipv6_prefix", "must be a prefix length from 16 to 128", "use 64"))
+    if limits.reserved_connections >= limits.max_connections:
+        found.append(("reserved_connections", "must be less than max_connections", "use a tenth of it"))
+    if limits.refusal_slowdown >= limits.max_refused_recipients:
+        found.append(
+            (
+                "refusal_slowdown",
+                "must be less than max_refused_recipients",
+                "use half of max_refused_recipients",
+            )
+        )
+    return found
+
+
 def _sts_mode(value: str) -> str | None:
     return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
 
@@ -260,10 +284,8 @@ def load_settings(path: Path) -> Settings:
     listeners = {}
     for name, port in (("mx", 2525), ("submission", 2587)):
         limits = reader.dataclass_table(f"{name}.limits", SmtpLimits)
-        if limits.bare_lf not in ("reject", "normalize"):
-            reader.problems.append(
-                Problem(f"{name}.limits.bare_lf", _bare_lf(limits.bare_lf) or "", 'use "reject"')
-            )
+        for key, complaint, fix in _limit_problems(limits):
+            reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
         listeners[name] = ListenerSettings(
             listen=reader.listen(name, "listen", (f"127.0.0.1:{port}",)), limits=limits
         )
