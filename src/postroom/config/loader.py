@@ -368,11 +368,27 @@ max_recipients = 500
 max_command_line = 2048
 max_data_line = 8192
 max_errors = 10
+max_refused_recipients = 20
+refusal_slowdown = 10
+refusal_delay = 1.0
+max_junk_commands = 100
 command_timeout = 300.0
 data_timeout = 600.0
+max_session_time = 1800.0
+min_data_rate = 1024
+data_rate_window = 30.0
+data_rate_grace = 30.0
 max_connections = 1000
 max_connections_per_ip = 50
+max_connections_per_prefix = 100
+ipv4_prefix = 24
+ipv6_prefix = 64
+reserved_connections = 100
+busy_prefix_connections = 10
+spool_threshold = 1048576
+memory_budget = 268435456
 bare_lf = "reject"
+nul = "reject"
 
 [submission]
 listen = ["{submission_listen}"]
