@@ -55,9 +55,11 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, listener: SmtpListener) -> RawClient:
+    async def connect(cls, listener: SmtpListener, source: str | None = None) -> RawClient:
+        """Connect to the listener, from the loopback address `source` when given (127.0.0.2, ...)."""
         address = listener.bound[0]
-        reader, writer = await asyncio.open_connection(address.host, address.port)
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(address.host, address.port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:
