@@ -10,10 +10,21 @@ Events. Decision events wait for `respond` before anything later in the input is
 4xx/5xx refuses), `MailFromReceived`, `RcptToReceived`, `MessageReceived` (after `<CRLF>.<CRLF>` or the
 last BDAT chunk; the content is dot-unstuffed and otherwise exactly as received). `StartTlsRequested`
 follows the core's own 220: the driver flushes, upgrades the transport and calls `tls_started`, which
-puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `TransactionReset` (the open
-transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
-driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, end of file, or a 421;
-after it nothing is read, and the driver closes once it has sent `data_to_send`).
+puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `RecipientRefused` (the
+core said 452 4.5.3 to a RCPT past `max_recipients`), `MessageRefused` (the core refused the message at
+its end: 552, 550 5.6.11, 550 5.6.0; it comes before the transaction's reset), `TransactionReset` (the
+open transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
+driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, refused recipients or
+junk commands, end of file, or a 421; after it nothing is read, and the driver closes once it has sent
+`data_to_send`).
+
+Message content is checked while it streams in, not when it is complete: the bare LF, line length and
+NUL rules and dot-unstuffing carry their state across reads, and the core holds only the content of
+the message (`held`). The driver may take what is held at any time (`take_content`, to spool it to
+disk); `MessageReceived` then carries the rest, and its `size` is the whole message's. While the driver
+sets `message_refusal` (its memory budget is spent), DATA and a first BDAT get that reply instead.
+`refused_recipients` and `data_octets` let the driver slow recipient probing and measure the data rate:
+the core knows no clock.
 
 Guarantees. Events come out in input order, so pipelined commands (RFC 2920) are decided in order and
 their replies are buffered together until the driver flushes. Everything else the core answers itself
@@ -21,7 +32,11 @@ from the reply catalogue: EHLO/HELO, RSET, NOOP, QUIT, VRFY, HELP, unknown comma
 parameter errors, the SIZE, recipient and line limits of `SmtpLimits`. A reply with code 421, from the
 application or from `close_with`, closes the session. Every error reply the core makes for a protocol
 fault counts; at `max_errors` it says 421 4.7.0 and closes. Policy outcomes (a SIZE over the limit, too
-many recipients, a message refused for its content, the application's own refusals) do not count.
+many recipients, a message refused for its content, the application's own refusals) do not count as
+errors, but every refused RCPT (the application's 550s, the core's 452 and syntax errors) counts toward
+`max_refused_recipients` in the session, and at it the core says 421 4.7.0 and closes. Commands that
+move no mail (NOOP, RSET, VRFY, EXPN, HELP) are counted too: the one past `max_junk_commands` gets
+421 4.7.0 and the session closes.
 
 Failure behaviour. Misuse by the driver (responding with nothing pending, `tls_started` without
 STARTTLS) raises `ProtocolUsageError`. Input never raises: every fault becomes a reply.
@@ -31,10 +46,13 @@ end only at <CRLF>; a bare LF or a CR inside a command line is refused (500 5.5.
 ends a command. Message data ends only at <CRLF>.<CRLF> (or a first line of "."): no combination of bare
 LF or bare CR with a dot (<LF>.<LF>, <LF>.<CRLF>, <CR>.<CR>, <CRLF>.<LF>, ...) ends a message or starts
 another. A message holding a bare LF or bare CR is refused after its real end with 550 5.6.11 when
-`bare_lf` is "reject"; with "normalize" both are stored as CRLF. BDAT chunks are counted, never scanned
-for a terminator. Plaintext pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is
-bounded: command lines by `max_command_line`, messages by `max_message_size` (the excess is read and
-discarded to the real end, then 552 5.3.4), recipients by `max_recipients`, errors by `max_errors`.
+`bare_lf` is "reject"; with "normalize" both are stored as CRLF. A NUL octet is refused the same way
+with 550 5.6.0 when `nul` is "reject", or removed with "strip" (never stored as received). BDAT chunks
+are counted, never scanned for a terminator (BODY=BINARYMIME content takes any octet). Plaintext
+pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is bounded: command lines by
+`max_command_line`, messages by `max_message_size` (the excess is read and discarded to the real end,
+then 552 5.3.4), recipients by `max_recipients` and refused ones by `max_refused_recipients`, errors by
+`max_errors`, junk commands by `max_junk_commands`.
 """
 
 from __future__ import annotations

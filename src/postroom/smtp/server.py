@@ -6,12 +6,26 @@ asks the application's `SmtpSession` each decision. Replies are written once the
 the input it has, so a pipelined group of commands gets its replies in one write.
 
 Guarantees. Session calls for one connection are sequential and in protocol order; `close()` is called
-exactly once however the connection ends. Timeouts (421 4.4.2): `command_timeout` while waiting for a
-command, `data_timeout` while waiting for message octets. Connection limits (421 4.7.0, then close,
-before any session is made): `max_connections` on the listener, `max_connections_per_ip` per client
-address. `stop(grace)` stops accepting, closes idle connections with 421 4.3.2 at once, lets connections
-in a transaction finish it (they are closed with 421 4.3.2 at the next command after it), and after
-`grace` seconds closes whatever is left the same way.
+exactly once however the connection ends. Time (421 4.4.2, then close): `command_timeout` while waiting
+for a command, `data_timeout` while waiting for message octets (both restart when input comes), and two
+bounds that input does not restart: `max_session_time` for the whole connection, and `min_data_rate`
+in DATA/BDAT, measured over each `data_rate_window` once `data_rate_grace` has passed. Connection limits
+(421 4.7.0, then close, before any session is made): `max_connections` on the listener,
+`max_connections_per_ip` per client address, `max_connections_per_prefix` per client network (IPv4
+/`ipv4_prefix`, IPv6 /`ipv6_prefix`), and the last `reserved_connections` slots only for networks that
+hold fewer than `busy_prefix_connections`. Refused RCPTs past `refusal_slowdown` in a session are
+answered only after `refusal_delay` seconds each (the core ends the session at
+`max_refused_recipients`). `stop(grace)` stops accepting, closes idle connections with 421 4.3.2 at
+once, lets connections in a transaction finish it (they are closed with 421 4.3.2 at the next command
+after it), and after `grace` seconds closes whatever is left the same way.
+
+Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
+`spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
+session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
+`MessageContent` naming the file. The octets of messages held in memory by all the listener's
+connections are counted (`memory_held`); while they reach `memory_budget`, DATA and BDAT get 452 4.3.1.
+A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
+into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
 451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A failed TLS
