@@ -28,9 +28,10 @@ A spool file is deleted when its message is refused, aborted or answered (the se
 into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
-451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A failed TLS
-handshake or a lost connection ends the connection quietly (logged). Nothing internal is ever sent to the
-client.
+451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
+cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
+acknowledged. A failed TLS handshake or a lost connection ends the connection quietly (logged).
+Nothing internal is ever sent to the client.
 
 Security: reads untrusted network input; all parsing, and the SMTP smuggling and bare LF rules, are in
 `smtp.protocol`. This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed
@@ -482,7 +483,7 @@ class _Connection(asyncio.Protocol):
         """Append message content to the transaction's spool file (opened at its first part)."""
         if self._spool is None:
             self._spool_path = self._listener.new_spool_path()
-            self._spool = await asyncio.to_thread(self._spool_path.open, "wb")
+            self._spool = await asyncio.to_thread(_create_spool_file, self._spool_path)
             self._spool_hash = hashlib.sha256()
         await asyncio.to_thread(_write_parts, self._spool, self._spool_hash, parts)
 
@@ -635,6 +636,12 @@ class _Connection(asyncio.Protocol):
             peer_subject=subject,
             peer_sans=sans,
         )
+
+
+def _create_spool_file(path: Path) -> BinaryIO:
+    # Readable by the node only, like the blobs it becomes.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    return os.fdopen(fd, "wb")
 
 
 def _write_parts(spool: BinaryIO, digest: hashlib._Hash, parts: list[bytes]) -> None:
