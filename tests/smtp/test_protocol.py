@@ -727,3 +727,11 @@ def test_content_taken_by_the_driver_while_streaming_is_exact(body: bytes, size:
                 core.respond(answer(event))
         taken += core.take_content()
     assert [b"".join(taken)] == expected
+
+
+def test_the_junk_count_starts_again_after_a_delivered_message() -> None:
+    limits = replace(LIMITS, max_junk_commands=2)
+    delivered = b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@postroom.test>\r\nDATA\r\nx\r\n.\r\n"
+    transcript = converse(HELLO + (b"RSET\r\nNOOP\r\n" + delivered) * 3 + b"QUIT\r\n", limits)
+    assert transcript.codes[-1] == 221
+    assert len(transcript.messages) == 3

@@ -35,8 +35,8 @@ fault counts; at `max_errors` it says 421 4.7.0 and closes. Policy outcomes (a S
 many recipients, a message refused for its content, the application's own refusals) do not count as
 errors, but every refused RCPT (the application's 550s, the core's 452 and syntax errors) counts toward
 `max_refused_recipients` in the session, and at it the core says 421 4.7.0 and closes. Commands that
-move no mail (NOOP, RSET, VRFY, EXPN, HELP) are counted too: the one past `max_junk_commands` gets
-421 4.7.0 and the session closes.
+move no mail (NOOP, RSET, VRFY, EXPN, HELP) are counted too, from the last accepted message on: the
+one past `max_junk_commands` gets 421 4.7.0 and the session closes.
 
 Failure behaviour. Misuse by the driver (responding with nothing pending, `tls_started` without
 STARTTLS) raises `ProtocolUsageError`. Input never raises: every fault becomes a reply.
@@ -398,6 +398,8 @@ class SmtpServerProtocol:
         elif isinstance(event, RcptToReceived) and reply.is_positive:
             self._recipients_accepted += 1
         elif isinstance(event, MessageReceived):
+            if reply.is_positive:
+                self._junk_commands = 0  # as Postfix: the count starts again once mail is delivered
             self._end_transaction()
         if reply.code == 421:
             self._close("server")
