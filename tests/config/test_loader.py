@@ -177,6 +177,9 @@ listen = ["127.0.0.1:99999", "127.0.0.1:25"]
 max_recipients = 0
 max_errors = true
 bare_lf = "accept"
+nul = "keep"
+ipv4_prefix = 33
+reserved_connections = 5000
 
 [queue]
 lease_seconds = -1.0
@@ -199,6 +202,9 @@ anything = 1
         "mx.limits.max_recipients",
         "mx.limits.max_errors",
         "mx.limits.bare_lf",
+        "mx.limits.nul",
+        "mx.limits.ipv4_prefix",
+        "mx.limits.reserved_connections",
         "queue.lease_seconds",
         "imap.listen",
         "extras",

@@ -11,8 +11,12 @@ before it gets 451 4.3.0 and nothing is acknowledged.
 
 A `Received` header is added to every message (kept beside the body, which is stored exactly as
 received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
-(554 5.4.14). Recipients refused at RCPT are traced as failed with the reply they got, so an admin
-can answer "why did my partner's mail to x bounce?".
+(554 5.4.14). A message the listener spooled to disk is moved into the blob store as a file, never
+loaded whole: only its first `HEAD_OCTETS` are read, for the header summary and the hop count.
+Recipients refused at RCPT (by routing, or by the SMTP core past its recipient limit) and messages
+refused at the end of data (by this session, or by the core for size, bare LF, line length or NUL)
+are traced as failed with the reply they got, so an admin can answer "why did my partner's mail to x
+bounce?".
 
 Security: every input here was parsed and bounded by the SMTP core. The session never relays: a
 recipient outside the service's verified accepted domains is refused by routing.
@@ -39,12 +43,13 @@ from postroom.model import Address, Reply, replies
 from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.queue import SpoolEntry, new_message_id, write_spool
-from postroom.routing import Accepted, Categorized, Rejected, categorize, resolve_recipient
-from postroom.smtp import ConnectionInfo, MailParams, RcptParams, TlsInfo
+from postroom.routing import Accepted, Categorized, Rejected, RejectReason, categorize, resolve_recipient
+from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
 from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
 MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
+HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +119,13 @@ class MxEndpoint:
                 log.exception("could not check the directory generation; keeping the cache")
             await asyncio.sleep(REFRESH_SECONDS)
 
-    async def store_blob(self, content: bytes) -> str:
+    async def store_blob(self, content: MessageContent) -> str:
+        """Write the message to the blob store: a spooled one is moved there, never loaded."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writers, self._blobs.put, content)
+        if content.path is not None and content.sha256 is not None:
+            put = partial(self._blobs.put_file, content.path, content.sha256)
+            return await loop.run_in_executor(self._writers, put)
+        return await loop.run_in_executor(self._writers, self._blobs.put, content.read())
 
     def queued(self) -> None:
         """A commit left recipients in the queue: the scheduler has work."""
@@ -161,14 +170,29 @@ class MxSession:
         envelope.rejected.append(resolution)
         return resolution.reply
 
-    async def data(self, content: bytes) -> Reply:
+    async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
+        """The SMTP core refused a RCPT itself (over its recipient limit): traced like routing's refusals."""
+        envelope = self.envelope
+        if envelope is None:
+            return
+        resolution = await self._endpoint.resolve(recipient)
+        tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
+        envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
+
+    def data_refused(self, reply: Reply) -> None:
+        """The SMTP core refused the message at its end; `reset` follows and traces it."""
+        if self.envelope is not None:
+            self.envelope.refused_data = reply
+
+    async def data(self, content: MessageContent) -> Reply:
         envelope = self.envelope
         assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
-        if count_received(content) > MAX_HOPS:
+        head = content.head(HEAD_OCTETS)
+        if count_received(head) > MAX_HOPS:
             envelope.refused_data = replies.HOP_COUNT_EXCEEDED
             return replies.HOP_COUNT_EXCEEDED
         now = self._endpoint.clock()
-        summary = summarize(content)
+        summary = summarize(head)
         prefix = self._received_header(envelope, now)
         blob_id = await self._endpoint.store_blob(content)
         entry = SpoolEntry(
@@ -176,7 +200,7 @@ class MxSession:
             sender=str(envelope.sender) if envelope.sender else "",
             blob_id=blob_id,
             prefix=prefix,
-            size=len(content) + len(prefix),
+            size=content.size + len(prefix),
             received_at=now,
             summary=summary,
         )

@@ -136,6 +136,7 @@ class App:
             hostname=settings.service.hostname,
             factory=endpoint.session,
             ssl_context=tls,
+            spool_dir=settings.spool_dir,
         )
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(

@@ -68,6 +68,14 @@ HELP = Reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QU
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 TOO_MANY_CONNECTIONS_FROM_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
+TOO_MANY_CONNECTIONS_FROM_NETWORK = Reply(
+    421, "4.7.0", "Too many connections from your network, try again later"
+)
+SESSION_TIME_EXCEEDED = Reply(421, "4.4.2", "Session time exceeded, closing connection")
+DATA_RATE_TOO_LOW = Reply(421, "4.4.2", "Data rate too low, closing connection")
+TOO_MANY_REFUSED_RECIPIENTS = Reply(421, "4.7.0", "Too many refused recipients, closing connection")
+TOO_MANY_JUNK_COMMANDS = Reply(421, "4.7.0", "Too many commands without mail, closing connection")
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 STORAGE_UNAVAILABLE = Reply(421, "4.3.0", "Mail storage unavailable, try again later")
@@ -98,6 +106,7 @@ MUST_ISSUE_STARTTLS = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
 # --- permanent: content ---------------------------------------------------------------------------
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 DATA_LINE_TOO_LONG = Reply(550, "5.6.0", "Message has a line longer than the maximum line length")
+NUL_IN_DATA = Reply(550, "5.6.0", "Message contains NUL octets")
 BARE_LF_DATA = Reply(550, "5.6.11", "Message contains bare LF or bare CR; lines must end with <CRLF>")
 HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section exceeds the maximum header size")
 HOP_COUNT_EXCEEDED = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")

@@ -31,6 +31,7 @@ class RejectReason(StrEnum):
     RELAY_DENIED = "relay-denied"
     UNVERIFIED_DOMAIN = "unverified-domain"
     UNKNOWN_RECIPIENT = "unknown-recipient"  # Directory Based Edge Blocking
+    RECIPIENT_LIMIT = "recipient-limit"  # past the listener's max_recipients (refused by the SMTP core)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,10 @@ names bytes that are on disk. Writing the same content twice stores it once. A b
 before the database rows that point at it; a crash between the two leaves an unreferenced blob,
 which wastes space but loses nothing.
 
+`put_file` takes a file the caller wrote (a message spooled while it was received) with the id it
+computed while writing: the file is fsynced and renamed into place, never read into memory; the
+caller's file is gone afterwards (moved, or removed when the store already held the content).
+
 Failure: a `put` that fails (ENOSPC, EIO, anything between creating its temporary file and renaming
 it) removes its temporary file and raises. A crash mid-`put` leaves a `.<id>.<pid>.<thread>.tmp` file;
 `remove_leftovers` (run when a node starts serving) deletes those not written to for an hour. `get` of
@@ -64,6 +68,27 @@ class BlobStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)  # a failed write leaves nothing behind
             raise
+        _fsync_directory(shard)
+        if created:
+            _fsync_directory(self._root)
+        return blob_id
+
+    def put_file(self, path: Path, blob_id: str) -> str:
+        """Move the file at `path`, whose SHA-256 is `blob_id`, into the store (same file system)."""
+        shard = os.path.join(self._root, blob_id[:2])
+        target = os.path.join(shard, blob_id[2:])
+        if os.path.exists(target):
+            os.unlink(path)
+            return blob_id
+        created = not os.path.isdir(shard)
+        if created:
+            os.makedirs(shard, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, target)
         _fsync_directory(shard)
         if created:
             _fsync_directory(self._root)
