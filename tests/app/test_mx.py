@@ -53,6 +53,7 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
         hostname="mx.postroom.test",
         factory=endpoint.session,
         ssl_context=None,
+        spool_dir=tmp_path / "incoming",
     )
     (address,) = await listener.start()
     try:
