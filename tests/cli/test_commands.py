@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from postroom import __version__
 from postroom.cli import app
 from postroom.config import Settings
 from tests.support.dns_server import DnsTestServer
-from tests.support.node import make_node
+from tests.support.node import RunningNode, make_node
 
 
 def postroom(
@@ -319,3 +320,28 @@ def test_domain_check_without_a_domain_sweeps_every_domain(tmp_path: Path) -> No
         # What DNS holds is shown as it is, never read as terminal markup.
         detail = postroom("domain", "check", "contoso.example", config=config)
         assert "[bold]relay" in detail.stdout
+
+
+def test_message_text_reaches_the_terminal_escaped(mx_node: RunningNode) -> None:
+    """A Subject, From or Message-ID with terminal escape sequences or rich markup is shown inert."""
+    hostile = "\x1b]0;pwned\x07\x1b[2J[bold]Hello[/bold]\x9b31m"
+    message = (
+        f"From: \x1b[31mMallory\x1b[0m <mallory@fabrikam.example>\r\n"
+        f"To: alice@contoso.com\r\nSubject: {hostile}\r\nMessage-ID: <id\x1b[8m@x>\r\n\r\nhi\r\n"
+    ).encode()
+    with smtplib.SMTP(*mx_node.mx, timeout=30) as client:
+        client.sendmail("mallory@fabrikam.example", ["alice@contoso.com"], message)
+    config = mx_node.settings.source
+    listed = postroom("mailbox", "messages", "alice@contoso.com", config=config)
+    traced = postroom("trace", config=config)
+    assert listed.returncode == 0 and traced.returncode == 0, listed.stderr + traced.stderr
+    message_id = json.loads(postroom("trace", "--json", config=config).stdout)[0]["message_id"]
+    shown = postroom("trace", "show", message_id, config=config)
+    assert shown.returncode == 0, shown.stderr
+    for output in (listed.stdout, traced.stdout, shown.stdout):
+        words = "".join(output.split())  # a table may fold a long cell over lines
+        assert "\x1b" not in output and "\x07" not in output and "\x9b" not in output
+        assert "\\x1b[2J[bold]Hello[/bold]" in words
+        assert "\\x9b31m" in words
+    assert "\\x1b[31mMallory" in "".join(listed.stdout.split())
+    assert "<id\\x1b[8m@x>" in "".join(shown.stdout.split())
