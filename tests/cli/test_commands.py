@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import smtplib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from postroom import __version__
+from postroom.app.setup import write_self_signed
 from postroom.cli import app
 from postroom.config import Settings
 from tests.support.dns_server import DnsTestServer
@@ -345,3 +347,87 @@ def test_message_text_reaches_the_terminal_escaped(mx_node: RunningNode) -> None
         assert "\\x9b31m" in words
     assert "\\x1b[31mMallory" in "".join(listed.stdout.split())
     assert "<id\\x1b[8m@x>" in "".join(shown.stdout.split())
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """Exit 2 with one line on stderr that holds every `expected` text, and no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def edit(config: Path, old: str, new: str) -> None:
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+
+
+def test_a_port_in_use_is_one_line(node_settings: Settings) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = node_settings.source
+        edit(config, '"127.0.0.1:0"', f'"127.0.0.1:{port}"')  # the first is [mx] listen
+        one_line_error(postroom("serve", config=config), "[mx] listen", "in use", str(config))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "commands", "expected"),
+    [
+        (
+            'url = ""',
+            'url = "postgresql+psycopg://postroom@127.0.0.1:1/postroom"',
+            [["check-config"], ["serve"], ["tenant", "list"]],
+            ["[database] url", "127.0.0.1"],
+        ),
+        ('url = ""', 'url = "mysql://db/postroom"', [["check-config"], ["serve"]], ["database.url"]),
+        (
+            'data_dir = "."',
+            'data_dir = "gone"',
+            [["check-config"], ["serve"], ["tenant", "list"]],
+            ["[node] data_dir", "does not exist"],
+        ),
+        (
+            'certificate = "tls/cert.pem"',
+            'certificate = "tls/absent.pem"',
+            [["check-config"], ["serve"]],
+            ["[tls] certificate", "absent.pem"],
+        ),
+        (
+            'key = "tls/key.pem"',
+            'key = "other/key.pem"',
+            [["check-config"], ["serve"]],
+            ["[tls]", "cannot be used"],
+        ),
+    ],
+    ids=["dead-postgresql", "unsupported-url", "no-data-dir", "no-certificate", "key-of-another-certificate"],
+)
+def test_start_up_problems_are_one_line(
+    tmp_path: Path, old: str, new: str, commands: list[list[str]], expected: list[str]
+) -> None:
+    settings = make_node(tmp_path / "node")
+    write_self_signed(
+        tmp_path / "node" / "other" / "cert.pem", tmp_path / "node" / "other" / "key.pem", ["x"]
+    )
+    edit(settings.source, old, new)
+    for command in commands:
+        one_line_error(postroom(*command, config=settings.source), *expected)
+    assert not (tmp_path / "node" / "gone").exists()  # opening a node never makes its data directory
+
+
+def test_a_failed_init_writes_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    one_line_error(postroom("init", str(blocker / "node")), str(blocker), "nothing was written")
+    assert blocker.read_text() == "not a directory"
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "tls").write_text("a file where init puts its certificate directory")
+    one_line_error(postroom("init", str(half)), "tls", "nothing was written")
+    assert sorted(p.name for p in half.iterdir()) == ["tls"]
+    fresh = tmp_path / "a" / "b"
+    one_line_error(postroom("init", str(fresh), "--mx-listen", "nowhere"), "--mx-listen")
+    assert not (tmp_path / "a").exists()

@@ -2,7 +2,8 @@
 
 The file is parsed once at start. Unknown keys are errors (a misspelt limit must not silently keep
 its default); every value is checked for type and range; relative paths are relative to the file's
-directory. `ConfigError` carries all the problems found; its message is what the CLI prints.
+directory. `ConfigError` carries all the problems found; its message is what the CLI prints (one line for one
+problem, a line each for several).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class ConfigError(Exception):
     def __init__(self, path: Path, problems: list[Problem]) -> None:
         self.path = path
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(f"{path}: {problems[0]}")  # one problem, one line
+            return
         lines = [f"{path}: {len(problems)} problem(s) in the configuration:"]
         lines += [f"  {problem}" for problem in problems]
         super().__init__("\n".join(lines))
@@ -200,6 +204,12 @@ def _bare_lf(value: str) -> str | None:
     return None if value in ("reject", "normalize") else 'must be "reject" or "normalize"'
 
 
+def _database_url(value: str) -> str | None:
+    if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
+        return None
+    return 'is not a database Postroom runs on: use "postgresql+psycopg://USER@HOST/DB", or "" for SQLite'
+
+
 def _sts_mode(value: str) -> str | None:
     return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
 
@@ -255,7 +265,7 @@ def load_settings(path: Path) -> Settings:
         source=defaults.source,
         data_dir=relative(reader.get("node", "data_dir", str, str(defaults.data_dir))),
         service=service,
-        database=reader.dataclass_table("database", defaults.database),
+        database=reader.dataclass_table("database", defaults.database, {"url": _database_url}),
         dns=reader.dataclass_table(
             "dns",
             defaults.dns,
