@@ -44,9 +44,10 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from postroom.config.settings import AdminLimits, ListenAddress
 
+_TOO_MANY_BODY = b"too many connections from your address\n"
 _TOO_MANY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 37\r\nConnection: close\r\n\r\ntoo many connections from your address\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY)
 )
 _SHUTDOWN_SLACK = 2.0  # seconds past the grace for uvicorn to notice the stop and end what it cancelled
 _STARTUP_POLL = 0.005  # seconds between checks that uvicorn is serving (it offers no event for it)
