@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import smtplib
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -431,3 +433,29 @@ def test_a_failed_init_writes_nothing(tmp_path: Path) -> None:
     fresh = tmp_path / "a" / "b"
     one_line_error(postroom("init", str(fresh), "--mx-listen", "nowhere"), "--mx-listen")
     assert not (tmp_path / "a").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs to fill up (mounting needs root; skipped without it)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_data_directory_is_one_line(small_disk: Path) -> None:
+    settings = make_node(small_disk / "node")
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    for command in (["tenant", "add", "contoso"], ["serve"]):
+        one_line_error(postroom(*command, config=settings.source), "is full", "[node] data_dir")

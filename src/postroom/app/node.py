@@ -21,11 +21,13 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import sqlalchemy
 import sqlalchemy.exc
@@ -55,9 +57,25 @@ class StartupError(Exception):
     """The node cannot open or start; the message is one line: what is wrong and which key to change."""
 
 
+FULL_BELOW = 64 * 1024  # free bytes under which a failure to open the store is put down to a full disk
+
+
+def _space_left(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return FULL_BELOW  # cannot tell: not called full
+    return stats.f_bavail * stats.f_frsize
+
+
 def _full(error: BaseException, settings: Settings) -> StartupError | None:
-    """A StartupError for a full disk (ENOSPC, or SQLite's "disk is full"); None for anything else."""
-    if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "disk is full" in str(error):
+    """A StartupError for a full disk, else None: ENOSPC, or any failure to open the store while the data
+    directory's file system has (next to) no space left (SQLite reports that as a "disk I/O error")."""
+    if (
+        (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+        or "disk is full" in str(error)
+        or _space_left(settings.data_dir) < FULL_BELOW
+    ):
         return StartupError(
             f"the data directory {settings.data_dir} is full (no space left on the device): "
             f"free space there, or move [node] data_dir in {settings.source}"
