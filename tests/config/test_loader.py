@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.app import InitOptions, init_node
+from postroom.app.setup import InitOptions, init_node, render_config
 from postroom.config import (
     CONFIG_ENV,
     AdminLimits,
@@ -26,7 +26,6 @@ from postroom.config import (
     find_config,
     load_settings,
     parse_listen,
-    render_config,
 )
 
 GOOD = """

@@ -24,15 +24,50 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from postroom.app.node import App
-from postroom.config import ListenAddress, Settings, load_settings, parse_listen, render_config
+from postroom.config import ListenAddress, Settings, config_document, load_settings, parse_listen
 
 _DEFAULTS = Settings(source=Path("postroom.toml"))
+
+
+# Comments for the keys whose meaning is not plain from the name; every key is in docs/configuration.md.
+_COMMENTS = {
+    "node.data_dir": "database, blobs and TLS files; relative to this file",
+    "service.domain": "tenants' default domains are <tenant>.<domain>",
+    "service.hostname": "this node's name in greetings and Received headers",
+    "service.mx_suffix": "customers' MX: <domainKey>.<mx_suffix>; empty: mail.protection.<domain>",
+    "service.spf_host": "customers' SPF includes it; empty: spf.protection.<domain>",
+    "service.addresses": "the nodes' public IPs: `postroom service records` publishes them",
+    "service.mta_sts_mode": "MTA-STS policy mode for customers' domains: testing or enforce",
+    "database.url": "empty: SQLite in the data directory; or postgresql+psycopg://...",
+    "dns.nameservers": 'host:port, e.g. ["127.0.0.1:5353"]; empty: the system\'s resolvers',
+    "mx.listen": "host:port; port 0 picks a free port",
+    "admin.tls": "true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS",
+}
+
+
+def render_config(settings: Settings) -> str:
+    """The text of a `postroom.toml` that loads back to `settings` (paths relative to the file's
+    directory stay relative): every key, with a comment where the name does not say enough."""
+    lines = [
+        "# Postroom node configuration: every key with its value (the defaults unless `postroom init`",
+        "# was told otherwise). Every key is documented in docs/configuration.md.",
+        "",
+    ]
+    table = ""
+    for line in tomli_w.dumps(config_document(settings)).splitlines():
+        if line.startswith("["):
+            table = line.strip("[]")
+        key = line.partition(" = ")[0]
+        comment = _COMMENTS.get(f"{table}.{key}") if " = " in line else None
+        lines.append(f"{line}  # {comment}" if comment else line)
+    return "\n".join(lines) + "\n"
 
 
 class SetupError(Exception):

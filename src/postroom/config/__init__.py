@@ -8,7 +8,6 @@ from postroom.config.loader import (
     find_config,
     load_settings,
     parse_listen,
-    render_config,
 )
 from postroom.config.settings import (
     AdminLimits,
@@ -43,5 +42,4 @@ __all__ = [
     "find_config",
     "load_settings",
     "parse_listen",
-    "render_config",
 ]

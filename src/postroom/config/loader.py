@@ -2,8 +2,9 @@
 
 The file is parsed once at start. Unknown keys are errors (a misspelt limit must not silently keep
 its default); every value is checked for type and range; relative paths are relative to the file's
-directory. `ConfigError` carries all the problems found; its message is what the CLI prints (one line for one
-problem, a line each for several).
+directory. `config_document` is the other direction: settings as the tables of a file that loads back
+to them (`postroom init` writes it). `ConfigError` carries all the problems found; its message is what
+the CLI prints (one line for one problem, a line each for several).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-
-import tomli_w
 
 from postroom.config.settings import ListenAddress, ListenerSettings, Settings, TlsSettings
 
@@ -304,22 +303,6 @@ def load_settings(path: Path) -> Settings:
     return settings
 
 
-# Comments for the keys whose meaning is not plain from the name; every key is in docs/configuration.md.
-_COMMENTS = {
-    "node.data_dir": "database, blobs and TLS files; relative to this file",
-    "service.domain": "tenants' default domains are <tenant>.<domain>",
-    "service.hostname": "this node's name in greetings and Received headers",
-    "service.mx_suffix": "customers' MX: <domainKey>.<mx_suffix>; empty: mail.protection.<domain>",
-    "service.spf_host": "customers' SPF includes it; empty: spf.protection.<domain>",
-    "service.addresses": "the nodes' public IPs: `postroom service records` publishes them",
-    "service.mta_sts_mode": "MTA-STS policy mode for customers' domains: testing or enforce",
-    "database.url": "empty: SQLite in the data directory; or postgresql+psycopg://...",
-    "dns.nameservers": 'host:port, e.g. ["127.0.0.1:5353"]; empty: the system\'s resolvers',
-    "mx.listen": "host:port; port 0 picks a free port",
-    "admin.tls": "true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS",
-}
-
-
 def _toml(value: Any) -> Any:
     """A settings value as TOML holds it: tables for dataclasses, strings for paths and addresses."""
     if isinstance(value, Path | ListenAddress):
@@ -345,21 +328,3 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
     }
-
-
-def render_config(settings: Settings) -> str:
-    """The text of a `postroom.toml` that loads back to `settings` (paths relative to the file's
-    directory stay relative): every key, with a comment where the name does not say enough."""
-    lines = [
-        "# Postroom node configuration: every key with its value (the defaults unless `postroom init`",
-        "# was told otherwise). Every key is documented in docs/configuration.md.",
-        "",
-    ]
-    table = ""
-    for line in tomli_w.dumps(config_document(settings)).splitlines():
-        if line.startswith("["):
-            table = line.strip("[]")
-        key = line.partition(" = ")[0]
-        comment = _COMMENTS.get(f"{table}.{key}") if " = " in line else None
-        lines.append(f"{line}  # {comment}" if comment else line)
-    return "\n".join(lines) + "\n"

@@ -2,10 +2,10 @@
 
 Every limit the node enforces is named here, with its default, and only here: `Settings(source)` is
 a node with every default, the loader falls back to these values, and the file `postroom init` writes
-is rendered from them (`postroom.config.loader.render_config`). `docs/configuration.md` documents
-each key. The loader (`postroom.config.loader`) builds these from the file and reports every error
-at once; nothing else reads the file. Paths held here before loading (the defaults) are relative to
-the config file's directory; the loader makes them absolute.
+is rendered from them (`config_document`, written by `postroom.app.setup.render_config`).
+`docs/configuration.md` documents each key. The loader (`postroom.config.loader`) builds these from
+the file and reports every error at once; nothing else reads the file. Paths held here before loading
+(the defaults) are relative to the config file's directory; the loader makes them absolute.
 """
 
 from __future__ import annotations
