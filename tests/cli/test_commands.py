@@ -459,3 +459,15 @@ def test_a_full_data_directory_is_one_line(small_disk: Path) -> None:
             filler.flush()
     for command in (["tenant", "add", "contoso"], ["serve"]):
         one_line_error(postroom(*command, config=settings.source), "is full", "[node] data_dir")
+
+
+def test_an_admin_port_in_use_is_one_line(node_settings: Settings) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = node_settings.source
+        text = config.read_text()
+        admin = text.index("[admin]")
+        config.write_text(text[:admin] + text[admin:].replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"', 1))
+        one_line_error(postroom("serve", config=config), "[admin] listen", str(port), "in use")

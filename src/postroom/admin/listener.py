@@ -185,7 +185,7 @@ class AdminListener:
             await asyncio.sleep(_STARTUP_POLL)
         self._server, self._task = server, task
         self._bound = tuple(_address(sock) for sock in sockets)
-        log.info("admin listener accepting %s on %s", self.protocol, ", ".join(map(str, self._bound)))
+        log.debug("admin listener accepting %s on %s", self.protocol, ", ".join(map(str, self._bound)))
         return self._bound
 
     async def stop(self, grace: float) -> None:
@@ -203,7 +203,7 @@ class AdminListener:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         self._server = self._task = None
-        log.info("admin listener stopped")
+        log.debug("admin listener stopped")
 
 
 def _bind(addresses: tuple[ListenAddress, ...], *, backlog: int) -> list[socket.socket]:

@@ -95,6 +95,13 @@ def _database_error(error: sqlalchemy.exc.SQLAlchemyError, settings: Settings) -
     )
 
 
+def _unusable_url(error: BaseException, settings: Settings) -> StartupError:
+    return StartupError(
+        f"[database] url: {error}; use postgresql+psycopg://... (with the `postgres` extra installed) "
+        f"or leave it empty for SQLite, in {settings.source}"
+    )
+
+
 def _check_data_dir(settings: Settings) -> None:
     if not settings.data_dir.is_dir():
         raise StartupError(
@@ -125,16 +132,19 @@ def _tls_context(settings: Settings) -> ssl.SSLContext:
 
 def check(settings: Settings) -> None:
     """Check what `App.open` and `serve` need, without serving: raises StartupError naming the first
-    problem. The data directory exists; the TLS files load as a pair; an external database answers
-    within `DATABASE_PROBE_SECONDS` (the embedded SQLite file is not created by a check)."""
+    problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
+    within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
     _check_data_dir(settings)
     _tls_context(settings)
-    if settings.database.url:
-        engine = sqlalchemy.create_engine(
-            settings.database.url,
-            poolclass=sqlalchemy.NullPool,
-            connect_args={"connect_timeout": DATABASE_PROBE_SECONDS},
-        )
+    if settings.database.url.startswith("postgresql"):
+        try:
+            engine = sqlalchemy.create_engine(
+                settings.database.url,
+                poolclass=sqlalchemy.NullPool,
+                connect_args={"connect_timeout": DATABASE_PROBE_SECONDS},
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+            raise _unusable_url(error, settings) from None
         try:
             with engine.connect():
                 pass
@@ -190,10 +200,7 @@ class App:
         try:
             database = Database(settings.database_url)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-            raise StartupError(
-                f"[database] url: {error}; use postgresql+psycopg://... (psycopg installed) "
-                f"or leave it empty for SQLite, in {settings.source}"
-            ) from None
+            raise _unusable_url(error, settings) from None
         try:
             database.migrate()
         except sqlalchemy.exc.SQLAlchemyError as error:
@@ -264,11 +271,13 @@ class App:
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         refresh_task = asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh")
         try:
-            await _listen("mx", mx.start(), settings)
+            # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
+            # use the one line of the error is all the operator sees.
+            await _listen("admin", admin.start(), settings)
             try:
-                await _listen("admin", admin.start(), settings)
+                await _listen("mx", mx.start(), settings)
             except BaseException:
-                await mx.stop(0)
+                await admin.stop(0)
                 raise
             listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
