@@ -25,12 +25,15 @@ def request(
     method: str = "GET",
     context: ssl.SSLContext | None = None,
     address: str = "127.0.0.1",
+    source: str | None = None,
 ) -> Reply:
-    """One request with exactly these Host headers (none, one or several), on a new connection."""
+    """One request with exactly these Host headers (none, one or several), on a new connection (from
+    the local address `source` when given)."""
+    bind = (source, 0) if source is not None else None
     connection = (
-        http.client.HTTPSConnection(address, port, context=context, timeout=10)
+        http.client.HTTPSConnection(address, port, context=context, timeout=10, source_address=bind)
         if context is not None
-        else http.client.HTTPConnection(address, port, timeout=10)
+        else http.client.HTTPConnection(address, port, timeout=10, source_address=bind)
     )
     try:
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)

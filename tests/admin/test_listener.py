@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.setup import write_self_signed
-from postroom.config.settings import ListenAddress
+from postroom.config.settings import AdminLimits, ListenAddress
 from tests.admin.client import Reply, request
 
 POLICY = "version: STSv1\r\nmode: none\r\nmax_age: 60\r\n"
@@ -149,3 +149,87 @@ async def test_an_address_in_use_fails_start_and_frees_the_others() -> None:
     with socket.socket() as again:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", free))  # the first address was released
+
+
+def open_idle(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    """`count` connections from `source` that send nothing."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind((source, 0))
+        sock.connect(("127.0.0.1", port))
+        held.append(sock)
+    return held
+
+
+def closed_within(sock: socket.socket, seconds: float) -> float:
+    """Seconds until the server closed `sock` (reading what it sent until EOF); fails after `seconds`."""
+    started = time.monotonic()
+    sock.settimeout(seconds)
+    while sock.recv(4096):
+        pass
+    return time.monotonic() - started
+
+
+async def test_idle_sockets_from_one_address_do_not_starve_the_others() -> None:
+    listener = AdminListener(build_admin_app(policies), (LOOPBACK,))  # the default limits
+    [address] = await listener.start()
+    idle = await asyncio.to_thread(open_idle, address.port, 1100)
+    try:
+        await asyncio.sleep(0.5)  # the listener has seen them all
+        other = await asyncio.to_thread(request, address.port, HOST, source="127.0.0.2")
+        same = await asyncio.to_thread(request, address.port, HOST)
+    finally:
+        for sock in idle:
+            sock.close()
+        await listener.stop(1)
+    assert other == SERVED
+    assert same.status == 503 and b"too many connections from your address" in same.body
+
+
+async def test_slow_and_idle_connections_are_closed_and_their_address_served_again() -> None:
+    limits = AdminLimits(header_timeout=1.5, keep_alive_timeout=1.0, max_connections_per_ip=4)
+    listener = AdminListener(build_admin_app(policies), (LOOPBACK,), limits=limits)
+    [address] = await listener.start()
+
+    def half_a_head() -> float:
+        with socket.create_connection(("127.0.0.1", address.port)) as sock:
+            sock.sendall(b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta")
+            return closed_within(sock, 15)
+
+    def drip() -> float:
+        """One byte of a head every 0.3 s: data that keeps coming does not extend the head's time."""
+        with socket.create_connection(("127.0.0.1", address.port)) as sock:
+            started = time.monotonic()
+            try:
+                for byte in b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.contoso.test\r\n":
+                    sock.sendall(bytes([byte]))
+                    time.sleep(0.3)
+            except OSError:
+                pass  # closed under us, as it should be
+            return time.monotonic() - started + closed_within(sock, 15)
+
+    def idle_after_a_request() -> tuple[bytes, float]:
+        with socket.create_connection(("127.0.0.1", address.port)) as sock:
+            sock.sendall(b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: mta-sts.contoso.test\r\n\r\n")
+            first = sock.recv(4096)
+            return first, closed_within(sock, 15)
+
+    try:
+        idle = await asyncio.to_thread(open_idle, address.port, 10)
+        await asyncio.sleep(0.3)
+        assert (await asyncio.to_thread(request, address.port, HOST)).status == 503  # 4 per address
+        waited = await asyncio.gather(*(asyncio.to_thread(closed_within, sock, 15) for sock in idle[:4]))
+        assert all(1.0 < seconds < 8 for seconds in waited), waited
+        for sock in idle:
+            sock.close()
+        await asyncio.sleep(0.3)
+        assert await asyncio.to_thread(request, address.port, HOST) == SERVED
+        half, dripped, (first, kept) = await asyncio.gather(
+            asyncio.to_thread(half_a_head), asyncio.to_thread(drip), asyncio.to_thread(idle_after_a_request)
+        )
+    finally:
+        await listener.stop(1)
+    assert 1.0 < half < 8, half
+    assert dripped < 8, dripped  # the whole head would take 21 s
+    assert first.startswith(b"HTTP/1.1 200 ") and 0.5 < kept < 8, (first, kept)

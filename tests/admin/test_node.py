@@ -8,7 +8,7 @@ import ssl
 
 import pytest
 
-from postroom.app import App, Listening
+from postroom.app import App, Listening, StartupError
 from postroom.dns import DnsResolver
 from postroom.dns.mta_sts import fetch_sts_policy, parse_sts_policy
 from tests.admin.client import request
@@ -55,7 +55,9 @@ async def test_a_sender_fetches_the_policy_from_the_node(hosted: Hosted) -> None
 
 
 def test_admin_tls_serves_https_with_the_node_certificate(hosted: Hosted) -> None:
-    settings = dataclasses.replace(hosted.settings, admin_tls=True)
+    settings = dataclasses.replace(
+        hosted.settings, admin=dataclasses.replace(hosted.settings.admin, tls=True)
+    )
     with running(settings) as node:
         admin = admin_of(node)
         client = ssl.create_default_context(cafile=str(settings.tls.certificate))  # init's, with 127.0.0.1
@@ -64,8 +66,8 @@ def test_admin_tls_serves_https_with_the_node_certificate(hosted: Hosted) -> Non
     assert served.status == 200
 
 
-async def test_admin_tls_without_a_certificate_refuses_to_start(hosted: Hosted) -> None:
+async def test_a_missing_certificate_refuses_to_start(hosted: Hosted) -> None:
     hosted.settings.tls.certificate.unlink()
-    app = App(dataclasses.replace(hosted.settings, admin_tls=True), hosted.app.database)
-    with pytest.raises(RuntimeError, match=r"\[admin\] tls = true but there is no certificate"):
+    app = App(hosted.settings, hosted.app.database)
+    with pytest.raises(StartupError, match=r"^\[tls\] certificate: there is no file .*cert.pem; point"):
         await app.serve()

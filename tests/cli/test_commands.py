@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import smtplib
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from postroom import __version__
+from postroom.app.setup import write_self_signed
 from postroom.cli import app
 from postroom.config import Settings
 from tests.support.dns_server import DnsTestServer
-from tests.support.node import make_node
+from tests.support.node import RunningNode, make_node
 
 
 def postroom(
@@ -319,3 +324,150 @@ def test_domain_check_without_a_domain_sweeps_every_domain(tmp_path: Path) -> No
         # What DNS holds is shown as it is, never read as terminal markup.
         detail = postroom("domain", "check", "contoso.example", config=config)
         assert "[bold]relay" in detail.stdout
+
+
+def test_message_text_reaches_the_terminal_escaped(mx_node: RunningNode) -> None:
+    """A Subject, From or Message-ID with terminal escape sequences or rich markup is shown inert."""
+    hostile = "\x1b]0;pwned\x07\x1b[2J[bold]Hello[/bold]\x9b31m"
+    message = (
+        f"From: \x1b[31mMallory\x1b[0m <mallory@fabrikam.example>\r\n"
+        f"To: alice@contoso.com\r\nSubject: {hostile}\r\nMessage-ID: <id\x1b[8m@x>\r\n\r\nhi\r\n"
+    ).encode()
+    with smtplib.SMTP(*mx_node.mx, timeout=30) as client:
+        client.sendmail("mallory@fabrikam.example", ["alice@contoso.com"], message)
+    config = mx_node.settings.source
+    listed = postroom("mailbox", "messages", "alice@contoso.com", config=config)
+    traced = postroom("trace", config=config)
+    assert listed.returncode == 0 and traced.returncode == 0, listed.stderr + traced.stderr
+    message_id = json.loads(postroom("trace", "--json", config=config).stdout)[0]["message_id"]
+    shown = postroom("trace", "show", message_id, config=config)
+    assert shown.returncode == 0, shown.stderr
+    for output in (listed.stdout, traced.stdout, shown.stdout):
+        words = "".join(output.split())  # a table may fold a long cell over lines
+        assert "\x1b" not in output and "\x07" not in output and "\x9b" not in output
+        assert "\\x1b[2J[bold]Hello[/bold]" in words
+        assert "\\x9b31m" in words
+    assert "\\x1b[31mMallory" in "".join(listed.stdout.split())
+    assert "<id\\x1b[8m@x>" in "".join(shown.stdout.split())
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> None:
+    """Exit 2 with one line on stderr that holds every `expected` text, and no traceback."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for text in expected:
+        assert text in result.stderr, result.stderr
+
+
+def edit(config: Path, old: str, new: str) -> None:
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+
+
+def test_a_port_in_use_is_one_line(node_settings: Settings) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = node_settings.source
+        edit(config, '"127.0.0.1:0"', f'"127.0.0.1:{port}"')  # the first is [mx] listen
+        one_line_error(postroom("serve", config=config), "[mx] listen", "in use", str(config))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "commands", "expected"),
+    [
+        (
+            'url = ""',
+            'url = "postgresql+psycopg://postroom@127.0.0.1:1/postroom"',
+            [["check-config"], ["serve"], ["tenant", "list"]],
+            ["[database] url", "127.0.0.1"],
+        ),
+        ('url = ""', 'url = "mysql://db/postroom"', [["check-config"], ["serve"]], ["database.url"]),
+        (
+            'data_dir = "."',
+            'data_dir = "gone"',
+            [["check-config"], ["serve"], ["tenant", "list"]],
+            ["[node] data_dir", "does not exist"],
+        ),
+        (
+            'certificate = "tls/cert.pem"',
+            'certificate = "tls/absent.pem"',
+            [["check-config"], ["serve"]],
+            ["[tls] certificate", "absent.pem"],
+        ),
+        (
+            'key = "tls/key.pem"',
+            'key = "other/key.pem"',
+            [["check-config"], ["serve"]],
+            ["[tls]", "cannot be used"],
+        ),
+    ],
+    ids=["dead-postgresql", "unsupported-url", "no-data-dir", "no-certificate", "key-of-another-certificate"],
+)
+def test_start_up_problems_are_one_line(
+    tmp_path: Path, old: str, new: str, commands: list[list[str]], expected: list[str]
+) -> None:
+    settings = make_node(tmp_path / "node")
+    write_self_signed(
+        tmp_path / "node" / "other" / "cert.pem", tmp_path / "node" / "other" / "key.pem", ["x"]
+    )
+    edit(settings.source, old, new)
+    for command in commands:
+        one_line_error(postroom(*command, config=settings.source), *expected)
+    assert not (tmp_path / "node" / "gone").exists()  # opening a node never makes its data directory
+
+
+def test_a_failed_init_writes_nothing(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    one_line_error(postroom("init", str(blocker / "node")), str(blocker), "nothing was written")
+    assert blocker.read_text() == "not a directory"
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "tls").write_text("a file where init puts its certificate directory")
+    one_line_error(postroom("init", str(half)), "tls", "nothing was written")
+    assert sorted(p.name for p in half.iterdir()) == ["tls"]
+    fresh = tmp_path / "a" / "b"
+    one_line_error(postroom("init", str(fresh), "--mx-listen", "nowhere"), "--mx-listen")
+    assert not (tmp_path / "a").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs to fill up (mounting needs root; skipped without it)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_data_directory_is_one_line(small_disk: Path) -> None:
+    settings = make_node(small_disk / "node")
+    with contextlib.suppress(OSError), (small_disk / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    for command in (["tenant", "add", "contoso"], ["serve"]):
+        one_line_error(postroom(*command, config=settings.source), "is full", "[node] data_dir")
+
+
+def test_an_admin_port_in_use_is_one_line(node_settings: Settings) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = node_settings.source
+        text = config.read_text()
+        admin = text.index("[admin]")
+        config.write_text(text[:admin] + text[admin:].replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"', 1))
+        one_line_error(postroom("serve", config=config), "[admin] listen", str(port), "in use")

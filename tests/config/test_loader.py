@@ -3,20 +3,29 @@ addresses, relative paths; render_config round trip; find_config."""
 
 from __future__ import annotations
 
+import dataclasses
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from postroom.app.setup import InitOptions, init_node, render_config
 from postroom.config import (
     CONFIG_ENV,
+    AdminLimits,
+    AdminSettings,
     ConfigError,
+    DatabaseSettings,
+    DnsSettings,
     ListenAddress,
     QueueSettings,
+    ServiceSettings,
+    Settings,
     SmtpLimits,
+    TlsSettings,
     find_config,
     load_settings,
     parse_listen,
-    render_config,
 )
 
 GOOD = """
@@ -101,7 +110,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 587),)
     assert settings.submission.limits == SmtpLimits()
     assert settings.imap_listen == ()
-    assert settings.admin_listen == (ListenAddress("127.0.0.1", 8443),)
+    assert settings.admin.listen == (ListenAddress("127.0.0.1", 8443),)
     assert settings.queue == QueueSettings(retry_interval=60.5)
     assert settings.blob_dir == base / "data" / "blobs"
 
@@ -322,41 +331,69 @@ def test_missing_file_and_bad_syntax(tmp_path: Path) -> None:
     assert problems_of(latin1).keys() == {"(syntax)"}
 
 
-def test_rendered_config_loads_cleanly(tmp_path: Path) -> None:
-    text = render_config(
-        data_dir="var",
+SECTIONS = {
+    "service": ServiceSettings,
+    "database": DatabaseSettings,
+    "dns": DnsSettings,
+    "tls": TlsSettings,
+    "mx.limits": SmtpLimits,
+    "submission.limits": SmtpLimits,
+    "admin": AdminSettings,
+    "admin.limits": AdminLimits,
+    "queue": QueueSettings,
+}
+
+
+def test_rendered_config_holds_every_key_and_loads_to_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "postroom.toml"
+    defaults = Settings(source=path)
+    text = render_config(defaults)
+    document = tomllib.loads(text)
+    for section, cls in SECTIONS.items():
+        table = document
+        for part in section.split("."):
+            table = table[part]
+        assert {f.name for f in dataclasses.fields(cls)} <= set(table), section
+    assert {"data_dir", "log_level"} <= set(document["node"])
+    assert {"listen"} <= set(document["mx"]) & set(document["submission"]) & set(document["imap"])
+    settings = load_settings(write(tmp_path, text))
+    base = path.parent.resolve()
+    assert settings == dataclasses.replace(
+        defaults,
+        source=path.resolve(),
+        data_dir=base,
+        tls=TlsSettings(base / "tls" / "cert.pem", base / "tls" / "key.pem"),
+    )
+    assert "# Postroom node configuration" in text and "# tenants' default domains" in text
+
+
+def test_init_writes_every_default_with_its_choices(tmp_path: Path) -> None:
+    options = InitOptions(
         service_domain="postroom.example",
-        hostname="mx.postroom.example",
-        mx_listen="127.0.0.1:2525",
-        submission_listen="[::1]:2587",
-        imap_listen="127.0.0.1:2143",
-        admin_listen="127.0.0.1:8080",
-        nameservers=["127.0.0.1:5353"],
-    )
-    path = write(tmp_path, text)
-    settings = load_settings(path)
-    assert settings.data_dir == path.parent.resolve() / "var"
-    assert settings.service.domain == "postroom.example"
-    assert settings.submission.listen == (ListenAddress("::1", 2587),)
-    assert settings.dns.nameservers == (ListenAddress("127.0.0.1", 5353),)
-    assert settings.mx.limits == SmtpLimits()
-    assert settings.queue == QueueSettings()
-
-
-def test_rendered_config_without_nameservers_loads_with_admin_tls_off(tmp_path: Path) -> None:
-    text = render_config(
-        data_dir=".",
-        service_domain="postroom.test",
-        hostname="mx.postroom.test",
         mx_listen="127.0.0.1:0",
-        submission_listen="127.0.0.1:0",
-        imap_listen="127.0.0.1:0",
-        admin_listen="127.0.0.1:8080",
-        nameservers=[],
+        submission_listen="[::1]:2587",
+        nameservers=("127.0.0.1:5353",),
     )
-    assert load_settings(write(tmp_path, text)).dns.nameservers == ()
-    assert '\n[admin]\nlisten = ["127.0.0.1:8080"]\ntls = false ' in text
-    assert load_settings(write(tmp_path, text)).admin_tls is False
+    settings = init_node(tmp_path / "node", options)
+    base = (tmp_path / "node").resolve()
+    defaults = Settings(source=settings.source)
+    assert settings == dataclasses.replace(
+        defaults,
+        data_dir=base,
+        service=dataclasses.replace(
+            defaults.service, domain="postroom.example", hostname="mx.postroom.example"
+        ),
+        dns=dataclasses.replace(defaults.dns, nameservers=(ListenAddress("127.0.0.1", 5353),)),
+        tls=TlsSettings(base / "tls" / "cert.pem", base / "tls" / "key.pem"),
+        mx=dataclasses.replace(defaults.mx, listen=(ListenAddress("127.0.0.1", 0),)),
+        submission=dataclasses.replace(defaults.submission, listen=(ListenAddress("::1", 2587),)),
+    )
+    document = tomllib.loads(settings.source.read_text())
+    for section, cls in SECTIONS.items():
+        table = document
+        for part in section.split("."):
+            table = table[part]
+        assert {f.name for f in dataclasses.fields(cls)} <= set(table), section
 
 
 @pytest.mark.parametrize(
@@ -385,7 +422,7 @@ def test_find_config(
     [("", False), ("[admin]\n", False), ("[admin]\ntls = false\n", False), ("[admin]\ntls = true\n", True)],
 )
 def test_admin_tls(tmp_path: Path, text: str, tls: bool) -> None:
-    assert load_settings(write(tmp_path, text)).admin_tls is tls
+    assert load_settings(write(tmp_path, text)).admin.tls is tls
 
 
 @pytest.mark.parametrize("value", ['"yes"', "1", '"true"'])

@@ -43,6 +43,8 @@ def versions(settings: Settings) -> list[int]:
 def test_an_older_node_with_mail_upgrades_to_the_current_schema(
     node_settings: Settings, tmp_path: Path, version: int, caplog: pytest.LogCaptureFixture
 ) -> None:
+    for made_by_init in node_settings.data_dir.glob("postroom.db*"):
+        made_by_init.unlink()  # the older node's database takes the place of the one init made
     load_schema_2(node_settings.database_url, node_settings.blob_dir, as_version_1=version == 1)
     with caplog.at_level(logging.INFO, logger="postroom.storage.database"):
         app = App.open(node_settings)

@@ -5,6 +5,6 @@ The public face is re-exported here; see `postroom.admin.app` for what is served
 """
 
 from postroom.admin.app import PolicyLookup, build_admin_app, request_host
-from postroom.admin.listener import MAX_CONNECTIONS, AdminListener
+from postroom.admin.listener import AdminListener
 
-__all__ = ["MAX_CONNECTIONS", "AdminListener", "PolicyLookup", "build_admin_app", "request_host"]
+__all__ = ["AdminListener", "PolicyLookup", "build_admin_app", "request_host"]

@@ -1,7 +1,7 @@
 """The composition root: builds a node from settings; only this package knows the concrete classes."""
 
 from postroom.app.domains import ProofOutcome, ProofResult, verify_ownership
-from postroom.app.node import App, Listening
+from postroom.app.node import App, Listening, StartupError, check
 from postroom.app.setup import InitOptions, SetupError, init_node
 
 __all__ = [
@@ -11,6 +11,8 @@ __all__ = [
     "ProofOutcome",
     "ProofResult",
     "SetupError",
+    "StartupError",
+    "check",
     "init_node",
     "verify_ownership",
 ]

@@ -7,21 +7,31 @@ every listener (the MX endpoint, and the admin HTTP listener that serves the hos
 policies), prints where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop
 accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still
 in a transaction then is cut with 421 4.3.2), the scheduler finishes its round and the writer commits
-what it was given. Nothing acknowledged is left uncommitted. With `[admin] tls = true` and no
-certificate at `[tls]` the node refuses to start.
+what it was given. Nothing acknowledged is left uncommitted.
+
+Failure at start is one `StartupError` whose message is one line naming the problem and the key to
+change: a data directory that does not exist (`postroom init` makes one; `open` never does), a
+database that cannot be opened or reached, a full disk, a `[tls]` certificate or key that is missing,
+unreadable or not a pair, a listen address already in use. `check(settings)` runs the same checks
+without serving (the database briefly), for `postroom check-config`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
+import sqlalchemy
+import sqlalchemy.exc
 import uvloop
 
 from postroom.admin import AdminListener, build_admin_app
@@ -37,7 +47,122 @@ from postroom.smtp import SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService
 
+DATABASE_PROBE_SECONDS = 5  # `check` gives a database server this long to answer
+
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The node cannot open or start; the message is one line: what is wrong and which key to change."""
+
+
+FULL_BELOW = 64 * 1024  # free bytes under which a failure to open the store is put down to a full disk
+
+
+def _space_left(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return FULL_BELOW  # cannot tell: not called full
+    return stats.f_bavail * stats.f_frsize
+
+
+def _full(error: BaseException, settings: Settings) -> StartupError | None:
+    """A StartupError for a full disk, else None: ENOSPC, or any failure to open the store while the data
+    directory's file system has (next to) no space left (SQLite reports that as a "disk I/O error")."""
+    if (
+        (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+        or "disk is full" in str(error)
+        or _space_left(settings.data_dir) < FULL_BELOW
+    ):
+        return StartupError(
+            f"the data directory {settings.data_dir} is full (no space left on the device): "
+            f"free space there, or move [node] data_dir in {settings.source}"
+        )
+    return None
+
+
+def _database_error(error: sqlalchemy.exc.SQLAlchemyError, settings: Settings) -> StartupError:
+    full = _full(error, settings)
+    if full is not None:
+        return full
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    shown = sqlalchemy.make_url(settings.database_url).render_as_string(hide_password=True)
+    return StartupError(
+        f"cannot open the database {shown}: {reason}; check that it is reachable, "
+        f"or fix [database] url in {settings.source}"
+    )
+
+
+def _unusable_url(error: BaseException, settings: Settings) -> StartupError:
+    return StartupError(
+        f"[database] url: {error}; use postgresql+psycopg://... (with the `postgres` extra installed) "
+        f"or leave it empty for SQLite, in {settings.source}"
+    )
+
+
+def _check_data_dir(settings: Settings) -> None:
+    if not settings.data_dir.is_dir():
+        raise StartupError(
+            f"the data directory {settings.data_dir} does not exist: set [node] data_dir in "
+            f"{settings.source} to the node's directory, or create a node with `postroom init DIR`"
+        )
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server TLS context of `[tls]`; StartupError when a file is missing, unreadable or not a pair."""
+    tls = settings.tls
+    for key, path in (("certificate", tls.certificate), ("key", tls.key)):
+        if not path.is_file():
+            raise StartupError(
+                f"[tls] {key}: there is no file {path}; point [tls] {key} in {settings.source} at it"
+            )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certificate, tls.key)
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise StartupError(
+            f"[tls] certificate {tls.certificate} and key {tls.key} cannot be used: {reason} (a PEM "
+            f"certificate chain and its own private key are needed); fix [tls] in {settings.source}"
+        ) from None
+    return context
+
+
+def check(settings: Settings) -> None:
+    """Check what `App.open` and `serve` need, without serving: raises StartupError naming the first
+    problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
+    within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
+    _check_data_dir(settings)
+    _tls_context(settings)
+    if settings.database.url.startswith("postgresql"):
+        try:
+            engine = sqlalchemy.create_engine(
+                settings.database.url,
+                poolclass=sqlalchemy.NullPool,
+                connect_args={"connect_timeout": DATABASE_PROBE_SECONDS},
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+            raise _unusable_url(error, settings) from None
+        try:
+            with engine.connect():
+                pass
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise _database_error(error, settings) from None
+        finally:
+            engine.dispose()
+
+
+async def _listen(table: str, starting: Awaitable[object], settings: Settings) -> None:
+    """Await a listener's start; a bind failure (the port in use) becomes a StartupError naming the key."""
+    try:
+        await starting
+    except OSError as error:
+        full = str(error).removeprefix(f"[Errno {error.errno}] ")
+        raise StartupError(
+            f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
+            "or stop what holds the port"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +187,24 @@ class App:
 
     @classmethod
     def open(cls, settings: Settings) -> App:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        settings.blob_dir.mkdir(parents=True, exist_ok=True)
-        database = Database(settings.database_url)
-        database.migrate()
+        """Open the node at `settings.data_dir` (which must exist); StartupError says what stops it."""
+        _check_data_dir(settings)
+        try:
+            settings.blob_dir.mkdir(exist_ok=True)
+        except OSError as error:
+            raise _full(error, settings) or StartupError(
+                f"cannot create the blob store {settings.blob_dir}: {error.strerror}; "
+                f"fix [node] data_dir in {settings.source}"
+            ) from None
+        try:
+            database = Database(settings.database_url)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+            raise _unusable_url(error, settings) from None
+        try:
+            database.migrate()
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            database.dispose()
+            raise _database_error(error, settings) from None
         return cls(settings, database)
 
     @property
@@ -81,14 +220,8 @@ class App:
     def close(self) -> None:
         self.database.dispose()
 
-    def tls_context(self) -> ssl.SSLContext | None:
-        tls = self.settings.tls
-        if not (tls.certificate.exists() and tls.key.exists()):
-            log.warning("no TLS certificate at %s: STARTTLS is not offered", tls.certificate)
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(tls.certificate, tls.key)
-        return context
+    def tls_context(self) -> ssl.SSLContext:
+        return _tls_context(self.settings)
 
     def run(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve on a uvloop event loop (libuv: less overhead per socket event) until stopped."""
@@ -99,11 +232,6 @@ class App:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
         tls = self.tls_context()
-        if settings.admin_tls and tls is None:
-            raise RuntimeError(
-                f"[admin] tls = true but there is no certificate and key at {settings.tls.certificate} and "
-                f"{settings.tls.key}: set [tls] certificate and key, or [admin] tls = false behind a proxy"
-            )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -141,17 +269,20 @@ class App:
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
             build_admin_app(partial(mta_sts_policy_text, self.directory, settings)),
-            settings.admin_listen,
-            ssl_context=tls if settings.admin_tls else None,
+            settings.admin.listen,
+            ssl_context=tls if settings.admin.tls else None,
+            limits=settings.admin.limits,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         refresh_task = asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh")
         try:
-            await mx.start()
+            # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
+            # use the one line of the error is all the operator sees.
+            await _listen("admin", admin.start(), settings)
             try:
-                await admin.start()
+                await _listen("mx", mx.start(), settings)
             except BaseException:
-                await mx.stop(0)
+                await admin.stop(0)
                 raise
             listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from postroom.app import App
+from postroom.app import App, StartupError
 from postroom.cli.output import fail
 from postroom.config import ConfigError, Settings, find_config, load_settings
 from postroom.directory import DirectoryError
@@ -40,7 +40,10 @@ def settings() -> Settings:
 
 def node() -> App:
     if state.node is None:
-        state.node = App.open(settings())
+        try:
+            state.node = App.open(settings())
+        except StartupError as error:
+            raise fail(str(error), 2) from None
     return state.node
 
 

@@ -10,10 +10,16 @@ from typing import Annotated
 
 import typer
 
-from postroom.app import App, InitOptions, Listening, SetupError, init_node
+from postroom.app import App, InitOptions, Listening, SetupError, StartupError, check, init_node
 from postroom.cli.context import JsonOption, settings
 from postroom.cli.output import console, emit_json, fail, fields
-from postroom.config import ConfigError
+from postroom.config import ConfigError, ListenAddress, Settings
+
+_DEFAULTS = Settings(source=Path("postroom.toml"))
+
+
+def _listen_help(what: str, default: tuple[ListenAddress, ...]) -> str:
+    return f"HOST:PORT of {what} (default {', '.join(map(str, default))})."
 
 
 # --- node -----------------------------------------------------------------------------------------
@@ -21,16 +27,20 @@ def init(
     directory: Annotated[Path, typer.Argument(help="Where to put postroom.toml and the data.")],
     service_domain: Annotated[
         str, typer.Option(help="The service's domain; tenants get NAME.<domain>.")
-    ] = "postroom.test",
+    ] = _DEFAULTS.service.domain,
     hostname: Annotated[
         str | None, typer.Option(help="This node's host name (default mx.<service domain>).")
     ] = None,
-    mx_listen: Annotated[str, typer.Option(help="HOST:PORT of the MX endpoint.")] = "127.0.0.1:2525",
+    mx_listen: Annotated[
+        str | None, typer.Option(help=_listen_help("the MX endpoint", _DEFAULTS.mx.listen))
+    ] = None,
     submission_listen: Annotated[
-        str, typer.Option(help="HOST:PORT of message submission.")
-    ] = "127.0.0.1:2587",
-    imap_listen: Annotated[str, typer.Option(help="HOST:PORT of IMAP.")] = "127.0.0.1:2143",
-    admin_listen: Annotated[str, typer.Option(help="HOST:PORT of the admin center.")] = "127.0.0.1:8080",
+        str | None, typer.Option(help=_listen_help("message submission", _DEFAULTS.submission.listen))
+    ] = None,
+    imap_listen: Annotated[str | None, typer.Option(help=_listen_help("IMAP", _DEFAULTS.imap_listen))] = None,
+    admin_listen: Annotated[
+        str | None, typer.Option(help=_listen_help("the admin listener", _DEFAULTS.admin.listen))
+    ] = None,
     nameserver: Annotated[
         list[str] | None, typer.Option(help="DNS server HOST:PORT (repeat); default: the system's.")
     ] = None,
@@ -47,47 +57,49 @@ def init(
     )
     try:
         created = init_node(directory, options)
-    except (SetupError, ConfigError) as error:
+    except (SetupError, ConfigError, StartupError) as error:
         raise fail(str(error), 2) from None
-    App.open(created).close()
     config = created.source
     # Name the command as this user can run it: bare `postroom` only when it is on PATH.
     program = "postroom" if shutil.which("postroom") == str(Path(sys.argv[0]).resolve()) else sys.argv[0]
-    console.print(f"Created {config}\n")
-    console.print("Next steps:")
-    console.print(f"  1. Start the node:        {program} -c {config} serve")
-    console.print(f"  2. Add an organization:   {program} -c {config} tenant add contoso")
-    console.print(
-        f"  3. Add its domain:        {program} -c {config} domain add contoso.com --tenant contoso"
-    )
-    console.print(
+    console.print(f"Created {config}\n", markup=False)
+    steps = [
+        "Next steps:",
+        f"  1. Start the node:        {program} -c {config} serve",
+        f"  2. Add an organization:   {program} -c {config} tenant add contoso",
+        f"  3. Add its domain:        {program} -c {config} domain add contoso.com --tenant contoso",
         "  4. Prove ownership:       publish the TXT record that "
-        f"`{program} -c {config} domain show contoso.com` prints,"
-    )
-    console.print(f"                            then `{program} -c {config} domain verify contoso.com`")
-    console.print(
-        f"  5. Create mailboxes:      {program} -c {config} mailbox add alice@contoso.com --name 'Alice'"
-    )
-    console.print(
+        f"`{program} -c {config} domain show contoso.com` prints,",
+        f"                            then `{program} -c {config} domain verify contoso.com`",
+        "                            (a lab without public DNS: `domain add ... --verified` skips the proof)",
+        f"  5. Create mailboxes:      {program} -c {config} mailbox add alice@contoso.com --name 'Alice'",
         f"  6. Publish DNS records:   {program} -c {config} domain records contoso.com --zone"
-        " (MX, SPF, DKIM, DMARC, ...)"
-    )
-    console.print(f"                            then `{program} -c {config} domain check contoso.com`")
+        " (MX, SPF, DKIM, DMARC, ...)",
+        f"                            then `{program} -c {config} domain check contoso.com`",
+    ]
+    for line in steps:
+        console.print(line, markup=False)
 
 
 def check_config(json_output: JsonOption = False) -> None:
-    """Check the configuration file and report every problem at once."""
+    """Check the configuration file and what it points at (data directory, TLS files, database)."""
     loaded = settings()
+    try:
+        check(loaded)
+    except StartupError as error:
+        raise fail(str(error), 2) from None
     if json_output:
         return emit_json(loaded)
-    console.print(f"{loaded.source}: OK")
+    console.print(f"{loaded.source}: OK", markup=False)
     fields(
         [
             ("service domain", loaded.service.domain),
             ("host name", loaded.service.hostname),
             ("data directory", loaded.data_dir),
-            ("database", "SQLite (embedded)" if not loaded.database.url else "external"),
+            ("database", "SQLite (embedded)" if not loaded.database.url else "external, answering"),
+            ("TLS certificate", loaded.tls.certificate),
             ("MX listens on", ", ".join(map(str, loaded.mx.listen))),
+            ("admin listens on", ", ".join(map(str, loaded.admin.listen)) or "-"),
             ("DNS servers", ", ".join(map(str, loaded.dns.nameservers)) or "the system's"),
         ]
     )
@@ -101,7 +113,10 @@ def serve() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    running = App.open(loaded)
+    try:
+        running = App.open(loaded)
+    except StartupError as error:
+        raise fail(str(error), 2) from None
 
     def ready(listening: list[Listening]) -> None:
         for item in listening:
@@ -110,6 +125,8 @@ def serve() -> None:
 
     try:
         running.run(ready)
+    except StartupError as error:
+        raise fail(str(error), 2) from None
     finally:
         running.close()
     console.print("stopped")

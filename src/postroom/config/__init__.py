@@ -4,12 +4,14 @@ from postroom.config.loader import (
     CONFIG_ENV,
     ConfigError,
     Problem,
+    config_document,
     find_config,
     load_settings,
     parse_listen,
-    render_config,
 )
 from postroom.config.settings import (
+    AdminLimits,
+    AdminSettings,
     DatabaseSettings,
     DnsSettings,
     ListenAddress,
@@ -23,6 +25,8 @@ from postroom.config.settings import (
 
 __all__ = [
     "CONFIG_ENV",
+    "AdminLimits",
+    "AdminSettings",
     "ConfigError",
     "DatabaseSettings",
     "DnsSettings",
@@ -34,8 +38,8 @@ __all__ = [
     "Settings",
     "SmtpLimits",
     "TlsSettings",
+    "config_document",
     "find_config",
     "load_settings",
     "parse_listen",
-    "render_config",
 ]

@@ -2,7 +2,9 @@
 
 The file is parsed once at start. Unknown keys are errors (a misspelt limit must not silently keep
 its default); every value is checked for type and range; relative paths are relative to the file's
-directory. `ConfigError` carries all the problems found; its message is what the CLI prints.
+directory. `config_document` is the other direction: settings as the tables of a file that loads back
+to them (`postroom init` writes it). `ConfigError` carries all the problems found; its message is what
+the CLI prints (one line for one problem, a line each for several).
 """
 
 from __future__ import annotations
@@ -16,17 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postroom.config.settings import (
-    DatabaseSettings,
-    DnsSettings,
-    ListenAddress,
-    ListenerSettings,
-    QueueSettings,
-    ServiceSettings,
-    Settings,
-    SmtpLimits,
-    TlsSettings,
-)
+from postroom.config.settings import ListenAddress, ListenerSettings, Settings, SmtpLimits, TlsSettings
 
 CONFIG_ENV = "POSTROOM_CONFIG"
 T = TypeVar("T")
@@ -48,6 +40,9 @@ class ConfigError(Exception):
     def __init__(self, path: Path, problems: list[Problem]) -> None:
         self.path = path
         self.problems = problems
+        if len(problems) == 1:
+            super().__init__(f"{path}: {problems[0]}")  # one problem, one line
+            return
         lines = [f"{path}: {len(problems)} problem(s) in the configuration:"]
         lines += [f"  {problem}" for problem in problems]
         super().__init__("\n".join(lines))
@@ -158,19 +153,26 @@ class _Reader:
                 )
         return tuple(found)
 
-    def dataclass_table(self, table: str, cls: type[T]) -> T:
-        default = cls()
-        values = {}
-        for item in dataclasses.fields(cls):  # type: ignore[arg-type]
+    def dataclass_table(
+        self,
+        table: str,
+        default: T,
+        checks: dict[str, Callable[[Any], str | None]] | None = None,
+        **given: Any,
+    ) -> T:
+        """Read every field of the dataclass value `default` from `table`, each falling back to its default:
+        by the default's type, numbers checked to be positive unless `checks` names a check; fields in
+        `given` were read by the caller (lists, paths)."""
+        values = dict(given)
+        for item in dataclasses.fields(default):  # type: ignore[arg-type]
+            if item.name in given:
+                continue
             current = getattr(default, item.name)
-            values[item.name] = self.get(
-                table,
-                item.name,
-                type(current),
-                current,
-                _positive if isinstance(current, int | float) else None,
-            )
-        return cls(**values)
+            check = (checks or {}).get(item.name)
+            if check is None and isinstance(current, int | float) and not isinstance(current, bool):
+                check = _positive
+            values[item.name] = self.get(table, item.name, type(current), current, check)
+        return dataclasses.replace(default, **values)  # type: ignore[type-var]
 
     def unknown_keys(self) -> None:
         def walk(prefix: str, table: dict[str, Any]) -> None:
@@ -201,13 +203,13 @@ def _bare_lf(value: str) -> str | None:
     return None if value in ("reject", "normalize") else 'must be "reject" or "normalize"'
 
 
+def _nul(value: str) -> str | None:
+    return None if value in ("reject", "strip") else 'must be "reject" or "strip"'
+
+
 def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
     """(key, complaint, fix) for SMTP limits that are each valid alone but not as a set."""
     found = []
-    if limits.bare_lf not in ("reject", "normalize"):
-        found.append(("bare_lf", _bare_lf(limits.bare_lf) or "", 'use "reject"'))
-    if limits.nul not in ("reject", "strip"):
-        found.append(("nul", 'must be "reject" or "strip"', 'use "reject"'))
     if not 8 <= limits.ipv4_prefix <= 32:
         found.append(("ipv4_prefix", "must be a prefix length from 8 to 32", "use 24 (or 32: per address)"))
     if not 16 <= limits.ipv6_prefix <= 128:
@@ -223,6 +225,12 @@ def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
             )
         )
     return found
+
+
+def _database_url(value: str) -> str | None:
+    if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
+        return None
+    return 'is not a database Postroom runs on: use "postgresql+psycopg://USER@HOST/DB", or "" for SQLite'
 
 
 def _sts_mode(value: str) -> str | None:
@@ -261,50 +269,52 @@ def load_settings(path: Path) -> Settings:
         candidate = Path(value).expanduser()
         return candidate if candidate.is_absolute() else base / candidate
 
-    data_dir = relative(reader.get("node", "data_dir", str, "."))
-    log_level = reader.get("node", "log_level", str, "info", _level)
-    drain_seconds = reader.get("node", "drain_seconds", float, 30.0, _positive)
-    service = ServiceSettings(
-        domain=reader.get("service", "domain", str, ServiceSettings().domain),
-        hostname=reader.get("service", "hostname", str, ServiceSettings().hostname),
-        mx_suffix=reader.get("service", "mx_suffix", str, ""),
-        spf_host=reader.get("service", "spf_host", str, ""),
+    defaults = Settings(source=path.resolve())
+    service = reader.dataclass_table(
+        "service",
+        defaults.service,
+        {"mta_sts_mode": _sts_mode},
         addresses=reader.addresses("service", "addresses"),
-        mta_sts_mode=reader.get("service", "mta_sts_mode", str, "testing", _sts_mode),
     )
-    database = DatabaseSettings(url=reader.get("database", "url", str, ""))
-    dns = DnsSettings(
-        nameservers=reader.listen("dns", "nameservers", ()),
-        timeout=reader.get("dns", "timeout", float, DnsSettings().timeout, _positive),
-        cache_size=reader.get("dns", "cache_size", int, DnsSettings().cache_size, _positive),
-    )
-    tls = TlsSettings(
-        certificate=relative(reader.get("tls", "certificate", str, "tls/cert.pem")),
-        key=relative(reader.get("tls", "key", str, "tls/key.pem")),
-    )
-    listeners = {}
-    for name, port in (("mx", 2525), ("submission", 2587)):
-        limits = reader.dataclass_table(f"{name}.limits", SmtpLimits)
-        for key, complaint, fix in _limit_problems(limits):
-            reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
-        listeners[name] = ListenerSettings(
-            listen=reader.listen(name, "listen", (f"127.0.0.1:{port}",)), limits=limits
+    tls = defaults.tls
+    listeners = {
+        name: ListenerSettings(
+            listen=reader.listen(name, "listen", tuple(map(str, default.listen))),
+            limits=reader.dataclass_table(
+                f"{name}.limits", default.limits, {"bare_lf": _bare_lf, "nul": _nul}
+            ),
         )
+        for name, default in (("mx", defaults.mx), ("submission", defaults.submission))
+    }
+    for name, listener in listeners.items():
+        for key, complaint, fix in _limit_problems(listener.limits):
+            reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
     settings = Settings(
-        source=path.resolve(),
-        data_dir=data_dir,
+        source=defaults.source,
+        data_dir=relative(reader.get("node", "data_dir", str, str(defaults.data_dir))),
         service=service,
-        database=database,
-        dns=dns,
-        tls=tls,
+        database=reader.dataclass_table("database", defaults.database, {"url": _database_url}),
+        dns=reader.dataclass_table(
+            "dns",
+            defaults.dns,
+            nameservers=reader.listen("dns", "nameservers", tuple(map(str, defaults.dns.nameservers))),
+        ),
+        tls=TlsSettings(
+            certificate=relative(reader.get("tls", "certificate", str, str(tls.certificate))),
+            key=relative(reader.get("tls", "key", str, str(tls.key))),
+        ),
         mx=listeners["mx"],
         submission=listeners["submission"],
-        imap_listen=reader.listen("imap", "listen", ("127.0.0.1:2143",)),
-        admin_listen=reader.listen("admin", "listen", ("127.0.0.1:8080",)),
-        queue=reader.dataclass_table("queue", QueueSettings),
-        log_level=log_level,
-        drain_seconds=drain_seconds,
-        admin_tls=reader.get("admin", "tls", bool, False),
+        imap_listen=reader.listen("imap", "listen", tuple(map(str, defaults.imap_listen))),
+        admin=reader.dataclass_table(
+            "admin",
+            defaults.admin,
+            listen=reader.listen("admin", "listen", tuple(map(str, defaults.admin.listen))),
+            limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
+        ),
+        queue=reader.dataclass_table("queue", defaults.queue),
+        log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
+        drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -323,91 +333,32 @@ def load_settings(path: Path) -> Settings:
     return settings
 
 
-def render_config(
-    *,
-    data_dir: str,
-    service_domain: str,
-    hostname: str,
-    mx_listen: str,
-    submission_listen: str,
-    imap_listen: str,
-    admin_listen: str,
-    nameservers: list[str],
-) -> str:
-    """The text of a new `postroom.toml`, with every section present and commented."""
-    names = ", ".join(f'"{n}"' for n in nameservers)
-    return f"""# Postroom node configuration. Every key is documented in docs/configuration.md.
+def _toml(value: Any) -> Any:
+    """A settings value as TOML holds it: tables for dataclasses, strings for paths and addresses."""
+    if isinstance(value, Path | ListenAddress):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {item.name: _toml(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_toml(item) for item in value]
+    return value
 
-[node]
-data_dir = "{data_dir}"        # database, blobs and TLS files; relative to this file
-log_level = "info"
-drain_seconds = 30.0           # at stop, transactions in flight get this long to finish
 
-[service]
-domain = "{service_domain}"    # tenants' default domains are <tenant>.{service_domain}
-hostname = "{hostname}"        # this node's name in greetings and Received headers
-mx_suffix = ""                 # customers' MX: <domainKey>.<mx_suffix>; empty: mail.protection.<domain>
-spf_host = ""                  # customers' SPF includes it; empty: spf.protection.<domain>
-addresses = []                 # the nodes' public IPs: `postroom service records` publishes them
-mta_sts_mode = "testing"       # MTA-STS policy mode for customers' domains: testing or enforce
-
-[database]
-url = ""                       # empty: SQLite in the data directory; or postgresql+psycopg://...
-
-[dns]
-nameservers = [{names}]        # host:port; empty: the system's resolvers
-timeout = 5.0
-
-[tls]
-certificate = "tls/cert.pem"
-key = "tls/key.pem"
-
-[mx]
-listen = ["{mx_listen}"]
-
-[mx.limits]
-max_message_size = 36700160
-max_recipients = 500
-max_command_line = 2048
-max_data_line = 8192
-max_errors = 10
-max_refused_recipients = 20
-refusal_slowdown = 10
-refusal_delay = 1.0
-max_junk_commands = 100
-command_timeout = 300.0
-data_timeout = 600.0
-max_session_time = 1800.0
-min_data_rate = 1024
-data_rate_window = 30.0
-data_rate_grace = 30.0
-max_connections = 1000
-max_connections_per_ip = 50
-max_connections_per_prefix = 100
-ipv4_prefix = 24
-ipv6_prefix = 64
-reserved_connections = 100
-busy_prefix_connections = 10
-spool_threshold = 1048576
-memory_budget = 268435456
-bare_lf = "reject"
-nul = "reject"
-
-[submission]
-listen = ["{submission_listen}"]
-
-[imap]
-listen = ["{imap_listen}"]
-
-[admin]
-listen = ["{admin_listen}"]
-tls = false                    # true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS
-
-[queue]
-commit_batch_max = 256
-delivery_batch_max = 256
-lease_seconds = 300.0
-retry_interval = 300.0
-max_retry_interval = 3600.0
-message_expiration = 172800.0
-"""
+def config_document(settings: Settings) -> dict[str, Any]:
+    """`settings` as the tables of `postroom.toml`: every key the loader reads, each with its value."""
+    return {
+        "node": {
+            "data_dir": str(settings.data_dir),
+            "log_level": settings.log_level,
+            "drain_seconds": settings.drain_seconds,
+        },
+        "service": _toml(settings.service),
+        "database": _toml(settings.database),
+        "dns": _toml(settings.dns),
+        "tls": _toml(settings.tls),
+        "mx": _toml(settings.mx),
+        "submission": _toml(settings.submission),
+        "imap": {"listen": _toml(settings.imap_listen)},
+        "admin": _toml(settings.admin),
+        "queue": _toml(settings.queue),
+    }

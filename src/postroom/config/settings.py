@@ -1,8 +1,11 @@
 """Node settings: the frozen, typed form of `postroom.toml`.
 
-Every limit the node enforces is named here, with its default; `docs/configuration.md` documents
-each key. The loader (`postroom.config.loader`) builds these from the file and reports every error
-at once; nothing else reads the file.
+Every limit the node enforces is named here, with its default, and only here: `Settings(source)` is
+a node with every default, the loader falls back to these values, and the file `postroom init` writes
+is rendered from them (`config_document`, written by `postroom.app.setup.render_config`).
+`docs/configuration.md` documents each key. The loader (`postroom.config.loader`) builds these from
+the file and reports every error at once; nothing else reads the file. Paths held here before loading
+(the defaults) are relative to the config file's directory; the loader makes them absolute.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class SmtpLimits:
     nul: str = "reject"  # a NUL octet in a message: "reject" with 550 5.6.0, or "strip" it
 
 
+def _loopback(port: int) -> tuple[ListenAddress, ...]:
+    return (ListenAddress("127.0.0.1", port),)
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
     """One SMTP listener: where it listens and its limits."""
@@ -91,8 +98,32 @@ class ListenerSettings:
 class TlsSettings:
     """The certificate and key the listeners offer (STARTTLS, implicit TLS, IMAPS)."""
 
-    certificate: Path
-    key: Path
+    certificate: Path = Path("tls/cert.pem")
+    key: Path = Path("tls/key.pem")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminLimits:
+    """Bounds of the admin HTTP listener on its clients (`[admin.limits]`).
+
+    A connection must deliver each request head within `header_timeout` seconds (counted from the
+    connection, or from the end of the previous response) and is closed after `keep_alive_timeout` idle
+    seconds between requests; one client address holds at most `max_connections_per_ip` connections
+    (more are closed at once), all clients together `max_connections` (then `503`)."""
+
+    header_timeout: float = 10.0  # seconds for a request head to arrive complete; then closed
+    keep_alive_timeout: float = 5.0  # seconds an idle keep-alive connection stays open
+    max_connections: int = 1000  # concurrent connections on the listener; then 503
+    max_connections_per_ip: int = 32  # concurrent connections from one client address; more are closed
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin HTTP listener: where it listens, whether it speaks TLS itself, and its bounds."""
+
+    listen: tuple[ListenAddress, ...] = _loopback(8080)
+    tls: bool = False  # serve HTTPS with [tls]; False: HTTP behind a reverse proxy that holds TLS
+    limits: AdminLimits = field(default_factory=AdminLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +159,18 @@ class Settings:
     """All of a node's settings, as read from one file."""
 
     source: Path  # the config file these came from
-    data_dir: Path
-    service: ServiceSettings
-    database: DatabaseSettings
-    dns: DnsSettings
-    tls: TlsSettings
-    mx: ListenerSettings
-    submission: ListenerSettings
-    imap_listen: tuple[ListenAddress, ...]
-    admin_listen: tuple[ListenAddress, ...]
-    queue: QueueSettings
-    log_level: str = "info"
-    drain_seconds: float = 30.0  # at stop, how long transactions in flight may take before they are cut
-    admin_tls: bool = False  # the admin listener serves HTTPS with [tls]; False: HTTP behind a TLS proxy
+    data_dir: Path = Path(".")  # [node] data_dir
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    mx: ListenerSettings = field(default_factory=lambda: ListenerSettings(_loopback(2525)))
+    submission: ListenerSettings = field(default_factory=lambda: ListenerSettings(_loopback(2587)))
+    imap_listen: tuple[ListenAddress, ...] = _loopback(2143)  # [imap] listen
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
+    log_level: str = "info"  # [node] log_level: debug, info, warning or error
+    drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
 
     @property
     def database_url(self) -> str:
