@@ -10,6 +10,7 @@ round trip).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ c       IN MX  10 c.vendors.example.
 host    IN A   192.0.2.4
 loop1   IN TXT "v=spf1 include:loop2.vendors.example. -all"
 loop2   IN TXT "v=spf1 include:loop1.vendors.example. -all"
+badcidr IN TXT "v=spf1 mx/1/2 -all"
 """
 
 
@@ -245,6 +247,31 @@ BROKEN = [
         Severity.ERROR,
         "replace it with",
         (SPF,),
+    ),
+    Broken(
+        "SPF a term with an extra prefix length",
+        lambda s: set_spf(s, "v=spf1 a/24/64 include:spf.protection.postroom.test -all"),
+        FindingCode.SPF_SYNTAX,
+        Severity.ERROR,
+        "replace it with",
+        (SPF,),
+    ),
+    Broken(
+        "SPF two records, one with an extra prefix length",
+        lambda s: set_spf(s, SPF, "v=spf1 a//64/ mx:vendors.example/24 -all"),
+        FindingCode.SPF_MULTIPLE,
+        Severity.ERROR,
+        "publish one record that merges them",
+        ("v=spf1 mx:vendors.example/24 include:spf.protection.postroom.test -all",),
+    ),
+    Broken(
+        "SPF include of a record with an extra prefix length",
+        lambda s: set_spf(
+            s, "v=spf1 include:badcidr.vendors.example include:spf.protection.postroom.test -all"
+        ),
+        FindingCode.SPF_INCLUDE_SYNTAX,
+        Severity.ERROR,
+        "does not parse",
     ),
     Broken(
         "SPF of two strings joined without a space",
@@ -510,12 +537,40 @@ async def test_an_unreachable_policy_is_an_error(server: DnsTestServer) -> None:
     assert [r.value for r in finding.publish] == ["mx.postroom.test"]
 
 
-async def test_dns_that_does_not_answer_concludes_nothing() -> None:
+async def test_dns_that_does_not_answer_gives_one_finding_naming_the_server_and_gives_up_quickly() -> None:
     with silent_nameserver() as address:
-        resolver = DnsResolver(DnsSettings(nameservers=(address,), timeout=0.2))
-        diagnosis = await diagnose_domain(resolver, SERVICE, FACTS)
-    assert diagnosis.errors
-    assert {f.code for f in diagnosis.findings} == {FindingCode.DNS_UNAVAILABLE}
+        resolver = DnsResolver(DnsSettings(nameservers=(address,), timeout=0.5))
+        started = time.monotonic()
+        diagnosis = await diagnose_domain(resolver, SERVICE, FACTS, fetch_policy=published(""))
+        elapsed = time.monotonic() - started
+    [finding] = diagnosis.findings
+    assert finding.code is FindingCode.DNS_UNAVAILABLE and finding.severity is Severity.ERROR
+    assert f"{address.host} port {address.port}" in finding.message
+    assert elapsed < 3.0  # one timeout, not one per record (there are over a dozen)
+
+
+async def test_an_unexpected_error_in_one_area_ends_that_check_with_one_finding(
+    server: DnsTestServer,
+) -> None:
+    async def broken(domain: str) -> FetchedPolicy:
+        raise RuntimeError("the fetcher is broken")
+
+    diagnosis = await diagnose_domain(DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=broken)
+    finding = diagnosis.find(FindingCode.CHECK_FAILED)
+    assert finding.severity is Severity.ERROR
+    assert "RuntimeError: the fetcher is broken" in finding.message
+    assert diagnosis.find(FindingCode.MX_OK) and diagnosis.find(FindingCode.DMARC_OK)
+
+
+@pytest.mark.parametrize(
+    "name", ["192.0.2.1", "[192.0.2.1]", "[IPv6:2001:db8::1]", "2001:db8::1", "localhost"]
+)
+async def test_a_name_that_is_no_domain_gets_one_finding(server: DnsTestServer, name: str) -> None:
+    facts = dataclasses.replace(FACTS, name=name, domain_key=name.replace(".", "-"))
+    diagnosis = await diagnose(server, facts)
+    [finding] = diagnosis.findings
+    assert finding.code is FindingCode.DOMAIN_NOT_A_DOMAIN and finding.severity is Severity.ERROR
+    assert "postroom domain remove" in finding.fix
 
 
 async def test_a_domain_that_does_not_exist_gets_one_finding_listing_every_record(

@@ -9,10 +9,11 @@ listener, and `postroom domain check` fetches that policy and reads every record
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from tests.cli.test_commands import postroom
-from tests.support.dns_server import DnsTestServer
+from tests.support.dns_server import DnsTestServer, silent_nameserver
 from tests.support.node import make_node, running
 
 
@@ -73,3 +74,22 @@ def test_published_records_check_with_zero_errors(tmp_path: Path) -> None:
         assert multiple["publish"][0]["value"] == (
             "v=spf1 include:newsletters.example include:spf.protection.postroom.test -all"
         )
+
+
+def test_a_stored_ip_literal_is_refused_by_records_and_one_finding_in_check(tmp_path: Path) -> None:
+    with silent_nameserver() as nameserver:
+        settings = make_node(tmp_path / "node", nameservers=(str(nameserver),))
+        config = settings.source
+        assert postroom("tenant", "add", "contoso", config=config).returncode == 0
+        assert postroom("domain", "add", "old.example", "--tenant", "contoso", config=config).returncode == 0
+        # A database from before `domain add` refused IP literals still holds one.
+        with sqlite3.connect(tmp_path / "node" / "postroom.db") as db:
+            db.execute(
+                "UPDATE domains SET name = '[192.0.2.1]', domain_key = '[192-0-2-1]' WHERE name = 'old.example'"
+            )
+        records = postroom("domain", "records", "[192.0.2.1]", config=config)
+        assert records.returncode == 1
+        assert "is an IP address" in records.stderr and "Traceback" not in records.stderr
+        checked = postroom("domain", "check", "[192.0.2.1]", "--json", config=config)
+        assert checked.returncode == 1, checked.stderr
+        assert [f["code"] for f in json.loads(checked.stdout)["findings"]] == ["domain.not-a-domain"]

@@ -20,6 +20,7 @@ from postroom.dns import (
     DomainDiagnosis,
     DomainFacts,
     FetchedPolicy,
+    NotADomainName,
     Resolver,
     diagnose_domain,
     fetch_sts_policy,
@@ -60,7 +61,10 @@ def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -
         return None
     if accepted.status is not DomainStatus.VERIFIED:
         return None
-    return mta_sts_policy(settings.service, _facts(accepted))
+    try:
+        return mta_sts_policy(settings.service, _facts(accepted))
+    except NotADomainName:  # stored before the directory refused such names: it has no policy
+        return None
 
 
 def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRecord]:

@@ -11,13 +11,14 @@ from postroom.dns.diagnosis.common import (
     publish_hint,
     quote,
 )
-from postroom.dns.resolver import DnsTemporaryError, NxDomain
+from postroom.dns.resolver import DnsTemporaryError, DnsTimeout, NxDomain
 
 
 class Apex(Enum):
     USABLE = "usable"
     NXDOMAIN = "nxdomain"  # nothing else is checked
     UNUSABLE = "unusable"  # a CNAME, or DNS down: the apex's own checks are skipped, the names below checked
+    SILENT = "silent"  # no nameserver answered the first question: nothing else is asked
 
 
 async def check_apex(check: Check) -> Apex:
@@ -34,6 +35,17 @@ async def check_apex(check: Check) -> Apex:
             publish=tuple(check.expected),
         )
         return Apex.NXDOMAIN
+    except DnsTimeout as error:
+        # Every other question would wait as long again: one finding, about the nameservers.
+        check.add(
+            FindingCode.DNS_UNAVAILABLE,
+            Severity.ERROR,
+            name,
+            f"no nameserver answered, so nothing was checked: {error}",
+            fix="check that the nameservers of [dns] in postroom.toml (or the system's resolv.conf) are up "
+            "and reachable from this host, then run the check again",
+        )
+        return Apex.SILENT
     except DnsTemporaryError as error:
         check.unavailable(name, error)
         return Apex.UNUSABLE

@@ -31,7 +31,9 @@ class Severity(StrEnum):
 
 
 class FindingCode(StrEnum):
+    CHECK_FAILED = "check.failed"
     DNS_UNAVAILABLE = "dns.unavailable"
+    DOMAIN_NOT_A_DOMAIN = "domain.not-a-domain"
     DOMAIN_NXDOMAIN = "domain.nxdomain"
     DOMAIN_CNAME_AT_APEX = "domain.cname-at-apex"
     OWNERSHIP_OK = "ownership.ok"
