@@ -183,6 +183,14 @@ BROKEN = [
         ("v=spf1 ip4:198.51.100.7 include:spf.protection.postroom.test -all",),
     ),
     Broken(
+        "SPF redirect without the service include",
+        lambda s: set_spf(s, "v=spf1 ip4:198.51.100.7 redirect=a.vendors.example"),
+        FindingCode.SPF_NO_SERVICE_INCLUDE,
+        Severity.ERROR,
+        "add include:spf.protection.postroom.test",
+        ("v=spf1 ip4:198.51.100.7 include:a.vendors.example include:spf.protection.postroom.test -all",),
+    ),
+    Broken(
         "SPF +all",
         lambda s: set_spf(s, "v=spf1 include:spf.protection.postroom.test +all"),
         FindingCode.SPF_PASS_ALL,
@@ -483,6 +491,26 @@ async def test_the_fix_for_a_cut_string_splits_it_when_published(server: DnsTest
     assert data.count('"') == 4  # two strings, each within 255 octets
     server.set_zone(DOMAIN, zone([r for r in GOOD if not r.value.startswith("v=spf1")] + [fix]))
     assert (await diagnose(server)).find(FindingCode.SPF_OK)
+
+
+# Valid, one string of exactly 255 octets, no all term: as long as it is on purpose, not cut.
+EXACT_SPF = "v=spf1 " + " ".join(f"ip4:198.51.100.{host}" for host in range(10, 21))
+EXACT_SPF += " include:spf.protection.postroom.test".rjust(255 - len(EXACT_SPF))
+assert len(EXACT_SPF) == 255
+
+
+@pytest.mark.parametrize("include", [True, False])
+async def test_a_valid_record_of_exactly_255_octets_is_not_cut_and_its_fix_keeps_every_term(
+    server: DnsTestServer, include: bool
+) -> None:
+    service = "include:spf.protection.postroom.test"
+    text = EXACT_SPF if include else EXACT_SPF.replace(service, "a".rjust(len(service)))
+    set_spf(server, text)
+    diagnosis = await diagnose(server)
+    assert "spf.truncated-string" not in diagnosis.codes()
+    finding = diagnosis.find(FindingCode.SPF_NEUTRAL if include else FindingCode.SPF_NO_SERVICE_INCLUDE)
+    [fix] = finding.publish
+    assert set(text.split()) - set(fix.value.split()) == set()
 
 
 async def test_dkim_published_as_a_cname_to_the_key_checks_ok(server: DnsTestServer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from dataclasses import dataclass
@@ -206,10 +207,8 @@ def test_no_record_makes_the_parser_raise_anything_but_a_syntax_error() -> None:
         else:
             body = "".join(rng.choice(FUZZ_PIECES) for _ in range(rng.randrange(0, 14)))
         text = rng.choice(("v=spf1 ", "v=spf1", "V=SPF1 ", "")) + body
-        try:
+        with contextlib.suppress(SpfSyntaxError):
             parse_spf(text)
-        except SpfSyntaxError:
-            pass
 
 
 def test_syntax_error_reads_well_for_an_admin() -> None:

@@ -85,7 +85,8 @@ def test_a_stored_ip_literal_is_refused_by_records_and_one_finding_in_check(tmp_
         # A database from before `domain add` refused IP literals still holds one.
         with sqlite3.connect(tmp_path / "node" / "postroom.db") as db:
             db.execute(
-                "UPDATE domains SET name = '[192.0.2.1]', domain_key = '[192-0-2-1]' WHERE name = 'old.example'"
+                "UPDATE domains SET name = '[192.0.2.1]', domain_key = '[192-0-2-1]' "
+                "WHERE name = 'old.example'"
             )
         records = postroom("domain", "records", "[192.0.2.1]", config=config)
         assert records.returncode == 1

@@ -34,16 +34,23 @@ _SPF_WARNINGS = {SpfProblemCode.PTR_USED}
 
 def _merged_spf(check: Check, published: Sequence[str]) -> DnsRecord:
     """One SPF record: the senders of the published records (in a stable order, whatever order DNS
-    answered in), then the terms Postroom needs (its include last), then -all. Broken terms, `all`,
-    `redirect=` and `exp=` are not carried over."""
+    answered in), then the terms Postroom needs (its include last), then -all. No valid sender is lost:
+    a `redirect=` in effect (a record without `all`) becomes an include of the same domain; only broken
+    terms, `all` and `exp=` (an explanation, no sender) are not carried over."""
     expected = check.expect("TXT", check.facts.name)
     spf = next(r for r in expected if is_spf_record(r.value))
     ours = spf.value.split()[1:]
     terms: list[str] = []
     for text in sorted(published):
-        for term in text.split()[1:]:
+        words = text.split()[1:]
+        has_all = any(word.lstrip("+-~?").lower() == "all" for word in words)
+        for term in words:
             bare = term.lstrip("+-~?").lower()
-            if bare == "all" or bare.startswith(("redirect=", "exp=")) or term in terms or term in ours:
+            if bare.startswith("redirect=") and not has_all:
+                term = "include:" + term.split("=", 1)[1]  # what it names sends for the domain
+            elif bare == "all" or bare.startswith(("redirect=", "exp=")):
+                continue
+            if term in terms or term in ours:
                 continue
             try:
                 parse_spf(f"v=spf1 {term}")
@@ -90,18 +97,17 @@ async def check_spf(check: Check) -> None:
         parsed: SpfRecord | None = parse_spf(record.text)
     except SpfSyntaxError as raised:
         parsed, error = None, raised
-    # A provider that cuts a long value leaves one last string of exactly 255 octets and no all term.
-    if len(record.strings[-1]) == TXT_STRING_MAX and (
-        parsed is None or (parsed.all_term is None and parsed.redirect is None)
-    ):
-        kept_text, _, cut = record.text.rpartition(" ")
-        kept = _merged_spf(check, [kept_text])
+    # A provider that cuts a long value leaves one last string of exactly 255 octets, cut in the middle
+    # of a term. A record that parses may be exactly that long on purpose: it is judged as it stands.
+    if len(record.strings[-1]) == TXT_STRING_MAX and parsed is None:
+        cut = record.text.rpartition(" ")[2]
+        kept = _merged_spf(check, [record.text])  # every term that parses is kept
         check.add(
             FindingCode.SPF_TRUNCATED,
             Severity.ERROR,
             name,
-            f"the SPF record ends in a string of exactly {TXT_STRING_MAX} octets with no all term: the DNS "
-            f"host cut a longer value, in the middle of {cut!r}; add back any sender named after it",
+            f"the SPF record ends in a string of exactly {TXT_STRING_MAX} octets that does not parse: the "
+            f"DNS host cut a longer value, in the middle of {cut!r}; add back any sender named after it",
             found=(quote(record.text),),
             fix="enter the record as several quoted strings of at most 255 octets each (they are joined "
             "with nothing between them), as below",
