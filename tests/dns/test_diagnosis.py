@@ -551,17 +551,46 @@ async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestSer
     assert "mta-sts.contoso.example" in finding.fix
 
 
-async def test_an_unreachable_policy_is_an_error(server: DnsTestServer) -> None:
-    async def unreachable(domain: str) -> FetchedPolicy:
-        return FetchedPolicy(
-            url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt", error="connection refused"
-        )
+async def unreachable(domain: str) -> FetchedPolicy:
+    return FetchedPolicy(url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt", error="connection refused")
 
+
+async def test_an_unreachable_policy_at_the_service_host_says_what_to_do_about_the_listener(
+    server: DnsTestServer,
+) -> None:
     diagnosis = await diagnose_domain(
         DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=unreachable
     )
     finding = diagnosis.find(FindingCode.MTA_STS_POLICY_UNAVAILABLE)
+    assert finding.severity is Severity.ERROR
     assert "connection refused" in finding.message
+    assert "[admin] tls = true" in finding.fix and "TLS proxy" in finding.fix
+    assert "mta-sts.contoso.example" in finding.fix
+    assert finding.publish == ()  # the CNAME is there already
+
+
+@pytest.mark.parametrize(
+    ("breaks", "says"),
+    [
+        (lambda s: s.remove_records(f"mta-sts.{DOMAIN}"), "does not exist"),
+        (
+            lambda s: (
+                s.remove_records(f"mta-sts.{DOMAIN}"),
+                s.add_records(f"mta-sts.{DOMAIN}", "CNAME", "sites.hosting.example."),
+            ),
+            "points at sites.hosting.example",
+        ),
+    ],
+)
+async def test_an_unreachable_policy_elsewhere_gets_the_cname_to_publish(
+    server: DnsTestServer, breaks: Callable[[DnsTestServer], object], says: str
+) -> None:
+    breaks(server)
+    diagnosis = await diagnose_domain(
+        DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=unreachable
+    )
+    finding = diagnosis.find(FindingCode.MTA_STS_POLICY_UNAVAILABLE)
+    assert says in finding.fix
     assert [r.value for r in finding.publish] == ["mx.postroom.test"]
 
 

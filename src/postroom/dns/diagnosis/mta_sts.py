@@ -10,6 +10,8 @@ from postroom.dns.diagnosis.common import (
     quote,
 )
 from postroom.dns.mta_sts import MtaStsError, parse_sts_txt
+from postroom.dns.records import DnsRecord
+from postroom.dns.resolver import DnsTemporaryError, NxDomain
 
 
 async def check_mta_sts(check: Check) -> None:
@@ -54,15 +56,15 @@ async def check_mta_sts(check: Check) -> None:
         return
     fetched = await check.fetch_policy(domain)
     if fetched.policy is None:
+        fix, publish = await _unavailable_fix(check, expected[:1])
         check.add(
             FindingCode.MTA_STS_POLICY_UNAVAILABLE,
             Severity.ERROR,
             fetched.url,
             f"the MTA-STS record is published but the policy cannot be had: {fetched.error}",
             found=found,
-            fix=f"{publish_hint(expected[:1])} so that Postroom serves the policy, with a certificate for "
-            f"mta-sts.{domain} (see docs/dns.md), or delete {name}",
-            publish=expected[:1],
+            fix=f"{fix}; or delete {name}",
+            publish=publish,
         )
         return
     mx_host = check.service.mx_host(check.facts.domain_key)
@@ -96,4 +98,30 @@ async def check_mta_sts(check: Check) -> None:
         name,
         f"the MTA-STS record and the policy agree (mode {fetched.policy.mode}, MX {mx_host})",
         found=found,
+    )
+
+
+async def _unavailable_fix(check: Check, cname: tuple[DnsRecord, ...]) -> tuple[str, tuple[DnsRecord, ...]]:
+    """What to do about a policy that cannot be fetched: the DNS name when it does not lead to the
+    service host, else what serves HTTPS there (the admin listener, behind a TLS proxy or with TLS)."""
+    host = f"mta-sts.{check.facts.name}"
+    service = check.service.hostname
+    publish = f"{publish_hint(cname)} so that Postroom serves the policy, with a certificate for {host}"
+    try:
+        target = await check.resolver.cname(host, fresh=True)
+        addresses = [*await check.resolver.a(host, fresh=True), *await check.resolver.aaaa(host, fresh=True)]
+    except NxDomain:
+        return f"{host} does not exist: {publish}", cname
+    except DnsTemporaryError:
+        return publish, cname
+    if target is not None and target != service:
+        return f"{host} points at {target}, not at {service}: {publish}", cname
+    if not addresses:
+        return f"{host} has no address: {publish}", cname
+    return (
+        f"{host} resolves, but nothing there serves the policy over HTTPS with a certificate for {host}: "
+        "the node's admin listener ([admin] listen) serves it, so either put a TLS proxy on port 443 in "
+        f"front of it holding a certificate for {host}, or set [admin] tls = true with a [tls] "
+        f"certificate that names {host} (docs/dns.md, 'Serving the MTA-STS policy')",
+        (),
     )
