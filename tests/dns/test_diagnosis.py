@@ -385,7 +385,7 @@ BROKEN = [
     ),
     Broken(
         "DMARC syntax error",
-        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=block; rua=mailto:postmaster@contoso.example"),
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=block; rua=postmaster@contoso.example"),
         FindingCode.DMARC_SYNTAX,
         Severity.ERROR,
         "replace it",
@@ -400,6 +400,23 @@ BROKEN = [
         Severity.WARNING,
         "contoso.example._report._dmarc.reports.vendors.example",
         ("v=DMARC1",),
+    ),
+    Broken(
+        "DMARC with tags receivers discard",
+        lambda s: set_txt(
+            s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=reject; pct=150; adkim=x; rua=postmaster@contoso.example"
+        ),
+        FindingCode.DMARC_TAG_DISCARDED,
+        Severity.WARNING,
+        "correct or remove those tags",
+        ("v=DMARC1; p=none; rua=mailto:postmaster@contoso.example",),
+    ),
+    Broken(
+        "DMARC without p= but with rua=",
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; rua=mailto:postmaster@contoso.example"),
+        FindingCode.DMARC_TAG_DISCARDED,
+        Severity.WARNING,
+        "correct or remove those tags",
     ),
     Broken(
         "two DMARC records",
@@ -542,6 +559,14 @@ async def test_reports_to_a_domain_that_authorized_them_are_fine(server: DnsTest
     diagnosis = await diagnose(server)
     assert "dmarc.reports-unauthorized" not in diagnosis.codes()
     assert "p=reject" in diagnosis.find(FindingCode.DMARC_OK).message
+
+
+async def test_reports_within_the_organization_need_no_authorization(server: DnsTestServer) -> None:
+    facts = dataclasses.replace(FACTS, name=f"mail.{DOMAIN}", domain_key="mail-contoso-example")
+    set_txt(server, f"_dmarc.mail.{DOMAIN}", f"v=DMARC1; p=none; rua=mailto:dmarc@reports.{DOMAIN}")
+    diagnosis = await diagnose(server, facts)
+    assert diagnosis.find(FindingCode.DMARC_OK)
+    assert "dmarc.reports-unauthorized" not in diagnosis.codes()
 
 
 async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestServer) -> None:

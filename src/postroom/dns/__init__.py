@@ -6,7 +6,8 @@ The public face is re-exported here; the modules behind it are private:
   outcomes of a lookup, the exception tree and the cache;
 - `records`: the records a domain (and the service) must publish, from settings and directory facts;
 - `diagnosis`: the live checks of one domain, typed findings with the fix;
-- `spf`, `dmarc`, `mta_sts`: parsers of what is published (and the MTA-STS policy fetch).
+- `spf`, `dmarc`, `mta_sts`: parsers of what is published (and the MTA-STS policy fetch);
+- `organizational`: organizational domains, from the Public Suffix List.
 """
 
 from postroom.dns.diagnosis import (

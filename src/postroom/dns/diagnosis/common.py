@@ -71,6 +71,7 @@ class FindingCode(StrEnum):
     DMARC_MISSING = "dmarc.missing"
     DMARC_MULTIPLE = "dmarc.multiple"
     DMARC_SYNTAX = "dmarc.syntax"
+    DMARC_TAG_DISCARDED = "dmarc.tag-discarded"
     DMARC_NO_REPORTS = "dmarc.no-reports"
     DMARC_REPORTS_UNAUTHORIZED = "dmarc.reports-unauthorized"
     CLIENT_SETUP_OK = "client-setup.ok"

@@ -12,6 +12,7 @@ from postroom.dns.diagnosis.common import (
     quote,
 )
 from postroom.dns.dmarc import DmarcSyntaxError, is_dmarc_record, parse_dmarc
+from postroom.dns.organizational import same_organization
 from postroom.dns.records import (
     DnsRecord,
 )
@@ -70,6 +71,16 @@ async def check_dmarc(check: Check) -> None:
             fix=f"add rua=mailto:postmaster@{check.facts.name}",
             publish=expected,
         )
+    if policy.warnings:
+        check.add(
+            FindingCode.DMARC_TAG_DISCARDED,
+            Severity.WARNING,
+            name,
+            "receivers discard part of the DMARC record (RFC 7489 §6.3): " + "; ".join(policy.warnings),
+            found=found,
+            fix=f"correct or remove those tags; the record to start from: {publish_hint(expected)}",
+            publish=expected,
+        )
     await check_report_authorization(check, name, (*policy.aggregate_reports, *policy.failure_reports))
     notes = {
         "none": "p=none only monitors: once the reports show all your mail passing, move to p=quarantine, "
@@ -85,11 +96,6 @@ async def check_dmarc(check: Check) -> None:
     check.add(FindingCode.DMARC_OK, Severity.OK, name, "; ".join(details), found=found)
 
 
-def _related(a: str, b: str) -> bool:
-    """Whether one domain is the other or below it: reports between them need no authorization."""
-    return a == b or a.endswith("." + b) or b.endswith("." + a)
-
-
 async def check_report_authorization(check: Check, name: str, uris: Sequence[str]) -> None:
     """RFC 7489 §7.1: a receiver sends reports to another domain only if that domain publishes
     `<domain>._report._dmarc.<its domain>` TXT "v=DMARC1"; without it the reports are lost."""
@@ -100,7 +106,7 @@ async def check_report_authorization(check: Check, name: str, uris: Sequence[str
         if uri.lower().startswith("mailto:") and "@" in uri
     )
     for host in hosts:
-        if _related(host, domain):
+        if same_organization(host, domain):  # §7.1: only another organization must authorize
             continue
         authorization = f"{domain}._report._dmarc.{host}"
         records = await check.txt(authorization)
