@@ -335,7 +335,7 @@ BROKEN = [
     ),
     Broken(
         "the service zone lacks the MX host's address",
-        lambda s: s.remove_records(MX_HOST),
+        lambda s: (s.remove_records(MX_HOST), s.remove_records("*.mail.protection.postroom.test")),
         FindingCode.MX_HOST_NO_ADDRESS,
         Severity.ERROR,
         "*.mail.protection.postroom.test",
@@ -528,6 +528,16 @@ async def test_a_valid_record_of_exactly_255_octets_is_not_cut_and_its_fix_keeps
     finding = diagnosis.find(FindingCode.SPF_NEUTRAL if include else FindingCode.SPF_NO_SERVICE_INCLUDE)
     [fix] = finding.publish
     assert set(text.split()) - set(fix.value.split()) == set()
+
+
+async def test_a_default_domain_published_by_the_service_zone_checks_clean(server: DnsTestServer) -> None:
+    default = DomainFacts("contoso.postroom.test", "contoso", None, dkim=FACTS.dkim, is_default=True)
+    for record in service_records(SERVICE, [default]):
+        if record.name == default.name:
+            server.add_records(record.name, record.type, record.data)
+    diagnosis = await diagnose(server, default)
+    assert (diagnosis.errors, diagnosis.warnings) == ((), ()), diagnosis.findings
+    assert diagnosis.codes() == ["mx.ok", "spf.ok"]
 
 
 async def test_dkim_published_as_a_cname_to_the_key_checks_ok(server: DnsTestServer) -> None:

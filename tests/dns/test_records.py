@@ -171,3 +171,19 @@ def test_a_name_that_is_no_domain_has_no_records(name: str, why: str) -> None:
     for make in (domain_records, mta_sts_policy):
         with pytest.raises(NotADomainName, match=why):
             make(SERVICE, facts)
+
+
+def test_a_default_domain_has_the_records_the_service_zone_publishes_for_it() -> None:
+    default = DomainFacts(
+        "contoso.postroom.test",
+        "contoso-postroom-test",
+        None,
+        dkim=FACTS.dkim,
+        is_default=True,
+    )
+    records = domain_records(SERVICE, default)
+    assert [(r.type, r.name) for r in records] == [
+        ("MX", "contoso.postroom.test"),
+        ("TXT", "contoso.postroom.test"),
+    ]
+    assert records == service_records(SERVICE, [default])

@@ -94,3 +94,49 @@ def test_a_stored_ip_literal_is_refused_by_records_and_one_finding_in_check(tmp_
         checked = postroom("domain", "check", "[192.0.2.1]", "--json", config=config)
         assert checked.returncode == 1, checked.stderr
         assert [f["code"] for f in json.loads(checked.stdout)["findings"]] == ["domain.not-a-domain"]
+
+
+def test_a_node_that_publishes_what_it_prints_checks_every_domain_clean(tmp_path: Path) -> None:
+    """`domain check` without a domain, after publishing exactly `service records --zone` and every
+    `domain records --zone`: the tenants' default domains too, whose records live in the service zone."""
+    with DnsTestServer() as dns_server:
+        settings = make_node(tmp_path / "node", nameservers=(str(dns_server.address),))
+        config = settings.source
+        config.write_text(config.read_text().replace("addresses = []", 'addresses = ["127.0.0.1"]'))
+        for tenant, domain in (("contoso", "contoso.example"), ("fabrikam", "fabrikam.example")):
+            assert postroom("tenant", "add", tenant, config=config).returncode == 0
+            added = postroom("domain", "add", domain, "--tenant", tenant, "--verified", config=config)
+            assert added.returncode == 0, added.stderr
+        domains = json.loads(postroom("domain", "list", "--json", config=config).stdout)
+        assert {d["name"] for d in domains if d["is_default"]} == {
+            "contoso.postroom.test",
+            "fabrikam.postroom.test",
+        }
+
+        zones: dict[str, str] = {
+            "postroom.test": postroom("service", "records", "--zone", config=config).stdout
+        }
+        for domain in domains:
+            printed = postroom("domain", "records", domain["name"], "--zone", config=config)
+            assert printed.returncode == 0, printed.stderr
+            origin = "postroom.test" if domain["is_default"] else domain["name"]
+            zones[origin] = zones.get(origin, "") + printed.stdout
+        for origin, text in zones.items():
+            dns_server.set_zone(origin, text)
+
+        with running(settings) as node:
+            _, admin_port = node.address("admin")
+            checked = postroom(
+                "domain",
+                "check",
+                "--json",
+                "--mta-sts-http",
+                "--mta-sts-port",
+                str(admin_port),
+                config=config,
+            )
+        reports = json.loads(checked.stdout)
+        assert checked.returncode == 0, checked.stdout
+        assert {r["domain"] for r in reports} == {d["name"] for d in domains}
+        for report in reports:
+            assert (report["errors"], report["warnings"]) == (0, 0), report

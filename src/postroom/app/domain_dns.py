@@ -39,6 +39,7 @@ def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> Domai
         verification_record=domain.verification_record if pending else None,
         verification_mx=domain.verification_mx if pending else None,
         dkim=dkim,
+        is_default=domain.is_default,
     )
 
 

@@ -19,6 +19,10 @@ what "correct" means. Values follow spec §1 under Postroom's names:
   policy does); TLS reporting (RFC 8460) at `_smtp._tls`;
 - the ownership proof TXT while the domain is pending.
 
+A tenant's default domain (`<tenant>.<service domain>`) lives in the service's zone, and the service
+publishes only its MX and SPF there (`service_records`, which lists them): that pair is all its
+`domain_records` are, and all the live checks ask of it.
+
 A name that cannot carry these records (an IP literal, a name that is not an LDH host name) gets
 none: `domain_records` raises `NotADomainName` saying why, so a database that holds one from before the
 directory refused them still gives each command an answer, never a crash.
@@ -136,6 +140,7 @@ class DomainFacts:
     dkim: tuple[DkimSelector, ...] = ()
     spf_senders: tuple[str, ...] = ()  # the organization's own sending IPs or networks (ip4/ip6)
     spf_includes: tuple[str, ...] = ()  # third-party senders' SPF hosts
+    is_default: bool = False  # the tenant's default domain, in the service's zone
 
 
 def txt_strings(text: str) -> list[str]:
@@ -195,6 +200,8 @@ def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsReco
     when its name cannot publish records."""
     name = facts.name
     check_domain_name(name)
+    if facts.is_default:
+        return default_domain_records(service, facts)
     records: list[DnsRecord] = []
     if facts.verification_record is not None:
         records.append(
@@ -299,14 +306,19 @@ def service_records(service: ServiceSettings, default_domains: Sequence[DomainFa
                 )
             )
     for facts in default_domains:
-        records += [
-            DnsRecord(
-                "MX",
-                facts.name,
-                service.mx_host(facts.domain_key),
-                priority=0,
-                purpose=f"tenant default domain {facts.name}",
-            ),
-            DnsRecord("TXT", facts.name, spf_value(service, facts), purpose=f"SPF of {facts.name}"),
-        ]
+        records += default_domain_records(service, facts)
     return records
+
+
+def default_domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsRecord]:
+    """What the service's zone publishes for a tenant's default domain: its MX and SPF."""
+    return [
+        DnsRecord(
+            "MX",
+            facts.name,
+            service.mx_host(facts.domain_key),
+            priority=0,
+            purpose=f"tenant default domain {facts.name}, in the service zone",
+        ),
+        DnsRecord("TXT", facts.name, spf_value(service, facts), purpose=f"SPF of {facts.name}"),
+    ]

@@ -6,7 +6,8 @@ the domain needs. The result is a list of typed `Finding`s, one or more per area
 `code`, a `severity`, the DNS name it is about, what was found, and the fix: a sentence and, where a
 record solves it, the exact records to publish. Areas, in order: the domain itself (NXDOMAIN, a CNAME
 at the apex), the ownership proof (pending domains), MX, SPF, DKIM, DMARC, client set-up
-(autodiscover, autoconfig), MTA-STS and TLS reporting. Every area reports an `ok` finding when it
+(autodiscover, autoconfig), MTA-STS and TLS reporting; a tenant's default domain, whose records are the
+service zone's MX and SPF, is checked up to SPF. Every area reports an `ok` finding when it
 passes, so an admin sees what was checked, not only what failed.
 
 Severity: `error` breaks mail flow, authentication or the proof (the CLI exits 1); `warning` is a
