@@ -10,6 +10,7 @@ round trip).
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from postroom.dns import (
 )
 from postroom.dns.mta_sts import parse_sts_policy, render_sts_policy
 from support.dns_server import DnsTestServer, silent_nameserver
+from support.garbled import garbled_terms
 
 SERVICE = ServiceSettings(domain="postroom.test", hostname="mx.postroom.test", addresses=("127.0.0.1",))
 DOMAIN = "contoso.example"
@@ -639,6 +641,19 @@ async def test_dns_that_does_not_answer_gives_one_finding_naming_the_server_and_
     assert finding.code is FindingCode.DNS_UNAVAILABLE and finding.severity is Severity.ERROR
     assert f"{address.host} port {address.port}" in finding.message
     assert elapsed < 3.0  # one timeout, not one per record (there are over a dozen)
+
+
+async def test_no_garbled_spf_record_here_or_in_an_include_stops_the_check(
+    server: DnsTestServer,
+) -> None:
+    rng = random.Random(4408)
+    for _ in range(40):
+        server.remove_records("fuzz.vendors.example")
+        server.add_txt("fuzz.vendors.example", "v=spf1 " + garbled_terms(rng))
+        own = f"v=spf1 include:fuzz.vendors.example {garbled_terms(rng)} include:spf.protection.postroom.test"
+        set_spf(server, *((own, "v=spf1 " + garbled_terms(rng)) if rng.random() < 0.3 else (own,)))
+        diagnosis = await diagnose(server)
+        assert "check.failed" not in diagnosis.codes(), diagnosis.find(FindingCode.CHECK_FAILED)
 
 
 async def test_an_unexpected_error_in_one_area_ends_that_check_with_one_finding(
