@@ -8,13 +8,19 @@ listener, and `postroom domain check` fetches that policy and reads every record
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import sqlite3
 from pathlib import Path
 
+from postroom.app.domain_dns import CHECK_CONCURRENCY, check_domains_dns
+from postroom.config.settings import DnsSettings, ListenAddress
+from postroom.dns import DnsResolver
 from tests.cli.test_commands import postroom
 from tests.support.dns_server import DnsTestServer, silent_nameserver
 from tests.support.node import make_node, running
+from tests.support.records import new_directory, open_database
 
 
 def test_published_records_check_with_zero_errors(tmp_path: Path) -> None:
@@ -140,3 +146,26 @@ def test_a_node_that_publishes_what_it_prints_checks_every_domain_clean(tmp_path
         assert {r["domain"] for r in reports} == {d["name"] for d in domains}
         for report in reports:
             assert (report["errors"], report["warnings"]) == (0, 0), report
+
+
+async def test_a_sweep_stops_asking_a_nameserver_that_does_not_answer(tmp_path: Path) -> None:
+    settings = make_node(tmp_path / "node")
+    directory = new_directory(open_database(tmp_path))
+    directory.add_tenant("contoso")
+    names = [f"d{number}.example" for number in range(2 * CHECK_CONCURRENCY)]
+    for name in names:
+        directory.add_domain(name, "contoso", verified=True)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # receives, never answers
+        silent.bind(("127.0.0.1", 0))
+        nameserver = ListenAddress("127.0.0.1", silent.getsockname()[1])
+        resolver = DnsResolver(DnsSettings(nameservers=(nameserver,), timeout=0.5))
+        diagnoses = await check_domains_dns(directory, settings, resolver, names)
+        silent.setblocking(False)
+        queries = 0
+        with contextlib.suppress(BlockingIOError):
+            while silent.recv(4096):
+                queries += 1
+    assert [d.domain for d in diagnoses] == names
+    assert all(d.codes() == ["dns.unavailable"] for d in diagnoses)
+    assert 1 <= queries <= CHECK_CONCURRENCY  # the domains in flight asked once each; the rest not at all
+    assert "not checked: no nameserver answered" in diagnoses[-1].findings[0].message

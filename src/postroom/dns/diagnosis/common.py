@@ -114,8 +114,12 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class DomainDiagnosis:
+    """The findings of one domain. `nameservers_silent`: no nameserver answered the first question, so
+    nothing was asked after it (the one finding says so); a sweep need not ask them for other domains."""
+
     domain: str
     findings: tuple[Finding, ...]
+    nameservers_silent: bool = False
 
     @property
     def errors(self) -> tuple[Finding, ...]:

@@ -58,8 +58,9 @@ async def diagnose_domain(
         )
         return DomainDiagnosis(facts.name, (finding,))
     check = Check(resolver, service, facts, fetch_policy, expected)
+    silent = False
     try:
-        await _run(check)
+        silent = await _run(check)
     except Exception as error:  # one domain's failure must not end a sweep of them all
         _log.exception("the DNS check of %s failed", facts.name)
         check.add(
@@ -70,21 +71,23 @@ async def diagnose_domain(
             "above are those made before it",
             fix="run the check again; if it fails the same way, report it with the node's log",
         )
-    return DomainDiagnosis(facts.name, tuple(check.findings))
+    return DomainDiagnosis(facts.name, tuple(check.findings), nameservers_silent=silent)
 
 
-async def _run(check: Check) -> None:
+async def _run(check: Check) -> bool:
+    """Every area's checks; True when no nameserver answered the first question and nothing was asked."""
     apex = await check_apex(check)
     if apex in (Apex.NXDOMAIN, Apex.SILENT):  # NXDOMAIN: the one finding lists every record
-        return
+        return apex is Apex.SILENT
     if apex is Apex.USABLE:
         await check_ownership(check)
         await check_mx(check)
         await check_spf(check)
     if check.facts.is_default:  # the service publishes its MX and SPF only (`domain_records`)
-        return
+        return False
     await check_dkim(check)
     await check_dmarc(check)
     await check_client_setup(check)
     await check_mta_sts(check)
     await check_tls_rpt(check)
+    return False
