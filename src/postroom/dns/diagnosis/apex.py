@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
 from postroom.dns.resolver import DnsTemporaryError, DnsTimeout, NxDomain
 
 

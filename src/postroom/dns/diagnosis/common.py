@@ -11,14 +11,9 @@ from enum import StrEnum
 
 from postroom.config.settings import ServiceSettings
 from postroom.dns.mta_sts import FetchedPolicy
-from postroom.dns.records import (
-    DnsRecord,
-    DomainFacts,
-)
+from postroom.dns.records import DnsRecord, DomainFacts
 from postroom.dns.resolver import DnsTemporaryError, MxRecord, NxDomain, Resolver, TxtRecord
-from postroom.dns.spf import (
-    SpfProblemCode,
-)
+from postroom.dns.spf import SpfProblemCode
 
 MAX_QUOTE = 300  # characters of a published value quoted back in a finding
 PolicyFetcher = Callable[[str], Awaitable[FetchedPolicy]]  # domain -> its MTA-STS policy, fetched

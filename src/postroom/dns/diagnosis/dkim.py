@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    Finding,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
-from postroom.dns.records import (
-    DkimSelector,
-    dkim_record,
-)
+from postroom.dns.diagnosis.common import Check, Finding, FindingCode, Severity, publish_hint, quote
+from postroom.dns.records import DkimSelector, dkim_record
 from postroom.dns.resolver import DnsTemporaryError, NxDomain, Resolver
 
 

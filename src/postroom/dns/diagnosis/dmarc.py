@@ -4,18 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
 from postroom.dns.dmarc import DmarcSyntaxError, is_dmarc_record, parse_dmarc
 from postroom.dns.organizational import same_organization
-from postroom.dns.records import (
-    DnsRecord,
-)
+from postroom.dns.records import DnsRecord
 
 
 async def check_dmarc(check: Check) -> None:

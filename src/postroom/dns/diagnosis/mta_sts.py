@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
 from postroom.dns.mta_sts import MtaStsError, parse_sts_txt
 from postroom.dns.records import DnsRecord
 from postroom.dns.resolver import DnsTemporaryError, NxDomain

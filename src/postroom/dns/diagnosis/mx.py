@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint
 from postroom.dns.resolver import DnsTemporaryError, NxDomain
 
 

@@ -27,11 +27,7 @@ from postroom.dns.diagnosis.mta_sts import check_mta_sts
 from postroom.dns.diagnosis.mx import check_mx
 from postroom.dns.diagnosis.spf import check_spf
 from postroom.dns.diagnosis.tls_rpt import check_tls_rpt
-from postroom.dns.records import (
-    DomainFacts,
-    NotADomainName,
-    domain_records,
-)
+from postroom.dns.records import DomainFacts, NotADomainName, domain_records
 from postroom.dns.resolver import Resolver
 
 _log = logging.getLogger(__name__)

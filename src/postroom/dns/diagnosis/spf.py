@@ -8,25 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
-from postroom.dns.records import (
-    TXT_STRING_MAX,
-    DnsRecord,
-)
-from postroom.dns.spf import (
-    SpfProblemCode,
-    SpfRecord,
-    SpfSyntaxError,
-    analyze_spf,
-    is_spf_record,
-    parse_spf,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
+from postroom.dns.records import TXT_STRING_MAX, DnsRecord
+from postroom.dns.spf import SpfProblemCode, SpfRecord, SpfSyntaxError, analyze_spf, is_spf_record, parse_spf
 
 # SPF problems the analyzer reports that only weaken the record; the others make it fail (permerror).
 _SPF_WARNINGS = {SpfProblemCode.PTR_USED}

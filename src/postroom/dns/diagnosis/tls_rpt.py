@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-from postroom.dns.diagnosis.common import (
-    Check,
-    FindingCode,
-    Severity,
-    publish_hint,
-    quote,
-)
+from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
 
 
 async def check_tls_rpt(check: Check) -> None:
