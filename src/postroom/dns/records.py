@@ -45,7 +45,7 @@ RECORD_TTL = 3600  # seconds; spec §1.3 and §1.5
 MTA_STS_MAX_AGE = 604_800  # one week, the RFC 8461 §3.2 example for a policy in force
 TXT_STRING_MAX = 255  # octets in one DNS character-string (RFC 1035 §3.3)
 MAX_NAME_LENGTH = 253  # characters of a domain name written without the trailing dot
-_LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII)
+_LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII | re.IGNORECASE)
 
 
 class NotADomainName(ValueError):
