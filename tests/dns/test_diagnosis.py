@@ -10,6 +10,8 @@ round trip).
 from __future__ import annotations
 
 import dataclasses
+import random
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -34,6 +36,7 @@ from postroom.dns import (
 )
 from postroom.dns.mta_sts import parse_sts_policy, render_sts_policy
 from support.dns_server import DnsTestServer, silent_nameserver
+from support.garbled import garbled_terms
 
 SERVICE = ServiceSettings(domain="postroom.test", hostname="mx.postroom.test", addresses=("127.0.0.1",))
 DOMAIN = "contoso.example"
@@ -68,6 +71,7 @@ c       IN MX  10 c.vendors.example.
 host    IN A   192.0.2.4
 loop1   IN TXT "v=spf1 include:loop2.vendors.example. -all"
 loop2   IN TXT "v=spf1 include:loop1.vendors.example. -all"
+badcidr IN TXT "v=spf1 mx/1/2 -all"
 """
 
 
@@ -181,6 +185,14 @@ BROKEN = [
         ("v=spf1 ip4:198.51.100.7 include:spf.protection.postroom.test -all",),
     ),
     Broken(
+        "SPF redirect without the service include",
+        lambda s: set_spf(s, "v=spf1 ip4:198.51.100.7 redirect=a.vendors.example"),
+        FindingCode.SPF_NO_SERVICE_INCLUDE,
+        Severity.ERROR,
+        "add include:spf.protection.postroom.test",
+        ("v=spf1 ip4:198.51.100.7 include:a.vendors.example include:spf.protection.postroom.test -all",),
+    ),
+    Broken(
         "SPF +all",
         lambda s: set_spf(s, "v=spf1 include:spf.protection.postroom.test +all"),
         FindingCode.SPF_PASS_ALL,
@@ -247,6 +259,31 @@ BROKEN = [
         (SPF,),
     ),
     Broken(
+        "SPF a term with an extra prefix length",
+        lambda s: set_spf(s, "v=spf1 a/24/64 include:spf.protection.postroom.test -all"),
+        FindingCode.SPF_SYNTAX,
+        Severity.ERROR,
+        "replace it with",
+        (SPF,),
+    ),
+    Broken(
+        "SPF two records, one with an extra prefix length",
+        lambda s: set_spf(s, SPF, "v=spf1 a//64/ mx:vendors.example/24 -all"),
+        FindingCode.SPF_MULTIPLE,
+        Severity.ERROR,
+        "publish one record that merges them",
+        ("v=spf1 mx:vendors.example/24 include:spf.protection.postroom.test -all",),
+    ),
+    Broken(
+        "SPF include of a record with an extra prefix length",
+        lambda s: set_spf(
+            s, "v=spf1 include:badcidr.vendors.example include:spf.protection.postroom.test -all"
+        ),
+        FindingCode.SPF_INCLUDE_SYNTAX,
+        Severity.ERROR,
+        "does not parse",
+    ),
+    Broken(
         "SPF of two strings joined without a space",
         lambda s: (
             s.remove_records(DOMAIN, "TXT"),
@@ -300,7 +337,7 @@ BROKEN = [
     ),
     Broken(
         "the service zone lacks the MX host's address",
-        lambda s: s.remove_records(MX_HOST),
+        lambda s: (s.remove_records(MX_HOST), s.remove_records("*.mail.protection.postroom.test")),
         FindingCode.MX_HOST_NO_ADDRESS,
         Severity.ERROR,
         "*.mail.protection.postroom.test",
@@ -350,7 +387,7 @@ BROKEN = [
     ),
     Broken(
         "DMARC syntax error",
-        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=block; rua=mailto:postmaster@contoso.example"),
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=block; rua=postmaster@contoso.example"),
         FindingCode.DMARC_SYNTAX,
         Severity.ERROR,
         "replace it",
@@ -365,6 +402,23 @@ BROKEN = [
         Severity.WARNING,
         "contoso.example._report._dmarc.reports.vendors.example",
         ("v=DMARC1",),
+    ),
+    Broken(
+        "DMARC with tags receivers discard",
+        lambda s: set_txt(
+            s, f"_dmarc.{DOMAIN}", "v=DMARC1; p=reject; pct=150; adkim=x; rua=postmaster@contoso.example"
+        ),
+        FindingCode.DMARC_TAG_DISCARDED,
+        Severity.WARNING,
+        "correct or remove those tags",
+        ("v=DMARC1; p=none; rua=mailto:postmaster@contoso.example",),
+    ),
+    Broken(
+        "DMARC without p= but with rua=",
+        lambda s: set_txt(s, f"_dmarc.{DOMAIN}", "v=DMARC1; rua=mailto:postmaster@contoso.example"),
+        FindingCode.DMARC_TAG_DISCARDED,
+        Severity.WARNING,
+        "correct or remove those tags",
     ),
     Broken(
         "two DMARC records",
@@ -458,6 +512,36 @@ async def test_the_fix_for_a_cut_string_splits_it_when_published(server: DnsTest
     assert (await diagnose(server)).find(FindingCode.SPF_OK)
 
 
+# Valid, one string of exactly 255 octets, no all term: as long as it is on purpose, not cut.
+EXACT_SPF = "v=spf1 " + " ".join(f"ip4:198.51.100.{host}" for host in range(10, 21))
+EXACT_SPF += " include:spf.protection.postroom.test".rjust(255 - len(EXACT_SPF))
+assert len(EXACT_SPF) == 255
+
+
+@pytest.mark.parametrize("include", [True, False])
+async def test_a_valid_record_of_exactly_255_octets_is_not_cut_and_its_fix_keeps_every_term(
+    server: DnsTestServer, include: bool
+) -> None:
+    service = "include:spf.protection.postroom.test"
+    text = EXACT_SPF if include else EXACT_SPF.replace(service, "a".rjust(len(service)))
+    set_spf(server, text)
+    diagnosis = await diagnose(server)
+    assert "spf.truncated-string" not in diagnosis.codes()
+    finding = diagnosis.find(FindingCode.SPF_NEUTRAL if include else FindingCode.SPF_NO_SERVICE_INCLUDE)
+    [fix] = finding.publish
+    assert set(text.split()) - set(fix.value.split()) == set()
+
+
+async def test_a_default_domain_published_by_the_service_zone_checks_clean(server: DnsTestServer) -> None:
+    default = DomainFacts("contoso.postroom.test", "contoso", None, dkim=FACTS.dkim, is_default=True)
+    for record in service_records(SERVICE, [default]):
+        if record.name == default.name:
+            server.add_records(record.name, record.type, record.data)
+    diagnosis = await diagnose(server, default)
+    assert (diagnosis.errors, diagnosis.warnings) == ((), ()), diagnosis.findings
+    assert diagnosis.codes() == ["mx.ok", "spf.ok"]
+
+
 async def test_dkim_published_as_a_cname_to_the_key_checks_ok(server: DnsTestServer) -> None:
     selector = f"postroom1._domainkey.{DOMAIN}"
     server.remove_records(selector)
@@ -489,6 +573,14 @@ async def test_reports_to_a_domain_that_authorized_them_are_fine(server: DnsTest
     assert "p=reject" in diagnosis.find(FindingCode.DMARC_OK).message
 
 
+async def test_reports_within_the_organization_need_no_authorization(server: DnsTestServer) -> None:
+    facts = dataclasses.replace(FACTS, name=f"mail.{DOMAIN}", domain_key="mail-contoso-example")
+    set_txt(server, f"_dmarc.mail.{DOMAIN}", f"v=DMARC1; p=none; rua=mailto:dmarc@reports.{DOMAIN}")
+    diagnosis = await diagnose(server, facts)
+    assert diagnosis.find(FindingCode.DMARC_OK)
+    assert "dmarc.reports-unauthorized" not in diagnosis.codes()
+
+
 async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestServer) -> None:
     other = render_sts_policy("enforce", ["mail.oldhost.example"], 604800)
     finding = (await diagnose(server, policy=other)).find(FindingCode.MTA_STS_POLICY_MX)
@@ -496,26 +588,96 @@ async def test_a_policy_that_does_not_name_the_mx_is_an_error(server: DnsTestSer
     assert "mta-sts.contoso.example" in finding.fix
 
 
-async def test_an_unreachable_policy_is_an_error(server: DnsTestServer) -> None:
-    async def unreachable(domain: str) -> FetchedPolicy:
-        return FetchedPolicy(
-            url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt", error="connection refused"
-        )
+async def unreachable(domain: str) -> FetchedPolicy:
+    return FetchedPolicy(url=f"https://mta-sts.{domain}/.well-known/mta-sts.txt", error="connection refused")
 
+
+async def test_an_unreachable_policy_at_the_service_host_says_what_to_do_about_the_listener(
+    server: DnsTestServer,
+) -> None:
     diagnosis = await diagnose_domain(
         DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=unreachable
     )
     finding = diagnosis.find(FindingCode.MTA_STS_POLICY_UNAVAILABLE)
+    assert finding.severity is Severity.ERROR
     assert "connection refused" in finding.message
+    assert "[admin] tls = true" in finding.fix and "TLS proxy" in finding.fix
+    assert "mta-sts.contoso.example" in finding.fix
+    assert finding.publish == ()  # the CNAME is there already
+
+
+@pytest.mark.parametrize(
+    ("breaks", "says"),
+    [
+        (lambda s: s.remove_records(f"mta-sts.{DOMAIN}"), "does not exist"),
+        (
+            lambda s: (
+                s.remove_records(f"mta-sts.{DOMAIN}"),
+                s.add_records(f"mta-sts.{DOMAIN}", "CNAME", "sites.hosting.example."),
+            ),
+            "points at sites.hosting.example",
+        ),
+    ],
+)
+async def test_an_unreachable_policy_elsewhere_gets_the_cname_to_publish(
+    server: DnsTestServer, breaks: Callable[[DnsTestServer], object], says: str
+) -> None:
+    breaks(server)
+    diagnosis = await diagnose_domain(
+        DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=unreachable
+    )
+    finding = diagnosis.find(FindingCode.MTA_STS_POLICY_UNAVAILABLE)
+    assert says in finding.fix
     assert [r.value for r in finding.publish] == ["mx.postroom.test"]
 
 
-async def test_dns_that_does_not_answer_concludes_nothing() -> None:
+async def test_dns_that_does_not_answer_gives_one_finding_naming_the_server_and_gives_up_quickly() -> None:
     with silent_nameserver() as address:
-        resolver = DnsResolver(DnsSettings(nameservers=(address,), timeout=0.2))
-        diagnosis = await diagnose_domain(resolver, SERVICE, FACTS)
-    assert diagnosis.errors
-    assert {f.code for f in diagnosis.findings} == {FindingCode.DNS_UNAVAILABLE}
+        resolver = DnsResolver(DnsSettings(nameservers=(address,), timeout=0.5))
+        started = time.monotonic()
+        diagnosis = await diagnose_domain(resolver, SERVICE, FACTS, fetch_policy=published(""))
+        elapsed = time.monotonic() - started
+    [finding] = diagnosis.findings
+    assert finding.code is FindingCode.DNS_UNAVAILABLE and finding.severity is Severity.ERROR
+    assert f"{address.host} port {address.port}" in finding.message
+    assert elapsed < 3.0  # one timeout, not one per record (there are over a dozen)
+
+
+async def test_no_garbled_spf_record_here_or_in_an_include_stops_the_check(
+    server: DnsTestServer,
+) -> None:
+    rng = random.Random(4408)
+    for _ in range(40):
+        server.remove_records("fuzz.vendors.example")
+        server.add_txt("fuzz.vendors.example", "v=spf1 " + garbled_terms(rng))
+        own = f"v=spf1 include:fuzz.vendors.example {garbled_terms(rng)} include:spf.protection.postroom.test"
+        set_spf(server, *((own, "v=spf1 " + garbled_terms(rng)) if rng.random() < 0.3 else (own,)))
+        diagnosis = await diagnose(server)
+        assert "check.failed" not in diagnosis.codes(), diagnosis.find(FindingCode.CHECK_FAILED)
+
+
+async def test_an_unexpected_error_in_one_area_ends_that_check_with_one_finding(
+    server: DnsTestServer,
+) -> None:
+    async def broken(domain: str) -> FetchedPolicy:
+        raise RuntimeError("the fetcher is broken")
+
+    diagnosis = await diagnose_domain(DnsResolver(server.settings()), SERVICE, FACTS, fetch_policy=broken)
+    finding = diagnosis.find(FindingCode.CHECK_FAILED)
+    assert finding.severity is Severity.ERROR
+    assert "RuntimeError: the fetcher is broken" in finding.message
+    assert diagnosis.find(FindingCode.MX_OK) and diagnosis.find(FindingCode.DMARC_OK)
+
+
+@pytest.mark.parametrize(
+    "name", ["192.0.2.1", "[192.0.2.1]", "[IPv6:2001:db8::1]", "2001:db8::1", "localhost"]
+)
+async def test_a_name_that_is_no_domain_gets_one_finding(server: DnsTestServer, name: str) -> None:
+    facts = dataclasses.replace(FACTS, name=name, domain_key=name.replace(".", "-"))
+    diagnosis = await diagnose(server, facts)
+    [finding] = diagnosis.findings
+    assert finding.code is FindingCode.DOMAIN_NOT_A_DOMAIN and finding.severity is Severity.ERROR
+    assert "postroom domain remove" in finding.fix
 
 
 async def test_a_domain_that_does_not_exist_gets_one_finding_listing_every_record(

@@ -183,3 +183,14 @@ def test_server_restarts_on_a_fresh_port() -> None:
         ask(server, "example.com", "A", tcp=True)
     with server:
         assert ask(server, "example.com", "A").rcode() == dns.rcode.NOERROR
+
+
+def test_a_wildcard_answers_for_names_that_do_not_exist_below_its_encloser() -> None:
+    zone = "*.mail IN A 192.0.2.25\nhost.mail IN AAAA 2001:db8::25\n"
+    with DnsTestServer({"wild.test": zone}) as server:
+        assert texts(ask(server, "a-b.mail.wild.test", "A")) == ["a-b.mail.wild.test. 192.0.2.25"]
+        assert texts(ask(server, "x.y.mail.wild.test", "A")) == ["x.y.mail.wild.test. 192.0.2.25"]
+        existing = ask(server, "host.mail.wild.test", "A")  # the name exists: no synthesis
+        assert (texts(existing), existing.rcode()) == ([], dns.rcode.NOERROR)
+        assert ask(server, "other.wild.test", "A").rcode() == dns.rcode.NXDOMAIN
+        assert ask(server, "a.host.mail.wild.test", "A").rcode() == dns.rcode.NXDOMAIN  # encloser host

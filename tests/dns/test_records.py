@@ -12,6 +12,7 @@ from postroom.dns import (
     DkimSelector,
     DnsRecord,
     DomainFacts,
+    NotADomainName,
     dkim_record,
     domain_records,
     mta_sts_policy,
@@ -152,3 +153,37 @@ def test_service_records_publish_the_hosts_the_spf_host_and_ptr_advice() -> None
 def test_service_records_without_addresses_give_only_the_default_domains() -> None:
     default = DomainFacts("contoso.postroom.test", "contoso-postroom-test", None)
     assert {r.type for r in service_records(SERVICE, [default])} == {"MX", "TXT"}
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("192.0.2.1", "is an IP address"),
+        ("[192.0.2.1]", "is an IP address"),
+        ("[IPv6:2001:db8::1]", "is an IP address"),
+        ("localhost", "is not a domain name"),
+        ("bad_label.example", "is not a domain name"),
+        ("a.123", "is not a domain name"),
+    ],
+)
+def test_a_name_that_is_no_domain_has_no_records(name: str, why: str) -> None:
+    facts = dataclasses.replace(FACTS, name=name, domain_key=name.replace(".", "-"))
+    for make in (domain_records, mta_sts_policy):
+        with pytest.raises(NotADomainName, match=why):
+            make(SERVICE, facts)
+
+
+def test_a_default_domain_has_the_records_the_service_zone_publishes_for_it() -> None:
+    default = DomainFacts(
+        "contoso.postroom.test",
+        "contoso-postroom-test",
+        None,
+        dkim=FACTS.dkim,
+        is_default=True,
+    )
+    records = domain_records(SERVICE, default)
+    assert [(r.type, r.name) for r in records] == [
+        ("MX", "contoso.postroom.test"),
+        ("TXT", "contoso.postroom.test"),
+    ]
+    assert records == service_records(SERVICE, [default])

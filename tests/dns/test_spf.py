@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import time
 from dataclasses import dataclass
 
@@ -19,6 +21,7 @@ from postroom.dns.spf import (
     parse_spf,
 )
 from support.dns_server import DnsTestServer, silent_nameserver
+from support.garbled import garbled_spf
 
 # -- recognising and parsing records
 
@@ -143,6 +146,13 @@ def test_record_properties() -> None:
         ("v=spf1 mx:example.com//129", "mx:example.com//129"),
         ("v=spf1 a:example.com/x", "a:example.com/x"),
         ("v=spf1 ptr/24", "ptr/24"),
+        ("v=spf1 a/24/64", "a/24/64"),  # an extra prefix-length segment
+        ("v=spf1 mx/1/2", "mx/1/2"),
+        ("v=spf1 a//64/", "a//64/"),
+        ("v=spf1 mx:example.com/24/64", "mx:example.com/24/64"),
+        ("v=spf1 a/", "a/"),
+        ("v=spf1 a/+24", "a/+24"),
+        ("v=spf1 a:example.com/\u0663", "a:example.com/\u0663"),  # digits are ASCII only
         # domain-specs
         ("v=spf1 include", "include"),
         ("v=spf1 include:", "include:"),
@@ -175,6 +185,18 @@ def test_invalid_records_name_the_offending_term(text: str, term: str) -> None:
         parse_spf(text)
     assert raised.value.term == term
     assert str(raised.value) == f"'{term}' {raised.value.reason}"
+
+
+def test_a_domain_spec_may_hold_slashes_and_colons_before_the_prefix_lengths() -> None:
+    record = parse_spf("v=spf1 a:a/b:c.example.com/24//64 mx:x:y.example.com")
+    assert [t.value for t in record.terms] == ["a/b:c.example.com", "x:y.example.com"]
+
+
+def test_no_record_makes_the_parser_raise_anything_but_a_syntax_error() -> None:
+    rng = random.Random(7208)
+    for _ in range(20_000):
+        with contextlib.suppress(SpfSyntaxError):
+            parse_spf(garbled_spf(rng))
 
 
 def test_syntax_error_reads_well_for_an_admin() -> None:

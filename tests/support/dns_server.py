@@ -19,7 +19,9 @@ What it answers, as an authoritative server does (AA set, RA clear):
 - over UDP, an answer larger than 512 octets (or the EDNS payload size the query offers) is replaced by
   an empty one with TC set, so clients retry over TCP; TCP answers are never truncated.
 
-Not served: wildcards, delegations below the apex, DNSSEC, zone transfers, dynamic update.
+Wildcards (`*.<name>`) synthesize the records of names that do not exist below their closest encloser
+(RFC 4592), with the name asked as the owner. Not served: delegations below the apex, DNSSEC, zone
+transfers, dynamic update.
 
 TXT strings over 255 octets: a DNS character-string carries its length in one octet, so no wire format
 can hold a 300-octet string "unsplit"; what a DNS provider does with an over-long value typed by a tenant
@@ -50,6 +52,7 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.node
 import dns.opcode
 import dns.rcode
 import dns.rdata
@@ -336,6 +339,8 @@ class DnsTestServer:
             node = zone.get_node(name)
             if node is None or len(node.rdatasets) == 0:
                 below = any(other != name and other.is_subdomain(name) for other in zone.nodes)
+                node = None if below else self._wildcard(zone, name)
+            if node is None or len(node.rdatasets) == 0:
                 if not below:
                     response.set_rcode(dns.rcode.NXDOMAIN)
                 self._add_soa(response, zone)
@@ -360,6 +365,16 @@ class DnsTestServer:
             if next_zone is None:
                 return  # the resolver follows an out-of-zone target itself
             name, zone = target.canonicalize(), next_zone
+
+    @staticmethod
+    def _wildcard(zone: dns.zone.Zone, name: dns.name.Name) -> dns.node.Node | None:
+        """The wildcard that synthesizes records for a name that does not exist (RFC 4592 §3.3.1): `*.`
+        the closest encloser, the nearest ancestor that exists (with records or names below it)."""
+        assert zone.origin is not None
+        encloser = name.parent()
+        while encloser != zone.origin and not any(other.is_subdomain(encloser) for other in zone.nodes):
+            encloser = encloser.parent()
+        return zone.get_node(dns.name.Name((b"*", *encloser.labels)))
 
     @staticmethod
     def _add_soa(response: dns.message.Message, zone: dns.zone.Zone) -> None:

@@ -20,7 +20,11 @@ from postroom.dns import (
     DomainDiagnosis,
     DomainFacts,
     FetchedPolicy,
+    Finding,
+    FindingCode,
+    NotADomainName,
     Resolver,
+    Severity,
     diagnose_domain,
     fetch_sts_policy,
     mta_sts_policy,
@@ -38,6 +42,7 @@ def _facts(domain: AcceptedDomain, dkim: tuple[DkimSelector, ...] = ()) -> Domai
         verification_record=domain.verification_record if pending else None,
         verification_mx=domain.verification_mx if pending else None,
         dkim=dkim,
+        is_default=domain.is_default,
     )
 
 
@@ -60,7 +65,10 @@ def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -
         return None
     if accepted.status is not DomainStatus.VERIFIED:
         return None
-    return mta_sts_policy(settings.service, _facts(accepted))
+    try:
+        return mta_sts_policy(settings.service, _facts(accepted))
+    except NotADomainName:  # stored before the directory refused such names: it has no policy
+        return None
 
 
 def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRecord]:
@@ -82,7 +90,9 @@ async def check_domains_dns(
     """Diagnose what DNS publishes for each domain (`CHECK_CONCURRENCY` at a time), in the order given.
 
     The MTA-STS policy is fetched from `mta-sts.<domain>` on `policy_port`, over HTTPS with certificate
-    checks (plain HTTP when not `policy_tls`: a lab whose policy host has no certificate).
+    checks (plain HTTP when not `policy_tls`: a lab whose policy host has no certificate). Once one
+    domain finds no nameserver answering, the domains not yet started are not asked: each gets one
+    `dns.unavailable` finding saying so, and the sweep ends within about one DNS timeout.
     `on_checked` is called as each domain is done, for progress. Raises `DirectoryError` for a name
     that is not an accepted domain, before any DNS is asked.
     """
@@ -93,11 +103,30 @@ async def check_domains_dns(
     async def fetch(domain: str) -> FetchedPolicy:
         return await fetch_sts_policy(resolver, domain, port=policy_port, ssl_context=context)
 
+    silent: list[DomainDiagnosis] = []  # the first diagnosis that found the nameservers silent
+
     async def check(one: DomainFacts) -> DomainDiagnosis:
         async with slots:
-            diagnosis = await diagnose_domain(resolver, settings.service, one, fetch_policy=fetch)
+            if silent:
+                diagnosis = _not_asked(one.name, silent[0])
+            else:
+                diagnosis = await diagnose_domain(resolver, settings.service, one, fetch_policy=fetch)
+                if diagnosis.nameservers_silent:
+                    silent.append(diagnosis)
         if on_checked is not None:
             on_checked(diagnosis)
         return diagnosis
 
     return list(await asyncio.gather(*(check(one) for one in facts)))
+
+
+def _not_asked(name: str, silent: DomainDiagnosis) -> DomainDiagnosis:
+    cause = silent.findings[0]
+    finding = Finding(
+        FindingCode.DNS_UNAVAILABLE,
+        Severity.ERROR,
+        name,
+        f"not checked: no nameserver answered when {silent.domain} was checked ({cause.message})",
+        fix=cause.fix,
+    )
+    return DomainDiagnosis(name, (finding,), nameservers_silent=True)

@@ -18,6 +18,7 @@ from postroom.directory import DomainType
 from postroom.dns import (
     DnsRecord,
     DomainDiagnosis,
+    NotADomainName,
     Severity,
     check_dkim_selector,
     dkim_record,
@@ -163,7 +164,10 @@ def domain_records_command(domain: str, zone: ZoneOption = False, json_output: J
     current = node()
     with refusals():
         facts = domain_facts(current.directory, domain)
-    records = domain_records(current.settings.service, facts)
+    try:
+        records = domain_records(current.settings.service, facts)
+    except NotADomainName as error:  # stored before the directory refused such names
+        raise fail(str(error)) from None
     show_records(records, zone, json_output, f"DNS records for {facts.name}")
 
 

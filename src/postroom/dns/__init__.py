@@ -6,7 +6,8 @@ The public face is re-exported here; the modules behind it are private:
   outcomes of a lookup, the exception tree and the cache;
 - `records`: the records a domain (and the service) must publish, from settings and directory facts;
 - `diagnosis`: the live checks of one domain, typed findings with the fix;
-- `spf`, `dmarc`, `mta_sts`: parsers of what is published (and the MTA-STS policy fetch).
+- `spf`, `dmarc`, `mta_sts`: parsers of what is published (and the MTA-STS policy fetch);
+- `organizational`: organizational domains, from the Public Suffix List.
 """
 
 from postroom.dns.diagnosis import (
@@ -23,6 +24,7 @@ from postroom.dns.records import (
     DkimSelector,
     DnsRecord,
     DomainFacts,
+    NotADomainName,
     dkim_record,
     domain_records,
     mta_sts_policy,
@@ -36,6 +38,7 @@ from postroom.dns.resolver import (
     DnsError,
     DnsResolver,
     DnsTemporaryError,
+    DnsTimeout,
     InvalidName,
     MxRecord,
     NxDomain,
@@ -53,6 +56,7 @@ __all__ = [
     "DnsRecord",
     "DnsResolver",
     "DnsTemporaryError",
+    "DnsTimeout",
     "DomainDiagnosis",
     "DomainFacts",
     "FetchedPolicy",
@@ -60,6 +64,7 @@ __all__ = [
     "FindingCode",
     "InvalidName",
     "MxRecord",
+    "NotADomainName",
     "NxDomain",
     "PolicyFetcher",
     "Resolver",

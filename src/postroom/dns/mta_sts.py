@@ -14,34 +14,37 @@ modes). `render_sts_policy` only renders what `parse_sts_policy` accepts, so the
 parses. `policy_id` depends only on the policy text, so the TXT record's id changes exactly when the
 policy does (senders refetch a cached policy only when the id changes, §3.3).
 
-`fetch_sts_policy` is the HTTPS GET a sending MTA makes, done by hand on asyncio streams: the host
-`mta-sts.<domain>` is resolved through Postroom's `Resolver` (the resolver seam, so labs and tests
-answer from their own DNS server), which no HTTP client library can be pointed at. It returns a
+`fetch_sts_policy` is the HTTPS GET a sending MTA makes, with httpx: the host `mta-sts.<domain>` is
+resolved through Postroom's `Resolver` (the resolver seam, so labs and tests answer from their own DNS
+server), httpx connects to the address chosen, and the host name is sent as `Host` and, over TLS, as SNI
+and the name the certificate must be valid for (httpcore's `sni_hostname` extension). It returns a
 `FetchedPolicy` whatever happens on the network; its `error` says what went wrong (no address, refused
 connection, invalid certificate and for which host name, timeout, HTTP status, content type, redirect,
 policy syntax). Only programming errors raise.
 
-*Security:* everything fetched is untrusted. The response head is bounded (`MAX_RESPONSE_HEAD`), the
-body too (`MAX_POLICY_SIZE`, as RFC 8461 §3.3 allows a sender to cap it), and the whole fetch by a
-timeout. Redirects are reported, never followed (§3.3). The certificate is verified against the
-system's trust store for the host name `mta-sts.<domain>`, sent as SNI, unless the caller passes its own
-context (or `None` for plain HTTP, used by labs and tests). The body is only parsed, never evaluated;
-TXT records and policy text are typed into frozen values.
+*Security:* everything fetched is untrusted. The response head is bounded by h11 (httpx's HTTP/1.1
+parser), the body by `MAX_POLICY_SIZE` (as RFC 8461 §3.3 allows a sender to cap it), and the whole
+fetch by a timeout. Redirects are reported, never followed (§3.3); no proxy is taken from the
+environment. The certificate is verified against the system's trust store for the host name
+`mta-sts.<domain>` unless the caller passes its own context (or `None` for plain HTTP, used by labs and
+tests). The body is only parsed, never evaluated; TXT records and policy text are typed into frozen
+values.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import errno
 import functools
 import hashlib
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+
+import httpx
 
 from postroom.dns.resolver import DnsTemporaryError, NxDomain, Resolver
 
@@ -49,8 +52,6 @@ MAX_AGE_LIMIT = 31_557_600  # seconds (one year): the largest max_age RFC 8461 �
 MAX_ID_LENGTH = 32  # alphanumerics in the TXT record's id (RFC 8461 §3.1)
 POLICY_ID_LENGTH = 20  # hex digits of SHA-256 that `policy_id` keeps
 MAX_POLICY_SIZE = 64 * 1024  # octets of policy body read at most (RFC 8461 §3.3 lets senders cap it)
-MAX_RESPONSE_HEAD = 16 * 1024  # octets of status line and headers read at most
-_CLOSE_WAIT = 1.0  # seconds to wait for the connection to close once the response is read
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MODES = ("enforce", "testing", "none")
 
@@ -256,40 +257,29 @@ async def fetch_sts_policy(
 ) -> FetchedPolicy:
     """GET `https://mta-sts.<domain>/.well-known/mta-sts.txt` as a sender would, and check the answer.
 
-    The host is resolved through `resolver` (A, then AAAA when there is no A record) because an HTTP
-    library resolves through the system, not through Postroom's resolver seam; so the GET is a small
-    HTTP/1.1 exchange written here. Addresses are tried in order until one accepts the connection. TLS
-    uses `ssl_context` (by default the system's trust store) with SNI and the host name checked; `None`
-    means plain HTTP (labs and tests). The response must be 200 with `Content-Type: text/plain` (§3.2),
-    a redirect is not followed (§3.3), and the body must be a valid policy of at most `MAX_POLICY_SIZE`
-    octets. `timeout` bounds the whole fetch, DNS included. Never raises for DNS or network trouble:
-    the result's `error` says what went wrong.
+    The host is resolved through `resolver` (A, then AAAA when there is no A record), and httpx is sent
+    to each address in turn, until one accepts the connection, with the host name as `Host` and, over
+    TLS, as SNI and the name the certificate is checked for (httpcore's `sni_hostname`). TLS uses
+    `ssl_context` (by default the system's trust store); `None` means plain HTTP (labs and tests). The
+    response must be 200 with `Content-Type: text/plain` (§3.2), a redirect is not followed (§3.3), and
+    the body must be a valid policy of at most `MAX_POLICY_SIZE` octets. `timeout` bounds the whole
+    fetch, DNS included. Never raises for DNS or network trouble: the result's `error` says what went
+    wrong.
     """
     host = f"mta-sts.{domain.lower().rstrip('.')}"
     tls = _system_context() if isinstance(ssl_context, SystemTrust) else ssl_context
     scheme, default_port = ("https", 443) if tls is not None else ("http", 80)
     authority = host if port == default_port else f"{host}:{port}"
     url = f"{scheme}://{authority}{POLICY_PATH}"
-    stage = f"resolving {host}"
-    writer: asyncio.StreamWriter | None = None
+    stage = [f"resolving {host}"]  # what the fetch is doing, for a timeout's message
     try:
         async with asyncio.timeout(timeout):
             addresses = await _addresses(resolver, host)
-            stage = f"connecting to {host}"
-            reader, writer = await _connect(host, addresses, port, tls)
-            stage = f"waiting for {host} to answer"
-            response = await _exchange(reader, writer, host, authority)
-    except TimeoutError:
-        return FetchedPolicy(url, error=f"timed out after {timeout:g} s {stage}")
+            response = await _get(host, authority, addresses, port, tls, timeout, stage)
+    except (TimeoutError, httpx.TimeoutException):
+        return FetchedPolicy(url, error=f"timed out after {timeout:g} s {stage[0]}")
     except _FetchFailed as failure:
         return FetchedPolicy(url, error=str(failure))
-    finally:
-        if writer is not None:
-            # Outside the fetch's deadline: a peer slow to close must not turn a complete answer into a
-            # timeout.
-            writer.close()
-            with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), _CLOSE_WAIT)
     return _judge(url, response)
 
 
@@ -308,107 +298,95 @@ async def _addresses(resolver: Resolver, host: str) -> list[IPv4Address | IPv6Ad
     raise _FetchFailed(problem)
 
 
-async def _connect(
-    host: str, addresses: list[IPv4Address | IPv6Address], port: int, tls: ssl.SSLContext | None
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    failures: list[str] = []
-    for address in addresses:
-        try:
-            return await asyncio.open_connection(
-                str(address),
-                port,
-                ssl=tls,
-                server_hostname=host if tls is not None else None,
-                limit=MAX_RESPONSE_HEAD,
-            )
-        except ssl.SSLCertVerificationError as error:
-            # A certificate problem is the answer, not a reason to try the next address.
-            raise _FetchFailed(
-                f"the TLS certificate of {host} ({address} port {port}) is invalid: {error.verify_message}"
-            ) from None
-        except ssl.SSLError as error:
-            raise _FetchFailed(
-                f"TLS handshake with {host} ({address} port {port}) failed: {error.reason}"
-            ) from None
-        except OSError as error:
-            reason = (
-                "connection refused" if error.errno == errno.ECONNREFUSED else error.strerror or str(error)
-            )
-            failures.append(f"{address} port {port}: {reason}")
-    raise _FetchFailed(f"cannot connect to {host}: {'; '.join(failures)}")
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, authority: str
+async def _get(
+    host: str,
+    authority: str,
+    addresses: list[IPv4Address | IPv6Address],
+    port: int,
+    tls: ssl.SSLContext | None,
+    timeout: float,
+    stage: list[str],
 ) -> _Response:
-    request = (
-        f"GET {POLICY_PATH} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: Postroom MTA-STS check\r\n"
-        "Accept: text/plain\r\nConnection: close\r\n\r\n"
-    )
-    try:
-        writer.write(request.encode("ascii"))
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        status, headers = _parse_head(head, host)
-        body = await _read_body(reader, headers, host) if status == 200 else b""
-    except asyncio.LimitOverrunError:
-        raise _FetchFailed(f"{host} sent response headers over {MAX_RESPONSE_HEAD} octets") from None
-    except asyncio.IncompleteReadError:
-        raise _FetchFailed(f"{host} closed the connection before a complete HTTP response") from None
-    except (OSError, ssl.SSLError) as error:
-        raise _FetchFailed(f"connection to {host} failed during the request: {error}") from None
-    return _Response(status, headers, body)
+    """The response from the first address that takes the connection."""
 
+    async def trace(event: str, info: Mapping[str, object]) -> None:
+        if event == "connection.connect_tcp.started":
+            stage[0] = f"connecting to {host}"
+        elif event == "connection.start_tls.started":
+            stage[0] = f"in the TLS handshake with {host}"
+        elif event == "http11.send_request_headers.started":
+            stage[0] = f"waiting for {host} to answer"
 
-def _parse_head(head: bytes, host: str) -> tuple[int, dict[str, str]]:
-    lines = head.decode("latin-1").split("\r\n")
-    version, _, rest = lines[0].partition(" ")
-    code = rest[:3]
-    if not version.startswith("HTTP/1.") or not (code.isdigit() and len(code) == 3):
-        raise _FetchFailed(f"{host} did not answer with HTTP/1.x (status line {lines[0][:60]!r})")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, colon, value = line.partition(":")
-        if colon and name.strip():
-            headers.setdefault(name.strip().lower(), value.strip())
-    return int(code), headers
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str], host: str) -> bytes:
-    too_big = _FetchFailed(f"the policy from {host} is larger than {MAX_POLICY_SIZE} octets")
-    coding = headers.get("transfer-encoding", "").lower()
-    if coding == "chunked":
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            size_line = (await reader.readuntil(b"\r\n")).split(b";")[0].strip()
+    # No proxy from the environment (the address is ours to choose); over plain HTTP no context is used.
+    async with httpx.AsyncClient(
+        verify=tls if tls is not None else False,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    ) as client:
+        failures: list[str] = []
+        for address in addresses:
+            where = f"{host} ({address} port {port})"
+            literal = f"[{address}]" if address.version == 6 else str(address)
             try:
-                length = int(size_line, 16)
-            except ValueError:
-                raise _FetchFailed(f"{host} sent a malformed chunked body") from None
-            if length == 0:
-                return b"".join(chunks)
-            size += length
-            if size > MAX_POLICY_SIZE:
-                raise too_big
-            chunks.append(await reader.readexactly(length))
-            await reader.readexactly(2)
-    if coding:
-        raise _FetchFailed(f"{host} sent Transfer-Encoding {coding!r}, which is not supported")
-    declared = headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise _FetchFailed(f"{host} sent an invalid Content-Length {declared!r}")
-        if int(declared) > MAX_POLICY_SIZE:
+                async with client.stream(
+                    "GET",
+                    f"{'https' if tls is not None else 'http'}://{literal}:{port}{POLICY_PATH}",
+                    headers={
+                        "Host": authority,
+                        "User-Agent": "Postroom MTA-STS check",
+                        "Accept": "text/plain",
+                        "Accept-Encoding": "identity",
+                    },
+                    extensions={"sni_hostname": host, "trace": trace},
+                ) as response:
+                    body = await _read_body(response, host) if response.status_code == 200 else b""
+                    sent = reversed(response.headers.multi_items())  # the first of repeated ones wins
+                    headers = {name.lower(): value for name, value in sent}
+                    return _Response(response.status_code, headers, body)
+            except httpx.ConnectError as error:
+                cause = _root_cause(error)
+                if isinstance(cause, ssl.SSLCertVerificationError):
+                    # A certificate problem is the answer, not a reason to try the next address.
+                    raise _FetchFailed(
+                        f"the TLS certificate of {where} is invalid: {cause.verify_message}"
+                    ) from None
+                if isinstance(cause, ssl.SSLError):
+                    raise _FetchFailed(f"TLS handshake with {where} failed: {cause.reason}") from None
+                if isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED:
+                    failures.append(f"{address} port {port}: connection refused")
+                else:
+                    failures.append(f"{address} port {port}: {cause}")
+            except httpx.TimeoutException:
+                raise
+            except httpx.RemoteProtocolError:
+                raise _FetchFailed(f"{host} closed the connection before a complete HTTP response") from None
+            except httpx.HTTPError as error:
+                raise _FetchFailed(f"connection to {host} failed during the request: {error}") from None
+        raise _FetchFailed(f"cannot connect to {host}: {'; '.join(failures)}")
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The exception httpx, httpcore and anyio wrapped (each raises its own while handling the one below,
+    `from` it or not)."""
+    while True:
+        below = error.__cause__ or error.__context__
+        if below is None:
+            return error
+        error = below
+
+
+async def _read_body(response: httpx.Response, host: str) -> bytes:
+    too_big = _FetchFailed(f"the policy from {host} is larger than {MAX_POLICY_SIZE} octets")
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_POLICY_SIZE:
+        raise too_big
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) > MAX_POLICY_SIZE:
             raise too_big
-        return await reader.readexactly(int(declared))
-    body = await reader.read(MAX_POLICY_SIZE + 1)
-    while len(body) <= MAX_POLICY_SIZE:
-        more = await reader.read(MAX_POLICY_SIZE + 1 - len(body))
-        if not more:
-            return body
-        body += more
-    raise too_big
+    return bytes(body)
 
 
 def _judge(url: str, response: _Response) -> FetchedPolicy:

@@ -19,6 +19,14 @@ what "correct" means. Values follow spec §1 under Postroom's names:
   policy does); TLS reporting (RFC 8460) at `_smtp._tls`;
 - the ownership proof TXT while the domain is pending.
 
+A tenant's default domain (`<tenant>.<service domain>`) lives in the service's zone, and the service
+publishes only its MX and SPF there (`service_records`, which lists them): that pair is all its
+`domain_records` are, and all the live checks ask of it.
+
+A name that cannot carry these records (an IP literal, a name that is not an LDH host name) gets
+none: `domain_records` raises `NotADomainName` saying why, so a database that holds one from before the
+directory refused them still gives each command an answer, never a crash.
+
 Every TTL is one hour (spec §1.5). TXT values longer than one 255-octet character-string are split
 into several strings when rendered as zone text (RFC 7208 §3.3).
 """
@@ -26,6 +34,7 @@ into several strings when rendered as zone text (RFC 7208 §3.3).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +44,38 @@ from postroom.dns.mta_sts import policy_id, render_sts_policy
 RECORD_TTL = 3600  # seconds; spec §1.3 and §1.5
 MTA_STS_MAX_AGE = 604_800  # one week, the RFC 8461 §3.2 example for a policy in force
 TXT_STRING_MAX = 255  # octets in one DNS character-string (RFC 1035 §3.3)
+MAX_NAME_LENGTH = 253  # characters of a domain name written without the trailing dot
+_LDH_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)", re.ASCII | re.IGNORECASE)
+
+
+class NotADomainName(ValueError):
+    """The name cannot publish records (an IP literal, not an LDH host name); the message says why."""
+
+
+def check_domain_name(name: str) -> None:
+    """Raise `NotADomainName` unless `name` is a domain that can publish records: lower-case LDH
+    labels (A-labels), two or more of them, a top-level label that is not all digits."""
+    literal = name.strip("[]").removeprefix("ipv6:").removeprefix("IPv6:")
+    try:
+        ipaddress.ip_address(literal)
+    except ValueError:
+        pass
+    else:
+        raise NotADomainName(
+            f"{name!r} is an IP address, not a domain: it has no DNS zone to publish records in; "
+            f"remove it (`postroom domain remove {name}`)"
+        )
+    labels = name.removesuffix(".").split(".")
+    if (
+        len(name) > MAX_NAME_LENGTH
+        or len(labels) < 2
+        or not all(_LDH_LABEL.fullmatch(label) for label in labels)
+        or labels[-1].isdigit()
+    ):
+        raise NotADomainName(
+            f"{name!r} is not a domain name that can publish DNS records (letters, digits and hyphens "
+            "in two or more labels, A-labels for international names)"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +140,7 @@ class DomainFacts:
     dkim: tuple[DkimSelector, ...] = ()
     spf_senders: tuple[str, ...] = ()  # the organization's own sending IPs or networks (ip4/ip6)
     spf_includes: tuple[str, ...] = ()  # third-party senders' SPF hosts
+    is_default: bool = False  # the tenant's default domain, in the service's zone
 
 
 def txt_strings(text: str) -> list[str]:
@@ -147,13 +189,19 @@ def tls_rpt_value(domain: str) -> str:
 
 
 def mta_sts_policy(service: ServiceSettings, facts: DomainFacts) -> str:
-    """The MTA-STS policy text the admin listener serves at `mta-sts.<domain>/.well-known/mta-sts.txt`."""
+    """The MTA-STS policy text the admin listener serves at `mta-sts.<domain>/.well-known/mta-sts.txt`;
+    `NotADomainName` when the domain's name cannot publish records."""
+    check_domain_name(facts.name)
     return render_sts_policy(service.mta_sts_mode, [service.mx_host(facts.domain_key)], MTA_STS_MAX_AGE)
 
 
 def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsRecord]:
-    """Every record the domain must publish, in the order an admin would enter them."""
+    """Every record the domain must publish, in the order an admin would enter them; `NotADomainName`
+    when its name cannot publish records."""
     name = facts.name
+    check_domain_name(name)
+    if facts.is_default:
+        return default_domain_records(service, facts)
     records: list[DnsRecord] = []
     if facts.verification_record is not None:
         records.append(
@@ -258,14 +306,19 @@ def service_records(service: ServiceSettings, default_domains: Sequence[DomainFa
                 )
             )
     for facts in default_domains:
-        records += [
-            DnsRecord(
-                "MX",
-                facts.name,
-                service.mx_host(facts.domain_key),
-                priority=0,
-                purpose=f"tenant default domain {facts.name}",
-            ),
-            DnsRecord("TXT", facts.name, spf_value(service, facts), purpose=f"SPF of {facts.name}"),
-        ]
+        records += default_domain_records(service, facts)
     return records
+
+
+def default_domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsRecord]:
+    """What the service's zone publishes for a tenant's default domain: its MX and SPF."""
+    return [
+        DnsRecord(
+            "MX",
+            facts.name,
+            service.mx_host(facts.domain_key),
+            priority=0,
+            purpose=f"tenant default domain {facts.name}, in the service zone",
+        ),
+        DnsRecord("TXT", facts.name, spf_value(service, facts), purpose=f"SPF of {facts.name}"),
+    ]

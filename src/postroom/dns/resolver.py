@@ -21,6 +21,7 @@ Exceptions::
      +-- NxDomain               the name does not exist
      |    +-- InvalidName       the name cannot exist (empty or over-long label, over 255 octets)
      +-- DnsTemporaryError      no answer could be had now; try again later
+          +-- DnsTimeout        no nameserver answered at all within the timeout (it names them)
 
 CNAME chains are followed by the nameserver and by dnspython; typed lookups return the records at the
 end of the chain (`Answer.name` reports the canonical name).
@@ -93,6 +94,11 @@ class InvalidName(NxDomain):
 
 class DnsTemporaryError(DnsError):
     """No answer could be had now (timeout, SERVFAIL, REFUSED, network error, malformed reply)."""
+
+
+class DnsTimeout(DnsTemporaryError):
+    """No nameserver answered within the timeout; the message names the nameservers asked. Every other
+    question to them is likely to wait as long, which a caller asking many may use to stop early."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +266,12 @@ class DnsResolver:
         resolver.cache = None  # ours honours negative TTLs and the injected clock
         self._resolver = resolver
         self._timeout = settings.timeout
+        self._servers = ", ".join(
+            f"{server.address} port {server.port}"
+            if isinstance(server, dns.nameserver.AddressAndPortNameserver)
+            else str(server)
+            for server in resolver.nameservers
+        )
         self._cache = _Cache(settings.cache_size, clock)
 
     def flush(self) -> None:
@@ -354,7 +366,7 @@ class DnsResolver:
             responses: dict[dns.name.Name, dns.message.Message] = exc.kwargs.get("responses", {})
             return _NotFound(), _negative_ttl(next(iter(responses.values()), None))
         except dns.resolver.LifetimeTimeout as exc:
-            raise DnsTemporaryError(f"{what}: no answer within {self._timeout:g} s") from exc
+            raise DnsTimeout(f"{what}: no answer from {self._servers} within {self._timeout:g} s") from exc
         except dns.resolver.NoNameservers as exc:
             raise DnsTemporaryError(f"{what}: every nameserver failed ({exc})") from exc
         except dns.resolver.YXDOMAIN as exc:

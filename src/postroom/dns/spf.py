@@ -58,8 +58,9 @@ _MACRO = re.compile(r"%(?:\{(?P<letter>[A-Za-z])(?P<digits>[0-9]*)[rR]?[.+,/_=-]
 _MACRO_LETTERS = frozenset("slodiphcrtv")
 _EXPLANATION_ONLY_LETTERS = frozenset("crt")  # RFC 7208 §7.1: allowed only in explanation text
 _TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
-# a and mx: [":" domain-spec] [ip4-cidr-length] ["/" ip6-cidr-length], the shortest domain-spec first.
-_DUAL_CIDR = re.compile(r"(?::(?P<spec>.*?))?(?:/(?P<ip4>[^/]*))?(?://(?P<ip6>[^/]*))?", re.DOTALL)
+# a and mx: [":" domain-spec] [ip4-cidr-length] ["/" ip6-cidr-length] (RFC 7208 §12: the lengths come
+# last and are digits), the shortest domain-spec first: a domain-spec may itself hold "/" and ":".
+_DUAL_CIDR = re.compile(r"(?::(?P<spec>.*?))?(?:/(?P<ip4>[0-9]+))?(?://(?P<ip6>[0-9]+))?", re.DOTALL)
 _PREFIX_LENGTH = re.compile(r"0|[1-9][0-9]{0,2}")  # no leading zeros (RFC 7208 §5.6)
 _NETWORK = re.compile(r"(?P<address>[^/]*)(?:/(?P<length>[^/]*))?", re.DOTALL)
 
@@ -184,7 +185,11 @@ def _parse_mechanism(word: str) -> SpfTerm:
 def _parse_dual_cidr(word: str, argument: str) -> str | None:
     """The domain-spec of an a or mx mechanism (None when absent), its prefix lengths checked."""
     match = _DUAL_CIDR.fullmatch(argument)
-    assert match is not None  # every part is optional and the domain-spec takes anything
+    if match is None:  # without a domain-spec, what follows the name can only be prefix lengths
+        raise SpfSyntaxError(
+            word,
+            "has a malformed prefix length: write a or mx, then [:<domain>][/<IPv4 length>][//<IPv6 length>]",
+        )
     spec, ip4, ip6 = match.group("spec"), match.group("ip4"), match.group("ip6")
     if spec is not None:
         _check_domain_spec(word, spec)
