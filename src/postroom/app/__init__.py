@@ -3,6 +3,7 @@
 from postroom.app.domains import ProofOutcome, ProofResult, verify_ownership
 from postroom.app.node import App, Listening
 from postroom.app.setup import InitOptions, SetupError, init_node
+from postroom.app.tenants import TenantRemoval, remove_tenant
 
 __all__ = [
     "App",
@@ -11,6 +12,8 @@ __all__ = [
     "ProofOutcome",
     "ProofResult",
     "SetupError",
+    "TenantRemoval",
     "init_node",
+    "remove_tenant",
     "verify_ownership",
 ]

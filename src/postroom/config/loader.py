@@ -21,6 +21,7 @@ from postroom.config.settings import (
     DnsSettings,
     ListenAddress,
     ListenerSettings,
+    PasswordSettings,
     QueueSettings,
     ServiceSettings,
     Settings,
@@ -279,6 +280,7 @@ def load_settings(path: Path) -> Settings:
         imap_listen=reader.listen("imap", "listen", ("127.0.0.1:2143",)),
         admin_listen=reader.listen("admin", "listen", ("127.0.0.1:8080",)),
         queue=reader.dataclass_table("queue", QueueSettings),
+        passwords=reader.dataclass_table("passwords", PasswordSettings),
         log_level=log_level,
         admin_tls=reader.get("admin", "tls", bool, False),
     )
@@ -293,6 +295,12 @@ def load_settings(path: Path) -> Settings:
             reader.problems.append(
                 Problem(key, f"{value!r} is not a fully qualified domain name", 'e.g. "mail.example.net"')
             )
+    if settings.passwords.max_length < settings.passwords.min_length:
+        reader.problems.append(
+            Problem(
+                "passwords.max_length", "is shorter than passwords.min_length", "raise it or lower min_length"
+            )
+        )
     reader.unknown_keys()
     if reader.problems:
         raise ConfigError(path, reader.problems)

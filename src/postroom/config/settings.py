@@ -108,6 +108,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PasswordSettings:
+    """The policy a mailbox password must meet when it is set (`directory.PasswordPolicy`)."""
+
+    min_length: int = 8  # the NIST SP 800-63B floor for a memorized secret
+    max_length: int = 256  # every input is bounded; Argon2 hashes all of it
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of a node's settings, as read from one file."""
 
@@ -122,6 +130,7 @@ class Settings:
     imap_listen: tuple[ListenAddress, ...]
     admin_listen: tuple[ListenAddress, ...]
     queue: QueueSettings
+    passwords: PasswordSettings = PasswordSettings()
     log_level: str = "info"
     admin_tls: bool = False  # the admin listener serves HTTPS with [tls]; False: HTTP behind a TLS proxy
 

@@ -11,6 +11,7 @@ Failure: `get` of an unknown id raises `BlobMissingError` (a corrupt store, repo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -62,6 +63,11 @@ class BlobStore:
             return self.path(blob_id).read_bytes()
         except FileNotFoundError:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
+
+    def discard(self, blob_id: str) -> None:
+        """Delete a blob no row points at any more (the caller checked, after its commit); gone is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(blob_id).unlink()
 
 
 def _fsync_directory(path: str) -> None:
