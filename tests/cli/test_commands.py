@@ -127,7 +127,7 @@ def test_directory_round_trip_with_json(node_settings: Settings) -> None:
         "--alias",
         "al@contoso.com",
         config=config,
-        stdin="s3cret\n",
+        stdin="s3cret-passphrase\n",
     )
     assert added.returncode == 0, added.stderr
     assert (

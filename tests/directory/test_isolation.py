@@ -1,0 +1,142 @@
+"""Tenant isolation from the attacker's side: a tenant scope asking for, listing, changing and removing
+another tenant's tenant, domains and recipients gets "not found" (or a refusal), never the data.
+
+Every read is also asked of a tenant that reuses a removed tenant's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from postroom.app import remove_tenant
+from postroom.directory import (
+    ConflictError,
+    Directory,
+    DirectoryError,
+    InvalidInputError,
+    NotFoundError,
+    RefusedError,
+)
+from postroom.model.scope import OPERATOR, OperatorScope, TenantScope
+from postroom.storage import BlobStore, Database
+
+
+@pytest.fixture
+def org(directory: Directory) -> Directory:
+    directory.add_tenant(OPERATOR, "contoso")
+    directory.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
+    directory.add_mailbox(OPERATOR, "alice@contoso.com", password="alice-password")
+    directory.add_group(OPERATOR, "team@contoso.com", members=["alice@contoso.com"])
+    directory.add_tenant(OPERATOR, "fabrikam")
+    directory.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
+    directory.add_mailbox(OPERATOR, "carol@fabrikam.com")
+    return directory
+
+
+def as_fabrikam(org: Directory) -> TenantScope:
+    return TenantScope(org.get_tenant(OPERATOR, "fabrikam").id)
+
+
+ATTEMPTS: list[tuple[str, Callable[[Directory, TenantScope], object]]] = [
+    ("get tenant", lambda d, s: d.get_tenant(s, "contoso")),
+    ("get domain", lambda d, s: d.get_domain(s, "contoso.com")),
+    ("domain history", lambda d, s: d.domain_history(s, "contoso.com")),
+    ("dkim keys", lambda d, s: d.dkim_keys(s, "contoso.com")),
+    ("dkim rotate", lambda d, s: d.rotate_dkim(s, "contoso.com")),
+    ("dkim signing key", lambda d, s: d.dkim_signing_key(s, "contoso.com")),
+    ("verify domain", lambda d, s: d.mark_verified(s, "contoso.com", "by an intruder")),
+    ("remove domain", lambda d, s: d.remove_domain(s, "contoso.com")),
+    ("list domains of", lambda d, s: d.list_domains(s, "contoso")),
+    ("list recipients of", lambda d, s: d.list_recipients(s, tenant="contoso")),
+    ("list recipients in", lambda d, s: d.list_recipients(s, domain="contoso.com")),
+    ("get mailbox", lambda d, s: d.get_recipient(s, "alice@contoso.com")),
+    ("get group", lambda d, s: d.get_recipient(s, "team@contoso.com")),
+    ("rename mailbox", lambda d, s: d.set_recipient(s, "alice@contoso.com", display_name="pwned")),
+    ("reset password", lambda d, s: d.set_recipient(s, "alice@contoso.com", password="new-password-1")),
+    ("join group", lambda d, s: d.set_recipient(s, "team@contoso.com", add_members=["carol@fabrikam.com"])),
+    ("remove mailbox", lambda d, s: d.remove_recipient(s, "alice@contoso.com")),
+    ("remove group", lambda d, s: d.remove_recipient(s, "team@contoso.com")),
+    ("add domain to", lambda d, s: d.add_domain(s, "evil.example", "contoso")),
+]
+
+
+@pytest.mark.parametrize("attempt", [a for _, a in ATTEMPTS], ids=[name for name, _ in ATTEMPTS])
+def test_a_tenant_cannot_reach_another_tenants_data(
+    org: Directory, attempt: Callable[[Directory, TenantScope], object]
+) -> None:
+    before = [(r.primary_address, r.display_name, r.members) for r in org.list_recipients(OPERATOR)]
+    with pytest.raises(NotFoundError):
+        attempt(org, as_fabrikam(org))
+    after = [(r.primary_address, r.display_name, r.members) for r in org.list_recipients(OPERATOR)]
+    assert after == before, "nothing changed"
+    assert org.check_password("alice@contoso.com", "alice-password")
+
+
+def test_a_tenant_cannot_create_in_another_tenants_domain(org: Directory) -> None:
+    fabrikam = as_fabrikam(org)
+    for create in (
+        lambda: org.add_mailbox(fabrikam, "mallory@contoso.com"),
+        lambda: org.add_group(fabrikam, "g@contoso.com", members=[]),
+        lambda: org.add_contact(fabrikam, "c@contoso.com", external_address="x@partner.example"),
+    ):
+        with pytest.raises(InvalidInputError, match="contoso.com is not an accepted domain"):
+            create()
+    with pytest.raises(InvalidInputError, match="outside this tenant's accepted domains"):
+        org.add_group(fabrikam, "g@fabrikam.com", members=["alice@contoso.com"])
+    with pytest.raises(ConflictError, match="of another tenant$"):
+        org.add_domain(fabrikam, "contoso.com", "fabrikam")  # the conflict does not name the owner
+
+
+def test_listings_show_a_tenant_only_its_own(org: Directory) -> None:
+    fabrikam = as_fabrikam(org)
+    assert [t.name for t in org.list_tenants(fabrikam)] == ["fabrikam"]
+    assert {d.tenant for d in org.list_domains(fabrikam)} == {"fabrikam"}
+    assert [r.primary_address for r in org.list_recipients(fabrikam)] == ["carol@fabrikam.com"]
+    assert {t.name for t in org.list_tenants(OPERATOR)} == {"contoso", "fabrikam"}
+    assert len(org.list_recipients(OPERATOR)) == 3
+
+
+def test_only_the_operator_makes_tenants_and_skips_the_ownership_proof(org: Directory) -> None:
+    fabrikam = as_fabrikam(org)
+    with pytest.raises(RefusedError, match="only the service operator"):
+        org.add_tenant(fabrikam, "evil")  # type: ignore[arg-type]  (mypy refuses it too)
+    with pytest.raises(RefusedError, match="only the service operator"):
+        org.add_domain(fabrikam, "fabrikam.net", "fabrikam", verified=True)
+    assert org.add_domain(fabrikam, "fabrikam.net", "fabrikam").receives_mail is False
+
+
+def test_a_tenant_reusing_a_removed_tenants_names_sees_nothing_of_it(
+    org: Directory, database: Database, tmp_path: Path
+) -> None:
+    old = org.get_tenant(OPERATOR, "contoso")
+    remove_tenant(database, BlobStore(tmp_path / "blobs"), org, OPERATOR, "contoso", apply=True)
+    new = org.add_tenant(OPERATOR, "contoso")
+    assert new.id > old.id, "tenant ids are never reused"
+    org.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
+    alice = org.add_mailbox(OPERATOR, "alice@contoso.com")
+    scope = TenantScope(new.id)
+    assert [r.primary_address for r in org.list_recipients(scope)] == ["alice@contoso.com"]
+    assert not alice.has_password and not org.check_password("alice@contoso.com", "alice-password")
+    with pytest.raises(NotFoundError):
+        org.get_recipient(scope, "team@contoso.com")
+    with pytest.raises(NotFoundError):
+        org.get_tenant(TenantScope(old.id), "contoso")
+    assert {d.name for d in org.list_domains(scope)} == {"contoso.com", "contoso.postroom.test"}
+
+
+def test_every_tenant_data_method_requires_a_scope() -> None:
+    """The unscoped call cannot be written by accident: the scope is a required first parameter."""
+    import inspect
+
+    unscoped = {"check_password", "delete_tenant"}
+    for name, method in inspect.getmembers(Directory, inspect.isfunction):
+        if name.startswith("_") or name in unscoped:
+            continue
+        parameters = list(inspect.signature(method).parameters.values())
+        assert parameters[1].name == "scope", name
+        assert parameters[1].default is inspect.Parameter.empty, name
+    assert isinstance(OPERATOR, OperatorScope)
+    assert issubclass(RefusedError, DirectoryError)
