@@ -111,20 +111,23 @@ def test_only_the_operator_makes_tenants_and_skips_the_ownership_proof(org: Dire
 def test_a_tenant_reusing_a_removed_tenants_names_sees_nothing_of_it(
     org: Directory, database: Database, tmp_path: Path
 ) -> None:
-    old = org.get_tenant(OPERATOR, "contoso")
-    remove_tenant(database, BlobStore(tmp_path / "blobs"), org, OPERATOR, "contoso", apply=True)
-    new = org.add_tenant(OPERATOR, "contoso")
-    assert new.id > old.id, "tenant ids are never reused"
-    org.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
-    alice = org.add_mailbox(OPERATOR, "alice@contoso.com")
+    org.set_recipient(OPERATOR, "carol@fabrikam.com", password="carol-password")
+    org.add_group(OPERATOR, "staff@fabrikam.com", members=["carol@fabrikam.com"])
+    old = org.get_tenant(OPERATOR, "fabrikam")  # the newest tenant: the highest id
+    remove_tenant(database, BlobStore(tmp_path / "blobs"), org, OPERATOR, "fabrikam", apply=True)
+    new = org.add_tenant(OPERATOR, "fabrikam")
+    assert new.id != old.id, "tenant ids are never reused"
+    org.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
+    carol = org.add_mailbox(OPERATOR, "carol@fabrikam.com")
     scope = TenantScope(new.id)
-    assert [r.primary_address for r in org.list_recipients(scope)] == ["alice@contoso.com"]
-    assert not alice.has_password and not org.check_password("alice@contoso.com", "alice-password")
+    assert [r.primary_address for r in org.list_recipients(scope)] == ["carol@fabrikam.com"]
+    assert not carol.has_password and not org.check_password("carol@fabrikam.com", "carol-password")
     with pytest.raises(NotFoundError):
-        org.get_recipient(scope, "team@contoso.com")
+        org.get_recipient(scope, "staff@fabrikam.com")
     with pytest.raises(NotFoundError):
-        org.get_tenant(TenantScope(old.id), "contoso")
-    assert {d.name for d in org.list_domains(scope)} == {"contoso.com", "contoso.postroom.test"}
+        org.get_tenant(TenantScope(old.id), "fabrikam")
+    assert {d.name for d in org.list_domains(scope)} == {"fabrikam.com", "fabrikam.postroom.test"}
+    assert org.list_recipients(TenantScope(old.id)) == []
 
 
 def test_every_tenant_data_method_requires_a_scope() -> None:
