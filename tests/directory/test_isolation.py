@@ -6,12 +6,15 @@ Every read is also asked of a tenant that reuses a removed tenant's names.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from postroom.app import remove_tenant
+from postroom.delivery import LocalDeliveryAgent
 from postroom.directory import (
     ConflictError,
     Directory,
@@ -20,8 +23,12 @@ from postroom.directory import (
     NotFoundError,
     RefusedError,
 )
+from postroom.mailstore import Mailstore
 from postroom.model.scope import OPERATOR, OperatorScope, TenantScope
 from postroom.storage import BlobStore, Database
+from postroom.storage.schema import queue_recipients, spool_messages
+from postroom.trace import TraceQuery, TraceService
+from tests.support.records import populate, receive
 
 
 @pytest.fixture
@@ -82,11 +89,11 @@ def test_a_tenant_cannot_create_in_another_tenants_domain(org: Directory) -> Non
         lambda: org.add_group(fabrikam, "g@contoso.com", members=[]),
         lambda: org.add_contact(fabrikam, "c@contoso.com", external_address="x@partner.example"),
     ):
-        with pytest.raises(InvalidInputError, match="contoso.com is not an accepted domain"):
+        with pytest.raises(InvalidInputError, match=r"contoso.com is not an accepted domain"):
             create()
     with pytest.raises(InvalidInputError, match="outside this tenant's accepted domains"):
         org.add_group(fabrikam, "g@fabrikam.com", members=["alice@contoso.com"])
-    with pytest.raises(ConflictError, match="of another tenant$"):
+    with pytest.raises(ConflictError, match=r"of another tenant$"):
         org.add_domain(fabrikam, "contoso.com", "fabrikam")  # the conflict does not name the owner
 
 
@@ -143,3 +150,56 @@ def test_every_tenant_data_method_requires_a_scope() -> None:
         assert parameters[1].default is inspect.Parameter.empty, name
     assert isinstance(OPERATOR, OperatorScope)
     assert issubclass(RefusedError, DirectoryError)
+
+
+def test_removing_a_tenant_removes_its_mail_queue_trace_and_unshared_files(
+    database: Database, directory: Directory, tmp_path: Path
+) -> None:
+    populate(directory)
+    blobs = BlobStore(tmp_path / "blobs")
+    mailstore = Mailstore(database, blobs)
+    trace = TraceService(database)
+    shared = receive(database, blobs, "x@example.net", ["alice@contoso.com", "carol@fabrikam.com"], SHARED)
+    own = receive(database, blobs, "x@example.net", ["carol@fabrikam.com"], OWN, local_at_commit=True)
+    queued = receive(database, blobs, "x@example.net", ["partner@contoso.com"], QUEUED)
+    assert round_of_local_delivery(database) == 2  # the shared message, for alice and carol
+    fabrikam = directory.get_tenant(OPERATOR, "fabrikam")
+    shared_file, own_file = blobs.path(hash_of(SHARED)), blobs.path(hash_of(OWN))
+
+    preview = remove_tenant(database, blobs, directory, OPERATOR, "fabrikam", apply=False)
+    assert (preview.domains, preview.recipients, preview.messages, preview.trace_messages) == (3, 1, 2, 2)
+    assert (preview.queue_recipients, preview.blobs) == (0, 1)
+    assert directory.get_tenant(OPERATOR, "fabrikam") == fabrikam, "the preview changed nothing"
+    assert len(trace.search(TraceQuery(tenant_id=fabrikam.id))) == 2
+
+    removed = remove_tenant(database, blobs, directory, OPERATOR, "fabrikam", apply=True)
+    assert removed == preview
+    assert trace.search(TraceQuery(tenant_id=fabrikam.id)) == []
+    assert trace.detail(own, fabrikam.id) is None and trace.detail(own) is None
+    assert trace.detail(shared) is not None, "contoso's rows of the shared message stay"
+    assert not own_file.exists() and shared_file.exists(), "a file another tenant's message uses stays"
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com")
+    assert [m.trace_id for m in mailstore.list_messages(OPERATOR, alice.id)] == [shared]
+    with database.read() as conn:
+        assert conn.execute(select(queue_recipients.c.message_id)).scalars().all() == [queued]
+
+    contoso = remove_tenant(database, blobs, directory, OPERATOR, "contoso", apply=True)
+    assert (contoso.messages, contoso.queue_recipients, contoso.blobs) == (1, 1, 2)
+    assert not shared_file.exists() and not blobs.path(hash_of(QUEUED)).exists()
+    with database.read() as conn:
+        assert conn.execute(select(queue_recipients.c.id)).all() == []
+        assert conn.execute(select(spool_messages.c.id)).all() == []
+
+
+SHARED = b"Subject: to both\r\n\r\nshared\r\n"
+OWN = b"Subject: to fabrikam\r\n\r\nown\r\n"
+QUEUED = b"Subject: to the partner\r\n\r\nqueued\r\n"
+
+
+def hash_of(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def round_of_local_delivery(database: Database) -> int:
+    with database.write() as conn:
+        return LocalDeliveryAgent(batch_max=100)(conn, 2000.0)

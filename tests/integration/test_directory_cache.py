@@ -47,7 +47,8 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
         assert isinstance(alice, Accepted) and again == alice and isinstance(team, Accepted)
         # Between RCPT and DATA a directory change drops alice's cached answer.
         await loop.run_in_executor(
-            None, lambda: directory.set_recipient(OPERATOR, "alice@contoso.com", add_aliases=["a2@contoso.com"])
+            None,
+            lambda: directory.set_recipient(OPERATOR, "alice@contoso.com", add_aliases=["a2@contoso.com"]),
         )
         await loop.run_in_executor(None, cache.refresh)
         mailbox_only = await endpoint.categorize("m-1", [alice])

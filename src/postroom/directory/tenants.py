@@ -120,7 +120,9 @@ class TenantsAndDomains(DirectoryBase):
             owner = self._tenant(conn, scope, tenant)
             existing = find_domain(conn, ascii_name)
             if existing:
-                whose = f"tenant {existing.tenant!r}" if scope.allows(existing.tenant_id) else "another tenant"
+                whose = (
+                    f"tenant {existing.tenant!r}" if scope.allows(existing.tenant_id) else "another tenant"
+                )
                 raise ConflictError(f"{ascii_name} is already an accepted domain of {whose}")
             for parent in parent_domains(ascii_name):
                 above = find_domain(conn, parent)
