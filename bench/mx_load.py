@@ -126,6 +126,7 @@ class PostroomTarget:
         self.imap_port = 0
         self.imap: imaplib.IMAP4 | None = None
         self._app: Any = None  # postroom.app.App, opened on first API count
+        self._mailbox_id = 0  # the recipient's mailbox, resolved with the app
         self.folders: list[str] = []
         self.base = Path()
         self.cfg = Path()
@@ -282,12 +283,15 @@ class PostroomTarget:
 
     def _api_count(self) -> int:
         """Count through Postroom's own mailstore service, in this process (one SQL query a poll)."""
+        from postroom.model.scope import OPERATOR
+
         if self._app is None:
             from postroom.app import App
             from postroom.config import load_settings
 
             self._app = App.open(load_settings(self.cfg))
-        return sum(folder.messages for folder in self._app.mailstore.folders(self.recipient))
+            self._mailbox_id = self._app.directory.get_recipient(OPERATOR, self.recipient).id
+        return sum(folder.messages for folder in self._app.mailstore.folders(OPERATOR, self._mailbox_id))
 
     def delivered_cli(self) -> int:
         out = self._cli("-c", str(self.cfg), "mailbox", "show", self.recipient, "--json", timeout=30)
