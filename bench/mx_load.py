@@ -150,6 +150,7 @@ class PostroomTarget:
         self.keep = keep
         self.count_mode = count  # api | cli
         self._app: Any = None  # postroom.app.App, opened on the first API count
+        self._mailbox_id = 0  # the recipient's mailbox, resolved with the app
         self.base = Path()
         self.cfg = Path()
         self.port = 0
@@ -250,12 +251,15 @@ class PostroomTarget:
 
     def _api_count(self) -> int:
         """Count through Postroom's own mailstore service, in this process (one SQL query a poll)."""
+        from postroom.model.scope import OPERATOR
+
         if self._app is None:
             from postroom.app import App
             from postroom.config import load_settings
 
             self._app = App.open(load_settings(self.cfg))
-        return sum(folder.messages for folder in self._app.mailstore.folders(self.recipient))
+            self._mailbox_id = self._app.directory.get_recipient(OPERATOR, self.recipient).id
+        return sum(folder.messages for folder in self._app.mailstore.folders(OPERATOR, self._mailbox_id))
 
     def final_count(self) -> int:
         """Messages in all folders of the mailbox, by the CLI contract (`mailbox show --json`)."""

@@ -12,6 +12,7 @@ import pytest
 from postroom.app import App
 from postroom.config import Settings
 from postroom.directory import Directory
+from postroom.model.scope import OPERATOR
 from postroom.storage import Database
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
@@ -33,15 +34,17 @@ def node_settings(tmp_path: Path) -> Settings:
 
 def populate(app: App) -> None:
     d = app.directory
-    d.add_tenant("contoso")
-    d.add_domain("contoso.com", "contoso", verified=True)
-    d.add_mailbox("alice@contoso.com", display_name="Alice", password="alice-pw", aliases=["al@contoso.com"])
-    d.add_mailbox("bob@contoso.com", display_name="Bob")
-    d.add_group("team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
-    d.add_tenant("fabrikam")
-    d.add_domain("fabrikam.com", "fabrikam", verified=True)
-    d.add_mailbox("carol@fabrikam.com")
-    d.add_domain("pending.example", "fabrikam")  # not verified: receives no mail
+    d.add_tenant(OPERATOR, "contoso")
+    d.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
+    d.add_mailbox(
+        OPERATOR, "alice@contoso.com", display_name="Alice", password="alice-pw", aliases=["al@contoso.com"]
+    )
+    d.add_mailbox(OPERATOR, "bob@contoso.com", display_name="Bob")
+    d.add_group(OPERATOR, "team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
+    d.add_tenant(OPERATOR, "fabrikam")
+    d.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
+    d.add_mailbox(OPERATOR, "carol@fabrikam.com")
+    d.add_domain(OPERATOR, "pending.example", "fabrikam")  # not verified: receives no mail
 
 
 @pytest.fixture

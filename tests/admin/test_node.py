@@ -11,6 +11,7 @@ import pytest
 from postroom.app import App, Listening, StartupError
 from postroom.dns import DnsResolver
 from postroom.dns.mta_sts import fetch_sts_policy, parse_sts_policy
+from postroom.model.scope import OPERATOR
 from tests.admin.client import request
 from tests.conftest import Hosted
 from tests.support.dns_server import DnsTestServer
@@ -27,7 +28,7 @@ def port_of(listening: Listening) -> int:
 
 
 def test_the_node_serves_policies_of_verified_domains_and_404s_the_rest(hosted: Hosted) -> None:
-    domain_key = hosted.app.directory.get_domain("contoso.com").domain_key
+    domain_key = hosted.app.directory.get_domain(OPERATOR, "contoso.com").domain_key
     with running(hosted.settings) as node:
         admin = admin_of(node)
         assert admin.protocol == "HTTP" and admin.address.startswith("127.0.0.1:")

@@ -132,7 +132,7 @@ def test_directory_round_trip_with_json(node_settings: Settings) -> None:
         "--alias",
         "al@contoso.com",
         config=config,
-        stdin="s3cret\n",
+        stdin="s3cret-passphrase\n",
     )
     assert added.returncode == 0, added.stderr
     assert (
@@ -471,3 +471,57 @@ def test_an_admin_port_in_use_is_one_line(node_settings: Settings) -> None:
         admin = text.index("[admin]")
         config.write_text(text[:admin] + text[admin:].replace('"127.0.0.1:0"', f'"127.0.0.1:{port}"', 1))
         one_line_error(postroom("serve", config=config), "[admin] listen", str(port), "in use")
+
+
+def test_directory_rules_and_tenant_scope_from_the_command_line(node_settings: Settings) -> None:
+    config = node_settings.source
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return postroom(*args, config=config, stdin=stdin)
+
+    refused = run("tenant", "add", "mx")
+    assert refused.returncode == 1 and "a name the service uses itself" in refused.stderr
+    for name, rule in (
+        ("[192.0.2.1]", "IP address"),
+        ("co.uk", "public suffix"),
+        ("contoso", "single label"),
+    ):
+        assert run("tenant", "add", "contoso").returncode in (0, 1)
+        result = run("domain", "add", name, "--tenant", "contoso")
+        assert result.returncode == 1 and rule in result.stderr, result.stderr
+    for command in (
+        ["domain", "add", "contoso.com", "--tenant", "contoso", "--verified"],
+        ["tenant", "add", "fabrikam"],
+        ["domain", "add", "fabrikam.com", "--tenant", "fabrikam", "--verified"],
+        ["mailbox", "add", "carol@fabrikam.com"],
+    ):
+        assert run(*command).returncode == 0, command
+    weak = run("mailbox", "add", "alice@contoso.com", "--password-stdin", stdin="alice\n")
+    assert weak.returncode == 1 and "8 to 256 characters" in weak.stderr
+    assert (
+        run("mailbox", "add", "alice@contoso.com", "--password-stdin", stdin="a long secret\n").returncode
+        == 0
+    )
+    external = run("group", "add", "team@contoso.com", "--member", "someone@partner.example")
+    assert external.returncode == 1 and "contact add" in external.stderr
+    foreign = run("group", "add", "team@contoso.com", "--member", "carol@fabrikam.com")
+    assert foreign.returncode == 1 and "outside this tenant's accepted domains" in foreign.stderr
+    assert run("group", "add", "team@contoso.com", "--member", "alice@contoso.com").returncode == 0
+    loop = run("group", "add", "all@contoso.com", "--member", "team@contoso.com")
+    assert loop.returncode == 0
+    cycle = run("group", "set", "team@contoso.com", "--add-member", "all@contoso.com")
+    assert cycle.returncode == 1 and "team@contoso.com -> all@contoso.com -> team@contoso.com" in cycle.stderr
+
+    # --tenant narrows the operator to one tenant: another tenant's mailbox does not exist for it.
+    for command in (
+        ["mailbox", "show", "alice@contoso.com"],
+        ["mailbox", "messages", "alice@contoso.com"],
+        ["mailbox", "export", "alice@contoso.com", "1"],
+        ["mailbox", "remove", "alice@contoso.com", "--yes"],
+        ["group", "show", "team@contoso.com"],
+    ):
+        result = run(*command, "--tenant", "fabrikam")
+        assert result.returncode == 1 and "no recipient has the address" in result.stderr, command
+    listed = run("mailbox", "list", "--tenant", "fabrikam", "--json")
+    assert [m["address"] for m in json.loads(listed.stdout)] == ["carol@fabrikam.com"]
+    assert run("mailbox", "show", "alice@contoso.com", "--tenant", "contoso").returncode == 0

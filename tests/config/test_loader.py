@@ -18,6 +18,7 @@ from postroom.config import (
     DatabaseSettings,
     DnsSettings,
     ListenAddress,
+    PasswordSettings,
     QueueSettings,
     ServiceSettings,
     Settings,
@@ -433,3 +434,13 @@ def test_admin_tls_must_be_a_bool(tmp_path: Path, value: str) -> None:
     assert problem.key == "admin.tls"
     assert problem.message.startswith("expected bool, found ")
     assert problem.fix == "set it like `tls = false`"
+
+
+def test_password_policy(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, "")).passwords == PasswordSettings(min_length=8, max_length=256)
+    settings = load_settings(write(tmp_path, "[passwords]\nmin_length = 12\nmax_length = 64\n"))
+    assert settings.passwords == PasswordSettings(min_length=12, max_length=64)
+    problems = problems_of(write(tmp_path, '[passwords]\nmin_length = "long"\n'))
+    assert "passwords.min_length" in problems
+    problems = problems_of(write(tmp_path, "[passwords]\nmin_length = 20\nmax_length = 10\n"))
+    assert problems["passwords.max_length"] == "is shorter than passwords.min_length"

@@ -12,11 +12,12 @@ from postroom.delivery import LocalDeliveryAgent
 from postroom.directory import Directory
 from postroom.mailstore import Mailstore
 from postroom.model.flow import TraceStatus
+from postroom.model.scope import OPERATOR
 from postroom.queue import Scheduler, queue_summary
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.storage.schema import queue_recipients, spool_messages
 from postroom.trace import TraceService
-from tests.support.records import Org, populate, receive
+from tests.support.records import Org, exported, populate, receive, stored_messages
 
 CONTENT = (
     b"From: Carol <carol@example.net>\r\n"
@@ -40,7 +41,7 @@ def blobs(tmp_path: Path) -> BlobStore:
 
 @pytest.fixture
 def mailstore(database: Database, directory: Directory, blobs: BlobStore) -> Mailstore:
-    return Mailstore(database, blobs, directory)
+    return Mailstore(database, blobs)
 
 
 def round_(database: Database, now: float = NOW, batch_max: int = 256) -> int:
@@ -61,7 +62,7 @@ def statuses(trace: TraceService, message_id: str) -> dict[str, TraceStatus]:
 
 
 def test_round_delivers_local_recipients_and_leaves_remote_ones(
-    database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
+    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     message_id = receive(
         database,
@@ -77,19 +78,17 @@ def test_round_delivers_local_recipients_and_leaves_remote_ones(
             message_id
         ]  # remote still queued
     for mailbox in ("alice@contoso.com", "bob@contoso.com"):
-        [stored] = mailstore.list_messages(mailbox)
+        [stored] = stored_messages(directory, mailstore, mailbox)
         assert (stored.uid, stored.subject, stored.message_id, stored.trace_id) == (
             1,
             "Grüße",
             "<g@example.net>",
             message_id,
         )
-        exported = mailstore.export(mailbox, 1)
-        assert exported.endswith(b"Received: from client by mx.postroom.test\r\n" + CONTENT)
-        assert exported.startswith(
-            f"Return-Path: <carol@example.net>\r\nDelivered-To: {mailbox}\r\n".encode()
-        )
-        assert stored.size == len(exported)
+        raw = exported(directory, mailstore, mailbox, 1)
+        assert raw.endswith(b"Received: from client by mx.postroom.test\r\n" + CONTENT)
+        assert raw.startswith(f"Return-Path: <carol@example.net>\r\nDelivered-To: {mailbox}\r\n".encode())
+        assert stored.size == len(raw)
     trace = TraceService(database)
     assert statuses(trace, message_id) == {
         "al@contoso.com": TraceStatus.DELIVERED,
@@ -108,7 +107,7 @@ def test_round_delivers_local_recipients_and_leaves_remote_ones(
 
 
 def test_delivery_at_commit_needs_no_queue_row(
-    database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
+    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     message_id = receive(
         database,
@@ -120,8 +119,8 @@ def test_delivery_at_commit_needs_no_queue_row(
     )
     with database.read() as conn:
         assert queued(conn) == [("ext@partner.example", "remote")]
-    assert [m.trace_id for m in mailstore.list_messages("alice@contoso.com")] == [message_id]
-    assert mailstore.export("bob@contoso.com", 1).endswith(CONTENT)
+    assert [m.trace_id for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [message_id]
+    assert exported(directory, mailstore, "bob@contoso.com", 1).endswith(CONTENT)
     assert statuses(TraceService(database), message_id) == {
         "team@contoso.com": TraceStatus.EXPANDED,
         "alice@contoso.com": TraceStatus.DELIVERED,
@@ -150,12 +149,12 @@ def test_a_removed_mailbox_fails_its_recipient(
     database: Database, directory: Directory, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     message_id = receive(database, blobs, "x@example.net", ["alice@contoso.com", "bob@contoso.com"], CONTENT)
-    directory.remove_recipient("bob@contoso.com")
+    directory.remove_recipient(OPERATOR, "bob@contoso.com")
     assert round_(database) == 2
     with database.read() as conn:
         assert queued(conn) == []
         assert conn.execute(select(spool_messages)).all() == []
-    assert [m.uid for m in mailstore.list_messages("alice@contoso.com")] == [1]
+    assert [m.uid for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [1]
     trace = TraceService(database)
     assert statuses(trace, message_id) == {
         "alice@contoso.com": TraceStatus.DELIVERED,
@@ -169,7 +168,7 @@ def test_a_removed_mailbox_fails_its_recipient(
 
 
 def test_uids_ascend_across_rounds(
-    database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
+    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     for n in range(3):
         receive(
@@ -179,7 +178,7 @@ def test_uids_ascend_across_rounds(
     receive(database, blobs, "x@example.net", ["al@contoso.com"], CONTENT, at=1010.0)
     receive(database, blobs, "x@example.net", ["alice@contoso.com"], CONTENT, at=1011.0)
     assert round_(database) == 2
-    assert [m.uid for m in mailstore.list_messages("alice@contoso.com")] == [1, 2, 3, 4, 5]
+    assert [m.uid for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [1, 2, 3, 4, 5]
 
 
 def test_only_due_recipients_and_at_most_batch_max(database: Database, org: Org, blobs: BlobStore) -> None:
@@ -200,7 +199,7 @@ def test_only_due_recipients_and_at_most_batch_max(database: Database, org: Org,
 
 
 async def test_scheduler_runs_rounds_until_the_queue_is_empty(
-    database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
+    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     for n in range(5):
         receive(database, blobs, "x@example.net", ["team@contoso.com"], CONTENT, at=1000.0 + n)
@@ -227,6 +226,6 @@ async def test_scheduler_runs_rounds_until_the_queue_is_empty(
         await asyncio.to_thread(committer.stop)
     assert scheduler.delivered == 10
     assert len(failures) == 1  # the failing round did not stop the scheduler
-    assert [m.uid for m in mailstore.list_messages("bob@contoso.com")] == [1, 2, 3, 4, 5]
+    assert [m.uid for m in stored_messages(directory, mailstore, "bob@contoso.com")] == [1, 2, 3, 4, 5]
     with database.read() as conn:
         assert queue_summary(conn).pending == 0

@@ -14,6 +14,7 @@ import pytest
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.support.node import RunningNode
+from tests.support.records import exported, stored_messages
 
 HERE = Path(__file__).parent
 EXPECTED: dict[str, dict[str, Any]] = json.loads((HERE / "expected.json").read_text(encoding="utf-8"))
@@ -34,20 +35,20 @@ def test_golden_message(hosted: Hosted, mx_node: RunningNode, name: str) -> None
             assert client.rcpt(rcpt)[0] == 250
         code, reply = client.data(content)
         assert code == 250, reply
-    mailstore = hosted.app.mailstore
+    mailstore, directory = hosted.app.mailstore, hosted.app.directory
 
     def stored() -> int:
-        return sum(len(mailstore.list_messages(a)) for a in expected["delivered_to"])
+        return sum(len(stored_messages(directory, mailstore, a)) for a in expected["delivered_to"])
 
     wait_for(lambda: stored() == len(expected["delivered_to"]))
     for address in expected["delivered_to"]:
-        [listed] = mailstore.list_messages(address)
+        [listed] = stored_messages(directory, mailstore, address)
         assert (listed.subject, listed.from_header, listed.message_id) == (
             expected["subject"],
             expected["from"],
             expected["message_id"],
         )
-        raw = mailstore.export(address, listed.uid)
+        raw = exported(directory, mailstore, address, listed.uid)
         assert raw.endswith(content), "the message is stored byte for byte as sent"
         added = raw[: len(raw) - len(content)]
         assert added.startswith(b"Return-Path: <sender@partner.example>\r\nDelivered-To: ")

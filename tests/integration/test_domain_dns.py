@@ -17,6 +17,7 @@ from pathlib import Path
 from postroom.app.domain_dns import CHECK_CONCURRENCY, check_domains_dns
 from postroom.config.settings import DnsSettings, ListenAddress
 from postroom.dns import DnsResolver
+from postroom.model.scope import OPERATOR
 from tests.cli.test_commands import postroom
 from tests.support.dns_server import DnsTestServer, silent_nameserver
 from tests.support.node import make_node, running
@@ -151,10 +152,10 @@ def test_a_node_that_publishes_what_it_prints_checks_every_domain_clean(tmp_path
 async def test_a_sweep_stops_asking_a_nameserver_that_does_not_answer(tmp_path: Path) -> None:
     settings = make_node(tmp_path / "node")
     directory = new_directory(open_database(tmp_path))
-    directory.add_tenant("contoso")
+    directory.add_tenant(OPERATOR, "contoso")
     names = [f"d{number}.example" for number in range(2 * CHECK_CONCURRENCY)]
     for name in names:
-        directory.add_domain(name, "contoso", verified=True)
+        directory.add_domain(OPERATOR, name, "contoso", verified=True)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # receives, never answers
         silent.bind(("127.0.0.1", 0))
         nameserver = ListenAddress("127.0.0.1", silent.getsockname()[1])

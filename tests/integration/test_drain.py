@@ -21,6 +21,7 @@ from postroom.app import App
 from postroom.config import Settings
 from tests.conftest import populate
 from tests.support.process import ServeProcess
+from tests.support.records import stored_messages
 
 SCHEDULER_IDLE = 5.0  # the scheduler runs a round at least this often: one lands behind the stuck commits
 
@@ -77,7 +78,9 @@ def test_a_stop_that_cuts_sessions_mid_commit_leaves_a_working_writer(node_setti
         assert restarted.terminate() == 0
     reader = App.open(node_settings)
     try:
-        delivered = [m.message_id for m in reader.mailstore.list_messages("alice@contoso.com")]
+        delivered = [
+            m.message_id for m in stored_messages(reader.directory, reader.mailstore, "alice@contoso.com")
+        ]
     finally:
         reader.close()
     assert "<drain-99@partner.example>" in delivered

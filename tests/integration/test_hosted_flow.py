@@ -13,9 +13,11 @@ import ssl
 import pytest
 
 from postroom.model.flow import TraceStatus
+from postroom.model.scope import OPERATOR
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.support.node import RunningNode, running, with_limits
+from tests.support.records import exported, stored_messages
 
 MESSAGE = (
     b"From: Partner <news@partner.example>\r\n"
@@ -32,8 +34,11 @@ STORED_BODY = MESSAGE  # smtplib dot-stuffs on the wire; the server unstuffs: th
 
 
 def inbox(hosted: Hosted, address: str) -> list[bytes]:
-    mailstore = hosted.app.mailstore
-    return [mailstore.export(address, m.uid) for m in mailstore.list_messages(address)]
+    app = hosted.app
+    return [
+        exported(app.directory, app.mailstore, address, m.uid)
+        for m in stored_messages(app.directory, app.mailstore, address)
+    ]
 
 
 def test_mail_to_group_alias_and_mailbox_is_delivered_once_each(hosted: Hosted, mx_node: RunningNode) -> None:
@@ -52,7 +57,7 @@ def test_mail_to_group_alias_and_mailbox_is_delivered_once_each(hosted: Hosted, 
         assert f"Delivered-To: {address}".encode() in headers
         assert b"Received: from " in headers and b"by mx.postroom.test (Postroom)" in raw
         assert raw.endswith(STORED_BODY), "the body is stored exactly as sent"
-    [listed] = hosted.app.mailstore.list_messages("alice@contoso.com")
+    [listed] = stored_messages(hosted.app.directory, hosted.app.mailstore, "alice@contoso.com")
     assert listed.subject == "Grüße"
     assert listed.message_id == "<golden-1@partner.example>"
 
@@ -99,8 +104,8 @@ def test_tenants_see_only_their_own_trace(hosted: Hosted, mx_node: RunningNode) 
         client.sendmail(
             "x@partner.example", ["alice@contoso.com", "carol@fabrikam.com"], b"Subject: both\r\n\r\nhi\r\n"
         )
-    contoso = hosted.app.directory.get_tenant("contoso").id
-    fabrikam = hosted.app.directory.get_tenant("fabrikam").id
+    contoso = hosted.app.directory.get_tenant(OPERATOR, "contoso").id
+    fabrikam = hosted.app.directory.get_tenant(OPERATOR, "fabrikam").id
     wait_for(lambda: len(inbox(hosted, "carol@fabrikam.com")) == 1)
     assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=contoso))} == {
         "alice@contoso.com"
@@ -272,7 +277,7 @@ def test_mail_loop_is_refused_by_hop_count(hosted: Hosted, mx_node: RunningNode)
 
 
 def test_smtputf8_mailbox_receives_mail(hosted: Hosted, mx_node: RunningNode) -> None:
-    hosted.app.directory.add_mailbox("jörg@contoso.com", display_name="Jörg")
+    hosted.app.directory.add_mailbox(OPERATOR, "jörg@contoso.com", display_name="Jörg")
     with smtplib.SMTP(*mx_node.mx) as client:
         client.ehlo("mta.example")
         assert client.has_extn("smtputf8")

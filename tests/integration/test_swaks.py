@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import Hosted, wait_for
 from tests.support.node import RunningNode
+from tests.support.records import exported, stored_messages
 
 SWAKS = shutil.which("swaks")
 if SWAKS is None and os.environ.get("CI"):
@@ -44,10 +45,10 @@ def test_swaks_delivers_to_a_mailbox(hosted: Hosted, mx_node: RunningNode, mode:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "250 2.6.0" in result.stdout
-    wait_for(lambda: len(hosted.app.mailstore.list_messages("bob@contoso.com")) == 1)
-    [message] = hosted.app.mailstore.list_messages("bob@contoso.com")
+    wait_for(lambda: len(stored_messages(hosted.app.directory, hosted.app.mailstore, "bob@contoso.com")) == 1)
+    [message] = stored_messages(hosted.app.directory, hosted.app.mailstore, "bob@contoso.com")
     assert message.subject == "swaks test"
-    raw = hosted.app.mailstore.export("bob@contoso.com", message.uid)
+    raw = exported(hosted.app.directory, hosted.app.mailstore, "bob@contoso.com", message.uid)
     assert b"sent by swaks" in raw
     assert (b"with ESMTPS" in raw) == (mode == ["--tls"])
 

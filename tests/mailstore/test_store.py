@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from postroom.directory import Directory, NotFoundError
-from postroom.mailstore import LocalDelivery, Mailstore, deliver
+from postroom.directory import Directory
+from postroom.mailstore import LocalDelivery, MailboxNotFoundError, Mailstore, deliver
 from postroom.model.message import HeaderSummary
+from postroom.model.scope import OPERATOR, TenantScope
 from postroom.storage import BlobStore, Database
 
 
@@ -19,12 +20,12 @@ def blobs(tmp_path: Path) -> BlobStore:
 
 @pytest.fixture
 def store(database: Database, directory: Directory, blobs: BlobStore) -> Mailstore:
-    directory.add_tenant("contoso")
-    directory.add_domain("contoso.com", "contoso", verified=True)
-    directory.add_mailbox("alice@contoso.com", aliases=["al@contoso.com"])
-    directory.add_mailbox("bob@contoso.com")
-    directory.add_group("team@contoso.com", members=[])
-    return Mailstore(database, blobs, directory)
+    directory.add_tenant(OPERATOR, "contoso")
+    directory.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
+    directory.add_mailbox(OPERATOR, "alice@contoso.com", aliases=["al@contoso.com"])
+    directory.add_mailbox(OPERATOR, "bob@contoso.com")
+    directory.add_group(OPERATOR, "team@contoso.com", members=[])
+    return Mailstore(database, blobs)
 
 
 def delivery(
@@ -47,8 +48,8 @@ def delivery(
 def test_uids_ascend_per_folder(
     database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
 ) -> None:
-    alice = directory.get_recipient("alice@contoso.com").id
-    bob = directory.get_recipient("bob@contoso.com").id
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
+    bob = directory.get_recipient(OPERATOR, "bob@contoso.com").id
     blob = blobs.put(b"Subject: s\r\n\r\nbody\r\n")
     with database.write() as conn:
         first_missing = deliver(
@@ -65,22 +66,22 @@ def test_uids_ascend_per_folder(
             conn, [delivery(alice, blob, subject="a3"), delivery(alice, blob, folder="Junk", subject="j2")]
         )
     assert first_missing == second_missing == set()
-    assert [(m.uid, m.subject) for m in store.list_messages("alice@contoso.com")] == [
+    assert [(m.uid, m.subject) for m in store.list_messages(OPERATOR, alice)] == [
         (1, "a1"),
         (2, "a2"),
         (3, "a3"),
     ]
-    assert [(m.uid, m.subject) for m in store.list_messages("al@contoso.com", "junk")] == [
+    assert [(m.uid, m.subject) for m in store.list_messages(OPERATOR, alice, "junk")] == [
         (1, "j1"),
         (2, "j2"),
     ]
-    assert [(m.uid, m.subject) for m in store.list_messages("bob@contoso.com")] == [(1, "b1")]
-    summary = {f.name: f for f in store.folders("alice@contoso.com")}
+    assert [(m.uid, m.subject) for m in store.list_messages(OPERATOR, bob)] == [(1, "b1")]
+    summary = {f.name: f for f in store.folders(OPERATOR, alice)}
     assert (summary["Inbox"].messages, summary["Inbox"].unseen, summary["Inbox"].uidnext) == (3, 3, 4)
     assert (summary["Junk"].messages, summary["Junk"].uidnext, summary["Sent"].messages) == (2, 3, 0)
     assert (
         summary["Sent"].uidnext,
-        {f.name: f.uidnext for f in store.folders("bob@contoso.com")}["Inbox"],
+        {f.name: f.uidnext for f in store.folders(OPERATOR, bob)}["Inbox"],
     ) == (1, 2)
     assert summary["Inbox"].size == 30
 
@@ -88,10 +89,10 @@ def test_uids_ascend_per_folder(
 def test_stored_message_facts(
     database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
 ) -> None:
-    alice = directory.get_recipient("alice@contoso.com").id
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
     with database.write() as conn:
         deliver(conn, [delivery(alice, blobs.put(b"x"), subject="Grüße")])
-    [message] = store.list_messages("alice@contoso.com")
+    [message] = store.list_messages(OPERATOR, alice)
     assert (
         message.folder,
         message.from_header,
@@ -114,29 +115,50 @@ def test_export_is_prefix_then_blob_exactly(
 ) -> None:
     body = b"From: carol@example.net\r\nSubject: raw\r\n\r\n\xff\x00binary line\r\n.\r\nno final CRLF"
     prefix = b"Return-Path: <carol@example.net>\r\nReceived: from mx by postroom\r\n"
-    alice = directory.get_recipient("alice@contoso.com").id
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
     with database.write() as conn:
         deliver(conn, [delivery(alice, blobs.put(body), prefix=prefix)])
-    [stored] = store.list_messages("alice@contoso.com")
-    assert store.export("alice@contoso.com", stored.uid) == prefix + body
+    [stored] = store.list_messages(OPERATOR, alice)
+    assert store.export(OPERATOR, alice, stored.uid) == prefix + body
 
 
-def test_export_and_list_errors(database: Database, store: Mailstore) -> None:
-    with pytest.raises(NotFoundError, match="no message with UID 1"):
-        store.export("alice@contoso.com", 1)
-    with pytest.raises(NotFoundError, match="no folder 'Outbox'"):
-        store.list_messages("alice@contoso.com", "Outbox")
-    with pytest.raises(NotFoundError, match="not a mailbox"):
-        store.folders("team@contoso.com")
-    with pytest.raises(NotFoundError):
-        store.folders("nobody@contoso.com")
+def test_export_and_list_errors(directory: Directory, store: Mailstore) -> None:
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
+    team = directory.get_recipient(OPERATOR, "team@contoso.com").id
+    with pytest.raises(MailboxNotFoundError, match="no message with UID 1"):
+        store.export(OPERATOR, alice, 1)
+    with pytest.raises(MailboxNotFoundError, match="no folder 'Outbox'"):
+        store.list_messages(OPERATOR, alice, "Outbox")
+    with pytest.raises(MailboxNotFoundError, match="no mailbox"):
+        store.folders(OPERATOR, team)
+    with pytest.raises(MailboxNotFoundError):
+        store.folders(OPERATOR, 10_000)
+
+
+def test_another_tenant_cannot_read_a_mailbox_by_id(
+    database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
+) -> None:
+    fabrikam = directory.add_tenant(OPERATOR, "fabrikam")
+    contoso = directory.get_tenant(OPERATOR, "contoso")
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
+    with database.write() as conn:
+        deliver(conn, [delivery(alice, blobs.put(b"Subject: s\r\n\r\nsecret\r\n"))])
+    intruder = TenantScope(fabrikam.id)
+    for read in (
+        lambda: store.folders(intruder, alice),
+        lambda: store.list_messages(intruder, alice),
+        lambda: store.export(intruder, alice, 1),
+    ):
+        with pytest.raises(MailboxNotFoundError, match="no mailbox"):
+            read()
+    assert len(store.list_messages(TenantScope(contoso.id), alice)) == 1
 
 
 def test_a_missing_mailbox_or_folder_is_reported_and_the_others_are_stored(
     database: Database, directory: Directory, store: Mailstore, blobs: BlobStore
 ) -> None:
-    alice = directory.get_recipient("alice@contoso.com").id
-    bob = directory.get_recipient("bob@contoso.com").id
+    alice = directory.get_recipient(OPERATOR, "alice@contoso.com").id
+    bob = directory.get_recipient(OPERATOR, "bob@contoso.com").id
     blob = blobs.put(b"x")
     with database.write() as conn:
         missing = deliver(
@@ -148,8 +170,8 @@ def test_a_missing_mailbox_or_folder_is_reported_and_the_others_are_stored(
             ],
         )
     assert missing == {alice + 1000, bob}
-    assert [(m.uid, m.subject) for m in store.list_messages("alice@contoso.com")] == [(1, "kept")]
-    assert store.list_messages("bob@contoso.com") == []
+    assert [(m.uid, m.subject) for m in store.list_messages(OPERATOR, alice)] == [(1, "kept")]
+    assert store.list_messages(OPERATOR, bob) == []
 
 
 def test_deliver_nothing(database: Database) -> None:

@@ -11,6 +11,7 @@ from postroom.config import Settings
 from postroom.config.settings import DatabaseSettings
 from postroom.storage import Database
 from tests.support.postgres import fresh_database
+from tests.support.records import exported, stored_messages
 from tests.support.upgrade import load_schema_2, shape
 
 
@@ -22,9 +23,9 @@ def test_an_older_node_with_mail_upgrades_to_the_current_schema(
     load_schema_2(postgres_url, settings.blob_dir, as_version_1=version == 1)
     app = App.open(settings)
     try:
-        (message,) = app.mailstore.list_messages("alice@contoso.com")
+        (message,) = stored_messages(app.directory, app.mailstore, "alice@contoso.com")
         assert message.message_id == "<upgrade-1@partner.example>"
-        content = app.mailstore.export("alice@contoso.com", message.uid)
+        content = exported(app.directory, app.mailstore, "alice@contoso.com", message.uid)
         assert content.endswith(b"This message was delivered by schema version 2.\r\n")
         app.directory.add_mailbox("new@contoso.com")  # the sequences carry on after the loaded rows
     finally:

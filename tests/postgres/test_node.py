@@ -22,6 +22,7 @@ from postroom.trace import TraceQuery
 from tests.conftest import Hosted, populate, wait_for
 from tests.support.durability import assert_acknowledged_mail_survives_kill_9
 from tests.support.node import make_node, running
+from tests.support.records import exported, stored_messages
 
 MESSAGE = (
     b"From: Partner <news@partner.example>\r\n"
@@ -49,8 +50,11 @@ def pg_hosted(tmp_path: Path, postgres_url: str) -> Iterator[Hosted]:
 
 
 def inbox(hosted: Hosted, address: str) -> list[bytes]:
-    mailstore = hosted.app.mailstore
-    return [mailstore.export(address, m.uid) for m in mailstore.list_messages(address)]
+    app = hosted.app
+    return [
+        exported(app.directory, app.mailstore, address, m.uid)
+        for m in stored_messages(app.directory, app.mailstore, address)
+    ]
 
 
 def test_group_alias_and_unknown_recipient_on_postgres(pg_hosted: Hosted) -> None:
@@ -79,7 +83,7 @@ def test_group_alias_and_unknown_recipient_on_postgres(pg_hosted: Hosted) -> Non
         # The service's headers (the bytea prefix) then the message exactly as sent.
         assert raw.endswith(MESSAGE)
         assert raw[: -len(MESSAGE)].endswith(b"\r\n") and b"\r\n\r\n" not in raw[: -len(MESSAGE)]
-    [listed] = pg_hosted.app.mailstore.list_messages("alice@contoso.com")
+    [listed] = stored_messages(pg_hosted.app.directory, pg_hosted.app.mailstore, "alice@contoso.com")
     assert (listed.subject, listed.message_id) == ("Grüße", "<pg-1@partner.example>")
     assert inbox(pg_hosted, "carol@fabrikam.com") == []
 

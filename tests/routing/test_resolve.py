@@ -6,6 +6,7 @@ import pytest
 
 from postroom.directory import ConnectionView, Directory, RecipientKind
 from postroom.model import Address
+from postroom.model.scope import OPERATOR
 from postroom.routing import Accepted, Rejected, RejectReason, resolve_recipient
 from postroom.storage import Database
 from tests.support.records import Org, populate
@@ -67,8 +68,8 @@ def test_rejections(
 
 
 def test_a_pending_domain_receives_once_verified(database: Database, directory: Directory, org: Org) -> None:
-    directory.mark_verified("pending.example", "test")
-    directory.add_mailbox("dan@pending.example")
+    directory.mark_verified(OPERATOR, "pending.example", "test")
+    directory.add_mailbox(OPERATOR, "dan@pending.example")
     with database.read() as conn:
         assert isinstance(
             resolve_recipient(ConnectionView(conn), Address.parse("dan@pending.example")), Accepted

@@ -16,9 +16,11 @@ from sqlalchemy import select
 
 from postroom.app import App
 from postroom.config import Settings
+from postroom.model.scope import OPERATOR
 from postroom.storage import Database
 from postroom.storage.migrations import STEPS, MigrationError, steps_from
 from postroom.storage.schema import SCHEMA_VERSION, schema_version
+from tests.support.records import exported, stored_messages
 from tests.support.upgrade import load_schema_2, shape
 
 
@@ -49,12 +51,12 @@ def test_an_older_node_with_mail_upgrades_to_the_current_schema(
     with caplog.at_level(logging.INFO, logger="postroom.storage.database"):
         app = App.open(node_settings)
     try:
-        (message,) = app.mailstore.list_messages("alice@contoso.com")
+        (message,) = stored_messages(app.directory, app.mailstore, "alice@contoso.com")
         assert message.message_id == "<upgrade-1@partner.example>"
         assert message.subject == "kept across upgrades"
-        content = app.mailstore.export("alice@contoso.com", message.uid)
+        content = exported(app.directory, app.mailstore, "alice@contoso.com", message.uid)
         assert content.endswith(b"This message was delivered by schema version 2.\r\n")
-        assert app.directory.get_recipient("al@contoso.com").display_name == "Alice"
+        assert app.directory.get_recipient(OPERATOR, "al@contoso.com").display_name == "Alice"
     finally:
         app.close()
     assert shape(node_settings.database_url) == fresh_shape(tmp_path)

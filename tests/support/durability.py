@@ -11,6 +11,7 @@ from postroom.app import App
 from postroom.config import Settings
 from tests.conftest import populate, wait_for
 from tests.support.process import ServeProcess
+from tests.support.records import stored_messages
 
 CLIENTS = 6
 ACKNOWLEDGED_BEFORE_KILL = 150
@@ -59,7 +60,9 @@ def assert_acknowledged_mail_survives_kill_9(settings: Settings) -> None:
         reader = App.open(settings)
         try:
             wait_for(lambda: reader.queue_summary().pending == 0, timeout=60)
-            delivered = [m.message_id for m in reader.mailstore.list_messages("alice@contoso.com")]
+            delivered = [
+                m.message_id for m in stored_messages(reader.directory, reader.mailstore, "alice@contoso.com")
+            ]
         finally:
             reader.close()
     finally:

@@ -15,9 +15,11 @@ from argon2 import PasswordHasher
 
 from postroom.delivery import deliver_at_commit
 from postroom.directory import ConnectionView, Directory, DomainType
+from postroom.mailstore import Mailstore, StoredMessage
 from postroom.model import Address
 from postroom.model.flow import Route
 from postroom.model.message import summarize
+from postroom.model.scope import OPERATOR
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import Accepted, categorize, resolve_recipient
 from postroom.storage import BlobStore, Database
@@ -51,17 +53,19 @@ class Org:
 
 
 def populate(directory: Directory) -> Org:
-    contoso = directory.add_tenant("contoso")
-    directory.add_domain("contoso.com", "contoso", verified=True)
-    directory.add_domain("relay.contoso.com", "contoso", DomainType.INTERNAL_RELAY, verified=True)
-    alice = directory.add_mailbox("alice@contoso.com", display_name="Alice", aliases=["al@contoso.com"])
-    bob = directory.add_mailbox("bob@contoso.com", display_name="Bob")
-    directory.add_group("team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
-    directory.add_contact("partner@contoso.com", external_address="ext@partner.example")
-    fabrikam = directory.add_tenant("fabrikam")
-    directory.add_domain("fabrikam.com", "fabrikam", verified=True)
-    carol = directory.add_mailbox("carol@fabrikam.com")
-    directory.add_domain("pending.example", "fabrikam")
+    contoso = directory.add_tenant(OPERATOR, "contoso")
+    directory.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
+    directory.add_domain(OPERATOR, "relay.contoso.com", "contoso", DomainType.INTERNAL_RELAY, verified=True)
+    alice = directory.add_mailbox(
+        OPERATOR, "alice@contoso.com", display_name="Alice", aliases=["al@contoso.com"]
+    )
+    bob = directory.add_mailbox(OPERATOR, "bob@contoso.com", display_name="Bob")
+    directory.add_group(OPERATOR, "team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
+    directory.add_contact(OPERATOR, "partner@contoso.com", external_address="ext@partner.example")
+    fabrikam = directory.add_tenant(OPERATOR, "fabrikam")
+    directory.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
+    carol = directory.add_mailbox(OPERATOR, "carol@fabrikam.com")
+    directory.add_domain(OPERATOR, "pending.example", "fabrikam")
     return Org(contoso=contoso.id, fabrikam=fabrikam.id, alice=alice.id, bob=bob.id, carol=carol.id)
 
 
@@ -111,3 +115,16 @@ def receive(
             record_events(conn, events, at)
             set_statuses(conn, statuses, at)
     return message_id
+
+
+def stored_messages(
+    directory: Directory, mailstore: Mailstore, address: str, folder: str = "Inbox"
+) -> list[StoredMessage]:
+    """A mailbox's messages as the operator reads them: the address resolved, then the mailstore asked."""
+    return mailstore.list_messages(OPERATOR, directory.get_recipient(OPERATOR, address).id, folder)
+
+
+def exported(
+    directory: Directory, mailstore: Mailstore, address: str, uid: int, folder: str = "Inbox"
+) -> bytes:
+    return mailstore.export(OPERATOR, directory.get_recipient(OPERATOR, address).id, uid, folder)

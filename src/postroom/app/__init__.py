@@ -3,6 +3,7 @@
 from postroom.app.domains import ProofOutcome, ProofResult, verify_ownership
 from postroom.app.node import App, Listening, StartupError, check
 from postroom.app.setup import InitOptions, SetupError, init_node
+from postroom.app.tenants import TenantRemoval, remove_tenant
 
 __all__ = [
     "App",
@@ -12,7 +13,9 @@ __all__ = [
     "ProofResult",
     "SetupError",
     "StartupError",
+    "TenantRemoval",
     "check",
     "init_node",
+    "remove_tenant",
     "verify_ownership",
 ]

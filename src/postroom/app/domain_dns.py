@@ -30,6 +30,7 @@ from postroom.dns import (
     mta_sts_policy,
     service_records,
 )
+from postroom.model.scope import OPERATOR
 
 CHECK_CONCURRENCY = 8  # domains checked at once by one sweep
 
@@ -53,14 +54,14 @@ def dkim_selector(key: DkimKey) -> DkimSelector:
 
 def domain_facts(directory: Directory, name: str) -> DomainFacts:
     """The facts of an accepted domain's records (DKIM keys made now when it has none yet)."""
-    domain = directory.get_domain(name)
-    return _facts(domain, tuple(dkim_selector(key) for key in directory.dkim_keys(domain.name)))
+    domain = directory.get_domain(OPERATOR, name)
+    return _facts(domain, tuple(dkim_selector(key) for key in directory.dkim_keys(OPERATOR, domain.name)))
 
 
 def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -> str | None:
     """The MTA-STS policy served for `domain`, or None when it is not a verified accepted domain."""
     try:
-        accepted = directory.get_domain(domain)
+        accepted = directory.get_domain(OPERATOR, domain)  # served to anyone: public by design
     except DirectoryError:
         return None
     if accepted.status is not DomainStatus.VERIFIED:
@@ -73,7 +74,7 @@ def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -
 
 def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRecord]:
     """The service zone's records, with the MX and SPF of every tenant's default domain."""
-    defaults = [_facts(d) for d in directory.list_domains() if d.is_default]
+    defaults = [_facts(d) for d in directory.list_domains(OPERATOR) if d.is_default]
     return service_records(settings.service, defaults)
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from postroom.directory import AcceptedDomain, Directory, DomainStatus
 from postroom.dns import DnsTemporaryError, NxDomain, Resolver
+from postroom.model.scope import Scope
 
 
 class ProofOutcome(StrEnum):
@@ -35,8 +36,8 @@ class ProofResult:
     message: str
 
 
-async def verify_ownership(directory: Directory, resolver: Resolver, name: str) -> ProofResult:
-    domain = directory.get_domain(name)
+async def verify_ownership(directory: Directory, resolver: Resolver, scope: Scope, name: str) -> ProofResult:
+    domain = directory.get_domain(scope, name)
     expected = domain.verification_record
     if domain.status is DomainStatus.VERIFIED:
         return ProofResult(
@@ -54,18 +55,18 @@ async def verify_ownership(directory: Directory, resolver: Resolver, name: str) 
         )
     else:
         if expected in found:
-            verified = directory.mark_verified(domain.name, f"TXT record {expected} found in DNS")
+            verified = directory.mark_verified(scope, domain.name, f"TXT record {expected} found in DNS")
             return ProofResult(verified, ProofOutcome.VERIFIED, expected, found, f"{domain.name} is verified")
         if await _has_proof_mx(resolver, domain):
             how = f"MX record {domain.verification_mx} found in DNS"
-            verified = directory.mark_verified(domain.name, how)
+            verified = directory.mark_verified(scope, domain.name, how)
             return ProofResult(verified, ProofOutcome.VERIFIED, expected, found, f"{domain.name} is verified")
         if found:
             outcome = ProofOutcome.NOT_FOUND
             message = f"{domain.name} has {len(found)} TXT record(s) but none is {expected!r}"
         else:
             outcome, message = ProofOutcome.NO_TXT, f"{domain.name} has no TXT records"
-    directory.record_domain_event(domain.name, "verification-failed", message)
+    directory.record_domain_event(scope, domain.name, "verification-failed", message)
     return ProofResult(domain, outcome, expected, found, message)
 
 

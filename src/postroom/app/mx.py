@@ -2,8 +2,9 @@
 
 One `MxSession` per connection (the connection scope); its `Envelope` is the transaction scope and
 is reset explicitly. RCPT is decided at RCPT time by `routing.resolve_recipient` (accepted domain,
-DBEB, anti-relay) over the node's directory cache, on the event loop when the cache knows the
-answer. At the end of DATA the session categorizes the recipients (aliases, groups, contacts),
+DBEB, anti-relay) over the node's directory cache: on the event loop from the cache's memory
+only, and in a worker thread when the cache must ask the database (no SQL on the event loop). At
+the end of DATA the session categorizes the recipients (aliases, groups, contacts) the same way,
 writes the body blob, then runs one job in the group committer that delivers to the local mailboxes
 (`delivery.deliver_at_commit`), spools the message with a queue row per recipient that is not local,
 and writes the trace; only when that commit returned does the client get 250. Anything that fails
@@ -38,7 +39,7 @@ from functools import partial
 from sqlalchemy import Connection
 
 from postroom.delivery import deliver_at_commit
-from postroom.directory import REFRESH_SECONDS, CachedDirectory, RecipientKind
+from postroom.directory import REFRESH_SECONDS, CachedDirectory, NotCached
 from postroom.model import Address, Reply, replies
 from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
@@ -96,16 +97,21 @@ class MxEndpoint:
         self._writers.shutdown(wait=True)
 
     async def resolve(self, recipient: Address) -> Accepted | Rejected:
-        """Decide a RCPT: from the directory cache when it knows the answer, else in a worker thread."""
-        if self.directory.knows(recipient.domain, recipient.key):
-            return resolve_recipient(self.directory, recipient)
+        """Decide a RCPT: from the cache's memory when it holds the answer, else in a worker thread."""
+        try:
+            return resolve_recipient(self.directory.in_memory(), recipient)
+        except NotCached:
+            pass
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lookups, resolve_recipient, self.directory, recipient)
 
     async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
-        """Routes for the accepted recipients; groups (which may need lookups) in a worker thread."""
-        if all(a.owner.kind is RecipientKind.MAILBOX for a in accepted):
-            return categorize(self.directory, message_id, accepted)
+        """Routes for the accepted recipients: from memory when the cache holds every answer (the
+        usual case: RCPT just asked), else in a worker thread. No SQL runs on the event loop."""
+        try:
+            return categorize(self.directory.in_memory(), message_id, accepted)
+        except NotCached:
+            pass
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lookups, categorize, self.directory, message_id, accepted)
 

@@ -39,7 +39,7 @@ from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
 from postroom.config import Settings
 from postroom.delivery import LocalDeliveryAgent
-from postroom.directory import CachedDirectory, Directory
+from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.queue import QueueSummary, Scheduler, queue_summary
@@ -179,8 +179,16 @@ class App:
         self.settings = settings
         self.database = database
         self.blobs = BlobStore(settings.blob_dir)
-        self.directory = Directory(database, service_domain=settings.service.domain)
-        self.mailstore = Mailstore(database, self.blobs, self.directory)
+        service = settings.service
+        self.directory = Directory(
+            database,
+            service_domain=service.domain,
+            service_hosts=(service.hostname, service.mx_host_suffix, service.spf_include),
+            password_policy=PasswordPolicy(
+                min_length=settings.passwords.min_length, max_length=settings.passwords.max_length
+            ),
+        )
+        self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
         self._resolver: DnsResolver | None = None
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop

@@ -14,6 +14,8 @@ from postroom.app import App, StartupError
 from postroom.cli.output import fail
 from postroom.config import ConfigError, Settings, find_config, load_settings
 from postroom.directory import DirectoryError
+from postroom.mailstore import MailboxNotFoundError
+from postroom.model.scope import OPERATOR, Scope, TenantScope
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
@@ -55,8 +57,21 @@ def refusals() -> Iterator[None]:
     """Turn a service refusal into its message and exit status 1."""
     try:
         yield
-    except DirectoryError as error:
+    except (DirectoryError, MailboxNotFoundError) as error:
         raise fail(str(error)) from None
+
+
+TenantScopeOption = Annotated[
+    str | None, typer.Option("--tenant", help="Act for this tenant only (default: the service operator).")
+]
+
+
+def scope_for(tenant: str | None) -> Scope:
+    """The scope a command acts in: the operator, or the one tenant `--tenant` names."""
+    if tenant is None:
+        return OPERATOR
+    with refusals():
+        return TenantScope(node().directory.get_tenant(OPERATOR, tenant).id)
 
 
 def as_dict(value: object) -> dict[str, object]:

@@ -24,6 +24,7 @@ from postroom.dns import (
     dkim_record,
     domain_records,
 )
+from postroom.model.scope import OPERATOR
 
 domain_app = typer.Typer(
     help="Accepted domains: add, prove ownership, the DNS records to publish, check DNS, remove.",
@@ -49,7 +50,7 @@ def domain_add(
 ) -> None:
     """Add an accepted domain; it receives mail once its ownership is verified."""
     with refusals():
-        added = node().directory.add_domain(domain, tenant, type_, verified=verified)
+        added = node().directory.add_domain(OPERATOR, domain, tenant, type_, verified=verified)
     console.print(f"{added.name} added to tenant {added.tenant} as {added.type.value}, {added.status.value}")
     if not added.receives_mail:
         console.print("To prove you own it, publish this TXT record, then run `postroom domain verify`:")
@@ -68,7 +69,7 @@ def domain_list(
 ) -> None:
     """List accepted domains."""
     with refusals():
-        domains = node().directory.list_domains(tenant)
+        domains = node().directory.list_domains(OPERATOR, tenant)
     if json_output:
         return emit_json(domains)
     table(
@@ -82,8 +83,8 @@ def domain_list(
 def domain_show(domain: str, json_output: JsonOption = False) -> None:
     """Show a domain: its type, status, the ownership records, its MX host and its history."""
     with refusals():
-        found = node().directory.get_domain(domain)
-        history = node().directory.domain_history(domain)
+        found = node().directory.get_domain(OPERATOR, domain)
+        history = node().directory.domain_history(OPERATOR, domain)
     mx_host = node().settings.service.mx_host(found.domain_key)
     if json_output:
         return emit_json(
@@ -116,7 +117,7 @@ def domain_verify(domain: str, json_output: JsonOption = False) -> None:
     """Look up the ownership TXT record (or its MX fallback) in DNS and verify the domain when it is there."""
     current = node()
     with refusals():
-        result = asyncio.run(verify_ownership(current.directory, current.resolver, domain))
+        result = asyncio.run(verify_ownership(current.directory, current.resolver, OPERATOR, domain))
     if json_output:
         emit_json(result)
     else:
@@ -192,7 +193,7 @@ def domain_check(
     """
     current = node()
     with refusals():
-        names = [domain] if domain else [d.name for d in current.directory.list_domains(tenant)]
+        names = [domain] if domain else [d.name for d in current.directory.list_domains(OPERATOR, tenant)]
         with Progress(console=errors, transient=True, disable=len(names) < 2 or json_output) as progress:
             task = progress.add_task("checking DNS", total=len(names))
             diagnoses = asyncio.run(
@@ -251,7 +252,7 @@ def _show_diagnosis(diagnosis: DomainDiagnosis) -> None:
 def dkim_show(domain: str, json_output: JsonOption = False) -> None:
     """The domain's DKIM selectors, which one signs, and the TXT record each must publish."""
     with refusals():
-        keys = node().directory.dkim_keys(domain)
+        keys = node().directory.dkim_keys(OPERATOR, domain)
     records = [dkim_record(k.domain, dkim_selector(k)) for k in keys]
     if json_output:
         return emit_json(
@@ -280,7 +281,7 @@ def dkim_rotate(
     """Sign with the other selector from now on; the retired selector gets a new key to publish."""
     current = node()
     with refusals():
-        keys = current.directory.dkim_keys(domain)
+        keys = current.directory.dkim_keys(OPERATOR, domain)
         successor = next(k for k in keys if not k.active)
         if not force:
             # Checked as if it signed already: anything but the right key refuses the rotation.
@@ -292,7 +293,7 @@ def dkim_rotate(
                     f"not rotated: {finding.message}. Publish {wanted.name} TXT "
                     f'"{wanted.value}" first, wait for its TTL and run this again (or --force)'
                 )
-        rotated = current.directory.rotate_dkim(domain)
+        rotated = current.directory.rotate_dkim(OPERATOR, domain)
     retired = next(k for k in rotated if not k.active)
     console.print(f"{successor.selector} signs {successor.domain}'s mail now.")
     console.print(f"Before the next rotation, publish the new key of {retired.selector}:", markup=False)
@@ -303,5 +304,5 @@ def dkim_rotate(
 def domain_remove(domain: str) -> None:
     """Remove an accepted domain that no address uses."""
     with refusals():
-        node().directory.remove_domain(domain)
+        node().directory.remove_domain(OPERATOR, domain)
     console.print(f"{domain} removed")

@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from postroom.cli.context import JsonOption, node, refusals
+from postroom.cli.context import JsonOption, TenantScopeOption, node, refusals, scope_for
 from postroom.cli.output import console, emit_json, fail, table, when
 from postroom.cli.recipients import (
     AliasOption,
     DomainFilter,
     TenantFilter,
     list_recipients,
+    mailbox_id,
     read_password,
     show_recipient,
 )
@@ -30,12 +31,13 @@ def mailbox_add(
         bool, typer.Option("--password-stdin", help="Read the password from standard input.")
     ] = False,
     alias: AliasOption = None,
+    tenant: TenantScopeOption = None,
 ) -> None:
     """Create a mailbox (Inbox, Sent, Drafts, Junk, Trash, Archive) with its addresses."""
     password = read_password(password_stdin)
     with refusals():
         created = node().directory.add_mailbox(
-            address, display_name=name, password=password, aliases=alias or ()
+            scope_for(tenant), address, display_name=name, password=password, aliases=alias or ()
         )
     console.print(f"mailbox {created.primary_address} created in tenant {created.tenant}")
 
@@ -49,11 +51,12 @@ def mailbox_list(
 
 
 @mailbox_app.command("show")
-def mailbox_show(address: str, json_output: JsonOption = False) -> None:
+def mailbox_show(address: str, json_output: JsonOption = False, tenant: TenantScopeOption = None) -> None:
     """Show a mailbox with its folders."""
+    scope = scope_for(tenant)
     with refusals():
-        recipient = node().directory.get_recipient(address)
-        folders = node().mailstore.folders(address)
+        recipient = node().directory.get_recipient(scope, address)
+        folders = node().mailstore.folders(scope, mailbox_id(scope, address))
     show_recipient(recipient, json_output, {"folders": folders})
     if not json_output:
         table(
@@ -75,11 +78,13 @@ def mailbox_set(
     primary: Annotated[
         str | None, typer.Option(help="Make this address the primary (reply) address.")
     ] = None,
+    tenant: TenantScopeOption = None,
 ) -> None:
     """Change a mailbox: name, password, addresses."""
     password = read_password(password_stdin)
     with refusals():
         changed = node().directory.set_recipient(
+            scope_for(tenant),
             address,
             display_name=name,
             password=password,
@@ -92,13 +97,15 @@ def mailbox_set(
 
 @mailbox_app.command("remove")
 def mailbox_remove(
-    address: str, yes: Annotated[bool, typer.Option("--yes", help="Confirm: deletes its mail.")] = False
+    address: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: deletes its mail.")] = False,
+    tenant: TenantScopeOption = None,
 ) -> None:
     """Remove a mailbox and its mail."""
     if not yes:
         raise fail(f"removing {address} deletes its mail; repeat with --yes", 2)
     with refusals():
-        node().directory.remove_recipient(address)
+        node().directory.remove_recipient(scope_for(tenant), address)
     console.print(f"{address} removed")
 
 
@@ -107,10 +114,12 @@ def mailbox_messages(
     address: str,
     folder: Annotated[str, typer.Option(help="Folder name.")] = "Inbox",
     json_output: JsonOption = False,
+    tenant: TenantScopeOption = None,
 ) -> None:
     """List the messages in a mailbox folder."""
+    scope = scope_for(tenant)
     with refusals():
-        found = node().mailstore.list_messages(address, folder)
+        found = node().mailstore.list_messages(scope, mailbox_id(scope, address), folder)
     if json_output:
         return emit_json(found)
     table(
@@ -122,10 +131,14 @@ def mailbox_messages(
 
 @mailbox_app.command("export")
 def mailbox_export(
-    address: str, uid: int, folder: Annotated[str, typer.Option(help="Folder name.")] = "Inbox"
+    address: str,
+    uid: int,
+    folder: Annotated[str, typer.Option(help="Folder name.")] = "Inbox",
+    tenant: TenantScopeOption = None,
 ) -> None:
     """Write one message, raw, to standard output."""
+    scope = scope_for(tenant)
     with refusals():
-        raw = node().mailstore.export(address, uid, folder)
+        raw = node().mailstore.export(scope, mailbox_id(scope, address), uid, folder)
     sys.stdout.buffer.write(raw)
     sys.stdout.buffer.flush()

@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from postroom.cli.context import as_dict, node, refusals
+from postroom.cli.context import as_dict, node, refusals, scope_for
 from postroom.cli.output import emit_json, fail, fields, table
 from postroom.directory import Recipient, RecipientKind
+from postroom.model.scope import Scope
 
 
 # --- recipients -----------------------------------------------------------------------------------
@@ -32,7 +33,7 @@ def show_recipient(recipient: Recipient, json_output: bool, extra: dict[str, obj
 
 def list_recipients(kind: RecipientKind, tenant: str | None, domain: str | None, json_output: bool) -> None:
     with refusals():
-        found = node().directory.list_recipients(tenant=tenant, kind=kind, domain=domain)
+        found = node().directory.list_recipients(scope_for(tenant), kind=kind, domain=domain)
     if json_output:
         return emit_json([{**as_dict(r), "address": r.primary_address} for r in found])
     table(
@@ -40,6 +41,14 @@ def list_recipients(kind: RecipientKind, tenant: str | None, domain: str | None,
         ["address", "name", "tenant", "aliases"],
         [(r.primary_address, r.display_name, r.tenant, ", ".join(r.aliases)) for r in found],
     )
+
+
+def mailbox_id(scope: Scope, address: str) -> int:
+    """The id of the mailbox with this address, as the mailstore addresses it."""
+    recipient = node().directory.get_recipient(scope, address)
+    if recipient.kind is not RecipientKind.MAILBOX:
+        raise fail(f"{address} is a {recipient.kind.value}, not a mailbox")
+    return recipient.id
 
 
 def read_password(password_stdin: bool) -> str | None:
@@ -51,7 +60,7 @@ def read_password(password_stdin: bool) -> str | None:
     return password
 
 
-TenantFilter = Annotated[str | None, typer.Option(help="Only this tenant's.")]
+TenantFilter = Annotated[str | None, typer.Option(help="Only this tenant's (act for this tenant only).")]
 DomainFilter = Annotated[str | None, typer.Option(help="Only addresses in this domain.")]
 AliasOption = Annotated[
     list[str] | None, typer.Option("--alias", help="A secondary (proxy) address; repeat.")

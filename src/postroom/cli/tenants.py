@@ -6,9 +6,11 @@ from typing import Annotated
 
 import typer
 
+from postroom.app import TenantRemoval, remove_tenant
 from postroom.cli.context import JsonOption, node, refusals
 from postroom.cli.output import console, emit_json, fail, fields, table, when
 from postroom.directory import RecipientKind
+from postroom.model.scope import OPERATOR
 
 tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
 
@@ -20,7 +22,7 @@ def tenant_add(
 ) -> None:
     """Create a tenant with its default domain (authoritative, verified)."""
     with refusals():
-        tenant = node().directory.add_tenant(name)
+        tenant = node().directory.add_tenant(OPERATOR, name)
     console.print(
         f"tenant {tenant.name} created; default domain {tenant.name}.{node().directory.service_domain}"
     )
@@ -29,7 +31,7 @@ def tenant_add(
 @tenant_app.command("list")
 def tenant_list(json_output: JsonOption = False) -> None:
     """List tenants."""
-    tenants = node().directory.list_tenants()
+    tenants = node().directory.list_tenants(OPERATOR)
     if json_output:
         return emit_json(tenants)
     table(None, ["name", "created"], [(t.name, when(t.created_at)) for t in tenants])
@@ -39,9 +41,9 @@ def tenant_list(json_output: JsonOption = False) -> None:
 def tenant_show(name: str, json_output: JsonOption = False) -> None:
     """Show a tenant with its domains and recipient counts."""
     with refusals():
-        tenant = node().directory.get_tenant(name)
-        domains = node().directory.list_domains(tenant.name)
-        recipients = node().directory.list_recipients(tenant=tenant.name)
+        tenant = node().directory.get_tenant(OPERATOR, name)
+        domains = node().directory.list_domains(OPERATOR, tenant.name)
+        recipients = node().directory.list_recipients(OPERATOR, tenant=tenant.name)
     counts = {kind.value: sum(1 for r in recipients if r.kind is kind) for kind in RecipientKind}
     if json_output:
         return emit_json({"tenant": tenant, "domains": [d.name for d in domains], "recipients": counts})
@@ -55,16 +57,25 @@ def tenant_show(name: str, json_output: JsonOption = False) -> None:
     )
 
 
+def _what(removal: TenantRemoval) -> str:
+    return (
+        f"{removal.domains} domain(s), {removal.recipients} recipient(s), {removal.messages} stored "
+        f"message(s), trace of {removal.trace_messages} message(s), {removal.queue_recipients} queued "
+        f"recipient(s), {removal.blobs} message file(s)"
+    )
+
+
 @tenant_app.command("remove")
 def tenant_remove(
     name: str,
     yes: Annotated[
-        bool, typer.Option("--yes", help="Confirm: removes its domains, recipients and mail.")
+        bool, typer.Option("--yes", help="Confirm: removes its domains, recipients, mail, queue and trace.")
     ] = False,
 ) -> None:
-    """Remove a tenant with all its domains, recipients and stored mail."""
-    if not yes:
-        raise fail(f"removing tenant {name} deletes its domains, recipients and mail; repeat with --yes", 2)
+    """Remove a tenant with all its domains, recipients, stored mail, queued mail and trace."""
+    current = node()
     with refusals():
-        node().directory.remove_tenant(name)
-    console.print(f"tenant {name} removed")
+        removal = remove_tenant(current.database, current.blobs, current.directory, OPERATOR, name, apply=yes)
+    if not yes:
+        raise fail(f"removing tenant {removal.tenant.name} deletes {_what(removal)}; repeat with --yes", 2)
+    console.print(f"tenant {removal.tenant.name} removed: deleted {_what(removal)}")

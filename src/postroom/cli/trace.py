@@ -10,6 +10,7 @@ import typer
 from postroom.cli.context import JsonOption, node, refusals
 from postroom.cli.output import emit_json, fail, fields, table, when
 from postroom.model.flow import TraceStatus
+from postroom.model.scope import OPERATOR
 from postroom.trace import TraceQuery
 
 trace_app = typer.Typer(help="Message trace: what happened to a message.")
@@ -49,7 +50,7 @@ def trace_search(
         return
     current = node()
     with refusals():
-        tenant_id = current.directory.get_tenant(tenant).id if tenant else None
+        tenant_id = current.directory.get_tenant(OPERATOR, tenant).id if tenant else None
     rows = current.trace.search(
         TraceQuery(
             tenant_id=tenant_id,
@@ -84,7 +85,7 @@ def trace_show(
     """Show one message's trace: its recipients and every event."""
     current = node()
     with refusals():
-        tenant_id = current.directory.get_tenant(tenant).id if tenant else None
+        tenant_id = current.directory.get_tenant(OPERATOR, tenant).id if tenant else None
     detail = current.trace.detail(message, tenant_id)
     if detail is None:
         raise fail(f"no traced message {message}; search with `postroom trace --sender ...`")

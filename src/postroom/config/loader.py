@@ -313,6 +313,7 @@ def load_settings(path: Path) -> Settings:
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
         ),
         queue=reader.dataclass_table("queue", defaults.queue),
+        passwords=reader.dataclass_table("passwords", defaults.passwords),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
     )
@@ -327,6 +328,12 @@ def load_settings(path: Path) -> Settings:
             reader.problems.append(
                 Problem(key, f"{value!r} is not a fully qualified domain name", 'e.g. "mail.example.net"')
             )
+    if settings.passwords.max_length < settings.passwords.min_length:
+        reader.problems.append(
+            Problem(
+                "passwords.max_length", "is shorter than passwords.min_length", "raise it or lower min_length"
+            )
+        )
     reader.unknown_keys()
     if reader.problems:
         raise ConfigError(path, reader.problems)
@@ -361,4 +368,5 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "imap": {"listen": _toml(settings.imap_listen)},
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
+        "passwords": _toml(settings.passwords),
     }

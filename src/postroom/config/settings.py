@@ -155,6 +155,14 @@ class QueueSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PasswordSettings:
+    """The policy a mailbox password must meet when it is set (`directory.PasswordPolicy`)."""
+
+    min_length: int = 8  # the NIST SP 800-63B floor for a memorized secret
+    max_length: int = 256  # every input is bounded; Argon2 hashes all of it
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of a node's settings, as read from one file."""
 
@@ -169,6 +177,7 @@ class Settings:
     imap_listen: tuple[ListenAddress, ...] = _loopback(2143)  # [imap] listen
     admin: AdminSettings = field(default_factory=AdminSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    passwords: PasswordSettings = field(default_factory=PasswordSettings)  # [passwords]
     log_level: str = "info"  # [node] log_level: debug, info, warning or error
     drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
 

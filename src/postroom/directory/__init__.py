@@ -1,6 +1,17 @@
 """Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients, groups)."""
 
+from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
+from postroom.directory.credentials import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordPolicy
 from postroom.directory.dkim import DKIM_SELECTORS, DkimKey
+from postroom.directory.errors import (
+    ConflictError,
+    DirectoryError,
+    InvalidInputError,
+    NotFoundError,
+    RefusedError,
+)
+from postroom.directory.lookups import find_address, find_domain, group_member_addresses
+from postroom.directory.names import RESERVED_TENANT_NAMES
 from postroom.directory.records import (
     AcceptedDomain,
     AddressOwner,
@@ -11,23 +22,24 @@ from postroom.directory.records import (
     RecipientKind,
     Tenant,
 )
-from postroom.directory.service import (
-    MAILBOX_FOLDERS,
-    ConflictError,
-    Directory,
-    DirectoryError,
-    InvalidInputError,
-    NotFoundError,
-    find_address,
-    find_domain,
-    group_member_addresses,
+from postroom.directory.service import Directory
+from postroom.directory.tenants import TenantRows
+from postroom.directory.view import (
+    REFRESH_SECONDS,
+    CachedDirectory,
+    ConnectionView,
+    DirectoryView,
+    NotCached,
 )
-from postroom.directory.view import REFRESH_SECONDS, CachedDirectory, ConnectionView, DirectoryView
 
 __all__ = [
+    "CHANGE_LOG_GENERATIONS",
+    "CHANGE_LOG_MAX_KEYS",
     "DKIM_SELECTORS",
-    "MAILBOX_FOLDERS",
+    "MAX_PASSWORD_LENGTH",
+    "MIN_PASSWORD_LENGTH",
     "REFRESH_SECONDS",
+    "RESERVED_TENANT_NAMES",
     "AcceptedDomain",
     "AddressOwner",
     "CachedDirectory",
@@ -41,10 +53,14 @@ __all__ = [
     "DomainStatus",
     "DomainType",
     "InvalidInputError",
+    "NotCached",
     "NotFoundError",
+    "PasswordPolicy",
     "Recipient",
     "RecipientKind",
+    "RefusedError",
     "Tenant",
+    "TenantRows",
     "find_address",
     "find_domain",
     "group_member_addresses",

@@ -3,13 +3,23 @@
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
 address, who are this group's members. `DirectoryView` is that narrow interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
-asks the database only on a miss, so the SMTP session resolves a known recipient without I/O.
+asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises
+`NotCached` on a miss, which is what the SMTP session's event loop uses (a miss goes to a worker
+thread, so no SQL ever runs on the event loop).
 
-Freshness: every directory change bumps `directory_generation` in the same transaction. The cache
-drops everything when `refresh()` sees a new generation; the node calls `refresh()` every
-`REFRESH_SECONDS`, so a change made by any process (the CLI, another node) is in force within that
-time. Negative answers are cached too (a DBEB flood of unknown recipients costs no queries), and
-are dropped on the same signal.
+Freshness: every directory change bumps `directory_generation` and logs what it changed (domain
+names, address keys, group ids) under the new generation, in the same transaction (`base.py`).
+`refresh()` reads the generation; when it moved, it reads the log since the cache's generation and
+drops exactly those entries, so a change to one address costs every other cached answer nothing.
+It drops everything only when the log no longer covers the gap (the node was more than
+`CHANGE_LOG_GENERATIONS` behind) or a change was logged as "everything" (a tenant's removal with
+many entries). The node calls `refresh()` every `REFRESH_SECONDS`, so a change made by any process
+(the CLI, another node) is in force within that time. Negative answers are cached too (a DBEB
+flood of unknown recipients costs no queries), and are dropped by the same log (adding an address
+logs its key).
+
+Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
+dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
 """
 
 from __future__ import annotations
@@ -20,10 +30,11 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, select
 
+from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
+from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.records import AcceptedDomain, AddressOwner
-from postroom.directory.service import find_address, find_domain, group_member_addresses
 from postroom.storage import Database
-from postroom.storage.schema import directory_generation
+from postroom.storage.schema import directory_changes, directory_generation
 
 REFRESH_SECONDS = 1.0
 MAX_ENTRIES = 200_000
@@ -35,6 +46,10 @@ class DirectoryView(Protocol):
     def address(self, key: str) -> AddressOwner | None: ...
 
     def members(self, group_id: int) -> list[str]: ...
+
+
+class NotCached(LookupError):
+    """The in-memory view does not hold this answer: ask again off the event loop."""
 
 
 class ConnectionView:
@@ -69,21 +84,47 @@ class CachedDirectory:
         self.generation = -1
 
     def refresh(self) -> bool:
-        """Drop the cache when the directory changed since the last look; True when it did."""
+        """Drop what changed since the last look (all of it when the log cannot say); True when it did."""
         with self._database.read() as conn:
             generation = conn.execute(select(directory_generation.c.generation)).scalar_one()
-        if generation == self.generation:
-            return False
+            if generation == self.generation:
+                return False
+            changes: list[tuple[int, str, str]] = []
+            behind = self.generation < 0 or generation - self.generation >= CHANGE_LOG_GENERATIONS
+            if not behind:
+                changes = [
+                    (row.generation, row.kind, row.key)
+                    for row in conn.execute(
+                        select(
+                            directory_changes.c.generation, directory_changes.c.kind, directory_changes.c.key
+                        ).where(
+                            (directory_changes.c.generation > self.generation)
+                            & (directory_changes.c.generation <= generation)
+                        )
+                    ).all()
+                ]
+        covered = {change[0] for change in changes}
+        everything = behind or len(covered) != generation - self.generation
+        everything = everything or any(kind == ChangeKind.EVERYTHING for _, kind, _ in changes)
         with self._lock:
-            self._domains.clear()
-            self._addresses.clear()
-            self._members.clear()
+            if everything:
+                self._domains.clear()
+                self._addresses.clear()
+                self._members.clear()
+            else:
+                for _, kind, key in changes:
+                    if kind == ChangeKind.DOMAIN:
+                        self._domains.pop(key, None)
+                    elif kind == ChangeKind.ADDRESS:
+                        self._addresses.pop(key, None)
+                    elif kind == ChangeKind.GROUP:
+                        self._members.pop(int(key), None)
             self.generation = generation
         return True
 
-    def knows(self, domain: str, key: str) -> bool:
-        """True when `domain` and `key` are both answered from memory (no I/O needed)."""
-        return domain in self._domains and key in self._addresses
+    def in_memory(self) -> DirectoryView:
+        """This cache answering from memory only: a miss raises `NotCached` (for the event loop)."""
+        return _InMemory(self)
 
     def domain(self, name: str) -> AcceptedDomain | None:
         return self._cached(self._domains, name, find_domain)
@@ -96,8 +137,10 @@ class CachedDirectory:
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
-        if key in table:
+        try:
             return table[key]
+        except KeyError:
+            pass
         generation = self.generation
         with self._database.read() as conn:
             found = load(conn, key)
@@ -111,3 +154,26 @@ class CachedDirectory:
         if len(table) >= MAX_ENTRIES:
             table.clear()
         return table
+
+
+class _InMemory:
+    """The cache's answers, never the database's (a dict read is atomic: no lock on the event loop)."""
+
+    def __init__(self, cache: CachedDirectory) -> None:
+        self._cache = cache
+
+    def domain(self, name: str) -> AcceptedDomain | None:
+        return _held(self._cache._domains, name)
+
+    def address(self, key: str) -> AddressOwner | None:
+        return _held(self._cache._addresses, key)
+
+    def members(self, group_id: int) -> list[str]:
+        return _held(self._cache._members, group_id)
+
+
+def _held(table: dict[K, V], key: K) -> V:
+    try:
+        return table[key]
+    except KeyError:
+        raise NotCached(key) from None

@@ -1,11 +1,29 @@
-"""Mailstore: mailboxes, folders, messages with UIDs, UIDVALIDITY, flags and internal dates."""
+"""Mailstore: mailboxes by id, folders, messages with UIDs, UIDVALIDITY, flags and internal dates."""
 
 from postroom.mailstore.store import (
+    MAILBOX_FOLDERS,
     FolderSummary,
     LocalDelivery,
+    MailboxNotFoundError,
     Mailstore,
+    RemovedMail,
     StoredMessage,
+    create_mailbox_folders,
     deliver,
+    referenced_blobs,
+    remove_tenant_mail,
 )
 
-__all__ = ["FolderSummary", "LocalDelivery", "Mailstore", "StoredMessage", "deliver"]
+__all__ = [
+    "MAILBOX_FOLDERS",
+    "FolderSummary",
+    "LocalDelivery",
+    "MailboxNotFoundError",
+    "Mailstore",
+    "RemovedMail",
+    "StoredMessage",
+    "create_mailbox_folders",
+    "deliver",
+    "referenced_blobs",
+    "remove_tenant_mail",
+]

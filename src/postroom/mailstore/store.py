@@ -1,5 +1,14 @@
 """The mailstore: per-mailbox folders holding messages with UIDs, flags and internal dates.
 
+Mailboxes are addressed by id (the directory's recipient id); callers resolve addresses through the
+directory first. The mailstore owns `folders` and `messages`: the directory asks it for a new
+mailbox's folders (`create_mailbox_folders`) and tenant removal asks it to remove a tenant's mail
+(`remove_tenant_mail`), each in the caller's transaction.
+
+Scope: every `Mailstore` read takes the caller's `Scope`; a mailbox of another tenant is reported
+exactly as one that does not exist (`MailboxNotFoundError`). To know a mailbox's tenant it reads
+the directory's `recipients` table (read only; it never writes another room's table).
+
 A stored message is the body blob exactly as received plus `prefix`, the headers the service added
 (Return-Path, Received), so `export` returns prefix + blob byte for byte. UIDs are strictly
 ascending per folder (`uidnext` is advanced in the same transaction as the insert) and a folder's
@@ -14,14 +23,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, case, func, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, update
 
-from postroom.directory import Directory, RecipientKind
-from postroom.directory.service import NotFoundError
 from postroom.model.message import HeaderSummary
+from postroom.model.scope import Scope
 from postroom.storage import BlobStore, Database
 from postroom.storage.prepared import PreparedInsert, PreparedStatement
-from postroom.storage.schema import folders, messages
+from postroom.storage.schema import folders, messages, recipients
+
+MAILBOX_FOLDERS = ("Inbox", "Sent", "Drafts", "Junk", "Trash", "Archive")
+
+
+class MailboxNotFoundError(LookupError):
+    """No such mailbox, folder or message for this caller; the message says what to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,23 +144,65 @@ def deliver(conn: Connection, deliveries: Sequence[LocalDelivery]) -> set[int]:
     return missing
 
 
-class Mailstore:
-    """Read access to mailboxes for the CLI, the admin API and (later) IMAP."""
+def create_mailbox_folders(conn: Connection, mailbox_id: int, now: float) -> None:
+    """Make a new mailbox's standard folders, in the caller's (the directory's) transaction."""
+    conn.execute(
+        insert(folders),
+        [
+            {"mailbox_id": mailbox_id, "name": name, "uidvalidity": int(now) + index, "uidnext": 1}
+            for index, name in enumerate(MAILBOX_FOLDERS)
+        ],
+    )
 
-    def __init__(self, database: Database, blobs: BlobStore, directory: Directory) -> None:
+
+@dataclass(frozen=True, slots=True)
+class RemovedMail:
+    messages: int
+    blob_ids: frozenset[str]  # blobs the removed messages pointed at (others may still use them)
+
+
+def remove_tenant_mail(conn: Connection, tenant_id: int) -> RemovedMail:
+    """Delete every message and folder of the tenant's mailboxes, in the caller's transaction."""
+    tenant_folders = select(folders.c.id).where(
+        folders.c.mailbox_id.in_(select(recipients.c.id).where(recipients.c.tenant_id == tenant_id))
+    )
+    blob_ids = frozenset(
+        conn.execute(select(messages.c.blob_id).where(messages.c.folder_id.in_(tenant_folders))).scalars()
+    )
+    removed = conn.execute(delete(messages).where(messages.c.folder_id.in_(tenant_folders))).rowcount
+    conn.execute(delete(folders).where(folders.c.id.in_(tenant_folders)))
+    return RemovedMail(messages=removed, blob_ids=blob_ids)
+
+
+def referenced_blobs(conn: Connection, blob_ids: frozenset[str]) -> set[str]:
+    """Those of `blob_ids` that some stored message still points at."""
+    if not blob_ids:
+        return set()
+    return set(conn.execute(select(messages.c.blob_id).where(messages.c.blob_id.in_(blob_ids))).scalars())
+
+
+class Mailstore:
+    """Read access to mailboxes (by id, scoped) for the CLI, the admin API and IMAP."""
+
+    def __init__(self, database: Database, blobs: BlobStore) -> None:
         self._db = database
         self._blobs = blobs
-        self._directory = directory
 
-    def _mailbox_id(self, address: str) -> int:
-        recipient = self._directory.get_recipient(address)
-        if recipient.kind is not RecipientKind.MAILBOX:
-            raise NotFoundError(f"{address} is a {recipient.kind.value}, not a mailbox")
-        return recipient.id
+    @staticmethod
+    def _mailbox(conn: Connection, scope: Scope, mailbox_id: int) -> None:
+        tenant_id = conn.execute(
+            select(recipients.c.tenant_id).where(
+                (recipients.c.id == mailbox_id) & (recipients.c.kind == "mailbox")
+            )
+        ).scalar()
+        if tenant_id is None or not scope.allows(tenant_id):
+            raise MailboxNotFoundError(
+                f"there is no mailbox {mailbox_id}; `postroom mailbox list` shows them"
+            )
 
-    def folders(self, address: str) -> list[FolderSummary]:
-        mailbox_id = self._mailbox_id(address)
+    def folders(self, scope: Scope, mailbox_id: int) -> list[FolderSummary]:
         with self._db.read() as conn:
+            self._mailbox(conn, scope, mailbox_id)
             rows = conn.execute(
                 select(
                     folders.c.name,
@@ -178,9 +234,9 @@ class Mailstore:
             for r in rows
         ]
 
-    def list_messages(self, address: str, folder: str = "Inbox") -> list[StoredMessage]:
-        mailbox_id = self._mailbox_id(address)
+    def list_messages(self, scope: Scope, mailbox_id: int, folder: str = "Inbox") -> list[StoredMessage]:
         with self._db.read() as conn:
+            self._mailbox(conn, scope, mailbox_id)
             folder_id = self._folder_id(conn, mailbox_id, folder)
             rows = conn.execute(
                 select(messages).where(messages.c.folder_id == folder_id).order_by(messages.c.uid)
@@ -201,10 +257,10 @@ class Mailstore:
             for r in rows
         ]
 
-    def export(self, address: str, uid: int, folder: str = "Inbox") -> bytes:
+    def export(self, scope: Scope, mailbox_id: int, uid: int, folder: str = "Inbox") -> bytes:
         """The raw message: the headers the service added, then the bytes exactly as received."""
-        mailbox_id = self._mailbox_id(address)
         with self._db.read() as conn:
+            self._mailbox(conn, scope, mailbox_id)
             folder_id = self._folder_id(conn, mailbox_id, folder)
             row = conn.execute(
                 select(messages.c.prefix, messages.c.blob_id).where(
@@ -212,7 +268,7 @@ class Mailstore:
                 )
             ).first()
         if row is None:
-            raise NotFoundError(f"{address} has no message with UID {uid} in {folder}")
+            raise MailboxNotFoundError(f"the mailbox has no message with UID {uid} in {folder}")
         return bytes(row.prefix) + self._blobs.get(row.blob_id)
 
     @staticmethod
@@ -223,7 +279,7 @@ class Mailstore:
             )
         ).scalar()
         if found is None:
-            raise NotFoundError(
-                f"there is no folder {folder!r}; folders: Inbox, Sent, Drafts, Junk, Trash, Archive"
+            raise MailboxNotFoundError(
+                f"there is no folder {folder!r}; folders: {', '.join(MAILBOX_FOLDERS)}"
             )
         return int(found)

@@ -4,10 +4,13 @@ from postroom.queue.scheduler import DeliveryRound, Scheduler
 from postroom.queue.spool import (
     QueueState,
     QueueSummary,
+    RemovedQueue,
     SpoolEntry,
     new_message_id,
     queue_summary,
     remove_settled_messages,
+    remove_tenant_queue,
+    spooled_blobs,
     write_spool,
 )
 
@@ -15,10 +18,13 @@ __all__ = [
     "DeliveryRound",
     "QueueState",
     "QueueSummary",
+    "RemovedQueue",
     "Scheduler",
     "SpoolEntry",
     "new_message_id",
     "queue_summary",
     "remove_settled_messages",
+    "remove_tenant_queue",
+    "spooled_blobs",
     "write_spool",
 ]

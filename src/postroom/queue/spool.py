@@ -152,3 +152,33 @@ def remove_settled_messages(conn: Connection, message_ids: set[str]) -> None:
             spool_messages.c.id.in_(message_ids) & spool_messages.c.id.not_in(still_queued)
         )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedQueue:
+    recipients: int
+    blob_ids: frozenset[str]  # bodies of spooled messages that left the spool (others may still use them)
+
+
+def remove_tenant_queue(conn: Connection, tenant_id: int) -> RemovedQueue:
+    """Delete the tenant's queue rows and the spooled messages left with none (caller's transaction)."""
+    message_ids = set(
+        conn.execute(
+            select(queue_recipients.c.message_id).where(queue_recipients.c.tenant_id == tenant_id)
+        ).scalars()
+    )
+    removed = conn.execute(delete(queue_recipients).where(queue_recipients.c.tenant_id == tenant_id)).rowcount
+    still_queued = select(queue_recipients.c.message_id).where(queue_recipients.c.message_id.in_(message_ids))
+    leaving = spool_messages.c.id.in_(message_ids) & spool_messages.c.id.not_in(still_queued)
+    blob_ids = frozenset(conn.execute(select(spool_messages.c.blob_id).where(leaving)).scalars())
+    remove_settled_messages(conn, message_ids)
+    return RemovedQueue(recipients=removed, blob_ids=blob_ids)
+
+
+def spooled_blobs(conn: Connection, blob_ids: frozenset[str]) -> set[str]:
+    """Those of `blob_ids` that a spooled message still points at."""
+    if not blob_ids:
+        return set()
+    return set(
+        conn.execute(select(spool_messages.c.blob_id).where(spool_messages.c.blob_id.in_(blob_ids))).scalars()
+    )

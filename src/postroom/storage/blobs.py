@@ -114,6 +114,11 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
 
+    def discard(self, blob_id: str) -> None:
+        """Delete a blob no row points at any more (the caller checked, after its commit); gone is fine."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(blob_id).unlink()
+
 
 def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)

@@ -38,6 +38,9 @@ schema_version = Table(
 )
 
 # --- directory ------------------------------------------------------------------------------------
+# Ids that key other rooms' rows (a tenant's trace and queue rows, a mailbox's folders, a folder's
+# messages) are never reused: SQLite AUTOINCREMENT, PostgreSQL sequences. A new tenant can never
+# inherit what a removed one left anywhere.
 # One row: bumped by every directory change, so nodes caching the directory know to drop their cache.
 directory_generation = Table(
     "directory_generation",
@@ -46,12 +49,25 @@ directory_generation = Table(
     Column("generation", BigInteger, nullable=False),
 )
 
+# What each generation changed (domain names, address keys, group ids; "all" for a change too large
+# to list), so a caching node drops only those entries. The directory keeps the newest generations.
+directory_changes = Table(
+    "directory_changes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("kind", String(10), nullable=False),  # domain | address | group | all
+    Column("key", String(320), nullable=False, default=""),
+    Index("ix_directory_changes_generation", "generation"),
+)
+
 tenants = Table(
     "tenants",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("name", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 domains = Table(
@@ -67,6 +83,7 @@ domains = Table(
     Column("domain_key", String(63), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("verified_at", Float),
+    sqlite_autoincrement=True,
 )
 
 domain_history = Table(
@@ -103,6 +120,7 @@ recipients = Table(
     Column("external_address", String(320)),  # contacts: where mail for them goes
     Column("password_hash", String(200)),
     Column("created_at", Float, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 # Proxy addresses: one primary and any number of secondaries per recipient, unique service-wide.
@@ -136,6 +154,7 @@ folders = Table(
     Column("uidvalidity", BigInteger, nullable=False),
     Column("uidnext", BigInteger, nullable=False),
     UniqueConstraint("mailbox_id", "name"),
+    sqlite_autoincrement=True,
 )
 
 messages = Table(

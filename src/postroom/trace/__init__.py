@@ -10,6 +10,7 @@ from postroom.trace.service import (
     TraceService,
     record_events,
     record_message,
+    remove_tenant_trace,
     set_statuses,
 )
 
@@ -26,5 +27,6 @@ __all__ = [
     "TraceStatus",
     "record_events",
     "record_message",
+    "remove_tenant_trace",
     "set_statuses",
 ]

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, delete, or_, select
 
 from postroom.model.flow import TraceEvent, TraceRecipient, TraceStatus
 from postroom.storage import Database
@@ -258,3 +258,32 @@ class TraceService:
                 for e in event_rows
             ),
         )
+
+
+def remove_tenant_trace(conn: Connection, tenant_id: int) -> int:
+    """Delete the tenant's trace rows and events in the caller's transaction (tenant removal).
+
+    A message whose trace then has no rows left goes too; one another tenant (or the operator) still
+    has rows for stays. Returns how many messages the tenant had trace rows for.
+    """
+    touched = set(
+        conn.execute(
+            select(trace_recipients.c.message_id).where(trace_recipients.c.tenant_id == tenant_id)
+        ).scalars()
+    ) | set(
+        conn.execute(select(trace_events.c.message_id).where(trace_events.c.tenant_id == tenant_id)).scalars()
+    )
+    conn.execute(delete(trace_recipients).where(trace_recipients.c.tenant_id == tenant_id))
+    conn.execute(delete(trace_events).where(trace_events.c.tenant_id == tenant_id))
+    ids = sorted(touched)
+    for start in range(0, len(ids), 500):
+        batch = ids[start : start + 500]
+        kept = (
+            select(trace_recipients.c.message_id)
+            .where(trace_recipients.c.message_id.in_(batch))
+            .union(select(trace_events.c.message_id).where(trace_events.c.message_id.in_(batch)))
+        )
+        conn.execute(
+            delete(trace_messages).where(trace_messages.c.id.in_(batch) & trace_messages.c.id.not_in(kept))
+        )
+    return len(touched)

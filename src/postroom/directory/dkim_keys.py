@@ -1,0 +1,124 @@
+"""The DKIM keys of accepted domains: made on first use, rotated, read by the signer (part of the
+directory service; the key material itself is `dkim.py`'s).
+
+Scope: a tenant scope reads and rotates its own domains' keys only; another tenant's domain is not
+found. A rotation changes nothing mail flow caches, so it does not bump the directory generation.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+
+from postroom.directory.base import DirectoryBase
+from postroom.directory.dkim import DKIM_SELECTORS, DkimKey, generate_key_pair
+from postroom.directory.records import AcceptedDomain
+from postroom.model.scope import Scope
+from postroom.storage.schema import dkim_keys, domain_history
+
+
+class DkimKeys(DirectoryBase):
+    def dkim_keys(self, scope: Scope, name: str) -> tuple[DkimKey, ...]:
+        """The domain's DKIM selectors, in `DKIM_SELECTORS` order; made on first use (the first active)."""
+        return self._made_dkim_keys(self._scoped_domain(scope, name))
+
+    def rotate_dkim(self, scope: Scope, name: str) -> tuple[DkimKey, ...]:
+        """Sign with the other selector from now on, and give the retired one a new key pair.
+
+        The new key is what the retired selector must publish before the next rotation; the selector that
+        signs now kept its key, which has been in DNS since it was made.
+        """
+        domain = self._scoped_domain(scope, name)
+        keys = self._made_dkim_keys(domain)
+        retired = next(k for k in keys if k.active)
+        successor = next(k for k in keys if not k.active)
+        pair = generate_key_pair()
+        with self._write() as (conn, _):
+            rows = dkim_keys.c.domain_id == domain.id
+            conn.execute(
+                update(dkim_keys).where(rows, dkim_keys.c.selector == successor.selector).values(active=True)
+            )
+            conn.execute(
+                update(dkim_keys)
+                .where(rows, dkim_keys.c.selector == retired.selector)
+                .values(
+                    active=False,
+                    private_key=pair.private_key_pem,
+                    public_key=pair.public_key,
+                    created_at=self._clock(),
+                )
+            )
+            conn.execute(
+                insert(domain_history).values(
+                    domain_id=domain.id,
+                    at=self._clock(),
+                    event="dkim-rotated",
+                    detail=f"{successor.selector} signs now; {retired.selector} has a new key to publish",
+                )
+            )
+        return self._dkim_keys(domain)
+
+    def dkim_signing_key(self, scope: Scope, name: str) -> tuple[str, str]:
+        """The active selector of the domain and its private key (PKCS#8 PEM), for the signer."""
+        domain = self._scoped_domain(scope, name)
+        active = next(k for k in self._made_dkim_keys(domain) if k.active)
+        with self._db.read() as conn:
+            pem: str = conn.execute(
+                select(dkim_keys.c.private_key).where(
+                    dkim_keys.c.domain_id == domain.id, dkim_keys.c.selector == active.selector
+                )
+            ).scalar_one()
+        return active.selector, pem
+
+    def _scoped_domain(self, scope: Scope, name: str) -> AcceptedDomain:
+        with self._db.read() as conn:
+            return self._domain(conn, scope, name)
+
+    def _made_dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
+        keys = self._dkim_keys(domain)
+        if len(keys) == len(DKIM_SELECTORS):
+            return keys
+        made = {s: generate_key_pair() for s in DKIM_SELECTORS if s not in {k.selector for k in keys}}
+        with self._write() as (conn, _):
+            present = {
+                row.selector
+                for row in conn.execute(
+                    select(dkim_keys.c.selector).where(dkim_keys.c.domain_id == domain.id)
+                ).all()
+            }
+            for selector, pair in made.items():
+                if selector in present:  # another process made it meanwhile: keep theirs
+                    continue
+                conn.execute(
+                    insert(dkim_keys).values(
+                        domain_id=domain.id,
+                        selector=selector,
+                        private_key=pair.private_key_pem,
+                        public_key=pair.public_key,
+                        active=selector == DKIM_SELECTORS[0] and not present,
+                        created_at=self._clock(),
+                    )
+                )
+            if not present:
+                conn.execute(
+                    insert(domain_history).values(
+                        domain_id=domain.id,
+                        at=self._clock(),
+                        event="dkim-keys-created",
+                        detail=f"DKIM keys made for selectors {', '.join(DKIM_SELECTORS)}; "
+                        f"{DKIM_SELECTORS[0]} signs",
+                    )
+                )
+        return self._dkim_keys(domain)
+
+    def _dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(
+                    dkim_keys.c.selector, dkim_keys.c.public_key, dkim_keys.c.active, dkim_keys.c.created_at
+                ).where(dkim_keys.c.domain_id == domain.id)
+            ).all()
+        order = {selector: index for index, selector in enumerate(DKIM_SELECTORS)}
+        return tuple(
+            DkimKey(domain.name, row.selector, row.public_key, row.active, row.created_at)
+            for row in sorted(rows, key=lambda row: order.get(row.selector, len(order)))
+        )
