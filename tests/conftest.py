@@ -38,6 +38,8 @@ def populate(app: App) -> None:
     d.add_mailbox("alice@contoso.com", display_name="Alice", password="alice-pw", aliases=["al@contoso.com"])
     d.add_mailbox("bob@contoso.com", display_name="Bob")
     d.add_group("team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
+    # The tests that use it send from outside, about something else than its delivery restriction.
+    app.organization.set_external_senders("team@contoso.com", True)
     d.add_tenant("fabrikam")
     d.add_domain("fabrikam.com", "fabrikam", verified=True)
     d.add_mailbox("carol@fabrikam.com")

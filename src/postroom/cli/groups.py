@@ -19,6 +19,32 @@ from postroom.directory import RecipientKind
 
 group_app = typer.Typer(help="Distribution groups.", no_args_is_help=True)
 
+ExternalSenders = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-external-senders/--internal-only",
+        help="Accept mail from senders outside the organization, or only from inside (the default).",
+    ),
+]
+
+
+def _show_group(address: str, json_output: bool) -> None:
+    with refusals():
+        group = node().directory.get_recipient(address)
+        allowed = (
+            node().organization.allows_external_senders(address)
+            if group.kind is RecipientKind.GROUP
+            else None
+        )
+    if allowed is None:
+        return show_recipient(group, json_output)
+    if json_output:
+        return show_recipient(group, True, {"allow_external_senders": allowed})
+    show_recipient(group, False)
+    console.print(
+        f"senders: {'inside and outside the organization' if allowed else 'inside the organization only'}"
+    )
+
 
 @group_app.command("add")
 def group_add(
@@ -26,10 +52,14 @@ def group_add(
     member: Annotated[list[str], typer.Option(help="A member address (mailbox, group, external); repeat.")],
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     alias: AliasOption = None,
+    external_senders: ExternalSenders = None,
 ) -> None:
-    """Create a distribution group."""
+    """Create a distribution group (it accepts mail only from inside the organization unless
+    --allow-external-senders)."""
     with refusals():
         created = node().directory.add_group(address, members=member, display_name=name, aliases=alias or ())
+        if external_senders is not None:
+            node().organization.set_external_senders(created.primary_address, external_senders)
     console.print(f"group {created.primary_address} created with {len(created.members)} member(s)")
 
 
@@ -43,9 +73,8 @@ def group_list(
 
 @group_app.command("show")
 def group_show(address: str, json_output: JsonOption = False) -> None:
-    """Show a group and its members."""
-    with refusals():
-        show_recipient(node().directory.get_recipient(address), json_output)
+    """Show a group, its members and who may send to it."""
+    _show_group(address, json_output)
 
 
 @group_app.command("set")
@@ -54,13 +83,16 @@ def group_set(
     name: Annotated[str | None, typer.Option(help="New display name.")] = None,
     add_member: Annotated[list[str] | None, typer.Option(help="Add a member; repeat.")] = None,
     remove_member: Annotated[list[str] | None, typer.Option(help="Remove a member; repeat.")] = None,
+    external_senders: ExternalSenders = None,
 ) -> None:
-    """Change a group: name, members."""
+    """Change a group: name, members, who may send to it."""
     with refusals():
         changed = node().directory.set_recipient(
             address, display_name=name, add_members=add_member or (), remove_members=remove_member or ()
         )
-    show_recipient(changed, False)
+        if external_senders is not None:
+            node().organization.set_external_senders(changed.primary_address, external_senders)
+    _show_group(changed.primary_address, False)
 
 
 @group_app.command("remove")

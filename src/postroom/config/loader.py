@@ -22,10 +22,12 @@ from postroom.config.settings import (
     ListenAddress,
     ListenerSettings,
     QueueSettings,
+    RoutingSettings,
     ServiceSettings,
     Settings,
     SmtpLimits,
     TlsSettings,
+    TraceSettings,
 )
 
 CONFIG_ENV = "POSTROOM_CONFIG"
@@ -205,6 +207,13 @@ def _sts_mode(value: str) -> str | None:
     return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
 
 
+def _address(value: str) -> str | None:
+    local, at, domain = value.rpartition("@")
+    if not value or (at and local and "." in domain and " " not in value):
+        return None
+    return 'must be an address hosted here, e.g. "postmaster@contoso.com", or "" for postmaster@<domain>'
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -246,6 +255,7 @@ def load_settings(path: Path) -> Settings:
         spf_host=reader.get("service", "spf_host", str, ""),
         addresses=reader.addresses("service", "addresses"),
         mta_sts_mode=reader.get("service", "mta_sts_mode", str, "testing", _sts_mode),
+        postmaster=reader.get("service", "postmaster", str, "", _address),
     )
     database = DatabaseSettings(url=reader.get("database", "url", str, ""))
     dns = DnsSettings(
@@ -279,6 +289,8 @@ def load_settings(path: Path) -> Settings:
         imap_listen=reader.listen("imap", "listen", ("127.0.0.1:2143",)),
         admin_listen=reader.listen("admin", "listen", ("127.0.0.1:8080",)),
         queue=reader.dataclass_table("queue", QueueSettings),
+        routing=reader.dataclass_table("routing", RoutingSettings),
+        trace=reader.dataclass_table("trace", TraceSettings),
         log_level=log_level,
         admin_tls=reader.get("admin", "tls", bool, False),
     )

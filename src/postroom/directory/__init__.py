@@ -1,6 +1,13 @@
-"""Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients, groups)."""
+"""Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients,
+groups, organization settings)."""
 
 from postroom.directory.dkim import DKIM_SELECTORS, DkimKey
+from postroom.directory.organization import (
+    Organization,
+    Postmaster,
+    find_postmaster,
+    group_allows_external_senders,
+)
 from postroom.directory.records import (
     AcceptedDomain,
     AddressOwner,
@@ -42,10 +49,14 @@ __all__ = [
     "DomainType",
     "InvalidInputError",
     "NotFoundError",
+    "Organization",
+    "Postmaster",
     "Recipient",
     "RecipientKind",
     "Tenant",
     "find_address",
     "find_domain",
+    "find_postmaster",
+    "group_allows_external_senders",
     "group_member_addresses",
 ]

@@ -1,9 +1,11 @@
 """Read views of the directory for mail flow: straight from a connection, or cached in the node.
 
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
-address, who are this group's members. `DirectoryView` is that narrow interface. `ConnectionView`
-answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
-asks the database only on a miss, so the SMTP session resolves a known recipient without I/O.
+address, who are this group's members; and two of the organization settings (`organization.py`): who
+is this tenant's postmaster, does this group take mail from outside. `DirectoryView` is that narrow
+interface. `ConnectionView` answers from the database inside the caller's transaction;
+`CachedDirectory` answers from memory and asks the database only on a miss, so the SMTP session
+resolves a known recipient without I/O.
 
 Freshness: every directory change bumps `directory_generation` in the same transaction. The cache
 drops everything when `refresh()` sees a new generation; the node calls `refresh()` every
@@ -20,7 +22,8 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, select
 
-from postroom.directory.records import AcceptedDomain, AddressOwner
+from postroom.directory.organization import find_postmaster, group_allows_external_senders
+from postroom.directory.records import AcceptedDomain, AddressOwner, RecipientKind
 from postroom.directory.service import find_address, find_domain, group_member_addresses
 from postroom.storage import Database
 from postroom.storage.schema import directory_generation
@@ -35,6 +38,10 @@ class DirectoryView(Protocol):
     def address(self, key: str) -> AddressOwner | None: ...
 
     def members(self, group_id: int) -> list[str]: ...
+
+    def postmaster(self, tenant_id: int) -> AddressOwner | None: ...
+
+    def allows_external_senders(self, group_id: int) -> bool: ...
 
 
 class ConnectionView:
@@ -52,6 +59,12 @@ class ConnectionView:
     def members(self, group_id: int) -> list[str]:
         return group_member_addresses(self._conn, group_id)
 
+    def postmaster(self, tenant_id: int) -> AddressOwner | None:
+        return find_postmaster(self._conn, tenant_id)
+
+    def allows_external_senders(self, group_id: int) -> bool:
+        return group_allows_external_senders(self._conn, group_id)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -66,6 +79,8 @@ class CachedDirectory:
         self._domains: dict[str, AcceptedDomain | None] = {}
         self._addresses: dict[str, AddressOwner | None] = {}
         self._members: dict[int, list[str]] = {}
+        self._postmasters: dict[int, AddressOwner | None] = {}
+        self._external_senders: dict[int, bool] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -78,12 +93,21 @@ class CachedDirectory:
             self._domains.clear()
             self._addresses.clear()
             self._members.clear()
+            self._postmasters.clear()
+            self._external_senders.clear()
             self.generation = generation
         return True
 
     def knows(self, domain: str, key: str) -> bool:
-        """True when `domain` and `key` are both answered from memory (no I/O needed)."""
-        return domain in self._domains and key in self._addresses
+        """True when the RCPT of `key` in `domain` is answered from memory (no I/O needed): the domain,
+        the address, and the organization setting it needs (a group's senders, the postmaster)."""
+        if domain not in self._domains or key not in self._addresses:
+            return False
+        owner, accepted = self._addresses[key], self._domains[domain]
+        if owner is not None:
+            return owner.kind is not RecipientKind.GROUP or owner.recipient_id in self._external_senders
+        postmaster = key.startswith("postmaster@")
+        return accepted is None or not postmaster or accepted.tenant_id in self._postmasters
 
     def domain(self, name: str) -> AcceptedDomain | None:
         return self._cached(self._domains, name, find_domain)
@@ -93,6 +117,12 @@ class CachedDirectory:
 
     def members(self, group_id: int) -> list[str]:
         return self._cached(self._members, group_id, group_member_addresses)
+
+    def postmaster(self, tenant_id: int) -> AddressOwner | None:
+        return self._cached(self._postmasters, tenant_id, find_postmaster)
+
+    def allows_external_senders(self, group_id: int) -> bool:
+        return self._cached(self._external_senders, group_id, group_allows_external_senders)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""

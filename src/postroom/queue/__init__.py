@@ -7,7 +7,7 @@ from postroom.queue.spool import (
     SpoolEntry,
     new_message_id,
     queue_summary,
-    remove_settled_messages,
+    settle,
     write_spool,
 )
 
@@ -19,6 +19,6 @@ __all__ = [
     "SpoolEntry",
     "new_message_id",
     "queue_summary",
-    "remove_settled_messages",
+    "settle",
     "write_spool",
 ]
