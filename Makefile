@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ./var
 STAMP  := $(VENV)/.installed
+BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS='-n 1000 --runs 2 --json out.json'
 
 .PHONY: install run test lint typecheck unit bench clean
 
@@ -33,7 +34,7 @@ test: install lint typecheck unit
 
 bench: install
 	@command -v postfix >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; }
-	$(BIN)/python bench/mx_load.py --vs-postfix
+	$(BIN)/python bench/mx_load.py --vs-postfix $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -1,31 +1,41 @@
-"""Load benchmark of the MX endpoint: Postroom, and optionally Postfix set up the same way.
+"""MX load benchmark: Postroom against a stock Postfix, both measured by counting the mailbox.
 
-Sends N messages of S bytes over C concurrent SMTP sessions (1 recipient each) to a freshly set-up
-server on 127.0.0.1, and reports: msg/s accepted (until the last 250 after DATA), msg/s delivered
-(until all accepted messages are in the destination mailbox), p50/p99 transaction latency
-(MAIL .. 250 after DATA), and the peak RSS of the server's process tree. With ``--vs-postfix`` the same
-load runs against a private Postfix instance (virtual(8) to Maildir) in the same invocation, and the
-ratio Postroom/Postfix is printed.
+Sends N messages of S bytes over C concurrent SMTP sessions (one recipient each) to a freshly set-up
+server on 127.0.0.1 and measures two times from the start of the load:
 
-    .venv/bin/python bench/mx_load.py                      # Postroom, defaults N=5000 S=4096 C=20
-    .venv/bin/python bench/mx_load.py --vs-postfix --json out.json
-    .venv/bin/python bench/mx_load.py --target postfix --client smtp-source
+- *accepted*: until the client is done (smtp-source exited after its last 250 and QUIT; with the python
+  client, the last 250 after DATA);
+- *delivered*: until the destination mailbox holds N messages, seen by polling its real count (Postroom:
+  its mailstore service opened in this process, or its CLI; Postfix: the files of the Maildir). No
+  acknowledgement, log line or server timestamp is taken as a delivery time.
 
-Everything listens on 127.0.0.1 only; each target run is bounded by --timeout; servers, generator
-processes and temp dirs are cleaned up on exit, Ctrl-C and SIGTERM. See bench/README.md.
+With ``--vs-postfix`` the same load runs against Postroom and against a private Postfix instance that is
+Debian's stock configuration except for what the comparison needs (bench/postfix_lab.py), R times
+(default 5), alternating which target goes first, each run on fresh server state; it reports per run and
+the median and range of the ratio Postroom/Postfix, accepted and delivered separately.
+
+    .venv/bin/python bench/mx_load.py --vs-postfix                 # 5 runs, smtp-source, N=5000 S=4096 C=20
+    .venv/bin/python bench/mx_load.py --vs-postfix --client python # adds p50/p99 latency
+    .venv/bin/python bench/mx_load.py --target postroom --runs 1
+
+Guarantees: a run counts only if the final mailbox count equals N for every target (else the exit status
+is 1 and the summary says which run failed); everything listens on and is sent to 127.0.0.1 only; each
+target run is bounded by --timeout and the whole invocation by a hard alarm; servers, clients and temp dirs
+are cleaned up on exit, Ctrl-C and SIGTERM (exit 130), and only processes this run started are stopped.
+See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import imaplib
 import json
 import os
 import re
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,13 +52,16 @@ from loadgen import LoadResult, LoadSpec, run_in_process
 from postfix_lab import PostfixLab, free_port, proc_tree, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"  # the only address the benchmark listens on or sends to
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STALL_SECONDS = 10.0  # no delivery progress this long after the load: look at the queue
+SETUP_ALLOWANCE = 120.0  # per target run, on top of --timeout, for set-up and clean-up (hard alarm)
+LOG_LEVELS_AT_LEAST_INFO = ("debug", "info")  # Postroom must log its per-message line
 
 
 class Interrupted(BaseException):
-    """SIGTERM/SIGINT or the overall alarm: stop, clean up, exit."""
+    """SIGTERM/SIGINT or the hard alarm: stop, clean up, exit."""
 
 
 class BenchTimeout(Exception):
@@ -67,18 +80,27 @@ class Target(Protocol):
     def stop(self) -> None: ...
     def pids(self) -> list[int]: ...
     def delivered(self) -> int: ...
-    def last_delivery_wallclock(self) -> float | None: ...
+    def final_count(self) -> int: ...
     def queue_summary(self) -> dict[str, Any]: ...
+    def log_lines(self) -> int: ...
     def describe(self) -> str: ...
 
 
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
 class PostfixTarget:
-    """Postfix via bench/postfix_lab.py; delivered = files in Maildir new/ (exact time from mtimes)."""
+    """Postfix via bench/postfix_lab.py; delivered = files in the Maildir (new/ and cur/)."""
 
     name = "postfix"
 
-    def __init__(self, keep: bool, log: bool) -> None:
-        self.lab = PostfixLab(keep=keep, log=log)
+    def __init__(self, keep: bool, in_flow_delay: str | None) -> None:
+        self.lab = PostfixLab(keep=keep, in_flow_delay=in_flow_delay)
         self.port = 0
         self.recipient = self.lab.recipient
 
@@ -95,44 +117,46 @@ class PostfixTarget:
     def delivered(self) -> int:
         return self.lab.delivered()
 
-    def last_delivery_wallclock(self) -> float | None:
-        return self.lab.last_delivery_time()
+    def final_count(self) -> int:
+        return self.lab.delivered()
 
     def queue_summary(self) -> dict[str, Any]:
-        return {"pending": self.lab.queue_size(), "deferred": 0}
+        return {"pending": self.lab.queue_size()}
+
+    def log_lines(self) -> int:
+        return _count_lines(self.lab.base / "log" / "maillog")
 
     def describe(self) -> str:
         v = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True, check=False)
-        return f"Postfix {v.stdout.strip()} (virtual(8) -> Maildir), dir {self.lab.base}"
+        delay = self.lab.in_flow_delay or "1s (as shipped)"
+        return (
+            f"Postfix {v.stdout.strip()} (virtual(8) -> Maildir, in_flow_delay {delay}), dir {self.lab.base}"
+        )
 
 
 class PostroomTarget:
-    """Postroom via its CLI: init, tenant/domain/mailbox add, serve.
+    """Postroom via its CLI: init, tenant/domain/mailbox add, serve (at log_level info, as shipped).
 
-    Delivered count: IMAP STATUS (MESSAGES) over all folders on one persistent connection when the IMAP
-    listener lets the mailbox log in (cheap), else the mailstore service of `postroom` in this process
-    (one SQL query a poll); `--postroom-count cli` uses `postroom mailbox show --json` (a new Python
-    process each time, about a second of CPU on this machine).
+    Delivered count: the mailstore service of `postroom` opened in this process (one SQL query a poll),
+    or with count="cli" `postroom mailbox show --json` (a new Python process each poll, about a second
+    of CPU here). The final count is always taken with the CLI, independently of the polls.
     """
 
     name = "postroom"
     PASSWORD = "bench-load-password"
-    delivers_before_ack = True  # local recipients are delivered inside the commit that precedes 250
 
-    def __init__(self, exe: str, keep: bool, count: str = "auto") -> None:
+    def __init__(self, exe: str, keep: bool, count: str) -> None:
         self.exe = exe
         self.keep = keep
-        self.count_mode = count  # auto | imap | cli
-        self.imap_port = 0
-        self.imap: imaplib.IMAP4 | None = None
-        self._app: Any = None  # postroom.app.App, opened on first API count
-        self.folders: list[str] = []
+        self.count_mode = count  # api | cli
+        self._app: Any = None  # postroom.app.App, opened on the first API count
         self.base = Path()
         self.cfg = Path()
         self.port = 0
         self.recipient = "user@bench.example"
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path()
+        self.log_level = ""
 
     def _cli(self, *args: str, timeout: float = 60.0, stdin: str | None = None) -> str:
         res = subprocess.run(
@@ -149,23 +173,23 @@ class PostroomTarget:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
         node = self.base / "node"
         self.port = free_port()
-        ports = [free_port() for _ in range(3)]
-        self.imap_port = ports[1]
+        submission, imap, admin = (free_port() for _ in range(3))
         self._cli(
             "init",
             str(node),
             "--service-domain",
             "bench.test",
             "--mx-listen",
-            f"127.0.0.1:{self.port}",
+            f"{HOST}:{self.port}",
             "--submission-listen",
-            f"127.0.0.1:{ports[0]}",
+            f"{HOST}:{submission}",
             "--imap-listen",
-            f"127.0.0.1:{ports[1]}",
+            f"{HOST}:{imap}",
             "--admin-listen",
-            f"127.0.0.1:{ports[2]}",
+            f"{HOST}:{admin}",
         )
         self.cfg = node / "postroom.toml"
+        self._check_log_level()
         c = str(self.cfg)
         self._cli("-c", c, "tenant", "add", "bench")
         self._cli("-c", c, "domain", "add", "bench.example", "--tenant", "bench", "--verified")
@@ -184,64 +208,16 @@ class PostroomTarget:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postroom serve exited ({self.proc.returncode}): {self._log_tail()}")
             if wait_port(self.port, 0.5):
-                self._choose_counter()
                 return
-        raise RuntimeError(f"postroom serve did not listen on 127.0.0.1:{self.port}: {self._log_tail()}")
+        raise RuntimeError(f"postroom serve did not listen on {HOST}:{self.port}: {self._log_tail()}")
 
-    def _choose_counter(self) -> None:
-        if self.count_mode == "cli":
-            return
-        err = ""
-        for _ in range(8):  # IMAP may come up a moment after the MX listener
-            try:
-                self._imap_connect()
-                self.count_mode = "imap"
-                return
-            except (OSError, imaplib.IMAP4.error) as exc:
-                err = str(exc)
-                time.sleep(0.25)
-        if self.count_mode == "imap":
-            raise RuntimeError(f"IMAP count on 127.0.0.1:{self.imap_port} impossible: {err}")
-        print(
-            f"[postroom] IMAP count unavailable ({err[:100]}); counting through the mailstore API", flush=True
-        )
-        self.count_mode = "api"
+    def _check_log_level(self) -> None:
+        """Refuse to measure a Postroom that logs less than info: its per-message line must be on."""
+        from postroom.config import load_settings
 
-    def _imap_connect(self) -> imaplib.IMAP4:
-        if self.imap is None:
-            m = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
-            try:
-                m.login(self.recipient, self.PASSWORD)
-                typ, data = m.list()
-                if typ != "OK":
-                    raise imaplib.IMAP4.error(f"LIST {typ}")
-                folders = []
-                for item in data:
-                    line = item.decode() if isinstance(item, bytes) else ""
-                    name = line.rsplit(" ", 1)[-1] if line.count('"') < 4 else line.split('"')[-2]
-                    if "\\Noselect" not in line and name:
-                        folders.append(name)
-                self.folders = folders or ["INBOX"]
-            except BaseException:
-                m.shutdown()
-                raise
-            self.imap = m
-        return self.imap
-
-    def _imap_count(self) -> int:
-        m = self._imap_connect()
-        total = 0
-        try:
-            for f in self.folders:
-                typ, data = m.status(f'"{f}"', "(MESSAGES)")
-                if typ != "OK" or not data or not isinstance(data[0], bytes):
-                    raise RuntimeError(f"STATUS {f}: {typ} {data!r}")
-                match = re.search(rb"MESSAGES (\d+)", data[0])
-                total += int(match.group(1)) if match else 0
-        except (OSError, imaplib.IMAP4.error):
-            self.imap = None  # reconnect next time
-            raise
-        return total
+        self.log_level = load_settings(self.cfg).log_level.lower()
+        if self.log_level not in LOG_LEVELS_AT_LEAST_INFO:
+            raise RuntimeError(f"{self.cfg}: log_level is {self.log_level!r}; the benchmark runs at info")
 
     def _log_tail(self) -> str:
         try:
@@ -250,10 +226,6 @@ class PostroomTarget:
             return ""
 
     def stop(self) -> None:
-        if self.imap is not None:
-            with contextlib.suppress(Exception):
-                self.imap.shutdown()
-            self.imap = None
         if self._app is not None:
             self._app.close()
             self._app = None
@@ -274,11 +246,7 @@ class PostroomTarget:
         return proc_tree(self.proc.pid) if self.proc is not None else []
 
     def delivered(self) -> int:
-        if self.count_mode == "imap":
-            return self._imap_count()
-        if self.count_mode == "api":
-            return self._api_count()
-        return self.delivered_cli()
+        return self._api_count() if self.count_mode == "api" else self.final_count()
 
     def _api_count(self) -> int:
         """Count through Postroom's own mailstore service, in this process (one SQL query a poll)."""
@@ -289,21 +257,25 @@ class PostroomTarget:
             self._app = App.open(load_settings(self.cfg))
         return sum(folder.messages for folder in self._app.mailstore.folders(self.recipient))
 
-    def delivered_cli(self) -> int:
-        out = self._cli("-c", str(self.cfg), "mailbox", "show", self.recipient, "--json", timeout=30)
+    def final_count(self) -> int:
+        """Messages in all folders of the mailbox, by the CLI contract (`mailbox show --json`)."""
+        out = self._cli("-c", str(self.cfg), "mailbox", "show", self.recipient, "--json", timeout=60)
         data = json.loads(out)
         return sum(int(f.get("messages", 0)) for f in data.get("folders", []))
 
     def queue_summary(self) -> dict[str, Any]:
-        out = self._cli("-c", str(self.cfg), "queue", "summary", "--json", timeout=30)
+        out = self._cli("-c", str(self.cfg), "queue", "summary", "--json", timeout=60)
         result: dict[str, Any] = json.loads(out)
         return result
 
-    def last_delivery_wallclock(self) -> float | None:
-        return None  # not observable from outside: interpolated between polls
+    def log_lines(self) -> int:
+        return _count_lines(self.log_path)
 
     def describe(self) -> str:
-        return f"Postroom ({self.exe}), dir {self.base}, delivered counted by {self.count_mode}"
+        return (
+            f"Postroom ({self.exe}, log_level {self.log_level}), dir {self.base}, "
+            f"delivered counted by {self.count_mode}"
+        )
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -405,47 +377,50 @@ class ProcSampler(threading.Thread):
 
 
 class DeliveryPoller(threading.Thread):
-    """Polls the delivered count at a fixed interval; keeps the last two (monotonic time, count)."""
+    """Polls the mailbox count; remembers when the count first reached the goal.
 
-    def __init__(self, target: Target, interval: float) -> None:
+    `reached_at` is the monotonic time at which the poll that first saw ``count >= goal`` returned (an
+    upper bound: the goal was reached at most one poll interval plus one query earlier); `before` is the
+    start of the previous poll (a lower bound).
+    """
+
+    def __init__(self, target: Target, interval: float, goal: int) -> None:
         super().__init__(daemon=True)
         self.target = target
         self.interval = interval
+        self.goal = goal
         self.stop_event = threading.Event()
-        self.samples: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        self.count = 0
+        self.polls = 0
+        self.reached_at: float | None = None
+        self.before: float | None = None
         self.error: str | None = None
 
-    @property
-    def count(self) -> int:
-        return self.samples[-1][1]
-
     def run(self) -> None:
+        last_start = time.monotonic()
         while not self.stop_event.is_set():
             t = time.monotonic()
             try:
                 n = self.target.delivered()
-                self.samples = [*self.samples[-1:], (time.monotonic(), n)]
-                self.error = None
+                done = time.monotonic()
+                self.count, self.polls, self.error = n, self.polls + 1, None
+                if n >= self.goal and self.reached_at is None:
+                    self.reached_at, self.before = done, last_start
+                last_start = t
             except Exception as exc:
                 self.error = str(exc)[:200]
             self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - t)))
-
-    def completion_time(self, goal: int) -> float | None:
-        """Interpolated monotonic time the count reached `goal` (None unless reached)."""
-        t0, n0 = self.samples[0]
-        t1, n1 = self.samples[-1]
-        if n1 < goal:
-            return None
-        if n1 == n0 or n0 >= goal:
-            return t1
-        return t0 + (t1 - t0) * (goal - n0) / (n1 - n0)
 
 
 # --------------------------------------------------------------------------------------------- clients
 
 
 class SmtpSourceClient:
-    """Postfix's smtp-source; accepted count from its -c counter; no per-transaction latency."""
+    """Postfix's smtp-source (C); progress from its -c counter; no per-transaction latency.
+
+    Without `reuse` it opens a new connection per message (as most internet senders do); with it, `-d`.
+    Its CPU comes from wait4() on its own pid, so nothing else the harness runs is counted.
+    """
 
     def __init__(self, spec: LoadSpec, reuse: bool) -> None:
         self.cmd = [
@@ -457,17 +432,16 @@ class SmtpSourceClient:
             str(spec.messages),
             "-s",
             str(spec.sessions),
-            "-f",
-            spec.sender,
-            "-t",
-            spec.recipient,
         ]
+        self.cmd += ["-f", spec.sender, "-t", spec.recipient]
         if reuse:
             self.cmd.append("-d")
         self.cmd.append(f"{spec.host}:{spec.port}")
         self.counter = 0
         self.t_start = time.monotonic()
         self.t_end = 0.0
+        self.returncode: int | None = None
+        self.cpu_seconds = 0.0
         self.proc = subprocess.Popen(
             self.cmd,
             stdout=subprocess.PIPE,
@@ -493,28 +467,36 @@ class SmtpSourceClient:
     def progress(self) -> tuple[int, int, int]:
         return self.counter, self.counter, 0
 
-    def done(self) -> bool:
-        if self.proc.poll() is None:
+    def _reap(self, options: int) -> bool:
+        pid, status, usage = os.wait4(self.proc.pid, options)
+        if pid == 0:
             return False
-        if not self.t_end:
-            self.t_end = time.monotonic()
+        self.t_end = time.monotonic()
+        self.returncode = self.proc.returncode = os.waitstatus_to_exitcode(status)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
         return True
+
+    def done(self) -> bool:
+        return self.returncode is not None or self._reap(os.WNOHANG)
 
     def result(self, messages: int) -> LoadResult:
         self.reader.join(timeout=2)
         err = (self.proc.stderr.read() if self.proc.stderr else b"").decode(errors="replace").strip()
-        accepted = self.counter
         r = LoadResult(t_start=self.t_start, t_last_accept=self.t_end, t_end=self.t_end)
-        r.accepted, r.failed = accepted, messages - accepted
-        if self.proc.returncode:
-            r.errors[f"smtp-source exit {self.proc.returncode}: {err[-200:]}"] = 1
+        r.accepted, r.failed, r.cpu_seconds = self.counter, messages - self.counter, self.cpu_seconds
+        if self.returncode:
+            r.errors[f"smtp-source exit {self.returncode}: {err[-200:]}"] = 1
         return r
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.done()
+        if self.returncode is None:
+            with contextlib.suppress(OSError):
+                self.proc.kill()
+            with contextlib.suppress(ChildProcessError):
+                self._reap(0)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 # --------------------------------------------------------------------------------------------- a run
@@ -522,6 +504,8 @@ class SmtpSourceClient:
 
 @dataclass
 class RunResult:
+    run: int
+    position: int  # 1 = this target went first in its run
     target: str
     client: str
     messages: int
@@ -531,13 +515,15 @@ class RunResult:
     error: str | None = None
     accepted: int = 0
     failed: int = 0
-    delivered: int = 0
-    complete: bool = False
+    delivered: int = 0  # last polled count
+    final_count: int | None = None  # counted again at the end, independently of the polls
+    complete: bool = False  # final_count == messages and no error
     accept_seconds: float | None = None
     deliver_seconds: float | None = None
+    deliver_seconds_lower_bound: float | None = None
     accepted_per_s: float | None = None
     delivered_per_s: float | None = None
-    delivery_time_method: str = ""
+    polls: int = 0
     p50_ms: float | None = None
     p99_ms: float | None = None
     max_ms: float | None = None
@@ -547,10 +533,10 @@ class RunResult:
     server_cpu_seconds: float | None = None
     client_cpu_seconds: float | None = None
     harness_cpu_seconds: float | None = None
+    server_log_lines: int | None = None
     queue_after: dict[str, Any] | None = None
     server_cpu_by_command: dict[str, float] = field(default_factory=dict)
     startup_seconds: float | None = None
-    pipelining: bool | None = None
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -570,16 +556,15 @@ def _merge(results: list[LoadResult]) -> LoadResult:
         m.failed += r.failed
         m.latencies.extend(r.latencies)
         m.cpu_seconds += r.cpu_seconds
-        m.pipelining = m.pipelining or r.pipelining
         for k, v in r.errors.items():
             m.errors[k] = m.errors.get(k, 0) + v
     return m
 
 
-def _own_cpu() -> tuple[float, float]:
-    """CPU seconds of this process, and of its reaped children."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+def _own_cpu() -> float:
+    """CPU seconds of this process (threads included)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return me.ru_utime + me.ru_stime
 
 
 def _queue_after(target: Target) -> dict[str, Any] | None:
@@ -589,151 +574,113 @@ def _queue_after(target: Target) -> dict[str, Any] | None:
         return {"error": str(exc)[:200]}
 
 
-def run_target(target: Target, args: argparse.Namespace) -> RunResult:
-    res = RunResult(target.name, args.client, args.messages, args.size, args.concurrency)
+def run_target(target: Target, args: argparse.Namespace, run: int, position: int) -> RunResult:
+    res = RunResult(run, position, target.name, args.client, args.messages, args.size, args.concurrency)
+    tag = f"[run {run}/{args.runs} {target.name}]"
     sampler: ProcSampler | None = None
     poller: DeliveryPoller | None = None
     client: Any = None
     try:
         t = time.monotonic()
-        print(f"[{target.name}] setting up ...", flush=True)
+        print(f"{tag} setting up ...", flush=True)
         target.start()
         res.startup_seconds = time.monotonic() - t
         res.server = target.describe()
         print(
-            f"[{target.name}] {res.server}; MX on 127.0.0.1:{target.port} "
-            f"(ready in {res.startup_seconds:.1f}s)",
+            f"{tag} {res.server}; MX on {HOST}:{target.port} (ready in {res.startup_seconds:.1f}s)",
             flush=True,
         )
+        # One count before the load: the mailbox starts empty, and the counter's set-up (for Postroom,
+        # importing and opening its mailstore service) is not done while the server is being measured.
+        if (initial := target.delivered()) != 0:
+            raise RuntimeError(f"the mailbox holds {initial} messages before the load")
         deadline = time.monotonic() + args.timeout
         cpu0 = _own_cpu()
         sampler = ProcSampler(target)
         sampler.baseline()
         sampler.start()
-        poll_interval = max(0.5, args.poll_interval)
+        poll_interval = args.poll_interval
         if isinstance(target, PostroomTarget) and target.count_mode == "cli":
             poll_interval = max(poll_interval, args.cli_poll_interval)
-        poller = DeliveryPoller(target, poll_interval)
+        poller = DeliveryPoller(target, poll_interval, args.messages)
         poller.start()
         spec = LoadSpec(
-            "127.0.0.1",
-            target.port,
-            args.messages,
-            args.size,
-            args.concurrency,
-            args.sender,
-            target.recipient,
+            HOST, target.port, args.messages, args.size, args.concurrency, args.sender, target.recipient
         )
         if args.client == "smtp-source":
             client = SmtpSourceClient(spec, args.source_reuse)
-            print(f"[{target.name}] client: {' '.join(client.cmd)}", flush=True)
+            print(f"{tag} client: {' '.join(client.cmd)}", flush=True)
         else:
             client = run_in_process(spec, args.gen_procs)
-            print(
-                f"[{target.name}] client: python asyncio generator, {args.gen_procs} process(es)", flush=True
-            )
+            print(f"{tag} client: python asyncio generator, {args.gen_procs} process(es)", flush=True)
         t_start = time.monotonic()
         next_print = t_start + 1.0
-        gen_done = False
         load: LoadResult | None = None
         last_delivered, last_progress = -1, t_start
         while True:
             now = time.monotonic()
             if now > deadline:
-                raise BenchTimeout(f"timeout after {args.timeout:.0f}s")
-            if not gen_done and client.done():
-                gen_done = True
-                if args.client == "smtp-source":
-                    load = client.result(args.messages)
-                else:
-                    load = _merge(client.results)
+                raise BenchTimeout(f"timeout after {args.timeout:g}s")
+            if load is None and client.done():
+                load = (
+                    client.result(args.messages) if args.client == "smtp-source" else _merge(client.results)
+                )
             sent, acc, fail = client.progress()
             delivered = poller.count
             if now >= next_print:
                 next_print += 1.0
                 extra = f"  (poll error: {poller.error})" if poller.error else ""
                 print(
-                    f"[{target.name}] {now - t_start:6.1f}s  sent {sent:6d}  accepted {acc:6d}  "
-                    f"failed {fail:5d}  delivered {delivered:6d}  "
+                    f"{tag} {now - t_start:6.1f}s  sent {sent:6d}  accepted {acc:6d}  failed {fail:5d}  "
+                    f"mailbox {delivered:6d}/{args.messages}  "
                     f"rss {sampler.current_rss_kb / 1024:7.1f} MB{extra}",
                     flush=True,
                 )
-            if gen_done and load is not None and delivered >= load.accepted:
+            if load is not None and poller.reached_at is not None:
                 break
             if delivered != last_delivered:
                 last_delivered, last_progress = delivered, now
-            elif gen_done and now - last_progress > STALL_SECONDS:
+            elif load is not None and now - last_progress > STALL_SECONDS:
                 last_progress = now
                 q = target.queue_summary()
                 if not q.get("pending") and not q.get("deferred"):
-                    print(f"[{target.name}] queue is empty but only {delivered} delivered; giving up")
+                    print(f"{tag} queue is empty but the mailbox holds {delivered}; giving up", flush=True)
                     break
             time.sleep(0.05)
-        assert load is not None
-        t_done = time.monotonic()
+        sampler.sample()
+        res.server_cpu_seconds = sampler.cpu_seconds()
+        res.server_cpu_by_command = sampler.cpu_by_command()
+        poller.stop_event.set()
+        poller.join(timeout=35)
+        res.harness_cpu_seconds = _own_cpu() - cpu0
         res.accepted, res.failed, res.errors = load.accepted, load.failed, load.errors
-        res.pipelining = load.pipelining if args.client == "python" else None
-        res.client_cpu_seconds = load.cpu_seconds if args.client == "python" else None
+        res.client_cpu_seconds = load.cpu_seconds
         t0 = load.t_start or t_start
-        if load.accepted:
-            res.accept_seconds = load.t_last_accept - t0
+        res.accept_seconds = load.t_last_accept - t0
+        if load.accepted and res.accept_seconds > 0:
             res.accepted_per_s = load.accepted / res.accept_seconds
-        res.delivered = poller.count
-        wall = target.last_delivery_wallclock()
-        if wall is not None:
-            t_deliv = wall - (time.time() - time.monotonic())
-            res.delivery_time_method = "exact (newest Maildir file mtime)"
-        elif getattr(target, "delivers_before_ack", False) and poller.count >= load.accepted:
-            # Postroom stores a local message in the commit that precedes its 250, so the last
-            # delivery happened before the last 250; the count confirms every message arrived.
-            t_deliv = load.t_last_accept
-            res.delivery_time_method = "exact (local delivery commits before each 250)"
-        else:
-            t_deliv = poller.completion_time(load.accepted) or t_done
-            res.delivery_time_method = f"interpolated between polls every {poll_interval:.1f}s"
-        res.complete = res.delivered >= args.messages
-        if res.delivered:
-            res.deliver_seconds = t_deliv - t0
-            res.delivered_per_s = res.delivered / res.deliver_seconds
+        res.delivered, res.polls = poller.count, poller.polls
+        if poller.reached_at is not None:
+            res.deliver_seconds = poller.reached_at - t0
+            res.deliver_seconds_lower_bound = max(0.0, (poller.before or t0) - t0)
+            res.delivered_per_s = args.messages / res.deliver_seconds
         if load.latencies:
             lat = sorted(load.latencies)
             res.p50_ms = percentile(lat, 50) * 1000
             res.p99_ms = percentile(lat, 99) * 1000
             res.max_ms = lat[-1] * 1000
-        res.queue_after = _queue_after(target)
-        if isinstance(target, PostroomTarget) and target.count_mode == "imap" and res.queue_after is not None:
-            try:  # cross-check the IMAP count with the CLI contract
-                res.queue_after["mailbox_show_messages"] = target.delivered_cli()
-            except Exception as exc:
-                res.queue_after["mailbox_show_error"] = str(exc)[:200]
-        sampler.sample()
-        res.peak_rss_mb = sampler.peak_rss_kb / 1024
-        res.peak_pss_mb = sampler.peak_pss_kb / 1024
-        # harness = this process + its reaped children (CLI polls, smtp-source, generator) - client
-        me, kids = (a - b for a, b in zip(_own_cpu(), cpu0, strict=True))
-        if args.client == "smtp-source" and target.name == "postfix":
-            res.client_cpu_seconds = kids  # the only child that ran during the load
-        res.harness_cpu_seconds = me + kids - (res.client_cpu_seconds or 0.0)
-        res.peak_processes = sampler.nprocs_peak
-        res.server_cpu_seconds = sampler.cpu_seconds()
-        res.server_cpu_by_command = sampler.cpu_by_command()
+        res.final_count = target.final_count()
+        if res.final_count != args.messages:
+            res.error = f"final mailbox count {res.final_count} != N={args.messages}"
+        elif poller.reached_at is None:
+            res.error = "the polled count never reached N"
     except BenchTimeout as exc:
         res.error = str(exc)
-        if client is not None:
-            sent, acc, fail = client.progress()
-            res.accepted, res.failed = acc, fail
-        if poller is not None:
-            res.delivered = poller.count
-        if sampler is not None:
-            res.peak_rss_mb = sampler.peak_rss_kb / 1024
-            res.peak_pss_mb = sampler.peak_pss_kb / 1024
-            res.peak_processes = sampler.nprocs_peak
-            res.server_cpu_seconds = sampler.cpu_seconds()
-        res.queue_after = _queue_after(target)
-        print(f"[{target.name}] {exc}", flush=True)
+        _sent, res.accepted, res.failed = client.progress()
+        print(f"{tag} {exc}", flush=True)
     except Exception as exc:
         res.error = f"{exc.__class__.__name__}: {exc}"
-        print(f"[{target.name}] error: {res.error}", flush=True)
+        print(f"{tag} error: {res.error}", flush=True)
     finally:
         for th in (sampler, poller):
             if th is not None:
@@ -743,8 +690,28 @@ def run_target(target: Target, args: argparse.Namespace) -> RunResult:
         for th in (sampler, poller):
             if th is not None and th.is_alive():
                 th.join(timeout=35)
-        print(f"[{target.name}] stopping server ...", flush=True)
+        if sampler is not None:
+            res.peak_rss_mb = sampler.peak_rss_kb / 1024
+            res.peak_pss_mb = sampler.peak_pss_kb / 1024
+            res.peak_processes = sampler.nprocs_peak
+            if res.server_cpu_seconds is None:
+                res.server_cpu_seconds = sampler.cpu_seconds()
+        if res.error is not None and poller is not None:
+            res.delivered = poller.count
+        if res.startup_seconds is not None:
+            res.queue_after = _queue_after(target)
+            res.server_log_lines = target.log_lines()
+        res.complete = res.error is None and res.final_count == args.messages
+        print(f"{tag} stopping server ...", flush=True)
         target.stop()
+    verdict = "ok" if res.complete else f"FAILED: {res.error}"
+    print(
+        f"{tag} {verdict}: accepted {_fmt(res.accepted_per_s)} msg/s"
+        f" ({_fmt(res.accept_seconds, 2)} s), delivered {_fmt(res.delivered_per_s)} msg/s"
+        f" ({_fmt(res.deliver_seconds, 2)} s), mailbox {res.final_count}/{args.messages},"
+        f" server CPU {_fmt(res.server_cpu_seconds, 2)} s",
+        flush=True,
+    )
     return res
 
 
@@ -761,88 +728,107 @@ def _fmt(v: Any, nd: int = 1) -> str:
     return str(v)
 
 
-def print_table(results: list[RunResult], args: argparse.Namespace) -> dict[str, float | None]:
-    rows: list[tuple[str, str, int]] = [
-        ("accepted msg/s", "accepted_per_s", 1),
-        ("delivered msg/s", "delivered_per_s", 1),
-        ("p50 latency ms", "p50_ms", 2),
-        ("p99 latency ms", "p99_ms", 2),
-        ("max latency ms", "max_ms", 2),
-        ("peak RSS MB (tree)", "peak_rss_mb", 1),
-        ("peak PSS MB (tree)", "peak_pss_mb", 1),
-        ("peak processes", "peak_processes", 0),
-        ("accepted", "accepted", 0),
-        ("failed", "failed", 0),
-        ("delivered", "delivered", 0),
-        ("all delivered", "complete", 0),
-        ("time to last 250 s", "accept_seconds", 2),
-        ("time to delivered s", "deliver_seconds", 2),
-        ("server CPU s", "server_cpu_seconds", 2),
-        ("client CPU s", "client_cpu_seconds", 2),
-        ("harness CPU s", "harness_cpu_seconds", 2),
-        ("server start-up s", "startup_seconds", 1),
-    ]
-    ratios: dict[str, float | None] = {}
-    both = len(results) == 2 and {r.target for r in results} == {"postroom", "postfix"}
-    ratio_rows = {
-        "accepted_per_s",
-        "delivered_per_s",
-        "p50_ms",
-        "p99_ms",
-        "max_ms",
-        "peak_rss_mb",
-        "peak_pss_mb",
-        "server_cpu_seconds",
-    }
-    pr = next((r for r in results if r.target == "postroom"), None)
-    pf = next((r for r in results if r.target == "postfix"), None)
-    header = ["metric", *(r.target for r in results)]
-    if both:
-        header.append("postroom/postfix")
-    table: list[list[str]] = [header]
-    for label, attr, nd in rows:
-        line = [label, *(_fmt(getattr(r, attr), nd) for r in results)]
-        if both and pr is not None and pf is not None:
-            a, b = getattr(pr, attr), getattr(pf, attr)
-            ok = attr in ratio_rows and pr.error is None and pf.error is None
-            ratio = a / b if ok and isinstance(a, int | float) and isinstance(b, int | float) and b else None
-            if attr in ("accepted_per_s", "delivered_per_s"):
-                ratios[attr] = ratio
-            line.append(_fmt(ratio, 2) if attr in ratio_rows else "")
-        table.append(line)
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+def spread(values: list[float]) -> dict[str, float] | None:
+    """Median, min and max of the values (None when there are none)."""
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _fmt_spread(s: dict[str, float] | None, nd: int = 2) -> str:
+    if s is None:
+        return "n/a"
+    return f"{s['median']:.{nd}f}  [{s['min']:.{nd}f} .. {s['max']:.{nd}f}]"
+
+
+PER_RUN_COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("accepted msg/s", "accepted_per_s", 1),
+    ("delivered msg/s", "delivered_per_s", 1),
+    ("to accepted s", "accept_seconds", 2),
+    ("to delivered s", "deliver_seconds", 2),
+    ("server CPU s", "server_cpu_seconds", 2),
+    ("client CPU s", "client_cpu_seconds", 2),
+    ("harness CPU s", "harness_cpu_seconds", 2),
+    ("p50 ms", "p50_ms", 1),
+    ("p99 ms", "p99_ms", 1),
+    ("peak PSS MB", "peak_pss_mb", 1),
+    ("procs", "peak_processes", 0),
+    ("log lines", "server_log_lines", 0),
+    ("mailbox", "final_count", 0),
+)
+
+SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
+    ("accepted msg/s", "accepted_per_s", 1),
+    ("delivered msg/s", "delivered_per_s", 1),
+    ("server CPU s", "server_cpu_seconds", 2),
+    ("p99 latency ms", "p99_ms", 1),
+    ("peak PSS MB", "peak_pss_mb", 1),
+)
+
+
+def summarise(runs: list[list[RunResult]], names: list[str]) -> dict[str, Any]:
+    """Per target median/range over the valid runs, and the per-run ratio Postroom/Postfix."""
+    valid = [run for run in runs if all(r.complete for r in run)]
+    out: dict[str, Any] = {"runs": len(runs), "valid_runs": len(valid), "targets": {}}
+    for name in names:
+        results = [r for run in valid for r in run if r.target == name]
+        out["targets"][name] = {
+            attr: spread([v for r in results if (v := getattr(r, attr)) is not None])
+            for _, attr, _ in SUMMARY_METRICS
+        }
+    if set(names) == {"postroom", "postfix"}:
+        ratios: dict[str, list[float]] = {"accepted_per_s": [], "delivered_per_s": []}
+        for run in valid:
+            pr, pf = (next(r for r in run if r.target == n) for n in ("postroom", "postfix"))
+            for attr, values in ratios.items():
+                a, b = getattr(pr, attr), getattr(pf, attr)
+                if a is not None and b:
+                    values.append(a / b)
+        out["ratio_postroom_over_postfix"] = {k: spread(v) for k, v in ratios.items()}
+        out["ratio_per_run"] = ratios
+    return out
+
+
+def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: argparse.Namespace) -> None:
     print()
     print(
-        f"MX load: N={args.messages} messages x S={args.size} bytes, C={args.concurrency} sessions, "
-        f"1 recipient, client={args.client}"
-        + (" (latency n/a with smtp-source)" if args.client == "smtp-source" else "")
+        f"MX load: N={args.messages} x S={args.size} bytes, C={args.concurrency} sessions, 1 recipient,"
+        f" client={args.client}"
+        + (" -d" if args.client == "smtp-source" and args.source_reuse else "")
+        + f", {len(runs)} run(s), Postfix in_flow_delay {args.postfix_in_flow_delay or '1s (as shipped)'}"
     )
+    header = ["run", "target", *(label for label, _, _ in PER_RUN_COLUMNS), "ok"]
+    table = [header]
+    for run in runs:
+        for r in run:
+            cells = [_fmt(getattr(r, attr), nd) for _, attr, nd in PER_RUN_COLUMNS]
+            table.append([f"{r.run}.{r.position}", r.target, *cells, "yes" if r.complete else "NO"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
         print(
             "  ".join(
-                c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
+                c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
             )
         )
         if i == 0:
             print("  ".join("-" * w for w in widths))
-    for r in results:
-        if r.delivery_time_method:
-            print(f"  {r.target}: delivered time {r.delivery_time_method}")
-        if r.server_cpu_by_command and len(r.server_cpu_by_command) > 1:
-            top = ", ".join(f"{k} {v:.1f}" for k, v in list(r.server_cpu_by_command.items())[:8])
-            print(f"  {r.target}: server CPU s by command: {top}")
-        if r.queue_after is not None:
-            print(f"  {r.target}: queue at the end: {json.dumps(r.queue_after)}")
-        if r.error:
-            print(f"  {r.target}: ERROR {r.error}")
-        for k, v in list(r.errors.items())[:5]:
-            print(f"  {r.target}: {v} x {k}")
-    if both:
-        print(
-            f"  ratio Postroom/Postfix: accepted {_fmt(ratios.get('accepted_per_s'), 2)}, "
-            f"delivered {_fmt(ratios.get('delivered_per_s'), 2)}"
-        )
-    return ratios
+    for run in runs:
+        for r in run:
+            if r.error:
+                print(f"  run {r.run} {r.target}: FAILED: {r.error}")
+            for k, v in list(r.errors.items())[:5]:
+                print(f"  run {r.run} {r.target}: {v} x {k}")
+    print(f"\nsummary over {summary['valid_runs']} valid run(s) of {summary['runs']}: median  [min .. max]")
+    for name, metrics in summary["targets"].items():
+        for label, attr, nd in SUMMARY_METRICS:
+            if metrics[attr] is not None:
+                print(f"  {name:9} {label:16} {_fmt_spread(metrics[attr], nd)}")
+    ratio = summary.get("ratio_postroom_over_postfix")
+    if ratio:
+        print(f"  ratio Postroom/Postfix accepted   {_fmt_spread(ratio['accepted_per_s'])}")
+        print(f"  ratio Postroom/Postfix delivered  {_fmt_spread(ratio['delivered_per_s'])}")
+    if summary["valid_runs"] < summary["runs"]:
+        print(f"  INVALID: {summary['runs'] - summary['valid_runs']} run(s) failed; see above")
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -862,19 +848,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--vs-postfix",
         action="store_true",
-        help="run Postroom, then Postfix, same load; print ratios (overrides --target)",
+        help="measure Postroom and Postfix, alternating order (overrides --target)",
+    )
+    p.add_argument(
+        "--runs", type=int, help="runs, each on fresh server state (default 5 with --vs-postfix, else 1)"
     )
     p.add_argument(
         "--client",
-        choices=["python", "smtp-source"],
-        default="python",
-        help="load generator (default python; smtp-source gives no latency)",
+        choices=["smtp-source", "python"],
+        default="smtp-source",
+        help="load generator: Postfix's smtp-source (default; no latency) or the python one (gives latency)",
     )
-    p.add_argument("--gen-procs", type=int, default=1, help="processes for the python generator (default 1)")
     p.add_argument(
-        "--source-reuse",
-        action="store_true",
-        help="smtp-source: add -d (keep the connection for several messages)",
+        "--source-reuse", action="store_true", help="smtp-source -d: several messages per connection"
+    )
+    p.add_argument("--gen-procs", type=int, default=1, help="processes for the python client (default 1)")
+    p.add_argument(
+        "--postfix-in-flow-delay",
+        metavar="TIME",
+        help="set Postfix's in_flow_delay (e.g. 0); default: as shipped (1s)",
     )
     p.add_argument(
         "--timeout", type=float, default=300.0, help="hard timeout per target run, s (default 300)"
@@ -882,47 +874,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--poll-interval",
         type=float,
-        default=0.5,
-        help="delivered-count poll interval, s (at least 0.5; default 0.5)",
+        default=0.1,
+        help="mailbox count poll interval, s (0.05..2; default 0.1)",
     )
     p.add_argument(
         "--postroom-count",
-        choices=["auto", "imap", "api", "cli"],
-        default="auto",
-        help="how to count Postroom's delivered messages: IMAP STATUS (cheap), the mailstore API in this"
-        " process (one query), the CLI `mailbox show` (about 1 s of CPU per call), or auto = IMAP if it"
-        " logs in, else the API (default auto)",
+        choices=["api", "cli"],
+        default="api",
+        help="count Postroom's mailbox through its mailstore service in this process (default) or the CLI",
     )
     p.add_argument(
         "--cli-poll-interval",
         type=float,
         default=2.0,
-        help="poll interval when counting with the CLI, s (default 2.0)",
+        help="poll interval when counting with the CLI (default 2)",
     )
     p.add_argument("--sender", default="load@loadgen.bench.test", help="envelope sender")
     p.add_argument("--postroom", default=str(REPO / ".venv" / "bin" / "postroom"), help="postroom executable")
-    p.add_argument("--no-postfix-log", action="store_true", help="Postfix: no maillog_file (log to nowhere)")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (for inspection)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH ('-' = stdout)")
+    p.add_argument(
+        "--json", metavar="PATH", help="also write every run and the summary as JSON ('-' = stdout)"
+    )
     a = p.parse_args(argv)
-    if min(a.messages, a.size, a.concurrency, a.gen_procs) < 1 or a.timeout <= 0:
-        p.error("--messages, --size, --concurrency, --gen-procs and --timeout must be positive")
-    if a.messages > 1_000_000 or a.concurrency > 1000 or a.size > 50_000_000:
-        p.error("bounded: at most 1,000,000 messages, 1000 sessions, 50 MB per message")
+    if a.runs is None:
+        a.runs = 5 if a.vs_postfix else 1
+    if min(a.messages, a.size, a.concurrency, a.gen_procs, a.runs) < 1 or a.timeout <= 0:
+        p.error("--messages, --size, --concurrency, --gen-procs, --runs and --timeout must be positive")
+    if a.messages > 1_000_000 or a.concurrency > 1000 or a.size > 50_000_000 or a.runs > 50:
+        p.error("bounded: at most 1,000,000 messages, 1000 sessions, 50 MB per message, 50 runs")
+    if not 0.05 <= a.poll_interval <= 2.0:
+        p.error("--poll-interval must be between 0.05 and 2 seconds")
+    if a.postfix_in_flow_delay is not None and not re.fullmatch(r"\d+[smhdw]?", a.postfix_in_flow_delay):
+        p.error("--postfix-in-flow-delay takes a Postfix time: 0, 1s, 500ms is not accepted")
     if a.client == "smtp-source" and not Path(SMTP_SOURCE).exists():
-        p.error(f"{SMTP_SOURCE} not found (apt-get install postfix)")
+        p.error(f"{SMTP_SOURCE} not found (apt-get install postfix), or use --client python")
     return a
+
+
+def make_target(name: str, args: argparse.Namespace) -> Target:
+    if name == "postfix":
+        return PostfixTarget(args.keep, args.postfix_in_flow_delay)
+    return PostroomTarget(args.postroom, args.keep, args.postroom_count)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
-    targets: list[Target] = []
-    for n in names:
-        if n == "postfix":
-            targets.append(PostfixTarget(args.keep, not args.no_postfix_log))
-        else:
-            targets.append(PostroomTarget(args.postroom, args.keep, args.postroom_count))
+    live: list[Target] = []  # targets of the current run, stopped on interruption
 
     def on_signal(signum: int, _frame: object) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):  # one interruption is enough; let clean-up finish
@@ -932,15 +930,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
-    # Backstop: each run is bounded by --timeout; set-up and clean-up get 120 s more each.
-    signal.alarm(int(len(targets) * (args.timeout + 120)))
-    results: list[RunResult] = []
+    hard = int(args.runs * len(names) * (args.timeout + SETUP_ALLOWANCE))
+    signal.alarm(hard)
+    load_before = os.getloadavg()
+    print(
+        f"{args.runs} run(s) x {', '.join(names)}, order alternating; hard timeout {hard}s;"
+        f" load average {load_before[0]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    runs: list[list[RunResult]] = []
     try:
-        for t in targets:
-            results.append(run_target(t, args))
+        for k in range(1, args.runs + 1):
+            order = names if k % 2 else names[::-1]
+            run: list[RunResult] = []
+            for position, name in enumerate(order, 1):
+                target = make_target(name, args)
+                live[:] = [target]
+                run.append(run_target(target, args, k, position))
+                live.clear()
+            runs.append(run)
     except Interrupted as exc:
         print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr, flush=True)
-        for t in targets:
+        for t in live:
             try:
                 t.stop()
             except Exception as e:
@@ -948,25 +959,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.alarm(0)
-    ratios = print_table(results, args)
+    summary = summarise(runs, names)
+    print_report(runs, summary, args)
     if args.json:
+        params = ("messages", "size", "concurrency", "client", "source_reuse", "gen_procs", "runs")
         doc = {
-            "params": {
-                k: getattr(args, k)
-                for k in (
-                    "messages",
-                    "size",
-                    "concurrency",
-                    "client",
-                    "gen_procs",
-                    "source_reuse",
-                    "timeout",
-                    "sender",
-                )
+            "params": {k: getattr(args, k) for k in params}
+            | {"postfix_in_flow_delay": args.postfix_in_flow_delay or "1s (as shipped)"},
+            "runs": [[asdict(r) for r in run] for run in runs],
+            "summary": summary,
+            "machine": {
+                "nproc": os.cpu_count(),
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
             },
-            "results": [asdict(r) for r in results],
-            "ratio_postroom_over_postfix": ratios or None,
-            "nproc": os.cpu_count(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         text = json.dumps(doc, indent=2)
@@ -975,7 +981,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Path(args.json).write_text(text + "\n")
             print(f"results written to {args.json}")
-    return 0 if all(r.error is None and r.complete for r in results) else 1
+    return 0 if summary["valid_runs"] == len(runs) else 1
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
 """A private, throwaway Postfix instance for benchmarks, on 127.0.0.1 only.
 
-Builds its own config_directory (main.cf + master.cf), queue_directory and data_directory in a temp
-directory, listens for SMTP on a given high port, and delivers every recipient of ``bench.example``
-with the virtual(8) agent into one Maildir. The system's /etc/postfix and port 25 are never touched.
-Needs root (Postfix's master runs as root and drops to ``mail_owner``).
+Builds its own config_directory, queue_directory and data_directory in a temp directory. main.cf is
+Debian's as its postinst writes it (``DEBIAN_MAIN_CF``) with only the changes of ``bench_main_cf()``
+(private directories, 127.0.0.1, virtual(8) delivery of ``user@bench.example`` into one Maildir, a log
+file); master.cf is Debian's shipped ``master.cf.dist`` with only smtpd moved from port 25 to
+127.0.0.1:PORT; the chroot is filled by Debian's own ``configure-instance.sh``. No other tuning: notably
+``in_flow_delay`` stays at its shipped 1s unless asked. The system's /etc/postfix and port 25 are never
+touched. Needs root (Postfix's master runs as root and drops to ``mail_owner``). Fails with
+RuntimeError (and leaves nothing running) when the package files are missing or Postfix will not start.
 
 Run it alone to try it: ``.venv/bin/python bench/postfix_lab.py`` starts an instance, prints its port
 and Maildir, and stops it on Enter or Ctrl-C.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -24,89 +29,72 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 POSTFIX = "/usr/sbin/postfix"
+MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")  # Debian's master.cf, as shipped
+CONFIGURE_INSTANCE = Path("/usr/lib/postfix/configure-instance.sh")  # Debian's chroot set-up
 DOMAIN = "bench.example"
 USER = "user"
 
-MASTER_CF = """\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-{listen} inet  n       -       n       -       -       smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-local     unix  -       n       n       -       -       local
-virtual   unix  -       n       n       -       -       virtual
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
+# main.cf exactly as Debian's postinst writes it for an "Internet Site" (Postfix 3.7, bookworm),
+# minus the host name it takes from the machine; everything not named here is Postfix's default.
+DEBIAN_MAIN_CF: tuple[tuple[str, str], ...] = (
+    ("smtpd_banner", "$myhostname ESMTP $mail_name (Debian/GNU)"),
+    ("biff", "no"),
+    ("append_dot_mydomain", "no"),
+    ("readme_directory", "no"),
+    ("compatibility_level", "3.6"),
+    ("smtpd_relay_restrictions", "permit_mynetworks permit_sasl_authenticated defer_unauth_destination"),
+    ("alias_maps", "hash:/etc/aliases"),
+    ("alias_database", "hash:/etc/aliases"),
+    ("mydestination", "$myhostname, localhost.localdomain, , localhost"),
+    ("relayhost", ""),
+    ("mynetworks", "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128"),
+    ("mailbox_size_limit", "0"),
+    ("recipient_delimiter", "+"),
+    ("inet_interfaces", "all"),
+    ("inet_protocols", "all"),
+)
 
 
-def _main_cf(base: Path, uid: int, gid: int, log: bool) -> str:
-    lines = [
-        "compatibility_level = 3.6",
-        f"queue_directory = {base / 'queue'}",
-        f"data_directory = {base / 'data'}",
-        "mail_owner = postfix",
-        "setgid_group = postdrop",
-        "myhostname = postfix-bench.localdomain",
-        "mydomain = localdomain",
-        "myorigin = $myhostname",
-        "mydestination =",
-        "inet_interfaces = 127.0.0.1",
-        "inet_protocols = ipv4",
-        "mynetworks = 127.0.0.0/8",
-        "mynetworks_style = host",
-        "relay_domains =",
-        "relayhost =",
-        # No local delivery, no aliases.
-        "alias_maps =",
-        "alias_database =",
-        "local_recipient_maps =",
-        "local_transport = error:local delivery is disabled",
-        "biff = no",
-        "append_dot_mydomain = no",
-        # Offline: no DNS anywhere.
-        "smtp_host_lookup = native",
-        "lmtp_host_lookup = native",
-        "smtp_dns_support_level = disabled",
-        "smtpd_peername_lookup = no",
-        # No restrictions beyond "not an open relay".
-        "smtpd_client_restrictions =",
-        "smtpd_helo_restrictions =",
-        "smtpd_sender_restrictions =",
-        "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination",
-        "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination",
-        "smtpd_tls_security_level = none",
-        "smtp_tls_security_level = none",
-        "virtual_mailbox_limit = 0",
-        # Maildir delivery via virtual(8).
-        f"virtual_mailbox_domains = {DOMAIN}",
-        f"virtual_mailbox_base = {base / 'mail'}",
-        f"virtual_mailbox_maps = texthash:{base / 'etc' / 'vmailbox'}",
-        f"virtual_uid_maps = static:{uid}",
-        f"virtual_gid_maps = static:{gid}",
-        f"virtual_minimum_uid = {min(uid, 100)}",
-        "virtual_alias_maps =",
-    ]
-    if log:
-        lines.append(f"maillog_file_prefixes = {base / 'log'}")
-        lines.append(f"maillog_file = {base / 'log' / 'maillog'}")
-    return "\n".join(lines) + "\n"
+def bench_main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None) -> dict[str, str]:
+    """What the benchmark changes in Debian's main.cf, and nothing else (bench/README.md says why)."""
+    changes = {
+        # A private instance: its own queue and data, so the system's Postfix is never touched.
+        "queue_directory": str(base / "queue"),
+        "data_directory": str(base / "data"),
+        # Loopback only (the SMTP port is set in master.cf).
+        "inet_interfaces": "127.0.0.1",
+        # The one recipient, delivered by virtual(8) into a Maildir as `nobody`, like Postroom's mailbox.
+        "virtual_mailbox_domains": DOMAIN,
+        "virtual_mailbox_base": str(base / "mail"),
+        "virtual_mailbox_maps": f"texthash:{base / 'etc' / 'vmailbox'}",
+        "virtual_uid_maps": f"static:{uid}",
+        "virtual_gid_maps": f"static:{gid}",
+        "virtual_minimum_uid": str(min(uid, 100)),
+        # One log line per message stage into a file (there is no syslog here), as Postroom logs at info.
+        "maillog_file": str(base / "log" / "maillog"),
+        "maillog_file_prefixes": str(base / "log"),
+    }
+    if in_flow_delay is not None:
+        changes["in_flow_delay"] = in_flow_delay  # only on request; the shipped default is 1s
+    return changes
+
+
+def main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None) -> str:
+    """Debian's main.cf with the benchmark's changes applied in place (each key written once)."""
+    settings = dict(DEBIAN_MAIN_CF)
+    settings.update(bench_main_cf(base, uid, gid, in_flow_delay))
+    return "".join(f"{k} = {v}\n" for k, v in settings.items())
+
+
+def master_cf(port: int) -> str:
+    """Debian's master.cf as shipped, with smtpd listening on 127.0.0.1:port instead of port 25."""
+    lines = MASTER_CF_DIST.read_text().splitlines(keepends=True)
+    smtpd = [i for i, line in enumerate(lines) if re.match(r"smtp\s+inet\s", line)]
+    if len(smtpd) != 1:
+        raise RuntimeError(f"{MASTER_CF_DIST}: expected one `smtp inet` line, found {len(smtpd)}")
+    fields = lines[smtpd[0]].split()
+    lines[smtpd[0]] = " ".join([f"127.0.0.1:{port}", *fields[1:]]) + "\n"
+    return "".join(lines)
 
 
 def free_port() -> int:
@@ -154,8 +142,8 @@ class PostfixLab:
     """One private Postfix instance; use as a context manager or call start()/stop()."""
 
     port: int = 0
-    log: bool = True
     keep: bool = False
+    in_flow_delay: str | None = None  # None: as shipped (1s)
     base: Path = field(default_factory=lambda: Path())
     started: bool = False
 
@@ -187,13 +175,27 @@ class PostfixLab:
             d.mkdir(mode=0o755)
         (self.base / "data").chmod(0o700)
         shutil.chown(self.base / "data", "postfix")
-        (etc / "main.cf").write_text(_main_cf(self.base, uid, gid, self.log))
-        (etc / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{self.port}"))
+        (etc / "main.cf").write_text(main_cf(self.base, uid, gid, self.in_flow_delay))
+        (etc / "master.cf").write_text(master_cf(self.port))
         (etc / "vmailbox").write_text(f"{self.recipient} {DOMAIN}/{USER}/\n")
         for sub in ("tmp", "new", "cur"):
             (self.maildir / sub).mkdir(parents=True, mode=0o700)
         for d in (self.base / "mail", self.base / "mail" / DOMAIN, self.maildir, *self.maildir.iterdir()):
             os.chown(d, uid, gid)
+
+    def _chroot(self) -> None:
+        """Fill the instance's chroot (its queue directory) as Debian's start-up does for /etc/postfix."""
+        env = {**os.environ, "MAIL_CONFIG": str(self.config_dir)}
+        res = subprocess.run(
+            ["sh", str(CONFIGURE_INSTANCE), "-"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"{CONFIGURE_INSTANCE} failed: {(res.stderr or res.stdout).strip()[-400:]}")
 
     def _postfix(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k != "MAIL_CONFIG"}
@@ -215,6 +217,7 @@ class PostfixLab:
 
     def start(self, timeout: float = 30.0) -> None:
         self.setup()
+        self._chroot()
         check = self._postfix("check")
         if check.returncode != 0:
             detail = check.stderr.strip() or check.stdout.strip() or self.log_tail()
@@ -239,25 +242,12 @@ class PostfixLab:
         return proc_tree(pid) if pid else []
 
     def delivered(self) -> int:
-        """Messages delivered so far: files in the Maildir's new/."""
-        try:
-            with os.scandir(self.maildir / "new") as it:
-                return sum(1 for _ in it)
-        except OSError:
-            return 0
-
-    def last_delivery_time(self) -> float | None:
-        """Wall-clock time (time.time()) of the newest file in new/, or None if empty."""
-        newest: float | None = None
-        try:
-            with os.scandir(self.maildir / "new") as it:
-                for e in it:
-                    m = e.stat().st_mtime
-                    if newest is None or m > newest:
-                        newest = m
-        except OSError:
-            return None
-        return newest
+        """Messages in the Maildir: files in new/ and cur/ (virtual(8) renames into new/ when done)."""
+        n = 0
+        for sub in ("new", "cur"):
+            with os.scandir(self.maildir / sub) as it:
+                n += sum(1 for _ in it)
+        return n
 
     def queue_size(self) -> int:
         """Files still in the incoming/active/deferred queues."""

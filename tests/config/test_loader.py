@@ -23,6 +23,7 @@ GOOD = """
 [node]
 data_dir = "data"
 log_level = "debug"
+drain_seconds = 2.5
 
 [service]
 domain = "mail.example.net"
@@ -84,6 +85,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.source == path.resolve()
     assert settings.data_dir == base / "data"
     assert settings.log_level == "debug"
+    assert settings.drain_seconds == 2.5
     assert (settings.service.domain, settings.service.hostname) == (
         "mail.example.net",
         "mx1.mail.example.net",
@@ -130,6 +132,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.imap_listen == (ListenAddress("127.0.0.1", 2143),)
     assert settings.mx.limits == SmtpLimits()
     assert settings.queue == QueueSettings()
+    assert settings.drain_seconds == 30.0
 
 
 @pytest.mark.parametrize(
@@ -174,6 +177,9 @@ listen = ["127.0.0.1:99999", "127.0.0.1:25"]
 max_recipients = 0
 max_errors = true
 bare_lf = "accept"
+nul = "keep"
+ipv4_prefix = 33
+reserved_connections = 5000
 
 [queue]
 lease_seconds = -1.0
@@ -196,6 +202,9 @@ anything = 1
         "mx.limits.max_recipients",
         "mx.limits.max_errors",
         "mx.limits.bare_lf",
+        "mx.limits.nul",
+        "mx.limits.ipv4_prefix",
+        "mx.limits.reserved_connections",
         "queue.lease_seconds",
         "imap.listen",
         "extras",
@@ -246,6 +255,7 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ("mx = 'x'\n", "mx", "must be a table"),
         ("[queue]\nretry_interval = 0\n", "queue.retry_interval", "must be greater than 0"),
         ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
+        ("[node]\ndrain_seconds = 0\n", "node.drain_seconds", "must be greater than 0"),
         (
             '[submission.limits]\nbare_lf = "keep"\n',
             "submission.limits.bare_lf",

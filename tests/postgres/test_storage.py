@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, text, update
 
 from postroom.storage import Database, GroupCommitter, SchemaTooNewError
 from postroom.storage.prepared import PreparedInsert, PreparedStatement
@@ -328,3 +328,27 @@ def test_booleans_and_binary_round_trip(pg_database: Database) -> None:
         assert conn.execute(select(addresses.c.key).where(addresses.c.is_primary.is_(False))).all() == [
             ("a@t.example",)
         ]
+
+
+async def test_the_writer_commits_synchronously_whatever_the_database_default(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    try:
+        with database.read() as conn:
+            name = conn.execute(text("SELECT current_database()")).scalar_one()
+            conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
+            conn.commit()
+        database.dispose()  # new sessions get the database's default: off
+        database.migrate()
+        writer = GroupCommitter(database)
+        writer.start()
+        try:
+            setting = await writer.run(
+                lambda conn: conn.execute(text("SHOW synchronous_commit")).scalar_one()
+            )
+        finally:
+            writer.stop()
+        with database.write() as conn:
+            assert conn.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+        assert setting == "on"
+    finally:
+        database.dispose()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.smtp import SmtpListener
@@ -26,21 +28,23 @@ async def serving(
     implicit_tls: bool = False,
     grace: float = 1.0,
 ) -> AsyncIterator[SmtpListener]:
-    """A listener on 127.0.0.1, port 0, serving `office`; stopped on exit."""
-    listener = SmtpListener(
-        "mx",
-        (ListenAddress("127.0.0.1", 0),),
-        limits or SmtpLimits(),
-        HOSTNAME,
-        office,
-        ssl_context=ssl_context,
-        implicit_tls=implicit_tls,
-    )
-    await listener.start()
-    try:
-        yield listener
-    finally:
-        await listener.stop(grace)
+    """A listener on 127.0.0.1, port 0, serving `office`, spooling into a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="postroom-spool-") as spool_dir:
+        listener = SmtpListener(
+            "mx",
+            (ListenAddress("127.0.0.1", 0),),
+            limits or SmtpLimits(),
+            HOSTNAME,
+            office,
+            ssl_context=ssl_context,
+            implicit_tls=implicit_tls,
+            spool_dir=Path(spool_dir),
+        )
+        await listener.start()
+        try:
+            yield listener
+        finally:
+            await listener.stop(grace)
 
 
 class RawClient:
@@ -51,9 +55,11 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, listener: SmtpListener) -> RawClient:
+    async def connect(cls, listener: SmtpListener, source: str | None = None) -> RawClient:
+        """Connect to the listener, from the loopback address `source` when given (127.0.0.2, ...)."""
         address = listener.bound[0]
-        reader, writer = await asyncio.open_connection(address.host, address.port)
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.open_connection(address.host, address.port, local_addr=local)
         return cls(reader, writer)
 
     async def send(self, data: bytes) -> None:

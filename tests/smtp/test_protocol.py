@@ -16,8 +16,10 @@ from postroom.smtp import (
     HeloReceived,
     MailFromReceived,
     MessageReceived,
+    MessageRefused,
     ProtocolUsageError,
     RcptToReceived,
+    RecipientRefused,
     SmtpServerProtocol,
     StartTlsRequested,
     TransactionReset,
@@ -161,7 +163,7 @@ def test_smuggling_variants_normalized_stay_inside_one_message(fake_end: bytes, 
         (b"\r\n.\r\n", b"\r\n"),
         (b"..first\r\n.\r\n", b".first\r\n"),
         (b"a\r\n..b\r\n...c\r\n.d\r\n.\r\n", b"a\r\n.b\r\n..c\r\nd\r\n"),
-        (b"8bit \xe9\xff\x00\x7f\r\n\tfolded\r\n.\r\n", b"8bit \xe9\xff\x00\x7f\r\n\tfolded\r\n"),
+        (b"8bit \xe9\xff\x01\x7f\r\n\tfolded\r\n.\r\n", b"8bit \xe9\xff\x01\x7f\r\n\tfolded\r\n"),
         (b"no dot. at end .\r\n.\r\n", b"no dot. at end .\r\n"),
     ],
     ids=[
@@ -585,3 +587,151 @@ def test_fast_reply_encoding_matches_the_catalogue() -> None:
     extra = [Reply(250, None, "two\nlines"), Reply(250, "2.0.0", "trailing  "), Reply(554, None, "")]
     for reply in catalogue + extra:
         assert _encode(reply) == reply.to_bytes()
+
+
+# --- bounds an unauthenticated client meets -------------------------------------------------------
+
+
+def test_refused_recipients_end_the_session() -> None:
+    limits = replace(LIMITS, max_refused_recipients=4, refusal_slowdown=2)
+    rcpts = b"RCPT TO:<unknown@postroom.test>\r\n" * 3 + b"RCPT TO:<bad syntax>\r\n" + b"NOOP\r\n"
+    transcript = converse(HELLO + b"MAIL FROM:<a@sender.example>\r\n" + rcpts, limits)
+    assert transcript.replies[2:] == [
+        (550, "5.1.10"),
+        (550, "5.1.10"),
+        (550, "5.1.10"),
+        (501, "5.1.3"),
+        (421, "4.7.0"),
+    ]
+    assert transcript.closed
+
+
+def test_refused_recipients_are_counted_across_transactions() -> None:
+    limits = replace(LIMITS, max_refused_recipients=3, refusal_slowdown=1)
+    one = b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<unknown@postroom.test>\r\nRSET\r\n"
+    transcript = converse(HELLO + one * 3, limits)
+    assert transcript.replies[-2:] == [(550, "5.1.10"), (421, "4.7.0")]
+    assert transcript.closed
+
+
+@pytest.mark.parametrize("verb", [b"NOOP", b"RSET", b"VRFY bob", b"HELP", b"EXPN list"])
+def test_junk_commands_are_limited(verb: bytes) -> None:
+    limits = replace(LIMITS, max_junk_commands=5, max_errors=100)
+    transcript = converse(HELLO + (verb + b"\r\n") * 6 + b"NOOP\r\n", limits)
+    assert len(transcript.replies) == 1 + 6
+    assert transcript.replies[-1] == (421, "4.7.0")
+    assert transcript.closed
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_nul_in_a_message_is_refused(chunk: int) -> None:
+    transcript = message(b"Subject: x\r\n\r\nnul \x00 here\r\n.\r\n", chunk=chunk)
+    assert transcript.replies[-2:] == [(550, "5.6.0"), (221, "2.0.0")]
+    assert transcript.messages == []
+
+
+@pytest.mark.parametrize("chunk", [0, 1, 3])
+def test_nul_can_be_stripped_by_configuration(chunk: int) -> None:
+    limits = replace(LIMITS, nul="strip")
+    transcript = message(b"Subject: x\r\n\r\n\x00nul \x00\x00here\r\n..\x00\r\n.\r\n", limits, chunk=chunk)
+    assert transcript.messages == [b"Subject: x\r\n\r\nnul here\r\n.\r\n"]
+
+
+def test_nul_in_bdat_is_refused_unless_binarymime() -> None:
+    envelope = HELLO + b"MAIL FROM:<a@sender.example>%s\r\nRCPT TO:<bob@postroom.test>\r\n"
+    chunk = b"BDAT 5 LAST\r\na\x00b\r\n"
+    assert converse(envelope % b"" + chunk).replies[-1] == (550, "5.6.0")
+    assert converse(envelope % b" BODY=BINARYMIME" + chunk).messages == [b"a\x00b\r\n"]
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"MAIL FROM:<alice@sender.example.>", (501, "5.1.7")),
+        (b"MAIL FROM:<alice@sender.example..>", (501, "5.1.7")),
+        (b"RCPT TO:<bob@postroom.test.>", (501, "5.1.3")),
+        (b"RCPT TO:<bob@postroom.test..>", (501, "5.1.3")),
+    ],
+)
+def test_a_domain_with_trailing_dots_is_a_syntax_error(command: bytes, reply: tuple[int, str]) -> None:
+    before = b"" if command.startswith(b"MAIL") else b"MAIL FROM:<a@sender.example>\r\n"
+    transcript = converse(HELLO + before + command + b"\r\n")
+    assert transcript.replies[-1] == reply
+    assert not any(isinstance(event, RcptToReceived | MailFromReceived) for event in transcript.events[2:])
+
+
+@pytest.mark.parametrize(
+    ("body", "limits", "reply"),
+    [
+        (b"x" * 200 + b"\r\n.\r\n", replace(LIMITS, max_message_size=100), replies.MESSAGE_TOO_BIG),
+        (b"bare\nLF\r\n.\r\n", LIMITS, replies.BARE_LF_DATA),
+        (b"y" * 200 + b"\r\n.\r\n", replace(LIMITS, max_data_line=100), replies.DATA_LINE_TOO_LONG),
+        (b"nul\x00\r\n.\r\n", LIMITS, replies.NUL_IN_DATA),
+    ],
+    ids=["size", "bare-lf", "line", "nul"],
+)
+def test_end_of_data_refusals_reach_the_driver_before_the_reset(
+    body: bytes, limits: SmtpLimits, reply: Reply
+) -> None:
+    events = message(body, limits).events
+    refused = [index for index, event in enumerate(events) if isinstance(event, MessageRefused)]
+    assert [events[i] for i in refused] == [MessageRefused(reply)]
+    assert isinstance(events[refused[0] + 1], TransactionReset)
+
+
+def test_a_recipient_past_the_limit_reaches_the_driver() -> None:
+    limits = replace(LIMITS, max_recipients=1)
+    rcpts = b"RCPT TO:<bob@postroom.test>\r\nRCPT TO:<carol@postroom.test>\r\n"
+    transcript = converse(HELLO + b"MAIL FROM:<a@sender.example>\r\n" + rcpts, limits)
+    assert transcript.replies[-1] == (452, "4.5.3")
+    [refused] = [event for event in transcript.events if isinstance(event, RecipientRefused)]
+    assert (str(refused.recipient), refused.reply) == ("carol@postroom.test", replies.TOO_MANY_RECIPIENTS)
+
+
+def test_message_refusal_answers_data_and_bdat() -> None:
+    core = SmtpServerProtocol("mx.postroom.test", LIMITS, tls_available=False)
+    core.message_refusal = replies.INSUFFICIENT_STORAGE
+    envelope = b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@postroom.test>\r\n"
+    core.receive_data(HELLO + envelope + b"DATA\r\nRSET\r\n" + envelope + b"BDAT 3 LAST\r\nabc" + b"NOOP\r\n")
+    transcript = Transcript()
+    while (event := core.next_event()) is not None:
+        if isinstance(event, HeloReceived | MailFromReceived | RcptToReceived | MessageReceived):
+            core.respond(answer(event))
+    transcript.parse(core.data_to_send())
+    assert transcript.replies[3] == (452, "4.3.1")
+    assert transcript.replies[7:] == [(452, "4.3.1"), (250, "2.0.0")]
+    assert not any(isinstance(event, MessageReceived) for event in transcript.events)
+
+
+STREAMED = [
+    b"Subject: s\r\n\r\n..a\r\n.\r\n\r\n..\r\n...\r\nend.\r\n.\r\n",
+    b".first\r\n\r\n.\r\n",
+    b"x" * 50 + b"\r\n." + b"y" * 30 + b"\r\n.\r\n",
+]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("body", STREAMED, ids=range(len(STREAMED)))
+def test_content_taken_by_the_driver_while_streaming_is_exact(body: bytes, size: int) -> None:
+    expected = message(body).messages
+    core = SmtpServerProtocol("mx.postroom.test", LIMITS, tls_available=False)
+    taken: list[bytes] = []
+    data = ENVELOPE + body
+    for start in range(0, len(data), size):
+        core.receive_data(data[start : start + size])
+        while (event := core.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                taken.append(event.content)
+                assert event.size == len(b"".join(taken))
+            if isinstance(event, HeloReceived | MailFromReceived | RcptToReceived | MessageReceived):
+                core.respond(answer(event))
+        taken += core.take_content()
+    assert [b"".join(taken)] == expected
+
+
+def test_the_junk_count_starts_again_after_a_delivered_message() -> None:
+    limits = replace(LIMITS, max_junk_commands=2)
+    delivered = b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<bob@postroom.test>\r\nDATA\r\nx\r\n.\r\n"
+    transcript = converse(HELLO + (b"RSET\r\nNOOP\r\n" + delivered) * 3 + b"QUIT\r\n", limits)
+    assert transcript.codes[-1] == 221
+    assert len(transcript.messages) == 3

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+from contextlib import suppress
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -298,7 +300,7 @@ async def test_large_message_with_flow_control(office: MemoryPostOffice) -> None
 
 def test_implicit_tls_needs_a_context(office: MemoryPostOffice) -> None:
     with pytest.raises(ValueError, match="implicit TLS"):
-        SmtpListener("submission", (), LIMITS, HOSTNAME, office, implicit_tls=True)
+        SmtpListener("submission", (), LIMITS, HOSTNAME, office, implicit_tls=True, spool_dir=Path("."))
 
 
 async def test_plaintext_pipelined_after_starttls_is_discarded(
@@ -371,11 +373,12 @@ async def test_bdat_over_the_socket(office: MemoryPostOffice) -> None:
     assert office.messages[0].content == b"\x00\n.\n\r\nend"
 
 
-async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice) -> None:
+async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice, tmp_path: Path) -> None:
     def factory(info: ConnectionInfo) -> MemorySession:
         raise RuntimeError("no database")
 
-    listener = SmtpListener("mx", (ListenAddress("127.0.0.1", 0),), LIMITS, HOSTNAME, factory)
+    address = (ListenAddress("127.0.0.1", 0),)
+    listener = SmtpListener("mx", address, LIMITS, HOSTNAME, factory, spool_dir=tmp_path)
     await listener.start()
     try:
         client = await RawClient.connect(listener)
@@ -384,3 +387,152 @@ async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice) ->
         await client.close()
     finally:
         await listener.stop(1)
+
+
+# --- bounds an unauthenticated client meets, over the socket --------------------------------------
+
+ENVELOPE = b"EHLO c.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<b@postroom.test>\r\n"
+
+
+async def test_refusals_past_the_slowdown_are_delayed_then_the_session_ends(office: MemoryPostOffice) -> None:
+    limits = replace(LIMITS, refusal_slowdown=2, refusal_delay=0.4, max_refused_recipients=5)
+    loop = asyncio.get_running_loop()
+    async with serving(office, limits) as listener:
+        client = await RawClient.connect(listener)
+        await client.reply()
+        await client.send(b"EHLO c.example\r\nMAIL FROM:<a@sender.example>\r\n")
+        await client.replies(2)
+        for _ in range(2):  # within the slowdown: answered at once
+            await client.send(b"RCPT TO:<unknown@postroom.test>\r\n")
+            assert await client.reply() == (550, "5.1.10")
+        started = loop.time()
+        for _ in range(2):
+            await client.send(b"RCPT TO:<unknown@postroom.test>\r\n")
+            assert await client.reply() == (550, "5.1.10")
+        assert loop.time() - started >= 0.8, "each refusal past the slowdown waits refusal_delay"
+        await client.send(b"RCPT TO:<unknown@postroom.test>\r\n")
+        assert await client.replies(2) == [(550, "5.1.10"), (421, "4.7.0")]
+        assert await client.at_eof()
+        await client.close()
+
+
+async def trickle(client: RawClient, octets: bytes, pause: float) -> tuple[int, str | None]:
+    """Send `octets` a few at a time, `pause` seconds apart, until the server answers; its reply."""
+    answer = asyncio.ensure_future(client.reply(timeout=30))
+    for start in range(0, len(octets), 10):
+        if answer.done():
+            break
+        with suppress(ConnectionError):
+            await client.send(octets[start : start + 10])
+        await asyncio.sleep(pause)
+    return await answer
+
+
+async def test_a_client_trickling_commands_is_closed_at_the_session_time_limit(
+    office: MemoryPostOffice,
+) -> None:
+    limits = replace(LIMITS, max_session_time=1.0)
+    async with serving(office, limits) as listener:
+        client = await RawClient.connect(listener)
+        await client.reply()
+        # Every read restarts the command timeout; only the session time limit ends this.
+        assert await trickle(client, b"EHLO c.example" * 100, 0.1) == (421, "4.4.2")
+        assert await client.at_eof()
+        await client.close()
+
+
+async def test_a_client_trickling_message_data_is_closed_for_its_data_rate(office: MemoryPostOffice) -> None:
+    limits = replace(LIMITS, min_data_rate=1000, data_rate_window=0.5, data_rate_grace=0.5)
+    async with serving(office, limits) as listener:
+        client = await RawClient.connect(listener)
+        await client.reply()
+        await client.send(ENVELOPE + b"DATA\r\n")
+        assert (await client.replies(4))[-1] == (354, None)
+        # 10 octets every 0.1 s: 100 octets/s, under the minimum of 1000
+        assert await trickle(client, b"x" * 9000, 0.1) == (421, "4.4.2")
+        assert await client.at_eof()
+        await client.close()
+    assert office.messages == []
+
+
+async def test_connections_are_limited_per_network(office: MemoryPostOffice) -> None:
+    limits = replace(LIMITS, max_connections_per_prefix=2, max_connections_per_ip=10)
+    async with serving(office, limits) as listener:
+        first = await RawClient.connect(listener, "127.0.0.2")
+        second = await RawClient.connect(listener, "127.0.0.3")
+        assert [await first.reply(), await second.reply()] == [(220, None), (220, None)]
+        third = await RawClient.connect(listener, "127.0.0.4")  # the same /24
+        assert await third.reply() == (421, "4.7.0")
+        assert await third.at_eof()
+        for client in (first, second, third):
+            await client.close()
+    async with serving(office, replace(limits, ipv4_prefix=32)) as listener:
+        clients = [await RawClient.connect(listener, f"127.0.0.{n}") for n in (2, 3, 4)]
+        assert [await client.reply() for client in clients] == [(220, None)] * 3
+        for client in clients:
+            await client.close()
+
+
+async def test_the_last_slots_are_kept_for_networks_holding_few(office: MemoryPostOffice) -> None:
+    limits = replace(
+        LIMITS, max_connections=4, reserved_connections=2, busy_prefix_connections=2, ipv4_prefix=32
+    )
+    async with serving(office, limits) as listener:
+        crowd = [await RawClient.connect(listener, "127.0.0.2") for _ in range(3)]
+        assert [await client.reply() for client in crowd] == [(220, None), (220, None), (421, "4.7.0")]
+        others = [await RawClient.connect(listener, "127.0.0.3") for _ in range(2)]
+        assert [await client.reply() for client in others] == [(220, None), (220, None)]
+        for client in crowd + others:
+            await client.close()
+
+
+async def test_a_big_message_is_spooled_to_disk_and_the_spool_file_removed(office: MemoryPostOffice) -> None:
+    limits = replace(LIMITS, spool_threshold=4096)
+    body = b"Subject: big\r\n\r\n" + b"".join(b".%06d line of the message\r\n" % n for n in range(5000))
+    async with serving(office, limits) as listener:
+        client = await RawClient.connect(listener)
+        await client.reply()
+        await client.send(ENVELOPE + b"DATA\r\n")
+        await client.replies(4)
+        await client.send(body.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert await client.reply() == (250, "2.6.0")
+        await client.send(b"MAIL FROM:<a@sender.example>\r\nRCPT TO:<b@postroom.test>\r\nDATA\r\n")
+        await client.replies(3)
+        await client.send(body + b"bare\nLF\r\n.\r\n")  # refused at its end, after being spooled
+        assert await client.reply() == (550, "5.6.11")
+        spooled = sorted(listener.spool_dir.iterdir())
+        await client.close()
+    assert office.messages[0].content == body
+    assert office.sessions[0].spooled == [True]
+    assert spooled == []
+
+
+async def test_new_messages_wait_while_the_memory_budget_is_spent(office: MemoryPostOffice) -> None:
+    limits = replace(LIMITS, memory_budget=1000)
+    async with serving(office, limits) as listener:
+        holder = await RawClient.connect(listener)
+        await holder.reply()
+        await holder.send(ENVELOPE + b"DATA\r\n")
+        await holder.replies(4)
+        await holder.send(b"Subject: held\r\n\r\n" + b"z" * 2000 + b"\r\n")  # in memory, not finished
+        other = await RawClient.connect(listener)
+        await other.reply()
+        await other.send(ENVELOPE)
+        await other.replies(3)
+        for _ in range(50):
+            if listener.memory_held >= limits.memory_budget:
+                break
+            await asyncio.sleep(0.05)
+        await other.send(b"DATA\r\n")
+        assert await other.reply() == (452, "4.3.1")
+        await other.send(b"BDAT 3 LAST\r\nabc")
+        assert await other.reply() == (452, "4.3.1")
+        await holder.send(b".\r\n")
+        assert await holder.reply() == (250, "2.6.0")
+        await other.send(b"DATA\r\n")
+        assert await other.reply() == (354, None)
+        await other.send(b"Subject: later\r\n\r\nok\r\n.\r\n")
+        assert await other.reply() == (250, "2.6.0")
+        for client in (holder, other):
+            await client.close()
+    assert len(office.messages) == 2

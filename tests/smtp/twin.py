@@ -8,6 +8,10 @@ answers follow the recipient's or sender's local part, so tests choose an outcom
   451 4.3.0); recipient `closing@...` -> 421 (the server must close);
 - sender `denied@...` -> 550 5.1.0; sender `crash@...` -> `data()` raises;
 - anything else is accepted; `data()` waits `data_delay` seconds first (a slow durable commit).
+
+Refusals the server makes itself arrive through `rcpt_refused` and `data_refused`; the session keeps
+them in `refusals` (reply code and enhanced code), and `data()` notes in `spooled` whether the message
+came as a spool file.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from postroom.model import replies
 from postroom.model.address import Address
 from postroom.model.replies import Reply
-from postroom.smtp import ConnectionInfo, MailParams, RcptParams, TlsInfo
+from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,8 @@ class MemorySession:
     helo_name: str | None = None
     sender: Address | None = None
     recipients: list[Address] = field(default_factory=list)
+    refusals: list[tuple[str, int, str | None]] = field(default_factory=list)
+    spooled: list[bool] = field(default_factory=list)
     closed: bool = False
 
     async def connect(self) -> Reply | None:
@@ -75,15 +81,24 @@ class MemorySession:
         self.recipients.append(recipient)
         return replies.RECIPIENT_OK
 
-    async def data(self, content: bytes) -> Reply:
+    async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
+        self.refusals.append((str(recipient), reply.code, reply.enhanced))
+
+    async def data(self, content: MessageContent) -> Reply:
         self.calls.append("data")
         if self.sender is not None and self.sender.local == "crash":
             raise RuntimeError("spool full")
         if self.office.data_delay:
             await asyncio.sleep(self.office.data_delay)
-        message = StoredMessage(self.sender, tuple(self.recipients), content, self.tls, self.helo_name)
+        self.spooled.append(content.spooled)
+        octets = content.read()
+        assert len(octets) == content.size
+        message = StoredMessage(self.sender, tuple(self.recipients), octets, self.tls, self.helo_name)
         self.office.messages.append(message)
         return replies.QUEUED.with_text(f"Queued as {next(self.office.ids)}")
+
+    def data_refused(self, reply: Reply) -> None:
+        self.refusals.append(("DATA", reply.code, reply.enhanced))
 
     def reset(self) -> None:
         self.calls.append("reset")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, func, insert, select
 
-from postroom.storage import Database, GroupCommitter, SchemaTooNewError
+from postroom.storage import Database, GroupCommitter, SchemaTooNewError, WriterStoppedError
 from postroom.storage.schema import SCHEMA_VERSION, schema_version, tenants
 
 
@@ -118,3 +119,62 @@ async def test_stop_finishes_submitted_jobs(database: Database) -> None:
     await asyncio.to_thread(writer.stop)
     assert len(await asyncio.gather(*pending)) == 5
     assert tenant_names(database) == [f"s{n}" for n in range(5)]
+
+
+async def test_a_waiter_that_gives_up_does_not_stop_the_writer(
+    database: Database, committer: GroupCommitter
+) -> None:
+    inserted = threading.Event()
+    release = threading.Event()
+
+    def slow(conn: Connection) -> None:
+        conn.execute(insert(tenants).values(name="taken", created_at=1.0))
+        inserted.set()
+        assert release.wait(10)
+
+    taken = asyncio.ensure_future(committer.run(slow))
+    assert await asyncio.to_thread(inserted.wait, 10)
+    queued = asyncio.ensure_future(committer.run(add_tenant("dropped")))
+    await asyncio.sleep(0)  # the queued job is submitted behind the slow one
+    taken.cancel()  # both waiters give up (a session cut at the end of the drain grace)
+    queued.cancel()
+    release.set()
+    assert await asyncio.wait_for(committer.run(add_tenant("later")), 10) > 0
+    # A job already in a batch commits; one still queued when its waiter left is dropped.
+    assert tenant_names(database) == ["later", "taken"]
+    assert committer.alive
+
+
+class WriterKilled(BaseException):
+    """Something no job handles: it escapes the writer thread."""
+
+
+async def test_a_dead_writer_fails_waiting_and_later_jobs_at_once(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = GroupCommitter(database)
+    writer.start()
+    started = threading.Event()
+    release = threading.Event()
+
+    def fatal(conn: Connection) -> None:
+        started.set()
+        assert release.wait(10)
+        raise WriterKilled("out of everything")
+
+    doomed = asyncio.ensure_future(writer.run(fatal))
+    assert await asyncio.to_thread(started.wait, 10)
+    waiting = asyncio.ensure_future(writer.run(add_tenant("never")))
+    await asyncio.sleep(0)
+    with caplog.at_level(logging.CRITICAL, logger="postroom.storage.database"):
+        release.set()
+        for future in (doomed, waiting):
+            with pytest.raises(WriterStoppedError, match="out of everything"):
+                await asyncio.wait_for(future, 10)
+    assert not writer.alive
+    with pytest.raises(WriterStoppedError):
+        await asyncio.wait_for(writer.run(add_tenant("later")), 1)
+    assert [r.levelno for r in caplog.records] == [logging.CRITICAL]
+    assert "WriterKilled: out of everything" in caplog.text
+    await asyncio.to_thread(writer.stop)
+    assert tenant_names(database) == []

@@ -11,9 +11,13 @@ before it gets 451 4.3.0 and nothing is acknowledged.
 
 A `Received` header is added to every message (kept beside the body, which is stored exactly as
 received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
-(554 5.4.14). Recipients refused at RCPT are traced as failed with the reply they got, so an admin
-can answer "why did my partner's mail to x bounce?"; past the limits of `trace.refusals` (per session
-and per client IP) they are aggregated instead, so a client cannot make the node write without bound.
+(554 5.4.14). A message the listener spooled to disk is moved into the blob store as a file, never
+loaded whole: only its first `HEAD_OCTETS` are read, for the header summary and the hop count.
+Recipients refused at RCPT (by routing, or by the SMTP core past its recipient limit) and messages
+refused at the end of data (by this session, or by the core for size, bare LF, line length or NUL)
+are traced as failed with the reply they got, so an admin can answer "why did my partner's mail to x
+bounce?"; past the limits of `[trace] refusals_per_session` and `refusals_per_client` they are
+aggregated instead (`trace.refusals`), so a client cannot make the node write without bound.
 
 Each committed message, and each transaction refused at the end of DATA, gets one info line in the
 node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
@@ -53,16 +57,18 @@ from postroom.routing import (
     Accepted,
     Categorized,
     Rejected,
+    RejectReason,
     ServicePostmaster,
     categorize,
     resolve_recipient,
 )
-from postroom.smtp import ConnectionInfo, MailParams, RcptParams, TlsInfo
+from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
 from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
 
 MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
+HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +172,13 @@ class MxEndpoint:
                 log.exception("could not check the directory generation; keeping the cache")
             await asyncio.sleep(REFRESH_SECONDS)
 
-    async def store_blob(self, content: bytes) -> str:
+    async def store_blob(self, content: MessageContent) -> str:
+        """Write the message to the blob store: a spooled one is moved there, never loaded."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writers, self._blobs.put, content)
+        if content.path is not None and content.sha256 is not None:
+            put = partial(self._blobs.put_file, content.path, content.sha256)
+            return await loop.run_in_executor(self._writers, put)
+        return await loop.run_in_executor(self._writers, self._blobs.put, content.read())
 
     def queued(self) -> None:
         """A commit left recipients in the queue: the scheduler has work."""
@@ -189,7 +199,7 @@ class MxSession:
         self.refusals_traced = 0  # refused recipients of this session traced one by one
 
     async def connect(self) -> Reply | None:
-        return None
+        return None if self._endpoint.committer.alive else replies.STORAGE_UNAVAILABLE
 
     async def helo(self, name: str, extended: bool) -> Reply | None:
         self.helo_name = name
@@ -200,6 +210,8 @@ class MxSession:
         self.tls = info
 
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
+        if not self._endpoint.committer.alive:
+            return replies.STORAGE_UNAVAILABLE  # nothing could be committed: say so now, and close
         self.envelope = Envelope(new_message_id(self._endpoint.clock()), sender, params)
         return replies.SENDER_OK
 
@@ -214,6 +226,21 @@ class MxSession:
             envelope.rejected.append(resolution)
         return resolution.reply
 
+    async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
+        """The SMTP core refused a RCPT itself (over its recipient limit): traced like routing's refusals."""
+        envelope = self.envelope
+        if envelope is None:
+            return
+        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
+        tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
+        if self._traced_alone(envelope, str(recipient), reply):
+            envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
+
+    def data_refused(self, reply: Reply) -> None:
+        """The SMTP core refused the message at its end; `reset` follows and traces it."""
+        if self.envelope is not None:
+            self._refuse_data(self.envelope, reply, None)
+
     def _traced_alone(self, envelope: Envelope, recipient: str, reply: Reply) -> bool:
         """Count a refused recipient; True when it is traced alone, False when it was aggregated."""
         sender = str(envelope.sender) if envelope.sender else ""
@@ -224,13 +251,14 @@ class MxSession:
         envelope.refused_untraced += 1
         return False
 
-    async def data(self, content: bytes) -> Reply:
+    async def data(self, content: MessageContent) -> Reply:
         envelope = self.envelope
         assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
-        if count_received(content) > MAX_HOPS:
-            return self._refuse_data(envelope, replies.HOP_COUNT_EXCEEDED, len(content))
+        head = content.head(HEAD_OCTETS)
+        if count_received(head) > MAX_HOPS:
+            return self._refuse_data(envelope, replies.HOP_COUNT_EXCEEDED, content.size)
         now = self._endpoint.clock()
-        summary = summarize(content)
+        summary = summarize(head)
         prefix = self._received_header(envelope, now)
         blob_id = await self._endpoint.store_blob(content)
         entry = SpoolEntry(
@@ -238,7 +266,7 @@ class MxSession:
             sender=str(envelope.sender) if envelope.sender else "",
             blob_id=blob_id,
             prefix=prefix,
-            size=len(content) + len(prefix),
+            size=content.size + len(prefix),
             received_at=now,
             summary=summary,
         )
@@ -259,8 +287,9 @@ class MxSession:
         self._log_transaction("queued", envelope, entry.size, outcomes)
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
 
-    def _refuse_data(self, envelope: Envelope, reply: Reply, size: int) -> Reply:
-        """Refuse the message at the end of DATA: every accepted recipient fails with `reply`."""
+    def _refuse_data(self, envelope: Envelope, reply: Reply, size: int | None) -> Reply:
+        """Refuse the message at the end of DATA (by this session, or by the SMTP core, which does not
+        say the size): every accepted recipient fails with `reply`."""
         envelope.refused_data = reply
         traced = [a for a in envelope.accepted if self._traced_alone(envelope, str(a.recipient), reply)]
         outcomes = [(str(r.recipient), "failed", str(r.reply)) for r in envelope.rejected]
@@ -270,7 +299,7 @@ class MxSession:
         return reply
 
     def _log_transaction(
-        self, verdict: str, envelope: Envelope, size: int, outcomes: list[tuple[str, str, str]]
+        self, verdict: str, envelope: Envelope, size: int | None, outcomes: list[tuple[str, str, str]]
     ) -> None:
         """The mail log line of one transaction (the node's log, at info)."""
         recipients = ", ".join(
@@ -279,12 +308,12 @@ class MxSession:
         )
         untraced = f" refused_untraced={envelope.refused_untraced}" if envelope.refused_untraced else ""
         log.info(
-            "%s id=%s client=%s from=<%s> size=%d time=%.3fs %s%s",
+            "%s id=%s client=%s from=<%s> size=%s time=%.3fs %s%s",
             verdict,
             envelope.id,
             self.connection.peer_ip,
             envelope.sender or "",
-            size,
+            "-" if size is None else size,
             time.monotonic() - envelope.started,
             recipients,
             untraced,

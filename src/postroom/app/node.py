@@ -1,19 +1,20 @@
 """The composition root: builds a node from its settings, serves, and stops cleanly.
 
 `App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
-uses it as is. `App.serve()` starts the group committer, the scheduler and every listener (the MX
-endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints
-where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop accepting,
-transactions and HTTP requests in flight finish (bounded by `DRAIN_SECONDS`), the scheduler
-finishes its round, the refusal aggregates are written and the writer commits what it was given.
-Nothing acknowledged is left uncommitted.
+uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
+`open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
+every listener (the MX endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS
+policies), prints where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop
+accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a
+session still in a transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
+refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
+left uncommitted. With `[admin] tls = true` and no certificate at `[tls]` the node refuses to start.
 
 Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
 scheduler has no round for them; what the queue keeps is remote mail, and the scheduler runs the
 remote delivery round when outbound sending arrives (until then it has no rounds and remote mail
 waits in the queue). While serving, the node also purges trace older than `[trace] retention_days`
 every `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
-With `[admin] tls = true` and no certificate at `[tls]` the node refuses to start.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
 
-DRAIN_SECONDS = 30.0
 DAY = 86_400.0
 # The scheduler's delivery rounds: none until outbound sending (remote delivery) arrives.
 DELIVERY_ROUNDS: tuple[DeliveryRound, ...] = ()
@@ -151,6 +151,11 @@ class App:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 loop.add_signal_handler(signum, stop.set)
+        leftovers = await asyncio.to_thread(self.blobs.remove_leftovers)
+        if leftovers:
+            log.warning(
+                "removed %d temporary file(s) of unfinished blob writes from %s", leftovers, self.blobs.root
+            )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
         scheduler = Scheduler(committer, DELIVERY_ROUNDS)
@@ -175,6 +180,7 @@ class App:
             hostname=settings.service.hostname,
             factory=endpoint.session,
             ssl_context=tls,
+            spool_dir=settings.spool_dir,
         )
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
@@ -201,7 +207,7 @@ class App:
                 on_ready(listening)
             await stop.wait()
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(mx.stop(DRAIN_SECONDS), admin.stop(DRAIN_SECONDS))
+            await asyncio.gather(mx.stop(settings.drain_seconds), admin.stop(settings.drain_seconds))
         finally:
             for task in background:
                 task.cancel()

@@ -203,6 +203,30 @@ def _bare_lf(value: str) -> str | None:
     return None if value in ("reject", "normalize") else 'must be "reject" or "normalize"'
 
 
+def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
+    """(key, complaint, fix) for SMTP limits that are each valid alone but not as a set."""
+    found = []
+    if limits.bare_lf not in ("reject", "normalize"):
+        found.append(("bare_lf", _bare_lf(limits.bare_lf) or "", 'use "reject"'))
+    if limits.nul not in ("reject", "strip"):
+        found.append(("nul", 'must be "reject" or "strip"', 'use "reject"'))
+    if not 8 <= limits.ipv4_prefix <= 32:
+        found.append(("ipv4_prefix", "must be a prefix length from 8 to 32", "use 24 (or 32: per address)"))
+    if not 16 <= limits.ipv6_prefix <= 128:
+        found.append(("ipv6_prefix", "must be a prefix length from 16 to 128", "use 64"))
+    if limits.reserved_connections >= limits.max_connections:
+        found.append(("reserved_connections", "must be less than max_connections", "use a tenth of it"))
+    if limits.refusal_slowdown >= limits.max_refused_recipients:
+        found.append(
+            (
+                "refusal_slowdown",
+                "must be less than max_refused_recipients",
+                "use half of max_refused_recipients",
+            )
+        )
+    return found
+
+
 def _sts_mode(value: str) -> str | None:
     return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
 
@@ -248,6 +272,7 @@ def load_settings(path: Path) -> Settings:
 
     data_dir = relative(reader.get("node", "data_dir", str, "."))
     log_level = reader.get("node", "log_level", str, "info", _level)
+    drain_seconds = reader.get("node", "drain_seconds", float, 30.0, _positive)
     service = ServiceSettings(
         domain=reader.get("service", "domain", str, ServiceSettings().domain),
         hostname=reader.get("service", "hostname", str, ServiceSettings().hostname),
@@ -270,10 +295,8 @@ def load_settings(path: Path) -> Settings:
     listeners = {}
     for name, port in (("mx", 2525), ("submission", 2587)):
         limits = reader.dataclass_table(f"{name}.limits", SmtpLimits)
-        if limits.bare_lf not in ("reject", "normalize"):
-            reader.problems.append(
-                Problem(f"{name}.limits.bare_lf", _bare_lf(limits.bare_lf) or "", 'use "reject"')
-            )
+        for key, complaint, fix in _limit_problems(limits):
+            reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
         listeners[name] = ListenerSettings(
             listen=reader.listen(name, "listen", (f"127.0.0.1:{port}",)), limits=limits
         )
@@ -292,6 +315,7 @@ def load_settings(path: Path) -> Settings:
         routing=reader.dataclass_table("routing", RoutingSettings),
         trace=reader.dataclass_table("trace", TraceSettings),
         log_level=log_level,
+        drain_seconds=drain_seconds,
         admin_tls=reader.get("admin", "tls", bool, False),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
@@ -329,6 +353,7 @@ def render_config(
 [node]
 data_dir = "{data_dir}"        # database, blobs and TLS files; relative to this file
 log_level = "info"
+drain_seconds = 30.0           # at stop, transactions in flight get this long to finish
 
 [service]
 domain = "{service_domain}"    # tenants' default domains are <tenant>.{service_domain}
@@ -358,11 +383,27 @@ max_recipients = 500
 max_command_line = 2048
 max_data_line = 8192
 max_errors = 10
+max_refused_recipients = 20
+refusal_slowdown = 10
+refusal_delay = 1.0
+max_junk_commands = 100
 command_timeout = 300.0
 data_timeout = 600.0
+max_session_time = 1800.0
+min_data_rate = 1024
+data_rate_window = 30.0
+data_rate_grace = 30.0
 max_connections = 1000
 max_connections_per_ip = 50
+max_connections_per_prefix = 100
+ipv4_prefix = 24
+ipv6_prefix = 64
+reserved_connections = 100
+busy_prefix_connections = 10
+spool_threshold = 1048576
+memory_budget = 268435456
 bare_lf = "reject"
+nul = "reject"
 
 [submission]
 listen = ["{submission_listen}"]

@@ -61,11 +61,27 @@ class SmtpLimits:
     max_command_line: int = 2048  # octets incl. CRLF (RFC 5321 minimum 512); over it: 500 5.5.2
     max_data_line: int = 8192  # octets incl. CRLF in the message; over it: 550 5.6.0 at end of data
     max_errors: int = 10  # error replies before 421 4.7.0 and disconnect
+    max_refused_recipients: int = 20  # refused RCPTs per session, then 421 4.7.0 (smtpd_hard_error_limit)
+    refusal_slowdown: int = 10  # refused RCPTs after which each refusal waits (smtpd_soft_error_limit)
+    refusal_delay: float = 1.0  # seconds each refusal past `refusal_slowdown` waits (smtpd_error_sleep_time)
+    max_junk_commands: int = 100  # NOOP, RSET, VRFY, EXPN, HELP per session, then 421 4.7.0
     command_timeout: float = 300.0  # seconds waiting for a command (RFC 5321: 5 minutes)
     data_timeout: float = 600.0  # seconds waiting for the next chunk of message data
+    max_session_time: float = 1800.0  # seconds a connection may last in all, then 421 4.4.2
+    min_data_rate: int = 1024  # octets/second a client must keep up in DATA/BDAT, else 421 4.4.2
+    data_rate_window: float = 30.0  # seconds over which the data rate is measured
+    data_rate_grace: float = 30.0  # seconds of a data phase before the rate is first checked
     max_connections: int = 1000  # total concurrent connections on the listener
     max_connections_per_ip: int = 50  # concurrent connections from one client address
+    max_connections_per_prefix: int = 100  # concurrent connections from one client network
+    ipv4_prefix: int = 24  # the network of an IPv4 client for the prefix limits (24 or 32)
+    ipv6_prefix: int = 64  # the network of an IPv6 client for the prefix limits
+    reserved_connections: int = 100  # the last slots: only for networks holding < busy_prefix_connections
+    busy_prefix_connections: int = 10  # a network holding this many connections gets no reserved slot
+    spool_threshold: int = 1_048_576  # octets of one message held in memory; past it, spooled to disk
+    memory_budget: int = 268_435_456  # octets of messages in memory across sessions; past it: 452 4.3.1
     bare_lf: str = "reject"  # "reject": 550 5.6.11; "normalize": stored as CRLF (never ends DATA)
+    nul: str = "reject"  # a NUL octet in a message: "reject" with 550 5.6.0, or "strip" it
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +165,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
     log_level: str = "info"
+    drain_seconds: float = 30.0  # at stop, how long transactions in flight may take before they are cut
     admin_tls: bool = False  # the admin listener serves HTTPS with [tls]; False: HTTP behind a TLS proxy
 
     @property
@@ -158,3 +175,8 @@ class Settings:
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the SMTP listeners spool messages over `spool_threshold` while receiving them."""
+        return self.data_dir / "incoming"

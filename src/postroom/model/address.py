@@ -6,7 +6,8 @@ uses `key`: the case-folded local part and the ASCII (A-label) domain, which is 
 stores and finds recipients.
 
 Security: parsing reads network input. It is bounded (local part 64 octets, domain 255 octets,
-address 320) and rejects control characters, so nothing past it needs to re-check the shape.
+address 320) and rejects control characters and a domain ending in a dot (`contoso.com.` is not a
+RFC 5321 Domain), so nothing past it needs to re-check the shape.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ class Address:
             raise AddressError(f"{text!r} is not of the form local@domain")
         if _SPACE.search(domain):
             raise AddressError(f"the domain {domain!r} contains white space")
+        if domain.endswith("."):
+            # RFC 5321 §4.1.2: a Domain is sub-domains joined by dots; a mailbox's domain has no root dot.
+            raise AddressError(f"the domain {domain!r} ends with a dot")
         if not (_DOT_ATOM.fullmatch(local) or _QUOTED.fullmatch(local)):
             raise AddressError(f"the local part {local!r} is not valid")
         if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:

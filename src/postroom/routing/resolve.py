@@ -44,6 +44,7 @@ class RejectReason(StrEnum):
     RELAY_DENIED = "relay-denied"
     UNVERIFIED_DOMAIN = "unverified-domain"
     UNKNOWN_RECIPIENT = "unknown-recipient"  # Directory Based Edge Blocking
+    RECIPIENT_LIMIT = "recipient-limit"  # past the listener's max_recipients (refused by the SMTP core)
     SENDER_NOT_AUTHENTICATED = "sender-not-authenticated"  # a group that takes mail from inside only
     POSTMASTER_NOT_CONFIGURED = "postmaster-not-configured"
 

@@ -1,7 +1,8 @@
 """The SMTP server: a sans-IO protocol core, the asyncio listener around it, and the session contract.
 
 The public face: `SmtpListener` (bind, serve, drain), the `SmtpSession` protocol the application
-implements per connection with its values (`ConnectionInfo`, `TlsInfo`, `MailParams`, `RcptParams`),
+implements per connection with its values (`ConnectionInfo`, `TlsInfo`, `MailParams`, `RcptParams`,
+`MessageContent`),
 and `SmtpServerProtocol` with its events for whoever drives SMTP without sockets (tests, other
 transports). Each module's docstring states its guarantees; the smuggling rules are in `protocol`.
 """
@@ -14,14 +15,16 @@ from postroom.smtp.protocol import (
     HeloReceived,
     MailFromReceived,
     MessageReceived,
+    MessageRefused,
     ProtocolUsageError,
     RcptToReceived,
+    RecipientRefused,
     SmtpServerProtocol,
     StartTlsRequested,
     TransactionReset,
 )
 from postroom.smtp.server import SmtpListener
-from postroom.smtp.session import ConnectionInfo, SmtpSession, SmtpSessionFactory, TlsInfo
+from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
 
 __all__ = [
     "ConnectionClosing",
@@ -31,10 +34,13 @@ __all__ = [
     "HeloReceived",
     "MailFromReceived",
     "MailParams",
+    "MessageContent",
     "MessageReceived",
+    "MessageRefused",
     "ProtocolUsageError",
     "RcptParams",
     "RcptToReceived",
+    "RecipientRefused",
     "SmtpListener",
     "SmtpServerProtocol",
     "SmtpSession",

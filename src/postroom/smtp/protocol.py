@@ -10,10 +10,21 @@ Events. Decision events wait for `respond` before anything later in the input is
 4xx/5xx refuses), `MailFromReceived`, `RcptToReceived`, `MessageReceived` (after `<CRLF>.<CRLF>` or the
 last BDAT chunk; the content is dot-unstuffed and otherwise exactly as received). `StartTlsRequested`
 follows the core's own 220: the driver flushes, upgrades the transport and calls `tls_started`, which
-puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `TransactionReset` (the open
-transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
-driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, end of file, or a 421;
-after it nothing is read, and the driver closes once it has sent `data_to_send`).
+puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `RecipientRefused` (the
+core said 452 4.5.3 to a RCPT past `max_recipients`), `MessageRefused` (the core refused the message at
+its end: 552, 550 5.6.11, 550 5.6.0; it comes before the transaction's reset), `TransactionReset` (the
+open transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
+driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, refused recipients or
+junk commands, end of file, or a 421; after it nothing is read, and the driver closes once it has sent
+`data_to_send`).
+
+Message content is checked while it streams in, not when it is complete: the bare LF, line length and
+NUL rules and dot-unstuffing carry their state across reads, and the core holds only the content of
+the message (`held`). The driver may take what is held at any time (`take_content`, to spool it to
+disk); `MessageReceived` then carries the rest, and its `size` is the whole message's. While the driver
+sets `message_refusal` (its memory budget is spent), DATA and a first BDAT get that reply instead.
+`refused_recipients` and `data_octets` let the driver slow recipient probing and measure the data rate:
+the core knows no clock.
 
 Guarantees. Events come out in input order, so pipelined commands (RFC 2920) are decided in order and
 their replies are buffered together until the driver flushes. Everything else the core answers itself
@@ -21,7 +32,11 @@ from the reply catalogue: EHLO/HELO, RSET, NOOP, QUIT, VRFY, HELP, unknown comma
 parameter errors, the SIZE, recipient and line limits of `SmtpLimits`. A reply with code 421, from the
 application or from `close_with`, closes the session. Every error reply the core makes for a protocol
 fault counts; at `max_errors` it says 421 4.7.0 and closes. Policy outcomes (a SIZE over the limit, too
-many recipients, a message refused for its content, the application's own refusals) do not count.
+many recipients, a message refused for its content, the application's own refusals) do not count as
+errors, but every refused RCPT (the application's 550s, the core's 452 and syntax errors) counts toward
+`max_refused_recipients` in the session, and at it the core says 421 4.7.0 and closes. Commands that
+move no mail (NOOP, RSET, VRFY, EXPN, HELP) are counted too, from the last accepted message on: the
+one past `max_junk_commands` gets 421 4.7.0 and the session closes.
 
 Failure behaviour. Misuse by the driver (responding with nothing pending, `tls_started` without
 STARTTLS) raises `ProtocolUsageError`. Input never raises: every fault becomes a reply.
@@ -31,10 +46,13 @@ end only at <CRLF>; a bare LF or a CR inside a command line is refused (500 5.5.
 ends a command. Message data ends only at <CRLF>.<CRLF> (or a first line of "."): no combination of bare
 LF or bare CR with a dot (<LF>.<LF>, <LF>.<CRLF>, <CR>.<CR>, <CRLF>.<LF>, ...) ends a message or starts
 another. A message holding a bare LF or bare CR is refused after its real end with 550 5.6.11 when
-`bare_lf` is "reject"; with "normalize" both are stored as CRLF. BDAT chunks are counted, never scanned
-for a terminator. Plaintext pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is
-bounded: command lines by `max_command_line`, messages by `max_message_size` (the excess is read and
-discarded to the real end, then 552 5.3.4), recipients by `max_recipients`, errors by `max_errors`.
+`bare_lf` is "reject"; with "normalize" both are stored as CRLF. A NUL octet is refused the same way
+with 550 5.6.0 when `nul` is "reject", or removed with "strip" (never stored as received). BDAT chunks
+are counted, never scanned for a terminator (BODY=BINARYMIME content takes any octet). Plaintext
+pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is bounded: command lines by
+`max_command_line`, messages by `max_message_size` (the excess is read and discarded to the real end,
+then 552 5.3.4), recipients by `max_recipients` and refused ones by `max_refused_recipients`, errors by
+`max_errors`, junk commands by `max_junk_commands`.
 """
 
 from __future__ import annotations
@@ -53,6 +71,7 @@ from postroom.model.replies import Reply
 from postroom.smtp.params import MailParams, ParameterError, RcptParams, parse_mail_params, parse_rcpt_params
 
 CloseReason = Literal["quit", "errors", "eof", "server"]
+_JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})  # commands that move no mail (Postfix's junk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +100,31 @@ class RcptToReceived:
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """The whole message of the transaction (dot-unstuffed, CRLF lines). Decision: the final reply."""
+    """The message of the transaction is complete (dot-unstuffed, CRLF lines). Decision: the final reply.
+
+    `content` is what the core still holds: the whole message, unless the driver took the earlier parts
+    with `take_content` (to spool them); `size` is the size of the whole message.
+    """
 
     content: bytes = field(repr=False)
+    size: int
 
-    @property
-    def size(self) -> int:
-        return len(self.content)
+
+@dataclass(frozen=True, slots=True)
+class RecipientRefused:
+    """The core refused a RCPT itself (too many recipients); informational, for the trace."""
+
+    recipient: Address
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRefused:
+    """The core refused the message at its end (size, bare LF, line length, NUL); informational.
+
+    It comes before the `TransactionReset` of the transaction, so the driver can tell the session."""
+
+    reply: Reply
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +145,8 @@ class ConnectionClosing:
 
 
 Decision = HeloReceived | MailFromReceived | RcptToReceived | MessageReceived
-Event = Decision | StartTlsRequested | TransactionReset | ConnectionClosing
+Notice = StartTlsRequested | RecipientRefused | MessageRefused | TransactionReset | ConnectionClosing
+Event = Decision | Notice
 
 
 class ProtocolUsageError(RuntimeError):
@@ -155,19 +193,96 @@ def _strip_route(path: str) -> str | None:
     return mailbox if sep and mailbox else None
 
 
-def _has_long_line(raw: bytes, limit: int) -> bool:
-    """True when a line of `raw`, counting its line end, is longer than `limit` octets.
+def _has_long_line(raw: bytes, limit: int, position: int = 0) -> bool:
+    """True when a line of `raw` from `position` on, counting its line end, is longer than `limit`
+    octets (an unterminated last line of `limit` octets counts: its line end would pass the limit).
 
     Jumps from the last LF of each window of `limit` octets, so it costs O(len / limit) calls into C,
     not a Python step per line.
     """
-    position, end = 0, len(raw)
+    end = len(raw)
     while end - position >= limit:
         newline = raw.rfind(b"\n", position, position + limit)
         if newline < 0:
             return True
         position = newline + 1
     return False
+
+
+class _ContentScan:
+    """The content rules applied to one message while it streams in, segment by segment.
+
+    Every rule holds across segment boundaries: a CR at the end of a segment is carried to the next (it
+    may start a CRLF), the length of the open line is carried, and so is whether the next octet starts a
+    line (for dot-unstuffing). `feed` returns the content of a segment (NUL stripped, bare line ends
+    normalized, dots unstuffed, as the limits say); `refusal` is the reply the message has earned.
+    """
+
+    __slots__ = ("_binary", "_carry", "_limits", "_line", "_line_start", "_stuffed", "bare", "long", "nul")
+
+    def __init__(self, limits: SmtpLimits, *, dot_stuffed: bool, binary: bool) -> None:
+        self._limits = limits
+        self._stuffed = dot_stuffed
+        self._binary = binary
+        self._carry = b""
+        self._line = 0  # octets of the line still open at the end of the last segment
+        self._line_start = True
+        self.bare = self.long = self.nul = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._binary:  # BODY=BINARYMIME (RFC 3030): any octet, no line rules
+            return data
+        if self._carry:
+            data, self._carry = self._carry + data, b""
+        if data.endswith(b"\r"):
+            data, self._carry = data[:-1], b"\r"
+        return self._scan(data) if data else b""
+
+    def finish(self) -> bytes:
+        """The content held back at the end (a last CR, which is then bare)."""
+        data, self._carry = self._carry, b""
+        return self._scan(data) if data else b""
+
+    @property
+    def refusal(self) -> Reply | None:
+        limits = self._limits
+        if self.bare and limits.bare_lf != "normalize":
+            return replies.BARE_LF_DATA
+        if self.long:
+            return replies.DATA_LINE_TOO_LONG
+        if self.nul and limits.nul != "strip":
+            return replies.NUL_IN_DATA
+        return None
+
+    def _scan(self, data: bytes) -> bytes:
+        limits = self._limits
+        crlf = data.count(b"\r\n")
+        bare = data.count(b"\r") != crlf or data.count(b"\n") != crlf
+        self.bare = self.bare or bare
+        limit = limits.max_data_line
+        if not self.long:
+            first = data.find(b"\n")
+            if first < 0:
+                self._line += len(data)
+                self.long = self._line >= limit
+            else:
+                self.long = self._line + first + 1 > limit or (
+                    len(data) - first > limit and _has_long_line(data, limit, first + 1)
+                )
+                self._line = len(data) - data.rfind(b"\n") - 1
+        if b"\x00" in data:
+            self.nul = True
+            if limits.nul == "strip":
+                data = data.replace(b"\x00", b"")
+        if bare and limits.bare_lf == "normalize":
+            data = _ANY_NEWLINE.sub(b"\r\n", data)
+        if self._stuffed and data:
+            # RFC 5321 §4.5.2: a leading period is removed from every line that has one.
+            line_start, self._line_start = self._line_start, data.endswith(b"\r\n")
+            if line_start and data.startswith(b"."):
+                data = data[1:]
+            data = data.replace(b"\r\n.", b"\r\n")
+        return data
 
 
 class SmtpServerProtocol:
@@ -187,7 +302,10 @@ class SmtpServerProtocol:
         self._pending: Decision | None = None
         self._eof = False
         self._errors = 0
+        self._refused_recipients = 0
+        self._junk_commands = 0
         self._discarding_line = False
+        self.message_refusal: Reply | None = None
         # session scope: reset by STARTTLS
         self._greeted = False
         # transaction scope: reset by RSET, EHLO, the end of a message
@@ -197,8 +315,12 @@ class SmtpServerProtocol:
         self._chunked = False
         self._bdat_failed = False
         # the message being read
-        self._parts: list[bytes | bytearray] = []
-        self._received = 0
+        self._parts: list[bytes] = []
+        self._held = 0  # octets in `_parts`
+        self._size = 0  # octets of content so far (after unstuffing), held or taken
+        self._received = 0  # octets received for the message (before unstuffing)
+        self._data_octets = 0  # octets of message data received in the session
+        self._scan = _ContentScan(limits, dot_stuffed=True, binary=False)
         self._oversize = False
         self._at_data_start = False
         self._chunk_left = 0
@@ -276,9 +398,13 @@ class SmtpServerProtocol:
         elif isinstance(event, RcptToReceived) and reply.is_positive:
             self._recipients_accepted += 1
         elif isinstance(event, MessageReceived):
+            if reply.is_positive:
+                self._junk_commands = 0  # as Postfix: the count starts again once mail is delivered
             self._end_transaction()
         if reply.code == 421:
             self._close("server")
+        elif isinstance(event, RcptToReceived) and not reply.is_positive:
+            self._recipient_refused()
 
     def tls_started(self) -> None:
         """The transport is now TLS: forget everything said before it (RFC 3207 §4.2)."""
@@ -320,6 +446,26 @@ class SmtpServerProtocol:
         return self._phase is _COMMAND and self._pending is None and self._mail is None
 
     @property
+    def refused_recipients(self) -> int:
+        """RCPTs refused in the session so far (the driver slows the replies past `refusal_slowdown`)."""
+        return self._refused_recipients
+
+    @property
+    def held(self) -> int:
+        """Octets of message content the core holds (the driver spools them with `take_content`)."""
+        return self._held
+
+    @property
+    def data_octets(self) -> int:
+        """Octets of message data received in the session (the driver measures the data rate)."""
+        return self._data_octets
+
+    def take_content(self) -> list[bytes]:
+        """Hand the message content held so far to the driver (which spools it); the core forgets it."""
+        parts, self._parts, self._held = self._parts, [], 0
+        return parts
+
+    @property
     def buffered(self) -> int:
         """Octets received but not yet parsed (the driver pauses reading when this grows)."""
         return len(self._buffer)
@@ -337,10 +483,26 @@ class SmtpServerProtocol:
             self._write(replies.TOO_MANY_ERRORS)
             self._close("errors")
 
+    def _recipient_refused(self) -> None:
+        """Count a refused RCPT; at `max_refused_recipients` the session ends (recipient probing)."""
+        self._refused_recipients += 1
+        if self._refused_recipients >= self._limits.max_refused_recipients and self._phase is not _CLOSED:
+            self._write(replies.TOO_MANY_REFUSED_RECIPIENTS)
+            self._close("errors")
+
+    def _junk(self) -> bool:
+        """Count a command that moves no mail; True (and the session ends) when it is one too many."""
+        self._junk_commands += 1
+        if self._junk_commands > self._limits.max_junk_commands:
+            self._write(replies.TOO_MANY_JUNK_COMMANDS)
+            self._close("errors")
+            return True
+        return False
+
     def _close(self, reason: CloseReason) -> None:
         self._phase = _CLOSED
         self._buffer.clear()
-        self._parts = []
+        self._parts, self._held = [], 0
         self._events.append(ConnectionClosing(reason))
 
     def _end_transaction(self) -> None:
@@ -348,13 +510,14 @@ class SmtpServerProtocol:
         self._recipients_tried = 0
         self._recipients_accepted = 0
         self._chunked = False
-        self._parts = []
+        self._parts, self._held = [], 0
         self._events.append(TransactionReset())
 
-    def _start_message(self) -> None:
-        self._parts = []
-        self._received = 0
+    def _start_message(self, *, dot_stuffed: bool, binary: bool) -> None:
+        self._parts, self._held = [], 0
+        self._size = self._received = 0
         self._oversize = False
+        self._scan = _ContentScan(self._limits, dot_stuffed=dot_stuffed, binary=binary)
 
     # --- commands ----------------------------------------------------------------------------------
 
@@ -398,7 +561,7 @@ class SmtpServerProtocol:
         command = self._commands.get(verb)
         if command is None:
             self._error(replies.SYNTAX_ERROR)
-        else:
+        elif verb not in _JUNK or not self._junk():
             command(argument.strip(" \t"))
         return True
 
@@ -474,35 +637,39 @@ class SmtpServerProtocol:
             self._error(replies.NEED_MAIL)
             return
         self._recipients_tried += 1
+        refusal = self._rcpt_refusal(argument, self._mail)
+        if refusal is not None:
+            self._error(refusal)
+            self._recipient_refused()
+
+    def _rcpt_refusal(self, argument: str, mail: MailParams) -> Reply | None:
+        """Decode a RCPT: the protocol fault to answer, or None when an event (or 452) was made."""
         match = _RCPT.fullmatch(argument)
         if match is None:
-            self._error(
-                replies.BAD_RECIPIENT_SYNTAX if argument[:3].upper() == "TO:" else replies.ARGUMENT_ERROR
-            )
-            return
+            return replies.BAD_RECIPIENT_SYNTAX if argument[:3].upper() == "TO:" else replies.ARGUMENT_ERROR
         try:
             params = parse_rcpt_params(match.group(2) or "")
         except ParameterError as error:
-            self._error(error.reply)
-            return
-        if self._recipients_accepted >= self._limits.max_recipients:
-            self._write(replies.TOO_MANY_RECIPIENTS)
-            return
+            return error.reply
         path = _strip_route(match.group(1))
         if not path:
-            self._error(replies.BAD_RECIPIENT_SYNTAX)
-            return
-        if not path.isascii() and not self._mail.smtputf8:
-            self._error(replies.SMTPUTF8_REQUIRED)
-            return
+            return replies.BAD_RECIPIENT_SYNTAX
+        if not path.isascii() and not mail.smtputf8:
+            return replies.SMTPUTF8_REQUIRED
         if path.lower() == "postmaster":  # RFC 5321 §4.5.1: must be accepted without a domain
             path = f"{path}@{self._hostname}"
         try:
             recipient = Address.parse(path)
         except AddressError:
-            self._error(replies.BAD_RECIPIENT_SYNTAX)
-            return
-        self._events.append(RcptToReceived(recipient, params))
+            return replies.BAD_RECIPIENT_SYNTAX
+        if self._recipients_accepted >= self._limits.max_recipients:
+            # A policy outcome, not a protocol fault: traced, counted as refused, not as an error.
+            self._write(replies.TOO_MANY_RECIPIENTS)
+            self._events.append(RecipientRefused(recipient, replies.TOO_MANY_RECIPIENTS))
+            self._recipient_refused()
+        else:
+            self._events.append(RcptToReceived(recipient, params))
+        return None
 
     def _recipients_ready(self) -> Reply | None:
         """The refusal for DATA or BDAT now, or None when the transaction may take a message."""
@@ -527,8 +694,11 @@ class SmtpServerProtocol:
         if self._chunked or self._mail.body == "BINARYMIME":  # RFC 3030 §3, §4
             self._error(replies.BAD_SEQUENCE)
             return
+        if self.message_refusal is not None:  # the driver's memory budget is spent
+            self._write(self.message_refusal)
+            return
         self._write(replies.START_DATA)
-        self._start_message()
+        self._start_message(dot_stuffed=True, binary=False)
         self._at_data_start = True
         self._phase = _DATA
 
@@ -541,8 +711,11 @@ class SmtpServerProtocol:
             return
         refusal = self._recipients_ready()
         if refusal is None and not self._chunked:
+            refusal = self.message_refusal
+        if refusal is None and not self._chunked:
+            assert self._mail is not None
             self._chunked = True
-            self._start_message()
+            self._start_message(dot_stuffed=False, binary=self._mail.body == "BINARYMIME")
         self._chunk_size = self._chunk_left = int(match.group(1))
         self._chunk_last = match.group(2) is not None
         self._chunk_refusal = refusal
@@ -589,16 +762,27 @@ class SmtpServerProtocol:
     # --- message content ---------------------------------------------------------------------------
 
     def _keep(self, count: int) -> None:
-        """Move `count` octets from the buffer into the message, or drop them once it is oversize."""
-        buffer = self._buffer
-        if not self._oversize:
-            self._parts.append(buffer[:count])
-            self._received += count
-            # Dot-stuffing adds at most one octet per line: the exact check is made on the content.
-            if self._received > self._limits.max_message_size + self._limits.max_message_size // 8:
-                self._oversize = True
-                self._parts = []
-        del buffer[:count]
+        """Move `count` octets from the buffer into the message."""
+        self._take(bytes(self._buffer[:count]))
+        del self._buffer[:count]
+
+    def _take(self, data: bytes) -> None:
+        """Scan octets of the message and hold their content, or drop them once the message is refused
+        (oversize: no longer scanned either)."""
+        self._data_octets += len(data)
+        if self._oversize:
+            return
+        self._received += len(data)
+        content = self._scan.feed(data)
+        self._size += len(content)
+        maximum = self._limits.max_message_size
+        # The exact check is on the content; the raw bound stops what stripping or unstuffing would hide.
+        if self._size > maximum or self._received > maximum + maximum // 8:
+            self._oversize = True
+            self._parts, self._held = [], 0
+        elif content and self._scan.refusal is None:
+            self._parts.append(content)
+            self._held += len(content)
 
     def _read_data(self) -> bool:
         buffer = self._buffer
@@ -608,7 +792,7 @@ class SmtpServerProtocol:
             self._at_data_start = False
             if buffer.startswith(_EMPTY_DATA_END):
                 del buffer[: len(_EMPTY_DATA_END)]
-                self._finish_message(b"", dot_stuffed=True, binary=False)
+                self._finish_message()
                 return True
         end = buffer.find(_DATA_END)
         if end < 0:
@@ -618,7 +802,7 @@ class SmtpServerProtocol:
             return False
         self._keep(end + 2)  # the content keeps the CRLF of its last line
         del buffer[:3]
-        self._finish_message(b"".join(self._parts), dot_stuffed=True, binary=False)
+        self._finish_message()
         return True
 
     def _read_chunk(self) -> bool:
@@ -628,13 +812,10 @@ class SmtpServerProtocol:
                 return False
             take = min(len(buffer), self._chunk_left)
             self._chunk_left -= take
-            if self._chunk_refusal is None and not self._oversize:
-                if self._received + take > self._limits.max_message_size:
-                    self._oversize = True
-                    self._parts = []
-                else:
-                    self._parts.append(buffer[:take])
-                    self._received += take
+            if self._chunk_refusal is None:
+                self._take(bytes(buffer[:take]))
+            else:
+                self._data_octets += take
             del buffer[:take]
             if self._chunk_left:
                 return False
@@ -648,43 +829,36 @@ class SmtpServerProtocol:
             self._bdat_failed = self._bdat_failed and not last
         elif self._oversize:
             self._write(replies.MESSAGE_TOO_BIG)
+            self._events.append(MessageRefused(replies.MESSAGE_TOO_BIG))
             self._end_transaction()
             self._bdat_failed = not last
         elif not last:
             size = replies.CHUNK_RECEIVED.text.format(size=self._chunk_size)
             self._write(replies.CHUNK_RECEIVED.with_text(size))
         else:
-            assert self._mail is not None
-            binary = self._mail.body == "BINARYMIME"
-            self._finish_message(b"".join(self._parts), dot_stuffed=False, binary=binary)
+            self._finish_message()
         return True
 
-    def _finish_message(self, raw: bytes, *, dot_stuffed: bool, binary: bool) -> None:
+    def _finish_message(self) -> None:
         """Check the complete message and hand it out, or refuse it; either way the data phase ends."""
         self._phase = _COMMAND
-        self._parts = []
-        limits = self._limits
-        refusal: Reply | None = None
-        if self._oversize:
-            refusal = replies.MESSAGE_TOO_BIG
-        elif not binary:
-            crlf = raw.count(b"\r\n")
-            bare = raw.count(b"\r") != crlf or raw.count(b"\n") != crlf
-            if bare and limits.bare_lf != "normalize":
-                refusal = replies.BARE_LF_DATA
-            elif len(raw) >= limits.max_data_line and _has_long_line(raw, limits.max_data_line):
-                refusal = replies.DATA_LINE_TOO_LONG
-            elif bare:
-                raw = _ANY_NEWLINE.sub(b"\r\n", raw)
-        if refusal is None and dot_stuffed:
-            # RFC 5321 §4.5.2: a leading period is removed from every line that has one.
-            if raw.startswith(b"."):
-                raw = raw[1:]
-            raw = raw.replace(b"\r\n.", b"\r\n")
-        if refusal is None and len(raw) > limits.max_message_size:
-            refusal = replies.MESSAGE_TOO_BIG
+        if not self._oversize:
+            self._take_tail(self._scan.finish())
+        refusal = replies.MESSAGE_TOO_BIG if self._oversize else self._scan.refusal
         if refusal is None:
-            self._events.append(MessageReceived(raw))
+            content = b"".join(self._parts)
+            self._parts, self._held = [], 0
+            self._events.append(MessageReceived(content, self._size))
         else:
             self._write(refusal)
+            self._events.append(MessageRefused(refusal))
             self._end_transaction()
+
+    def _take_tail(self, content: bytes) -> None:
+        if content:
+            self._size += len(content)
+            if self._size > self._limits.max_message_size:
+                self._oversize = True
+            elif self._scan.refusal is None:
+                self._parts.append(content)
+                self._held += len(content)

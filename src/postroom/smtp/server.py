@@ -6,17 +6,32 @@ asks the application's `SmtpSession` each decision. Replies are written once the
 the input it has, so a pipelined group of commands gets its replies in one write.
 
 Guarantees. Session calls for one connection are sequential and in protocol order; `close()` is called
-exactly once however the connection ends. Timeouts (421 4.4.2): `command_timeout` while waiting for a
-command, `data_timeout` while waiting for message octets. Connection limits (421 4.7.0, then close,
-before any session is made): `max_connections` on the listener, `max_connections_per_ip` per client
-address. `stop(grace)` stops accepting, closes idle connections with 421 4.3.2 at once, lets connections
-in a transaction finish it (they are closed with 421 4.3.2 at the next command after it), and after
-`grace` seconds closes whatever is left the same way.
+exactly once however the connection ends. Time (421 4.4.2, then close): `command_timeout` while waiting
+for a command, `data_timeout` while waiting for message octets (both restart when input comes), and two
+bounds that input does not restart: `max_session_time` for the whole connection, and `min_data_rate`
+in DATA/BDAT, measured over each `data_rate_window` once `data_rate_grace` has passed. Connection limits
+(421 4.7.0, then close, before any session is made): `max_connections` on the listener,
+`max_connections_per_ip` per client address, `max_connections_per_prefix` per client network (IPv4
+/`ipv4_prefix`, IPv6 /`ipv6_prefix`), and the last `reserved_connections` slots only for networks that
+hold fewer than `busy_prefix_connections`. Refused RCPTs past `refusal_slowdown` in a session are
+answered only after `refusal_delay` seconds each (the core ends the session at
+`max_refused_recipients`). `stop(grace)` stops accepting, closes idle connections with 421 4.3.2 at
+once, lets connections in a transaction finish it (they are closed with 421 4.3.2 at the next command
+after it), and after `grace` seconds closes whatever is left the same way.
+
+Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
+`spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
+session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
+`MessageContent` naming the file. The octets of messages held in memory by all the listener's
+connections are counted (`memory_held`); while they reach `memory_budget`, DATA and BDAT get 452 4.3.1.
+A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
+into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
-451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A failed TLS
-handshake or a lost connection ends the connection quietly (logged). Nothing internal is ever sent to the
-client.
+451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
+cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
+acknowledged. A failed TLS handshake or a lost connection ends the connection quietly (logged).
+Nothing internal is ever sent to the client.
 
 Security: reads untrusted network input; all parsing, and the SMTP smuggling and bare LF rules, are in
 `smtp.protocol`. This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed
@@ -28,10 +43,15 @@ STARTTLS and before the handshake is discarded by the core.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import ipaddress
+import itertools
 import logging
+import os
 import ssl
-from collections.abc import Awaitable
-from typing import TypeVar, cast
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import BinaryIO, TypeVar, cast
 
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
@@ -40,16 +60,34 @@ from postroom.smtp.protocol import (
     HeloReceived,
     MailFromReceived,
     MessageReceived,
+    MessageRefused,
     RcptToReceived,
+    RecipientRefused,
     SmtpServerProtocol,
     StartTlsRequested,
     TransactionReset,
 )
-from postroom.smtp.session import ConnectionInfo, SmtpSession, SmtpSessionFactory, TlsInfo
+from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
 
 logger = logging.getLogger(__name__)
 
 _HIGH_WATER = 256 * 1024  # unparsed octets held before reading pauses
+_SPOOL_WRITE = 256 * 1024  # octets of a spooled message gathered before each write to its spool file
+_SPOOL_SUFFIX = ".spool"
+_spool_names = itertools.count()
+
+
+def network_of(peer_ip: str, limits: SmtpLimits) -> str:
+    """The client network a connection counts against: IPv4 /`ipv4_prefix`, IPv6 /`ipv6_prefix`."""
+    try:
+        address = ipaddress.ip_address(peer_ip)
+    except ValueError:
+        return peer_ip  # not an IP address (a Unix socket): its own network
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    bits = limits.ipv4_prefix if address.version == 4 else limits.ipv6_prefix
+    return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
+
 
 _T = TypeVar("_T")
 
@@ -66,6 +104,8 @@ class SmtpListener:
         factory: SmtpSessionFactory,
         ssl_context: ssl.SSLContext | None = None,
         implicit_tls: bool = False,
+        *,
+        spool_dir: Path,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -78,7 +118,10 @@ class SmtpListener:
         self.implicit_tls = implicit_tls
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
+        self.spool_dir = spool_dir
         self._per_ip: dict[str, int] = {}
+        self._per_network: dict[str, int] = {}
+        self.memory_held = 0  # octets of message content held in memory by this listener's connections
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
 
@@ -95,6 +138,7 @@ class SmtpListener:
         """Bind every address and start accepting; returns `bound`. Raises OSError when one cannot bind."""
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if self.implicit_tls else None
+        self._remove_leftover_spool_files()
         try:
             for address in self.addresses:
                 server = await loop.create_server(
@@ -141,29 +185,69 @@ class SmtpListener:
         self._servers.clear()
         logger.info("SMTP listener %s stopped", self.name)
 
-    def _admit(self, peer_ip: str) -> Reply | None:
-        """The refusal for a new connection from `peer_ip`, or None to take it."""
+    def _remove_leftover_spool_files(self) -> None:
+        """Delete spool files left by a process of this node that is gone (a crash mid-message)."""
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.spool_dir.glob(f"*{_SPOOL_SUFFIX}"):
+            owner = path.name.partition("-")[0]
+            if owner.isdigit() and int(owner) != os.getpid() and _process_alive(int(owner)):
+                continue  # another worker of the node sharing the data directory is receiving it
+            path.unlink(missing_ok=True)
+            logger.info("SMTP %s: removed the leftover spool file %s", self.name, path)
+
+    def new_spool_path(self) -> Path:
+        return self.spool_dir / f"{os.getpid()}-{next(_spool_names)}{_SPOOL_SUFFIX}"
+
+    @property
+    def memory_spent(self) -> bool:
+        """True when the listener's sessions hold `memory_budget` octets of messages: new ones wait."""
+        return self.memory_held >= self.limits.memory_budget
+
+    def _admit(self, peer_ip: str, network: str) -> Reply | None:
+        """The refusal for a new connection from `peer_ip` in `network`, or None to take it."""
+        limits = self.limits
         if self._draining:
             return replies.SHUTTING_DOWN
-        if len(self._connections) >= self.limits.max_connections:
+        total = len(self._connections)
+        if total >= limits.max_connections:
             return replies.TOO_MANY_CONNECTIONS
-        if self._per_ip.get(peer_ip, 0) >= self.limits.max_connections_per_ip:
+        if self._per_ip.get(peer_ip, 0) >= limits.max_connections_per_ip:
             return replies.TOO_MANY_CONNECTIONS_FROM_IP
+        held = self._per_network.get(network, 0)
+        if held >= limits.max_connections_per_prefix:
+            return replies.TOO_MANY_CONNECTIONS_FROM_NETWORK
+        # The last slots are kept for networks that hold few: a crowd from a few networks cannot take all.
+        if total >= limits.max_connections - limits.reserved_connections and (
+            held >= limits.busy_prefix_connections
+        ):
+            return replies.TOO_MANY_CONNECTIONS
         return None
 
     def _register(self, connection: _Connection) -> None:
         self._connections.add(connection)
         self._per_ip[connection.peer_ip] = self._per_ip.get(connection.peer_ip, 0) + 1
+        self._per_network[connection.network] = self._per_network.get(connection.network, 0) + 1
 
     def _unregister(self, connection: _Connection) -> None:
         if connection not in self._connections:
             return
         self._connections.discard(connection)
-        left = self._per_ip.get(connection.peer_ip, 1) - 1
-        if left:
-            self._per_ip[connection.peer_ip] = left
-        else:
-            self._per_ip.pop(connection.peer_ip, None)
+        for counts, key in ((self._per_ip, connection.peer_ip), (self._per_network, connection.network)):
+            left = counts.get(key, 1) - 1
+            if left:
+                counts[key] = left
+            else:
+                counts.pop(key, None)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _Connection(asyncio.Protocol):
@@ -182,10 +266,21 @@ class _Connection(asyncio.Protocol):
         )
         self.task: asyncio.Task[None] | None = None
         self.peer_ip = ""
+        self.network = ""
         self._peer = ""
         self._waiter: asyncio.Future[bool] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self._session_deadline = self._loop.time() + listener.limits.max_session_time
+        self._idle_since = 0.0  # when the connection last started waiting after input came
+        self._idle_mark = -1  # `_input_seen` at that moment
+        self._rate_mark: tuple[float, int] | None = None  # (time, data octets) the data rate counts from
+        self._data_since = 0.0  # when the current data phase began
+        self._refusals_seen = 0
+        self._memory_counted = 0  # octets of this connection counted in the listener's `memory_held`
+        self._spool: BinaryIO | None = None
+        self._spool_path: Path | None = None
+        self._spool_hash = hashlib.sha256()
         self._write_waiter: asyncio.Future[None] | None = None
         self._input_seen = 0  # counts arrivals, so the task knows whether input came while it was busy
         self._reading_paused = False
@@ -203,8 +298,9 @@ class _Connection(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip = str(peer[0])
+        self.network = network_of(self.peer_ip, self._limits)
         self._peer = f"{peer[0]}:{peer[1]}"
-        refusal = self._listener._admit(self.peer_ip)
+        refusal = self._listener._admit(self.peer_ip, self.network)
         if refusal is not None:
             logger.info("SMTP %s refused %s: %s", self._listener.name, self._peer, refusal)
             self._core.close_with(refusal)
@@ -287,6 +383,8 @@ class _Connection(asyncio.Protocol):
                 self._timer.cancel()
             if self._transport is not None:
                 self._transport.close()
+            self._discard_spool()
+            self._count_memory(0)
             self._listener._unregister(self)
 
     async def _serve(self, session: SmtpSession) -> None:
@@ -299,10 +397,19 @@ class _Connection(asyncio.Protocol):
         if self._tls:
             await self._ask(session.tls_started(self._tls_info()), "tls_started")
         self._send(core.greeting())
+        listener = self._listener
         while not self._lost:
             seen = self._input_seen
+            core.message_refusal = replies.INSUFFICIENT_STORAGE if listener.memory_spent else None
             event = core.next_event()
+            if core.refused_recipients != self._refusals_seen:
+                self._refusals_seen = core.refused_recipients
+                if self._refusals_seen > self._limits.refusal_slowdown and not core.closed:
+                    await asyncio.sleep(self._limits.refusal_delay)  # recipient probing is slowed
             if event is None:
+                if core.held >= (_SPOOL_WRITE if self._spool is not None else self._limits.spool_threshold):
+                    await self._spool_parts(core.take_content())
+                self._count_memory(core.held)
                 await self._flush()
                 if core.closed or self._lost:
                     return
@@ -313,7 +420,9 @@ class _Connection(asyncio.Protocol):
                     continue
                 if self._draining and core.idle:
                     core.close_with(replies.SHUTTING_DOWN)
-                elif not await self._wait_for_input():
+                elif (overdue := self._overdue()) is not None:
+                    core.close_with(overdue)
+                elif not await self._wait_for_input() and self._loop.time() >= self._idle_deadline():
                     core.close_with(replies.TIMEOUT)
             elif isinstance(event, HeloReceived):
                 core.respond(await self._ask(session.helo(event.name, event.extended), "helo"))
@@ -322,8 +431,20 @@ class _Connection(asyncio.Protocol):
             elif isinstance(event, RcptToReceived):
                 core.respond(await self._ask(session.rcpt_to(event.recipient, event.params), "rcpt_to"))
             elif isinstance(event, MessageReceived):
-                core.respond(await self._ask(session.data(event.content), "data"))
+                content = await self._message_content(event)
+                self._count_memory(0 if content.spooled else content.size)  # until the session answers
+                try:
+                    core.respond(await self._ask(session.data(content), "data"))
+                finally:
+                    self._discard_spool()
+                self._count_memory(core.held)
+            elif isinstance(event, RecipientRefused):
+                await self._ask(session.rcpt_refused(event.recipient, event.reply), "rcpt_refused")
+            elif isinstance(event, MessageRefused):
+                self._discard_spool()
+                self._call(session.data_refused, event.reply)
             elif isinstance(event, TransactionReset):
+                self._discard_spool()
                 self._reset(session)
             elif isinstance(event, StartTlsRequested):
                 if not await self._start_tls():
@@ -341,15 +462,92 @@ class _Connection(asyncio.Protocol):
             return fallback
 
     def _reset(self, session: SmtpSession) -> None:
+        self._call(session.reset)
+
+    def _call(self, method: Callable[..., None], *args: object) -> None:
+        """Call a synchronous session method; an exception is logged, never sent to the client."""
         try:
-            session.reset()
+            method(*args)
         except Exception:
-            logger.exception("SMTP %s: session.reset failed for %s", self._listener.name, self._peer)
+            name = getattr(method, "__name__", "method")
+            logger.exception("SMTP %s: session.%s failed for %s", self._listener.name, name, self._peer)
+
+    # --- memory and spooling -----------------------------------------------------------------------
+
+    def _count_memory(self, held: int) -> None:
+        """Set this connection's share of the listener's `memory_held` to `held` octets."""
+        self._listener.memory_held += held - self._memory_counted
+        self._memory_counted = held
+
+    async def _spool_parts(self, parts: list[bytes]) -> None:
+        """Append message content to the transaction's spool file (opened at its first part)."""
+        if self._spool is None:
+            self._spool_path = self._listener.new_spool_path()
+            self._spool = await asyncio.to_thread(_create_spool_file, self._spool_path)
+            self._spool_hash = hashlib.sha256()
+        await asyncio.to_thread(_write_parts, self._spool, self._spool_hash, parts)
+
+    async def _message_content(self, event: MessageReceived) -> MessageContent:
+        if self._spool is None:
+            return MessageContent(size=event.size, data=event.content)
+        await self._spool_parts([event.content])
+        spool, path, self._spool = self._spool, self._spool_path, None
+        await asyncio.to_thread(spool.close)
+        return MessageContent(size=event.size, path=path, sha256=self._spool_hash.hexdigest())
+
+    def _discard_spool(self) -> None:
+        """Close and delete the transaction's spool file, if any is left (refused, aborted, or done)."""
+        spool, path, self._spool, self._spool_path = self._spool, self._spool_path, None, None
+        if spool is not None:
+            spool.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    # --- time --------------------------------------------------------------------------------------
+
+    def _overdue(self) -> Reply | None:
+        """The 421 for a session past `max_session_time`, or a data phase below `min_data_rate`."""
+        now = self._loop.time()
+        if now >= self._session_deadline:
+            return replies.SESSION_TIME_EXCEEDED
+        if not self._core.expecting_data:
+            self._rate_mark = None
+            return None
+        octets = self._core.data_octets
+        if self._rate_mark is None:
+            self._rate_mark = (now, octets)
+            self._data_since = now
+            return None
+        since, counted = self._rate_mark
+        limits = self._limits
+        if now - since >= limits.data_rate_window and now - self._data_since >= limits.data_rate_grace:
+            if octets - counted < limits.min_data_rate * (now - since):
+                return replies.DATA_RATE_TOO_LOW
+            self._rate_mark = (now, octets)
+        return None
+
+    def _idle_deadline(self) -> float:
+        timeout = self._limits.data_timeout if self._core.expecting_data else self._limits.command_timeout
+        return self._idle_since + timeout
+
+    def _next_check(self) -> float:
+        """When `_overdue` must look again: the session deadline, or the next data rate check."""
+        deadline = self._session_deadline
+        if self._rate_mark is not None:
+            limits = self._limits
+            rate_check = max(
+                self._rate_mark[0] + limits.data_rate_window, self._data_since + limits.data_rate_grace
+            )
+            deadline = min(deadline, rate_check)
+        return deadline
 
     async def _wait_for_input(self) -> bool:
-        """Wait for input (or a drain); False when the command or data timeout passed first."""
-        timeout = self._limits.data_timeout if self._core.expecting_data else self._limits.command_timeout
-        self._deadline = self._loop.time() + timeout
+        """Wait for input (or a drain); False when a deadline (idle timeout, session time, data rate
+        check) came first."""
+        if self._idle_mark != self._input_seen:
+            self._idle_mark = self._input_seen
+            self._idle_since = self._loop.time()
+        self._deadline = min(self._idle_deadline(), self._next_check())
         timer = self._timer
         if timer is None or timer.when() > self._deadline:
             if timer is not None:
@@ -438,6 +636,18 @@ class _Connection(asyncio.Protocol):
             peer_subject=subject,
             peer_sans=sans,
         )
+
+
+def _create_spool_file(path: Path) -> BinaryIO:
+    # Readable by the node only, like the blobs it becomes.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    return os.fdopen(fd, "wb")
+
+
+def _write_parts(spool: BinaryIO, digest: hashlib._Hash, parts: list[bytes]) -> None:
+    for part in parts:
+        spool.write(part)
+        digest.update(part)
 
 
 def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]]:

@@ -8,14 +8,20 @@ the `ConnectionInfo`. It then calls the session's methods in protocol order and 
     helo(name, extended)           -> None accepts (the server writes its EHLO keywords); a Reply refuses
     mail_from(sender, params)      -> the reply; positive opens the transaction (sender None is `<>`)
     rcpt_to(recipient, params)     -> the reply; positive adds the recipient
+    rcpt_refused(recipient, reply) the server refused a RCPT itself (452 4.5.3 too many recipients)
     data(content)                  -> the final reply for the transaction: 250 only once the message is
                                       committed durably; 4xx/5xx otherwise
+    data_refused(reply)            the server refused the message at its end (552 5.3.4, 550 5.6.11,
+                                      550 5.6.0); `reset` follows
     reset()                        the open transaction ended (RSET, new EHLO, end of message, STARTTLS)
     close()                        the connection is gone; always called exactly once, last
 
 Guarantees to the application: calls are never concurrent for one session; `data` receives the whole
-message, dot-unstuffed, with CRLF line ends, already within the listener's size, line and bare-LF rules;
-recipients arrive only after an accepted MAIL; `close` is called however the connection ends.
+message as a `MessageContent`, dot-unstuffed, with CRLF line ends, already within the listener's size,
+line, bare-LF and NUL rules: in memory when it is small, else a spool file (`spool_threshold`) written
+while it was received, with its size and SHA-256. The spool file is the server's: the session may move
+it away during `data` (into the blob store); whatever is left of it is deleted when `data` returns.
+Recipients arrive only after an accepted MAIL; `close` is called however the connection ends.
 
 Failure behaviour: an exception raised by an async method is logged by the server and the client is told
 451 4.3.0 (421 4.3.0 at connect); the session goes on. The client never sees internal details.
@@ -27,15 +33,26 @@ trustworthy as their syntax, which the protocol core has already checked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from postroom.model.address import Address
 from postroom.model.replies import Reply
 from postroom.smtp.params import MailParams, RcptParams
 
-__all__ = ["ConnectionInfo", "MailParams", "RcptParams", "SmtpSession", "SmtpSessionFactory", "TlsInfo"]
+__all__ = [
+    "ConnectionInfo",
+    "MailParams",
+    "MessageContent",
+    "RcptParams",
+    "SmtpSession",
+    "SmtpSessionFactory",
+    "TlsInfo",
+]
+
+_READ_SIZE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +80,43 @@ class TlsInfo:
     peer_sans: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class MessageContent:
+    """A received message: its octets in memory (`data`), or in a spool file (`path`, with the SHA-256
+    hex digest computed while it was written). `size` is the message size either way."""
+
+    size: int
+    data: bytes | None = field(default=None, repr=False)
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def spooled(self) -> bool:
+        return self.path is not None
+
+    def head(self, limit: int) -> bytes:
+        """At most the first `limit` octets (enough for the header section), without reading the rest."""
+        if self.data is not None:
+            return self.data[:limit]
+        assert self.path is not None
+        with self.path.open("rb") as spool:
+            return spool.read(limit)
+
+    def chunks(self) -> Iterator[bytes]:
+        """The message in pieces of at most 1 MiB."""
+        if self.data is not None:
+            yield self.data
+            return
+        assert self.path is not None
+        with self.path.open("rb") as spool:
+            while chunk := spool.read(_READ_SIZE):
+                yield chunk
+
+    def read(self) -> bytes:
+        """The whole message in memory (for small messages and tests; a spooled one is loaded whole)."""
+        return self.data if self.data is not None else b"".join(self.chunks())
+
+
 class SmtpSession(Protocol):
     """What the application implements for one connection (see the module docstring for the order)."""
 
@@ -76,7 +130,11 @@ class SmtpSession(Protocol):
 
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply: ...
 
-    async def data(self, content: bytes) -> Reply: ...
+    async def rcpt_refused(self, recipient: Address, reply: Reply) -> None: ...
+
+    async def data(self, content: MessageContent) -> Reply: ...
+
+    def data_refused(self, reply: Reply) -> None: ...
 
     def reset(self) -> None: ...
 

@@ -6,15 +6,26 @@ names bytes that are on disk. Writing the same content twice stores it once. A b
 before the database rows that point at it; a crash between the two leaves an unreferenced blob,
 which wastes space but loses nothing.
 
-Failure: `get` of an unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
+`put_file` takes a file the caller wrote (a message spooled while it was received) with the id it
+computed while writing: the file is fsynced and renamed into place, never read into memory; the
+caller's file is gone afterwards (moved, or removed when the store already held the content).
+
+Failure: a `put` that fails (ENOSPC, EIO, anything between creating its temporary file and renaming
+it) removes its temporary file and raises. A crash mid-`put` leaves a `.<id>.<pid>.<thread>.tmp` file;
+`remove_leftovers` (run when a node starts serving) deletes those not written to for an hour. `get` of
+an unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
+
+LEFTOVER_SECONDS = 3600.0  # a temporary file untouched this long belongs to a write that died
 
 
 class BlobMissingError(LookupError):
@@ -44,18 +55,58 @@ class BlobStore:
         temporary = os.path.join(shard, f".{blob_id[2:]}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            view = memoryview(content)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, target)
+            try:
+                view = memoryview(content)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)  # a failed write leaves nothing behind
+            raise
         _fsync_directory(shard)
         if created:
             _fsync_directory(self._root)
         return blob_id
+
+    def put_file(self, path: Path, blob_id: str) -> str:
+        """Move the file at `path`, whose SHA-256 is `blob_id`, into the store (same file system)."""
+        shard = os.path.join(self._root, blob_id[:2])
+        target = os.path.join(shard, blob_id[2:])
+        if os.path.exists(target):
+            os.unlink(path)
+            return blob_id
+        created = not os.path.isdir(shard)
+        if created:
+            os.makedirs(shard, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(path, target)
+        _fsync_directory(shard)
+        if created:
+            _fsync_directory(self._root)
+        return blob_id
+
+    def remove_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
+        """Remove temporary files of writes that never finished (a crash mid-`put`); returns how many.
+
+        Only files not written to for `older_than` seconds: another process (a second node on a shared
+        store) may be writing one right now."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for temporary in self.root.glob("??/.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    removed += 1
+        return removed
 
     def get(self, blob_id: str) -> bytes:
         try:

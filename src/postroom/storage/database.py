@@ -1,5 +1,8 @@
 """The database: engines, migration, and the group-commit writer.
 
+`migrate()` creates a fresh database at `SCHEMA_VERSION` or runs the upgrade steps of
+`storage.migrations` on an older one, one transaction per step.
+
 `Database` opens SQLite (the embedded default: WAL journal, `synchronous=FULL`, so a commit is on
 disk when it returns) or PostgreSQL from one URL. It offers:
 
@@ -14,11 +17,15 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   its exception and every other job still commits. (No savepoint per job: in the common case a
   batch is one BEGIN and one COMMIT.)
 
-On PostgreSQL writes run SERIALIZABLE (see `Database`); a job that fails with a serialization
+On PostgreSQL every connection runs with `synchronous_commit = on` whatever the server's default
+(a commit returns once its WAL is flushed on the primary), and writes run SERIALIZABLE (see
+`Database`); a job that fails with a serialization
 failure or deadlock is run again (5 attempts in all).
 
-Failure: a commit that fails fails every job of its batch (none was acknowledged). `migrate()`
-refuses a database whose schema is newer than this code.
+Failure: a commit that fails fails every job of its batch (none was acknowledged). A waiter that
+gives up never stops the writer; a writer that dies is logged at CRITICAL and every `run()` then fails
+at once with `WriterStoppedError` (see `GroupCommitter`). `migrate()` refuses a database whose schema
+is newer than this code.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
 
+from postroom.storage import migrations
 from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
 T = TypeVar("T")
@@ -67,6 +75,20 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+def _postgresql_engine(url: str) -> Engine:
+    engine = create_engine(url, pool_size=10, max_overflow=10)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # A commit returns only once it is on disk (WAL flushed), whatever the server's or the
+        # database's default: with `off` a crash loses commits we already answered 250 for.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit = on")
+        dbapi_connection.commit()
+
+    return engine
+
+
 class Database:
     """One database: a read engine, a write engine, and the schema migration."""
 
@@ -85,24 +107,35 @@ class Database:
             # update; the GroupCommitter replays such a job. Never AUTOCOMMIT: a batch must be one
             # all-or-nothing transaction, or its replay after a failed job would commit jobs twice.
             # Reads stay READ COMMITTED: they take no predicate locks and never abort a writer.
-            self.read_engine = create_engine(url, pool_size=10, max_overflow=10)
+            self.read_engine = _postgresql_engine(url)
             self.write_engine = self.read_engine.execution_options(isolation_level="SERIALIZABLE")
 
     def migrate(self) -> int:
-        """Create or upgrade the schema; returns the version now in force."""
+        """Create or upgrade the schema (see `migrations`); returns the version now in force."""
         with self.write() as conn:
-            metadata.create_all(conn)
-            found = conn.execute(select(schema_version.c.version)).scalars().all()
-            newest = max(found, default=0)
-            if newest > SCHEMA_VERSION:
+            fresh = not inspect(conn).has_table(schema_version.name)
+            found = 0 if fresh else _schema_version(conn)
+            if found > SCHEMA_VERSION:
                 raise SchemaTooNewError(
-                    f"the database is at schema version {newest}, newer than this Postroom "
+                    f"the database is at schema version {found}, newer than this Postroom "
                     f"({SCHEMA_VERSION}); upgrade Postroom"
                 )
-            if newest < SCHEMA_VERSION:
+            if fresh:
+                metadata.create_all(conn)
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=time.time()))
-            if conn.execute(select(directory_generation.c.id)).first() is None:
                 conn.execute(insert(directory_generation).values(id=1, generation=0))
+                log.info("created the database schema at version %d", SCHEMA_VERSION)
+                return SCHEMA_VERSION
+        steps = migrations.steps_from(found)
+        for version, step in steps:
+            started = time.monotonic()
+            log.info("upgrading the database schema to version %d: %s", version, (step.__doc__ or "").strip())
+            with self.write() as conn:
+                if _schema_version(conn) >= version:
+                    continue  # another node ran it meanwhile
+                step(migrations.Ops(conn, version))
+                conn.execute(insert(schema_version).values(version=version, applied_at=time.time()))
+            log.info("schema version %d in force (%.1f s)", version, time.monotonic() - started)
         return SCHEMA_VERSION
 
     @contextmanager
@@ -121,6 +154,11 @@ class Database:
             self.write_engine.dispose()
 
 
+def _schema_version(conn: Connection) -> int:
+    found = conn.execute(select(schema_version.c.version)).scalars().all()
+    return max(found, default=0)
+
+
 _TRANSIENT_ATTEMPTS = 5
 _TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
 
@@ -134,6 +172,10 @@ def _is_transient(error: BaseException) -> bool:
     return getattr(driver_error, "sqlstate", None) in _TRANSIENT_SQLSTATES
 
 
+class WriterStoppedError(RuntimeError):
+    """The writer is gone (stopped, or died): nothing more can be committed by this committer."""
+
+
 class _Pending:
     __slots__ = ("future", "job")
 
@@ -143,34 +185,75 @@ class _Pending:
 
 
 class GroupCommitter:
-    """The single writer: batches the jobs of every waiting session into one durable commit."""
+    """The single writer: batches the jobs of every waiting session into one durable commit.
+
+    The writer survives anything a waiter does. A waiter that gives up (its task was cancelled, e.g.
+    a session cut at the end of the drain grace) before its job was taken into a batch has its job
+    dropped; once taken, the job runs and commits, and its answer goes nowhere. A job that raises
+    answers its own waiter with the exception. If the writer thread itself ever ends on an error
+    (anything escaping, e.g. the database refusing its connection), it says so at CRITICAL, every
+    waiting job and every later `run()` fails at once with `WriterStoppedError`, and `alive` turns
+    False so the node can refuse mail rather than hang.
+    """
 
     def __init__(self, database: Database, *, batch_max: int = 256) -> None:
         self._database = database
         self._batch_max = batch_max
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="postroom-writer", daemon=True)
+        self._gate = threading.Lock()  # orders run()'s check-then-enqueue against the writer's end
+        self._ended: BaseException | None = None  # why the writer ended: its error, or WriterStoppedError
+        self._batch: list[_Pending] = []  # the batch being committed, answered if the writer dies in it
         self.commits = 0  # durable writes made, for the benchmark and the admin center
         self.jobs = 0
+
+    @property
+    def alive(self) -> bool:
+        """False once the writer died or was stopped: `run()` fails at once."""
+        return self._ended is None
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish every job already submitted, then stop the thread."""
-        self._queue.put(None)
+        """Finish every job already submitted, then stop the thread; later `run()` calls fail at once."""
+        with self._gate:
+            if self._ended is None:
+                self._ended = WriterStoppedError("the writer was stopped")
+            self._queue.put(None)
         self._thread.join()
 
     async def run(self, job: Job[T]) -> T:
-        """Run `job` in the next batch; returns its result once the batch is durably committed."""
+        """Run `job` in the next batch; returns its result once the batch is durably committed.
+
+        Raises the job's own exception if it failed, `WriterStoppedError` if the writer is gone."""
         future: Future[T] = Future()
-        self._queue.put(_Pending(job, future))
+        with self._gate:
+            if self._ended is not None:
+                raise WriterStoppedError(f"nothing can be committed: {self._ended}") from self._ended
+            self._queue.put(_Pending(job, future))
         return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
-        # The writer's own connection, held for its lifetime: no pool checkout per batch.
-        with self._database.write_engine.connect() as conn:
-            self._drain(conn)
+        try:
+            # The writer's own connection, held for its lifetime: no pool checkout per batch.
+            with self._database.write_engine.connect() as conn:
+                self._drain(conn)
+        except BaseException as error:
+            log.critical("the writer died: nothing can be committed until the node restarts", exc_info=error)
+            with self._gate:
+                self._ended = error
+            stopped = WriterStoppedError(f"the writer died: {error!r}")
+            for pending in self._batch:
+                _answer(pending.future, error=stopped)
+            self._batch = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None and item.future.set_running_or_notify_cancel():
+                    _answer(item.future, error=stopped)
 
     def _drain(self, conn: Connection) -> None:
         stopping = False
@@ -188,7 +271,11 @@ class GroupCommitter:
                     stopping = True
                     break
                 batch.append(item)
-            self._commit(conn, batch)
+            # A waiter that already gave up has its job dropped; from here on a waiter cannot cancel.
+            self._batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
+            if self._batch:
+                self._commit(conn, self._batch)
+            self._batch = []
 
     def _commit(self, conn: Connection, batch: list[_Pending], attempt: int = 1) -> None:
         """Run the batch in one transaction; if a job raises, replay each job in its own."""
@@ -209,9 +296,19 @@ class GroupCommitter:
                 self._commit(conn, batch, attempt + 1)
                 return
             log.warning("commit job failed: %s", error)
-            batch[0].future.set_exception(error)
+            _answer(batch[0].future, error=error)
             return
         self.commits += 1
         self.jobs += len(batch)
         for pending, result in zip(batch, results, strict=True):
-            pending.future.set_result(result)
+            _answer(pending.future, result=result)
+
+
+def _answer(future: Future[Any], *, result: Any = None, error: BaseException | None = None) -> None:
+    """Settle a waiter's future; one already settled is left alone (the writer never fails on a waiter)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -3,8 +3,9 @@
 One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Rooms own their tables
 (directory: tenants, domains, DKIM keys, recipients, addresses, group members; mailstore: folders, messages;
 queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
-live in one metadata so one migration creates them together. `SCHEMA_VERSION` is recorded in
-`schema_version`; a database newer than the code is refused, never written.
+live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
+`schema_version`; a database newer than the code is refused, never written. Changing a table here
+means bumping `SCHEMA_VERSION` and writing its upgrade step in `migrations.py`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,126 @@
+"""Schema migrations: the ordered steps that bring an existing database up to `SCHEMA_VERSION`.
+
+`STEPS[n]` upgrades a database at schema version n - 1 to version n. `Database.migrate()` creates a
+fresh database from the current metadata (`create_all`) and stamps it `SCHEMA_VERSION`; on an
+existing one at version k it runs steps k + 1 .. `SCHEMA_VERSION` in order, each in its own
+transaction together with the `schema_version` row that records it, so a failed step leaves the
+database at the last version that completed and the next start resumes there. A database newer than
+the code is refused (`SchemaTooNewError`), never written. Each step is logged when it starts and ends,
+and long work inside a step reports progress with `Ops.progress`.
+
+Why a table of steps and not Alembic: the schema is one SQLAlchemy Core metadata and the steps are few
+and small (add a column, create a table or an index, now and then fill rows). A step here is a plain
+function of the connection, run by the same code on SQLite and PostgreSQL, with no script directory,
+`env.py`, revision graph or second version table to keep in step with `schema_version`. Alembic's
+autogenerate would still need a human to check each script, and its SQLite batch mode (copy the table)
+is available to a step here by writing that copy out when a step ever needs it.
+
+Writing a step (when you change `schema.py`):
+
+1. Bump `SCHEMA_VERSION` in `schema.py` (with a comment naming what the version adds).
+2. Write `def _n_what(ops: Ops) -> None` below and register it as `STEPS[n]`. Use the `Ops` helpers:
+   `ops.create_table(schema.some_table)`, `ops.add_column("table", Column(...))`,
+   `ops.create_index(schema.some_index)`; `ops.conn` for anything else (data: update rows in batches
+   and call `ops.progress`). The helpers skip what already exists, which is what makes it safe to
+   create a table from its *current* definition in step n while a later step adds a column to it.
+3. SQLite's ALTER TABLE can only add columns (and rename): a new NOT NULL column needs
+   `server_default` for the rows already there (`add_column` refuses it otherwise); a new unique rule
+   goes in as a unique `Index` in `schema.py` (an index can be created later, a constraint cannot).
+   Changing or dropping a column means copying the table: create the new one, copy, drop, rename.
+4. `tests/storage/test_migrations.py` upgrades a database made by schema 2, with mail in it, and
+   requires the result to equal a freshly created schema: it fails until the step is right.
+
+Failure: a step that raises rolls back its own transaction and `migrate()` raises; the database
+stays at the previous version. A missing step (a version bump without one) is refused before any
+step runs, naming the version.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from sqlalchemy import Column, Connection, Index, Table, inspect
+from sqlalchemy.schema import CreateColumn
+
+from postroom.storage import schema
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_SECONDS = 5.0  # long work reports at most this often
+
+
+class MigrationError(RuntimeError):
+    """The database cannot be brought to this code's schema version."""
+
+
+class Ops:
+    """What a step can do to the database, on SQLite and PostgreSQL alike."""
+
+    def __init__(self, conn: Connection, version: int) -> None:
+        self.conn = conn
+        self.version = version
+        self._reported = time.monotonic()
+
+    def _has_table(self, name: str) -> bool:
+        return inspect(self.conn).has_table(name)
+
+    def create_table(self, table: Table) -> None:
+        """Create `table` with its indexes, as `schema.py` defines it now; nothing if it exists."""
+        if not self._has_table(table.name):
+            table.create(self.conn)
+
+    def add_column(self, table: str, column: Column[object]) -> None:
+        """ALTER TABLE ... ADD COLUMN; nothing if the column exists.
+
+        A NOT NULL column needs `server_default`: it is what the rows already there get."""
+        if column.name in {c["name"] for c in inspect(self.conn).get_columns(table)}:
+            return
+        if not column.nullable and column.server_default is None:
+            raise MigrationError(
+                f"step {self.version}: NOT NULL column {table}.{column.name} needs a server_default "
+                "for the rows already in the table"
+            )
+        ddl = CreateColumn(column).compile(dialect=self.conn.dialect)
+        preparer = self.conn.dialect.identifier_preparer
+        self.conn.exec_driver_sql(f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {ddl}")
+
+    def create_index(self, index: Index) -> None:
+        """Create `index` (of a table in the metadata); nothing if an index of that name exists."""
+        table = index.table
+        assert table is not None, "an index of a table in schema.py"
+        if index.name not in {ix["name"] for ix in inspect(self.conn).get_indexes(table.name)}:
+            index.create(self.conn)
+
+    def progress(self, what: str, done: int, total: int) -> None:
+        """Log how far long work inside the step is (at most every few seconds, and at the end)."""
+        now = time.monotonic()
+        if done >= total or now - self._reported >= _PROGRESS_SECONDS:
+            self._reported = now
+            log.info("schema step %d: %s %d/%d", self.version, what, done, total)
+
+
+Step = Callable[[Ops], None]
+
+
+def _2_dkim_keys(ops: Ops) -> None:
+    """DKIM key pairs of the hosted domains."""
+    ops.create_table(schema.dkim_keys)
+
+
+STEPS: Mapping[int, Step] = {
+    2: _2_dkim_keys,
+}
+
+FIRST_VERSION = 1  # the oldest schema an upgrade starts from
+
+
+def steps_from(found: int, target: int = schema.SCHEMA_VERSION) -> list[tuple[int, Step]]:
+    """The steps that take a database at `found` to `target`, in order; refuses a gap."""
+    if found < FIRST_VERSION:
+        raise MigrationError(f"the database is at schema version {found}, older than any Postroom release")
+    missing = [version for version in range(found + 1, target + 1) if version not in STEPS]
+    if missing:
+        raise MigrationError(f"no upgrade step to schema version {missing[0]}: write one in migrations.py")
+    return [(version, STEPS[version]) for version in range(found + 1, target + 1)]
