@@ -230,7 +230,7 @@ trace_recipients = Table(
     Column("message_id", String(40), nullable=False),
     Column("tenant_id", Integer),
     Column("recipient", String(320), nullable=False),  # the address as given (RCPT, group member)
-    Column("resolved", String(320), nullable=False, default=""),  # the recipient it resolved to, if any
+    Column("resolved", String(320), nullable=False, server_default=""),  # what it resolved to, if anything
     Column("status", String(20), nullable=False),  # delivered | failed | pending | expanded | ...
     Column("updated_at", Float, nullable=False),
     UniqueConstraint("message_id", "recipient"),
