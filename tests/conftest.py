@@ -41,6 +41,8 @@ def populate(app: App) -> None:
     )
     d.add_mailbox(OPERATOR, "bob@contoso.com", display_name="Bob")
     d.add_group(OPERATOR, "team@contoso.com", members=["alice@contoso.com", "bob@contoso.com"])
+    # The tests that use it send from outside, about something else than its delivery restriction.
+    d.set_external_senders(OPERATOR, "team@contoso.com", True)
     d.add_tenant(OPERATOR, "fabrikam")
     d.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
     d.add_mailbox(OPERATOR, "carol@fabrikam.com")

@@ -14,6 +14,7 @@ from postroom.config import ListenAddress, SmtpLimits
 from postroom.directory import CachedDirectory
 from postroom.smtp import SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.trace.refusals import RefusalLimits
 
 
 class WriterKilled(BaseException):
@@ -45,6 +46,8 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
         blobs=BlobStore(tmp_path / "blobs"),
         committer=committer,
         on_queued=lambda: None,
+        max_expanded_recipients=10_000,
+        refusal_limits=RefusalLimits(per_session=20, per_client=100, window=3600.0),
     )
     listener = SmtpListener(
         name="mx",

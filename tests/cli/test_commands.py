@@ -45,7 +45,7 @@ COMMANDS = [
     ["check-config"],
     ["serve"],
     ["tenant"],
-    *[["tenant", c] for c in ("add", "list", "show", "remove")],
+    *[["tenant", c] for c in ("add", "list", "show", "set", "remove")],
     ["domain"],
     *[["domain", c] for c in ("add", "list", "show", "verify", "records", "check", "remove")],
     ["domain", "dkim"],
@@ -60,6 +60,7 @@ COMMANDS = [
     *[["contact", c] for c in ("add", "list", "show", "remove")],
     ["trace"],
     ["trace", "show"],
+    ["trace", "purge"],
     ["queue", "summary"],
 ]
 

@@ -1,23 +1,25 @@
-"""LocalDeliveryAgent: one round over spooled messages, into the mailstore, with trace."""
+"""Local delivery at commit: into the mailstore in the spool commit's transaction, with trace; a
+mailbox that vanished between RCPT and the commit fails there and is never queued."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, select
 
-from postroom.delivery import LocalDeliveryAgent
-from postroom.directory import Directory
+from postroom.delivery import deliver_at_commit
+from postroom.directory import ConnectionView, Directory
 from postroom.mailstore import Mailstore
-from postroom.model.flow import TraceStatus
-from postroom.model.scope import OPERATOR
-from postroom.queue import Scheduler, queue_summary
-from postroom.storage import BlobStore, Database, GroupCommitter
-from postroom.storage.schema import queue_recipients, spool_messages
-from postroom.trace import TraceService
-from tests.support.records import Org, exported, populate, receive, stored_messages
+from postroom.model.flow import Route, TraceStatus
+from postroom.model.message import summarize
+from postroom.model.scope import OPERATOR, TenantScope
+from postroom.queue import SpoolEntry
+from postroom.routing import categorize
+from postroom.storage import BlobStore, Database
+from postroom.storage.schema import queue_recipients
+from postroom.trace import TraceMessage, TraceService, record_events, record_message, set_statuses
+from tests.support.records import MAX_RECIPIENTS, Org, accepted, exported, populate, receive, stored_messages
 
 CONTENT = (
     b"From: Carol <carol@example.net>\r\n"
@@ -26,7 +28,6 @@ CONTENT = (
     b"\r\n"
     b"Hi\r\n"
 )
-NOW = 2000.0
 
 
 @pytest.fixture
@@ -44,11 +45,6 @@ def mailstore(database: Database, directory: Directory, blobs: BlobStore) -> Mai
     return Mailstore(database, blobs)
 
 
-def round_(database: Database, now: float = NOW, batch_max: int = 256) -> int:
-    with database.write() as conn:
-        return LocalDeliveryAgent(batch_max=batch_max)(conn, now)
-
-
 def queued(conn: Connection) -> list[tuple[str, str]]:
     return [
         (r.recipient, r.route) for r in conn.execute(select(queue_recipients).order_by(queue_recipients.c.id))
@@ -56,12 +52,12 @@ def queued(conn: Connection) -> list[tuple[str, str]]:
 
 
 def statuses(trace: TraceService, message_id: str) -> dict[str, TraceStatus]:
-    detail = trace.detail(message_id)
+    detail = trace.detail(message_id, OPERATOR)
     assert detail is not None
     return {r.recipient: r.status for r in detail.recipients}
 
 
-def test_round_delivers_local_recipients_and_leaves_remote_ones(
+def test_delivery_at_commit_needs_no_queue_row(
     directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     message_id = receive(
@@ -71,12 +67,8 @@ def test_round_delivers_local_recipients_and_leaves_remote_ones(
         ["team@contoso.com", "al@contoso.com", "partner@contoso.com"],
         CONTENT,
     )
-    assert round_(database) == 2
     with database.read() as conn:
         assert queued(conn) == [("ext@partner.example", "remote")]
-        assert conn.execute(select(spool_messages.c.id)).scalars().all() == [
-            message_id
-        ]  # remote still queued
     for mailbox in ("alice@contoso.com", "bob@contoso.com"):
         [stored] = stored_messages(directory, mailstore, mailbox)
         assert (stored.uid, stored.subject, stored.message_id, stored.trace_id) == (
@@ -96,136 +88,55 @@ def test_round_delivers_local_recipients_and_leaves_remote_ones(
         "bob@contoso.com": TraceStatus.DELIVERED,
         "partner@contoso.com": TraceStatus.PENDING,
     }
-    detail = trace.detail(message_id, tenant_id=org.contoso)
+    detail = trace.detail(message_id, TenantScope(org.contoso))
     assert detail is not None
-    delivers = [(e.recipient, e.detail, e.at) for e in detail.events if e.event == "Deliver"]
+    delivers = [(e.recipient, e.detail) for e in detail.events if e.event == "Deliver"]
     assert delivers == [
-        ("al@contoso.com", {"mailbox": "alice@contoso.com", "folder": "Inbox"}, NOW),
-        ("bob@contoso.com", {"mailbox": "bob@contoso.com", "folder": "Inbox"}, NOW),
+        ("al@contoso.com", {"mailbox": "alice@contoso.com", "folder": "Inbox"}),
+        ("bob@contoso.com", {"mailbox": "bob@contoso.com", "folder": "Inbox"}),
     ]
-    assert round_(database) == 0
 
 
-def test_delivery_at_commit_needs_no_queue_row(
-    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
-) -> None:
-    message_id = receive(
-        database,
-        blobs,
-        "x@example.net",
-        ["team@contoso.com", "partner@contoso.com"],
-        CONTENT,
-        local_at_commit=True,
-    )
-    with database.read() as conn:
-        assert queued(conn) == [("ext@partner.example", "remote")]
-    assert [m.trace_id for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [message_id]
-    assert exported(directory, mailstore, "bob@contoso.com", 1).endswith(CONTENT)
-    assert statuses(TraceService(database), message_id) == {
-        "team@contoso.com": TraceStatus.EXPANDED,
-        "alice@contoso.com": TraceStatus.DELIVERED,
-        "bob@contoso.com": TraceStatus.DELIVERED,
-        "partner@contoso.com": TraceStatus.PENDING,
-    }
-    assert round_(database) == 0
-
-
-def test_spool_row_is_removed_when_every_recipient_settled(
-    database: Database, org: Org, blobs: BlobStore
-) -> None:
-    first = receive(database, blobs, "", ["alice@contoso.com"], CONTENT)
-    second = receive(database, blobs, "x@example.net", ["bob@contoso.com", "carol@fabrikam.com"], CONTENT)
-    assert round_(database) == 3
-    with database.read() as conn:
-        assert queued(conn) == []
-        assert (
-            conn.execute(select(spool_messages.c.id).where(spool_messages.c.id.in_([first, second]))).all()
-            == []
-        )
-        assert queue_summary(conn).messages == 0
-
-
-def test_a_removed_mailbox_fails_its_recipient(
+def test_a_mailbox_removed_between_rcpt_and_commit_fails_at_commit_and_is_never_queued(
     database: Database, directory: Directory, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
-    message_id = receive(database, blobs, "x@example.net", ["alice@contoso.com", "bob@contoso.com"], CONTENT)
-    directory.remove_recipient(OPERATOR, "bob@contoso.com")
-    assert round_(database) == 2
     with database.read() as conn:
+        at_rcpt = accepted(ConnectionView(conn), "alice@contoso.com", "bob@contoso.com")
+    directory.remove_recipient(OPERATOR, "bob@contoso.com")  # after RCPT, before the end of DATA
+    entry = SpoolEntry(
+        "m-gone", "x@example.net", blobs.put(CONTENT), b"", len(CONTENT), 1000.0, summarize(CONTENT)
+    )
+    with database.write() as conn:
+        # What the MX endpoint's cache may still say at commit: bob's mailbox, by its old id.
+        with database.read() as cached:
+            routes = categorize(
+                ConnectionView(cached), entry.id, at_rcpt, max_recipients=MAX_RECIPIENTS
+            ).routes
+        assert [r.route for r in routes] == [Route.LOCAL, Route.LOCAL]
+        record_message(conn, TraceMessage(entry.id, "", entry.sender, "", entry.size, "", 1000.0))
+        events, rows = deliver_at_commit(conn, entry, routes)
+        record_events(conn, events, 1000.0)
+        set_statuses(conn, rows, 1000.0)
         assert queued(conn) == []
-        assert conn.execute(select(spool_messages)).all() == []
     assert [m.uid for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [1]
     trace = TraceService(database)
-    assert statuses(trace, message_id) == {
+    assert statuses(trace, "m-gone") == {
         "alice@contoso.com": TraceStatus.DELIVERED,
         "bob@contoso.com": TraceStatus.FAILED,
     }
-    detail = trace.detail(message_id)
+    detail = trace.detail("m-gone", OPERATOR)
     assert detail is not None
     [fail] = [e for e in detail.events if e.event == "Fail"]
     assert fail.recipient == "bob@contoso.com"
     assert str(fail.detail["reply"]).startswith("550 5.1.1")
 
 
-def test_uids_ascend_across_rounds(
+def test_uids_ascend_across_messages(
     directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
 ) -> None:
     for n in range(3):
         receive(
             database, blobs, "x@example.net", ["alice@contoso.com"], CONTENT + str(n).encode(), at=1000.0 + n
         )
-        assert round_(database) == 1
     receive(database, blobs, "x@example.net", ["al@contoso.com"], CONTENT, at=1010.0)
-    receive(database, blobs, "x@example.net", ["alice@contoso.com"], CONTENT, at=1011.0)
-    assert round_(database) == 2
-    assert [m.uid for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [1, 2, 3, 4, 5]
-
-
-def test_only_due_recipients_and_at_most_batch_max(database: Database, org: Org, blobs: BlobStore) -> None:
-    receive(
-        database,
-        blobs,
-        "x@example.net",
-        ["alice@contoso.com", "bob@contoso.com", "carol@fabrikam.com"],
-        CONTENT,
-        at=1000.0,
-    )
-    receive(database, blobs, "x@example.net", ["alice@contoso.com"], CONTENT, at=3000.0)
-    assert round_(database, now=500.0) == 0
-    assert round_(database, now=NOW, batch_max=2) == 2
-    assert round_(database, now=NOW) == 1
-    assert round_(database, now=NOW) == 0  # the later message is not due yet
-    assert round_(database, now=3000.0) == 1
-
-
-async def test_scheduler_runs_rounds_until_the_queue_is_empty(
-    directory: Directory, database: Database, org: Org, blobs: BlobStore, mailstore: Mailstore
-) -> None:
-    for n in range(5):
-        receive(database, blobs, "x@example.net", ["team@contoso.com"], CONTENT, at=1000.0 + n)
-    committer = GroupCommitter(database)
-    committer.start()
-    failures: list[float] = []
-
-    def flaky(conn: Connection, now: float) -> int:
-        if not failures:
-            failures.append(now)
-            raise RuntimeError("transient")
-        return 0
-
-    scheduler = Scheduler(committer, [flaky, LocalDeliveryAgent(batch_max=3)], idle_interval=0.05)
-    task = asyncio.ensure_future(scheduler.run())
-    try:
-        for _ in range(200):
-            if scheduler.delivered >= 10:
-                break
-            await asyncio.sleep(0.01)
-    finally:
-        scheduler.stop()
-        await asyncio.wait_for(task, 5)
-        await asyncio.to_thread(committer.stop)
-    assert scheduler.delivered == 10
-    assert len(failures) == 1  # the failing round did not stop the scheduler
-    assert [m.uid for m in stored_messages(directory, mailstore, "bob@contoso.com")] == [1, 2, 3, 4, 5]
-    with database.read() as conn:
-        assert queue_summary(conn).pending == 0
+    assert [m.uid for m in stored_messages(directory, mailstore, "alice@contoso.com")] == [1, 2, 3, 4]

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from postroom.model.scope import OPERATOR
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.support.node import RunningNode
@@ -53,5 +54,5 @@ def test_golden_message(hosted: Hosted, mx_node: RunningNode, name: str) -> None
         added = raw[: len(raw) - len(content)]
         assert added.startswith(b"Return-Path: <sender@partner.example>\r\nDelivered-To: ")
         assert added.count(b"Received: ") == 1
-    rows = hosted.app.trace.search(TraceQuery(sender="sender@partner.example"))
+    rows = hosted.app.trace.search(TraceQuery(sender="sender@partner.example"), OPERATOR)
     assert {r.recipient: r.status.value for r in rows} == expected["trace"]

@@ -18,6 +18,7 @@ from postroom.model.flow import Route
 from postroom.model.scope import OPERATOR
 from postroom.routing import Accepted
 from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.trace.refusals import RefusalLimits
 from tests.conftest import Hosted
 from tests.support.node import RunningNode
 from tests.support.records import populate
@@ -25,6 +26,7 @@ from tests.support.records import populate
 
 def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory, tmp_path: Path) -> None:
     populate(directory)
+    directory.set_external_senders(OPERATOR, "team@contoso.com", True)
     cache = CachedDirectory(database)
     cache.refresh()
     endpoint = MxEndpoint(
@@ -33,6 +35,8 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
         blobs=BlobStore(tmp_path / "blobs"),
         committer=GroupCommitter(database),
         on_queued=lambda: None,
+        max_expanded_recipients=10_000,
+        refusal_limits=RefusalLimits(20, 100, 3600.0),
     )
     query_threads: list[int] = []
     event.listen(
@@ -41,9 +45,9 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
 
     async def session() -> int:
         loop = asyncio.get_running_loop()
-        alice = await endpoint.resolve(Address.parse("alice@contoso.com"))  # a miss: in a worker
-        again = await endpoint.resolve(Address.parse("alice@contoso.com"))  # a hit: from memory
-        team = await endpoint.resolve(Address.parse("team@contoso.com"))
+        alice = await endpoint.resolve(Address.parse("alice@contoso.com"), None)  # a miss: in a worker
+        again = await endpoint.resolve(Address.parse("alice@contoso.com"), None)  # a hit: from memory
+        team = await endpoint.resolve(Address.parse("team@contoso.com"), None)
         assert isinstance(alice, Accepted) and again == alice and isinstance(team, Accepted)
         # Between RCPT and DATA a directory change drops alice's cached answer.
         await loop.run_in_executor(

@@ -13,7 +13,7 @@ import ssl
 import pytest
 
 from postroom.model.flow import TraceStatus
-from postroom.model.scope import OPERATOR
+from postroom.model.scope import OPERATOR, TenantScope
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.support.node import RunningNode, running, with_limits
@@ -94,8 +94,8 @@ def test_relay_attempt_gets_nothing_queued(hosted: Hosted, mx_node: RunningNode)
     with smtplib.SMTP(*mx_node.mx) as client, pytest.raises(smtplib.SMTPRecipientsRefused):
         client.sendmail("spam@spammer.example", ["victim@elsewhere.example"], b"Subject: x\r\n\r\nx\r\n")
     assert hosted.app.queue_summary().messages == 0
-    wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="victim@elsewhere.example")))
-    rows = hosted.app.trace.search(TraceQuery(recipient="victim@elsewhere.example"))
+    wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="victim@elsewhere.example"), OPERATOR))
+    rows = hosted.app.trace.search(TraceQuery(recipient="victim@elsewhere.example"), OPERATOR)
     assert [(r.status, r.tenant_id) for r in rows] == [(TraceStatus.FAILED, None)]
 
 
@@ -107,14 +107,14 @@ def test_tenants_see_only_their_own_trace(hosted: Hosted, mx_node: RunningNode) 
     contoso = hosted.app.directory.get_tenant(OPERATOR, "contoso").id
     fabrikam = hosted.app.directory.get_tenant(OPERATOR, "fabrikam").id
     wait_for(lambda: len(inbox(hosted, "carol@fabrikam.com")) == 1)
-    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=contoso))} == {
+    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(), TenantScope(contoso))} == {
         "alice@contoso.com"
     }
-    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(tenant_id=fabrikam))} == {
+    assert {r.recipient for r in hosted.app.trace.search(TraceQuery(), TenantScope(fabrikam))} == {
         "carol@fabrikam.com"
     }
-    message_id = hosted.app.trace.search(TraceQuery(tenant_id=contoso))[0].message_id
-    detail = hosted.app.trace.detail(message_id, tenant_id=fabrikam)
+    message_id = hosted.app.trace.search(TraceQuery(), TenantScope(contoso))[0].message_id
+    detail = hosted.app.trace.detail(message_id, TenantScope(fabrikam))
     assert detail is not None
     assert {e.recipient for e in detail.events} <= {"", "carol@fabrikam.com"}
 
@@ -123,7 +123,7 @@ def test_trace_shows_receive_expand_and_deliver(hosted: Hosted, mx_node: Running
     with smtplib.SMTP(*mx_node.mx) as client:
         client.sendmail("news@partner.example", ["team@contoso.com", "nobody@contoso.com"], MESSAGE)
     wait_for(lambda: len(inbox(hosted, "bob@contoso.com")) == 1)
-    rows = hosted.app.trace.search(TraceQuery(message_id_header="golden-1@partner.example"))
+    rows = hosted.app.trace.search(TraceQuery(message_id_header="golden-1@partner.example"), OPERATOR)
     statuses = {r.recipient: r.status for r in rows}
     assert statuses == {
         "team@contoso.com": TraceStatus.EXPANDED,
@@ -131,7 +131,7 @@ def test_trace_shows_receive_expand_and_deliver(hosted: Hosted, mx_node: Running
         "bob@contoso.com": TraceStatus.DELIVERED,
         "nobody@contoso.com": TraceStatus.FAILED,
     }
-    detail = hosted.app.trace.detail(rows[0].message_id)
+    detail = hosted.app.trace.detail(rows[0].message_id, OPERATOR)
     assert detail is not None
     kinds = [e.event for e in detail.events]
     assert kinds[0] == "Receive"
@@ -267,10 +267,10 @@ def test_mail_loop_is_refused_by_hop_count(hosted: Hosted, mx_node: RunningNode)
     with smtplib.SMTP(*mx_node.mx) as client, pytest.raises(smtplib.SMTPDataError) as refused:
         client.sendmail("a@partner.example", ["bob@contoso.com"], looped + b"Subject: loop\r\n\r\nx\r\n")
     assert (refused.value.smtp_code, refused.value.smtp_error.split()[0]) == (554, b"5.4.14")
-    wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com")))
-    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"))
+    wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR))
+    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR)
     assert row.status is TraceStatus.FAILED
-    detail = hosted.app.trace.detail(row.message_id)
+    detail = hosted.app.trace.detail(row.message_id, OPERATOR)
     assert detail is not None
     [fail] = [e for e in detail.events if e.event == "Fail"]
     assert fail.detail["stage"] == "DATA" and "5.4.14" in str(fail.detail["reply"])

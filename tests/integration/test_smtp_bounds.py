@@ -12,6 +12,7 @@ import socket
 import pytest
 
 from postroom.model.flow import TraceStatus
+from postroom.model.scope import OPERATOR
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.integration.test_hosted_flow import inbox
@@ -56,10 +57,10 @@ def test_end_of_data_refusals_are_traced_as_failed(hosted: Hosted, body: bytes, 
             ],
         )
         assert answers[5].startswith(reply)
-        wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com")))
-    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"))
+        wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR))
+    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR)
     assert row.status is TraceStatus.FAILED
-    detail = hosted.app.trace.detail(row.message_id)
+    detail = hosted.app.trace.detail(row.message_id, OPERATOR)
     assert detail is not None
     [fail] = [event for event in detail.events if event.event == "Fail"]
     assert fail.detail["stage"] == "DATA" and reply.decode()[4:] in str(fail.detail["reply"])
@@ -75,10 +76,10 @@ def test_a_recipient_past_the_limit_is_traced_as_failed(hosted: Hosted) -> None:
         code, text = client.rcpt("bob@contoso.com")
         assert (code, text.split()[0]) == (452, b"4.5.3")
         assert client.data(b"Subject: one\r\n\r\nx\r\n")[0] == 250
-        wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com")))
-    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"))
+        wait_for(lambda: hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR))
+    [row] = hosted.app.trace.search(TraceQuery(recipient="bob@contoso.com"), OPERATOR)
     assert row.status is TraceStatus.FAILED
-    detail = hosted.app.trace.detail(row.message_id)
+    detail = hosted.app.trace.detail(row.message_id, OPERATOR)
     assert detail is not None
     [fail] = [event for event in detail.events if event.event == "Fail"]
     assert fail.detail["stage"] == "RCPT" and "4.5.3" in str(fail.detail["reply"])

@@ -31,7 +31,7 @@ def test_a_removed_tenant_leaves_nothing_to_a_new_tenant_of_the_same_names(
         client.sendmail("dan@partner.example", ["carol@fabrikam.com"], MESSAGE)
     wait_for(lambda: len(stored_messages(app.directory, app.mailstore, "carol@fabrikam.com")) == 1)
     old = app.directory.get_tenant(OPERATOR, "fabrikam")
-    [old_row] = app.trace.search(TraceQuery(tenant_id=old.id))
+    [old_row] = app.trace.search(TraceQuery(), TenantScope(old.id))
     with app.database.read() as conn:
         blob_id = conn.execute(select(messages.c.blob_id)).scalar_one()
     assert app.blobs.path(blob_id).exists()
@@ -71,10 +71,12 @@ def test_a_removed_tenant_leaves_nothing_to_a_new_tenant_of_the_same_names(
     # The services, as a fresh process sees them.
     fresh = App.open(hosted.settings)
     try:
-        assert fresh.trace.search(TraceQuery(tenant_id=new.id)) == []
-        assert fresh.trace.detail(old_row.message_id, new.id) is None
+        assert fresh.trace.search(TraceQuery(), TenantScope(new.id)) == []
+        assert fresh.trace.detail(old_row.message_id, TenantScope(new.id)) is None
         carol = fresh.directory.get_recipient(TenantScope(new.id), "carol@fabrikam.com")
         assert fresh.mailstore.list_messages(TenantScope(new.id), carol.id) == []
-        assert fresh.trace.search(TraceQuery(sender="dan@partner.example")) == []  # the operator: gone
+        assert (
+            fresh.trace.search(TraceQuery(sender="dan@partner.example"), OPERATOR) == []
+        )  # the operator: gone
     finally:
         fresh.close()

@@ -9,6 +9,7 @@ import pytest
 from postroom.app import App
 from postroom.config import Settings
 from postroom.config.settings import DatabaseSettings
+from postroom.model.scope import OPERATOR
 from postroom.storage import Database
 from tests.support.postgres import fresh_database
 from tests.support.records import exported, stored_messages
@@ -27,7 +28,7 @@ def test_an_older_node_with_mail_upgrades_to_the_current_schema(
         assert message.message_id == "<upgrade-1@partner.example>"
         content = exported(app.directory, app.mailstore, "alice@contoso.com", message.uid)
         assert content.endswith(b"This message was delivered by schema version 2.\r\n")
-        app.directory.add_mailbox("new@contoso.com")  # the sequences carry on after the loaded rows
+        app.directory.add_mailbox(OPERATOR, "new@contoso.com")  # the sequences carry on after the loaded rows
     finally:
         app.close()
     with fresh_database() as url:

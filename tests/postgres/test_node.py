@@ -17,6 +17,7 @@ from sqlalchemy import select
 from postroom.app import App
 from postroom.config import DatabaseSettings, load_settings
 from postroom.model.flow import TraceStatus
+from postroom.model.scope import OPERATOR
 from postroom.storage.schema import messages, spool_messages
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, populate, wait_for
@@ -87,7 +88,7 @@ def test_group_alias_and_unknown_recipient_on_postgres(pg_hosted: Hosted) -> Non
     assert (listed.subject, listed.message_id) == ("Grüße", "<pg-1@partner.example>")
     assert inbox(pg_hosted, "carol@fabrikam.com") == []
 
-    rows = pg_hosted.app.trace.search(TraceQuery(message_id_header="pg-1@partner.example"))
+    rows = pg_hosted.app.trace.search(TraceQuery(message_id_header="pg-1@partner.example"), OPERATOR)
     # As on SQLite: alice's one delivery is traced under the RCPT as given (the alias, domain
     # lower-cased); the group's copy for alice settles with it.
     assert {r.recipient: r.status for r in rows} == {
@@ -96,7 +97,7 @@ def test_group_alias_and_unknown_recipient_on_postgres(pg_hosted: Hosted) -> Non
         "bob@contoso.com": TraceStatus.DELIVERED,
         "nobody@contoso.com": TraceStatus.FAILED,
     }
-    detail = pg_hosted.app.trace.detail(rows[0].message_id)
+    detail = pg_hosted.app.trace.detail(rows[0].message_id, OPERATOR)
     assert detail is not None
     kinds = [e.event for e in detail.events]
     assert kinds[0] == "Receive" and {"Expand", "Deliver", "Fail"} <= set(kinds)

@@ -1,9 +1,9 @@
-"""The spool: message and per-recipient queue rows in one transaction, summary, settled removal."""
+"""The spool: message and per-recipient queue rows in one transaction, summary, settling."""
 
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from postroom.model.flow import Route, RoutedRecipient
 from postroom.model.message import HeaderSummary
@@ -13,7 +13,7 @@ from postroom.queue import (
     SpoolEntry,
     new_message_id,
     queue_summary,
-    remove_settled_messages,
+    settle,
     write_spool,
 )
 from postroom.storage import Database
@@ -102,21 +102,20 @@ def test_summary_counts_deferred(database: Database) -> None:
     )
 
 
-def test_remove_settled_messages_keeps_messages_with_queued_recipients(database: Database) -> None:
+def test_settle_takes_recipients_out_and_messages_with_none_left(database: Database) -> None:
     with database.write() as conn:
         write_spool(conn, entry("m1", 1000.0), ROUTES)
         write_spool(conn, entry("m2", 1000.0), ROUTES)
         write_spool(conn, entry("m3", 1000.0), [])
-        conn.execute(delete(queue_recipients).where(queue_recipients.c.message_id == "m1"))
-        conn.execute(
-            delete(queue_recipients).where(
-                (queue_recipients.c.message_id == "m2") & (queue_recipients.c.route == Route.LOCAL.value)
-            )
-        )
-        remove_settled_messages(conn, {"m1", "m2"})
-        remove_settled_messages(conn, set())
+    q = queue_recipients
+    with database.read() as conn:
+        ids = {(row.message_id, row.route): row.id for row in conn.execute(select(q))}
+    with database.write() as conn:
+        settle(conn, {ids[("m1", "local")], ids[("m1", "remote")], ids[("m2", "local")]})
+        settle(conn, set())
     with database.read() as conn:
         assert sorted(conn.execute(select(spool_messages.c.id)).scalars().all()) == ["m2", "m3"]
+        assert conn.execute(select(q.c.message_id, q.c.route)).all() == [("m2", "remote")]
 
 
 def test_message_ids_are_unique_and_sort_by_time() -> None:

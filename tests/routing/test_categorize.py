@@ -10,10 +10,10 @@ from postroom.directory import ConnectionView, Directory
 from postroom.model import Address
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.scope import OPERATOR
-from postroom.routing import MAX_GROUP_DEPTH, Accepted, Categorized, categorize, resolve_recipient
+from postroom.routing import MAX_GROUP_DEPTH, Categorized, categorize
 from postroom.storage import Database
 from postroom.storage.schema import group_members
-from tests.support.records import Org, populate
+from tests.support.records import MAX_RECIPIENTS, Org, accepted, populate
 
 MESSAGE = "m-1"
 
@@ -37,14 +37,10 @@ def group_as_stored(database: Database, directory: Directory, address: str, memb
             )
 
 
-def run(database: Database, *rcpts: str) -> Categorized:
+def run(database: Database, *rcpts: str, max_recipients: int = MAX_RECIPIENTS) -> Categorized:
     with database.read() as conn:
-        accepted = []
-        for rcpt in rcpts:
-            outcome = resolve_recipient(ConnectionView(conn), Address.parse(rcpt))
-            assert isinstance(outcome, Accepted), outcome
-            accepted.append(outcome)
-        return categorize(ConnectionView(conn), MESSAGE, accepted)
+        view = ConnectionView(conn)
+        return categorize(view, MESSAGE, accepted(view, *rcpts), max_recipients=max_recipients)
 
 
 def routes(result: Categorized) -> list[tuple[str, str, Route]]:
@@ -65,7 +61,9 @@ def test_mailbox(database: Database, org: Org) -> None:
         RoutedRecipient("alice@contoso.com", "alice@contoso.com", org.contoso, Route.LOCAL, org.alice)
     ]
     assert result.events == []
-    assert result.statuses == [TraceRecipient(MESSAGE, org.contoso, "alice@contoso.com", TraceStatus.PENDING)]
+    assert result.statuses == [
+        TraceRecipient(MESSAGE, org.contoso, "alice@contoso.com", TraceStatus.PENDING, "alice@contoso.com")
+    ]
 
 
 def test_alias_resolves_with_a_resolve_event(database: Database, org: Org) -> None:
@@ -184,18 +182,36 @@ def test_nesting_depth_is_bounded(database: Database, directory: Directory, org:
     assert routes(result) == [("bob@contoso.com", "bob@contoso.com", Route.LOCAL)]  # alice is too deep
 
 
-def test_groups_of_two_tenants_keep_their_tenant(database: Database, directory: Directory, org: Org) -> None:
-    group_as_stored(database, directory, "crew@fabrikam.com", ["carol@fabrikam.com", "alice@contoso.com"])
+def test_a_member_in_another_tenant_is_remote_mail_of_the_groups_tenant(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    group_as_stored(
+        database,
+        directory,
+        "crew@fabrikam.com",
+        ["carol@fabrikam.com", "alice@contoso.com", "team@contoso.com", "ghost@contoso.com"],
+    )
     result = run(database, "crew@fabrikam.com")
-    assert sorted((r.recipient, r.tenant_id, r.mailbox_id) for r in result.routes) == [
-        ("alice@contoso.com", org.contoso, org.alice),
-        ("carol@fabrikam.com", org.fabrikam, org.carol),
+    assert sorted((r.recipient, r.route, r.tenant_id, r.mailbox_id) for r in result.routes) == [
+        ("alice@contoso.com", Route.REMOTE, org.fabrikam, None),  # as an outside sender would reach it
+        ("carol@fabrikam.com", Route.LOCAL, org.fabrikam, org.carol),
+        ("ghost@contoso.com", Route.REMOTE, org.fabrikam, None),  # contoso's DBEB will answer for it
+        ("team@contoso.com", Route.REMOTE, org.fabrikam, None),  # not expanded: contoso's group
     ]
-    assert {s.recipient: s.tenant_id for s in result.statuses} == {
-        "crew@fabrikam.com": org.fabrikam,
-        "carol@fabrikam.com": org.fabrikam,
-        "alice@contoso.com": org.contoso,
-    }
+    assert {s.tenant_id for s in result.statuses} == {org.fabrikam}
+    assert {e.tenant_id for e in result.events} == {org.fabrikam}
+    assert [e.recipient for e in result.events] == ["crew@fabrikam.com"]
+
+
+def test_a_direct_recipient_and_another_tenants_group_member_are_two_deliveries(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    group_as_stored(database, directory, "crew@fabrikam.com", ["alice@contoso.com"])
+    result = run(database, "alice@contoso.com", "crew@fabrikam.com")
+    assert [(r.recipient, r.route, r.tenant_id) for r in result.routes] == [
+        ("alice@contoso.com", Route.LOCAL, org.contoso),
+        ("alice@contoso.com", Route.REMOTE, org.fabrikam),
+    ]
 
 
 def test_every_event_carries_the_message_id(database: Database, org: Org) -> None:
@@ -207,14 +223,63 @@ def test_every_event_carries_the_message_id(database: Database, org: Org) -> Non
 
 @pytest.mark.parametrize(
     "member",
-    ["ghost@pending.example", "ghost@relay.contoso.com", "ghost@contoso.com"],
+    ["ghost@unverified.contoso.com", "ghost@relay.contoso.com", "ghost@contoso.com"],
     ids=["unverified-own-domain", "internal-relay-own-domain", "authoritative-own-domain"],
 )
 def test_unknown_member_in_an_own_domain_fails_and_never_routes_out(
     database: Database, directory: Directory, org: Org, member: str
 ) -> None:
+    directory.add_domain(OPERATOR, "unverified.contoso.com", "contoso")
     group_as_stored(database, directory, "odd@contoso.com", ["bob@contoso.com", member])
     result = run(database, "odd@contoso.com")
     assert routes(result) == [("bob@contoso.com", "bob@contoso.com", Route.LOCAL)]
     assert statuses(result)[member] is TraceStatus.FAILED
     assert (EventKind.FAIL, member, {"reply": "550 5.1.1 Recipient not found"}) in events(result)
+
+
+def lattice(directory: Directory, layers: int, width: int) -> str:
+    """Groups in `layers` layers of `width`, each a member of every group of the layer above; the
+    last layer holds alice and bob. Paths from the top: width ** layers. Returns the top group."""
+    for layer in reversed(range(layers)):
+        below = (
+            [f"g{layer + 1}-{n}@contoso.com" for n in range(width)]
+            if layer + 1 < layers
+            else ["alice@contoso.com", "bob@contoso.com"]
+        )
+        for n in range(width):
+            directory.add_group(OPERATOR, f"g{layer}-{n}@contoso.com", members=below)
+    directory.add_group(OPERATOR, "top@contoso.com", members=[f"g0-{n}@contoso.com" for n in range(width)])
+    return "top@contoso.com"
+
+
+def test_a_lattice_of_groups_expands_each_group_once(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    top = lattice(directory, layers=4, width=4)  # 256 paths to each mailbox
+    result = run(database, top)
+    assert routes(result) == [
+        ("alice@contoso.com", "alice@contoso.com", Route.LOCAL),
+        ("bob@contoso.com", "bob@contoso.com", Route.LOCAL),
+    ]
+    expanded = [e.recipient for e in result.events if e.event is EventKind.EXPAND]
+    assert len(expanded) == len(set(expanded)) == 1 + 4 * 4  # the top group and each group once
+    assert len(result.statuses) == 1 + 4 * 4 + 2
+
+
+def test_recipients_past_the_limit_fail_with_one_event_naming_it(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    members = [f"m{n:02}@outside.example" for n in range(30)]
+    group_as_stored(database, directory, "many@contoso.com", members)
+    result = run(database, "bob@contoso.com", "many@contoso.com", max_recipients=10)
+    assert [r.recipient for r in result.routes] == ["bob@contoso.com", *members[:9]]
+    [fail] = [e for e in result.events if e.event is EventKind.FAIL]
+    assert fail.tenant_id == org.contoso
+    assert fail.detail == {
+        "reply": "550 5.5.3 Too many recipients after group expansion",
+        "limit": "routing.max_expanded_recipients",
+        "max": 10,
+        "count": 21,
+        "sample": members[9:19],
+    }
+    assert len(result.statuses) == 1 + 1 + 9  # no row for each recipient past the limit

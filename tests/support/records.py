@@ -14,14 +14,14 @@ from pathlib import Path
 from argon2 import PasswordHasher
 
 from postroom.delivery import deliver_at_commit
-from postroom.directory import ConnectionView, Directory, DomainType
+from postroom.directory import ConnectionView, Directory, DirectoryView, DomainType
 from postroom.mailstore import Mailstore, StoredMessage
 from postroom.model import Address
 from postroom.model.flow import Route
 from postroom.model.message import summarize
 from postroom.model.scope import OPERATOR
 from postroom.queue import SpoolEntry, new_message_id, write_spool
-from postroom.routing import Accepted, categorize, resolve_recipient
+from postroom.routing import Accepted, categorize
 from postroom.storage import BlobStore, Database
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
@@ -69,6 +69,21 @@ def populate(directory: Directory) -> Org:
     return Org(contoso=contoso.id, fabrikam=fabrikam.id, alice=alice.id, bob=bob.id, carol=carol.id)
 
 
+MAX_RECIPIENTS = 10_000  # the default of [routing] max_expanded_recipients
+
+
+def accepted(view: DirectoryView, *rcpts: str) -> list[Accepted]:
+    """The recipients as RCPT accepted them (known addresses; delivery restrictions are routing's
+    `resolve_recipient`'s to test)."""
+    found = []
+    for rcpt in rcpts:
+        address = Address.parse(rcpt)
+        owner = view.address(address.key)
+        assert owner is not None, rcpt
+        found.append(Accepted(address, owner))
+    return found
+
+
 def receive(
     database: Database,
     blobs: BlobStore,
@@ -77,12 +92,9 @@ def receive(
     content: bytes,
     *,
     at: float = 1000.0,
-    local_at_commit: bool = False,
 ) -> str:
-    """What the MX commit does with an accepted message: categorize, spool, trace. Returns its id.
-
-    Local recipients are queued for `LocalDeliveryAgent`, or with `local_at_commit` delivered in the
-    same transaction (`deliver_at_commit`) as the MX does."""
+    """What the MX commit does with a message whose recipients were accepted: categorize, deliver the
+    local ones (`deliver_at_commit`), spool the rest, trace, in one transaction. Returns its id."""
     message_id = new_message_id(at)
     prefix = b"Received: from client by mx.postroom.test\r\n"
     entry = SpoolEntry(
@@ -96,10 +108,8 @@ def receive(
     )
     with database.write() as conn:
         view = ConnectionView(conn)
-        accepted = [resolve_recipient(view, Address.parse(rcpt)) for rcpt in rcpts]
-        assert all(isinstance(a, Accepted) for a in accepted), accepted
-        categorized = categorize(view, message_id, [a for a in accepted if isinstance(a, Accepted)])
-        queued = [r for r in categorized.routes if not (local_at_commit and r.route is Route.LOCAL)]
+        categorized = categorize(view, message_id, accepted(view, *rcpts), max_recipients=MAX_RECIPIENTS)
+        queued = [r for r in categorized.routes if r.route is not Route.LOCAL]
         if queued:
             write_spool(conn, entry, queued)
         record_message(
@@ -110,10 +120,9 @@ def receive(
         )
         record_events(conn, categorized.events, at)
         set_statuses(conn, categorized.statuses, at)
-        if local_at_commit:
-            events, statuses = deliver_at_commit(conn, entry, categorized.routes)
-            record_events(conn, events, at)
-            set_statuses(conn, statuses, at)
+        events, statuses = deliver_at_commit(conn, entry, categorized.routes)
+        record_events(conn, events, at)
+        set_statuses(conn, statuses, at)
     return message_id
 
 

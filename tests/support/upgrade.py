@@ -85,6 +85,12 @@ def shape(url: str) -> dict[str, dict[str, Any]]:
                     "unique": sorted(
                         tuple(uc["column_names"]) for uc in inspector.get_unique_constraints(name)
                     ),
+                    # SQLite: whether a removed row's id may come back (AUTOINCREMENT says never).
+                    "autoincrement": conn.dialect.name == "sqlite"
+                    and "AUTOINCREMENT"
+                    in conn.exec_driver_sql(
+                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+                    ).scalar_one(),
                     "foreign keys": sorted(
                         (
                             tuple(fk["constrained_columns"]),

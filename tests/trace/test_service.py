@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from sqlalchemy import func, select
 
 from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.scope import OPERATOR, Scope, TenantScope
 from postroom.storage import Database
+from postroom.storage.schema import trace_events
 from postroom.trace import TraceMessage, TraceQuery, TraceService, record_events, record_message, set_statuses
 
 CONTOSO, FABRIKAM = 1, 2
@@ -95,10 +98,11 @@ def trace(database: Database) -> TraceService:
 
 
 @pytest.mark.parametrize(
-    ("query", "rows"),
+    ("query", "scope", "rows"),
     [
         (
             TraceQuery(),
+            OPERATOR,
             [
                 ("m5", "dave@fabrikam.com"),
                 ("m4", "carol@fabrikam.com"),
@@ -111,7 +115,8 @@ def trace(database: Database) -> TraceService:
             ],
         ),
         (
-            TraceQuery(tenant_id=CONTOSO),
+            TraceQuery(),
+            TenantScope(CONTOSO),
             [
                 ("m2", "team@contoso.com"),
                 ("m2", "alice@contoso.com"),
@@ -120,51 +125,70 @@ def trace(database: Database) -> TraceService:
             ],
         ),
         (
-            TraceQuery(tenant_id=FABRIKAM),
+            TraceQuery(),
+            TenantScope(FABRIKAM),
             [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com"), ("m1", "carol@fabrikam.com")],
         ),
-        (TraceQuery(tenant_id=99), []),
-        (TraceQuery(sender="*@contoso.com"), [("m1", "bob@contoso.com"), ("m1", "carol@fabrikam.com")]),
-        (TraceQuery(sender="*@CONTOSO.COM", tenant_id=FABRIKAM), [("m1", "carol@fabrikam.com")]),
-        (TraceQuery(sender="ext@partner.example", status=TraceStatus.FAILED), [("m2", "bob@contoso.com")]),
-        (TraceQuery(sender="*@contoso"), []),
-        (TraceQuery(sender="a_b@fabrikam.com"), [("m4", "carol@fabrikam.com")]),  # "_" is not a wildcard
-        (TraceQuery(sender="a%b@fabrikam.com"), []),  # nor is "%"
-        (TraceQuery(recipient="bob@contoso.com"), [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")]),
-        (TraceQuery(recipient="CAROL@fabrikam.com", since=2000.0), [("m4", "carol@fabrikam.com")]),
-        (TraceQuery(recipient="*@fabrikam.com", tenant_id=CONTOSO), []),
+        (TraceQuery(), TenantScope(99), []),
         (
-            TraceQuery(
-                message_id_header="<two@partner.example>", tenant_id=CONTOSO, status=TraceStatus.EXPANDED
-            ),
+            TraceQuery(sender="*@contoso.com"),
+            OPERATOR,
+            [("m1", "bob@contoso.com"), ("m1", "carol@fabrikam.com")],
+        ),
+        (TraceQuery(sender="*@CONTOSO.COM"), TenantScope(FABRIKAM), [("m1", "carol@fabrikam.com")]),
+        (
+            TraceQuery(sender="ext@partner.example", status=TraceStatus.FAILED),
+            OPERATOR,
+            [("m2", "bob@contoso.com")],
+        ),
+        (TraceQuery(sender="*@contoso"), OPERATOR, []),
+        (
+            TraceQuery(sender="a_b@fabrikam.com"),
+            OPERATOR,
+            [("m4", "carol@fabrikam.com")],
+        ),  # "_" is not a wildcard
+        (TraceQuery(sender="a%b@fabrikam.com"), OPERATOR, []),  # nor is "%"
+        (
+            TraceQuery(recipient="bob@contoso.com"),
+            OPERATOR,
+            [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")],
+        ),
+        (TraceQuery(recipient="CAROL@fabrikam.com", since=2000.0), OPERATOR, [("m4", "carol@fabrikam.com")]),
+        (TraceQuery(recipient="*@fabrikam.com"), TenantScope(CONTOSO), []),
+        (
+            TraceQuery(message_id_header="<two@partner.example>", status=TraceStatus.EXPANDED),
+            TenantScope(CONTOSO),
             [("m2", "team@contoso.com")],
         ),
         (
             TraceQuery(message_id_header="two@partner.example", status=TraceStatus.EXPANDED),
+            OPERATOR,
             [("m2", "team@contoso.com")],
         ),
-        (TraceQuery(message_id_header=" four@fabrikam.com "), [("m4", "carol@fabrikam.com")]),
-        (TraceQuery(message_id_header="<five%@fabrikam.com>"), [("m5", "dave@fabrikam.com")]),
-        (TraceQuery(message_id_header="four"), []),
+        (TraceQuery(message_id_header=" four@fabrikam.com "), OPERATOR, [("m4", "carol@fabrikam.com")]),
+        (TraceQuery(message_id_header="<five%@fabrikam.com>"), OPERATOR, [("m5", "dave@fabrikam.com")]),
+        (TraceQuery(message_id_header="four"), OPERATOR, []),
         (
             TraceQuery(since=3000.0, until=4000.0),
+            OPERATOR,
             [("m4", "carol@fabrikam.com"), ("m3", "victim@foreign.example")],
         ),
-        (TraceQuery(until=999.0), []),
+        (TraceQuery(until=999.0), OPERATOR, []),
         (
             TraceQuery(status=TraceStatus.DELIVERED),
+            OPERATOR,
             [("m4", "carol@fabrikam.com"), ("m2", "alice@contoso.com"), ("m1", "bob@contoso.com")],
         ),
-        (TraceQuery(status=TraceStatus.QUARANTINED, tenant_id=CONTOSO), []),
-        (TraceQuery(limit=2), [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com")]),
+        (TraceQuery(status=TraceStatus.QUARANTINED), TenantScope(CONTOSO), []),
+        (TraceQuery(limit=2), OPERATOR, [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com")]),
     ],
 )
-def test_search(trace: TraceService, query: TraceQuery, rows: list[tuple[str, str]]) -> None:
-    assert [(row.message_id, row.recipient) for row in trace.search(query)] == rows
+def test_search(trace: TraceService, query: TraceQuery, scope: Scope, rows: list[tuple[str, str]]) -> None:
+    assert [(row.message_id, row.recipient) for row in trace.search(query, scope)] == rows
 
 
 def test_search_rows_carry_the_message_facts(trace: TraceService) -> None:
-    [row] = trace.search(TraceQuery(recipient="victim@foreign.example"))
+    [row] = trace.search(TraceQuery(recipient="victim@foreign.example"), OPERATOR)
     assert (row.sender, row.subject, row.received_at, row.status, row.tenant_id, row.message_id_header) == (
         "spam@evil.example",
         "subject m3",
@@ -176,7 +200,7 @@ def test_search_rows_carry_the_message_facts(trace: TraceService) -> None:
 
 
 def test_detail_for_the_administrator_has_every_row_and_event(trace: TraceService) -> None:
-    detail = trace.detail("m1")
+    detail = trace.detail("m1", OPERATOR)
     assert detail is not None
     assert (detail.message.sender, detail.message.client_ip, detail.message.size) == (
         "alice@contoso.com",
@@ -196,34 +220,34 @@ def test_detail_for_the_administrator_has_every_row_and_event(trace: TraceServic
 
 
 def test_detail_is_scoped_to_the_tenant(trace: TraceService) -> None:
-    contoso = trace.detail("m1", tenant_id=CONTOSO)
+    contoso = trace.detail("m1", TenantScope(CONTOSO))
     assert contoso is not None
     assert [r.recipient for r in contoso.recipients] == ["bob@contoso.com"]
     assert [(e.event, e.recipient) for e in contoso.events] == [
         ("Receive", ""),
         ("Deliver", "bob@contoso.com"),
     ]
-    fabrikam = trace.detail("m1", tenant_id=FABRIKAM)
+    fabrikam = trace.detail("m1", TenantScope(FABRIKAM))
     assert fabrikam is not None
     assert [r.recipient for r in fabrikam.recipients] == ["carol@fabrikam.com"]
     assert [e.event for e in fabrikam.events] == ["Receive"]
 
 
 @pytest.mark.parametrize(
-    ("message_id", "tenant_id"),
+    ("message_id", "scope"),
     [
-        ("m2", FABRIKAM),
-        ("m4", CONTOSO),
-        ("m3", CONTOSO),
-        ("m3", FABRIKAM),
-        ("absent", None),
-        ("absent", CONTOSO),
+        ("m2", TenantScope(FABRIKAM)),
+        ("m4", TenantScope(CONTOSO)),
+        ("m3", TenantScope(CONTOSO)),
+        ("m3", TenantScope(FABRIKAM)),
+        ("absent", OPERATOR),
+        ("absent", TenantScope(CONTOSO)),
     ],
 )
 def test_detail_of_another_tenants_message_is_none(
-    trace: TraceService, message_id: str, tenant_id: int | None
+    trace: TraceService, message_id: str, scope: Scope
 ) -> None:
-    assert trace.detail(message_id, tenant_id=tenant_id) is None
+    assert trace.detail(message_id, scope) is None
 
 
 def test_set_statuses_updates_the_one_row_per_recipient(database: Database, trace: TraceService) -> None:
@@ -231,5 +255,44 @@ def test_set_statuses_updates_the_one_row_per_recipient(database: Database, trac
         set_statuses(
             conn, [TraceRecipient("m1", FABRIKAM, "carol@fabrikam.com", TraceStatus.DELIVERED)], 1500.0
         )
-    rows = trace.search(TraceQuery(recipient="carol@fabrikam.com", until=1000.0))
+    rows = trace.search(TraceQuery(recipient="carol@fabrikam.com", until=1000.0), OPERATOR)
     assert [(r.message_id, r.status) for r in rows] == [("m1", TraceStatus.DELIVERED)]
+
+
+def test_a_mailbox_is_found_by_any_of_its_addresses(database: Database, trace: TraceService) -> None:
+    with database.write() as conn:
+        record_message(conn, TraceMessage("m6", "", "ext@partner.example", "to an alias", 10, "", 6000.0))
+        set_statuses(
+            conn,
+            [
+                TraceRecipient("m6", CONTOSO, "AL@contoso.com", TraceStatus.DELIVERED, "alice@contoso.com"),
+                TraceRecipient("m6", CONTOSO, "team@contoso.com", TraceStatus.EXPANDED, "team@contoso.com"),
+            ],
+            6000.0,
+        )
+    alice = ("alice@contoso.com", "al@contoso.com")
+    rows = trace.search(TraceQuery(addresses=alice), OPERATOR)
+    assert [(r.message_id, r.recipient, r.resolved) for r in rows] == [
+        ("m6", "AL@contoso.com", "alice@contoso.com"),  # sent to the alias, resolved to the mailbox
+        ("m2", "alice@contoso.com", ""),
+    ]
+    by_resolved = trace.search(TraceQuery(recipient="alice@contoso.com", since=6000.0), TenantScope(CONTOSO))
+    assert [(r.recipient, r.resolved) for r in by_resolved] == [("AL@contoso.com", "alice@contoso.com")]
+    assert trace.search(TraceQuery(addresses=alice), TenantScope(FABRIKAM)) == []
+    detail = trace.detail("m6", TenantScope(CONTOSO))
+    assert detail is not None
+    assert [(r.recipient, r.resolved) for r in detail.recipients] == [
+        ("AL@contoso.com", "alice@contoso.com"),
+        ("team@contoso.com", "team@contoso.com"),
+    ]
+
+
+def test_purge_removes_old_messages_with_their_rows_and_events(
+    database: Database, trace: TraceService
+) -> None:
+    assert trace.purge(2500.0, batch=1) == 2 + 5 + 5  # m1, m2: messages, recipient rows, events
+    assert {r.message_id for r in trace.search(TraceQuery(), OPERATOR)} == {"m3", "m4", "m5"}
+    assert trace.detail("m1", OPERATOR) is None
+    assert trace.purge(2500.0) == 0
+    with database.read() as conn:
+        assert conn.execute(select(func.count()).select_from(trace_events)).scalar() == 4  # m3..m5

@@ -17,7 +17,16 @@ loaded whole: only its first `HEAD_OCTETS` are read, for the header summary and 
 Recipients refused at RCPT (by routing, or by the SMTP core past its recipient limit) and messages
 refused at the end of data (by this session, or by the core for size, bare LF, line length or NUL)
 are traced as failed with the reply they got, so an admin can answer "why did my partner's mail to x
-bounce?".
+bounce?"; past the limits of `[trace] refusals_per_session` and `refusals_per_client` they are
+aggregated instead (`trace.refusals`), so a client cannot make the node write without bound.
+
+Each committed message, and each transaction refused at the end of DATA, gets one info line in the
+node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
+size, time taken, and every recipient with its outcome (delivered, queued, failed with its reply).
+
+Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
+delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
+inbound connectors (later) set it for their sessions.
 
 Security: every input here was parsed and bounded by the SMTP core. The session never relays: a
 recipient outside the service's verified accepted domains is refused by routing.
@@ -32,22 +41,32 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import format_datetime
 from functools import partial
 
 from sqlalchemy import Connection
 
 from postroom.delivery import deliver_at_commit
-from postroom.directory import REFRESH_SECONDS, CachedDirectory, NotCached
+from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached
 from postroom.model import Address, Reply, replies
 from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.queue import SpoolEntry, new_message_id, write_spool
-from postroom.routing import Accepted, Categorized, Rejected, RejectReason, categorize, resolve_recipient
+from postroom.routing import (
+    NO_SERVICE_POSTMASTER,
+    Accepted,
+    Categorized,
+    Rejected,
+    RejectReason,
+    ServicePostmaster,
+    categorize,
+    resolve_recipient,
+)
 from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
 from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
+from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
 
 MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
 HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
@@ -65,6 +84,8 @@ class Envelope:
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
+    refused_untraced: int = 0  # refused recipients that went into the client's aggregate
+    started: float = field(default_factory=time.monotonic)
 
 
 class MxEndpoint:
@@ -78,6 +99,9 @@ class MxEndpoint:
         blobs: BlobStore,
         committer: GroupCommitter,
         on_queued: Callable[[], None],
+        max_expanded_recipients: int,
+        refusal_limits: RefusalLimits,
+        service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
@@ -85,6 +109,9 @@ class MxEndpoint:
         self._blobs = blobs
         self.committer = committer
         self._on_queued = on_queued
+        self._max_expanded_recipients = max_expanded_recipients
+        self._service_postmaster = service_postmaster
+        self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
         self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-blob")
@@ -96,24 +123,53 @@ class MxEndpoint:
         self._lookups.shutdown(wait=True)
         self._writers.shutdown(wait=True)
 
-    async def resolve(self, recipient: Address) -> Accepted | Rejected:
+    async def resolve(self, recipient: Address, sender_internal_to: int | None) -> Accepted | Rejected:
         """Decide a RCPT: from the cache's memory when it holds the answer, else in a worker thread."""
         try:
-            return resolve_recipient(self.directory.in_memory(), recipient)
+            return self._resolve(self.directory.in_memory(), recipient, sender_internal_to)
         except NotCached:
             pass
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, resolve_recipient, self.directory, recipient)
+        decide = partial(self._resolve, self.directory, recipient, sender_internal_to)
+        return await loop.run_in_executor(self._lookups, decide)
+
+    def _resolve(
+        self, directory: DirectoryView, recipient: Address, sender_internal_to: int | None
+    ) -> Accepted | Rejected:
+        return resolve_recipient(
+            directory,
+            recipient,
+            sender_internal_to=sender_internal_to,
+            service_postmaster=self._service_postmaster,
+        )
 
     async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
         """Routes for the accepted recipients: from memory when the cache holds every answer (the
         usual case: RCPT just asked), else in a worker thread. No SQL runs on the event loop."""
+        limit = self._max_expanded_recipients
         try:
-            return categorize(self.directory.in_memory(), message_id, accepted)
+            return categorize(self.directory.in_memory(), message_id, accepted, max_recipients=limit)
         except NotCached:
             pass
+        run = partial(categorize, self.directory, message_id, accepted, max_recipients=limit)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, categorize, self.directory, message_id, accepted)
+        return await loop.run_in_executor(self._lookups, run)
+
+    async def flush_refusals(self, *, everything: bool = False) -> None:
+        """Write the refusal aggregates that are due (with `everything`, all: the node stops)."""
+        due = self.refusals.take_due(everything=everything)
+        if due:
+            job = partial(record_aggregates, [(new_message_id(self.clock()), a) for a in due])
+            await self.committer.run(job)
+
+    async def keep_refusals_flushed(self) -> None:
+        """Write due refusal aggregates every FLUSH_SECONDS."""
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            try:
+                await self.flush_refusals()
+            except Exception:
+                log.exception("could not write the aggregated refusals; retrying")
 
     async def keep_directory_fresh(self) -> None:
         """Drop the directory cache whenever the directory changes (checked every REFRESH_SECONDS)."""
@@ -148,6 +204,8 @@ class MxSession:
         self.extended = False
         self.tls: TlsInfo | None = None
         self.envelope: Envelope | None = None
+        self.sender_internal_to: int | None = None  # the MX endpoint: every sender is outside
+        self.refusals_traced = 0  # refused recipients of this session traced one by one
 
     async def connect(self) -> Reply | None:
         return None if self._endpoint.committer.alive else replies.STORAGE_UNAVAILABLE
@@ -169,11 +227,12 @@ class MxSession:
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
-        resolution = await self._endpoint.resolve(recipient)
+        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
         if isinstance(resolution, Accepted):
             envelope.accepted.append(resolution)
             return replies.RECIPIENT_OK
-        envelope.rejected.append(resolution)
+        if self._traced_alone(envelope, str(recipient), resolution.reply):
+            envelope.rejected.append(resolution)
         return resolution.reply
 
     async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
@@ -181,22 +240,32 @@ class MxSession:
         envelope = self.envelope
         if envelope is None:
             return
-        resolution = await self._endpoint.resolve(recipient)
+        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
         tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
-        envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
+        if self._traced_alone(envelope, str(recipient), reply):
+            envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
 
     def data_refused(self, reply: Reply) -> None:
         """The SMTP core refused the message at its end; `reset` follows and traces it."""
         if self.envelope is not None:
-            self.envelope.refused_data = reply
+            self._refuse_data(self.envelope, reply, None)
+
+    def _traced_alone(self, envelope: Envelope, recipient: str, reply: Reply) -> bool:
+        """Count a refused recipient; True when it is traced alone, False when it was aggregated."""
+        sender = str(envelope.sender) if envelope.sender else ""
+        ip = self.connection.peer_ip
+        if self._endpoint.refusals.refused(ip, self.refusals_traced, recipient, sender, str(reply)):
+            self.refusals_traced += 1
+            return True
+        envelope.refused_untraced += 1
+        return False
 
     async def data(self, content: MessageContent) -> Reply:
         envelope = self.envelope
         assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
         head = content.head(HEAD_OCTETS)
         if count_received(head) > MAX_HOPS:
-            envelope.refused_data = replies.HOP_COUNT_EXCEEDED
-            return replies.HOP_COUNT_EXCEEDED
+            return self._refuse_data(envelope, replies.HOP_COUNT_EXCEEDED, content.size)
         now = self._endpoint.clock()
         summary = summarize(head)
         prefix = self._received_header(envelope, now)
@@ -220,15 +289,48 @@ class MxSession:
             "listener": self.connection.listener_name,
         }
         job = partial(_commit_received, entry, categorized, envelope, receive_detail, self.connection.peer_ip)
-        await self._endpoint.committer.run(job)
+        outcomes = await self._endpoint.committer.run(job)
         if any(route.route is not Route.LOCAL for route in categorized.routes):
             self._endpoint.queued()
         self.envelope = None  # committed: a reset must not trace its rejects again
+        self._log_transaction("queued", envelope, entry.size, outcomes)
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
+
+    def _refuse_data(self, envelope: Envelope, reply: Reply, size: int | None) -> Reply:
+        """Refuse the message at the end of DATA (by this session, or by the SMTP core, which does not
+        say the size): every accepted recipient fails with `reply`."""
+        envelope.refused_data = reply
+        traced = [a for a in envelope.accepted if self._traced_alone(envelope, str(a.recipient), reply)]
+        outcomes = [(str(r.recipient), "failed", str(r.reply)) for r in envelope.rejected]
+        outcomes += [(str(a.recipient), "failed", str(reply)) for a in envelope.accepted]
+        envelope.accepted = traced  # what the reset traces as refused at DATA
+        self._log_transaction("refused", envelope, size, outcomes)
+        return reply
+
+    def _log_transaction(
+        self, verdict: str, envelope: Envelope, size: int | None, outcomes: list[tuple[str, str, str]]
+    ) -> None:
+        """The mail log line of one transaction (the node's log, at info)."""
+        recipients = ", ".join(
+            f"to=<{recipient}> status={status}" + (f" ({reply})" if reply else "")
+            for recipient, status, reply in outcomes
+        )
+        untraced = f" refused_untraced={envelope.refused_untraced}" if envelope.refused_untraced else ""
+        log.info(
+            "%s id=%s client=%s from=<%s> size=%s time=%.3fs %s%s",
+            verdict,
+            envelope.id,
+            self.connection.peer_ip,
+            envelope.sender or "",
+            "-" if size is None else size,
+            time.monotonic() - envelope.started,
+            recipients,
+            untraced,
+        )
 
     def reset(self) -> None:
         envelope, self.envelope = self.envelope, None
-        if envelope is not None and (envelope.rejected or envelope.refused_data):
+        if envelope is not None and (envelope.rejected or (envelope.refused_data and envelope.accepted)):
             # Nothing was committed for this transaction; its refused recipients are still traced.
             job = partial(_record_refusals, envelope, self.connection.peer_ip, self._endpoint.clock())
             future = asyncio.ensure_future(self._endpoint.committer.run(job))
@@ -289,6 +391,14 @@ def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecip
     return events, statuses
 
 
+_OUTCOMES = {
+    TraceStatus.DELIVERED: "delivered",
+    TraceStatus.PENDING: "queued",
+    TraceStatus.FAILED: "failed",
+    TraceStatus.EXPANDED: "expanded",
+}
+
+
 def _commit_received(
     entry: SpoolEntry,
     categorized: Categorized,
@@ -296,8 +406,10 @@ def _commit_received(
     receive_detail: dict[str, object],
     client_ip: str,
     conn: Connection,
-) -> None:
-    """The commit job of one received message: deliver locally, queue the rest, trace. Runs in the writer."""
+) -> list[tuple[str, str, str]]:
+    """The commit job of one received message: deliver locally, queue the rest, trace. Runs in the writer.
+
+    Returns each trace row's (recipient, outcome, reply) for the mail log line."""
     summary = entry.summary
     queued = [route for route in categorized.routes if route.route is not Route.LOCAL]
     if queued:
@@ -324,16 +436,33 @@ def _commit_received(
     events = receive + refused_events + categorized.events + delivered_events
     record_events(conn, events, entry.received_at)
     # Later rows win: a recipient's `pending` from categorizing is settled by its delivery.
-    set_statuses(
-        conn, _last_per_row(refused_statuses + categorized.statuses + delivered_statuses), entry.received_at
-    )
+    final = _last_per_row(refused_statuses + categorized.statuses + delivered_statuses)
+    set_statuses(conn, final, entry.received_at)
+    replies_given = {
+        e.recipient.lower(): str(e.detail.get("reply", "")) for e in events if e.event is EventKind.FAIL
+    }
+    outcomes = [
+        (s.recipient, _OUTCOMES.get(s.status, s.status.value), replies_given.get(s.recipient.lower(), ""))
+        for s in final
+    ]
+    past_limit = [e for e in categorized.events if e.event is EventKind.FAIL and not e.recipient]
+    outcomes += [
+        (f"{e.detail['count']} more", "failed", f"{e.detail['reply']}; {e.detail['limit']}")
+        for e in past_limit
+    ]
+    return outcomes
 
 
 def _last_per_row(statuses: list[TraceRecipient]) -> list[TraceRecipient]:
-    """One status per (message, recipient), the last one given, in first-seen order."""
+    """One status per (message, recipient): the last one given, keeping the first `resolved`, in
+    first-seen order."""
     latest: dict[str, TraceRecipient] = {}
     for status in statuses:
-        latest[status.recipient.lower()] = status
+        key = status.recipient.lower()
+        earlier = latest.get(key)
+        if earlier is not None and earlier.resolved and not status.resolved:
+            status = replace(status, resolved=earlier.resolved)
+        latest[key] = status
     return list(latest.values())
 
 

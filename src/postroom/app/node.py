@@ -5,9 +5,16 @@ uses it as is. `App.serve()` removes the temporary files of blob writes that nev
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
 every listener (the MX endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS
 policies), prints where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop
-accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still
-in a transaction then is cut with 421 4.3.2), the scheduler finishes its round and the writer commits
-what it was given. Nothing acknowledged is left uncommitted.
+accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a
+session still in a transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
+refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
+left uncommitted.
+
+Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
+scheduler has no round for them; what the queue keeps is remote mail, and the scheduler runs the
+remote delivery round when outbound sending arrives (until then it has no rounds and remote mail
+waits in the queue). While serving, the node also purges trace older than `[trace] retention_days`
+every `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 
 Failure at start is one `StartupError` whose message is one line naming the problem and the key to
 change: a data directory that does not exist (`postroom init` makes one; `open` never does), a
@@ -25,6 +32,7 @@ import logging
 import os
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -38,14 +46,20 @@ from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
 from postroom.config import Settings
-from postroom.delivery import LocalDeliveryAgent
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
-from postroom.queue import QueueSummary, Scheduler, queue_summary
+from postroom.model import Address
+from postroom.queue import DeliveryRound, QueueSummary, Scheduler, queue_summary
+from postroom.routing import ServicePostmaster
 from postroom.smtp import SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
-from postroom.trace import TraceService
+from postroom.trace import TraceService, purge
+from postroom.trace.refusals import RefusalLimits
+
+DAY = 86_400.0
+# The scheduler's delivery rounds: none until outbound sending (remote delivery) arrives.
+DELIVERY_ROUNDS: tuple[DeliveryRound, ...] = ()
 
 DATABASE_PROBE_SECONDS = 5  # `check` gives a database server this long to answer
 
@@ -221,6 +235,29 @@ class App:
             self._resolver = DnsResolver(self.settings.dns)
         return self._resolver
 
+    def service_postmaster(self) -> ServicePostmaster:
+        """Where RCPT TO:<postmaster> goes: `[service] postmaster`, else postmaster@<service domain>."""
+        service = self.settings.service
+        return ServicePostmaster(
+            frozenset({service.hostname.lower(), service.domain.lower()}),
+            Address.parse(service.postmaster_address),
+        )
+
+    async def _keep_trace_purged(self, committer: GroupCommitter) -> None:
+        """Purge trace past its retention every `purge_interval`, one batch per writer job."""
+        trace = self.settings.trace
+        while True:
+            try:
+                before = time.time() - trace.retention_days * DAY
+                removed = 0
+                while count := await committer.run(partial(purge, before=before, batch=trace.purge_batch)):
+                    removed += count
+                if removed:
+                    log.info("trace purge: removed %d rows older than %d days", removed, trace.retention_days)
+            except Exception:
+                log.exception("trace purge failed; retrying at the next interval")
+            await asyncio.sleep(trace.purge_interval)
+
     def queue_summary(self) -> QueueSummary:
         with self.database.read() as conn:
             return queue_summary(conn)
@@ -257,13 +294,20 @@ class App:
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
-        scheduler = Scheduler(committer, [LocalDeliveryAgent(batch_max=settings.queue.delivery_batch_max)])
+        scheduler = Scheduler(committer, DELIVERY_ROUNDS)
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=CachedDirectory(self.database),
             blobs=self.blobs,
             committer=committer,
             on_queued=scheduler.wake,
+            max_expanded_recipients=settings.routing.max_expanded_recipients,
+            refusal_limits=RefusalLimits(
+                settings.trace.refusals_per_session,
+                settings.trace.refusals_per_client,
+                settings.trace.refusal_window,
+            ),
+            service_postmaster=self.service_postmaster(),
         )
         mx = SmtpListener(
             name="mx",
@@ -282,7 +326,11 @@ class App:
             limits=settings.admin.limits,
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
-        refresh_task = asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh")
+        background = [
+            asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh"),
+            asyncio.create_task(endpoint.keep_refusals_flushed(), name="postroom-refusals"),
+            asyncio.create_task(self._keep_trace_purged(committer), name="postroom-trace-purge"),
+        ]
         try:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
@@ -300,11 +348,16 @@ class App:
             log.info("stopping: draining transactions in flight")
             await asyncio.gather(mx.stop(settings.drain_seconds), admin.stop(settings.drain_seconds))
         finally:
-            refresh_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refresh_task
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             scheduler.stop()
             await scheduler_task
+            try:
+                await endpoint.flush_refusals(everything=True)
+            except Exception:
+                log.exception("could not write the aggregated refusals at stop")
             await asyncio.to_thread(committer.stop)
             endpoint.close()
             for signum in (signal.SIGTERM, signal.SIGINT):

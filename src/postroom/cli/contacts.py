@@ -30,7 +30,7 @@ def contact_add(
         created = node().directory.add_contact(
             scope_for(tenant), address, external_address=external, display_name=name
         )
-    console.print(f"contact {created.primary_address} -> {created.external_address} created")
+    console.print(f"contact {created.primary_address} -> {created.external_address} created", markup=False)
 
 
 @contact_app.command("list")
@@ -51,4 +51,4 @@ def contact_remove(address: str, tenant: TenantScopeOption = None) -> None:
     """Remove a mail contact."""
     with refusals():
         node().directory.remove_recipient(scope_for(tenant), address)
-    console.print(f"{address} removed")
+    console.print(f"{address} removed", markup=False)

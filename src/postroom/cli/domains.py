@@ -51,10 +51,13 @@ def domain_add(
     """Add an accepted domain; it receives mail once its ownership is verified."""
     with refusals():
         added = node().directory.add_domain(OPERATOR, domain, tenant, type_, verified=verified)
-    console.print(f"{added.name} added to tenant {added.tenant} as {added.type.value}, {added.status.value}")
+    console.print(
+        f"{added.name} added to tenant {added.tenant} as {added.type.value}, {added.status.value}",
+        markup=False,
+    )
     if not added.receives_mail:
         console.print("To prove you own it, publish this TXT record, then run `postroom domain verify`:")
-        console.print(f'  {added.name}.  3600  IN  TXT  "{added.verification_record}"')
+        console.print(f'  {added.name}.  3600  IN  TXT  "{added.verification_record}"', markup=False)
     console.print(
         f"Every record the domain needs (MX, SPF, DKIM, DMARC, ...): `postroom domain records {added.name}`;"
         f" check them with `postroom domain check {added.name}`.",
@@ -295,7 +298,7 @@ def dkim_rotate(
                 )
         rotated = current.directory.rotate_dkim(OPERATOR, domain)
     retired = next(k for k in rotated if not k.active)
-    console.print(f"{successor.selector} signs {successor.domain}'s mail now.")
+    console.print(f"{successor.selector} signs {successor.domain}'s mail now.", markup=False)
     console.print(f"Before the next rotation, publish the new key of {retired.selector}:", markup=False)
     console.print(dkim_record(retired.domain, dkim_selector(retired)).zone_line(), markup=False)
 
@@ -305,4 +308,4 @@ def domain_remove(domain: str) -> None:
     """Remove an accepted domain that no address uses."""
     with refusals():
         node().directory.remove_domain(OPERATOR, domain)
-    console.print(f"{domain} removed")
+    console.print(f"{domain} removed", markup=False)

@@ -27,6 +27,33 @@ AllowUnknownOption = Annotated[
 
 group_app = typer.Typer(help="Distribution groups.", no_args_is_help=True)
 
+ExternalSenders = Annotated[
+    bool | None,
+    typer.Option(
+        "--allow-external-senders/--internal-only",
+        help="Accept mail from senders outside the organization, or only from inside (the default).",
+    ),
+]
+
+
+def _show_group(address: str, json_output: bool, tenant: str | None) -> None:
+    scope = scope_for(tenant)
+    with refusals():
+        group = node().directory.get_recipient(scope, address)
+        allowed = (
+            node().directory.allows_external_senders(scope, address)
+            if group.kind is RecipientKind.GROUP
+            else None
+        )
+    if allowed is None:
+        return show_recipient(group, json_output)
+    if json_output:
+        return show_recipient(group, True, {"allow_external_senders": allowed})
+    show_recipient(group, False)
+    console.print(
+        f"senders: {'inside and outside the organization' if allowed else 'inside the organization only'}"
+    )
+
 
 @group_app.command("add")
 def group_add(
@@ -37,9 +64,11 @@ def group_add(
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     alias: AliasOption = None,
     allow_unknown: AllowUnknownOption = False,
+    external_senders: ExternalSenders = None,
     tenant: TenantScopeOption = None,
 ) -> None:
-    """Create a distribution group. External addresses join as mail contacts (`postroom contact add`)."""
+    """Create a distribution group. External addresses join as mail contacts (`postroom contact add`).
+    The group accepts mail only from inside the organization unless --allow-external-senders."""
     with refusals():
         created = node().directory.add_group(
             scope_for(tenant),
@@ -49,7 +78,13 @@ def group_add(
             aliases=alias or (),
             allow_unknown=allow_unknown,
         )
-    console.print(f"group {created.primary_address} created with {len(created.members)} member(s)")
+        if external_senders is not None:
+            node().directory.set_external_senders(
+                scope_for(tenant), created.primary_address, external_senders
+            )
+    console.print(
+        f"group {created.primary_address} created with {len(created.members)} member(s)", markup=False
+    )
 
 
 @group_app.command("list")
@@ -62,9 +97,8 @@ def group_list(
 
 @group_app.command("show")
 def group_show(address: str, json_output: JsonOption = False, tenant: TenantScopeOption = None) -> None:
-    """Show a group and its members."""
-    with refusals():
-        show_recipient(node().directory.get_recipient(scope_for(tenant), address), json_output)
+    """Show a group, its members and who may send to it."""
+    _show_group(address, json_output, tenant)
 
 
 @group_app.command("set")
@@ -74,9 +108,10 @@ def group_set(
     add_member: Annotated[list[str] | None, typer.Option(help="Add a member; repeat.")] = None,
     remove_member: Annotated[list[str] | None, typer.Option(help="Remove a member; repeat.")] = None,
     allow_unknown: AllowUnknownOption = False,
+    external_senders: ExternalSenders = None,
     tenant: TenantScopeOption = None,
 ) -> None:
-    """Change a group: name, members."""
+    """Change a group: name, members, who may send to it."""
     with refusals():
         changed = node().directory.set_recipient(
             scope_for(tenant),
@@ -86,7 +121,11 @@ def group_set(
             remove_members=remove_member or (),
             allow_unknown=allow_unknown,
         )
-    show_recipient(changed, False)
+        if external_senders is not None:
+            node().directory.set_external_senders(
+                scope_for(tenant), changed.primary_address, external_senders
+            )
+    _show_group(changed.primary_address, False, tenant)
 
 
 @group_app.command("remove")
@@ -94,4 +133,4 @@ def group_remove(address: str, tenant: TenantScopeOption = None) -> None:
     """Remove a group (its members stay)."""
     with refusals():
         node().directory.remove_recipient(scope_for(tenant), address)
-    console.print(f"{address} removed")
+    console.print(f"{address} removed", markup=False)

@@ -39,7 +39,7 @@ def mailbox_add(
         created = node().directory.add_mailbox(
             scope_for(tenant), address, display_name=name, password=password, aliases=alias or ()
         )
-    console.print(f"mailbox {created.primary_address} created in tenant {created.tenant}")
+    console.print(f"mailbox {created.primary_address} created in tenant {created.tenant}", markup=False)
 
 
 @mailbox_app.command("list")
@@ -106,7 +106,7 @@ def mailbox_remove(
         raise fail(f"removing {address} deletes its mail; repeat with --yes", 2)
     with refusals():
         node().directory.remove_recipient(scope_for(tenant), address)
-    console.print(f"{address} removed")
+    console.print(f"{address} removed", markup=False)
 
 
 @mailbox_app.command("messages")

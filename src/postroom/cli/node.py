@@ -120,7 +120,7 @@ def serve() -> None:
 
     def ready(listening: list[Listening]) -> None:
         for item in listening:
-            console.print(f"{item.name:12} {item.protocol:6} {item.address}")
+            console.print(f"{item.name:12} {item.protocol:6} {item.address}", markup=False)
         console.print("serving; Ctrl-C or SIGTERM stops after draining")
 
     try:

@@ -9,7 +9,7 @@ import typer
 from postroom.app import TenantRemoval, remove_tenant
 from postroom.cli.context import JsonOption, node, refusals
 from postroom.cli.output import console, emit_json, fail, fields, table, when
-from postroom.directory import RecipientKind
+from postroom.directory import Postmaster, RecipientKind
 from postroom.model.scope import OPERATOR
 
 tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
@@ -44,15 +44,25 @@ def tenant_show(name: str, json_output: JsonOption = False) -> None:
         tenant = node().directory.get_tenant(OPERATOR, name)
         domains = node().directory.list_domains(OPERATOR, tenant.name)
         recipients = node().directory.list_recipients(OPERATOR, tenant=tenant.name)
+        postmaster = node().directory.postmaster(OPERATOR, tenant.name)
     counts = {kind.value: sum(1 for r in recipients if r.kind is kind) for kind in RecipientKind}
     if json_output:
-        return emit_json({"tenant": tenant, "domains": [d.name for d in domains], "recipients": counts})
+        return emit_json(
+            {
+                "tenant": tenant,
+                "domains": [d.name for d in domains],
+                "recipients": counts,
+                "postmaster": postmaster.address,
+                "postmaster_chosen": postmaster.chosen,
+            }
+        )
     fields(
         [
             ("tenant", tenant.name),
             ("created", when(tenant.created_at)),
             ("domains", ", ".join(f"{d.name} ({d.status.value})" for d in domains)),
             ("recipients", ", ".join(f"{n} {k}(s)" for k, n in counts.items())),
+            ("postmaster", _postmaster_text(postmaster)),
         ]
     )
 
@@ -63,6 +73,33 @@ def _what(removal: TenantRemoval) -> str:
         f"message(s), trace of {removal.trace_messages} message(s), {removal.queue_recipients} queued "
         f"recipient(s), {removal.blobs} message file(s)"
     )
+
+
+def _postmaster_text(postmaster: Postmaster) -> str:
+    if postmaster.chosen:
+        return postmaster.chosen
+    if postmaster.address:
+        return f"{postmaster.address} (not chosen: the first mailbox; set it with --postmaster)"
+    return "none yet (not chosen, and the tenant has no mailbox)"
+
+
+@tenant_app.command("set")
+def tenant_set(
+    name: str,
+    postmaster: Annotated[
+        str | None,
+        typer.Option(
+            help="The mailbox or group that receives postmaster@ the tenant's domains; "
+            '"" goes back to the first mailbox.'
+        ),
+    ] = None,
+) -> None:
+    """Change a tenant's organization settings."""
+    if postmaster is None:
+        raise fail("nothing to change: give --postmaster ADDRESS", 2)
+    with refusals():
+        chosen = node().directory.set_postmaster(OPERATOR, name, postmaster or None)
+    console.print(f"postmaster of {name}: {_postmaster_text(chosen)}", markup=False)
 
 
 @tenant_app.command("remove")
@@ -78,4 +115,4 @@ def tenant_remove(
         removal = remove_tenant(current.database, current.blobs, current.directory, OPERATOR, name, apply=yes)
     if not yes:
         raise fail(f"removing tenant {removal.tenant.name} deletes {_what(removal)}; repeat with --yes", 2)
-    console.print(f"tenant {removal.tenant.name} removed: deleted {_what(removal)}")
+    console.print(f"tenant {removal.tenant.name} removed: deleted {_what(removal)}", markup=False)

@@ -237,6 +237,13 @@ def _sts_mode(value: str) -> str | None:
     return None if value in ("testing", "enforce") else 'must be "testing" or "enforce"'
 
 
+def _address(value: str) -> str | None:
+    local, at, domain = value.rpartition("@")
+    if not value or (at and local and "." in domain and " " not in value):
+        return None
+    return 'must be an address hosted here, e.g. "postmaster@contoso.com", or "" for postmaster@<domain>'
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -273,7 +280,7 @@ def load_settings(path: Path) -> Settings:
     service = reader.dataclass_table(
         "service",
         defaults.service,
-        {"mta_sts_mode": _sts_mode},
+        {"mta_sts_mode": _sts_mode, "postmaster": _address},
         addresses=reader.addresses("service", "addresses"),
     )
     tls = defaults.tls
@@ -314,6 +321,8 @@ def load_settings(path: Path) -> Settings:
         ),
         queue=reader.dataclass_table("queue", defaults.queue),
         passwords=reader.dataclass_table("passwords", defaults.passwords),
+        routing=reader.dataclass_table("routing", defaults.routing),
+        trace=reader.dataclass_table("trace", defaults.trace),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
     )
@@ -369,4 +378,6 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
         "passwords": _toml(settings.passwords),
+        "routing": _toml(settings.routing),
+        "trace": _toml(settings.trace),
     }

@@ -36,6 +36,11 @@ class ServiceSettings:
     spf_host: str = ""  # customers' SPF records include it; empty: spf.protection.<domain>
     addresses: tuple[str, ...] = ()  # the nodes' public IP addresses (MX A/AAAA, the SPF host's record)
     mta_sts_mode: str = "testing"  # the MTA-STS policy mode served for each domain: testing or enforce
+    postmaster: str = ""  # where RCPT TO:<postmaster> goes (an address hosted here); "": postmaster@<domain>
+
+    @property
+    def postmaster_address(self) -> str:
+        return self.postmaster or f"postmaster@{self.domain}"
 
     @property
     def mx_host_suffix(self) -> str:
@@ -163,6 +168,25 @@ class PasswordSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    """Categorizing: how far one message may fan out."""
+
+    max_expanded_recipients: int = 10_000  # final recipients of one message after group expansion
+
+
+@dataclass(frozen=True, slots=True)
+class TraceSettings:
+    """Message trace: how long it is kept, and how much refused mail from one client it records."""
+
+    retention_days: int = 90  # rows older than this are purged (Exchange Online keeps 90 days)
+    purge_interval: float = 3600.0  # seconds between the node's purges
+    purge_batch: int = 500  # messages deleted per transaction, so a purge never holds the writer long
+    refusals_per_session: int = 20  # refused recipients of one connection traced one by one
+    refusals_per_client: int = 100  # ... of one client IP address per window; the rest are aggregated
+    refusal_window: float = 3600.0  # seconds; each client's aggregate is written once per window
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of a node's settings, as read from one file."""
 
@@ -178,6 +202,8 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
     passwords: PasswordSettings = field(default_factory=PasswordSettings)  # [passwords]
+    routing: RoutingSettings = field(default_factory=RoutingSettings)  # [routing]
+    trace: TraceSettings = field(default_factory=TraceSettings)  # [trace]
     log_level: str = "info"  # [node] log_level: debug, info, warning or error
     drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
 

@@ -1,5 +1,5 @@
-"""Delivery agents: local (into the mailstore, at commit or by the scheduler); remote comes with sending."""
+"""Delivery agents: local (into the mailstore, at commit); remote comes with sending."""
 
-from postroom.delivery.local import LocalDeliveryAgent, deliver_at_commit
+from postroom.delivery.local import deliver_at_commit
 
-__all__ = ["LocalDeliveryAgent", "deliver_at_commit"]
+__all__ = ["deliver_at_commit"]

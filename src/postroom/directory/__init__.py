@@ -1,4 +1,5 @@
-"""Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients, groups)."""
+"""Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients,
+groups, organization settings)."""
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
 from postroom.directory.credentials import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordPolicy
@@ -12,6 +13,11 @@ from postroom.directory.errors import (
 )
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.names import RESERVED_TENANT_NAMES
+from postroom.directory.organization import (
+    Postmaster,
+    find_postmaster,
+    group_allows_external_senders,
+)
 from postroom.directory.records import (
     AcceptedDomain,
     AddressOwner,
@@ -56,6 +62,7 @@ __all__ = [
     "NotCached",
     "NotFoundError",
     "PasswordPolicy",
+    "Postmaster",
     "Recipient",
     "RecipientKind",
     "RefusedError",
@@ -63,5 +70,7 @@ __all__ = [
     "TenantRows",
     "find_address",
     "find_domain",
+    "find_postmaster",
+    "group_allows_external_senders",
     "group_member_addresses",
 ]

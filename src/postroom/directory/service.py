@@ -6,6 +6,7 @@
 | `DkimKeys`          | `dkim_keys.py`  | the DKIM keys of accepted domains                    |
 | `Recipients`        | `recipients.py` | mailboxes, groups, contacts, proxy addresses         |
 | `Credentials`       | `credentials.py`| the password policy, Argon2id hashes, the login check |
+| `OrganizationSettings` | `organization.py` | a tenant's postmaster, a group's external senders |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -26,6 +27,7 @@ from argon2 import PasswordHasher
 from postroom.directory.credentials import PasswordPolicy
 from postroom.directory.dkim_keys import DkimKeys
 from postroom.directory.names import service_labels
+from postroom.directory.organization import OrganizationSettings
 from postroom.directory.recipients import Recipients
 from postroom.directory.tenants import TenantsAndDomains
 from postroom.model import normalize_domain
@@ -34,7 +36,7 @@ from postroom.storage import Database
 DEFAULT_PASSWORD_POLICY = PasswordPolicy()
 
 
-class Directory(TenantsAndDomains, DkimKeys, Recipients):
+class Directory(TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 
     def __init__(

@@ -1,14 +1,16 @@
 """Read views of the directory for mail flow: straight from a connection, or cached in the node.
 
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
-address, who are this group's members. `DirectoryView` is that narrow interface. `ConnectionView`
+address, who are this group's members; and two of the organization settings (`organization.py`): who
+is this tenant's postmaster, does this group take mail from outside. `DirectoryView` is that narrow
+interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
 asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises
 `NotCached` on a miss, which is what the SMTP session's event loop uses (a miss goes to a worker
 thread, so no SQL ever runs on the event loop).
 
 Freshness: every directory change bumps `directory_generation` and logs what it changed (domain
-names, address keys, group ids) under the new generation, in the same transaction (`base.py`).
+names, address keys, group ids, tenant ids) under the new generation, in the same transaction (`base.py`).
 `refresh()` reads the generation; when it moved, it reads the log since the cache's generation and
 drops exactly those entries, so a change to one address costs every other cached answer nothing.
 It drops everything only when the log no longer covers the gap (the node was more than
@@ -16,7 +18,9 @@ It drops everything only when the log no longer covers the gap (the node was mor
 many entries). The node calls `refresh()` every `REFRESH_SECONDS`, so a change made by any process
 (the CLI, another node) is in force within that time. Negative answers are cached too (a DBEB
 flood of unknown recipients costs no queries), and are dropped by the same log (adding an address
-logs its key).
+logs its key). A tenant's postmaster is dropped when the tenant's choice changes and whenever any
+address changes (the fallback, the tenant's first mailbox, may be the one that came or went); a
+group's external-senders answer goes with the group's entry.
 
 Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
 dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
@@ -32,6 +36,7 @@ from sqlalchemy import Connection, select
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
+from postroom.directory.organization import find_postmaster, group_allows_external_senders
 from postroom.directory.records import AcceptedDomain, AddressOwner
 from postroom.storage import Database
 from postroom.storage.schema import directory_changes, directory_generation
@@ -46,6 +51,10 @@ class DirectoryView(Protocol):
     def address(self, key: str) -> AddressOwner | None: ...
 
     def members(self, group_id: int) -> list[str]: ...
+
+    def postmaster(self, tenant_id: int) -> AddressOwner | None: ...
+
+    def allows_external_senders(self, group_id: int) -> bool: ...
 
 
 class NotCached(LookupError):
@@ -67,6 +76,12 @@ class ConnectionView:
     def members(self, group_id: int) -> list[str]:
         return group_member_addresses(self._conn, group_id)
 
+    def postmaster(self, tenant_id: int) -> AddressOwner | None:
+        return find_postmaster(self._conn, tenant_id)
+
+    def allows_external_senders(self, group_id: int) -> bool:
+        return group_allows_external_senders(self._conn, group_id)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -81,6 +96,8 @@ class CachedDirectory:
         self._domains: dict[str, AcceptedDomain | None] = {}
         self._addresses: dict[str, AddressOwner | None] = {}
         self._members: dict[int, list[str]] = {}
+        self._postmasters: dict[int, AddressOwner | None] = {}
+        self._external_senders: dict[int, bool] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -111,14 +128,20 @@ class CachedDirectory:
                 self._domains.clear()
                 self._addresses.clear()
                 self._members.clear()
+                self._postmasters.clear()
+                self._external_senders.clear()
             else:
                 for _, kind, key in changes:
                     if kind == ChangeKind.DOMAIN:
                         self._domains.pop(key, None)
                     elif kind == ChangeKind.ADDRESS:
                         self._addresses.pop(key, None)
+                        self._postmasters.clear()
                     elif kind == ChangeKind.GROUP:
                         self._members.pop(int(key), None)
+                        self._external_senders.pop(int(key), None)
+                    elif kind == ChangeKind.TENANT:
+                        self._postmasters.pop(int(key), None)
             self.generation = generation
         return True
 
@@ -134,6 +157,12 @@ class CachedDirectory:
 
     def members(self, group_id: int) -> list[str]:
         return self._cached(self._members, group_id, group_member_addresses)
+
+    def postmaster(self, tenant_id: int) -> AddressOwner | None:
+        return self._cached(self._postmasters, tenant_id, find_postmaster)
+
+    def allows_external_senders(self, group_id: int) -> bool:
+        return self._cached(self._external_senders, group_id, group_allows_external_senders)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -170,6 +199,12 @@ class _InMemory:
 
     def members(self, group_id: int) -> list[str]:
         return _held(self._cache._members, group_id)
+
+    def postmaster(self, tenant_id: int) -> AddressOwner | None:
+        return _held(self._cache._postmasters, tenant_id)
+
+    def allows_external_senders(self, group_id: int) -> bool:
+        return _held(self._cache._external_senders, group_id)
 
 
 def _held(table: dict[K, V], key: K) -> V:

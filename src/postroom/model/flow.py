@@ -65,5 +65,6 @@ class TraceRecipient:
 
     message_id: str
     tenant_id: int | None
-    recipient: str
+    recipient: str  # the address as given (RCPT, group member)
     status: TraceStatus
+    resolved: str = ""  # the mailbox, group or remote address it resolved to; "" when it resolved to none

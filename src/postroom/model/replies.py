@@ -116,6 +116,12 @@ UNABLE_TO_RELAY = Reply(550, "5.7.1", "Unable to relay")
 RECIPIENT_ACCESS_DENIED = Reply(550, "5.4.1", "Recipient address rejected: Access denied")
 RECIPIENT_NOT_FOUND = Reply(550, "5.1.10", "Recipient not found")
 SENDER_DENIED = Reply(550, "5.1.0", "Sender denied")
+GROUP_MEMBER_NOT_FOUND = Reply(550, "5.1.1", "Recipient not found")  # a group member in one of our domains
+GROUP_SENDER_NOT_AUTHENTICATED = Reply(
+    550, "5.7.133", "Sender not authenticated for group; it accepts mail only from inside its organization"
+)
+TOO_MANY_EXPANDED_RECIPIENTS = Reply(550, "5.5.3", "Too many recipients after group expansion")
+POSTMASTER_NOT_CONFIGURED = Reply(451, "4.3.5", "Postmaster is not configured here, try again later")
 
 # --- added by the smtp room: greeting, hello and chunk replies (placeholders filled by the server) ---
 GREETING = Reply(220, None, "{hostname} ESMTP Postroom")

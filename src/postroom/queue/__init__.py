@@ -8,8 +8,8 @@ from postroom.queue.spool import (
     SpoolEntry,
     new_message_id,
     queue_summary,
-    remove_settled_messages,
     remove_tenant_queue,
+    settle,
     spooled_blobs,
     write_spool,
 )
@@ -23,8 +23,8 @@ __all__ = [
     "SpoolEntry",
     "new_message_id",
     "queue_summary",
-    "remove_settled_messages",
     "remove_tenant_queue",
+    "settle",
     "spooled_blobs",
     "write_spool",
 ]

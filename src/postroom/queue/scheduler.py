@@ -1,9 +1,11 @@
 """The scheduler: runs delivery rounds until the queue is empty, then sleeps until woken.
 
 A delivery round is a function of a connection and the time that settles due recipients of one
-route and returns how many it took. Rounds run as jobs of the group committer, so a local delivery
-(mailstore insert, queue row removal, trace event) is one atomic step: after a crash a recipient is
-either delivered or still queued, never both and never neither.
+route and returns how many it took. Rounds run as jobs of the group committer, so a delivery and
+its settling (`queue.settle`, the trace event) are one atomic step: after a crash a recipient is
+either settled or still queued, never both and never neither. Local recipients are delivered at
+commit and never queued; the node's rounds are the remote ones (none until outbound sending
+arrives: until then remote recipients wait in the queue).
 
 The spool wakes the scheduler after each commit; a timer also wakes it so deferred recipients come
 back when due. An exception in a round is logged and retried on the next wake; it never stops the

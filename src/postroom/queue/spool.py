@@ -8,6 +8,9 @@ so one message can be delivered for one recipient and deferred for another.
 Queue states have plain names: `pending` (due now or at `next_attempt_at`), `deferred` (failed
 temporarily, retried with backoff). A settled recipient (delivered or failed) leaves the queue; a
 message with no recipients left leaves the spool (its blob stays while the mailstore uses it).
+
+This module owns the spool and queue tables: a delivery agent settles its recipients with `settle`
+in its own unit of work (the transaction it delivered in), never by writing the tables itself.
 """
 
 from __future__ import annotations
@@ -142,11 +145,15 @@ def queue_summary(conn: Connection) -> QueueSummary:
     )
 
 
-def remove_settled_messages(conn: Connection, message_ids: set[str]) -> None:
-    """Drop spool rows of these messages that have no queue rows left."""
-    if not message_ids:
+def settle(conn: Connection, queue_ids: set[int]) -> None:
+    """Take these settled recipients (delivered or failed) out of the queue, and the messages left
+    with no queued recipient out of the spool, in the caller's transaction."""
+    if not queue_ids:
         return
-    still_queued = select(queue_recipients.c.message_id).where(queue_recipients.c.message_id.in_(message_ids))
+    q = queue_recipients
+    message_ids = set(conn.execute(select(q.c.message_id).where(q.c.id.in_(queue_ids))).scalars())
+    conn.execute(delete(q).where(q.c.id.in_(queue_ids)))
+    still_queued = select(q.c.message_id).where(q.c.message_id.in_(message_ids))
     conn.execute(
         delete(spool_messages).where(
             spool_messages.c.id.in_(message_ids) & spool_messages.c.id.not_in(still_queued)
@@ -171,7 +178,7 @@ def remove_tenant_queue(conn: Connection, tenant_id: int) -> RemovedQueue:
     still_queued = select(queue_recipients.c.message_id).where(queue_recipients.c.message_id.in_(message_ids))
     leaving = spool_messages.c.id.in_(message_ids) & spool_messages.c.id.not_in(still_queued)
     blob_ids = frozenset(conn.execute(select(spool_messages.c.blob_id).where(leaving)).scalars())
-    remove_settled_messages(conn, message_ids)
+    conn.execute(delete(spool_messages).where(leaving))
     return RemovedQueue(recipients=removed, blob_ids=blob_ids)
 
 

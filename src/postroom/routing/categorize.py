@@ -1,28 +1,44 @@
 """Categorizing: from the accepted RCPT recipients to one route per final recipient.
 
-Aliases resolve to their recipient (a Resolve event); groups expand to their members, recursively
-(an Expand event each), with loops guarded and nesting bounded by `MAX_GROUP_DEPTH`; contacts and
-external group members route remote; an unknown member in one of the service's own domains fails.
-Each final recipient is routed once per message, whichever path led to it: direct recipients are
-routed first, then groups expand, and a member already routed is skipped (the Expand event still
-lists it). Two RCPTs that name the same recipient (an alias and the primary address) share one
-delivery, which settles both trace rows (`also_settles`).
+Aliases resolve to their recipient (a Resolve event); groups expand to their members, breadth
+first (an Expand event each). Each group is expanded **once per message**, whichever paths lead to
+it, so a diamond or lattice of nested groups costs one Expand per group, never one per path; a group
+met again on its own path is a loop (an Expand event that says it was skipped), and nesting is
+bounded by `MAX_GROUP_DEPTH`. Each final recipient is routed once per message: direct recipients
+are routed first, then groups expand, and a member already routed is skipped (the Expand event
+still lists it). Two RCPTs that name the same recipient (an alias and the primary address) share
+one delivery, which settles both trace rows (`also_settles`).
+
+The number of final recipients of one message is bounded by `max_recipients` (the setting
+`[routing] max_expanded_recipients`): recipients past it are not routed; they fail with
+`550 5.5.3` in one Fail event that names the limit and carries their count and a sample (one event,
+not a row each, so a huge group cannot make one message write without bound). The rest are routed.
+
+Whose mail it is: a recipient named in RCPT is the mail of the tenant that owns the address; a
+group member is the mail of the group's tenant. Another tenant is a remote organization: a member
+whose address belongs to another tenant (or lies in another tenant's domain) routes remote, exactly
+as if an outside sender had addressed it, and its trace row, events and route belong to the group's
+tenant. An unknown member in one of the group's own tenant's domains fails (5.1.1), never mail for
+the internet (internal-relay domains will relay it through their on-premises connector).
 
 Every outcome is typed: `Categorized.routes` to queue, `events` for trace, `statuses` for the trace
 summary (a group's row is `expanded`, each route's row `pending`, a member that cannot be resolved
-`failed` with its reason).
+`failed` with its reason). Each status row carries the address as given and what it resolved to.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 
-from postroom.directory import DirectoryView, RecipientKind
-from postroom.model import Address, AddressError
+from postroom.directory import AddressOwner, DirectoryView, RecipientKind
+from postroom.model import Address, AddressError, replies
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.routing.resolve import Accepted
 
 MAX_GROUP_DEPTH = 10
+OVERFLOW_SAMPLE = 10  # recipients named in the event of those past the limit
+LIMIT_NAME = "routing.max_expanded_recipients"
 
 
 @dataclass(slots=True)
@@ -32,96 +48,110 @@ class Categorized:
     statuses: list[TraceRecipient] = field(default_factory=list)
 
 
-def categorize(directory: DirectoryView, message_id: str, accepted: list[Accepted]) -> Categorized:
-    result = Categorized()
-    routed: dict[str, int] = {}  # final recipient (address key) -> its index in result.routes
-    trace_rows: set[str] = set()
+@dataclass(frozen=True, slots=True)
+class _Visit:
+    address: str
+    tenant_id: int  # whose mail this is
+    depth: int
+    path: frozenset[int]  # the groups expanded on the way here
+    owner: AddressOwner | None = None  # known already (a recipient accepted at RCPT)
 
-    def status(tenant_id: int | None, recipient: str, value: TraceStatus) -> None:
+
+def categorize(
+    directory: DirectoryView, message_id: str, accepted: list[Accepted], *, max_recipients: int
+) -> Categorized:
+    result = Categorized()
+    routed: dict[tuple[int | None, str], int] = {}  # (tenant, final recipient key) -> index in routes
+    trace_rows: set[str] = set()
+    expanded: set[int] = set()
+    past_limit: dict[int, list[str]] = {}  # tenant -> the recipients past the limit, in order
+
+    def event(kind: EventKind, tenant_id: int, address: str, detail: dict[str, object]) -> None:
+        result.events.append(TraceEvent(message_id, kind, tenant_id, address, detail))
+
+    def status(tenant_id: int, recipient: str, value: TraceStatus, resolved: str = "") -> None:
         if recipient.lower() not in trace_rows:
             trace_rows.add(recipient.lower())
-            result.statuses.append(TraceRecipient(message_id, tenant_id, recipient, value))
+            result.statuses.append(TraceRecipient(message_id, tenant_id, recipient, value, resolved))
 
-    def route(key: str, new: RoutedRecipient, direct: bool) -> None:
+    def route(new: RoutedRecipient, key: str, direct: bool) -> None:
         """Route a final recipient once; a direct RCPT that repeats one shares its delivery."""
-        index = routed.get(key)
+        index = routed.get((new.tenant_id, key))
         if index is None:
-            routed[key] = len(result.routes)
+            if len(result.routes) >= max_recipients:
+                assert new.tenant_id is not None
+                past_limit.setdefault(new.tenant_id, []).append(new.original_recipient)
+                return
+            routed[(new.tenant_id, key)] = len(result.routes)
             result.routes.append(new)
         elif direct and new.original_recipient.lower() not in trace_rows:
             first = result.routes[index]
             result.routes[index] = replace(first, also_settles=(*first.also_settles, new.original_recipient))
         else:
             return
-        status(new.tenant_id, new.original_recipient, TraceStatus.PENDING)
+        assert new.tenant_id is not None
+        status(new.tenant_id, new.original_recipient, TraceStatus.PENDING, new.recipient)
 
-    def route_remote(tenant_id: int | None, target: Address, row: str, direct: bool) -> None:
-        route(target.key, RoutedRecipient(str(target), row, tenant_id, Route.REMOTE), direct)
+    def route_remote(tenant_id: int, target: Address, row: str, direct: bool) -> None:
+        route(RoutedRecipient(str(target), row, tenant_id, Route.REMOTE), target.key, direct)
 
-    def visit(address: str, tenant_id: int | None, depth: int, groups: frozenset[int]) -> None:
+    pending: deque[_Visit] = deque()
+
+    def visit(item: _Visit) -> None:
+        address, tenant_id, depth = item.address, item.tenant_id, item.depth
         try:
             parsed = Address.parse(address)
         except AddressError:
             return
         direct = depth == 0
-        owner = directory.address(parsed.key)
+        owner = item.owner or directory.address(parsed.key)
+        if owner is not None and owner.tenant_id != tenant_id:
+            route_remote(tenant_id, parsed, address, direct)  # another organization's recipient
+            return
         if owner is None:
             domain = directory.domain(parsed.domain)
-            if domain is not None:
-                # One of our own domains: an unknown member is an error, never mail for the internet
-                # (internal-relay domains will relay it through their on-premises connector).
-                result.events.append(
-                    TraceEvent(
-                        message_id,
-                        EventKind.FAIL,
-                        domain.tenant_id,
-                        address,
-                        {"reply": "550 5.1.1 Recipient not found"},
-                    )
-                )
-                status(domain.tenant_id, address, TraceStatus.FAILED)
+            if domain is not None and domain.tenant_id == tenant_id:
+                event(EventKind.FAIL, tenant_id, address, {"reply": str(replies.GROUP_MEMBER_NOT_FOUND)})
+                status(tenant_id, address, TraceStatus.FAILED)
                 return
             route_remote(tenant_id, parsed, address, direct)
             return
         if owner.primary_address.lower() != address.lower():
-            result.events.append(
-                TraceEvent(
-                    message_id,
-                    EventKind.RESOLVE,
-                    owner.tenant_id,
-                    address,
-                    {"resolved_to": owner.primary_address},
-                )
-            )
+            event(EventKind.RESOLVE, tenant_id, address, {"resolved_to": owner.primary_address})
         if owner.kind is RecipientKind.MAILBOX:
             local = RoutedRecipient(
-                owner.primary_address, address, owner.tenant_id, Route.LOCAL, owner.recipient_id
+                owner.primary_address, address, tenant_id, Route.LOCAL, owner.recipient_id
             )
-            route(Address.parse(owner.primary_address).key, local, direct)
+            route(local, Address.parse(owner.primary_address).key, direct)
         elif owner.kind is RecipientKind.CONTACT:
             target = Address.parse(owner.external_address) if owner.external_address else parsed
-            route_remote(owner.tenant_id, target, address, direct)
+            route_remote(tenant_id, target, address, direct)
+        elif owner.recipient_id in item.path:
+            event(EventKind.EXPAND, tenant_id, address, {"skipped": "group loop"})
+        elif owner.recipient_id in expanded:
+            return  # expanded once already for this message, by another path
+        elif depth >= MAX_GROUP_DEPTH:
+            event(EventKind.EXPAND, tenant_id, address, {"skipped": "nesting too deep"})
         else:
-            if owner.recipient_id in groups or depth >= MAX_GROUP_DEPTH:
-                result.events.append(
-                    TraceEvent(
-                        message_id,
-                        EventKind.EXPAND,
-                        owner.tenant_id,
-                        address,
-                        {"skipped": "group loop" if owner.recipient_id in groups else "nesting too deep"},
-                    )
-                )
-                return
+            expanded.add(owner.recipient_id)
             members = directory.members(owner.recipient_id)
-            result.events.append(
-                TraceEvent(message_id, EventKind.EXPAND, owner.tenant_id, address, {"members": members})
-            )
-            status(owner.tenant_id, address, TraceStatus.EXPANDED)
-            for member in members:
-                visit(member, owner.tenant_id, depth + 1, groups | {owner.recipient_id})
+            event(EventKind.EXPAND, tenant_id, address, {"members": members})
+            status(tenant_id, address, TraceStatus.EXPANDED, owner.primary_address)
+            path = item.path | {owner.recipient_id}
+            pending.extend(_Visit(member, tenant_id, depth + 1, path) for member in members)
 
     # Direct recipients first, so each RCPT keeps its own trace row when a group repeats it.
     for item in sorted(accepted, key=lambda a: a.owner.kind is RecipientKind.GROUP):
-        visit(str(item.recipient), item.owner.tenant_id, 0, frozenset())
+        pending.append(_Visit(str(item.recipient), item.owner.tenant_id, 0, frozenset(), item.owner))
+    while pending:
+        visit(pending.popleft())
+    for tenant_id, recipients in past_limit.items():
+        detail: dict[str, object] = {
+            "reply": str(replies.TOO_MANY_EXPANDED_RECIPIENTS),
+            "limit": LIMIT_NAME,
+            "max": max_recipients,
+            "count": len(recipients),
+            "sample": recipients[:OVERFLOW_SAMPLE],
+        }
+        event(EventKind.FAIL, tenant_id, "", detail)
     return result

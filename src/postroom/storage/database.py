@@ -130,13 +130,38 @@ class Database:
         for version, step in steps:
             started = time.monotonic()
             log.info("upgrading the database schema to version %d: %s", version, (step.__doc__ or "").strip())
-            with self.write() as conn:
+            with self._upgrade_transaction() as conn:
                 if _schema_version(conn) >= version:
                     continue  # another node ran it meanwhile
                 step(migrations.Ops(conn, version))
                 conn.execute(insert(schema_version).values(version=version, applied_at=time.time()))
             log.info("schema version %d in force (%.1f s)", version, time.monotonic() - started)
         return SCHEMA_VERSION
+
+    @contextmanager
+    def _upgrade_transaction(self) -> Iterator[Connection]:
+        """The transaction of one upgrade step. On SQLite foreign keys are off around it (a pragma that
+        cannot change inside a transaction): a step that copies a table drops the old one, which with
+        them on would delete every row pointing at it. Before the step commits, `foreign_key_check`
+        must find no row pointing at nothing."""
+        if not self.is_sqlite:
+            with self.write() as conn:
+                yield conn
+            return
+        with self.write_engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    yield conn
+                    dangling = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if dangling:
+                        raise migrations.MigrationError(
+                            f"the upgrade left rows that point at nothing: {dangling[:5]}"
+                        )
+            finally:
+                driver.execute("PRAGMA foreign_keys=ON")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

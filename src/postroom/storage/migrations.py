@@ -26,7 +26,10 @@ Writing a step (when you change `schema.py`):
 3. SQLite's ALTER TABLE can only add columns (and rename): a new NOT NULL column needs
    `server_default` for the rows already there (`add_column` refuses it otherwise); a new unique rule
    goes in as a unique `Index` in `schema.py` (an index can be created later, a constraint cannot).
-   Changing or dropping a column means copying the table: create the new one, copy, drop, rename.
+   Changing or dropping a column means copying the table: create the new one, copy, drop, rename
+   (`never_reuse_ids` does exactly that to make a table AUTOINCREMENT). On SQLite every step runs with
+   foreign keys off (they cannot change inside a transaction, and dropping the copied table would
+   cascade) and `PRAGMA foreign_key_check` must find nothing before the step commits.
 4. `tests/storage/test_migrations.py` upgrades a database made by schema 2, with mail in it, and
    requires the result to equal a freshly created schema: it fails until the step is right.
 
@@ -41,8 +44,8 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import Column, Connection, Index, Table, inspect
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy import Column, Connection, Index, String, Table, inspect
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from postroom.storage import schema
 
@@ -93,6 +96,30 @@ class Ops:
         if index.name not in {ix["name"] for ix in inspect(self.conn).get_indexes(table.name)}:
             index.create(self.conn)
 
+    def never_reuse_ids(self, table: Table) -> None:
+        """SQLite: copy `table` into a new one declared AUTOINCREMENT, so the id of a removed row is never
+        handed out again (PostgreSQL's sequences never reuse one: nothing to do). Needs the step to
+        run with SQLite's foreign keys off (`Database.migrate` does), or the DROP would cascade."""
+        if self.conn.dialect.name != "sqlite":
+            return
+        created = self.conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)
+        ).scalar_one()
+        if "AUTOINCREMENT" in created.upper():
+            return
+        preparer = self.conn.dialect.identifier_preparer
+        name, staging = preparer.quote(table.name), preparer.quote(f"_upgrade_{table.name}")
+        ddl = str(CreateTable(table).compile(dialect=self.conn.dialect)).strip()
+        prefix = f"CREATE TABLE {name} ("
+        assert ddl.startswith(prefix), ddl
+        self.conn.exec_driver_sql(f"CREATE TABLE {staging} (" + ddl[len(prefix) :])
+        columns = ", ".join(preparer.quote(column.name) for column in table.columns)
+        self.conn.exec_driver_sql(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {name}")
+        self.conn.exec_driver_sql(f"DROP TABLE {name}")
+        self.conn.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {name}")
+        for index in table.indexes:
+            index.create(self.conn)
+
     def progress(self, what: str, done: int, total: int) -> None:
         """Log how far long work inside the step is (at most every few seconds, and at the end)."""
         now = time.monotonic()
@@ -109,8 +136,20 @@ def _2_dkim_keys(ops: Ops) -> None:
     ops.create_table(schema.dkim_keys)
 
 
+def _3_tenant_isolation(ops: Ops) -> None:
+    """Ids never reused (SQLite AUTOINCREMENT), the directory change log, organization settings, group
+    delivery restrictions, and the address a trace row resolved to."""
+    for table in (schema.tenants, schema.domains, schema.recipients, schema.folders):
+        ops.never_reuse_ids(table)
+    ops.create_table(schema.directory_changes)
+    ops.create_table(schema.organization_settings)
+    ops.create_table(schema.group_delivery_restrictions)
+    ops.add_column("trace_recipients", Column("resolved", String(320), nullable=False, server_default=""))
+
+
 STEPS: Mapping[int, Step] = {
     2: _2_dkim_keys,
+    3: _3_tenant_isolation,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -26,7 +26,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2  # 2: dkim_keys
+# 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
+# group delivery restrictions, trace_recipients.resolved
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -144,6 +146,22 @@ group_members = Table(
     Column("member_address", String(320), nullable=False),
 )
 
+# Organization settings (directory/organization.py): one row per tenant that has chosen any.
+organization_settings = Table(
+    "organization_settings",
+    metadata,
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("postmaster_address", String(320)),  # a mailbox or group of the tenant; NULL: its first mailbox
+)
+
+# Delivery restrictions of a group; no row: the defaults (only senders inside the organization).
+group_delivery_restrictions = Table(
+    "group_delivery_restrictions",
+    metadata,
+    Column("group_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("allow_external_senders", Boolean, nullable=False),
+)
+
 # --- mailstore ------------------------------------------------------------------------------------
 folders = Table(
     "folders",
@@ -232,9 +250,11 @@ trace_recipients = Table(
     Column("id", Integer, primary_key=True),
     Column("message_id", String(40), nullable=False),
     Column("tenant_id", Integer),
-    Column("recipient", String(320), nullable=False),
+    Column("recipient", String(320), nullable=False),  # the address as given (RCPT, group member)
     Column("status", String(20), nullable=False),  # delivered | failed | pending | expanded | ...
     Column("updated_at", Float, nullable=False),
+    # Last: added by schema step 3, and ALTER TABLE appends (an upgraded table equals a fresh one).
+    Column("resolved", String(320), nullable=False, server_default=""),  # what it resolved to, if anything
     UniqueConstraint("message_id", "recipient"),
     Index("ix_trace_recipients_tenant", "tenant_id", "updated_at"),
 )

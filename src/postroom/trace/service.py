@@ -6,9 +6,18 @@ that made the step happen (the spool commit, the delivery), so trace never claim
 not commit. Readers search the summary (one row per recipient: group first, then its members) and
 show one message's events in time order.
 
-Tenant isolation: every search takes an optional tenant id; a tenant-scoped caller passes it and
-sees only its own recipients' rows and events. Rows without a tenant (mail refused before any
-tenant was known, such as relay attempts) are seen only by the service administrator (tenant None).
+Tenant isolation: `search` and `detail` take a required `Scope` (`postroom.model.scope`); there is no
+default meaning everyone. A `TenantScope` sees only its own recipients' rows and events (a row
+belongs to the tenant whose mail it is: routing gives a group member in another tenant the group's
+tenant). Rows without a tenant (mail refused before any tenant was known, such as relay attempts,
+and the aggregated refusals of a client) are seen only by the operator (`OPERATOR`).
+
+Each recipient row keeps the address as given and what it resolved to (the mailbox, group or remote
+address), so a search by mailbox finds mail sent to any of its addresses (`TraceQuery.addresses`).
+
+Retention: `purge(conn, before, batch)` deletes the messages received before a time with their
+rows and events, one batch per call, so the node's purge (a background task, one batch per writer
+job) never holds the writer long; `TraceService.purge` runs batches until none is left.
 """
 
 from __future__ import annotations
@@ -18,9 +27,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, or_, select
+from sqlalchemy import Connection, and_, delete, func, or_, select
 
 from postroom.model.flow import TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.scope import OperatorScope, Scope
 from postroom.storage import Database
 from postroom.storage.prepared import PreparedInsert
 from postroom.storage.schema import trace_events, trace_messages, trace_recipients
@@ -46,11 +56,12 @@ class TraceRow:
     message_id: str
     received_at: float
     sender: str
-    recipient: str
+    recipient: str  # the address as given (RCPT, or a group's member)
     subject: str
     status: TraceStatus
     message_id_header: str
     tenant_id: int | None
+    resolved: str = ""  # the mailbox, group or remote address it resolved to; "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +81,9 @@ class TraceDetail:
 
 @dataclass(frozen=True, slots=True)
 class TraceQuery:
-    tenant_id: int | None = None  # None: the service administrator, sees every row
     sender: str | None = None  # exact, or one wildcard: *@contoso.com
-    recipient: str | None = None
+    recipient: str | None = None  # matches the address as given or the one it resolved to
+    addresses: tuple[str, ...] = ()  # a mailbox's addresses (primary and aliases): mail sent to any
     message_id_header: str | None = None
     since: float | None = None
     until: float | None = None
@@ -92,7 +103,7 @@ _INSERT_EVENT = PreparedInsert(
 )
 _UPSERT_STATUS = PreparedInsert(
     trace_recipients,
-    ["message_id", "tenant_id", "recipient", "status", "updated_at"],
+    ["message_id", "tenant_id", "recipient", "resolved", "status", "updated_at"],
     on_conflict=(["message_id", "recipient"], ["status", "updated_at"]),
 )
 
@@ -134,7 +145,7 @@ def record_events(conn: Connection, events: Sequence[TraceEvent], now: float | N
 
 
 def set_statuses(conn: Connection, rows: Iterable[TraceRecipient], now: float | None = None) -> None:
-    """Insert or update the summary row of each (message, recipient)."""
+    """Insert or update the summary row of each (message, recipient); an update keeps `resolved`."""
     at = now if now is not None else time.time()
     _UPSERT_STATUS.run(
         conn,
@@ -143,12 +154,34 @@ def set_statuses(conn: Connection, rows: Iterable[TraceRecipient], now: float | 
                 "message_id": r.message_id,
                 "tenant_id": r.tenant_id,
                 "recipient": r.recipient,
+                "resolved": r.resolved,
                 "status": r.status.value,
                 "updated_at": at,
             }
             for r in rows
         ],
     )
+
+
+# --- retention ----------------------------------------------------------------------------------
+def purge(conn: Connection, before: float, batch: int) -> int:
+    """Delete up to `batch` messages received before `before`, with their rows and events, in the
+    caller's transaction; returns how many trace rows (messages, recipients, events) went."""
+    ids = list(
+        conn.execute(
+            select(trace_messages.c.id)
+            .where(trace_messages.c.received_at < before)
+            .order_by(trace_messages.c.received_at)
+            .limit(batch)
+        ).scalars()
+    )
+    if not ids:
+        return 0
+    removed = 0
+    for table in (trace_events, trace_recipients):
+        removed += conn.execute(delete(table).where(table.c.message_id.in_(ids))).rowcount
+    removed += conn.execute(delete(trace_messages).where(trace_messages.c.id.in_(ids))).rowcount
+    return removed
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -158,12 +191,12 @@ def _like(pattern: str) -> str:
 
 
 class TraceService:
-    """Search and detail over the trace tables."""
+    """Search, detail and purge over the trace tables."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def search(self, query: TraceQuery) -> list[TraceRow]:
+    def search(self, query: TraceQuery, scope: Scope) -> list[TraceRow]:
         m, r = trace_messages, trace_recipients
         statement = select(
             m.c.id,
@@ -174,18 +207,27 @@ class TraceService:
             r.c.status,
             m.c.message_id_header,
             r.c.tenant_id,
+            r.c.resolved,
         ).join(r, r.c.message_id == m.c.id)
         conditions = []
-        if query.tenant_id is not None:
-            conditions.append(r.c.tenant_id == query.tenant_id)
+        if not isinstance(scope, OperatorScope):
+            conditions.append(r.c.tenant_id == scope.tenant_id)
         if query.sender:
             conditions.append(m.c.sender.ilike(_like(query.sender), escape="\\"))
         if query.recipient:
-            conditions.append(r.c.recipient.ilike(_like(query.recipient), escape="\\"))
-        if query.message_id_header:
-            wanted = query.message_id_header.strip()
+            pattern = _like(query.recipient)
             conditions.append(
-                or_(m.c.message_id_header == wanted, m.c.message_id_header == f"<{wanted.strip('<>')}>")
+                or_(r.c.recipient.ilike(pattern, escape="\\"), r.c.resolved.ilike(pattern, escape="\\"))
+            )
+        if query.addresses:
+            wanted = sorted({a.lower() for a in query.addresses})
+            conditions.append(
+                or_(func.lower(r.c.recipient).in_(wanted), func.lower(r.c.resolved).in_(wanted))
+            )
+        if query.message_id_header:
+            wanted_id = query.message_id_header.strip()
+            conditions.append(
+                or_(m.c.message_id_header == wanted_id, m.c.message_id_header == f"<{wanted_id.strip('<>')}>")
             )
         if query.since is not None:
             conditions.append(m.c.received_at >= query.since)
@@ -208,12 +250,14 @@ class TraceService:
                 status=TraceStatus(row[5]),
                 message_id_header=row[6],
                 tenant_id=row[7],
+                resolved=row[8],
             )
             for row in rows
         ]
 
-    def detail(self, message_id: str, tenant_id: int | None = None) -> TraceDetail | None:
-        """One message's rows and events; None when it does not exist for this caller."""
+    def detail(self, message_id: str, scope: Scope) -> TraceDetail | None:
+        """One message's rows and events as `scope` sees them; None when it sees none of them."""
+        tenant_only = not isinstance(scope, OperatorScope)
         with self._db.read() as conn:
             row = conn.execute(select(trace_messages).where(trace_messages.c.id == message_id)).first()
             if row is None:
@@ -229,12 +273,12 @@ class TraceService:
             )
             recipient_query = select(trace_recipients).where(trace_recipients.c.message_id == message_id)
             event_query = select(trace_events).where(trace_events.c.message_id == message_id)
-            if tenant_id is not None:
-                recipient_query = recipient_query.where(trace_recipients.c.tenant_id == tenant_id)
-                event_query = event_query.where(trace_events.c.tenant_id == tenant_id)
+            if not isinstance(scope, OperatorScope):
+                recipient_query = recipient_query.where(trace_recipients.c.tenant_id == scope.tenant_id)
+                event_query = event_query.where(trace_events.c.tenant_id == scope.tenant_id)
             recipient_rows = conn.execute(recipient_query.order_by(trace_recipients.c.id)).all()
             event_rows = conn.execute(event_query.order_by(trace_events.c.at, trace_events.c.id)).all()
-        if tenant_id is not None and not recipient_rows:
+        if tenant_only and not recipient_rows:
             return None
         return TraceDetail(
             message=message,
@@ -248,6 +292,7 @@ class TraceService:
                     status=TraceStatus(r.status),
                     message_id_header=message.message_id_header,
                     tenant_id=r.tenant_id,
+                    resolved=r.resolved,
                 )
                 for r in recipient_rows
             ),
@@ -258,6 +303,16 @@ class TraceService:
                 for e in event_rows
             ),
         )
+
+    def purge(self, before: float, *, batch: int = 500) -> int:
+        """Delete every message received before `before`, a batch per transaction; returns the rows."""
+        removed = 0
+        while True:
+            with self._db.write() as conn:
+                count = purge(conn, before, batch)
+            if not count:
+                return removed
+            removed += count
 
 
 def remove_tenant_trace(conn: Connection, tenant_id: int) -> int:
