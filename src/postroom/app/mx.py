@@ -289,7 +289,13 @@ class MxSession:
             "listener": self.connection.listener_name,
         }
         job = partial(_commit_received, entry, categorized, envelope, receive_detail, self.connection.peer_ip)
-        outcomes = await self._endpoint.committer.run(job)
+        try:
+            outcomes = await self._endpoint.committer.run(job)
+        except asyncio.CancelledError:
+            # Cut mid-commit (a stop past its grace): the writer may still commit the job, which
+            # carries this transaction's refusals, so the reset at close must not trace them again.
+            self.envelope = None
+            raise
         if any(route.route is not Route.LOCAL for route in categorized.routes):
             self._endpoint.queued()
         self.envelope = None  # committed: a reset must not trace its rejects again
