@@ -45,13 +45,10 @@ class BlobStore:
     def put(self, content: bytes) -> str:
         blob_id = hashlib.sha256(content).hexdigest()
         # Plain os calls: this runs for every message received.
-        shard = os.path.join(self._root, blob_id[:2])
-        target = os.path.join(shard, blob_id[2:])
+        shard, target = self._place(blob_id)
         if os.path.exists(target):
             return blob_id
-        created = not os.path.isdir(shard)
-        if created:
-            os.makedirs(shard, exist_ok=True)
+        created = _make_shard(shard)
         temporary = os.path.join(shard, f".{blob_id[2:]}.{os.getpid()}.{threading.get_ident()}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
@@ -68,31 +65,35 @@ class BlobStore:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)  # a failed write leaves nothing behind
             raise
-        _fsync_directory(shard)
-        if created:
-            _fsync_directory(self._root)
+        self._sync_placed(shard, created)
         return blob_id
 
     def put_file(self, path: Path, blob_id: str) -> str:
         """Move the file at `path`, whose SHA-256 is `blob_id`, into the store (same file system)."""
-        shard = os.path.join(self._root, blob_id[:2])
-        target = os.path.join(shard, blob_id[2:])
+        shard, target = self._place(blob_id)
         if os.path.exists(target):
             os.unlink(path)
             return blob_id
-        created = not os.path.isdir(shard)
-        if created:
-            os.makedirs(shard, exist_ok=True)
+        created = _make_shard(shard)
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(path, target)
+        self._sync_placed(shard, created)
+        return blob_id
+
+    def _place(self, blob_id: str) -> tuple[str, str]:
+        """The shard directory of `blob_id` and the path of its file."""
+        shard = os.path.join(self._root, blob_id[:2])
+        return shard, os.path.join(shard, blob_id[2:])
+
+    def _sync_placed(self, shard: str, created: bool) -> None:
+        """Make a rename into `shard` durable: its entry, and the shard's own when it was just made."""
         _fsync_directory(shard)
         if created:
             _fsync_directory(self._root)
-        return blob_id
 
     def remove_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
         """Remove temporary files of writes that never finished (a crash mid-`put`); returns how many.
@@ -118,6 +119,14 @@ class BlobStore:
         """Delete a blob no row points at any more (the caller checked, after its commit); gone is fine."""
         with contextlib.suppress(FileNotFoundError):
             self.path(blob_id).unlink()
+
+
+def _make_shard(shard: str) -> bool:
+    """Make the shard directory if it is missing; True when this call made it."""
+    if os.path.isdir(shard):
+        return False
+    os.makedirs(shard, exist_ok=True)
+    return True
 
 
 def _fsync_directory(path: str) -> None:
