@@ -12,7 +12,7 @@ from sqlalchemy import Connection
 from postroom.app.mx import MxEndpoint
 from postroom.config import ListenAddress, SmtpLimits
 from postroom.directory import CachedDirectory
-from postroom.smtp import SmtpListener
+from postroom.smtp import MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace.refusals import RefusalLimits
 
@@ -57,6 +57,7 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
         factory=endpoint.session,
         ssl_context=None,
         spool_dir=tmp_path / "incoming",
+        memory=MemoryBudget(1 << 28),
     )
     (address,) = await listener.start()
     try:

@@ -34,6 +34,7 @@ GOOD = """
 data_dir = "data"
 log_level = "debug"
 drain_seconds = 2.5
+memory_budget = 1048576
 
 [service]
 domain = "mail.example.net"
@@ -96,6 +97,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.data_dir == base / "data"
     assert settings.log_level == "debug"
     assert settings.drain_seconds == 2.5
+    assert settings.memory_budget == 1_048_576
     assert (settings.service.domain, settings.service.hostname) == (
         "mail.example.net",
         "mx1.mail.example.net",
@@ -143,6 +145,7 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.mx.limits == SmtpLimits()
     assert settings.queue == QueueSettings()
     assert settings.drain_seconds == 30.0
+    assert settings.memory_budget == 268_435_456
 
 
 @pytest.mark.parametrize(
@@ -266,6 +269,7 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ("[queue]\nretry_interval = 0\n", "queue.retry_interval", "must be greater than 0"),
         ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
         ("[node]\ndrain_seconds = 0\n", "node.drain_seconds", "must be greater than 0"),
+        ("[node]\nmemory_budget = -1\n", "node.memory_budget", "must be greater than 0"),
         (
             '[submission.limits]\nbare_lf = "keep"\n',
             "submission.limits.bare_lf",

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from postroom.config.settings import ListenAddress, SmtpLimits
-from postroom.smtp import SmtpListener
+from postroom.smtp import MemoryBudget, SmtpListener
 
 from .twin import MemoryPostOffice
 
@@ -27,6 +27,7 @@ async def serving(
     ssl_context: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
     grace: float = 1.0,
+    memory_budget: int = 268_435_456,
 ) -> AsyncIterator[SmtpListener]:
     """A listener on 127.0.0.1, port 0, serving `office`, spooling into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="postroom-spool-") as spool_dir:
@@ -39,6 +40,7 @@ async def serving(
             ssl_context=ssl_context,
             implicit_tls=implicit_tls,
             spool_dir=Path(spool_dir),
+            memory=MemoryBudget(memory_budget),
         )
         await listener.start()
         try:

@@ -13,7 +13,7 @@ import pytest
 
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
-from postroom.smtp import ConnectionInfo, SmtpListener
+from postroom.smtp import ConnectionInfo, MemoryBudget, SmtpListener
 
 from .harness import HOSTNAME, RawClient, serving
 from .twin import MemoryPostOffice, MemorySession
@@ -300,7 +300,16 @@ async def test_large_message_with_flow_control(office: MemoryPostOffice) -> None
 
 def test_implicit_tls_needs_a_context(office: MemoryPostOffice) -> None:
     with pytest.raises(ValueError, match="implicit TLS"):
-        SmtpListener("submission", (), LIMITS, HOSTNAME, office, implicit_tls=True, spool_dir=Path("."))
+        SmtpListener(
+            "submission",
+            (),
+            LIMITS,
+            HOSTNAME,
+            office,
+            implicit_tls=True,
+            spool_dir=Path("."),
+            memory=MemoryBudget(1),
+        )
 
 
 async def test_plaintext_pipelined_after_starttls_is_discarded(
@@ -378,7 +387,9 @@ async def test_a_failing_factory_is_421_not_a_crash(office: MemoryPostOffice, tm
         raise RuntimeError("no database")
 
     address = (ListenAddress("127.0.0.1", 0),)
-    listener = SmtpListener("mx", address, LIMITS, HOSTNAME, factory, spool_dir=tmp_path)
+    listener = SmtpListener(
+        "mx", address, LIMITS, HOSTNAME, factory, spool_dir=tmp_path, memory=MemoryBudget(1 << 28)
+    )
     await listener.start()
     try:
         client = await RawClient.connect(listener)
@@ -508,8 +519,7 @@ async def test_a_big_message_is_spooled_to_disk_and_the_spool_file_removed(offic
 
 
 async def test_new_messages_wait_while_the_memory_budget_is_spent(office: MemoryPostOffice) -> None:
-    limits = replace(LIMITS, memory_budget=1000)
-    async with serving(office, limits) as listener:
+    async with serving(office, LIMITS, memory_budget=1000) as listener:
         holder = await RawClient.connect(listener)
         await holder.reply()
         await holder.send(ENVELOPE + b"DATA\r\n")
@@ -520,7 +530,7 @@ async def test_new_messages_wait_while_the_memory_budget_is_spent(office: Memory
         await other.send(ENVELOPE)
         await other.replies(3)
         for _ in range(50):
-            if listener.memory_held >= limits.memory_budget:
+            if listener.memory.spent:
                 break
             await asyncio.sleep(0.05)
         await other.send(b"DATA\r\n")

@@ -52,7 +52,7 @@ from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import DeliveryRound, QueueSummary, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster
-from postroom.smtp import SmtpListener
+from postroom.smtp import MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -317,6 +317,7 @@ class App:
             factory=endpoint.session,
             ssl_context=tls,
             spool_dir=settings.spool_dir,
+            memory=MemoryBudget(settings.memory_budget),
         )
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(

@@ -325,6 +325,7 @@ def load_settings(path: Path) -> Settings:
         trace=reader.dataclass_table("trace", defaults.trace),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
+        memory_budget=reader.get("node", "memory_budget", int, defaults.memory_budget, _positive),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -367,6 +368,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "data_dir": str(settings.data_dir),
             "log_level": settings.log_level,
             "drain_seconds": settings.drain_seconds,
+            "memory_budget": settings.memory_budget,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

@@ -82,7 +82,6 @@ class SmtpLimits:
     reserved_connections: int = 100  # the last slots: only for networks holding < busy_prefix_connections
     busy_prefix_connections: int = 10  # a network holding this many connections gets no reserved slot
     spool_threshold: int = 1_048_576  # octets of one message held in memory; past it, spooled to disk
-    memory_budget: int = 268_435_456  # octets of messages in memory across sessions; past it: 452 4.3.1
     bare_lf: str = "reject"  # "reject": 550 5.6.11; "normalize": stored as CRLF (never ends DATA)
     nul: str = "reject"  # a NUL octet in a message: "reject" with 550 5.6.0, or "strip" it
 
@@ -206,6 +205,9 @@ class Settings:
     trace: TraceSettings = field(default_factory=TraceSettings)  # [trace]
     log_level: str = "info"  # [node] log_level: debug, info, warning or error
     drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
+    # [node] memory_budget: octets of messages held in memory by all the node's SMTP sessions (every
+    # listener); while reached, DATA and BDAT get 452 4.3.1.
+    memory_budget: int = 268_435_456
 
     @property
     def database_url(self) -> str:

@@ -23,7 +23,7 @@ from postroom.smtp.protocol import (
     StartTlsRequested,
     TransactionReset,
 )
-from postroom.smtp.server import SmtpListener
+from postroom.smtp.server import MemoryBudget, SmtpListener
 from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "HeloReceived",
     "MailFromReceived",
     "MailParams",
+    "MemoryBudget",
     "MessageContent",
     "MessageReceived",
     "MessageRefused",

@@ -22,8 +22,9 @@ after it), and after `grace` seconds closes whatever is left the same way.
 Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
 `spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
 session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
-`MessageContent` naming the file. The octets of messages held in memory by all the listener's
-connections are counted (`memory_held`); while they reach `memory_budget`, DATA and BDAT get 452 4.3.1.
+`MessageContent` naming the file. The octets of messages held in memory are counted in the node's
+`MemoryBudget`, which every listener of the node shares; while they reach its limit, DATA and BDAT get
+452 4.3.1.
 A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
 into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
@@ -92,6 +93,20 @@ def network_of(peer_ip: str, limits: SmtpLimits) -> str:
 _T = TypeVar("_T")
 
 
+class MemoryBudget:
+    """Octets of message content held in memory by every SMTP session of a node, against one limit.
+
+    The node's listeners share one; they all run on the node's event loop, so no lock is needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.held >= self.limit
+
+
 class SmtpListener:
     """One SMTP listener (an MX endpoint or a submission port) on one or more addresses."""
 
@@ -106,6 +121,7 @@ class SmtpListener:
         implicit_tls: bool = False,
         *,
         spool_dir: Path,
+        memory: MemoryBudget,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -121,7 +137,7 @@ class SmtpListener:
         self.spool_dir = spool_dir
         self._per_ip: dict[str, int] = {}
         self._per_network: dict[str, int] = {}
-        self.memory_held = 0  # octets of message content held in memory by this listener's connections
+        self.memory = memory  # the node's, shared with its other listeners
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
 
@@ -200,8 +216,8 @@ class SmtpListener:
 
     @property
     def memory_spent(self) -> bool:
-        """True when the listener's sessions hold `memory_budget` octets of messages: new ones wait."""
-        return self.memory_held >= self.limits.memory_budget
+        """True when the node's sessions hold the budget's octets of messages: new ones wait."""
+        return self.memory.spent
 
     def _admit(self, peer_ip: str, network: str) -> Reply | None:
         """The refusal for a new connection from `peer_ip` in `network`, or None to take it."""
@@ -277,7 +293,7 @@ class _Connection(asyncio.Protocol):
         self._rate_mark: tuple[float, int] | None = None  # (time, data octets) the data rate counts from
         self._data_since = 0.0  # when the current data phase began
         self._refusals_seen = 0
-        self._memory_counted = 0  # octets of this connection counted in the listener's `memory_held`
+        self._memory_counted = 0  # octets of this connection counted in the node's `MemoryBudget`
         self._spool: BinaryIO | None = None
         self._spool_path: Path | None = None
         self._spool_hash = hashlib.sha256()
@@ -475,8 +491,8 @@ class _Connection(asyncio.Protocol):
     # --- memory and spooling -----------------------------------------------------------------------
 
     def _count_memory(self, held: int) -> None:
-        """Set this connection's share of the listener's `memory_held` to `held` octets."""
-        self._listener.memory_held += held - self._memory_counted
+        """Set this connection's share of the node's `MemoryBudget` to `held` octets."""
+        self._listener.memory.held += held - self._memory_counted
         self._memory_counted = held
 
     async def _spool_parts(self, parts: list[bytes]) -> None:
