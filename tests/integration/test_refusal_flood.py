@@ -23,6 +23,9 @@ RCPTS = 30
 PER_SESSION, PER_CLIENT = 5, 20
 
 
+SOURCES = 4  # the flood comes from 127.0.0.1-4: four addresses of one client network (a /24)
+
+
 def flood(address: tuple[str, int], connection: int) -> int:
     """One connection: EHLO, then MAIL + RCPTS refused RCPTs + RSET, TRANSACTIONS times, pipelined.
     Returns how many 550 replies it got."""
@@ -33,7 +36,8 @@ def flood(address: tuple[str, int], connection: int) -> int:
         commands.append(b"RSET\r\n")
     commands.append(b"QUIT\r\n")
     refused = 0
-    with socket.create_connection(address, timeout=30) as raw:
+    source = (f"127.0.0.{1 + connection % SOURCES}", 0)
+    with socket.create_connection(address, timeout=30, source_address=source) as raw:
         raw.sendall(b"".join(commands))
         reader = raw.makefile("rb")
         for line in reader:
@@ -76,7 +80,7 @@ def test_refused_recipients_are_aggregated_past_the_limits(hosted: Hosted) -> No
     ]
     assert [r.recipient for r in aggregates] == [f"({refused - PER_CLIENT} refused recipients)"]
     detail = hosted.app.trace.detail(aggregates[0].message_id, OPERATOR)
-    assert detail is not None and detail.message.client_ip == "127.0.0.1"
+    assert detail is not None and detail.message.client_ip == "127.0.0.0/24"
     [event] = detail.events
     assert set(event.detail["limits"]) == {"trace.refusals_per_session", "trace.refusals_per_client"}  # type: ignore[arg-type]
 

@@ -39,7 +39,7 @@ def test_each_session_traces_up_to_its_limit_and_the_client_up_to_its_own() -> N
     assert ledger.take_due() == []  # the window is still open
     clock.now += 60.0
     [aggregate] = ledger.take_due()
-    assert (aggregate.client_ip, aggregate.count) == ("192.0.2.1", 40 - 7)
+    assert (aggregate.client, aggregate.count) == ("192.0.2.1", 40 - 7)
     assert len(aggregate.recipients) == SAMPLE and aggregate.senders == ["spam@evil.example"]
     assert aggregate.replies == {REPLY: 33}
     assert aggregate.limits == {"trace.refusals_per_session", "trace.refusals_per_client"}

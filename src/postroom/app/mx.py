@@ -253,8 +253,9 @@ class MxSession:
     def _traced_alone(self, envelope: Envelope, recipient: str, reply: Reply) -> bool:
         """Count a refused recipient; True when it is traced alone, False when it was aggregated."""
         sender = str(envelope.sender) if envelope.sender else ""
-        ip = self.connection.peer_ip
-        if self._endpoint.refusals.refused(ip, self.refusals_traced, recipient, sender, str(reply)):
+        # Counted per client network, not per address: an IPv6 client holds a /64 of addresses.
+        client = self.connection.network
+        if self._endpoint.refusals.refused(client, self.refusals_traced, recipient, sender, str(reply)):
             self.refusals_traced += 1
             return True
         envelope.refused_untraced += 1

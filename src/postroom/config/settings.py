@@ -181,7 +181,7 @@ class TraceSettings:
     purge_interval: float = 3600.0  # seconds between the node's purges
     purge_batch: int = 500  # messages deleted per transaction, so a purge never holds the writer long
     refusals_per_session: int = 20  # refused recipients of one connection traced one by one
-    refusals_per_client: int = 100  # ... of one client IP address per window; the rest are aggregated
+    refusals_per_client: int = 100  # ... of one client network (/24, /64) per window; the rest aggregated
     refusal_window: float = 3600.0  # seconds; each client's aggregate is written once per window
 
 

@@ -330,6 +330,7 @@ class _Connection(asyncio.Protocol):
             local_ip=str(local[0]),
             local_port=int(local[1]),
             listener_name=self._listener.name,
+            network=self.network,
         )
         self._listener._register(self)
         self.task = self._loop.create_task(self._run(info), name=f"smtp {self._peer}")

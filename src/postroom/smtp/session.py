@@ -64,6 +64,7 @@ class ConnectionInfo:
     local_ip: str
     local_port: int
     listener_name: str
+    network: str  # the client network the listener's limits count it in (IPv4 /24, IPv6 /64 by default)
 
 
 @dataclass(frozen=True, slots=True)

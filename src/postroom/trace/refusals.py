@@ -1,14 +1,15 @@
 """Refused recipients in trace: one by one up to a limit, then aggregated, so what an unauthenticated
 client can make the node write is bounded.
 
-Every refused recipient (at RCPT, or at the end of DATA) is counted per session and per client IP
-address. The first `refusals_per_session` of a session, and at most `refusals_per_client` of one
-client in a window of `refusal_window` seconds (across all its sessions), are traced one by one as
-before (a Fail row each, with the reply). Past either limit they are aggregated: the client's
-`RefusalAggregate` counts them and keeps a small sample (recipients, senders, replies), and is
-written as **one** trace message, row and event when its window ends (the node flushes due
-aggregates every `FLUSH_SECONDS`, and all of them when it stops). A client therefore makes the node
-write at most `refusals_per_client` refusal rows plus one aggregate per window, however many
+Every refused recipient (at RCPT, or at the end of DATA) is counted per session and per client: the
+client's network as the SMTP listener counts it (IPv4 /24, IPv6 /64 by default), so a client cannot
+multiply the limit by using many addresses of its own network. The first `refusals_per_session` of a
+session, and at most `refusals_per_client` of one client in a window of `refusal_window` seconds (across
+all its sessions), are traced one by one as before (a Fail row each, with the reply). Past either limit
+they are aggregated: the client's `RefusalAggregate` counts them and keeps a small sample (recipients,
+senders, replies), and is written as **one** trace message, row and event when its window ends (the node
+flushes due aggregates every `FLUSH_SECONDS`, and all of them when it stops). A client therefore makes
+the node write at most `refusals_per_client` refusal rows plus one aggregate per window, however many
 connections, transactions and RSETs it uses.
 
 `RefusalLedger` does no I/O and is safe to use from one event loop (it is not locked). It holds at
@@ -48,7 +49,7 @@ class RefusalLimits:
 class RefusalAggregate:
     """The refusals of one client past the limits, in one window."""
 
-    client_ip: str
+    client: str
     since: float
     until: float
     count: int = 0
@@ -85,16 +86,16 @@ class RefusalLedger:
         self._clients: dict[str, _Tally] = {}
         self._due: list[RefusalAggregate] = []
 
-    def refused(self, client_ip: str, session_traced: int, recipient: str, sender: str, reply: str) -> bool:
+    def refused(self, client: str, session_traced: int, recipient: str, sender: str, reply: str) -> bool:
         """Count one refusal; True when the caller traces it alone (the session then counts it in
         `session_traced`), False when it went into the client's aggregate."""
         now = self._clock()
-        tally = self._tally(client_ip, now)
+        tally = self._tally(client, now)
         if session_traced < self.limits.per_session and tally.traced < self.limits.per_client:
             tally.traced += 1
             return True
         if tally.aggregate is None:
-            tally.aggregate = RefusalAggregate(client_ip, now, now)
+            tally.aggregate = RefusalAggregate(client, now, now)
         limit = PER_SESSION_LIMIT if session_traced >= self.limits.per_session else PER_CLIENT_LIMIT
         tally.aggregate.add(recipient, sender, reply, limit, now)
         return False
@@ -102,26 +103,26 @@ class RefusalLedger:
     def take_due(self, *, everything: bool = False) -> list[RefusalAggregate]:
         """The aggregates whose window has ended (with `everything`, all of them: the node stops)."""
         now = self._clock()
-        for client_ip, tally in list(self._clients.items()):
+        for client, tally in list(self._clients.items()):
             if everything or now - tally.since >= self.limits.window:
-                self._close(client_ip)
+                self._close(client)
         due, self._due = self._due, []
         return due
 
-    def _tally(self, client_ip: str, now: float) -> _Tally:
-        tally = self._clients.get(client_ip)
+    def _tally(self, client: str, now: float) -> _Tally:
+        tally = self._clients.get(client)
         if tally is not None and now - tally.since >= self.limits.window:
-            self._close(client_ip)
+            self._close(client)
             tally = None
         if tally is None:
             if len(self._clients) >= MAX_CLIENTS:
                 for known in list(self._clients):
                     self._close(known)
-            tally = self._clients[client_ip] = _Tally(now)
+            tally = self._clients[client] = _Tally(now)
         return tally
 
-    def _close(self, client_ip: str) -> None:
-        tally = self._clients.pop(client_ip)
+    def _close(self, client: str) -> None:
+        tally = self._clients.pop(client)
         if tally.aggregate is not None:
             self._due.append(tally.aggregate)
 
@@ -137,7 +138,7 @@ def record_aggregates(aggregates: list[tuple[str, RefusalAggregate]], conn: Conn
                 sender=aggregate.senders[0] if aggregate.senders else "",
                 subject="",
                 size=0,
-                client_ip=aggregate.client_ip,
+                client_ip=aggregate.client,
                 received_at=aggregate.since,
             ),
         )
