@@ -1,8 +1,9 @@
 """The composition root: builds a node from settings; only this package knows the concrete classes."""
 
 from postroom.app.domains import ProofOutcome, ProofResult, verify_ownership
-from postroom.app.node import App, Listening, StartupError, check
+from postroom.app.node import App, Listening
 from postroom.app.setup import InitOptions, SetupError, init_node
+from postroom.app.startup import StartupError, check
 from postroom.app.tenants import TenantRemoval, remove_tenant
 
 __all__ = [

@@ -16,27 +16,21 @@ remote delivery round when outbound sending arrives (until then it has no rounds
 waits in the queue). While serving, the node also purges trace older than `[trace] retention_days`
 every `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 
-Failure at start is one `StartupError` whose message is one line naming the problem and the key to
-change: a data directory that does not exist (`postroom init` makes one; `open` never does), a
-database that cannot be opened or reached, a full disk, a `[tls]` certificate or key that is missing,
-unreadable or not a pair, a listen address already in use. `check(settings)` runs the same checks
-without serving (the database briefly), for `postroom check-config`.
+Failure at start is one `StartupError` (`app.startup`): one line naming the problem and the key to
+change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import os
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import sqlalchemy
 import sqlalchemy.exc
@@ -45,6 +39,15 @@ import uvloop
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
+from postroom.app.startup import (
+    StartupError,
+    check_data_dir,
+    database_error,
+    full_disk,
+    listen,
+    tls_context,
+    unusable_url,
+)
 from postroom.config import Settings
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
@@ -61,122 +64,7 @@ DAY = 86_400.0
 # The scheduler's delivery rounds: none until outbound sending (remote delivery) arrives.
 DELIVERY_ROUNDS: tuple[DeliveryRound, ...] = ()
 
-DATABASE_PROBE_SECONDS = 5  # `check` gives a database server this long to answer
-
 log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The node cannot open or start; the message is one line: what is wrong and which key to change."""
-
-
-FULL_BELOW = 64 * 1024  # free bytes under which a failure to open the store is put down to a full disk
-
-
-def _space_left(directory: Path) -> int:
-    try:
-        stats = os.statvfs(directory)
-    except OSError:
-        return FULL_BELOW  # cannot tell: not called full
-    return stats.f_bavail * stats.f_frsize
-
-
-def _full(error: BaseException, settings: Settings) -> StartupError | None:
-    """A StartupError for a full disk, else None: ENOSPC, or any failure to open the store while the data
-    directory's file system has (next to) no space left (SQLite reports that as a "disk I/O error")."""
-    if (
-        (isinstance(error, OSError) and error.errno == errno.ENOSPC)
-        or "disk is full" in str(error)
-        or _space_left(settings.data_dir) < FULL_BELOW
-    ):
-        return StartupError(
-            f"the data directory {settings.data_dir} is full (no space left on the device): "
-            f"free space there, or move [node] data_dir in {settings.source}"
-        )
-    return None
-
-
-def _database_error(error: sqlalchemy.exc.SQLAlchemyError, settings: Settings) -> StartupError:
-    full = _full(error, settings)
-    if full is not None:
-        return full
-    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-    shown = sqlalchemy.make_url(settings.database_url).render_as_string(hide_password=True)
-    return StartupError(
-        f"cannot open the database {shown}: {reason}; check that it is reachable, "
-        f"or fix [database] url in {settings.source}"
-    )
-
-
-def _unusable_url(error: BaseException, settings: Settings) -> StartupError:
-    return StartupError(
-        f"[database] url: {error}; use postgresql+psycopg://... (with the `postgres` extra installed) "
-        f"or leave it empty for SQLite, in {settings.source}"
-    )
-
-
-def _check_data_dir(settings: Settings) -> None:
-    if not settings.data_dir.is_dir():
-        raise StartupError(
-            f"the data directory {settings.data_dir} does not exist: set [node] data_dir in "
-            f"{settings.source} to the node's directory, or create a node with `postroom init DIR`"
-        )
-
-
-def _tls_context(settings: Settings) -> ssl.SSLContext:
-    """The server TLS context of `[tls]`; StartupError when a file is missing, unreadable or not a pair."""
-    tls = settings.tls
-    for key, path in (("certificate", tls.certificate), ("key", tls.key)):
-        if not path.is_file():
-            raise StartupError(
-                f"[tls] {key}: there is no file {path}; point [tls] {key} in {settings.source} at it"
-            )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(tls.certificate, tls.key)
-    except (ssl.SSLError, OSError) as error:
-        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
-        raise StartupError(
-            f"[tls] certificate {tls.certificate} and key {tls.key} cannot be used: {reason} (a PEM "
-            f"certificate chain and its own private key are needed); fix [tls] in {settings.source}"
-        ) from None
-    return context
-
-
-def check(settings: Settings) -> None:
-    """Check what `App.open` and `serve` need, without serving: raises StartupError naming the first
-    problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
-    within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
-    _check_data_dir(settings)
-    _tls_context(settings)
-    if settings.database.url.startswith("postgresql"):
-        try:
-            engine = sqlalchemy.create_engine(
-                settings.database.url,
-                poolclass=sqlalchemy.NullPool,
-                connect_args={"connect_timeout": DATABASE_PROBE_SECONDS},
-            )
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-            raise _unusable_url(error, settings) from None
-        try:
-            with engine.connect():
-                pass
-        except sqlalchemy.exc.SQLAlchemyError as error:
-            raise _database_error(error, settings) from None
-        finally:
-            engine.dispose()
-
-
-async def _listen(table: str, starting: Awaitable[object], settings: Settings) -> None:
-    """Await a listener's start; a bind failure (the port in use) becomes a StartupError naming the key."""
-    try:
-        await starting
-    except OSError as error:
-        full = str(error).removeprefix(f"[Errno {error.errno}] ")
-        raise StartupError(
-            f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
-            "or stop what holds the port"
-        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,23 +98,23 @@ class App:
     @classmethod
     def open(cls, settings: Settings) -> App:
         """Open the node at `settings.data_dir` (which must exist); StartupError says what stops it."""
-        _check_data_dir(settings)
+        check_data_dir(settings)
         try:
             settings.blob_dir.mkdir(exist_ok=True)
         except OSError as error:
-            raise _full(error, settings) or StartupError(
+            raise full_disk(error, settings) or StartupError(
                 f"cannot create the blob store {settings.blob_dir}: {error.strerror}; "
                 f"fix [node] data_dir in {settings.source}"
             ) from None
         try:
             database = Database(settings.database_url)
         except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
-            raise _unusable_url(error, settings) from None
+            raise unusable_url(error, settings) from None
         try:
             database.migrate()
         except sqlalchemy.exc.SQLAlchemyError as error:
             database.dispose()
-            raise _database_error(error, settings) from None
+            raise database_error(error, settings) from None
         return cls(settings, database)
 
     @property
@@ -266,7 +154,7 @@ class App:
         self.database.dispose()
 
     def tls_context(self) -> ssl.SSLContext:
-        return _tls_context(self.settings)
+        return tls_context(self.settings)
 
     def run(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve on a uvloop event loop (libuv: less overhead per socket event) until stopped."""
@@ -335,9 +223,9 @@ class App:
         try:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
-            await _listen("admin", admin.start(), settings)
+            await listen("admin", admin.start(), settings)
             try:
-                await _listen("mx", mx.start(), settings)
+                await listen("mx", mx.start(), settings)
             except BaseException:
                 await admin.stop(0)
                 raise

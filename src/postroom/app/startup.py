@@ -1,0 +1,136 @@
+"""Start-up checks: each problem that stops a node from opening or serving, as one line.
+
+A `StartupError`'s message names the problem and the key or flag to change: a data directory that
+does not exist (`postroom init` makes one; `App.open` never does), a database that cannot be opened or
+reached, a full disk, a `[tls]` certificate or key that is missing, unreadable or not a pair, a listen
+address already in use. `check(settings)` runs the checks that need no serving (the database
+briefly), for `postroom check-config`; `App.open` and `App.serve` call the rest where they happen.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import ssl
+from collections.abc import Awaitable
+from pathlib import Path
+
+import sqlalchemy
+import sqlalchemy.exc
+
+from postroom.config import Settings
+
+DATABASE_PROBE_SECONDS = 5  # `check` gives a database server this long to answer
+
+
+class StartupError(Exception):
+    """The node cannot open or start; the message is one line: what is wrong and which key to change."""
+
+
+FULL_BELOW = 64 * 1024  # free bytes under which a failure to open the store is put down to a full disk
+
+
+def _space_left(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return FULL_BELOW  # cannot tell: not called full
+    return stats.f_bavail * stats.f_frsize
+
+
+def full_disk(error: BaseException, settings: Settings) -> StartupError | None:
+    """A StartupError for a full disk, else None: ENOSPC, or any failure to open the store while the data
+    directory's file system has (next to) no space left (SQLite reports that as a "disk I/O error")."""
+    if (
+        (isinstance(error, OSError) and error.errno == errno.ENOSPC)
+        or "disk is full" in str(error)
+        or _space_left(settings.data_dir) < FULL_BELOW
+    ):
+        return StartupError(
+            f"the data directory {settings.data_dir} is full (no space left on the device): "
+            f"free space there, or move [node] data_dir in {settings.source}"
+        )
+    return None
+
+
+def database_error(error: sqlalchemy.exc.SQLAlchemyError, settings: Settings) -> StartupError:
+    full = full_disk(error, settings)
+    if full is not None:
+        return full
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    shown = sqlalchemy.make_url(settings.database_url).render_as_string(hide_password=True)
+    return StartupError(
+        f"cannot open the database {shown}: {reason}; check that it is reachable, "
+        f"or fix [database] url in {settings.source}"
+    )
+
+
+def unusable_url(error: BaseException, settings: Settings) -> StartupError:
+    return StartupError(
+        f"[database] url: {error}; use postgresql+psycopg://... (with the `postgres` extra installed) "
+        f"or leave it empty for SQLite, in {settings.source}"
+    )
+
+
+def check_data_dir(settings: Settings) -> None:
+    if not settings.data_dir.is_dir():
+        raise StartupError(
+            f"the data directory {settings.data_dir} does not exist: set [node] data_dir in "
+            f"{settings.source} to the node's directory, or create a node with `postroom init DIR`"
+        )
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server TLS context of `[tls]`; StartupError when a file is missing, unreadable or not a pair."""
+    tls = settings.tls
+    for key, path in (("certificate", tls.certificate), ("key", tls.key)):
+        if not path.is_file():
+            raise StartupError(
+                f"[tls] {key}: there is no file {path}; point [tls] {key} in {settings.source} at it"
+            )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certificate, tls.key)
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise StartupError(
+            f"[tls] certificate {tls.certificate} and key {tls.key} cannot be used: {reason} (a PEM "
+            f"certificate chain and its own private key are needed); fix [tls] in {settings.source}"
+        ) from None
+    return context
+
+
+def check(settings: Settings) -> None:
+    """Check what `App.open` and `serve` need, without serving: raises StartupError naming the first
+    problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
+    within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
+    check_data_dir(settings)
+    tls_context(settings)
+    if settings.database.url.startswith("postgresql"):
+        try:
+            engine = sqlalchemy.create_engine(
+                settings.database.url,
+                poolclass=sqlalchemy.NullPool,
+                connect_args={"connect_timeout": DATABASE_PROBE_SECONDS},
+            )
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+            raise unusable_url(error, settings) from None
+        try:
+            with engine.connect():
+                pass
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            raise database_error(error, settings) from None
+        finally:
+            engine.dispose()
+
+
+async def listen(table: str, starting: Awaitable[object], settings: Settings) -> None:
+    """Await a listener's start; a bind failure (the port in use) becomes a StartupError naming the key."""
+    try:
+        await starting
+    except OSError as error:
+        full = str(error).removeprefix(f"[Errno {error.errno}] ")
+        raise StartupError(
+            f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
+            "or stop what holds the port"
+        ) from None
