@@ -63,7 +63,7 @@ from postroom.routing import (
     categorize,
     resolve_recipient,
 )
-from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
+from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, SaslCredentials, TlsInfo
 from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
@@ -217,6 +217,10 @@ class MxSession:
 
     async def tls_started(self, info: TlsInfo) -> None:
         self.tls = info
+
+    async def authenticate(self, credentials: SaslCredentials) -> Reply:
+        """The MX listener offers no AUTH (submission does); the SMTP core never asks."""
+        return replies.NOT_IMPLEMENTED
 
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
         if not self._endpoint.committer.alive:

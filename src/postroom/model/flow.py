@@ -25,6 +25,13 @@ class RoutedRecipient:
     route: Route
     mailbox_id: int | None = None
     also_settles: tuple[str, ...] = ()  # other RCPT rows that named the same final recipient
+    # The MAIL FROM this recipient's copy leaves with; None: the message's own sender. A forward
+    # rewritten by SRS carries its SRS address here.
+    envelope_sender: str | None = None
+    # Non-empty: the recipient failed while it was routed (a refused forward, a size over the
+    # mailbox's limit). It is queued already failed, with this reply, and the queue's DSN round
+    # tells the sender: one path for every failure, durable from the commit.
+    failure: str = ""
 
     @property
     def trace_rows(self) -> tuple[str, ...]:
@@ -47,6 +54,10 @@ class EventKind(StrEnum):
     DELIVER = "Deliver"
     DEFER = "Defer"
     FAIL = "Fail"
+    SUBMIT = "Submit"  # an authenticated client submitted the message
+    SEND = "Send"  # handed to a remote server (host, IP, TLS, its reply)
+    DSN = "DSN"  # a delivery status notification was generated for the recipient
+    REDIRECT = "Redirect"  # forwarded to another address
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """Queue: the durable spool, per-recipient queue state, and the scheduler of delivery rounds."""
 
-from postroom.queue.scheduler import DeliveryRound, Scheduler
+from postroom.queue.scheduler import DeliveryRound, RemoteAgent, Scheduler
 from postroom.queue.spool import (
     QueueState,
     QueueSummary,
@@ -18,6 +18,7 @@ __all__ = [
     "DeliveryRound",
     "QueueState",
     "QueueSummary",
+    "RemoteAgent",
     "RemovedQueue",
     "Scheduler",
     "SpoolEntry",

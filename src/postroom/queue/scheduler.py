@@ -19,12 +19,26 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from sqlalchemy import Connection
 
+from postroom.model.outbound import DeliveryAttempt, RecipientResult
 from postroom.storage import GroupCommitter
 
 DeliveryRound = Callable[[Connection, float], int]
+
+
+class RemoteAgent(Protocol):
+    """What delivers leased recipients to other servers (`delivery.remote` implements it).
+
+    `deliver` is given attempts that all go to one destination domain (so it may reuse one
+    connection for all of them) and answers one `RecipientResult` per recipient of every attempt.
+    It never raises for a delivery problem: a failure it cannot attribute to the remote server (no
+    MX, a TLS policy, a timeout) is a reply it makes itself, 4xx when retrying may help."""
+
+    async def deliver(self, attempts: Sequence[DeliveryAttempt]) -> list[RecipientResult]: ...
+
 
 log = logging.getLogger(__name__)
 

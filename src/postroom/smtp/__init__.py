@@ -24,7 +24,14 @@ from postroom.smtp.protocol import (
     TransactionReset,
 )
 from postroom.smtp.server import MemoryBudget, SmtpListener
-from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
+from postroom.smtp.session import (
+    ConnectionInfo,
+    MessageContent,
+    SaslCredentials,
+    SmtpSession,
+    SmtpSessionFactory,
+    TlsInfo,
+)
 
 __all__ = [
     "ConnectionClosing",
@@ -42,6 +49,7 @@ __all__ = [
     "RcptParams",
     "RcptToReceived",
     "RecipientRefused",
+    "SaslCredentials",
     "SmtpListener",
     "SmtpServerProtocol",
     "SmtpSession",

@@ -6,6 +6,9 @@ the `ConnectionInfo`. It then calls the session's methods in protocol order and 
     connect()                      -> None accepts (the 220 greeting follows); a Reply refuses and closes
     tls_started(info)              after STARTTLS or, on an implicit-TLS listener, right after connect()
     helo(name, extended)           -> None accepts (the server writes its EHLO keywords); a Reply refuses
+    authenticate(credentials)      -> the reply to a completed AUTH exchange (listeners that offer AUTH):
+                                      235 2.7.0 authenticates the session; 535 5.7.8 refuses; 454 4.7.0
+                                      refuses for now; a 421 refuses and closes
     mail_from(sender, params)      -> the reply; positive opens the transaction (sender None is `<>`)
     rcpt_to(recipient, params)     -> the reply; positive adds the recipient
     rcpt_refused(recipient, reply) the server refused a RCPT itself (452 4.5.3 too many recipients)
@@ -47,6 +50,7 @@ __all__ = [
     "MailParams",
     "MessageContent",
     "RcptParams",
+    "SaslCredentials",
     "SmtpSession",
     "SmtpSessionFactory",
     "TlsInfo",
@@ -79,6 +83,19 @@ class TlsInfo:
     cipher: str
     peer_subject: str | None = None
     peer_sans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SaslCredentials:
+    """What a client gave in a completed AUTH PLAIN or LOGIN exchange (RFC 4616, RFC 4954).
+
+    `authzid` is the identity to act as ("" when the client gave none, as usual); `authcid` the login
+    name; `password` the secret. All three come from the client and are only as trustworthy as that."""
+
+    mechanism: str  # "PLAIN" or "LOGIN"
+    authzid: str
+    authcid: str
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +143,8 @@ class SmtpSession(Protocol):
     async def tls_started(self, info: TlsInfo) -> None: ...
 
     async def helo(self, name: str, extended: bool) -> Reply | None: ...
+
+    async def authenticate(self, credentials: SaslCredentials) -> Reply: ...
 
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply: ...
 
