@@ -128,3 +128,48 @@ GREETING = Reply(220, None, "{hostname} ESMTP Postroom")
 HELLO = Reply(250, None, "{hostname}")
 CHUNK_RECEIVED = Reply(250, "2.0.0", "{size} octets received")
 LOCAL_ERROR_CLOSING = Reply(421, "4.3.0", "Temporary local problem, closing connection")
+
+# --- SMTP AUTH and submission (RFC 4954; spec §5, §10.5, §13) --------------------------------------
+AUTH_SUCCEEDED = Reply(235, "2.7.0", "Authentication successful")
+AUTH_CHALLENGE = Reply(334, None, "{challenge}")  # base64 challenge of a SASL exchange
+AUTH_FAILED = Reply(535, "5.7.8", "Authentication unsuccessful: the user name or password is not right")
+AUTH_THROTTLED = Reply(454, "4.7.0", "Temporary authentication failure: too many failed logins, try later")
+AUTH_TOO_MANY_FAILURES = Reply(421, "4.7.0", "Too many failed logins, closing connection")
+AUTH_DISABLED = Reply(535, "5.7.139", "Authentication unsuccessful: SMTP AUTH is disabled for this account")
+AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_RESPONSE = Reply(501, "5.5.2", "Cannot decode the authentication response")
+AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
+AUTH_UNSUPPORTED_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication mechanism")
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
+AUTH_REQUIRED = Reply(530, "5.7.57", "Client not authenticated to send mail")
+SEND_AS_DENIED = Reply(550, "5.7.60", "Client does not have permissions to send as this sender")
+MESSAGE_RATE_EXCEEDED = Reply(
+    450, "4.7.0", "Message submission rate for this client has exceeded the configured limit, try later"
+)
+DAILY_RECIPIENT_LIMIT = Reply(
+    550, "5.1.90", "Your message can't be sent: you have reached your daily recipient limit"
+)
+SUBMISSION_QUOTA_EXCEEDED = Reply(
+    550,
+    "5.2.2",
+    "Submission quota exceeded: the sender is restricted from sending until an administrator releases it",
+)
+SENDER_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the sender's send limit")
+RECIPIENT_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the recipient's receive limit")
+
+# --- outbound delivery and DSNs (spec §12.2, RFC 3463) ---------------------------------------------
+MESSAGE_EXPIRED = Reply(550, "4.4.7", "QUEUE.Expired; message expired")
+NULL_MX = Reply(556, "5.1.10", "Recipient domain does not accept mail (null MX, RFC 7505)")
+NO_MAIL_HOST = Reply(451, "4.4.4", "Unable to route: no mail host found for the recipient domain")
+DNS_TEMPORARY = Reply(451, "4.4.3", "Unable to route: DNS lookup failed, will retry")
+CONNECT_FAILED = Reply(451, "4.4.1", "Connection to the remote server failed, will retry")
+REMOTE_TIMEOUT = Reply(451, "4.4.2", "The remote server did not answer in time, will retry")
+TLS_POLICY_FAILED = Reply(451, "4.7.5", "TLS required by the destination's policy could not be established")
+DANE_FAILED = Reply(451, "4.7.323", "DANE: no certificate matched the destination's TLSA records")
+EIGHT_BIT_REFUSED = Reply(
+    554, "5.6.7", "The destination cannot receive 8-bit or UTF-8 mail and it cannot be converted"
+)
+ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
+FORWARDING_DENIED = Reply(
+    550, "5.7.520", "Access denied, your organization does not allow external forwarding"
+)
