@@ -227,6 +227,15 @@ def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
     return found
 
 
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
+
+
+def _optional_path(relative: Callable[[str], Path], value: str) -> str:
+    """A path setting where "" means none: kept "", else made absolute like the other paths."""
+    return str(relative(value)) if value else ""
+
+
 def _database_url(value: str) -> str | None:
     if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
         return None
@@ -323,6 +332,12 @@ def load_settings(path: Path) -> Settings:
         passwords=reader.dataclass_table("passwords", defaults.passwords),
         routing=reader.dataclass_table("routing", defaults.routing),
         trace=reader.dataclass_table("trace", defaults.trace),
+        mta_sts=reader.dataclass_table(
+            "mta_sts",
+            defaults.mta_sts,
+            {"policy_port": _port},
+            ca_file=_optional_path(relative, reader.get("mta_sts", "ca_file", str, defaults.mta_sts.ca_file)),
+        ),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
         memory_budget=reader.get("node", "memory_budget", int, defaults.memory_budget, _positive),
@@ -382,4 +397,5 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "passwords": _toml(settings.passwords),
         "routing": _toml(settings.routing),
         "trace": _toml(settings.trace),
+        "mta_sts": _toml(settings.mta_sts),
     }

@@ -178,3 +178,13 @@ FORWARDING_DENIED = Reply(
 AUTH_NEEDS_EHLO = Reply(503, "5.5.1", "Send EHLO first")
 AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
 AUTH_NOT_WAITED = Reply(503, "5.5.1", "Send the authentication response only after the 334 challenge")
+
+# --- TLS policy failures (spec §12.3; delivery.tls_policy) -------------------------------------------
+TLS_POLICY_RETRY_PERIOD = 86_400.0  # seconds: MTA-STS and DANE failures retry for 24 h, not the 2 days
+_TLS_POLICY_CODES = frozenset({TLS_POLICY_FAILED.enhanced, DANE_FAILED.enhanced})
+
+
+def retry_period(reply: Reply) -> float | None:
+    """How long a recipient deferred with `reply` keeps retrying when that is not the queue's usual
+    expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323), else None."""
+    return TLS_POLICY_RETRY_PERIOD if reply.is_temporary and reply.enhanced in _TLS_POLICY_CODES else None
