@@ -305,6 +305,9 @@ def test_domain_check_reports_findings_and_exits_1_on_errors(tmp_path: Path) -> 
             postroom("domain", "dkim", "show", "contoso.example", "--json", config=config).stdout
         )
         assert [(k["selector"], k["active"]) for k in keys] == [("postroom1", False), ("postroom2", True)]
+        assert keys[0]["retired_at"] is not None  # kept published for mail in flight
+        back = postroom("domain", "dkim", "rotate", "contoso.example", config=config)
+        assert back.returncode == 1 and "still holds the key retired" in back.stderr
 
 
 def test_domain_check_without_a_domain_sweeps_every_domain(tmp_path: Path) -> None:

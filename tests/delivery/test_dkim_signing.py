@@ -3,6 +3,7 @@ TXT records the directory publishes, served by the test DNS server, before and a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import dkim
@@ -10,11 +11,13 @@ import dns.resolver
 import pytest
 
 from postroom.delivery import NotSigned, sign
-from postroom.directory import Directory
+from postroom.directory import RETIRED_KEY_SECONDS, Directory
 from postroom.dns.records import DkimSelector, dkim_record
 from postroom.model.outbound import DkimSigner
 from postroom.model.scope import OPERATOR
+from postroom.storage import Database
 from tests.support.dns_server import DnsTestServer
+from tests.support.records import new_directory
 
 DOMAIN = "contoso.example"
 MESSAGE = (
@@ -93,17 +96,26 @@ def test_signature_verifies_against_the_published_key(org: Directory, dns_server
 
 
 def test_rotation_signs_with_the_new_key_while_the_old_stays_published(
-    org: Directory, dns_server: DnsTestServer
+    database: Database, dns_server: DnsTestServer
 ) -> None:
+    now = [time.time()]
+    org = new_directory(database, clock=lambda: now[0])
+    org.add_tenant(OPERATOR, "contoso")
+    org.add_domain(OPERATOR, DOMAIN, "contoso", verified=True)
+    publish(org, dns_server)
     before = sign(MESSAGE, signer(org))
     org.rotate_dkim(OPERATOR, DOMAIN)
     publish(org, dns_server)
     after = sign(MESSAGE, signer(org))
     assert signature_tags(after)["s"] == "postroom2"
     assert verifies(after, dns_server)
-    # The retired selector got a fresh key to publish, so mail signed before the rotation no longer
-    # verifies once the new record is out: exactly what rotation is for.
+    assert verifies(before, dns_server)  # the retired key stays published: mail in flight verifies
+    # Past the grace the retired selector gets a fresh key; once that record is out, mail signed with
+    # the retired key no longer verifies: exactly what rotation is for.
+    now[0] += RETIRED_KEY_SECONDS
+    publish(org, dns_server)
     assert not verifies(before, dns_server)
+    assert verifies(after, dns_server)
 
 
 def test_a_changed_body_fails_verification(org: Directory, dns_server: DnsTestServer) -> None:

@@ -14,7 +14,7 @@ from postroom.app import ProofOutcome, verify_ownership
 from postroom.app.domain_dns import check_domains_dns, dkim_selector, domain_facts
 from postroom.cli.context import JsonOption, ZoneOption, as_dict, node, refusals
 from postroom.cli.output import console, emit_json, errors, fail, fields, table, when
-from postroom.directory import DomainType
+from postroom.directory import RETIRED_KEY_SECONDS, DkimKey, DomainType
 from postroom.dns import (
     DnsRecord,
     DomainDiagnosis,
@@ -268,7 +268,7 @@ def dkim_show(domain: str, json_output: JsonOption = False) -> None:
         None,
         ["selector", "state", "created", "publish TXT at"],
         [
-            (k.selector, "signs" if k.active else "next", when(k.created_at), r.name)
+            (k.selector, _dkim_state(k), when(k.created_at), r.name)
             for k, r in zip(keys, records, strict=True)
         ],
     )
@@ -281,11 +281,20 @@ def dkim_rotate(
         bool, typer.Option("--force", help="Rotate even though DNS does not publish the next key yet.")
     ] = False,
 ) -> None:
-    """Sign with the other selector from now on; the retired selector gets a new key to publish."""
+    """Sign with the other selector from now on; the retired selector's key stays published for mail in
+    flight, then it gets a new key to publish."""
     current = node()
     with refusals():
         keys = current.directory.dkim_keys(OPERATOR, domain)
         successor = next(k for k in keys if not k.active)
+        if not force and successor.retired_at is not None:
+            since, until = when(successor.retired_at), when(successor.retired_at + RETIRED_KEY_SECONDS)
+            raise fail(
+                f"not rotated: {successor.selector} still holds the key retired {since}, "
+                f"kept published for mail in flight until {until}; "
+                "it gets a new key to publish then (or --force: a new key at once, to publish before "
+                "mail verifies)"
+            )
         if not force:
             # Checked as if it signed already: anything but the right key refuses the rotation.
             signing = dataclasses.replace(dkim_selector(successor), active=True)
@@ -299,8 +308,19 @@ def dkim_rotate(
         rotated = current.directory.rotate_dkim(OPERATOR, domain)
     retired = next(k for k in rotated if not k.active)
     console.print(f"{successor.selector} signs {successor.domain}'s mail now.", markup=False)
-    console.print(f"Before the next rotation, publish the new key of {retired.selector}:", markup=False)
-    console.print(dkim_record(retired.domain, dkim_selector(retired)).zone_line(), markup=False)
+    until = when((retired.retired_at or 0.0) + RETIRED_KEY_SECONDS)
+    console.print(
+        f"Keep {retired.selector}'s record published until {until}: mail signed with it may still be in "
+        f"flight. Then it gets a new key; `postroom domain dkim show {retired.domain}` shows it to publish "
+        "before the next rotation.",
+        markup=False,
+    )
+
+
+def _dkim_state(key: DkimKey) -> str:
+    if key.retired_at is not None and not key.active:
+        return f"retired (published until {when(key.retired_at + RETIRED_KEY_SECONDS)})"
+    return key.state
 
 
 @domain_app.command("remove")

@@ -3,7 +3,7 @@ groups, organization settings)."""
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
 from postroom.directory.credentials import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordPolicy
-from postroom.directory.dkim import DKIM_SELECTORS, DkimKey
+from postroom.directory.dkim import DKIM_SELECTORS, RETIRED_KEY_SECONDS, DkimKey
 from postroom.directory.errors import (
     ConflictError,
     DirectoryError,
@@ -46,6 +46,7 @@ __all__ = [
     "MIN_PASSWORD_LENGTH",
     "REFRESH_SECONDS",
     "RESERVED_TENANT_NAMES",
+    "RETIRED_KEY_SECONDS",
     "AcceptedDomain",
     "AddressOwner",
     "CachedDirectory",

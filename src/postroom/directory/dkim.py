@@ -3,7 +3,10 @@
 
 Each domain has two selectors (`DKIM_SELECTORS`), each with its own 2048-bit RSA key pair (spec §1.6):
 one is active and signs, the other waits for the next rotation, so a rotation only switches to a key
-that has been in DNS all along. Keys are made on first use (records asked, a check run, a rotation),
+that has been in DNS all along. The key a rotation retires stays as it is for `RETIRED_KEY_SECONDS`
+(its record stays published, so mail signed just before the rotation and still in flight or in
+queues elsewhere verifies); after that the retired selector gets a new key, the one to publish before
+the next rotation. Keys are made on first use (records asked, a check run, a rotation),
 not when the domain is added: a 2048-bit RSA key costs 25-100 ms to make, which a bulk import
 of domains that never send should not pay.
 
@@ -21,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 DKIM_SELECTORS = ("postroom1", "postroom2")
 DKIM_KEY_BITS = 2048
+RETIRED_KEY_SECONDS = 7 * 86_400.0  # a retired key stays (published) this long before it is replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +36,13 @@ class DkimKey:
     public_key: str
     active: bool
     created_at: float
+    retired_at: float | None = None  # set while the selector still holds the key a rotation retired
+
+    @property
+    def state(self) -> str:
+        """ "signs", "retired" (keep its record published: mail signed with it may be in flight) or
+        "next" (publish it: the next rotation signs with it)."""
+        return "signs" if self.active else "retired" if self.retired_at is not None else "next"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,12 @@
 """The DKIM keys of accepted domains: made on first use, rotated, read by the signer (part of the
 directory service; the key material itself is `dkim.py`'s).
 
+Rotation (`rotate_dkim`) switches signing to the waiting selector and leaves the retired selector's
+key as it is, published, for `RETIRED_KEY_SECONDS`; reading the keys after that gives the retired
+selector a new key pair, which the tenant publishes before the next rotation. A rotation while the
+waiting selector still holds its retired key first gives it a new key (only a forced rotation gets
+there: without `--force` the CLI refuses until DNS publishes the waiting key).
+
 Scope: a tenant scope reads and rotates its own domains' keys only; another tenant's domain is not
 found. A rotation changes nothing mail flow caches, so it does not bump the directory generation.
 """
@@ -10,7 +16,7 @@ from __future__ import annotations
 from sqlalchemy import insert, select, update
 
 from postroom.directory.base import DirectoryBase
-from postroom.directory.dkim import DKIM_SELECTORS, DkimKey, generate_key_pair
+from postroom.directory.dkim import DKIM_SELECTORS, RETIRED_KEY_SECONDS, DkimKey, generate_key_pair
 from postroom.directory.records import AcceptedDomain
 from postroom.model.scope import Scope
 from postroom.storage.schema import dkim_keys, domain_history
@@ -22,37 +28,42 @@ class DkimKeys(DirectoryBase):
         return self._made_dkim_keys(self._scoped_domain(scope, name))
 
     def rotate_dkim(self, scope: Scope, name: str) -> tuple[DkimKey, ...]:
-        """Sign with the other selector from now on, and give the retired one a new key pair.
+        """Sign with the other selector from now on; the retired selector keeps its key, published, for
+        `RETIRED_KEY_SECONDS` (mail signed with it may still be in flight), then gets a new one.
 
-        The new key is what the retired selector must publish before the next rotation; the selector that
-        signs now kept its key, which has been in DNS since it was made.
+        The selector that signs now kept its key, which has been in DNS since it was made (unless it
+        still held a retired key: then it gets a new one first, and only a forced rotation comes here).
         """
         domain = self._scoped_domain(scope, name)
         keys = self._made_dkim_keys(domain)
         retired = next(k for k in keys if k.active)
         successor = next(k for k in keys if not k.active)
-        pair = generate_key_pair()
+        now = self._clock()
         with self._write() as (conn, _):
             rows = dkim_keys.c.domain_id == domain.id
+            signing: dict[str, object] = {"active": True, "retired_at": None}
+            if successor.retired_at is not None:
+                pair = generate_key_pair()
+                signing |= {
+                    "private_key": pair.private_key_pem,
+                    "public_key": pair.public_key,
+                    "created_at": now,
+                }
             conn.execute(
-                update(dkim_keys).where(rows, dkim_keys.c.selector == successor.selector).values(active=True)
+                update(dkim_keys).where(rows, dkim_keys.c.selector == successor.selector).values(signing)
             )
             conn.execute(
                 update(dkim_keys)
                 .where(rows, dkim_keys.c.selector == retired.selector)
-                .values(
-                    active=False,
-                    private_key=pair.private_key_pem,
-                    public_key=pair.public_key,
-                    created_at=self._clock(),
-                )
+                .values(active=False, retired_at=now)
             )
             conn.execute(
                 insert(domain_history).values(
                     domain_id=domain.id,
-                    at=self._clock(),
+                    at=now,
                     event="dkim-rotated",
-                    detail=f"{successor.selector} signs now; {retired.selector} has a new key to publish",
+                    detail=f"{successor.selector} signs now; {retired.selector} keeps its key published "
+                    f"for mail in flight, then gets a new one to publish",
                 )
             )
         return self._dkim_keys(domain)
@@ -76,7 +87,7 @@ class DkimKeys(DirectoryBase):
     def _made_dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
         keys = self._dkim_keys(domain)
         if len(keys) == len(DKIM_SELECTORS):
-            return keys
+            return self._renewed(domain, keys)
         made = {s: generate_key_pair() for s in DKIM_SELECTORS if s not in {k.selector for k in keys}}
         with self._write() as (conn, _):
             present = {
@@ -110,15 +121,53 @@ class DkimKeys(DirectoryBase):
                 )
         return self._dkim_keys(domain)
 
+    def _renewed(self, domain: AcceptedDomain, keys: tuple[DkimKey, ...]) -> tuple[DkimKey, ...]:
+        """Give a selector whose retired key has served its time a new key pair (the next to publish)."""
+        now = self._clock()
+        due = [k for k in keys if k.retired_at is not None and now - k.retired_at >= RETIRED_KEY_SECONDS]
+        if not due:
+            return keys
+        with self._write() as (conn, _):
+            for key in due:
+                pair = generate_key_pair()
+                renewed = conn.execute(
+                    update(dkim_keys)
+                    .where(
+                        dkim_keys.c.domain_id == domain.id,
+                        dkim_keys.c.selector == key.selector,
+                        dkim_keys.c.retired_at == key.retired_at,  # another process may have renewed it
+                    )
+                    .values(
+                        private_key=pair.private_key_pem,
+                        public_key=pair.public_key,
+                        created_at=now,
+                        retired_at=None,
+                    )
+                ).rowcount
+                if renewed:
+                    conn.execute(
+                        insert(domain_history).values(
+                            domain_id=domain.id,
+                            at=now,
+                            event="dkim-key-renewed",
+                            detail=f"{key.selector} has a new key to publish before the next rotation",
+                        )
+                    )
+        return self._dkim_keys(domain)
+
     def _dkim_keys(self, domain: AcceptedDomain) -> tuple[DkimKey, ...]:
         with self._db.read() as conn:
             rows = conn.execute(
                 select(
-                    dkim_keys.c.selector, dkim_keys.c.public_key, dkim_keys.c.active, dkim_keys.c.created_at
+                    dkim_keys.c.selector,
+                    dkim_keys.c.public_key,
+                    dkim_keys.c.active,
+                    dkim_keys.c.created_at,
+                    dkim_keys.c.retired_at,
                 ).where(dkim_keys.c.domain_id == domain.id)
             ).all()
         order = {selector: index for index, selector in enumerate(DKIM_SELECTORS)}
         return tuple(
-            DkimKey(domain.name, row.selector, row.public_key, row.active, row.created_at)
+            DkimKey(domain.name, row.selector, row.public_key, row.active, row.created_at, row.retired_at)
             for row in sorted(rows, key=lambda row: order.get(row.selector, len(order)))
         )

@@ -110,6 +110,9 @@ dkim_keys = Table(
     Column("active", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("domain_id", "selector"),
+    # Last: added by schema step 4. Set while the selector holds the key a rotation retired (kept
+    # published for mail in flight, then renewed).
+    Column("retired_at", Float),
 )
 
 recipients = Table(
