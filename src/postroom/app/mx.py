@@ -245,7 +245,7 @@ class MxSession:
         if envelope is None:
             return
         resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
-        tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
+        tenant = resolution.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
         if self._traced_alone(envelope, str(recipient), reply):
             envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
 
@@ -390,7 +390,7 @@ def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecip
     refused = [(r.tenant_id, str(r.recipient), r.reply, "RCPT") for r in envelope.rejected]
     if envelope.refused_data is not None:
         data_reply = envelope.refused_data
-        refused += [(a.owner.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
+        refused += [(a.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
     events = [
         TraceEvent(envelope.id, EventKind.FAIL, tenant, recipient, {"reply": str(reply), "stage": stage})
         for tenant, recipient, reply, stage in refused
@@ -437,7 +437,7 @@ def _commit_received(
             received_at=entry.received_at,
         ),
     )
-    tenants = {a.owner.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
+    tenants = {a.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
     refused_events, refused_statuses = _refusal_rows(envelope)
     receive = [
         TraceEvent(entry.id, EventKind.RECEIVE, tenant, "", receive_detail)

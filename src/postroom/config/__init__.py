@@ -21,6 +21,7 @@ from postroom.config.settings import (
     ServiceSettings,
     Settings,
     SmtpLimits,
+    SubmissionSettings,
     TlsSettings,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "ServiceSettings",
     "Settings",
     "SmtpLimits",
+    "SubmissionSettings",
     "TlsSettings",
     "config_document",
     "find_config",
