@@ -468,7 +468,10 @@ def test_bad_submission_settings_name_their_key(tmp_path: Path, text: str, key: 
 
 
 def test_submission_settings_load(tmp_path: Path) -> None:
-    text = '[submission]\ntls_listen = "127.0.0.1:465"\nmessages_per_minute = 3\nauth_failures_before_throttle = 2\n'
+    text = (
+        '[submission]\ntls_listen = "127.0.0.1:465"\nmessages_per_minute = 3\n'
+        "auth_failures_before_throttle = 2\n"
+    )
     settings = load_settings(write(tmp_path, text))
     assert settings.submission.tls_listen == (ListenAddress("127.0.0.1", 465),)
     assert settings.submission.messages_per_minute == 3

@@ -190,6 +190,7 @@ class App:
             committer=committer,
             on_queued=scheduler.wake,
             max_expanded_recipients=settings.routing.max_expanded_recipients,
+            max_receive_size=settings.routing.max_receive_size,
             refusal_limits=RefusalLimits(
                 settings.trace.refusals_per_session,
                 settings.trace.refusals_per_client,

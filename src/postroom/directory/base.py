@@ -2,7 +2,7 @@
 write transaction that tells caching nodes exactly what changed.
 
 Every write runs in `_write()`, which yields the connection and a `DirectoryChanges` the write fills
-with what it changed (domain names, address keys, group ids, tenant ids, recipient ids). When it recorded anything,
+with what it changed (domain names, address keys, group, tenant and recipient ids). When it recorded anything,
 the commit bumps `directory_generation` and logs the changes under the new generation (`directory_changes`),
 so a node's cache drops those entries only (see `view.CachedDirectory`). A change too large to list
 (more than `CHANGE_LOG_MAX_KEYS`) is logged as "everything". The log keeps the last

@@ -53,6 +53,8 @@ class RejectReason(StrEnum):
     RECIPIENT_LIMIT = "recipient-limit"  # past the listener's max_recipients (refused by the SMTP core)
     SENDER_NOT_AUTHENTICATED = "sender-not-authenticated"  # a group that takes mail from inside only
     POSTMASTER_NOT_CONFIGURED = "postmaster-not-configured"
+    RECIPIENT_SIZE = "recipient-size"  # MAIL's SIZE= is over the mailbox's receive limit
+    SENDER_RECIPIENT_LIMIT = "sender-recipient-limit"  # past the sender's recipients per message
 
 
 @dataclass(frozen=True, slots=True)
