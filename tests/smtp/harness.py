@@ -6,12 +6,14 @@ import asyncio
 import re
 import ssl
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from postroom.config.settings import ListenAddress, SmtpLimits
-from postroom.smtp import MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
 
 from .twin import MemoryPostOffice
 
@@ -28,6 +30,7 @@ async def serving(
     implicit_tls: bool = False,
     grace: float = 1.0,
     memory_budget: int = 268_435_456,
+    auth: AuthPolicy | None = None,
 ) -> AsyncIterator[SmtpListener]:
     """A listener on 127.0.0.1, port 0, serving `office`, spooling into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="postroom-spool-") as spool_dir:
@@ -41,6 +44,7 @@ async def serving(
             implicit_tls=implicit_tls,
             spool_dir=Path(spool_dir),
             memory=MemoryBudget(memory_budget),
+            auth=auth,
         )
         await listener.start()
         try:
@@ -88,3 +92,40 @@ class RawClient:
         self.writer.close()
         with suppress(ConnectionError):
             await self.writer.wait_closed()
+
+
+class ServingThread:
+    """A listener served by its own event loop in a thread, so a module's (blocking, smtplib) tests can
+    share one: `with ServingThread(office, ...) as listener:`; the keywords are those of `serving`."""
+
+    def __init__(self, office: MemoryPostOffice, **options: Any) -> None:
+        self._office = office
+        self._options = options
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._listener: SmtpListener | None = None
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        try:
+            async with serving(self._office, **self._options) as listener:
+                self._listener = listener
+                self._started.set()
+                await self._stop.wait()
+        finally:
+            self._started.set()
+
+    def __enter__(self) -> SmtpListener:
+        self._thread.start()
+        self._started.wait(10)
+        if self._listener is None:
+            raise RuntimeError("the listener did not start")
+        return self._listener
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)

@@ -9,6 +9,10 @@ answers follow the recipient's or sender's local part, so tests choose an outcom
 - sender `denied@...` -> 550 5.1.0; sender `crash@...` -> `data()` raises;
 - anything else is accepted; `data()` waits `data_delay` seconds first (a slow durable commit).
 
+`authenticate` accepts the office's one account (`USER`, `PASSWORD`) and keeps who logged in in
+`logins` (mechanism, authzid, authcid); the user `closing@...` gets 421 (the server must close); any
+other credentials get 535 5.7.8.
+
 Refusals the server makes itself arrive through `rcpt_refused` and `data_refused`; the session keeps
 them in `refusals` (reply code and enhanced code), and `data()` notes in `spooled` whether the message
 came as a spool file.
@@ -23,7 +27,10 @@ from dataclasses import dataclass, field
 from postroom.model import replies
 from postroom.model.address import Address
 from postroom.model.replies import Reply
-from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, TlsInfo
+from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, SaslCredentials, TlsInfo
+
+USER = "alice@postroom.test"
+PASSWORD = "correct horse battery staple"  # ASCII: smtplib encodes AUTH responses as ASCII
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,15 @@ class MemorySession:
             return replies.SENDER_DENIED
         self.helo_name = name
         return None
+
+    async def authenticate(self, credentials: SaslCredentials) -> Reply:
+        self.calls.append("auth")
+        if credentials.authcid == "closing@postroom.test":
+            return replies.SHUTTING_DOWN
+        if (credentials.authcid, credentials.password) != (USER, PASSWORD):
+            return replies.AUTH_FAILED
+        self.office.logins.append((credentials.mechanism, credentials.authzid, credentials.authcid))
+        return replies.AUTH_SUCCEEDED
 
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
         self.calls.append("mail")
@@ -115,6 +131,7 @@ class MemoryPostOffice:
     refuse_connect: Reply | None = None
     data_delay: float = 0.0
     messages: list[StoredMessage] = field(default_factory=list)
+    logins: list[tuple[str, str, str]] = field(default_factory=list)
     sessions: list[MemorySession] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=itertools.count)
 

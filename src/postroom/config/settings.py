@@ -84,6 +84,10 @@ class SmtpLimits:
     spool_threshold: int = 1_048_576  # octets of one message held in memory; past it, spooled to disk
     bare_lf: str = "reject"  # "reject": 550 5.6.11; "normalize": stored as CRLF (never ends DATA)
     nul: str = "reject"  # a NUL octet in a message: "reject" with 550 5.6.0, or "strip" it
+    max_auth_line: int = (
+        12288  # octets incl. CRLF of an AUTH command or SASL response (RFC 4954 §4); 500 5.5.6
+    )
+    max_auth_failures: int = 3  # failed AUTH replies per session, then 421 4.7.0 and disconnect
 
 
 def _loopback(port: int) -> tuple[ListenAddress, ...]:

@@ -173,3 +173,8 @@ ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
+
+# --- added by the smtp room for AUTH (RFC 4954) -----------------------------------------------------
+AUTH_NEEDS_EHLO = Reply(503, "5.5.1", "Send EHLO first")
+AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH is not allowed during a mail transaction")
+AUTH_NOT_WAITED = Reply(503, "5.5.1", "Send the authentication response only after the 334 challenge")

@@ -1,14 +1,15 @@
 """The SMTP server: a sans-IO protocol core, the asyncio listener around it, and the session contract.
 
-The public face: `SmtpListener` (bind, serve, drain), the `SmtpSession` protocol the application
-implements per connection with its values (`ConnectionInfo`, `TlsInfo`, `MailParams`, `RcptParams`,
-`MessageContent`),
+The public face: `SmtpListener` (bind, serve, drain; `AuthPolicy` when it offers SMTP AUTH), the
+`SmtpSession` protocol the application implements per connection with its values (`ConnectionInfo`,
+`TlsInfo`, `MailParams`, `RcptParams`, `MessageContent`, `SaslCredentials`),
 and `SmtpServerProtocol` with its events for whoever drives SMTP without sockets (tests, other
 transports). Each module's docstring states its guarantees; the smuggling rules are in `protocol`.
 """
 
 from postroom.smtp.params import MailParams, RcptParams
 from postroom.smtp.protocol import (
+    AuthReceived,
     ConnectionClosing,
     Decision,
     Event,
@@ -23,6 +24,7 @@ from postroom.smtp.protocol import (
     StartTlsRequested,
     TransactionReset,
 )
+from postroom.smtp.sasl import AuthPolicy
 from postroom.smtp.server import MemoryBudget, SmtpListener
 from postroom.smtp.session import (
     ConnectionInfo,
@@ -34,6 +36,8 @@ from postroom.smtp.session import (
 )
 
 __all__ = [
+    "AuthPolicy",
+    "AuthReceived",
     "ConnectionClosing",
     "ConnectionInfo",
     "Decision",

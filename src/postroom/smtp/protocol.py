@@ -69,6 +69,15 @@ from postroom.model import replies
 from postroom.model.address import Address, AddressError
 from postroom.model.replies import Reply
 from postroom.smtp.params import MailParams, ParameterError, RcptParams, parse_mail_params, parse_rcpt_params
+from postroom.smtp.sasl import (
+    LOGIN_PASSWORD_CHALLENGE,
+    LOGIN_USERNAME_CHALLENGE,
+    AuthPolicy,
+    decode_response,
+    login_field,
+    plain_credentials,
+)
+from postroom.smtp.session import SaslCredentials
 
 CloseReason = Literal["quit", "errors", "eof", "server"]
 _JUNK = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP"})  # commands that move no mail (Postfix's junk)
@@ -80,6 +89,14 @@ class HeloReceived:
 
     name: str
     extended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AuthReceived:
+    """An AUTH exchange completed with these credentials. Decision: 235 authenticates the session,
+    a 421 closes it, anything else refuses (and counts toward `max_auth_failures`)."""
+
+    credentials: SaslCredentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +161,7 @@ class ConnectionClosing:
     reason: CloseReason
 
 
-Decision = HeloReceived | MailFromReceived | RcptToReceived | MessageReceived
+Decision = HeloReceived | AuthReceived | MailFromReceived | RcptToReceived | MessageReceived
 Notice = StartTlsRequested | RecipientRefused | MessageRefused | TransactionReset | ConnectionClosing
 Event = Decision | Notice
 
@@ -158,13 +175,15 @@ class _Phase(Enum):
     DATA = "data"  # reading DATA content up to <CRLF>.<CRLF>
     CHUNK = "chunk"  # reading the octets of one BDAT chunk
     TLS = "tls"  # 220 sent to STARTTLS; waiting for `tls_started`
+    SASL = "sasl"  # 334 sent to AUTH; reading the client's response line
     CLOSED = "closed"
 
 
 # Module-level names for the phases: an Enum member lookup on the class costs ten times more, and the
 # phase is tested several times per command.
 _COMMAND, _DATA, _CHUNK, _TLS, _CLOSED = _Phase.COMMAND, _Phase.DATA, _Phase.CHUNK, _Phase.TLS, _Phase.CLOSED
-_DECISIONS = (HeloReceived, MailFromReceived, RcptToReceived, MessageReceived)
+_SASL = _Phase.SASL
+_DECISIONS = (HeloReceived, AuthReceived, MailFromReceived, RcptToReceived, MessageReceived)
 
 
 _PATH = r'<((?:"(?:[^"\\]|\\.)*"|[^<>"])*)>'
@@ -289,10 +308,18 @@ class SmtpServerProtocol:
     """One server-side SMTP session as a state machine; see the module docstring for the contract."""
 
     def __init__(
-        self, hostname: str, limits: SmtpLimits, *, tls_available: bool, tls_active: bool = False
+        self,
+        hostname: str,
+        limits: SmtpLimits,
+        *,
+        tls_available: bool,
+        tls_active: bool = False,
+        auth: AuthPolicy | None = None,
     ) -> None:
         self._hostname = hostname
         self._limits = limits
+        self._auth = auth
+        self._auth_failures = 0
         self._tls_available = tls_available
         self._tls_active = tls_active
         self._buffer = bytearray()
@@ -308,6 +335,11 @@ class SmtpServerProtocol:
         self.message_refusal: Reply | None = None
         # session scope: reset by STARTTLS
         self._greeted = False
+        self._extended = False  # greeted with EHLO: extensions (AUTH) may be used
+        self._authenticated = False
+        # the SASL exchange in progress (phase SASL)
+        self._sasl_mechanism = ""
+        self._sasl_username: str | None = None  # LOGIN: the user name, once given
         # transaction scope: reset by RSET, EHLO, the end of a message
         self._mail: MailParams | None = None
         self._recipients_tried = 0
@@ -327,10 +359,10 @@ class SmtpServerProtocol:
         self._chunk_size = 0
         self._chunk_last = False
         self._chunk_refusal: Reply | None = None
-        # AUTH (RFC 4954) plugs in here: a verb, a decision event and a SASL phase, nothing rewritten.
         self._commands: dict[str, Callable[[str], None]] = {
             "EHLO": self._ehlo,
             "HELO": self._helo,
+            "AUTH": self._auth_command,
             "MAIL": self._mail_from,
             "RCPT": self._rcpt_to,
             "DATA": self._data,
@@ -373,8 +405,10 @@ class SmtpServerProtocol:
                 progressed = self._read_command()
             elif self._phase is _DATA:
                 progressed = self._read_data()
-            else:
+            elif self._phase is _CHUNK:
                 progressed = self._read_chunk()
+            else:
+                progressed = self._read_sasl()
             if not progressed:
                 if not self._eof:
                     return None
@@ -395,6 +429,8 @@ class SmtpServerProtocol:
         self._write(reply)
         if isinstance(event, MailFromReceived) and reply.is_positive:
             self._mail = event.params
+        elif isinstance(event, AuthReceived) and reply.is_positive:
+            self._authenticated = True
         elif isinstance(event, RcptToReceived) and reply.is_positive:
             self._recipients_accepted += 1
         elif isinstance(event, MessageReceived):
@@ -405,6 +441,8 @@ class SmtpServerProtocol:
             self._close("server")
         elif isinstance(event, RcptToReceived) and not reply.is_positive:
             self._recipient_refused()
+        elif isinstance(event, AuthReceived) and not reply.is_positive:
+            self._auth_failed()
 
     def tls_started(self) -> None:
         """The transport is now TLS: forget everything said before it (RFC 3207 §4.2)."""
@@ -412,7 +450,7 @@ class SmtpServerProtocol:
             raise ProtocolUsageError("tls_started() called without STARTTLS")
         self._phase = _COMMAND
         self._tls_active = True
-        self._greeted = False
+        self._greeted = self._extended = self._authenticated = False
         self._buffer.clear()
 
     def close_with(self, reply: Reply) -> None:
@@ -444,6 +482,16 @@ class SmtpServerProtocol:
     def idle(self) -> bool:
         """True between transactions with nothing pending: the point where a drain may close."""
         return self._phase is _COMMAND and self._pending is None and self._mail is None
+
+    @property
+    def authenticated(self) -> bool:
+        """True once the application said 235 to an AUTH exchange (until STARTTLS)."""
+        return self._authenticated
+
+    @property
+    def auth_failures(self) -> int:
+        """Failed AUTH replies in the session so far (the driver logs each one)."""
+        return self._auth_failures
 
     @property
     def refused_recipients(self) -> int:
@@ -532,16 +580,17 @@ class SmtpServerProtocol:
             self._discarding_line = False
             return True
         if end < 0:
-            if len(buffer) > self._limits.max_command_line:
+            if len(buffer) > self._limits.max_command_line and len(buffer) > self._line_limit(buffer):
+                auth = self._is_auth_line(buffer)
                 buffer.clear()
                 self._discarding_line = True
-                self._error(replies.LINE_TOO_LONG)
+                self._line_too_long(auth)
                 return True
             return False
         line = bytes(buffer[: end + 1])
         del buffer[: end + 1]
-        if len(line) > self._limits.max_command_line:
-            self._error(replies.LINE_TOO_LONG)
+        if len(line) > self._limits.max_command_line and len(line) > self._line_limit(line):
+            self._line_too_long(self._is_auth_line(line))
             return True
         if end == 0 or line[-2] != _CR or b"\r" in line[:-2]:
             self._error(replies.BARE_LF_COMMAND)
@@ -565,9 +614,27 @@ class SmtpServerProtocol:
             command(argument.strip(" \t"))
         return True
 
+    def _is_auth_line(self, line: bytes | bytearray) -> bool:
+        return self._auth is not None and line[:5].upper() == b"AUTH "
+
+    def _line_limit(self, line: bytes | bytearray) -> int:
+        """The longest command line allowed: an AUTH line with an initial response may be longer
+        (RFC 4954 §4), when AUTH is offered."""
+        if self._is_auth_line(line):
+            return max(self._limits.max_command_line, self._limits.max_auth_line)
+        return self._limits.max_command_line
+
+    def _line_too_long(self, auth: bool) -> None:
+        if auth:
+            self._auth_refused(replies.AUTH_LINE_TOO_LONG)
+        else:
+            self._error(replies.LINE_TOO_LONG)
+
     def _capabilities(self) -> list[str]:
         keywords = ["PIPELINING", f"SIZE {self._limits.max_message_size}", "8BITMIME", "SMTPUTF8"]
         keywords.append("ENHANCEDSTATUSCODES")
+        if self._auth is not None and (self._tls_active or not self._auth.tls_required):
+            keywords.append("AUTH " + " ".join(self._auth.mechanisms))
         if self._tls_available and not self._tls_active:
             keywords.append("STARTTLS")
         keywords += ["CHUNKING", "BINARYMIME"]
@@ -590,6 +657,7 @@ class SmtpServerProtocol:
         if self._mail is not None:
             self._end_transaction()
         self._greeted = True
+        self._extended = event.extended
         lines = [self._hostname]
         if event.extended:
             lines += self._capabilities()
@@ -598,6 +666,9 @@ class SmtpServerProtocol:
     def _mail_from(self, argument: str) -> None:
         if not self._greeted:
             self._error(replies.HELO_FIRST)
+            return
+        if self._auth is not None and self._auth.required_for_mail and not self._authenticated:
+            self._error(replies.AUTH_REQUIRED)
             return
         if self._mail is not None:
             self._error(replies.NESTED_MAIL)
@@ -758,6 +829,117 @@ class SmtpServerProtocol:
             self._buffer.clear()  # plaintext pipelined after STARTTLS must not reach the TLS session
             self._phase = _TLS
             self._events.append(StartTlsRequested())
+
+    # --- AUTH (RFC 4954) ----------------------------------------------------------------------------
+
+    def _auth_command(self, argument: str) -> None:
+        policy = self._auth
+        if policy is None:
+            self._error(replies.NOT_IMPLEMENTED)  # the MX role: AUTH is not offered at all
+            return
+        if not self._extended:
+            self._auth_refused(replies.AUTH_NEEDS_EHLO)
+        elif policy.tls_required and not self._tls_active:
+            self._auth_refused(replies.MUST_ISSUE_STARTTLS, fault=False)
+        elif self._authenticated:
+            self._auth_refused(replies.ALREADY_AUTHENTICATED)
+        elif self._mail is not None:
+            self._auth_refused(replies.AUTH_IN_TRANSACTION)
+        else:
+            mechanism, _, initial = argument.partition(" ")
+            mechanism, initial = mechanism.upper(), initial.strip(" \t")
+            if not mechanism:
+                self._auth_refused(replies.ARGUMENT_ERROR)
+            elif not policy.offers(mechanism):
+                self._auth_refused(replies.AUTH_UNSUPPORTED_MECHANISM)
+            else:
+                self._sasl_mechanism = mechanism
+                if not initial:
+                    self._challenge("" if mechanism == "PLAIN" else LOGIN_USERNAME_CHALLENGE)
+                else:
+                    self._sasl_step(decode_response(initial.encode(), initial=True))
+
+    def _read_sasl(self) -> bool:
+        """Read one response line of the exchange (bounded by `max_auth_line`, CRLF only)."""
+        buffer = self._buffer
+        end = buffer.find(b"\n")
+        limit = self._limits.max_auth_line
+        if end < 0:
+            if len(buffer) > limit:
+                buffer.clear()
+                self._discarding_line = True  # the command reader skips the rest of the line
+                self._end_sasl()
+                self._auth_refused(replies.AUTH_LINE_TOO_LONG)
+                return True
+            return False
+        line = bytes(buffer[: end + 1])
+        del buffer[: end + 1]
+        if len(line) > limit:
+            self._end_sasl()
+            self._auth_refused(replies.AUTH_LINE_TOO_LONG)
+        elif end == 0 or line[-2] != _CR or b"\r" in line[:-2]:
+            self._end_sasl()
+            self._auth_refused(replies.AUTH_BAD_RESPONSE)
+        elif line == b"*\r\n":  # RFC 4954 §4: the client cancels the exchange
+            self._end_sasl()
+            self._auth_refused(replies.AUTH_CANCELLED, fault=False)
+        else:
+            self._phase = _COMMAND
+            self._sasl_step(decode_response(line[:-2]))
+        return True
+
+    def _sasl_step(self, data: bytes | None) -> None:
+        """Take one decoded response: finish the exchange, or ask for the LOGIN password."""
+        credentials: SaslCredentials | None = None
+        if data is None:
+            pass
+        elif self._sasl_mechanism == "PLAIN":
+            credentials = plain_credentials(data)
+        elif self._sasl_username is None:
+            username = login_field(data)
+            if username is not None:
+                self._sasl_username = username
+                self._challenge(LOGIN_PASSWORD_CHALLENGE)
+                return
+        else:
+            password = login_field(data)
+            if password is not None:
+                credentials = SaslCredentials("LOGIN", "", self._sasl_username, password)
+        self._end_sasl()
+        if credentials is None:
+            self._auth_refused(replies.AUTH_BAD_RESPONSE)
+        else:
+            self._events.append(AuthReceived(credentials))
+
+    def _challenge(self, challenge: str) -> None:
+        """Send a 334 and wait for the response line; input already buffered was sent before the
+        client could see the 334 (pipelined into the exchange), so the exchange fails instead."""
+        if self._buffer:
+            self._end_sasl()
+            self._auth_refused(replies.AUTH_NOT_WAITED)
+            return
+        self._out += f"334 {challenge}\r\n".encode()  # "334" SP [base64] (RFC 4954 §4), never stripped
+        self._phase = _SASL
+
+    def _end_sasl(self) -> None:
+        self._phase = _COMMAND
+        self._sasl_mechanism = ""
+        self._sasl_username = None
+
+    def _auth_refused(self, reply: Reply, *, fault: bool = True) -> None:
+        """Refuse AUTH with `reply` (a protocol `fault` also counts toward `max_errors`)."""
+        if fault:
+            self._error(reply)
+        else:
+            self._write(reply)
+        self._auth_failed()
+
+    def _auth_failed(self) -> None:
+        """Count a failed AUTH; at `max_auth_failures` the session ends (password guessing)."""
+        self._auth_failures += 1
+        if self._auth_failures >= self._limits.max_auth_failures and self._phase is not _CLOSED:
+            self._write(replies.AUTH_TOO_MANY_FAILURES)
+            self._close("errors")
 
     # --- message content ---------------------------------------------------------------------------
 

@@ -19,6 +19,12 @@ answered only after `refusal_delay` seconds each (the core ends the session at
 once, lets connections in a transaction finish it (they are closed with 421 4.3.2 at the next command
 after it), and after `grace` seconds closes whatever is left the same way.
 
+AUTH. With `auth` (an `AuthPolicy`) the listener offers SMTP AUTH (the submission role): the core runs
+the SASL exchange and the session's `authenticate` decides each completed one; every failed AUTH is
+logged with the client address (never the password). Without it AUTH is not offered (the MX role:
+502 5.5.1). A STARTTLS listener with `tls_required` offers AUTH only after STARTTLS; an implicit-TLS
+listener offers it at once. The command timeout applies while the core waits for a SASL response.
+
 Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
 `spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
 session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
@@ -58,6 +64,7 @@ from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
 from postroom.model.replies import Reply
 from postroom.smtp.protocol import (
+    AuthReceived,
     HeloReceived,
     MailFromReceived,
     MessageReceived,
@@ -68,6 +75,7 @@ from postroom.smtp.protocol import (
     StartTlsRequested,
     TransactionReset,
 )
+from postroom.smtp.sasl import AuthPolicy
 from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
 
 logger = logging.getLogger(__name__)
@@ -122,9 +130,14 @@ class SmtpListener:
         *,
         spool_dir: Path,
         memory: MemoryBudget,
+        auth: AuthPolicy | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
+        if auth is not None and auth.tls_required and ssl_context is None:
+            raise ValueError(
+                f"listener {name!r}: AUTH after TLS needs an SSL context (a certificate and key)"
+            )
         self.name = name
         self.addresses = addresses
         self.limits = limits
@@ -132,6 +145,7 @@ class SmtpListener:
         self.factory = factory
         self.ssl_context = ssl_context
         self.implicit_tls = implicit_tls
+        self.auth = auth
         self._servers: list[asyncio.Server] = []
         self._connections: set[_Connection] = set()
         self.spool_dir = spool_dir
@@ -279,6 +293,7 @@ class _Connection(asyncio.Protocol):
             listener.limits,
             tls_available=listener.ssl_context is not None and not listener.implicit_tls,
             tls_active=listener.implicit_tls,
+            auth=listener.auth,
         )
         self.task: asyncio.Task[None] | None = None
         self.peer_ip = ""
@@ -293,6 +308,7 @@ class _Connection(asyncio.Protocol):
         self._rate_mark: tuple[float, int] | None = None  # (time, data octets) the data rate counts from
         self._data_since = 0.0  # when the current data phase began
         self._refusals_seen = 0
+        self._auth_failures_seen = 0
         self._memory_counted = 0  # octets of this connection counted in the node's `MemoryBudget`
         self._spool: BinaryIO | None = None
         self._spool_path: Path | None = None
@@ -419,6 +435,14 @@ class _Connection(asyncio.Protocol):
             seen = self._input_seen
             core.message_refusal = replies.INSUFFICIENT_STORAGE if listener.memory_spent else None
             event = core.next_event()
+            if core.auth_failures != self._auth_failures_seen:
+                self._auth_failures_seen = core.auth_failures
+                logger.info(
+                    "SMTP %s: failed AUTH from %s (%d in the session)",
+                    listener.name,
+                    self.peer_ip,
+                    self._auth_failures_seen,
+                )
             if core.refused_recipients != self._refusals_seen:
                 self._refusals_seen = core.refused_recipients
                 if self._refusals_seen > self._limits.refusal_slowdown and not core.closed:
@@ -443,6 +467,8 @@ class _Connection(asyncio.Protocol):
                     core.close_with(replies.TIMEOUT)
             elif isinstance(event, HeloReceived):
                 core.respond(await self._ask(session.helo(event.name, event.extended), "helo"))
+            elif isinstance(event, AuthReceived):
+                core.respond(await self._ask(session.authenticate(event.credentials), "authenticate"))
             elif isinstance(event, MailFromReceived):
                 core.respond(await self._ask(session.mail_from(event.sender, event.params), "mail_from"))
             elif isinstance(event, RcptToReceived):

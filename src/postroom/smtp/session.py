@@ -6,9 +6,12 @@ the `ConnectionInfo`. It then calls the session's methods in protocol order and 
     connect()                      -> None accepts (the 220 greeting follows); a Reply refuses and closes
     tls_started(info)              after STARTTLS or, on an implicit-TLS listener, right after connect()
     helo(name, extended)           -> None accepts (the server writes its EHLO keywords); a Reply refuses
-    authenticate(credentials)      -> the reply to a completed AUTH exchange (listeners that offer AUTH):
-                                      235 2.7.0 authenticates the session; 535 5.7.8 refuses; 454 4.7.0
-                                      refuses for now; a 421 refuses and closes
+    authenticate(credentials)      -> the reply to a completed AUTH exchange, only on a listener given an
+                                      `AuthPolicy` (PLAIN or LOGIN, decoded and checked by the core):
+                                      235 2.7.0 authenticates the session (MAIL is then accepted where
+                                      the policy requires AUTH); 535 5.7.8 refuses; 454 4.7.0 refuses
+                                      for now; a 421 refuses and closes. Every refusal counts toward
+                                      `max_auth_failures` (then 421 4.7.0). STARTTLS forgets it.
     mail_from(sender, params)      -> the reply; positive opens the transaction (sender None is `<>`)
     rcpt_to(recipient, params)     -> the reply; positive adds the recipient
     rcpt_refused(recipient, reply) the server refused a RCPT itself (452 4.5.3 too many recipients)
@@ -25,6 +28,9 @@ line, bare-LF and NUL rules: in memory when it is small, else a spool file (`spo
 while it was received, with its size and SHA-256. The spool file is the server's: the session may move
 it away during `data` (into the blob store); whatever is left of it is deleted when `data` returns.
 Recipients arrive only after an accepted MAIL; `close` is called however the connection ends.
+
+`credentials.password` is the client's secret: never log it (its repr leaves it out) and drop it once
+`authenticate` has verified it.
 
 Failure behaviour: an exception raised by an async method is logged by the server and the client is told
 451 4.3.0 (421 4.3.0 at connect); the session goes on. The client never sees internal details.
