@@ -108,7 +108,7 @@ def tenant_set(
     sending = (max_send_size, max_receive_size, smtp_auth)
     if postmaster is None and all(value is None for value in sending):
         raise fail(
-            "nothing to change: give --postmaster ADDRESS, --max-send-size, --max-receive-size or --smtp-auth",
+            "nothing to change: give --postmaster, --max-send-size, --max-receive-size or --smtp-auth",
             2,
         )
     with refusals():
