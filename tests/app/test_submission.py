@@ -207,8 +207,9 @@ def test_wrong_password_is_refused_then_throttled_then_disconnected(node: Runnin
     assert (code, text.split()[0]) == (421, "4.7.0")  # the address's fifth failure: disconnect
     with pytest.raises(smtplib.SMTPServerDisconnected):
         smtp.noop()
-    assert auth(login_client := connect(node, source="127.0.0.5"), other, PASSWORD)[0] == 235
-    login_client.quit()
+    elsewhere = connect(node, source="127.0.0.5")
+    assert auth(elsewhere, other, PASSWORD)[0] == 235
+    elsewhere.quit()
 
 
 def test_failed_logins_are_logged_with_the_client_and_account(
