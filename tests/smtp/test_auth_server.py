@@ -242,3 +242,21 @@ def test_an_auth_policy_needing_tls_needs_a_certificate(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="use one or more of PLAIN, LOGIN"):
         AuthPolicy(mechanisms=("CRAM-MD5",))
+
+
+async def test_a_megabyte_sasl_line_over_a_socket_is_refused_and_the_session_goes_on(
+    office: MemoryPostOffice,
+) -> None:
+    async with serving(office, auth=AuthPolicy(tls_required=False)) as listener:
+        client = await RawClient.connect(listener)
+        try:
+            assert await client.reply() == (220, None)
+            await client.send(b"EHLO scanner.example\r\nAUTH PLAIN\r\n")
+            assert await client.replies(2) == [(250, None), (334, None)]
+            await client.send(b"QUFB" * 262_144 + b"\r\nNOOP\r\n")
+            assert await client.replies(2) == [(500, "5.5.6"), (250, "2.0.0")]
+            await client.send(f"AUTH PLAIN {plain(USER, PASSWORD)}\r\n".encode())
+            assert await client.reply() == (235, "2.7.0")
+        finally:
+            await client.close()
+    assert office.logins == [("PLAIN", "", USER)]

@@ -7,15 +7,16 @@ no I/O, knows no clock and imports only value types, so it is tested by feeding 
 
 Events. Decision events wait for `respond` before anything later in the input is read: `HeloReceived`
 (`respond(None)` or any positive reply accepts and the core writes its own 250 with the EHLO keywords; a
-4xx/5xx refuses), `MailFromReceived`, `RcptToReceived`, `MessageReceived` (after `<CRLF>.<CRLF>` or the
-last BDAT chunk; the content is dot-unstuffed and otherwise exactly as received). `StartTlsRequested`
-follows the core's own 220: the driver flushes, upgrades the transport and calls `tls_started`, which
-puts the session back to before EHLO (RFC 3207 §4.2). Informational events: `RecipientRefused` (the
-core said 452 4.5.3 to a RCPT past `max_recipients`), `MessageRefused` (the core refused the message at
-its end: 552, 550 5.6.11, 550 5.6.0; it comes before the transaction's reset), `TransactionReset` (the
-open transaction was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the
-driver resets its transaction state), `ConnectionClosing` (QUIT, too many errors, refused recipients or
-junk commands, end of file, or a 421; after it nothing is read, and the driver closes once it has sent
+4xx/5xx refuses), `AuthReceived` (a completed AUTH exchange, below), `MailFromReceived`,
+`RcptToReceived`, `MessageReceived` (after `<CRLF>.<CRLF>` or the last BDAT chunk; the content is
+dot-unstuffed and otherwise exactly as received). `StartTlsRequested` follows the core's own 220: the
+driver flushes, upgrades the transport and calls `tls_started`, which puts the session back to before
+EHLO and unauthenticated (RFC 3207 §4.2). Informational events: `RecipientRefused` (the core said 452
+4.5.3 to a RCPT past `max_recipients`), `MessageRefused` (the core refused the message at its end: 552,
+550 5.6.11, 550 5.6.0; it comes before the transaction's reset), `TransactionReset` (the open transaction
+was discarded or completed: RSET, a new EHLO, the end of a message, a failed BDAT; the driver resets its
+transaction state), `ConnectionClosing` (QUIT, too many errors, refused recipients or junk commands or
+failed logins, end of file, or a 421; after it nothing is read, and the driver closes once it has sent
 `data_to_send`).
 
 Message content is checked while it streams in, not when it is complete: the bare LF, line length and
@@ -25,6 +26,19 @@ disk); `MessageReceived` then carries the rest, and its `size` is the whole mess
 sets `message_refusal` (its memory budget is spent), DATA and a first BDAT get that reply instead.
 `refused_recipients` and `data_octets` let the driver slow recipient probing and measure the data rate:
 the core knows no clock.
+
+AUTH (RFC 4954), only when the core is given an `AuthPolicy` (else AUTH is 502 5.5.1 and not
+advertised). The core runs the SASL exchange itself: PLAIN (RFC 4616) and LOGIN, with or without an
+initial response, 334 challenges, `*` to cancel (501 5.0.0). Each response is one CRLF line of strict
+base64 of UTF-8, bounded by `max_auth_line` (500 5.5.6); malformed credentials (bad base64, not UTF-8, a
+PLAIN message without exactly two NULs, an empty name or password, a NUL in a LOGIN field) get 501 5.5.2
+and never reach the driver. A complete exchange is the `AuthReceived` decision: a positive reply
+authenticates the session, a 421 closes it. AUTH is refused before EHLO, during a transaction and once
+authenticated (503 5.5.1), and with 530 5.7.0 (and not advertised) while the policy needs TLS that is
+not active. Where the policy requires it, MAIL before a successful AUTH gets 530 5.7.57. Every failed
+AUTH reply counts, the core's and the driver's; at `max_auth_failures` the core says 421 4.7.0 and
+closes. Protocol faults among them (sequence, syntax, unknown mechanism, line length) also count
+toward `max_errors`.
 
 Guarantees. Events come out in input order, so pipelined commands (RFC 2920) are decided in order and
 their replies are buffered together until the driver flushes. Everything else the core answers itself
@@ -49,10 +63,15 @@ another. A message holding a bare LF or bare CR is refused after its real end wi
 `bare_lf` is "reject"; with "normalize" both are stored as CRLF. A NUL octet is refused the same way
 with 550 5.6.0 when `nul` is "reject", or removed with "strip" (never stored as received). BDAT chunks
 are counted, never scanned for a terminator (BODY=BINARYMIME content takes any octet). Plaintext
-pipelined after STARTTLS is discarded (CVE-2011-0411). Every input is bounded: command lines by
+pipelined after STARTTLS is discarded (CVE-2011-0411). A SASL response is read only after its 334 was
+written: input already buffered when a 334 is due was sent before the client could see it, so the
+exchange fails (503 5.5.1) and that input is read as commands, never as credentials; commands pipelined
+after AUTH PLAIN with an initial response are commands of the session the AUTH left. Every input is
+bounded: command lines by
 `max_command_line`, messages by `max_message_size` (the excess is read and discarded to the real end,
 then 552 5.3.4), recipients by `max_recipients` and refused ones by `max_refused_recipients`, errors by
-`max_errors`, junk commands by `max_junk_commands`.
+`max_errors`, junk commands by `max_junk_commands`, AUTH lines by `max_auth_line` and logins by
+`max_auth_failures`. Credentials travel only in `AuthReceived`, whose repr leaves the password out.
 """
 
 from __future__ import annotations
