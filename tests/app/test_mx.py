@@ -47,6 +47,7 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
         committer=committer,
         on_queued=lambda: None,
         max_expanded_recipients=10_000,
+        max_receive_size=37_748_736,
         refusal_limits=RefusalLimits(per_session=20, per_client=100, window=3600.0),
     )
     listener = SmtpListener(

@@ -62,6 +62,11 @@ COMMANDS = [
     ["trace", "show"],
     ["trace", "purge"],
     ["queue", "summary"],
+    ["sender"],
+    ["sender", "restricted"],
+    *[["sender", "restricted", c] for c in ("list", "release")],
+    ["mailbox", "send-as"],
+    *[["mailbox", "send-as", c] for c in ("add", "remove", "list")],
 ]
 
 

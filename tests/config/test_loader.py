@@ -23,6 +23,7 @@ from postroom.config import (
     ServiceSettings,
     Settings,
     SmtpLimits,
+    SubmissionSettings,
     TlsSettings,
     find_config,
     load_settings,
@@ -111,7 +112,8 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.mx.listen == (ListenAddress("0.0.0.0", 25), ListenAddress("::", 25))
     assert settings.mx.limits == SmtpLimits(max_recipients=100, command_timeout=60.0, bare_lf="normalize")
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 587),)
-    assert settings.submission.limits == SmtpLimits()
+    assert settings.submission.limits == SubmissionSettings().limits
+    assert settings.submission.limits.max_recipients == 1000  # the per-mailbox ceiling (spec §8)
     assert settings.imap_listen == ()
     assert settings.admin.listen == (ListenAddress("127.0.0.1", 8443),)
     assert settings.queue == QueueSettings(retry_interval=60.5)
@@ -345,6 +347,7 @@ SECTIONS = {
     "dns": DnsSettings,
     "tls": TlsSettings,
     "mx.limits": SmtpLimits,
+    "submission": SubmissionSettings,
     "submission.limits": SmtpLimits,
     "admin": AdminSettings,
     "admin.limits": AdminLimits,
@@ -458,3 +461,29 @@ def test_mta_sts_ca_file_is_relative_to_the_file(tmp_path: Path) -> None:
     expected = (str(tmp_path / "etc" / "lab" / "ca.pem"), 8443)
     assert (settings.mta_sts.ca_file, settings.mta_sts.policy_port) == expected
     assert load_settings(write(tmp_path, "")).mta_sts.ca_file == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[submission]\nauth_failures_before_disconnect = 3\n", "submission.auth_failures_before_disconnect"),
+        ("[submission]\nmax_recipients = 2000\n", "submission.max_recipients"),
+        ("[submission]\nmax_send_size = 200000000\n", "submission.max_send_size"),
+        ("[submission]\nmessages_per_minute = 0\n", "submission.messages_per_minute"),
+        ('[submission]\ntls_listen = "465"\n', "submission.tls_listen"),
+    ],
+)
+def test_bad_submission_settings_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    assert key in problems_of(write(tmp_path, text))
+
+
+def test_submission_settings_load(tmp_path: Path) -> None:
+    text = (
+        '[submission]\ntls_listen = "127.0.0.1:465"\nmessages_per_minute = 3\n'
+        "auth_failures_before_throttle = 2\n"
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.submission.tls_listen == (ListenAddress("127.0.0.1", 465),)
+    assert settings.submission.messages_per_minute == 3
+    assert settings.submission.auth_failures_before_throttle == 2
+    assert settings.submission.listen == SubmissionSettings().listen

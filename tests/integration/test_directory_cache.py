@@ -36,6 +36,7 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
         committer=GroupCommitter(database),
         on_queued=lambda: None,
         max_expanded_recipients=10_000,
+        max_receive_size=37_748_736,
         refusal_limits=RefusalLimits(20, 100, 3600.0),
     )
     query_threads: list[int] = []

@@ -23,6 +23,7 @@ def make_node(directory: Path, *, nameservers: tuple[str, ...] = ()) -> Settings
             service_domain="postroom.test",
             mx_listen="127.0.0.1:0",
             submission_listen="127.0.0.1:0",
+            submission_tls_listen="127.0.0.1:0",
             imap_listen="127.0.0.1:0",
             admin_listen="127.0.0.1:0",
             nameservers=nameservers,

@@ -44,13 +44,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from email.utils import format_datetime
 from functools import partial
+from typing import TypeVar
 
 from sqlalchemy import Connection
 
 from postroom.delivery import deliver_at_commit
-from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached
+from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
 from postroom.model import Address, Reply, replies
-from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import (
@@ -72,6 +73,10 @@ MAX_HOPS = 30  # Received headers before a message is taken for a loop (referenc
 HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# What a commit job returns: each trace row's (recipient, outcome, reply) for the mail log line, or
+# the reply that refuses the message (the job wrote why, e.g. a sender's restriction, and no spool).
+CommitResult = list[tuple[str, str, str]] | Reply
 
 
 @dataclass(slots=True)
@@ -100,6 +105,7 @@ class MxEndpoint:
         committer: GroupCommitter,
         on_queued: Callable[[], None],
         max_expanded_recipients: int,
+        max_receive_size: int,
         refusal_limits: RefusalLimits,
         service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
         clock: Callable[[], float] = time.time,
@@ -110,6 +116,7 @@ class MxEndpoint:
         self.committer = committer
         self._on_queued = on_queued
         self._max_expanded_recipients = max_expanded_recipients
+        self._max_receive_size = max_receive_size
         self._service_postmaster = service_postmaster
         self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
@@ -123,37 +130,57 @@ class MxEndpoint:
         self._lookups.shutdown(wait=True)
         self._writers.shutdown(wait=True)
 
-    async def resolve(self, recipient: Address, sender_internal_to: int | None) -> Accepted | Rejected:
-        """Decide a RCPT: from the cache's memory when it holds the answer, else in a worker thread."""
+    async def ask(self, question: Callable[[DirectoryView], T]) -> T:
+        """Ask the directory: from the cache's memory when it holds every answer (the usual case), else
+        in a worker thread. No SQL runs on the event loop."""
         try:
-            return self._resolve(self.directory.in_memory(), recipient, sender_internal_to)
+            return question(self.directory.in_memory())
         except NotCached:
             pass
         loop = asyncio.get_running_loop()
-        decide = partial(self._resolve, self.directory, recipient, sender_internal_to)
-        return await loop.run_in_executor(self._lookups, decide)
+        return await loop.run_in_executor(self._lookups, question, self.directory)
 
-    def _resolve(
-        self, directory: DirectoryView, recipient: Address, sender_internal_to: int | None
+    async def lookup(self, work: Callable[[], T]) -> T:
+        """Run a blocking lookup (SQL, a password hash) in a worker thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._lookups, work)
+
+    async def resolve(
+        self, recipient: Address, sender_internal_to: int | None, authenticated_tenant: int | None = None
     ) -> Accepted | Rejected:
-        return resolve_recipient(
-            directory,
-            recipient,
-            sender_internal_to=sender_internal_to,
-            service_postmaster=self._service_postmaster,
+        """Decide a RCPT (`routing.resolve_recipient`)."""
+        return await self.ask(
+            partial(
+                resolve_recipient,
+                recipient=recipient,
+                sender_internal_to=sender_internal_to,
+                service_postmaster=self._service_postmaster,
+                authenticated_tenant=authenticated_tenant,
+            )
         )
 
     async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
-        """Routes for the accepted recipients: from memory when the cache holds every answer (the
-        usual case: RCPT just asked), else in a worker thread. No SQL runs on the event loop."""
+        """Routes for the accepted recipients (`routing.categorize`)."""
         limit = self._max_expanded_recipients
-        try:
-            return categorize(self.directory.in_memory(), message_id, accepted, max_recipients=limit)
-        except NotCached:
-            pass
-        run = partial(categorize, self.directory, message_id, accepted, max_recipients=limit)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._lookups, run)
+        return await self.ask(
+            lambda directory: categorize(directory, message_id, accepted, max_recipients=limit)
+        )
+
+    async def receive_limit(self, mailbox_id: int) -> int:
+        """The largest message the mailbox receives: its own, its tenant's, else `[routing]`'s."""
+        limit = await self.ask(lambda directory: directory.receive_limit(mailbox_id))
+        return limit if limit is not None else self._max_receive_size
+
+    async def over_receive_limits(self, routes: list[RoutedRecipient], size: int) -> list[RoutedRecipient]:
+        """`routes` with each local recipient whose receive limit `size` exceeds failed (5.2.3): it is
+        queued already failed, and the queue's DSN round tells the sender."""
+        failure = str(replies.RECIPIENT_SIZE_EXCEEDED)
+        checked = []
+        for route in routes:
+            local = route.route is Route.LOCAL and route.mailbox_id is not None
+            if local and size > await self.receive_limit(route.mailbox_id):  # type: ignore[arg-type]
+                route = replace(route, failure=failure)
+            checked.append(route)
+        return checked
 
     async def flush_refusals(self, *, everything: bool = False) -> None:
         """Write the refusal aggregates that are due (with `everything`, all: the node stops)."""
@@ -195,7 +222,10 @@ class MxEndpoint:
 
 
 class MxSession:
-    """One connection to the MX listener."""
+    """One connection to the MX listener (and the base of a submission session, `app.submission`,
+    which adds SMTP AUTH and its checks through the hooks marked below)."""
+
+    receive_event = EventKind.RECEIVE  # the trace event of a received message
 
     def __init__(self, endpoint: MxEndpoint, connection: ConnectionInfo) -> None:
         self._endpoint = endpoint
@@ -205,6 +235,7 @@ class MxSession:
         self.tls: TlsInfo | None = None
         self.envelope: Envelope | None = None
         self.sender_internal_to: int | None = None  # the MX endpoint: every sender is outside
+        self.authenticated_tenant: int | None = None  # the MX endpoint: nobody is authenticated
         self.refusals_traced = 0  # refused recipients of this session traced one by one
 
     async def connect(self) -> Reply | None:
@@ -231,21 +262,38 @@ class MxSession:
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
-        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
+        resolution = await self._resolve(recipient)
         if isinstance(resolution, Accepted):
-            envelope.accepted.append(resolution)
-            return replies.RECIPIENT_OK
+            too_big = await self._over_receive_limit(resolution, envelope.params.size)
+            if too_big is None:
+                envelope.accepted.append(resolution)
+                return replies.RECIPIENT_OK
+            resolution = too_big
         if self._traced_alone(envelope, str(recipient), resolution.reply):
             envelope.rejected.append(resolution)
         return resolution.reply
+
+    async def _resolve(self, recipient: Address) -> Accepted | Rejected:
+        return await self._endpoint.resolve(recipient, self.sender_internal_to, self.authenticated_tenant)
+
+    async def _over_receive_limit(self, accepted: Accepted, size: int | None) -> Rejected | None:
+        """A mailbox recipient refused at RCPT because MAIL's SIZE= is over its receive limit."""
+        owner = accepted.owner
+        if size is None or owner is None or owner.kind is not RecipientKind.MAILBOX:
+            return None
+        if size <= await self._endpoint.receive_limit(owner.recipient_id):
+            return None
+        return Rejected(
+            accepted.recipient, replies.RECIPIENT_SIZE_EXCEEDED, RejectReason.RECIPIENT_SIZE, owner.tenant_id
+        )
 
     async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
         """The SMTP core refused a RCPT itself (over its recipient limit): traced like routing's refusals."""
         envelope = self.envelope
         if envelope is None:
             return
-        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
-        tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
+        resolution = await self._resolve(recipient)
+        tenant = resolution.tenant_id
         if self._traced_alone(envelope, str(recipient), reply):
             envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
 
@@ -271,6 +319,9 @@ class MxSession:
         head = content.head(HEAD_OCTETS)
         if count_received(head) > MAX_HOPS:
             return self._refuse_data(envelope, replies.HOP_COUNT_EXCEEDED, content.size)
+        refusal = await self._check_message(envelope, content.size, head)
+        if refusal is not None:
+            return self._refuse_data(envelope, refusal, content.size)
         now = self._endpoint.clock()
         summary = summarize(head)
         prefix = self._received_header(envelope, now)
@@ -285,6 +336,7 @@ class MxSession:
             summary=summary,
         )
         categorized = await self._endpoint.categorize(envelope.id, envelope.accepted)
+        categorized.routes = await self._endpoint.over_receive_limits(categorized.routes, entry.size)
         receive_detail: dict[str, object] = {
             "client_ip": self.connection.peer_ip,
             "helo": self.helo_name,
@@ -293,7 +345,8 @@ class MxSession:
             "message_id": summary.message_id,
             "listener": self.connection.listener_name,
         }
-        job = partial(_commit_received, entry, categorized, envelope, receive_detail, self.connection.peer_ip)
+        received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip)
+        job = self._commit_job(received)
         try:
             outcomes = await self._endpoint.committer.run(job)
         except asyncio.CancelledError:
@@ -301,11 +354,22 @@ class MxSession:
             # carries this transaction's refusals, so the reset at close must not trace them again.
             self.envelope = None
             raise
-        if any(route.route is not Route.LOCAL for route in categorized.routes):
+        if isinstance(outcomes, Reply):
+            return self._refuse_data(envelope, outcomes, entry.size)
+        if any(_queued(route) for route in categorized.routes):
             self._endpoint.queued()
         self.envelope = None  # committed: a reset must not trace its rejects again
         self._log_transaction("queued", envelope, entry.size, outcomes)
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
+
+    # --- hooks a submission session overrides ----------------------------------------------------
+    async def _check_message(self, envelope: Envelope, size: int, head: bytes) -> Reply | None:
+        """A reply that refuses the message at the end of DATA, or None (the MX endpoint: none)."""
+        return None
+
+    def _commit_job(self, received: Received) -> Callable[[Connection], CommitResult]:
+        """The job the group committer runs for the message (in the writer's transaction)."""
+        return partial(commit_received, received, self.receive_event)
 
     def _refuse_data(self, envelope: Envelope, reply: Reply, size: int | None) -> Reply:
         """Refuse the message at the end of DATA (by this session, or by the SMTP core, which does not
@@ -358,6 +422,8 @@ class MxSession:
         )
         if protocol == "SMTPS":
             protocol = "ESMTPS"  # RFC 3848 has no SMTPS; TLS implies the extended protocol
+        if self.authenticated_tenant is not None:
+            protocol += "A"  # RFC 3848: ESMTPA, ESMTPSA (RFC 6531: UTF8SMTPA, UTF8SMTPSA)
         peer = self.connection.peer_ip
         literal = f"[IPv6:{peer}]" if ":" in peer else f"[{peer}]"
         helo = _printable(self.helo_name) or literal
@@ -390,7 +456,7 @@ def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecip
     refused = [(r.tenant_id, str(r.recipient), r.reply, "RCPT") for r in envelope.rejected]
     if envelope.refused_data is not None:
         data_reply = envelope.refused_data
-        refused += [(a.owner.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
+        refused += [(a.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
     events = [
         TraceEvent(envelope.id, EventKind.FAIL, tenant, recipient, {"reply": str(reply), "stage": stage})
         for tenant, recipient, reply, stage in refused
@@ -410,19 +476,32 @@ _OUTCOMES = {
 }
 
 
-def _commit_received(
-    entry: SpoolEntry,
-    categorized: Categorized,
-    envelope: Envelope,
-    receive_detail: dict[str, object],
-    client_ip: str,
-    conn: Connection,
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A message at the end of DATA, ready for its commit job."""
+
+    entry: SpoolEntry
+    categorized: Categorized
+    envelope: Envelope
+    receive_detail: dict[str, object]
+    client_ip: str
+
+
+def _queued(route: RoutedRecipient) -> bool:
+    """Whether the route goes into the queue: remote, or failed while it was routed (for its DSN)."""
+    return route.route is not Route.LOCAL or bool(route.failure)
+
+
+def commit_received(
+    received: Received, receive_event: EventKind, conn: Connection
 ) -> list[tuple[str, str, str]]:
     """The commit job of one received message: deliver locally, queue the rest, trace. Runs in the writer.
 
     Returns each trace row's (recipient, outcome, reply) for the mail log line."""
+    entry, categorized, envelope = received.entry, received.categorized, received.envelope
+    receive_detail, client_ip = received.receive_detail, received.client_ip
     summary = entry.summary
-    queued = [route for route in categorized.routes if route.route is not Route.LOCAL]
+    queued = [route for route in categorized.routes if _queued(route)]
     if queued:
         write_spool(conn, entry, queued)
     record_message(
@@ -437,17 +516,19 @@ def _commit_received(
             received_at=entry.received_at,
         ),
     )
-    tenants = {a.owner.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
+    tenants = {a.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
     refused_events, refused_statuses = _refusal_rows(envelope)
     receive = [
-        TraceEvent(entry.id, EventKind.RECEIVE, tenant, "", receive_detail)
-        for tenant in sorted(tenants, key=str)
+        TraceEvent(entry.id, receive_event, tenant, "", receive_detail) for tenant in sorted(tenants, key=str)
     ]
-    delivered_events, delivered_statuses = deliver_at_commit(conn, entry, categorized.routes)
-    events = receive + refused_events + categorized.events + delivered_events
+    delivered_events, delivered_statuses = deliver_at_commit(
+        conn, entry, [route for route in categorized.routes if not route.failure]
+    )
+    failed_events, failed_statuses = _routing_failures(entry.id, categorized.routes)
+    events = receive + refused_events + categorized.events + delivered_events + failed_events
     record_events(conn, events, entry.received_at)
     # Later rows win: a recipient's `pending` from categorizing is settled by its delivery.
-    final = _last_per_row(refused_statuses + categorized.statuses + delivered_statuses)
+    final = _last_per_row(refused_statuses + categorized.statuses + delivered_statuses + failed_statuses)
     set_statuses(conn, final, entry.received_at)
     replies_given = {
         e.recipient.lower(): str(e.detail.get("reply", "")) for e in events if e.event is EventKind.FAIL
@@ -462,6 +543,24 @@ def _commit_received(
         for e in past_limit
     ]
     return outcomes
+
+
+def _routing_failures(
+    message_id: str, routes: list[RoutedRecipient]
+) -> tuple[list[TraceEvent], list[TraceRecipient]]:
+    """Fail rows for the recipients that failed while routed (queued for their DSN)."""
+    failed = [route for route in routes if route.failure]
+    events = [
+        TraceEvent(message_id, EventKind.FAIL, r.tenant_id, row, {"reply": r.failure, "stage": "DATA"})
+        for r in failed
+        for row in r.trace_rows
+    ]
+    statuses = [
+        TraceRecipient(message_id, r.tenant_id, row, TraceStatus.FAILED, r.recipient)
+        for r in failed
+        for row in r.trace_rows
+    ]
+    return events, statuses
 
 
 def _last_per_row(statuses: list[TraceRecipient]) -> list[TraceRecipient]:

@@ -3,8 +3,9 @@
 `App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
 uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
-every listener (the MX endpoint, and the admin HTTP listener that serves the hosted domains' MTA-STS
-policies), prints where it listens, and runs until SIGTERM or SIGINT; then it drains: listeners stop
+every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, and
+the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints where it listens,
+and runs until SIGTERM or SIGINT; then it drains: listeners stop
 accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a
 session still in a transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
 refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
@@ -48,6 +49,7 @@ from postroom.app.startup import (
     tls_context,
     unusable_url,
 )
+from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
 from postroom.config import Settings
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
@@ -55,7 +57,7 @@ from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import DeliveryRound, QueueSummary, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster
-from postroom.smtp import MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -161,6 +163,46 @@ class App:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(self.serve(on_ready))
 
+    def _submission_listeners(
+        self, mx: MxEndpoint, tls: ssl.SSLContext, memory: MemoryBudget
+    ) -> list[SmtpListener]:
+        """The submission listeners: `listen` (STARTTLS, the 587 role) and `tls_listen` (implicit TLS,
+        the 465 role), each left out when it has no address. Both require AUTH for MAIL, after TLS."""
+        settings = self.settings
+        submission = settings.submission
+        endpoint = SubmissionEndpoint(
+            mx,
+            self.directory,
+            self.database,
+            SubmissionLimits(
+                max_send_size=submission.max_send_size,
+                max_recipients=submission.max_recipients,
+                messages_per_minute=submission.messages_per_minute,
+                recipients_per_day=submission.recipients_per_day,
+                auth_failure_window=submission.auth_failure_window,
+                auth_failures_before_throttle=submission.auth_failures_before_throttle,
+                auth_failures_before_disconnect=submission.auth_failures_before_disconnect,
+                auth_cache_seconds=submission.auth_cache_seconds,
+            ),
+        )
+        roles = (("submission", submission.listen, False), ("submissions", submission.tls_listen, True))
+        return [
+            SmtpListener(
+                name=name,
+                addresses=addresses,
+                limits=submission.limits,
+                hostname=settings.service.hostname,
+                factory=endpoint.session,
+                ssl_context=tls,
+                implicit_tls=implicit,
+                spool_dir=settings.spool_dir,
+                memory=memory,
+                auth=AuthPolicy(tls_required=True, required_for_mail=True),
+            )
+            for name, addresses, implicit in roles
+            if addresses
+        ]
+
     async def serve(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
@@ -190,6 +232,7 @@ class App:
             committer=committer,
             on_queued=scheduler.wake,
             max_expanded_recipients=settings.routing.max_expanded_recipients,
+            max_receive_size=settings.routing.max_receive_size,
             refusal_limits=RefusalLimits(
                 settings.trace.refusals_per_session,
                 settings.trace.refusals_per_client,
@@ -197,6 +240,7 @@ class App:
             ),
             service_postmaster=self.service_postmaster(),
         )
+        memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(
             name="mx",
             addresses=settings.mx.listen,
@@ -205,8 +249,9 @@ class App:
             factory=endpoint.session,
             ssl_context=tls,
             spool_dir=settings.spool_dir,
-            memory=MemoryBudget(settings.memory_budget),
+            memory=memory,
         )
+        smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
             build_admin_app(partial(mta_sts_policy_text, self.directory, settings)),
@@ -224,18 +269,28 @@ class App:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
             await listen("admin", admin.start(), settings)
+            started: list[SmtpListener] = []
             try:
-                await listen("mx", mx.start(), settings)
+                for listener in smtp_listeners:
+                    await listen(listener.name, listener.start(), settings)
+                    started.append(listener)
             except BaseException:
-                await admin.stop(0)
+                await asyncio.gather(*(listener.stop(0) for listener in started), admin.stop(0))
                 raise
-            listening = [Listening("mx", str(address), "SMTP") for address in mx.bound]
+            listening = [
+                Listening(listener.name, str(address), "SMTPS" if listener.implicit_tls else "SMTP")
+                for listener in smtp_listeners
+                for address in listener.bound
+            ]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
             if on_ready is not None:
                 on_ready(listening)
             await stop.wait()
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(mx.stop(settings.drain_seconds), admin.stop(settings.drain_seconds))
+            await asyncio.gather(
+                *(listener.stop(settings.drain_seconds) for listener in smtp_listeners),
+                admin.stop(settings.drain_seconds),
+            )
         finally:
             for task in background:
                 task.cancel()

@@ -82,6 +82,7 @@ class InitOptions:
     hostname: str | None = None
     mx_listen: str | None = None
     submission_listen: str | None = None
+    submission_tls_listen: str | None = None
     imap_listen: str | None = None
     admin_listen: str | None = None
     nameservers: tuple[str, ...] = ()
@@ -113,6 +114,9 @@ def initial_settings(config_path: Path, options: InitOptions) -> Settings:
         submission=dataclasses.replace(
             _DEFAULTS.submission,
             listen=_listen("submission-listen", options.submission_listen, _DEFAULTS.submission.listen),
+            tls_listen=_listen(
+                "submission-tls-listen", options.submission_tls_listen, _DEFAULTS.submission.tls_listen
+            ),
         ),
         imap_listen=_listen("imap-listen", options.imap_listen, _DEFAULTS.imap_listen),
         admin=dataclasses.replace(

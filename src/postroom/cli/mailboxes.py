@@ -18,7 +18,7 @@ from postroom.cli.recipients import (
     read_password,
     show_recipient,
 )
-from postroom.directory import RecipientKind
+from postroom.directory import MAX_RECIPIENTS_LIMIT, RecipientKind, Switch
 
 mailbox_app = typer.Typer(help="Mailboxes: create, change, read their messages.", no_args_is_help=True)
 
@@ -78,13 +78,28 @@ def mailbox_set(
     primary: Annotated[
         str | None, typer.Option(help="Make this address the primary (reply) address.")
     ] = None,
+    # --- sending (spec §5, §8): one block ---
+    max_send_size: Annotated[
+        int | None, typer.Option(help="Largest message it may send, in octets; 0: the tenant's.")
+    ] = None,
+    max_receive_size: Annotated[
+        int | None, typer.Option(help="Largest message it may receive, in octets; 0: the tenant's.")
+    ] = None,
+    max_recipients: Annotated[
+        int | None, typer.Option(help=f"Recipients per message, 1 to {MAX_RECIPIENTS_LIMIT}; 0: the default.")
+    ] = None,
+    smtp_auth: Annotated[
+        Switch | None, typer.Option(help="SMTP AUTH for this mailbox: on, off, or the tenant's (inherit).")
+    ] = None,
+    # --- end of sending ---
     tenant: TenantScopeOption = None,
 ) -> None:
-    """Change a mailbox: name, password, addresses."""
+    """Change a mailbox: name, password, addresses, sending limits."""
     password = read_password(password_stdin)
+    scope = scope_for(tenant)
     with refusals():
         changed = node().directory.set_recipient(
-            scope_for(tenant),
+            scope,
             address,
             display_name=name,
             password=password,
@@ -92,7 +107,47 @@ def mailbox_set(
             remove_aliases=remove_alias or (),
             primary=primary,
         )
+        sending = (max_send_size, max_receive_size, max_recipients, smtp_auth)
+        if any(value is not None for value in sending):
+            node().directory.set_mailbox_sending(
+                scope,
+                address,
+                smtp_auth=smtp_auth,
+                max_send_size=max_send_size,
+                max_receive_size=max_receive_size,
+                max_recipients=max_recipients,
+            )
     show_recipient(changed, False)
+
+
+send_as_app = typer.Typer(help="Send-as: who may send as a mailbox or group.", no_args_is_help=True)
+mailbox_app.add_typer(send_as_app, name="send-as")
+
+
+@send_as_app.command("add")
+def send_as_add(identity: str, grantee: str, tenant: TenantScopeOption = None) -> None:
+    """Let the mailbox GRANTEE send as IDENTITY (a mailbox or group of the same tenant)."""
+    with refusals():
+        node().directory.grant_send_as(scope_for(tenant), identity, grantee)
+    console.print(f"{grantee} may send as {identity}", markup=False)
+
+
+@send_as_app.command("remove")
+def send_as_remove(identity: str, grantee: str, tenant: TenantScopeOption = None) -> None:
+    """Take GRANTEE's send-as permission on IDENTITY away."""
+    with refusals():
+        node().directory.revoke_send_as(scope_for(tenant), identity, grantee)
+    console.print(f"{grantee} may no longer send as {identity}", markup=False)
+
+
+@send_as_app.command("list")
+def send_as_list(identity: str, json_output: JsonOption = False, tenant: TenantScopeOption = None) -> None:
+    """List the mailboxes that may send as IDENTITY."""
+    with refusals():
+        grantees = node().directory.send_as_grantees(scope_for(tenant), identity)
+    if json_output:
+        return emit_json(grantees)
+    table(f"send as {identity}", ["mailbox"], [(grantee,) for grantee in grantees])
 
 
 @mailbox_app.command("remove")

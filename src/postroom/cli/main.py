@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli import contacts, domains, groups, mailboxes, node, queue, service, tenants, trace
+from postroom.cli import contacts, domains, groups, mailboxes, node, queue, senders, service, tenants, trace
 from postroom.cli.context import state
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.add_typer(groups.group_app, name="group")
 app.add_typer(contacts.contact_app, name="contact")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
+app.add_typer(senders.sender_app, name="sender")
 app.add_typer(service.service_app, name="service")
 node.register(app)
 

@@ -37,6 +37,10 @@ def init(
     submission_listen: Annotated[
         str | None, typer.Option(help=_listen_help("message submission", _DEFAULTS.submission.listen))
     ] = None,
+    submission_tls_listen: Annotated[
+        str | None,
+        typer.Option(help=_listen_help("submission over implicit TLS", _DEFAULTS.submission.tls_listen)),
+    ] = None,
     imap_listen: Annotated[str | None, typer.Option(help=_listen_help("IMAP", _DEFAULTS.imap_listen))] = None,
     admin_listen: Annotated[
         str | None, typer.Option(help=_listen_help("the admin listener", _DEFAULTS.admin.listen))
@@ -51,6 +55,7 @@ def init(
         hostname=hostname,
         mx_listen=mx_listen,
         submission_listen=submission_listen,
+        submission_tls_listen=submission_tls_listen,
         imap_listen=imap_listen,
         admin_listen=admin_listen,
         nameservers=tuple(nameserver or ()),

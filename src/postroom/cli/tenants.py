@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from postroom.app import TenantRemoval, remove_tenant
 from postroom.cli.context import JsonOption, node, refusals
 from postroom.cli.output import console, emit_json, fail, fields, table, when
-from postroom.directory import Postmaster, RecipientKind
+from postroom.directory import Postmaster, RecipientKind, SendingSettings
 from postroom.model.scope import OPERATOR
 
 tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
@@ -93,13 +94,52 @@ def tenant_set(
             '"" goes back to the first mailbox.'
         ),
     ] = None,
+    max_send_size: Annotated[
+        int | None, typer.Option(help="Largest message a mailbox sends, in octets; 0: the node's default.")
+    ] = None,
+    max_receive_size: Annotated[
+        int | None, typer.Option(help="Largest message a mailbox receives, in octets; 0: the node's default.")
+    ] = None,
+    smtp_auth: Annotated[
+        OnOff | None, typer.Option(help="SMTP AUTH for the tenant's mailboxes (each may say otherwise).")
+    ] = None,
 ) -> None:
     """Change a tenant's organization settings."""
-    if postmaster is None:
-        raise fail("nothing to change: give --postmaster ADDRESS", 2)
+    sending = (max_send_size, max_receive_size, smtp_auth)
+    if postmaster is None and all(value is None for value in sending):
+        raise fail(
+            "nothing to change: give --postmaster, --max-send-size, --max-receive-size or --smtp-auth",
+            2,
+        )
     with refusals():
-        chosen = node().directory.set_postmaster(OPERATOR, name, postmaster or None)
-    console.print(f"postmaster of {name}: {_postmaster_text(chosen)}", markup=False)
+        if postmaster is not None:
+            chosen = node().directory.set_postmaster(OPERATOR, name, postmaster or None)
+            console.print(f"postmaster of {name}: {_postmaster_text(chosen)}", markup=False)
+        if any(value is not None for value in sending):
+            changed = node().directory.set_tenant_sending(
+                OPERATOR,
+                name,
+                smtp_auth=None if smtp_auth is None else smtp_auth is OnOff.ON,
+                max_send_size=max_send_size,
+                max_receive_size=max_receive_size,
+            )
+            console.print(f"sending settings of {name}: {_sending_text(changed)}", markup=False)
+
+
+class OnOff(StrEnum):
+    ON = "on"
+    OFF = "off"
+
+
+def _sending_text(settings: SendingSettings) -> str:
+    def size(value: int | None) -> str:
+        return "default" if value is None else f"{value} octets"
+
+    smtp_auth = "off" if settings.smtp_auth is False else "on"
+    return (
+        f"SMTP AUTH {smtp_auth}, send size {size(settings.max_send_size)}, "
+        f"receive size {size(settings.max_receive_size)}"
+    )
 
 
 @tenant_app.command("remove")

@@ -22,6 +22,7 @@ from postroom.config.settings import (
     ServiceSettings,
     Settings,
     SmtpLimits,
+    SubmissionSettings,
     TlsSettings,
 )
 
@@ -41,6 +42,7 @@ __all__ = [
     "ServiceSettings",
     "Settings",
     "SmtpLimits",
+    "SubmissionSettings",
     "TlsSettings",
     "config_document",
     "find_config",

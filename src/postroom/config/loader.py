@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from postroom.config.settings import ListenAddress, ListenerSettings, Settings, SmtpLimits, TlsSettings
+from postroom.config.settings import (
+    ListenAddress,
+    ListenerSettings,
+    Settings,
+    SmtpLimits,
+    SubmissionSettings,
+    TlsSettings,
+)
 
 CONFIG_ENV = "POSTROOM_CONFIG"
 T = TypeVar("T")
@@ -257,6 +264,33 @@ def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
 
+def _submission(reader: _Reader, default: SubmissionSettings, limits: SmtpLimits) -> SubmissionSettings:
+    """`[submission]`: its listeners, limits, and the sending and login limits that go together."""
+    table = "submission"
+    settings = reader.dataclass_table(
+        table,
+        default,
+        listen=reader.listen(table, "listen", tuple(map(str, default.listen))),
+        tls_listen=reader.listen(table, "tls_listen", tuple(map(str, default.tls_listen))),
+        limits=limits,
+    )
+    found = []
+    if settings.max_recipients > limits.max_recipients:
+        found.append(("max_recipients", "is more than submission.limits.max_recipients", "lower it"))
+    if settings.max_send_size > limits.max_message_size:
+        found.append(("max_send_size", "is more than submission.limits.max_message_size", "lower it"))
+    if settings.auth_failures_before_disconnect <= settings.auth_failures_before_throttle:
+        found.append(
+            (
+                "auth_failures_before_disconnect",
+                "must be more than auth_failures_before_throttle",
+                "use twice auth_failures_before_throttle",
+            )
+        )
+    reader.problems += [Problem(f"{table}.{key}", complaint, fix) for key, complaint, fix in found]
+    return settings
+
+
 def find_config(explicit: str | None) -> Path | None:
     """The config file named by `-c`, else by $POSTROOM_CONFIG; None when neither is set."""
     chosen = explicit or os.environ.get(CONFIG_ENV)
@@ -293,18 +327,15 @@ def load_settings(path: Path) -> Settings:
         addresses=reader.addresses("service", "addresses"),
     )
     tls = defaults.tls
-    listeners = {
-        name: ListenerSettings(
-            listen=reader.listen(name, "listen", tuple(map(str, default.listen))),
-            limits=reader.dataclass_table(
-                f"{name}.limits", default.limits, {"bare_lf": _bare_lf, "nul": _nul}
-            ),
-        )
-        for name, default in (("mx", defaults.mx), ("submission", defaults.submission))
+    limits = {
+        name: reader.dataclass_table(f"{name}.limits", default, {"bare_lf": _bare_lf, "nul": _nul})
+        for name, default in (("mx", defaults.mx.limits), ("submission", defaults.submission.limits))
     }
-    for name, listener in listeners.items():
-        for key, complaint, fix in _limit_problems(listener.limits):
+    for name, listener_limits in limits.items():
+        for key, complaint, fix in _limit_problems(listener_limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
+    mx = ListenerSettings(reader.listen("mx", "listen", tuple(map(str, defaults.mx.listen))), limits["mx"])
+    submission = _submission(reader, defaults.submission, limits["submission"])
     settings = Settings(
         source=defaults.source,
         data_dir=relative(reader.get("node", "data_dir", str, str(defaults.data_dir))),
@@ -319,8 +350,8 @@ def load_settings(path: Path) -> Settings:
             certificate=relative(reader.get("tls", "certificate", str, str(tls.certificate))),
             key=relative(reader.get("tls", "key", str, str(tls.key))),
         ),
-        mx=listeners["mx"],
-        submission=listeners["submission"],
+        mx=mx,
+        submission=submission,
         imap_listen=reader.listen("imap", "listen", tuple(map(str, defaults.imap_listen))),
         admin=reader.dataclass_table(
             "admin",

@@ -102,6 +102,35 @@ class ListenerSettings:
     limits: SmtpLimits = field(default_factory=SmtpLimits)
 
 
+def _submission_limits() -> SmtpLimits:
+    # The listener's own bounds are the ceilings an admin may give a mailbox (spec §8): 150 MB, 1000
+    # recipients. Each mailbox's own limits (below, and in the directory) are checked by the session.
+    return SmtpLimits(max_message_size=157_286_400, max_recipients=1000)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionSettings:
+    """The submission endpoint (`[submission]`): SMTP AUTH clients sending mail (spec §5, §10.5, §13).
+
+    `listen` is the port 587 role (STARTTLS, AUTH only after it), `tls_listen` the port 465 role
+    (implicit TLS). The sending limits are the defaults of every mailbox; the directory holds each
+    tenant's and mailbox's own. Failed logins are counted per client IP and per account over
+    `auth_failure_window`: past `auth_failures_before_throttle` every login gets 454 4.7.0 (the right
+    password too), past `auth_failures_before_disconnect` 421 and the connection is closed."""
+
+    listen: tuple[ListenAddress, ...] = _loopback(2587)
+    tls_listen: tuple[ListenAddress, ...] = _loopback(2465)
+    limits: SmtpLimits = field(default_factory=_submission_limits)
+    max_send_size: int = 36_700_160  # octets a mailbox may send (35 MB); over it: 552 5.2.3
+    max_recipients: int = 500  # recipients per message (a mailbox may have up to 1000); then 452 4.5.3
+    messages_per_minute: int = 30  # messages one mailbox submits per minute; then 450 4.7.0
+    recipients_per_day: int = 10_000  # recipients per UTC day; then 550 5.1.90 and restricted
+    auth_failure_window: float = 300.0  # seconds over which failed logins are counted
+    auth_failures_before_throttle: int = 5  # failed logins (per IP, per account); then 454 4.7.0
+    auth_failures_before_disconnect: int = 10  # failed logins; then 421 4.7.0 and the connection closes
+    auth_cache_seconds: float = 60.0  # a verified login is remembered this long (no Argon2 again)
+
+
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     """The certificate and key the listeners offer (STARTTLS, implicit TLS, IMAPS)."""
@@ -172,9 +201,12 @@ class PasswordSettings:
 
 @dataclass(frozen=True, slots=True)
 class RoutingSettings:
-    """Categorizing: how far one message may fan out."""
+    """Categorizing: how far one message may fan out, and how large a message a mailbox receives."""
 
     max_expanded_recipients: int = 10_000  # final recipients of one message after group expansion
+    # Octets a mailbox receives unless its tenant or itself says otherwise (36 MB); a larger message
+    # fails for that mailbox with 552 5.2.3 (at RCPT when MAIL said SIZE=, else by a bounce).
+    max_receive_size: int = 37_748_736
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +245,7 @@ class Settings:
     dns: DnsSettings = field(default_factory=DnsSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     mx: ListenerSettings = field(default_factory=lambda: ListenerSettings(_loopback(2525)))
-    submission: ListenerSettings = field(default_factory=lambda: ListenerSettings(_loopback(2587)))
+    submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     imap_listen: tuple[ListenAddress, ...] = _loopback(2143)  # [imap] listen
     admin: AdminSettings = field(default_factory=AdminSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)

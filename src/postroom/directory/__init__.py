@@ -1,5 +1,5 @@
 """Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients,
-groups, organization settings)."""
+groups, organization settings, sending settings and send-as)."""
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
 from postroom.directory.credentials import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordPolicy
@@ -28,6 +28,18 @@ from postroom.directory.records import (
     RecipientKind,
     Tenant,
 )
+from postroom.directory.sending import (
+    MAX_MESSAGE_SIZE,
+    MAX_RECIPIENTS_LIMIT,
+    RestrictedSender,
+    SendingSettings,
+    SubmissionAccount,
+    Switch,
+    charge_recipients,
+    find_receive_limit,
+    find_submission_account,
+    restricted_until,
+)
 from postroom.directory.service import Directory
 from postroom.directory.tenants import TenantRows
 from postroom.directory.view import (
@@ -42,7 +54,9 @@ __all__ = [
     "CHANGE_LOG_GENERATIONS",
     "CHANGE_LOG_MAX_KEYS",
     "DKIM_SELECTORS",
+    "MAX_MESSAGE_SIZE",
     "MAX_PASSWORD_LENGTH",
+    "MAX_RECIPIENTS_LIMIT",
     "MIN_PASSWORD_LENGTH",
     "REFRESH_SECONDS",
     "RESERVED_TENANT_NAMES",
@@ -67,11 +81,19 @@ __all__ = [
     "Recipient",
     "RecipientKind",
     "RefusedError",
+    "RestrictedSender",
+    "SendingSettings",
+    "SubmissionAccount",
+    "Switch",
     "Tenant",
     "TenantRows",
+    "charge_recipients",
     "find_address",
     "find_domain",
     "find_postmaster",
+    "find_receive_limit",
+    "find_submission_account",
     "group_allows_external_senders",
     "group_member_addresses",
+    "restricted_until",
 ]

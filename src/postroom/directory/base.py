@@ -2,7 +2,7 @@
 write transaction that tells caching nodes exactly what changed.
 
 Every write runs in `_write()`, which yields the connection and a `DirectoryChanges` the write fills
-with what it changed (domain names, address keys, group ids, tenant ids). When it recorded anything,
+with what it changed (domain names, address keys, group, tenant and recipient ids). When it recorded anything,
 the commit bumps `directory_generation` and logs the changes under the new generation (`directory_changes`),
 so a node's cache drops those entries only (see `view.CachedDirectory`). A change too large to list
 (more than `CHANGE_LOG_MAX_KEYS`) is logged as "everything". The log keeps the last
@@ -39,7 +39,8 @@ class ChangeKind:
     DOMAIN = "domain"
     ADDRESS = "address"
     GROUP = "group"
-    TENANT = "tenant"  # a tenant-wide setting the caches hold (its postmaster)
+    TENANT = "tenant"  # a tenant-wide setting the caches hold (its postmaster, its default limits)
+    RECIPIENT = "recipient"  # a recipient's own setting the caches hold (a mailbox's receive limit)
     EVERYTHING = "all"
 
 
@@ -51,12 +52,14 @@ class DirectoryChanges:
     addresses: set[str] = field(default_factory=set)
     groups: set[int] = field(default_factory=set)
     tenants: set[int] = field(default_factory=set)
+    recipients: set[int] = field(default_factory=set)
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(ChangeKind.DOMAIN, name) for name in sorted(self.domains)]
         rows += [(ChangeKind.ADDRESS, key) for key in sorted(self.addresses)]
         rows += [(ChangeKind.GROUP, str(group)) for group in sorted(self.groups)]
         rows += [(ChangeKind.TENANT, str(tenant)) for tenant in sorted(self.tenants)]
+        rows += [(ChangeKind.RECIPIENT, str(recipient)) for recipient in sorted(self.recipients)]
         return rows if len(rows) <= CHANGE_LOG_MAX_KEYS else [(ChangeKind.EVERYTHING, "")]
 
 

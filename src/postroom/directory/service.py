@@ -7,6 +7,7 @@
 | `Recipients`        | `recipients.py` | mailboxes, groups, contacts, proxy addresses         |
 | `Credentials`       | `credentials.py`| the password policy, Argon2id hashes, the login check |
 | `OrganizationSettings` | `organization.py` | a tenant's postmaster, a group's external senders |
+| `Sending`           | `sending.py`    | SMTP AUTH switches, size limits, send-as, restricted senders |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -29,6 +30,7 @@ from postroom.directory.dkim_keys import DkimKeys
 from postroom.directory.names import service_labels
 from postroom.directory.organization import OrganizationSettings
 from postroom.directory.recipients import Recipients
+from postroom.directory.sending import Sending
 from postroom.directory.tenants import TenantsAndDomains
 from postroom.model import normalize_domain
 from postroom.storage import Database
@@ -36,7 +38,7 @@ from postroom.storage import Database
 DEFAULT_PASSWORD_POLICY = PasswordPolicy()
 
 
-class Directory(TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings):
+class Directory(TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings, Sending):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 
     def __init__(

@@ -1,8 +1,9 @@
 """Read views of the directory for mail flow: straight from a connection, or cached in the node.
 
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
-address, who are this group's members; and two of the organization settings (`organization.py`): who
-is this tenant's postmaster, does this group take mail from outside. `DirectoryView` is that narrow
+address, who are this group's members; two of the organization settings (`organization.py`): who
+is this tenant's postmaster, does this group take mail from outside; and one of the sending settings
+(`sending.py`): how large a message may this mailbox receive. `DirectoryView` is that narrow
 interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
 asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises
@@ -20,7 +21,8 @@ many entries). The node calls `refresh()` every `REFRESH_SECONDS`, so a change m
 flood of unknown recipients costs no queries), and are dropped by the same log (adding an address
 logs its key). A tenant's postmaster is dropped when the tenant's choice changes and whenever any
 address changes (the fallback, the tenant's first mailbox, may be the one that came or went); a
-group's external-senders answer goes with the group's entry.
+group's external-senders answer goes with the group's entry; a mailbox's receive limit goes when the
+mailbox's settings change, and all of them when any tenant's do (a mailbox may inherit its tenant's).
 
 Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
 dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
@@ -38,6 +40,7 @@ from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.organization import find_postmaster, group_allows_external_senders
 from postroom.directory.records import AcceptedDomain, AddressOwner
+from postroom.directory.sending import find_receive_limit
 from postroom.storage import Database
 from postroom.storage.schema import directory_changes, directory_generation
 
@@ -55,6 +58,8 @@ class DirectoryView(Protocol):
     def postmaster(self, tenant_id: int) -> AddressOwner | None: ...
 
     def allows_external_senders(self, group_id: int) -> bool: ...
+
+    def receive_limit(self, mailbox_id: int) -> int | None: ...
 
 
 class NotCached(LookupError):
@@ -82,6 +87,9 @@ class ConnectionView:
     def allows_external_senders(self, group_id: int) -> bool:
         return group_allows_external_senders(self._conn, group_id)
 
+    def receive_limit(self, mailbox_id: int) -> int | None:
+        return find_receive_limit(self._conn, mailbox_id)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -98,6 +106,7 @@ class CachedDirectory:
         self._members: dict[int, list[str]] = {}
         self._postmasters: dict[int, AddressOwner | None] = {}
         self._external_senders: dict[int, bool] = {}
+        self._receive_limits: dict[int, int | None] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -130,6 +139,7 @@ class CachedDirectory:
                 self._members.clear()
                 self._postmasters.clear()
                 self._external_senders.clear()
+                self._receive_limits.clear()
             else:
                 for _, kind, key in changes:
                     if kind == ChangeKind.DOMAIN:
@@ -142,6 +152,9 @@ class CachedDirectory:
                         self._external_senders.pop(int(key), None)
                     elif kind == ChangeKind.TENANT:
                         self._postmasters.pop(int(key), None)
+                        self._receive_limits.clear()  # its mailboxes may inherit the tenant's limit
+                    elif kind == ChangeKind.RECIPIENT:
+                        self._receive_limits.pop(int(key), None)
             self.generation = generation
         return True
 
@@ -163,6 +176,9 @@ class CachedDirectory:
 
     def allows_external_senders(self, group_id: int) -> bool:
         return self._cached(self._external_senders, group_id, group_allows_external_senders)
+
+    def receive_limit(self, mailbox_id: int) -> int | None:
+        return self._cached(self._receive_limits, mailbox_id, find_receive_limit)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -205,6 +221,9 @@ class _InMemory:
 
     def allows_external_senders(self, group_id: int) -> bool:
         return _held(self._cache._external_senders, group_id)
+
+    def receive_limit(self, mailbox_id: int) -> int | None:
+        return _held(self._cache._receive_limits, mailbox_id)
 
 
 def _held(table: dict[K, V], key: K) -> V:

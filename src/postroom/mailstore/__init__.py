@@ -2,6 +2,7 @@
 
 from postroom.mailstore.store import (
     MAILBOX_FOLDERS,
+    SENT_FOLDER,
     FolderSummary,
     LocalDelivery,
     MailboxNotFoundError,
@@ -16,6 +17,7 @@ from postroom.mailstore.store import (
 
 __all__ = [
     "MAILBOX_FOLDERS",
+    "SENT_FOLDER",
     "FolderSummary",
     "LocalDelivery",
     "MailboxNotFoundError",

@@ -31,7 +31,8 @@ from postroom.storage import BlobStore, Database
 from postroom.storage.prepared import PreparedInsert, PreparedStatement
 from postroom.storage.schema import folders, messages, recipients
 
-MAILBOX_FOLDERS = ("Inbox", "Sent", "Drafts", "Junk", "Trash", "Archive")
+SENT_FOLDER = "Sent"  # where a mailbox's submitted messages are copied
+MAILBOX_FOLDERS = ("Inbox", SENT_FOLDER, "Drafts", "Junk", "Trash", "Archive")
 
 
 class MailboxNotFoundError(LookupError):

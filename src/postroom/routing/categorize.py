@@ -141,8 +141,11 @@ def categorize(
             pending.extend(_Visit(member, tenant_id, depth + 1, path) for member in members)
 
     # Direct recipients first, so each RCPT keeps its own trace row when a group repeats it.
-    for item in sorted(accepted, key=lambda a: a.owner.kind is RecipientKind.GROUP):
-        pending.append(_Visit(str(item.recipient), item.owner.tenant_id, 0, frozenset(), item.owner))
+    for item in sorted(accepted, key=lambda a: a.owner is not None and a.owner.kind is RecipientKind.GROUP):
+        if item.owner is None:  # a remote recipient of an authenticated sender
+            route_remote(item.tenant_id, item.recipient, str(item.recipient), True)
+            continue
+        pending.append(_Visit(str(item.recipient), item.tenant_id, 0, frozenset(), item.owner))
     while pending:
         visit(pending.popleft())
     for tenant_id, recipients in past_limit.items():

@@ -11,6 +11,11 @@ The routing table is total: every recipient gets exactly one outcome.
 | any other domain                          | 550 5.7.1 Unable to relay (unauthenticated)        |
 | address literal ([192.0.2.1])             | 550 5.7.1 Unable to relay      |                  |
 
+For an authenticated sender (`authenticated_tenant`: the tenant of the mailbox an SMTP AUTH session
+logged in as) the rows "pending accepted domain" and "any other domain" accept instead: the
+recipient is remote (`Accepted.owner` None), the sender's tenant's mail. Address literals stay
+refused for everyone.
+
 Two rows come before the table's "unknown recipient" column:
 
 - **Postmaster** (RFC 5321 §4.5.1). `postmaster@` any verified accepted domain that has no such
@@ -25,7 +30,8 @@ Two rows come before the table's "unknown recipient" column:
   tenant an authenticated sender or an inbound connector belongs to); on the MX endpoint it is None.
 
 This module is the one place the anti-relay rule lives: a client that is not authenticated (and,
-later, not a connector that allows relaying) never gets a remote recipient accepted.
+later, not a connector that allows relaying) never gets a remote recipient accepted. Only the
+submission endpoint passes `authenticated_tenant`, and only after a successful SMTP AUTH.
 
 Security: the recipient is untrusted input, already parsed by `model.Address`; lookups are exact
 key matches, never patterns.
@@ -47,12 +53,23 @@ class RejectReason(StrEnum):
     RECIPIENT_LIMIT = "recipient-limit"  # past the listener's max_recipients (refused by the SMTP core)
     SENDER_NOT_AUTHENTICATED = "sender-not-authenticated"  # a group that takes mail from inside only
     POSTMASTER_NOT_CONFIGURED = "postmaster-not-configured"
+    RECIPIENT_SIZE = "recipient-size"  # MAIL's SIZE= is over the mailbox's receive limit
+    SENDER_RECIPIENT_LIMIT = "sender-recipient-limit"  # past the sender's recipients per message
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
     recipient: Address
-    owner: AddressOwner
+    owner: AddressOwner | None  # None: a remote recipient, relayed for an authenticated sender
+    relayed_for: int | None = None  # the authenticated sender's tenant, for a remote recipient
+
+    @property
+    def tenant_id(self) -> int:
+        """Whose mail this recipient is: the owner's tenant, or the authenticated sender's."""
+        if self.owner is not None:
+            return self.owner.tenant_id
+        assert self.relayed_for is not None
+        return self.relayed_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +105,10 @@ def resolve_recipient(
     *,
     sender_internal_to: int | None = None,
     service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
+    authenticated_tenant: int | None = None,
 ) -> Resolution:
-    """Decide one RCPT. `sender_internal_to` is the tenant the sender is inside of (None on MX)."""
+    """Decide one RCPT. `sender_internal_to` is the tenant the sender is inside of (None on MX);
+    `authenticated_tenant` the tenant of an SMTP AUTH sender (None: not authenticated, no relay)."""
     if service_postmaster.names(recipient) and directory.domain(recipient.domain) is None:
         target = service_postmaster.address
         if target is not None and not service_postmaster.names(target):
@@ -105,10 +124,12 @@ def resolve_recipient(
             recipient, replies.POSTMASTER_NOT_CONFIGURED, RejectReason.POSTMASTER_NOT_CONFIGURED, None
         )
     domain = directory.domain(recipient.domain)
-    if domain is None:
+    if domain is None or domain.status is not DomainStatus.VERIFIED:
         # Remote domain: relaying is only ever for authenticated senders, on the submission port.
-        return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.RELAY_DENIED, None)
-    if domain.status is not DomainStatus.VERIFIED:
+        if authenticated_tenant is not None and not recipient.domain.startswith("["):
+            return Accepted(recipient, None, relayed_for=authenticated_tenant)
+        if domain is None:
+            return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.RELAY_DENIED, None)
         return Rejected(recipient, replies.UNABLE_TO_RELAY, RejectReason.UNVERIFIED_DOMAIN, domain.tenant_id)
     owner = directory.address(recipient.key)
     if owner is None and recipient.local.lower() == POSTMASTER:

@@ -1,7 +1,8 @@
 """The database schema: every table of every room, in one SQLAlchemy Core metadata.
 
 One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Rooms own their tables
-(directory: tenants, domains, DKIM keys, recipients, addresses, group members; mailstore: folders, messages;
+(directory: tenants, domains, DKIM keys, recipients, addresses, group members, sending settings,
+send-as grants, sender counters and restrictions; mailstore: folders, messages;
 queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
 live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written. Changing a table here
@@ -163,6 +164,60 @@ group_delivery_restrictions = Table(
     metadata,
     Column("group_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
     Column("allow_external_senders", Boolean, nullable=False),
+)
+
+# Sending (directory/sending.py): SMTP AUTH switches and size limits per tenant and per mailbox
+# (NULL: inherit the tenant's, then the node's `[submission]` default), send-as grants, and the
+# durable daily recipient counters and restrictions of senders (spec §5, §8, §10.5, §13).
+tenant_sending = Table(
+    "tenant_sending",
+    metadata,
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("smtp_auth", Boolean),  # NULL: enabled (the default)
+    Column("max_send_size", BigInteger),  # octets; NULL: the node's default
+    Column("max_receive_size", BigInteger),
+)
+
+mailbox_sending = Table(
+    "mailbox_sending",
+    metadata,
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("smtp_auth", Boolean),  # NULL: inherit the tenant's
+    Column("max_send_size", BigInteger),  # octets; NULL: inherit
+    Column("max_receive_size", BigInteger),
+    Column("max_recipients", Integer),  # per message; NULL: the node's default
+)
+
+# Send-as: `grantee_id` (a mailbox) may send as `identity_id` (a mailbox or group of the same tenant).
+send_as_grants = Table(
+    "send_as_grants",
+    metadata,
+    Column("identity_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("grantee_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_send_as_grantee", "grantee_id"),
+)
+
+# Recipients a mailbox sent to per UTC day (day = days since the epoch), counted at commit.
+sender_counters = Table(
+    "sender_counters",
+    metadata,
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Integer, primary_key=True),
+    Column("recipients", Integer, nullable=False),
+)
+
+# Restricted senders (spec §10.5): blocked until `until` (the next UTC day) or an administrator's release.
+restricted_senders = Table(
+    "restricted_senders",
+    metadata,
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("restricted_at", Float, nullable=False),
+    Column("until", Float, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Index("ix_restricted_senders_tenant", "tenant_id"),
 )
 
 # --- mailstore ------------------------------------------------------------------------------------

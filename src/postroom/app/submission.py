@@ -1,0 +1,290 @@
+"""The submission endpoint: SMTP AUTH clients (users, devices, applications) sending mail (spec §5).
+
+Two listeners share one `SubmissionEndpoint`: the port 587 role (STARTTLS; AUTH only after it) and
+the port 465 role (implicit TLS). The SMTP core runs the SASL exchange and refuses MAIL before AUTH
+(530 5.7.57); `SubmissionSession.authenticate` decides each login. A `SubmissionSession` is an
+`MxSession` (the same RCPT resolution, commit job, trace and mail log) with these differences:
+
+- **Login**: the address and password of a mailbox (Argon2id, in a worker thread, never on the event
+  loop; a login verified in the last `[submission] auth_cache_seconds` is not hashed again, see
+  `app.logins`). Failures get 535 5.7.8 and are counted per client IP and per account; past
+  `auth_failures_before_throttle` of either, every login gets 454 4.7.0 (the right password too), past
+  `auth_failures_before_disconnect` 421 and the connection closes. Every failure is logged at
+  warning (logger `postroom.app.submission`) with the client IP and the account, never the
+  password. A mailbox whose SMTP AUTH is off (itself, or its tenant) gets 535 5.7.139. An `authzid`
+  other than the login name is refused like a wrong password.
+- **Relay**: an authenticated session's recipients may be remote (`routing.resolve_recipient` with
+  `authenticated_tenant`); its sender is inside its tenant (group delivery restrictions).
+- **Send-as**: the envelope sender (at MAIL) and every `From:` address (at the end of DATA) must be
+  an address of the mailbox, or of a mailbox or group it was granted send-as on; otherwise 550
+  5.7.60. The null sender is refused the same way.
+- **Limits**: recipients per message (the mailbox's, else `[submission] max_recipients`; past it 452
+  4.5.3); the send size (SIZE= at MAIL and the real size at the end of DATA: 552 5.2.3); messages
+  per minute per mailbox (`messages_per_minute`; past it 450 4.7.0 and nothing is queued), counted
+  in this process's memory (cheap; a restart forgets the last minute); recipients per UTC day
+  (`recipients_per_day`), counted durably in the commit's transaction (`directory.charge_recipients`):
+  a message that would pass it gets 550 5.1.90 and the sender is restricted until the next UTC day or
+  an administrator's release; while restricted, MAIL gets 550 5.2.2.
+- **Commit**: in the same transaction as the spool write, a copy goes into the sender's Sent folder;
+  internal recipients are delivered at commit, external ones queued (route remote). The trace event
+  is `Submit` (client IP, account, TLS) in place of `Receive`, and the Received header names the
+  protocol with RFC 3848's `A` (ESMTPSA).
+
+Security: a session is anonymous until `authenticate` returned 235; the account it holds then is the
+only identity it sends as. Nothing here trusts the client's words about who it is beyond the
+password check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from email.parser import BytesHeaderParser
+from email.policy import SMTP
+from email.utils import getaddresses
+from functools import partial
+
+from sqlalchemy import Connection
+
+from postroom.app.logins import FailedLogins, VerifiedLogins
+from postroom.app.mx import CommitResult, Envelope, MxEndpoint, MxSession, Received, commit_received
+from postroom.directory import (
+    Directory,
+    SubmissionAccount,
+    charge_recipients,
+    find_submission_account,
+    restricted_until,
+)
+from postroom.mailstore import SENT_FOLDER, LocalDelivery, deliver
+from postroom.model import Address, AddressError, Reply, replies
+from postroom.model.flow import EventKind
+from postroom.routing import Rejected, RejectReason
+from postroom.smtp import ConnectionInfo, MailParams, RcptParams, SaslCredentials
+from postroom.storage import Database
+
+MINUTE = 60.0
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionLimits:
+    """The `[submission]` defaults and login limits the endpoint enforces."""
+
+    max_send_size: int
+    max_recipients: int
+    messages_per_minute: int
+    recipients_per_day: int
+    auth_failure_window: float
+    auth_failures_before_throttle: int
+    auth_failures_before_disconnect: int
+    auth_cache_seconds: float
+
+
+class SubmissionEndpoint:
+    """The process-wide part of submission: the MX endpoint's services, logins and the message rates."""
+
+    def __init__(
+        self,
+        mx: MxEndpoint,
+        directory: Directory,
+        database: Database,
+        limits: SubmissionLimits,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.mx = mx
+        self.directory = directory
+        self._database = database
+        self.limits = limits
+        self._clock = clock
+        self.failed_logins = FailedLogins(limits.auth_failure_window, clock)
+        self.verified_logins = VerifiedLogins(limits.auth_cache_seconds, clock)
+        self._submitted: dict[int, deque[float]] = {}  # mailbox id -> times of its last minute's messages
+
+    def session(self, connection: ConnectionInfo) -> SubmissionSession:
+        return SubmissionSession(self, connection)
+
+    def rate_exceeded(self, mailbox_id: int, *, take: bool) -> bool:
+        """True when the mailbox sent `messages_per_minute` in the last minute; `take` counts one more."""
+        now = self._clock()
+        times = self._submitted.get(mailbox_id)
+        if times is not None:
+            while times and times[0] <= now - MINUTE:
+                times.popleft()
+            if not times:
+                del self._submitted[mailbox_id]
+                times = None
+        if times is not None and len(times) >= self.limits.messages_per_minute:
+            return True
+        if take:
+            self._submitted.setdefault(mailbox_id, deque()).append(now)
+        return False
+
+    async def login(self, account_key: str, password: str) -> SubmissionAccount | None:
+        """The mailbox when `password` is its password; None otherwise (one Argon2 check, off the loop,
+        unless this login was verified lately)."""
+        account = await self.mx.lookup(partial(self._account, account_key))
+        if account is not None and self.verified_logins.holds(account_key, password, account.password_stamp):
+            return account
+        if not await self.mx.lookup(partial(self.directory.check_password, account_key, password)):
+            return None
+        if account is None:
+            return None  # the mailbox came into being between the two reads: try again
+        self.verified_logins.remember(account_key, password, account.password_stamp)
+        return account
+
+    def _account(self, key: str) -> SubmissionAccount | None:
+        with self._database.read() as conn:
+            return find_submission_account(conn, key)
+
+    def _restricted(self, mailbox_id: int) -> bool:
+        with self._database.read() as conn:
+            return restricted_until(conn, mailbox_id, time.time()) is not None
+
+    async def restricted(self, mailbox_id: int) -> bool:
+        return await self.mx.lookup(partial(self._restricted, mailbox_id))
+
+
+class SubmissionSession(MxSession):
+    """One connection to a submission listener."""
+
+    receive_event = EventKind.SUBMIT
+
+    def __init__(self, endpoint: SubmissionEndpoint, connection: ConnectionInfo) -> None:
+        super().__init__(endpoint.mx, connection)
+        self._submission = endpoint
+        self.account: SubmissionAccount | None = None
+
+    async def authenticate(self, credentials: SaslCredentials) -> Reply:
+        endpoint = self._submission
+        limits = endpoint.limits
+        login = credentials.authcid.strip()
+        try:
+            key = Address.parse(login).key
+        except AddressError:
+            key = login.casefold()
+        client = self.connection.peer_ip
+        failures = max(endpoint.failed_logins.count(client), endpoint.failed_logins.count(key))
+        if failures >= limits.auth_failures_before_disconnect:
+            return self._login_failed(
+                client, key, "too many failed logins; disconnecting", replies.AUTH_TOO_MANY_FAILURES
+            )
+        if failures >= limits.auth_failures_before_throttle:
+            return self._login_failed(
+                client, key, "too many failed logins; throttled", replies.AUTH_THROTTLED
+            )
+        account = await endpoint.login(key, credentials.password)
+        if account is None:
+            return self._login_failed(client, key, "wrong user name or password", replies.AUTH_FAILED)
+        if credentials.authzid and credentials.authzid.strip().casefold() != login.casefold():
+            return self._login_failed(client, key, "asked to act as another identity", replies.AUTH_FAILED)
+        if not account.smtp_auth:
+            log.warning("SMTP AUTH refused: client=%s account=%s SMTP AUTH is disabled", client, key)
+            return replies.AUTH_DISABLED
+        self.account = account
+        self.sender_internal_to = account.tenant_id
+        self.authenticated_tenant = account.tenant_id
+        return replies.AUTH_SUCCEEDED
+
+    def _login_failed(self, client: str, account: str, reason: str, reply: Reply) -> Reply:
+        failed = self._submission.failed_logins
+        failed.add(client)
+        failed.add(account)
+        log.warning("SMTP AUTH failed: client=%s account=%s %s (%s)", client, account, reason, reply.enhanced)
+        return reply
+
+    async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
+        account = self.account
+        assert account is not None, "the SMTP core asks for AUTH before MAIL on submission"
+        if sender is None or sender.key not in account.senders:
+            return replies.SEND_AS_DENIED
+        if await self._submission.restricted(account.mailbox_id):
+            return replies.SUBMISSION_QUOTA_EXCEEDED
+        if self._submission.rate_exceeded(account.mailbox_id, take=False):
+            return replies.MESSAGE_RATE_EXCEEDED
+        if params.size is not None and params.size > self._send_limit(account):
+            return replies.SENDER_SIZE_EXCEEDED
+        return await super().mail_from(sender, params)
+
+    async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
+        envelope, account = self.envelope, self.account
+        assert envelope is not None and account is not None, "the SMTP core sends RCPT only after MAIL"
+        most = account.max_recipients or self._submission.limits.max_recipients
+        if len(envelope.accepted) >= most:
+            reply = replies.TOO_MANY_RECIPIENTS
+            refused = Rejected(recipient, reply, RejectReason.SENDER_RECIPIENT_LIMIT, account.tenant_id)
+            if self._traced_alone(envelope, str(recipient), reply):
+                envelope.rejected.append(refused)
+            return reply
+        return await super().rcpt_to(recipient, params)
+
+    def _send_limit(self, account: SubmissionAccount) -> int:
+        return account.max_send_size or self._submission.limits.max_send_size
+
+    async def _check_message(self, envelope: Envelope, size: int, head: bytes) -> Reply | None:
+        account = self.account
+        assert account is not None
+        if size > self._send_limit(account):
+            return replies.SENDER_SIZE_EXCEEDED
+        if not _from_allowed(head, account.senders):
+            return replies.SEND_AS_DENIED
+        if self._submission.rate_exceeded(account.mailbox_id, take=True):
+            return replies.MESSAGE_RATE_EXCEEDED
+        return None
+
+    def _commit_job(self, received: Received) -> Callable[[Connection], CommitResult]:
+        account = self.account
+        assert account is not None
+        detail = {**received.receive_detail, "account": account.address}
+        received = replace(received, receive_detail=detail)
+        return partial(_commit_submitted, received, account, self._submission.limits.recipients_per_day)
+
+
+def _from_allowed(head: bytes, senders: frozenset[str]) -> bool:
+    """Whether the message has a From header and every address in it is one the sender may use."""
+    headers = BytesHeaderParser(policy=SMTP).parsebytes(head)
+    values = [str(value) for value in headers.get_all("From", [])]
+    found = [address for _, address in getaddresses(values) if address]
+    if not found:
+        return False
+    for text in found:
+        try:
+            if Address.parse(text).key not in senders:
+                return False
+        except AddressError:
+            return False
+    return True
+
+
+def _commit_submitted(
+    received: Received, account: SubmissionAccount, daily_limit: int, conn: Connection
+) -> CommitResult:
+    """The commit job of a submitted message: the sender's restriction and daily count, then the
+    message as the MX endpoint commits it, and its copy in the sender's Sent folder."""
+    entry = received.entry
+    if restricted_until(conn, account.mailbox_id, entry.received_at) is not None:
+        return replies.SUBMISSION_QUOTA_EXCEEDED
+    count = len(received.envelope.accepted)
+    if not charge_recipients(
+        conn, account.mailbox_id, account.tenant_id, count, entry.received_at, daily_limit
+    ):
+        log.warning(
+            "sender %s restricted: would pass its daily recipient limit of %d", account.address, daily_limit
+        )
+        return replies.DAILY_RECIPIENT_LIMIT
+    outcomes = commit_received(received, EventKind.SUBMIT, conn)
+    sent_copy = LocalDelivery(
+        mailbox_id=account.mailbox_id,
+        folder=SENT_FOLDER,
+        blob_id=entry.blob_id,
+        prefix=b"",
+        size=entry.size - len(entry.prefix),
+        internal_date=entry.received_at,
+        summary=entry.summary,
+        trace_id=entry.id,
+    )
+    deliver(conn, [sent_copy])
+    return outcomes
