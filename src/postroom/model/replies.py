@@ -173,3 +173,6 @@ ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
+
+# --- queue control (issue 8: the queue room) ------------------------------------------------------
+DELETED_BY_ADMINISTRATOR = Reply(550, "5.3.0", "Message deleted from the queue by an administrator")
