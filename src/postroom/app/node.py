@@ -187,7 +187,9 @@ class App:
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
-        scheduler = build_scheduler(settings, self.directory, self.blobs, committer, self.remote_agent())
+        scheduler = build_scheduler(
+            settings, self.database, self.directory, self.blobs, committer, self.remote_agent()
+        )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=CachedDirectory(self.database),

@@ -18,6 +18,7 @@ which message.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -33,6 +34,8 @@ from postroom.model.scope import TenantScope
 from postroom.queue import (
     DeliveryPolicy,
     GeneratedMessage,
+    Lease,
+    LeaseRunner,
     RemoteAgent,
     Reporter,
     RetryPolicy,
@@ -43,7 +46,7 @@ from postroom.queue import (
     write_spool,
 )
 from postroom.routing import Accepted, RejectReason, categorize, resolve_recipient
-from postroom.storage import BlobStore, GroupCommitter
+from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
 
@@ -53,6 +56,29 @@ def write_trace(conn: Connection, rows: TraceRows, now: float) -> None:
         record_events(conn, rows.events, now)
     if rows.statuses:
         set_statuses(conn, rows.statuses, now)
+
+
+def lease_in_own_transaction(database: Database, job: Callable[[Connection], Lease]) -> Lease:
+    """Run a leasing job in a short READ COMMITTED transaction of its own (PostgreSQL).
+
+    `FOR UPDATE SKIP LOCKED` is made for READ COMMITTED: under the SERIALIZABLE isolation of the group
+    committer, two nodes leasing at once abort each other (serialization failures, replayed), which
+    is what skipping locked rows is for avoiding. A lease only stamps rows it holds locked, so it
+    needs nothing stronger."""
+    with database.read_engine.begin() as conn:
+        return job(conn)
+
+
+def lease_runner(database: Database, committer: GroupCommitter) -> LeaseRunner:
+    """How this node's scheduler runs its leasing jobs: SQLite: the single writer; PostgreSQL: their
+    own transactions, in a worker thread (never SQL on the event loop)."""
+    if database.is_sqlite:
+        return committer.run
+
+    async def run(job: Callable[[Connection], Lease]) -> Lease:
+        return await asyncio.to_thread(lease_in_own_transaction, database, job)
+
+    return run
 
 
 def delivery_policy(queue: QueueSettings) -> DeliveryPolicy:
@@ -173,6 +199,7 @@ class DsnSink:
 
 def build_scheduler(
     settings: Settings,
+    database: Database,
     directory: Directory,
     blobs: BlobStore,
     committer: GroupCommitter,
@@ -195,5 +222,6 @@ def build_scheduler(
         delivery_policy(settings.queue),
         write_trace=write_trace,
         reporter=reporter,
+        lease_with=lease_runner(database, committer),
         drain_seconds=settings.drain_seconds,
     )

@@ -27,7 +27,14 @@ from postroom.queue.leases import (
     renew,
     settle_results,
 )
-from postroom.queue.scheduler import DeliveryPolicy, RemoteAgent, Scheduler, TraceWriter, attempts_for
+from postroom.queue.scheduler import (
+    DeliveryPolicy,
+    LeaseRunner,
+    RemoteAgent,
+    Scheduler,
+    TraceWriter,
+    attempts_for,
+)
 from postroom.queue.spool import (
     QueueState,
     QueueSummary,
@@ -48,6 +55,7 @@ __all__ = [
     "GeneratedMessage",
     "GeneratedSink",
     "Lease",
+    "LeaseRunner",
     "LeaseTokens",
     "LeasedRecipient",
     "QueueControl",

@@ -4,7 +4,8 @@ One loop per node. Each turn it:
 
 1. runs the DSN rounds (`queue.bounce`) in one writer job: a DSN for every `failed` recipient, a
    `delayed` DSN for recipients still deferred `delay_notification` after receipt;
-2. leases due recipients in a short writer job (`queue.leases.lease_due`), at most
+2. leases due recipients in a short write transaction (`queue.leases.lease_due`; a group commit job
+   on SQLite, a READ COMMITTED transaction of its own on PostgreSQL: `lease_with`), at most
    `delivery_batch_max` and never more than `max_deliveries_in_flight` held unsettled in all;
 3. groups them into `DeliveryAttempt`s (one message, one envelope sender, one destination domain,
    one tenant) and starts one delivery per destination: the agent is given that destination's
@@ -37,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -73,6 +74,10 @@ class RemoteAgent(Protocol):
 
 # Writes the trace rows a queue step produced, in the step's transaction (the app passes trace's).
 TraceWriter = Callable[[Connection, TraceRows, float], None]
+# Runs a leasing job in a short write transaction and returns its lease. Default: the group committer
+# (SQLite's single writer). On PostgreSQL the app passes one that runs it READ COMMITTED in its own
+# transaction: SKIP LOCKED is a READ COMMITTED pattern; under SERIALIZABLE concurrent leasers abort.
+LeaseRunner = Callable[[Callable[[Connection], Lease]], Awaitable[Lease]]
 
 NO_RESULT = replies.LOCAL_ERROR  # what a recipient the agent gave no answer for gets: deferred
 RENEW_FRACTION = 1 / 3  # a delivery renews its leases each time this part of the lease has passed
@@ -121,6 +126,7 @@ class Scheduler:
         write_trace: TraceWriter,
         reporter: Reporter | None = None,
         tokens: LeaseTokens | None = None,
+        lease_with: LeaseRunner | None = None,
         idle_interval: float = 5.0,
         drain_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
@@ -131,6 +137,7 @@ class Scheduler:
         self._write_trace = write_trace
         self._reporter = reporter
         self.tokens = tokens or LeaseTokens()
+        self._lease_with: LeaseRunner = lease_with or committer.run
         self._idle_interval = idle_interval
         self._drain_seconds = drain_seconds
         self._clock = clock
@@ -216,7 +223,7 @@ class Scheduler:
             limit=free,
         )
         try:
-            return await self._committer.run(job)
+            return await self._lease_with(job)
         except Exception:
             log.exception("leasing due recipients failed; retrying on the next turn")
             return None
