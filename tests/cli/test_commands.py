@@ -61,7 +61,8 @@ COMMANDS = [
     ["trace"],
     ["trace", "show"],
     ["trace", "purge"],
-    ["queue", "summary"],
+    ["queue"],
+    *[["queue", c] for c in ("list", "show", "retry", "hold", "release", "delete", "summary")],
 ]
 
 
