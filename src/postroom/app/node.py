@@ -12,7 +12,7 @@ left uncommitted.
 
 Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
 scheduler has no round for them; what the queue keeps is remote mail. The scheduler
-(`app.outbound.build_scheduler`) leases it for the remote agent `App.remote_agent()` returns, and
+(`app.outbound.build_scheduler`) leases it for the remote agent `App.remote_agent`, and
 sends DSNs for what failed; with no agent, remote mail waits in the queue and only DSNs run.
 While serving, the node also purges trace older than `[trace] retention_days` every
 `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
@@ -93,6 +93,9 @@ class App:
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
         self.queue = QueueControl(database, write_trace)
+        # What delivers queued remote recipients (`delivery.remote.RemoteDelivery`, wired here); with
+        # None the scheduler leases nothing: remote mail waits and only the DSN rounds run.
+        self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
@@ -147,10 +150,6 @@ class App:
                 log.exception("trace purge failed; retrying at the next interval")
             await asyncio.sleep(trace.purge_interval)
 
-    def remote_agent(self) -> RemoteAgent | None:
-        """What delivers queued remote recipients (`delivery.remote`); None until it is wired here."""
-        return None
-
     def queue_summary(self) -> QueueSummary:
         with self.database.read() as conn:
             return queue_summary(conn)
@@ -188,7 +187,7 @@ class App:
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
         scheduler = build_scheduler(
-            settings, self.database, self.directory, self.blobs, committer, self.remote_agent()
+            settings, self.database, self.directory, self.blobs, committer, self.remote_agent
         )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
