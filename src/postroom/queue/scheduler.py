@@ -146,7 +146,7 @@ class Scheduler:
         self._in_flight = 0  # recipients leased and not settled
         self._deliveries: set[asyncio.Task[int]] = set()
         self.settled = 0  # recipients settled (delivered, deferred or failed) since start
-        self.reported = 0  # queue rows the DSN rounds handled since start
+        self.reported = 0  # trace rows the DSN rounds reported on since start
 
     def wake(self) -> None:
         self._wake.set()
@@ -207,7 +207,7 @@ class Scheduler:
         rows = report_failures(conn, now, reporter)
         rows.extend(report_delays(conn, now, reporter, self._policy.delay_notification))
         self._write_trace(conn, rows, now)
-        return len({e.recipient for e in rows.events}) if rows.events else 0
+        return len(rows.events)  # one DSN event per reported trace row: 0 when nothing was due
 
     async def _lease_round(self) -> Lease | None:
         if self._agent is None:
