@@ -61,12 +61,13 @@ COMMANDS = [
     ["trace"],
     ["trace", "show"],
     ["trace", "purge"],
-    ["queue", "summary"],
     ["sender"],
     ["sender", "restricted"],
     *[["sender", "restricted", c] for c in ("list", "release")],
     ["mailbox", "send-as"],
     *[["mailbox", "send-as", c] for c in ("add", "remove", "list")],
+    ["queue"],
+    *[["queue", c] for c in ("list", "show", "retry", "hold", "release", "delete", "summary")],
 ]
 
 

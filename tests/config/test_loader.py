@@ -71,7 +71,8 @@ listen = []
 listen = ["127.0.0.1:8443"]
 
 [queue]
-retry_interval = 60.5
+retry_schedule = [60, 120.5]
+delay_notification = 7200
 """
 
 
@@ -116,7 +117,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.submission.limits.max_recipients == 1000  # the per-mailbox ceiling (spec §8)
     assert settings.imap_listen == ()
     assert settings.admin.listen == (ListenAddress("127.0.0.1", 8443),)
-    assert settings.queue == QueueSettings(retry_interval=60.5)
+    assert settings.queue == QueueSettings(retry_schedule=(60.0, 120.5), delay_notification=7200.0)
     assert settings.blob_dir == base / "data" / "blobs"
 
 
@@ -240,7 +241,7 @@ anything = 1
         ("[mx.limits]\nmax_recipient = 5\n", "mx.limits.max_recipient", "max_recipients"),
         ("[mx.limit]\nmax_recipients = 5\n", "mx.limit", "limits"),
         ("[submission.limits]\nsize = 5\n", "submission.limits.size", "max_message_size"),
-        ("[queue]\nretries = 5\n", "queue.retries", "retry_interval"),
+        ("[queue]\nretries = 5\n", "queue.retries", "retry_schedule"),
     ],
 )
 def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) -> None:
@@ -268,7 +269,13 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ("node = 5\n", "node", "must be a table"),
         ("[mx]\nlimits = 3\n", "mx.limits", "must be a table"),
         ("mx = 'x'\n", "mx", "must be a table"),
-        ("[queue]\nretry_interval = 0\n", "queue.retry_interval", "must be greater than 0"),
+        (
+            "[queue]\nretry_schedule = [300, 0]\n",
+            "queue.retry_schedule",
+            "expected a list of positive seconds",
+        ),
+        ("[queue]\nretry_schedule = []\n", "queue.retry_schedule", "expected a list of positive seconds"),
+        ("[queue]\ndelay_notification = 0\n", "queue.delay_notification", "must be greater than 0"),
         ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
         ("[node]\ndrain_seconds = 0\n", "node.drain_seconds", "must be greater than 0"),
         ("[node]\nmemory_budget = -1\n", "node.memory_budget", "must be greater than 0"),

@@ -124,3 +124,26 @@ def test_message_ids_are_unique_and_sort_by_time() -> None:
     assert ids == sorted(ids)
     assert len({new_message_id(5.0) for _ in range(100)}) == 100
     assert all(len(i) == 28 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_recipient_routing_failed_is_queued_failed_with_its_reply_and_its_own_sender(
+    database: Database,
+) -> None:
+    routes = [
+        RoutedRecipient(
+            "Ext@Partner.Example", "fwd@contoso.com", 1, Route.REMOTE, envelope_sender="SRS0=x@contoso.com"
+        ),
+        RoutedRecipient(
+            "big@bücher.example", "big@bücher.example", 1, Route.REMOTE, failure="550 5.7.520 Access denied"
+        ),
+    ]
+    with database.write() as conn:
+        write_spool(conn, entry("m1", 1000.0), routes)
+    with database.read() as conn:
+        rows = conn.execute(select(queue_recipients).order_by(queue_recipients.c.id)).all()
+        summary = queue_summary(conn)
+    assert [(r.state, r.destination, r.envelope_sender, r.last_reply) for r in rows] == [
+        ("pending", "partner.example", "SRS0=x@contoso.com", ""),
+        ("failed", "xn--bcher-kva.example", None, "550 5.7.520 Access denied"),
+    ]
+    assert (summary.pending, summary.failed) == (1, 1)

@@ -12,10 +12,11 @@ refusal aggregates are written and the writer commits what it was given. Nothing
 left uncommitted.
 
 Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
-scheduler has no round for them; what the queue keeps is remote mail, and the scheduler runs the
-remote delivery round when outbound sending arrives (until then it has no rounds and remote mail
-waits in the queue). While serving, the node also purges trace older than `[trace] retention_days`
-every `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
+scheduler has no round for them; what the queue keeps is remote mail. The scheduler
+(`app.outbound.build_scheduler`) leases it for the remote agent `App.remote_agent`, and
+sends DSNs for what failed; with no agent, remote mail waits in the queue and only DSNs run.
+While serving, the node also purges trace older than `[trace] retention_days` every
+`purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 
 Failure at start is one `StartupError` (`app.startup`): one line naming the problem and the key to
 change.
@@ -40,6 +41,7 @@ import uvloop
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
+from postroom.app.outbound import build_scheduler, write_trace
 from postroom.app.startup import (
     StartupError,
     check_data_dir,
@@ -55,7 +57,7 @@ from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.model import Address
-from postroom.queue import DeliveryRound, QueueSummary, Scheduler, queue_summary
+from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
 from postroom.routing import ServicePostmaster
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
@@ -63,8 +65,6 @@ from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
 
 DAY = 86_400.0
-# The scheduler's delivery rounds: none until outbound sending (remote delivery) arrives.
-DELIVERY_ROUNDS: tuple[DeliveryRound, ...] = ()
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,10 @@ class App:
         )
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
+        self.queue = QueueControl(database, write_trace)
+        # What delivers queued remote recipients (`delivery.remote.RemoteDelivery`, wired here); with
+        # None the scheduler leases nothing: remote mail waits and only the DSN rounds run.
+        self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
@@ -224,7 +228,9 @@ class App:
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
-        scheduler = Scheduler(committer, DELIVERY_ROUNDS)
+        scheduler = build_scheduler(
+            settings, self.database, self.directory, self.blobs, committer, self.remote_agent
+        )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=CachedDirectory(self.database),

@@ -144,6 +144,26 @@ class _Reader:
                 )
         return tuple(addresses)
 
+    def seconds(self, table: str, key: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        """A non-empty list of positive numbers of seconds."""
+        section = self.table(table)
+        full = f"{table}.{key}"
+        self.used.add(full)
+        raw = section.get(key, list(default))
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in raw)
+        ):
+            shown = ", ".join(f"{v:g}" for v in default)
+            self.problems.append(
+                Problem(
+                    full, f"expected a list of positive seconds, found {raw!r}", f"e.g. {key} = [{shown}]"
+                )
+            )
+            return default
+        return tuple(float(v) for v in raw)
+
     def addresses(self, table: str, key: str) -> tuple[str, ...]:
         """A list of IP addresses, each checked and written in its compressed form."""
         found = []
@@ -359,7 +379,11 @@ def load_settings(path: Path) -> Settings:
             listen=reader.listen("admin", "listen", tuple(map(str, defaults.admin.listen))),
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
         ),
-        queue=reader.dataclass_table("queue", defaults.queue),
+        queue=reader.dataclass_table(
+            "queue",
+            defaults.queue,
+            retry_schedule=reader.seconds("queue", "retry_schedule", defaults.queue.retry_schedule),
+        ),
         passwords=reader.dataclass_table("passwords", defaults.passwords),
         routing=reader.dataclass_table("routing", defaults.routing),
         trace=reader.dataclass_table("trace", defaults.trace),

@@ -179,16 +179,26 @@ class DnsSettings:
     cache_size: int = 10_000
 
 
+# Seconds before each retry of a recipient that failed temporarily: the n-th retry waits the n-th
+# value, and the last repeats until the message expires. Exchange's model (spec §12.3) retries after
+# 5 minutes a few times, then less often; this grows from 5 minutes to an hour (about 48 attempts
+# over the 2 days of `message_expiration`).
+DEFAULT_RETRY_SCHEDULE = (300.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+
+
 @dataclass(frozen=True, slots=True)
 class QueueSettings:
     """Spool and scheduler: group commit window, delivery concurrency, retry and expiry."""
 
     commit_batch_max: int = 256  # commits served by one durable write at most
-    delivery_batch_max: int = 256  # recipients one delivery round takes at most
+    delivery_batch_max: int = 256  # recipients one lease takes at most
+    max_deliveries_in_flight: int = 1000  # recipients a node holds leased and not yet settled, at most
     lease_seconds: float = 300.0  # a leased recipient comes back after this if its worker died
-    retry_interval: float = 300.0  # first retry after a temporary failure (doubles, capped)
-    max_retry_interval: float = 3600.0
+    retry_schedule: tuple[float, ...] = (
+        DEFAULT_RETRY_SCHEDULE  # seconds before retry 1, 2, ...; the last repeats
+    )
     message_expiration: float = 172_800.0  # 2 days, then 4.4.7 and a DSN
+    delay_notification: float = 14_400.0  # 4 hours still deferred after receipt: one "delayed" DSN
 
 
 @dataclass(frozen=True, slots=True)

@@ -188,3 +188,6 @@ def retry_period(reply: Reply) -> float | None:
     """How long a recipient deferred with `reply` keeps retrying when that is not the queue's usual
     expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323), else None."""
     return TLS_POLICY_RETRY_PERIOD if reply.is_temporary and reply.enhanced in _TLS_POLICY_CODES else None
+
+# --- queue control (issue 8: the queue room) ------------------------------------------------------
+DELETED_BY_ADMINISTRATOR = Reply(550, "5.3.0", "Message deleted from the queue by an administrator")

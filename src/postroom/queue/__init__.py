@@ -1,11 +1,46 @@
-"""Queue: the durable spool, per-recipient queue state, and the scheduler of delivery rounds."""
+"""Queue: the durable spool, per-recipient queue state, leases, the scheduler, DSNs, queue control."""
 
-from postroom.queue.scheduler import DeliveryRound, RemoteAgent, Scheduler
+from postroom.queue.bounce import (
+    GeneratedMessage,
+    GeneratedSink,
+    Reporter,
+    always_allowed,
+    report_delays,
+    report_failures,
+)
+from postroom.queue.control import (
+    AgeBucket,
+    QueueControl,
+    QueuedMessage,
+    QueuedRecipient,
+    QueueOverview,
+    QueueRowNotFoundError,
+)
+from postroom.queue.leases import (
+    Lease,
+    LeasedRecipient,
+    LeaseTokens,
+    RetryPolicy,
+    TraceRows,
+    lease_due,
+    release_leases,
+    renew,
+    settle_results,
+)
+from postroom.queue.scheduler import (
+    DeliveryPolicy,
+    LeaseRunner,
+    RemoteAgent,
+    Scheduler,
+    TraceWriter,
+    attempts_for,
+)
 from postroom.queue.spool import (
     QueueState,
     QueueSummary,
     RemovedQueue,
     SpoolEntry,
+    destination_of,
     new_message_id,
     queue_summary,
     remove_tenant_queue,
@@ -15,17 +50,42 @@ from postroom.queue.spool import (
 )
 
 __all__ = [
-    "DeliveryRound",
+    "AgeBucket",
+    "DeliveryPolicy",
+    "GeneratedMessage",
+    "GeneratedSink",
+    "Lease",
+    "LeaseRunner",
+    "LeaseTokens",
+    "LeasedRecipient",
+    "QueueControl",
+    "QueueOverview",
+    "QueueRowNotFoundError",
     "QueueState",
     "QueueSummary",
+    "QueuedMessage",
+    "QueuedRecipient",
     "RemoteAgent",
     "RemovedQueue",
+    "Reporter",
+    "RetryPolicy",
     "Scheduler",
     "SpoolEntry",
+    "TraceRows",
+    "TraceWriter",
+    "always_allowed",
+    "attempts_for",
+    "destination_of",
+    "lease_due",
     "new_message_id",
     "queue_summary",
+    "release_leases",
     "remove_tenant_queue",
+    "renew",
+    "report_delays",
+    "report_failures",
     "settle",
+    "settle_results",
     "spooled_blobs",
     "write_spool",
 ]

@@ -1,15 +1,35 @@
-"""The scheduler: runs delivery rounds until the queue is empty, then sleeps until woken.
+"""The scheduler: leases due recipients, hands them to the remote agent, settles what it answers.
 
-A delivery round is a function of a connection and the time that settles due recipients of one
-route and returns how many it took. Rounds run as jobs of the group committer, so a delivery and
-its settling (`queue.settle`, the trace event) are one atomic step: after a crash a recipient is
-either settled or still queued, never both and never neither. Local recipients are delivered at
-commit and never queued; the node's rounds are the remote ones (none until outbound sending
-arrives: until then remote recipients wait in the queue).
+One loop per node. Each turn it:
 
-The spool wakes the scheduler after each commit; a timer also wakes it so deferred recipients come
-back when due. An exception in a round is logged and retried on the next wake; it never stops the
-scheduler, and it never loses a queue row (the round's transaction rolled back).
+1. runs the DSN rounds (`queue.bounce`) in one writer job: a DSN for every `failed` recipient, a
+   `delayed` DSN for recipients still deferred `delay_notification` after receipt;
+2. leases due recipients in a short write transaction (`queue.leases.lease_due`; a group commit job
+   on SQLite, a READ COMMITTED transaction of its own on PostgreSQL: `lease_with`), at most
+   `delivery_batch_max` and never more than `max_deliveries_in_flight` held unsettled in all;
+3. groups them into `DeliveryAttempt`s (one message, one envelope sender, one destination domain,
+   one tenant) and starts one delivery per destination: the agent is given that destination's
+   attempts together (so it can reuse a connection; it bounds connections per destination itself);
+4. when a delivery answers, settles each recipient in a writer job (`queue.leases.settle_results`:
+   2xx delivered, 4xx deferred on the retry schedule until expiry, 5xx failed) with its trace.
+
+No network I/O ever runs inside a writer job, and no SQL on the event loop: leasing, renewing and
+settling are jobs of the group committer. A delivery that runs past a third of the lease renews the
+lease, so a slow server never lets another node take the same recipients. Deliveries run
+concurrently with the next turns; a finished one wakes the loop to lease more.
+
+The loop sleeps until woken (`wake`: the MX after a commit that queued remote recipients, a finished
+delivery) or until the next row comes due, and at least every `idle_interval` seconds (changes made
+by the CLI or another node are picked up then).
+
+Failure: an exception in a round is logged and the loop goes on; it never loses a queue row. A
+leasing job that failed leased nothing (its transaction rolled back); an agent that raised, or gave
+no result for a recipient, defers it (`451 4.3.0`); a settling job that failed leaves its rows
+leased until the lease expires, when they are due again. A process that dies mid-delivery leaves
+leases that expire the same way (at-least-once: the remote may see a message twice, never zero
+times; a 250 once committed is never delivered again). At `stop` deliveries in flight may finish
+within `drain_seconds`; those still running then are cancelled and their rows come back when their
+lease expires.
 """
 
 from __future__ import annotations
@@ -18,15 +38,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 from sqlalchemy import Connection
 
-from postroom.model.outbound import DeliveryAttempt, RecipientResult
+from postroom.model import replies
+from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient, RecipientResult
+from postroom.queue.bounce import Reporter, report_delays, report_failures
+from postroom.queue.leases import (
+    Lease,
+    LeasedRecipient,
+    LeaseTokens,
+    RetryPolicy,
+    TraceRows,
+    lease_due,
+    renew,
+    settle_results,
+)
 from postroom.storage import GroupCommitter
-
-DeliveryRound = Callable[[Connection, float], int]
 
 
 class RemoteAgent(Protocol):
@@ -40,25 +72,81 @@ class RemoteAgent(Protocol):
     async def deliver(self, attempts: Sequence[DeliveryAttempt]) -> list[RecipientResult]: ...
 
 
+# Writes the trace rows a queue step produced, in the step's transaction (the app passes trace's).
+TraceWriter = Callable[[Connection, TraceRows, float], None]
+# Runs a leasing job in a short write transaction and returns its lease. Default: the group committer
+# (SQLite's single writer). On PostgreSQL the app passes one that runs it READ COMMITTED in its own
+# transaction: SKIP LOCKED is a READ COMMITTED pattern; under SERIALIZABLE concurrent leasers abort.
+LeaseRunner = Callable[[Callable[[Connection], Lease]], Awaitable[Lease]]
+
+NO_RESULT = replies.LOCAL_ERROR  # what a recipient the agent gave no answer for gets: deferred
+RENEW_FRACTION = 1 / 3  # a delivery renews its leases each time this part of the lease has passed
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """The queue settings the scheduler runs by (`[queue]`)."""
+
+    retry: RetryPolicy
+    batch_max: int = 256  # recipients one lease takes at most
+    max_in_flight: int = 1000  # recipients held leased and unsettled at most
+    lease_seconds: float = 300.0
+    delay_notification: float = 14_400.0
+
+
+def attempts_for(leased: Sequence[LeasedRecipient]) -> dict[str, list[DeliveryAttempt]]:
+    """Group leased recipients into attempts (message, sender, destination, tenant), by destination."""
+    grouped: dict[tuple[str, str, str, int | None], list[LeasedRecipient]] = {}
+    for item in leased:
+        grouped.setdefault((item.destination, item.message_id, item.sender, item.tenant_id), []).append(item)
+    by_destination: dict[str, list[DeliveryAttempt]] = {}
+    for (destination, _, sender, tenant_id), items in grouped.items():
+        first = items[0]
+        message = OutboundMessage(
+            first.message_id, first.blob_id, first.prefix, first.size, first.received_at, tenant_id
+        )
+        recipients = tuple(
+            OutboundRecipient(i.queue_id, i.recipient, i.original_recipient, i.attempts) for i in items
+        )
+        by_destination.setdefault(destination, []).append(
+            DeliveryAttempt(destination, sender, message, recipients)
+        )
+    return by_destination
 
 
 class Scheduler:
     def __init__(
         self,
         committer: GroupCommitter,
-        rounds: Sequence[DeliveryRound],
+        agent: RemoteAgent | None,
+        policy: DeliveryPolicy,
         *,
+        write_trace: TraceWriter,
+        reporter: Reporter | None = None,
+        tokens: LeaseTokens | None = None,
+        lease_with: LeaseRunner | None = None,
         idle_interval: float = 5.0,
+        drain_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._committer = committer
-        self._rounds = tuple(rounds)
+        self._agent = agent
+        self._policy = policy
+        self._write_trace = write_trace
+        self._reporter = reporter
+        self.tokens = tokens or LeaseTokens()
+        self._lease_with: LeaseRunner = lease_with or committer.run
         self._idle_interval = idle_interval
+        self._drain_seconds = drain_seconds
         self._clock = clock
         self._wake = asyncio.Event()
         self._stopping = False
-        self.delivered = 0
+        self._in_flight = 0  # recipients leased and not settled
+        self._deliveries: set[asyncio.Task[int]] = set()
+        self.settled = 0  # recipients settled (delivered, deferred or failed) since start
+        self.reported = 0  # trace rows the DSN rounds reported on since start
 
     def wake(self) -> None:
         self._wake.set()
@@ -68,20 +156,138 @@ class Scheduler:
         self._wake.set()
 
     async def run(self) -> None:
+        """Run turns until `stop`; then let deliveries in flight finish (bounded by `drain_seconds`)."""
         while not self._stopping:
             self._wake.clear()
-            settled = 0
-            for delivery_round in self._rounds:
-                try:
-                    settled += await self._committer.run(self._bind(delivery_round))
-                except Exception:
-                    log.exception("delivery round failed; retrying on the next wake")
-            self.delivered += settled
-            if settled:
-                continue  # more may be due; run again at once
+            reported = await self._report_round()
+            lease = await self._lease_round()
+            if lease is not None:
+                self._start(lease)
+            if self._stopping:
+                break
+            full = lease is not None and len(lease.recipients) >= self._policy.batch_max
+            if reported or (full and self._in_flight < self._policy.max_in_flight):
+                continue  # more may be waiting: take it at once
+            timeout = self._idle_interval
+            if lease is not None and lease.next_due is not None:
+                timeout = min(timeout, max(lease.next_due - self._clock(), 0.05))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._idle_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout)
+        if self._deliveries:
+            _, running = await asyncio.wait(self._deliveries, timeout=self._drain_seconds)
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.wait(running)
 
-    def _bind(self, delivery_round: DeliveryRound) -> Callable[[Connection], int]:
-        now = self._clock()
-        return lambda conn: delivery_round(conn, now)
+    async def round(self) -> int:
+        """One turn run to its end: the DSN rounds, one lease, its deliveries settled. Returns the
+        recipients settled (for tests and tools that drive the queue step by step)."""
+        await self._report_round()
+        lease = await self._lease_round()
+        if lease is None:
+            return 0
+        tasks = self._start(lease)
+        return sum(await asyncio.gather(*tasks))
+
+    async def _report_round(self) -> int:
+        reporter = self._reporter
+        if reporter is None:
+            return 0
+        job = partial(self._report_job, reporter, self._clock())
+        try:
+            handled = await self._committer.run(job)
+        except Exception:
+            log.exception("the DSN round failed; retrying on the next turn")
+            return 0
+        self.reported += handled
+        return handled
+
+    def _report_job(self, reporter: Reporter, now: float, conn: Connection) -> int:
+        rows = report_failures(conn, now, reporter)
+        rows.extend(report_delays(conn, now, reporter, self._policy.delay_notification))
+        self._write_trace(conn, rows, now)
+        return len(rows.events)  # one DSN event per reported trace row: 0 when nothing was due
+
+    async def _lease_round(self) -> Lease | None:
+        if self._agent is None:
+            return None
+        free = min(self._policy.batch_max, self._policy.max_in_flight - self._in_flight)
+        if free <= 0:
+            return None
+        job = partial(
+            lease_due,
+            token=self.tokens.next(),
+            now=self._clock(),
+            lease_seconds=self._policy.lease_seconds,
+            limit=free,
+        )
+        try:
+            return await self._lease_with(job)
+        except Exception:
+            log.exception("leasing due recipients failed; retrying on the next turn")
+            return None
+
+    def _start(self, lease: Lease) -> list[asyncio.Task[int]]:
+        """Start one delivery per destination of the lease."""
+        tasks = []
+        by_destination: dict[str, list[LeasedRecipient]] = {}
+        for item in lease.recipients:
+            by_destination.setdefault(item.destination, []).append(item)
+        for destination, items in by_destination.items():
+            self._in_flight += len(items)
+            task = asyncio.create_task(
+                self._deliver(lease.token, items), name=f"postroom-deliver-{destination}"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+            tasks.append(task)
+        return tasks
+
+    async def _deliver(self, token: str, items: list[LeasedRecipient]) -> int:
+        """Deliver one destination's leased recipients, renewing the lease while it runs; settle."""
+        agent = self._agent
+        assert agent is not None
+        ids = [item.queue_id for item in items]
+        try:
+            attempts = [a for group in attempts_for(items).values() for a in group]
+            results: list[RecipientResult] = []
+            call = asyncio.ensure_future(agent.deliver(attempts))
+            try:
+                renew_every = self._policy.lease_seconds * RENEW_FRACTION
+                while not call.done():
+                    await asyncio.wait({call}, timeout=renew_every)
+                    if not call.done():
+                        until = self._clock() + self._policy.lease_seconds
+                        await self._committer.run(partial(renew, token=token, queue_ids=ids, until=until))
+                results = call.result()
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except Exception:
+                log.exception("the remote agent failed; its recipients are deferred")
+            answered = {r.queue_id: r for r in results}
+            outcomes = [
+                (item, answered.get(item.queue_id) or RecipientResult(item.queue_id, NO_RESULT))
+                for item in items
+            ]
+            try:
+                await self._committer.run(partial(self._settle_job, token, outcomes, self._clock()))
+            except Exception:
+                log.exception("settling a delivery failed; its recipients come back when their lease expires")
+                return 0
+            self.settled += len(outcomes)
+            return len(outcomes)
+        finally:
+            self._in_flight -= len(items)
+            self._wake.set()
+
+    def _settle_job(
+        self,
+        token: str,
+        outcomes: list[tuple[LeasedRecipient, RecipientResult]],
+        now: float,
+        conn: Connection,
+    ) -> None:
+        rows = settle_results(conn, token, outcomes, now, self._policy.retry)
+        self._write_trace(conn, rows, now)

@@ -6,8 +6,16 @@ group committer and says 250 only when that commit returned. The queue keeps sta
 so one message can be delivered for one recipient and deferred for another.
 
 Queue states have plain names: `pending` (due now or at `next_attempt_at`), `deferred` (failed
-temporarily, retried with backoff). A settled recipient (delivered or failed) leaves the queue; a
+temporarily, retried with backoff), `held` (an administrator stopped it: never leased until
+released), `failed` (failed for good, waiting for the DSN round to tell the sender; `last_reply` is
+the final reply). A recipient that routing already failed (`RoutedRecipient.failure`: a refused
+forward, a size over a limit) is written `failed` at once, so every failure reaches the sender by the
+same durable path. A settled recipient (delivered, or failed and reported) leaves the queue; a
 message with no recipients left leaves the spool (its blob stays while the mailstore uses it).
+
+Each row keeps its `destination` (the recipient's domain, ASCII lower case: what delivery groups by
+and `queue list --destination` filters on) and its own `envelope_sender` (NULL: the message's). The
+lease columns are `queue.leases`'.
 
 This module owns the spool and queue tables: a delivery agent settles its recipients with `settle`
 in its own unit of work (the transaction it delivered in), never by writing the tables itself.
@@ -31,6 +39,8 @@ from postroom.storage.schema import queue_recipients, spool_messages
 class QueueState(StrEnum):
     PENDING = "pending"
     DEFERRED = "deferred"
+    HELD = "held"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +90,23 @@ _INSERT_QUEUE = PreparedInsert(
         "next_attempt_at",
         "lease_until",
         "last_reply",
+        "destination",
+        "envelope_sender",
+        "delay_notified",
+        "remote_mta",
     ],
 )
+
+
+def destination_of(recipient: str) -> str:
+    """The domain a recipient's mail goes to: ASCII (IDNA A-label), lower case; "" for none."""
+    domain = recipient.rpartition("@")[2].strip().rstrip(".").lower()
+    if domain.startswith("[") or domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
 
 
 def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedRecipient]) -> None:
@@ -114,11 +139,15 @@ def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedReci
                 "also_settles": "\n".join(r.also_settles),
                 "route": r.route.value,
                 "mailbox_id": r.mailbox_id,
-                "state": QueueState.PENDING.value,
+                "state": (QueueState.FAILED if r.failure else QueueState.PENDING).value,
                 "attempts": 0,
                 "next_attempt_at": entry.received_at,
                 "lease_until": None,
-                "last_reply": "",
+                "last_reply": r.failure[:512],
+                "destination": destination_of(r.recipient),
+                "envelope_sender": r.envelope_sender,
+                "delay_notified": False,
+                "remote_mta": "",
             }
             for r in recipients
         ],
@@ -131,17 +160,32 @@ class QueueSummary:
     deferred: int
     messages: int
     oldest_received_at: float | None
+    held: int = 0
+    failed: int = 0
 
 
-def queue_summary(conn: Connection) -> QueueSummary:
-    rows = conn.execute(select(queue_recipients.c.state, func.count()).group_by(queue_recipients.c.state))
-    counts = {state: int(count) for state, count in rows}
-    messages, oldest = conn.execute(select(func.count(), func.min(spool_messages.c.received_at))).one()
+def queue_summary(
+    conn: Connection, tenant_id: int | None = None, *, tenant_only: bool = False
+) -> QueueSummary:
+    """Counts by state; with `tenant_only`, of `tenant_id`'s rows only (and the messages they are of)."""
+    q = queue_recipients
+    rows = select(q.c.state, func.count())
+    if tenant_only:
+        rows = rows.where(q.c.tenant_id == tenant_id)
+    counts = {state: int(count) for state, count in conn.execute(rows.group_by(q.c.state))}
+    spooled = select(func.count(), func.min(spool_messages.c.received_at))
+    if tenant_only:
+        spooled = spooled.where(
+            spool_messages.c.id.in_(select(q.c.message_id).where(q.c.tenant_id == tenant_id))
+        )
+    messages, oldest = conn.execute(spooled).one()
     return QueueSummary(
         pending=int(counts.get(QueueState.PENDING.value, 0)),
         deferred=int(counts.get(QueueState.DEFERRED.value, 0)),
         messages=int(messages),
         oldest_received_at=oldest,
+        held=int(counts.get(QueueState.HELD.value, 0)),
+        failed=int(counts.get(QueueState.FAILED.value, 0)),
     )
 
 

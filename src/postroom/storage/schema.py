@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
@@ -279,13 +280,22 @@ queue_recipients = Table(
     Column("also_settles", Text, nullable=False, default=""),  # more RCPT rows, newline-separated
     Column("route", String(20), nullable=False),  # local | remote
     Column("mailbox_id", Integer),
-    Column("state", String(20), nullable=False),  # pending | deferred
+    Column("state", String(20), nullable=False),  # pending | deferred | held | failed (queue.spool)
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", Float, nullable=False),
     Column("lease_until", Float),
-    Column("last_reply", String(512), nullable=False, default=""),
+    Column("last_reply", String(512), nullable=False, default=""),  # the last reply; a failed row's final one
+    # Outbound delivery (issue 8), appended: an upgraded table equals a fresh one.
+    Column("destination", String(255), nullable=False, server_default=""),  # the recipient's domain, ASCII
+    Column("envelope_sender", String(320)),  # MAIL FROM for this recipient; NULL: the message's sender
+    Column("lease_owner", String(120)),  # the lease (node, process, lease number) that holds the row
+    Column("expires_at", Float),  # when a deferred row fails with 4.4.7; NULL: not deferred yet
+    Column("delay_notified", Boolean, nullable=False, server_default=false()),  # a delayed DSN went
+    Column("remote_mta", String(255), nullable=False, server_default=""),  # the host of the last reply
+    Column("last_attempt_at", Float),
     Index("ix_queue_due", "state", "next_attempt_at"),
     Index("ix_queue_message", "message_id"),
+    Index("ix_queue_destination", "destination"),
 )
 
 # --- trace ----------------------------------------------------------------------------------------
