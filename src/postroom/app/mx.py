@@ -24,6 +24,10 @@ Each committed message, and each transaction refused at the end of DATA, gets on
 node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
 size, time taken, and every recipient with its outcome (delivered, queued, failed with its reply).
 
+Forwarding and SRS: categorizing follows mailbox forwarding and rewrites the sender of external
+forwards with the node's `Srs`; at RCPT a bounce (the null sender) to a valid SRS address of ours is
+accepted and routed back to the original address (`routing.resolve`).
+
 Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
 delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
 inbound connectors (later) set it for their sessions.
@@ -59,7 +63,9 @@ from postroom.routing import (
     Categorized,
     Rejected,
     RejectReason,
+    Relayed,
     ServicePostmaster,
+    Srs,
     categorize,
     resolve_recipient,
 )
@@ -81,7 +87,7 @@ class Envelope:
     id: str
     sender: Address | None
     params: MailParams
-    accepted: list[Accepted] = field(default_factory=list)
+    accepted: list[Accepted | Relayed] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
     refused_untraced: int = 0  # refused recipients that went into the client's aggregate
@@ -102,6 +108,7 @@ class MxEndpoint:
         max_expanded_recipients: int,
         refusal_limits: RefusalLimits,
         service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
+        srs: Srs | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
@@ -111,6 +118,7 @@ class MxEndpoint:
         self._on_queued = on_queued
         self._max_expanded_recipients = max_expanded_recipients
         self._service_postmaster = service_postmaster
+        self._srs = srs
         self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
@@ -123,35 +131,56 @@ class MxEndpoint:
         self._lookups.shutdown(wait=True)
         self._writers.shutdown(wait=True)
 
-    async def resolve(self, recipient: Address, sender_internal_to: int | None) -> Accepted | Rejected:
+    async def resolve(
+        self, recipient: Address, sender_internal_to: int | None, *, null_sender: bool = False
+    ) -> Accepted | Relayed | Rejected:
         """Decide a RCPT: from the cache's memory when it holds the answer, else in a worker thread."""
         try:
-            return self._resolve(self.directory.in_memory(), recipient, sender_internal_to)
+            return self._resolve(self.directory.in_memory(), recipient, sender_internal_to, null_sender)
         except NotCached:
             pass
         loop = asyncio.get_running_loop()
-        decide = partial(self._resolve, self.directory, recipient, sender_internal_to)
+        decide = partial(self._resolve, self.directory, recipient, sender_internal_to, null_sender)
         return await loop.run_in_executor(self._lookups, decide)
 
     def _resolve(
-        self, directory: DirectoryView, recipient: Address, sender_internal_to: int | None
-    ) -> Accepted | Rejected:
+        self, directory: DirectoryView, recipient: Address, sender_internal_to: int | None, null_sender: bool
+    ) -> Accepted | Relayed | Rejected:
         return resolve_recipient(
             directory,
             recipient,
             sender_internal_to=sender_internal_to,
             service_postmaster=self._service_postmaster,
+            srs=self._srs,
+            null_sender=null_sender,
         )
 
-    async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
+    async def categorize(
+        self, message_id: str, accepted: list[Accepted | Relayed], sender: str = ""
+    ) -> Categorized:
         """Routes for the accepted recipients: from memory when the cache holds every answer (the
         usual case: RCPT just asked), else in a worker thread. No SQL runs on the event loop."""
         limit = self._max_expanded_recipients
         try:
-            return categorize(self.directory.in_memory(), message_id, accepted, max_recipients=limit)
+            return categorize(
+                self.directory.in_memory(),
+                message_id,
+                accepted,
+                max_recipients=limit,
+                sender=sender,
+                srs=self._srs,
+            )
         except NotCached:
             pass
-        run = partial(categorize, self.directory, message_id, accepted, max_recipients=limit)
+        run = partial(
+            categorize,
+            self.directory,
+            message_id,
+            accepted,
+            max_recipients=limit,
+            sender=sender,
+            srs=self._srs,
+        )
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lookups, run)
 
@@ -231,8 +260,9 @@ class MxSession:
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
-        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
-        if isinstance(resolution, Accepted):
+        null_sender = envelope.sender is None
+        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to, null_sender=null_sender)
+        if isinstance(resolution, Accepted | Relayed):
             envelope.accepted.append(resolution)
             return replies.RECIPIENT_OK
         if self._traced_alone(envelope, str(recipient), resolution.reply):
@@ -244,8 +274,10 @@ class MxSession:
         envelope = self.envelope
         if envelope is None:
             return
-        resolution = await self._endpoint.resolve(recipient, self.sender_internal_to)
-        tenant = resolution.owner.tenant_id if isinstance(resolution, Accepted) else resolution.tenant_id
+        resolution = await self._endpoint.resolve(
+            recipient, self.sender_internal_to, null_sender=envelope.sender is None
+        )
+        tenant = resolution.tenant_id
         if self._traced_alone(envelope, str(recipient), reply):
             envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
 
@@ -284,7 +316,7 @@ class MxSession:
             received_at=now,
             summary=summary,
         )
-        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted)
+        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, entry.sender)
         receive_detail: dict[str, object] = {
             "client_ip": self.connection.peer_ip,
             "helo": self.helo_name,
@@ -390,7 +422,7 @@ def _refusal_rows(envelope: Envelope) -> tuple[list[TraceEvent], list[TraceRecip
     refused = [(r.tenant_id, str(r.recipient), r.reply, "RCPT") for r in envelope.rejected]
     if envelope.refused_data is not None:
         data_reply = envelope.refused_data
-        refused += [(a.owner.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
+        refused += [(a.tenant_id, str(a.recipient), data_reply, "DATA") for a in envelope.accepted]
     events = [
         TraceEvent(envelope.id, EventKind.FAIL, tenant, recipient, {"reply": str(reply), "stage": stage})
         for tenant, recipient, reply, stage in refused
@@ -437,7 +469,7 @@ def _commit_received(
             received_at=entry.received_at,
         ),
     )
-    tenants = {a.owner.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
+    tenants = {a.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
     refused_events, refused_statuses = _refusal_rows(envelope)
     receive = [
         TraceEvent(entry.id, EventKind.RECEIVE, tenant, "", receive_detail)

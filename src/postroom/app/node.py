@@ -45,6 +45,7 @@ from postroom.app.startup import (
     database_error,
     full_disk,
     listen,
+    srs_secret,
     tls_context,
     unusable_url,
 )
@@ -54,7 +55,7 @@ from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import DeliveryRound, QueueSummary, Scheduler, queue_summary
-from postroom.routing import ServicePostmaster
+from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
@@ -131,6 +132,11 @@ class App:
             Address.parse(service.postmaster_address),
         )
 
+    def srs(self) -> Srs:
+        """The node's SRS (`[service] srs_*`); StartupError when its key file cannot be used."""
+        service = self.settings.service
+        return Srs(service.srs_host, srs_secret(self.settings), service.srs_max_age_days)
+
     async def _keep_trace_purged(self, committer: GroupCommitter) -> None:
         """Purge trace past its retention every `purge_interval`, one batch per writer job."""
         trace = self.settings.trace
@@ -165,6 +171,7 @@ class App:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
         tls = self.tls_context()
+        srs = self.srs()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -196,6 +203,7 @@ class App:
                 settings.trace.refusal_window,
             ),
             service_postmaster=self.service_postmaster(),
+            srs=srs,
         )
         mx = SmtpListener(
             name="mx",

@@ -1,9 +1,11 @@
 """Read views of the directory for mail flow: straight from a connection, or cached in the node.
 
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
-address, who are this group's members; and two of the organization settings (`organization.py`): who
-is this tenant's postmaster, does this group take mail from outside. `DirectoryView` is that narrow
-interface. `ConnectionView`
+address, who are this group's members; and some of the organization settings (`organization.py`): who
+is this tenant's postmaster, does this group take mail from outside, does this mailbox forward
+(`forwarding.py`), may this tenant forward automatically, and which of its remote domains covers a
+destination (`remote_domains.py`; also what delivery asks per destination). `DirectoryView` is that
+narrow interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
 asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises
 `NotCached` on a miss, which is what the SMTP session's event loop uses (a miss goes to a worker
@@ -20,7 +22,8 @@ many entries). The node calls `refresh()` every `REFRESH_SECONDS`, so a change m
 flood of unknown recipients costs no queries), and are dropped by the same log (adding an address
 logs its key). A tenant's postmaster is dropped when the tenant's choice changes and whenever any
 address changes (the fallback, the tenant's first mailbox, may be the one that came or went); a
-group's external-senders answer goes with the group's entry.
+group's external-senders answer and a mailbox's forwarding go with the recipient id's entry (logged
+as a group change); a tenant's auto-forwarding policy and remote domains go with the tenant's entry.
 
 Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
 dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
@@ -35,9 +38,12 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Connection, select
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
+from postroom.directory.forwarding import find_forwarding
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
-from postroom.directory.organization import find_postmaster, group_allows_external_senders
-from postroom.directory.records import AcceptedDomain, AddressOwner
+from postroom.directory.organization import find_auto_forward, find_postmaster, group_allows_external_senders
+from postroom.directory.records import AcceptedDomain, AddressOwner, AutoForward, MailboxForwarding
+from postroom.directory.remote_domains import match_remote_domain, remote_domains_of
+from postroom.model.outbound import RemoteDomainSettings
 from postroom.storage import Database
 from postroom.storage.schema import directory_changes, directory_generation
 
@@ -55,6 +61,12 @@ class DirectoryView(Protocol):
     def postmaster(self, tenant_id: int) -> AddressOwner | None: ...
 
     def allows_external_senders(self, group_id: int) -> bool: ...
+
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None: ...
+
+    def auto_forward(self, tenant_id: int) -> AutoForward: ...
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings: ...
 
 
 class NotCached(LookupError):
@@ -82,6 +94,15 @@ class ConnectionView:
     def allows_external_senders(self, group_id: int) -> bool:
         return group_allows_external_senders(self._conn, group_id)
 
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return find_forwarding(self._conn, recipient_id)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return find_auto_forward(self._conn, tenant_id)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        return match_remote_domain(remote_domains_of(self._conn, tenant_id), domain)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -98,6 +119,9 @@ class CachedDirectory:
         self._members: dict[int, list[str]] = {}
         self._postmasters: dict[int, AddressOwner | None] = {}
         self._external_senders: dict[int, bool] = {}
+        self._forwardings: dict[int, MailboxForwarding | None] = {}
+        self._auto_forward: dict[int, AutoForward] = {}
+        self._remote_domains: dict[int, tuple[RemoteDomainSettings, ...]] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -130,6 +154,9 @@ class CachedDirectory:
                 self._members.clear()
                 self._postmasters.clear()
                 self._external_senders.clear()
+                self._forwardings.clear()
+                self._auto_forward.clear()
+                self._remote_domains.clear()
             else:
                 for _, kind, key in changes:
                     if kind == ChangeKind.DOMAIN:
@@ -140,8 +167,11 @@ class CachedDirectory:
                     elif kind == ChangeKind.GROUP:
                         self._members.pop(int(key), None)
                         self._external_senders.pop(int(key), None)
+                        self._forwardings.pop(int(key), None)
                     elif kind == ChangeKind.TENANT:
                         self._postmasters.pop(int(key), None)
+                        self._auto_forward.pop(int(key), None)
+                        self._remote_domains.pop(int(key), None)
             self.generation = generation
         return True
 
@@ -163,6 +193,20 @@ class CachedDirectory:
 
     def allows_external_senders(self, group_id: int) -> bool:
         return self._cached(self._external_senders, group_id, group_allows_external_senders)
+
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return self._cached(self._forwardings, recipient_id, find_forwarding)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return self._cached(self._auto_forward, tenant_id, find_auto_forward)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        """The settings of the tenant's remote domain that covers `domain` (also for delivery: the
+        hook `remote_domain(tenant_id, destination)` of the remote agent); one cached entry per tenant."""
+        held: tuple[RemoteDomainSettings, ...] = self._cached(
+            self._remote_domains, tenant_id, remote_domains_of
+        )
+        return match_remote_domain(held, domain)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -205,6 +249,16 @@ class _InMemory:
 
     def allows_external_senders(self, group_id: int) -> bool:
         return _held(self._cache._external_senders, group_id)
+
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return _held(self._cache._forwardings, recipient_id)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return _held(self._cache._auto_forward, tenant_id)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        held: tuple[RemoteDomainSettings, ...] = _held(self._cache._remote_domains, tenant_id)
+        return match_remote_domain(held, domain)
 
 
 def _held(table: dict[K, V], key: K) -> V:

@@ -173,3 +173,7 @@ ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
+
+# --- SRS bounces at RCPT (routing/srs.py) ----------------------------------------------------------
+SRS_INVALID = Reply(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
+SRS_BOUNCES_ONLY = Reply(550, "5.7.1", "Recipient address rejected: an SRS address accepts only bounces")
