@@ -7,7 +7,14 @@ import pytest
 from postroom.directory import ConnectionView, Directory, RecipientKind
 from postroom.model import Address
 from postroom.model.scope import OPERATOR
-from postroom.routing import Accepted, Rejected, RejectReason, ServicePostmaster, resolve_recipient
+from postroom.routing import (
+    Accepted,
+    Rejected,
+    RejectReason,
+    Resolution,
+    ServicePostmaster,
+    resolve_recipient,
+)
 from postroom.storage import Database
 from tests.support.records import Org, populate
 
@@ -79,7 +86,7 @@ def test_a_pending_domain_receives_once_verified(database: Database, directory: 
         )
 
 
-def resolve(database: Database, recipient: str, **options: object) -> Accepted | Rejected:
+def resolve(database: Database, recipient: str, **options: object) -> Resolution:
     with database.read() as conn:
         return resolve_recipient(ConnectionView(conn), Address.parse(recipient), **options)  # type: ignore[arg-type]
 

@@ -24,6 +24,10 @@ Each committed message, and each transaction refused at the end of DATA, gets on
 node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
 size, time taken, and every recipient with its outcome (delivered, queued, failed with its reply).
 
+Forwarding and SRS: categorizing follows mailbox forwarding and rewrites the sender of external
+forwards with the node's `Srs`; at RCPT a bounce (the null sender) to a valid SRS address of ours is
+accepted and routed back to the original address (`routing.resolve`).
+
 Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
 delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
 inbound connectors (later) set it for their sessions.
@@ -60,7 +64,10 @@ from postroom.routing import (
     Categorized,
     Rejected,
     RejectReason,
+    Relayed,
+    Resolution,
     ServicePostmaster,
+    Srs,
     categorize,
     resolve_recipient,
 )
@@ -86,7 +93,7 @@ class Envelope:
     id: str
     sender: Address | None
     params: MailParams
-    accepted: list[Accepted] = field(default_factory=list)
+    accepted: list[Accepted | Relayed] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
     refused_untraced: int = 0  # refused recipients that went into the client's aggregate
@@ -108,6 +115,7 @@ class MxEndpoint:
         max_receive_size: int,
         refusal_limits: RefusalLimits,
         service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
+        srs: Srs | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
@@ -118,6 +126,7 @@ class MxEndpoint:
         self._max_expanded_recipients = max_expanded_recipients
         self._max_receive_size = max_receive_size
         self._service_postmaster = service_postmaster
+        self._srs = srs
         self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
@@ -145,8 +154,13 @@ class MxEndpoint:
         return await asyncio.get_running_loop().run_in_executor(self._lookups, work)
 
     async def resolve(
-        self, recipient: Address, sender_internal_to: int | None, authenticated_tenant: int | None = None
-    ) -> Accepted | Rejected:
+        self,
+        recipient: Address,
+        sender_internal_to: int | None,
+        authenticated_tenant: int | None = None,
+        *,
+        null_sender: bool = False,
+    ) -> Resolution:
         """Decide a RCPT (`routing.resolve_recipient`)."""
         return await self.ask(
             partial(
@@ -154,15 +168,21 @@ class MxEndpoint:
                 recipient=recipient,
                 sender_internal_to=sender_internal_to,
                 service_postmaster=self._service_postmaster,
+                srs=self._srs,
+                null_sender=null_sender,
                 authenticated_tenant=authenticated_tenant,
             )
         )
 
-    async def categorize(self, message_id: str, accepted: list[Accepted]) -> Categorized:
-        """Routes for the accepted recipients (`routing.categorize`)."""
-        limit = self._max_expanded_recipients
+    async def categorize(
+        self, message_id: str, accepted: list[Accepted | Relayed], sender: str = ""
+    ) -> Categorized:
+        """Routes for the accepted recipients (`routing.categorize`) of a message from `sender`."""
+        limit, srs = self._max_expanded_recipients, self._srs
         return await self.ask(
-            lambda directory: categorize(directory, message_id, accepted, max_recipients=limit)
+            lambda directory: categorize(
+                directory, message_id, accepted, max_recipients=limit, sender=sender, srs=srs
+            )
         )
 
     async def receive_limit(self, mailbox_id: int) -> int:
@@ -176,8 +196,8 @@ class MxEndpoint:
         failure = str(replies.RECIPIENT_SIZE_EXCEEDED)
         checked = []
         for route in routes:
-            local = route.route is Route.LOCAL and route.mailbox_id is not None
-            if local and size > await self.receive_limit(route.mailbox_id):  # type: ignore[arg-type]
+            mailbox_id = route.mailbox_id if route.route is Route.LOCAL else None
+            if mailbox_id is not None and size > await self.receive_limit(mailbox_id):
                 route = replace(route, failure=failure)
             checked.append(route)
         return checked
@@ -262,7 +282,10 @@ class MxSession:
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
-        resolution = await self._resolve(recipient)
+        resolution = await self._resolve(recipient, null_sender=envelope.sender is None)
+        if isinstance(resolution, Relayed):
+            envelope.accepted.append(resolution)
+            return replies.RECIPIENT_OK
         if isinstance(resolution, Accepted):
             too_big = await self._over_receive_limit(resolution, envelope.params.size)
             if too_big is None:
@@ -273,13 +296,15 @@ class MxSession:
             envelope.rejected.append(resolution)
         return resolution.reply
 
-    async def _resolve(self, recipient: Address) -> Accepted | Rejected:
-        return await self._endpoint.resolve(recipient, self.sender_internal_to, self.authenticated_tenant)
+    async def _resolve(self, recipient: Address, *, null_sender: bool) -> Resolution:
+        return await self._endpoint.resolve(
+            recipient, self.sender_internal_to, self.authenticated_tenant, null_sender=null_sender
+        )
 
     async def _over_receive_limit(self, accepted: Accepted, size: int | None) -> Rejected | None:
         """A mailbox recipient refused at RCPT because MAIL's SIZE= is over its receive limit."""
         owner = accepted.owner
-        if size is None or owner is None or owner.kind is not RecipientKind.MAILBOX:
+        if size is None or owner.kind is not RecipientKind.MAILBOX:
             return None
         if size <= await self._endpoint.receive_limit(owner.recipient_id):
             return None
@@ -292,7 +317,7 @@ class MxSession:
         envelope = self.envelope
         if envelope is None:
             return
-        resolution = await self._resolve(recipient)
+        resolution = await self._resolve(recipient, null_sender=envelope.sender is None)
         tenant = resolution.tenant_id
         if self._traced_alone(envelope, str(recipient), reply):
             envelope.rejected.append(Rejected(recipient, reply, RejectReason.RECIPIENT_LIMIT, tenant))
@@ -335,7 +360,7 @@ class MxSession:
             received_at=now,
             summary=summary,
         )
-        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted)
+        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, entry.sender)
         categorized.routes = await self._endpoint.over_receive_limits(categorized.routes, entry.size)
         receive_detail: dict[str, object] = {
             "client_ip": self.connection.peer_ip,

@@ -48,6 +48,7 @@ from postroom.app.startup import (
     database_error,
     full_disk,
     listen,
+    srs_secret,
     tls_context,
     unusable_url,
 )
@@ -58,7 +59,7 @@ from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
-from postroom.routing import ServicePostmaster
+from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
@@ -137,6 +138,11 @@ class App:
             Address.parse(service.postmaster_address),
         )
 
+    def srs(self) -> Srs:
+        """The node's SRS (`[service] srs_*`); StartupError when its key file cannot be used."""
+        service = self.settings.service
+        return Srs(service.srs_host, srs_secret(self.settings), service.srs_max_age_days)
+
     async def _keep_trace_purged(self, committer: GroupCommitter) -> None:
         """Purge trace past its retention every `purge_interval`, one batch per writer job."""
         trace = self.settings.trace
@@ -211,6 +217,7 @@ class App:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
         tls = self.tls_context()
+        srs = self.srs()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
@@ -229,7 +236,7 @@ class App:
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
         scheduler = build_scheduler(
-            settings, self.database, self.directory, self.blobs, committer, self.remote_agent
+            settings, self.database, self.directory, self.blobs, committer, self.remote_agent, srs=srs
         )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
@@ -245,6 +252,7 @@ class App:
                 settings.trace.refusal_window,
             ),
             service_postmaster=self.service_postmaster(),
+            srs=srs,
         )
         memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(

@@ -19,7 +19,6 @@ which message.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 
 from sqlalchemy import Connection
@@ -30,7 +29,6 @@ from postroom.directory import ConnectionView, Directory
 from postroom.model import Address, AddressError
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import summarize
-from postroom.model.scope import TenantScope
 from postroom.queue import (
     DeliveryPolicy,
     GeneratedMessage,
@@ -42,10 +40,9 @@ from postroom.queue import (
     Scheduler,
     SpoolEntry,
     TraceRows,
-    always_allowed,
     write_spool,
 )
-from postroom.routing import Accepted, RejectReason, categorize, resolve_recipient
+from postroom.routing import Accepted, RejectReason, Relayed, Srs, categorize, resolve_recipient
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
@@ -91,38 +88,32 @@ def delivery_policy(queue: QueueSettings) -> DeliveryPolicy:
     )
 
 
-class DefaultPostmaster:
-    """`postmaster@<the tenant's default domain>`; the service's postmaster for mail of no tenant.
-
-    A tenant's default domain never changes (it is made with the tenant), so answers are kept."""
+class ExternalPostmaster:
+    """Who sends a DSN about mail of a tenant: its external postmaster (an organization setting, by
+    default `postmaster@<the tenant's default domain>`); the service's postmaster for mail of no tenant."""
 
     def __init__(self, directory: Directory, service_postmaster: str) -> None:
         self._directory = directory
         self._service_postmaster = service_postmaster
-        self._known: dict[int, str] = {}
-        self._lock = threading.Lock()
 
     def __call__(self, tenant_id: int | None) -> str:
         if tenant_id is None:
             return self._service_postmaster
-        with self._lock:
-            known = self._known.get(tenant_id)
-        if known is not None:
-            return known
-        domains = self._directory.list_domains(TenantScope(tenant_id))
-        default = next((d.name for d in domains if d.is_default), None)
-        address = f"postmaster@{default}" if default else self._service_postmaster
-        with self._lock:
-            self._known[tenant_id] = address
-        return address
+        return self._directory.external_postmaster(tenant_id)
+
+
+def remote_domain_allows_ndr(directory: Directory) -> Callable[[int | None, str], bool]:
+    """Whether the tenant's remote domain for a DSN's destination lets NDRs go there (spec §7 NDREnabled)."""
+    return lambda tenant_id, domain: directory.remote_domain_for(tenant_id, domain).ndr
 
 
 class DsnSink:
     """Routes and stores a generated message in the caller's transaction (see the module docstring)."""
 
-    def __init__(self, blobs: BlobStore, *, max_recipients: int) -> None:
+    def __init__(self, blobs: BlobStore, *, max_recipients: int, srs: Srs | None = None) -> None:
         self._blobs = blobs
         self._max_recipients = max_recipients
+        self._srs = srs  # a report to one of our SRS addresses goes to the sender behind it
 
     def __call__(self, conn: Connection, message: GeneratedMessage) -> None:
         summary = summarize(message.content)
@@ -173,7 +164,15 @@ class DsnSink:
         except AddressError as error:
             self._refused(message, rows, f"not an address: {error}")
             return []
-        resolution = resolve_recipient(view, address, sender_internal_to=message.tenant_id)
+        resolution = resolve_recipient(
+            view, address, sender_internal_to=message.tenant_id, srs=self._srs, null_sender=not message.sender
+        )
+        if isinstance(resolution, Relayed):
+            target = str(resolution.target)
+            rows.statuses.append(
+                TraceRecipient(message.id, message.tenant_id, str(address), TraceStatus.PENDING, target)
+            )
+            return [RoutedRecipient(target, str(address), message.tenant_id, Route.REMOTE)]
         if isinstance(resolution, Accepted):
             categorized = categorize(view, message.id, [resolution], max_recipients=self._max_recipients)
             rows.events += categorized.events
@@ -207,14 +206,15 @@ def build_scheduler(
     *,
     postmaster_for: Callable[[int | None], str] | None = None,
     ndr_allowed: Callable[[int | None, str], bool] | None = None,
+    srs: Srs | None = None,
 ) -> Scheduler:
     """The node's scheduler; `agent` is the remote delivery agent (None: DSN rounds only)."""
     reporter = Reporter(
         reporting_mta=settings.service.hostname,
-        postmaster_for=postmaster_for or DefaultPostmaster(directory, settings.service.postmaster_address),
-        submit_generated=DsnSink(blobs, max_recipients=settings.routing.max_expanded_recipients),
+        postmaster_for=postmaster_for or ExternalPostmaster(directory, settings.service.postmaster_address),
+        submit_generated=DsnSink(blobs, max_recipients=settings.routing.max_expanded_recipients, srs=srs),
         blobs=blobs,
-        ndr_allowed=ndr_allowed or always_allowed,
+        ndr_allowed=ndr_allowed or remote_domain_allows_ndr(directory),
     )
     return Scheduler(
         committer,

@@ -2,15 +2,17 @@
 
 A `StartupError`'s message names the problem and the key or flag to change: a data directory that
 does not exist (`postroom init` makes one; `App.open` never does), a database that cannot be opened or
-reached, a full disk, a `[tls]` certificate or key that is missing, unreadable or not a pair, a listen
-address already in use. `check(settings)` runs the checks that need no serving (the database
-briefly), for `postroom check-config`; `App.open` and `App.serve` call the rest where they happen.
+reached, a full disk, a `[tls]` certificate or key that is missing, unreadable or not a pair, an
+SRS key file that is missing (when configured), unreadable or empty, a listen address already in
+use. `check(settings)` runs the checks that need no serving (the database briefly), for
+`postroom check-config`; `App.open` and `App.serve` call the rest where they happen.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import secrets
 import ssl
 from collections.abc import Awaitable
 from pathlib import Path
@@ -134,3 +136,48 @@ async def listen(table: str, starting: Awaitable[object], settings: Settings) ->
             f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
             "or stop what holds the port"
         ) from None
+
+
+SRS_KEY_OCTETS = 32  # the random key a new SRS key file holds (hex)
+
+
+def srs_secret(settings: Settings) -> bytes:
+    """The SRS secret key: the first line of `[service] srs_secret_file`. The default file (srs.key in
+    the data directory) is created with a random key, mode 0600, when it does not exist yet; a
+    configured file must exist. StartupError when it is missing, unreadable or empty."""
+    path = settings.srs_secret_path
+    key = "[service] srs_secret_file"
+    if not settings.service.srs_secret_file and not path.exists():
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process of this node made it first: read theirs
+        except OSError as error:
+            raise StartupError(
+                f"{key}: cannot create the SRS key {path}: {error.strerror}; fix [node] data_dir or set "
+                f"{key} in {settings.source}"
+            ) from None
+        else:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_hex(SRS_KEY_OCTETS) + "\n")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StartupError(
+            f"{key}: there is no file {path} (the SRS secret key); create it with a random line, e.g. "
+            f"`openssl rand -hex 32 > {path}; chmod 600 {path}`, or fix {key} in {settings.source}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise StartupError(
+            f"{key}: cannot read the SRS secret key {path}: {reason}; make it readable by the node "
+            f"(mode 0600) or fix {key} in {settings.source}"
+        ) from None
+    lines = text.splitlines()
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise StartupError(
+            f"{key}: the SRS secret key file {path} is empty; write a random line into it "
+            f"(`openssl rand -hex 32`) or fix {key} in {settings.source}"
+        )
+    return secret.encode("utf-8")

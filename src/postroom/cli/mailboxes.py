@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from postroom.cli.context import JsonOption, TenantScopeOption, node, refusals, scope_for
-from postroom.cli.output import console, emit_json, fail, table, when
+from postroom.cli.output import console, emit_json, fail, fields, table, when
 from postroom.cli.recipients import (
     AliasOption,
     DomainFilter,
@@ -18,7 +18,7 @@ from postroom.cli.recipients import (
     read_password,
     show_recipient,
 )
-from postroom.directory import MAX_RECIPIENTS_LIMIT, RecipientKind, Switch
+from postroom.directory import MAX_RECIPIENTS_LIMIT, MailboxForwarding, RecipientKind, Switch
 
 mailbox_app = typer.Typer(help="Mailboxes: create, change, read their messages.", no_args_is_help=True)
 
@@ -57,7 +57,10 @@ def mailbox_show(address: str, json_output: JsonOption = False, tenant: TenantSc
     with refusals():
         recipient = node().directory.get_recipient(scope, address)
         folders = node().mailstore.folders(scope, mailbox_id(scope, address))
-    show_recipient(recipient, json_output, {"folders": folders})
+        forwarding = node().directory.forwarding(scope, address)
+    show_recipient(recipient, json_output, {"folders": folders, "forwarding": forwarding})
+    if not json_output:
+        fields([("forwarding", _forwarding_text(forwarding))])
     if not json_output:
         table(
             "folders",
@@ -93,8 +96,23 @@ def mailbox_set(
     ] = None,
     # --- end of sending ---
     tenant: TenantScopeOption = None,
+    # --- forwarding (issue 8) ---
+    forward_to: Annotated[
+        str | None, typer.Option(help="Forward the mailbox's mail to this address (any address).")
+    ] = None,
+    keep_copy: Annotated[
+        bool, typer.Option("--keep-copy", help="With --forward-to: also deliver to the mailbox.")
+    ] = False,
+    no_forward: Annotated[bool, typer.Option("--no-forward", help="Stop forwarding.")] = False,
+    # --- end forwarding ---
 ) -> None:
-    """Change a mailbox: name, password, addresses, sending limits."""
+    """Change a mailbox: name, password, addresses, forwarding, sending limits."""
+    # --- forwarding ---
+    if forward_to is not None and no_forward:
+        raise fail("give either --forward-to ADDRESS or --no-forward, not both", 2)
+    if keep_copy and forward_to is None:
+        raise fail("--keep-copy goes with --forward-to ADDRESS", 2)
+    # --- end forwarding ---
     password = read_password(password_stdin)
     scope = scope_for(tenant)
     with refusals():
@@ -117,7 +135,19 @@ def mailbox_set(
                 max_receive_size=max_receive_size,
                 max_recipients=max_recipients,
             )
+        # --- forwarding ---
+        if forward_to is not None or no_forward:
+            node().directory.set_forwarding(scope, address, forward_to or None, keep_copy=keep_copy)
+        forwarding = node().directory.forwarding(scope, changed.primary_address)
+        # --- end forwarding ---
     show_recipient(changed, False)
+    fields([("forwarding", _forwarding_text(forwarding))])
+
+
+def _forwarding_text(forwarding: MailboxForwarding | None) -> str:
+    if forwarding is None:
+        return "-"
+    return forwarding.forward_to + (" (and keeps a copy)" if forwarding.keep_copy else "")
 
 
 send_as_app = typer.Typer(help="Send-as: who may send as a mailbox or group.", no_args_is_help=True)

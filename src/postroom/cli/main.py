@@ -12,7 +12,19 @@ from typing import Annotated
 import typer
 
 from postroom import __version__
-from postroom.cli import contacts, domains, groups, mailboxes, node, queue, senders, service, tenants, trace
+from postroom.cli import (
+    contacts,
+    domains,
+    groups,
+    mailboxes,
+    node,
+    queue,
+    remote_domains,
+    senders,
+    service,
+    tenants,
+    trace,
+)
 from postroom.cli.context import state
 
 app = typer.Typer(
@@ -28,6 +40,7 @@ app.add_typer(domains.domain_app, name="domain")
 app.add_typer(mailboxes.mailbox_app, name="mailbox")
 app.add_typer(groups.group_app, name="group")
 app.add_typer(contacts.contact_app, name="contact")
+app.add_typer(remote_domains.remote_domain_app, name="remote-domain")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
 app.add_typer(senders.sender_app, name="sender")

@@ -10,7 +10,7 @@ import typer
 from postroom.app import TenantRemoval, remove_tenant
 from postroom.cli.context import JsonOption, node, refusals
 from postroom.cli.output import console, emit_json, fail, fields, table, when
-from postroom.directory import Postmaster, RecipientKind, SendingSettings
+from postroom.directory import AutoForward, OutboundSettings, Postmaster, RecipientKind, SendingSettings
 from postroom.model.scope import OPERATOR
 
 tenant_app = typer.Typer(help="Tenants: the organizations this service hosts.", no_args_is_help=True)
@@ -46,6 +46,7 @@ def tenant_show(name: str, json_output: JsonOption = False) -> None:
         domains = node().directory.list_domains(OPERATOR, tenant.name)
         recipients = node().directory.list_recipients(OPERATOR, tenant=tenant.name)
         postmaster = node().directory.postmaster(OPERATOR, tenant.name)
+        outbound = node().directory.outbound_settings(OPERATOR, tenant.name)
     counts = {kind.value: sum(1 for r in recipients if r.kind is kind) for kind in RecipientKind}
     if json_output:
         return emit_json(
@@ -55,6 +56,9 @@ def tenant_show(name: str, json_output: JsonOption = False) -> None:
                 "recipients": counts,
                 "postmaster": postmaster.address,
                 "postmaster_chosen": postmaster.chosen,
+                "external_postmaster": outbound.external_postmaster,
+                "external_postmaster_chosen": outbound.external_postmaster_chosen,
+                "auto_forward": outbound.auto_forward.value,
             }
         )
     fields(
@@ -64,6 +68,8 @@ def tenant_show(name: str, json_output: JsonOption = False) -> None:
             ("domains", ", ".join(f"{d.name} ({d.status.value})" for d in domains)),
             ("recipients", ", ".join(f"{n} {k}(s)" for k, n in counts.items())),
             ("postmaster", _postmaster_text(postmaster)),
+            ("external postmaster", _external_postmaster_text(outbound)),
+            ("auto forward", _auto_forward_text(outbound)),
         ]
     )
 
@@ -82,6 +88,19 @@ def _postmaster_text(postmaster: Postmaster) -> str:
     if postmaster.address:
         return f"{postmaster.address} (not chosen: the first mailbox; set it with --postmaster)"
     return "none yet (not chosen, and the tenant has no mailbox)"
+
+
+def _external_postmaster_text(outbound: OutboundSettings) -> str:
+    if outbound.external_postmaster_chosen:
+        return outbound.external_postmaster_chosen
+    return f"{outbound.external_postmaster} (the default; set it with --external-postmaster)"
+
+
+def _auto_forward_text(outbound: OutboundSettings) -> str:
+    policy = outbound.auto_forward
+    if policy is AutoForward.AUTOMATIC:
+        return "automatic (off: forwarding to external domains is refused with 5.7.520)"
+    return policy.value
 
 
 @tenant_app.command("set")
@@ -103,12 +122,25 @@ def tenant_set(
     smtp_auth: Annotated[
         OnOff | None, typer.Option(help="SMTP AUTH for the tenant's mailboxes (each may say otherwise).")
     ] = None,
+    external_postmaster: Annotated[
+        str | None,
+        typer.Option(
+            help="The sender of the tenant's NDRs to outside senders (any address); "
+            '"" goes back to postmaster@<default domain>.'
+        ),
+    ] = None,
+    auto_forward: Annotated[
+        str | None,
+        typer.Option(help="Automatic forwarding to external domains: automatic (= off), on, off."),
+    ] = None,
 ) -> None:
     """Change a tenant's organization settings."""
     sending = (max_send_size, max_receive_size, smtp_auth)
-    if postmaster is None and all(value is None for value in sending):
+    forwarding = (external_postmaster, auto_forward)
+    if postmaster is None and all(value is None for value in (*sending, *forwarding)):
         raise fail(
-            "nothing to change: give --postmaster, --max-send-size, --max-receive-size or --smtp-auth",
+            "nothing to change: give --postmaster, --max-send-size, --max-receive-size, --smtp-auth, "
+            "--external-postmaster or --auto-forward",
             2,
         )
     with refusals():
@@ -124,6 +156,14 @@ def tenant_set(
                 max_receive_size=max_receive_size,
             )
             console.print(f"sending settings of {name}: {_sending_text(changed)}", markup=False)
+        if external_postmaster is not None:
+            outbound = node().directory.set_external_postmaster(OPERATOR, name, external_postmaster or None)
+            console.print(
+                f"external postmaster of {name}: {_external_postmaster_text(outbound)}", markup=False
+            )
+        if auto_forward is not None:
+            outbound = node().directory.set_auto_forward(OPERATOR, name, auto_forward)
+            console.print(f"automatic forwarding of {name}: {_auto_forward_text(outbound)}", markup=False)
 
 
 class OnOff(StrEnum):

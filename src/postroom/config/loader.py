@@ -280,6 +280,14 @@ def _address(value: str) -> str | None:
     return 'must be an address hosted here, e.g. "postmaster@contoso.com", or "" for postmaster@<domain>'
 
 
+def _optional_domain(value: str) -> str | None:
+    if not value:
+        return None
+    if " " in value or "." not in value or "@" in value:
+        return f'{value!r} is not a fully qualified domain name: e.g. "srs.example.net" ("": service domain)'
+    return None
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -343,9 +351,11 @@ def load_settings(path: Path) -> Settings:
     service = reader.dataclass_table(
         "service",
         defaults.service,
-        {"mta_sts_mode": _sts_mode, "postmaster": _address},
+        {"mta_sts_mode": _sts_mode, "postmaster": _address, "srs_domain": _optional_domain},
         addresses=reader.addresses("service", "addresses"),
     )
+    srs_file = reader.get("service", "srs_secret_file", str, defaults.service.srs_secret_file)
+    service = dataclasses.replace(service, srs_secret_file=str(relative(srs_file)) if srs_file else "")
     tls = defaults.tls
     limits = {
         name: reader.dataclass_table(f"{name}.limits", default, {"bare_lf": _bare_lf, "nul": _nul})

@@ -37,10 +37,20 @@ class ServiceSettings:
     addresses: tuple[str, ...] = ()  # the nodes' public IP addresses (MX A/AAAA, the SPF host's record)
     mta_sts_mode: str = "testing"  # the MTA-STS policy mode served for each domain: testing or enforce
     postmaster: str = ""  # where RCPT TO:<postmaster> goes (an address hosted here); "": postmaster@<domain>
+    # SRS for forwarded mail: the domain of the rewritten senders ("": the service domain), the file
+    # holding the secret key ("": srs.key in the data directory, created at first use), and how many
+    # days a rewritten sender takes bounces.
+    srs_domain: str = ""
+    srs_secret_file: str = ""
+    srs_max_age_days: int = 21
 
     @property
     def postmaster_address(self) -> str:
         return self.postmaster or f"postmaster@{self.domain}"
+
+    @property
+    def srs_host(self) -> str:
+        return (self.srs_domain or self.domain).lower()
 
     @property
     def mx_host_suffix(self) -> str:
@@ -276,6 +286,13 @@ class Settings:
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def srs_secret_path(self) -> Path:
+        """The SRS key file: `[service] srs_secret_file`, else srs.key in the data directory."""
+        return (
+            Path(self.service.srs_secret_file) if self.service.srs_secret_file else self.data_dir / "srs.key"
+        )
 
     @property
     def spool_dir(self) -> Path:

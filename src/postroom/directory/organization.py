@@ -1,12 +1,20 @@
-"""Organization settings: each tenant's postmaster, and the delivery restrictions of its groups.
+"""Organization settings: each tenant's postmaster, its external postmaster address, its outbound
+automatic forwarding policy, and the delivery restrictions of its groups.
 
-Two settings live here, both read while mail flows (through `DirectoryView`) and changed by an admin:
+These settings live here, read while mail flows (through `DirectoryView`) and changed by an admin:
 
 - **The tenant's postmaster** (spec §9, the external postmaster address): a mailbox or group of the
   tenant that receives `postmaster@` each of its verified domains. Until the tenant chooses one, it
   is the tenant's first mailbox (the lowest id): there are no admin roles yet to say who administers
   the tenant, and the first mailbox is the one its administrator usually creates first. An explicit
   `postmaster@` mailbox or alias always wins over this setting (routing asks the address first).
+- **The external postmaster address** (spec §9): the sender of the tenant's NDRs and system messages
+  to outside senders. Blank (the default) means `postmaster@<the tenant's default domain>`; any
+  syntactically valid address may be chosen, no mailbox need stand behind it.
+  `find_external_postmaster` is the lookup the queue's DSN round uses.
+- **Automatic forwarding** (spec §10.5, the outbound spam policy): `automatic` (the default, which
+  means off), `on`, `off`. Forwarding to an external domain is allowed only when it is `on` and the
+  remote domain of the destination allows automatic forwarding (`routing.categorize`).
 - **A group's external senders** (spec §8, `RequireSenderAuthenticationEnabled`, default true): a
   group accepts mail only from senders inside its organization unless it allows external senders.
 
@@ -24,15 +32,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
-from postroom.directory.base import DirectoryBase
+from postroom.directory.base import DirectoryBase, parse_address
 from postroom.directory.errors import InvalidInputError
 from postroom.directory.lookups import find_address
-from postroom.directory.records import AddressOwner, RecipientKind
+from postroom.directory.records import AddressOwner, AutoForward, OutboundSettings, RecipientKind
 from postroom.model import Address
 from postroom.model.scope import Scope
-from postroom.storage.schema import addresses, group_delivery_restrictions, organization_settings, recipients
+from postroom.storage.schema import (
+    addresses,
+    domains,
+    group_delivery_restrictions,
+    organization_settings,
+    recipients,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +87,38 @@ def find_postmaster(conn: Connection, tenant_id: int) -> AddressOwner | None:
     return find_address(conn, first) if first is not None else None
 
 
+def find_external_postmaster(conn: Connection, tenant_id: int) -> str | None:
+    """The sender of the tenant's NDRs: the chosen address, else postmaster@<its default domain>;
+    None when the tenant does not exist (removed)."""
+    chosen = conn.execute(
+        select(organization_settings.c.external_postmaster).where(
+            organization_settings.c.tenant_id == tenant_id
+        )
+    ).scalar_one_or_none()
+    if chosen:
+        return str(chosen)
+    default = conn.execute(
+        select(domains.c.name).where((domains.c.tenant_id == tenant_id) & domains.c.is_default)
+    ).scalar_one_or_none()
+    return f"postmaster@{default}" if default is not None else None
+
+
+def find_auto_forward(conn: Connection, tenant_id: int) -> AutoForward:
+    """The tenant's outbound automatic forwarding policy (default: automatic, which is off)."""
+    value = conn.execute(
+        select(organization_settings.c.auto_forward).where(organization_settings.c.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    return AutoForward(value) if value else AutoForward.AUTOMATIC
+
+
+def _store_setting(conn: Connection, tenant_id: int, **values: object) -> None:
+    """Set some columns of the tenant's settings row, creating the row when it has none."""
+    table = organization_settings
+    done = conn.execute(update(table).where(table.c.tenant_id == tenant_id).values(**values))
+    if done.rowcount == 0:
+        conn.execute(insert(table).values(tenant_id=tenant_id, **values))
+
+
 def group_allows_external_senders(conn: Connection, group_id: int) -> bool:
     """True when the group accepts mail from senders outside its organization (default: False)."""
     allowed = conn.execute(
@@ -105,11 +151,61 @@ class OrganizationSettings(DirectoryBase):
                         f"{address} is not a mailbox or group of tenant {tenant}; the postmaster must be one"
                     )
                 chosen = owner.primary_address
-            conn.execute(delete(organization_settings).where(organization_settings.c.tenant_id == tenant_id))
-            conn.execute(insert(organization_settings).values(tenant_id=tenant_id, postmaster_address=chosen))
+            _store_setting(conn, tenant_id, postmaster_address=chosen)
             changes.tenants.add(tenant_id)
             found = find_postmaster(conn, tenant_id)
             return Postmaster(found.primary_address if found else None, chosen)
+
+    # --- outbound: the external postmaster, automatic forwarding --------------------------------
+    def outbound_settings(self, scope: Scope, tenant: str) -> OutboundSettings:
+        with self._db.read() as conn:
+            return self._outbound(conn, self._tenant(conn, scope, tenant).id)
+
+    def set_external_postmaster(self, scope: Scope, tenant: str, address: str | None) -> OutboundSettings:
+        """Choose the sender of the tenant's NDRs (any valid address); None or "": the default."""
+        chosen = str(parse_address(address)) if address else None
+        with self._write() as (conn, changes):
+            tenant_id = self._tenant(conn, scope, tenant).id
+            _store_setting(conn, tenant_id, external_postmaster=chosen)
+            changes.tenants.add(tenant_id)
+            return self._outbound(conn, tenant_id)
+
+    def set_auto_forward(self, scope: Scope, tenant: str, policy: str) -> OutboundSettings:
+        """Set the outbound automatic forwarding policy: automatic (= off), on, or off."""
+        try:
+            value = AutoForward(policy.strip().lower())
+        except ValueError:
+            known = ", ".join(p.value for p in AutoForward)
+            raise InvalidInputError(f"automatic forwarding {policy!r} is not one of: {known}") from None
+        with self._write() as (conn, changes):
+            tenant_id = self._tenant(conn, scope, tenant).id
+            _store_setting(conn, tenant_id, auto_forward=value.value)
+            changes.tenants.add(tenant_id)
+            return self._outbound(conn, tenant_id)
+
+    def external_postmaster(self, tenant_id: int | None) -> str:
+        """The sender of a DSN about mail of `tenant_id` (mail flow, unscoped: the queue knows whose
+        mail it is): the tenant's external postmaster; postmaster@<service domain> for mail of no
+        tenant or of a tenant that is gone."""
+        if tenant_id is not None:
+            with self._db.read() as conn:
+                found = find_external_postmaster(conn, tenant_id)
+            if found is not None:
+                return found
+        return f"postmaster@{self.service_domain}"
+
+    @staticmethod
+    def _outbound(conn: Connection, tenant_id: int) -> OutboundSettings:
+        chosen = conn.execute(
+            select(organization_settings.c.external_postmaster).where(
+                organization_settings.c.tenant_id == tenant_id
+            )
+        ).scalar_one_or_none()
+        return OutboundSettings(
+            external_postmaster=find_external_postmaster(conn, tenant_id) or "",
+            external_postmaster_chosen=chosen or None,
+            auto_forward=find_auto_forward(conn, tenant_id),
+        )
 
     # --- groups -----------------------------------------------------------------------------------
     def allows_external_senders(self, scope: Scope, group: str) -> bool:

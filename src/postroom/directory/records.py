@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from postroom.model.outbound import RemoteDomainSettings
+
 
 class DomainType(StrEnum):
     """How an accepted domain treats recipients the directory does not know (spec §1.2)."""
@@ -92,3 +94,46 @@ class AddressOwner:
     kind: RecipientKind
     primary_address: str
     external_address: str | None
+
+
+class AutoForward(StrEnum):
+    """The outbound spam policy's automatic forwarding to external domains (spec §10.5)."""
+
+    AUTOMATIC = "automatic"  # the default: the service decides, and it decides off
+    ON = "on"
+    OFF = "off"
+
+    @property
+    def allows(self) -> bool:
+        return self is AutoForward.ON
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSettings:
+    """A tenant's organization settings for mail that leaves it."""
+
+    external_postmaster: str  # the sender of its NDRs and system messages (spec §9)
+    external_postmaster_chosen: str | None  # the setting; None: postmaster@<default domain>
+    auto_forward: AutoForward
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteDomain:
+    """A tenant's remote domain: a name, and the settings that apply to mail to its pattern."""
+
+    tenant_id: int
+    tenant: str
+    name: str
+    settings: RemoteDomainSettings
+
+    @property
+    def is_default(self) -> bool:
+        return self.settings.pattern == "*"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxForwarding:
+    """Where a mailbox's mail is forwarded, and whether the mailbox keeps a copy."""
+
+    forward_to: str
+    keep_copy: bool

@@ -6,8 +6,10 @@
 | `DkimKeys`          | `dkim_keys.py`  | the DKIM keys of accepted domains                    |
 | `Recipients`        | `recipients.py` | mailboxes, groups, contacts, proxy addresses         |
 | `Credentials`       | `credentials.py`| the password policy, Argon2id hashes, the login check |
-| `OrganizationSettings` | `organization.py` | a tenant's postmaster, a group's external senders |
+| `OrganizationSettings` | `organization.py` | (external) postmaster, auto-forwarding, group senders |
 | `Sending`           | `sending.py`    | SMTP AUTH switches, size limits, send-as, restricted senders |
+| `RemoteDomains`     | `remote_domains.py` | a tenant's remote domains (Default `*` and specific ones) |
+| `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -27,9 +29,11 @@ from argon2 import PasswordHasher
 
 from postroom.directory.credentials import PasswordPolicy
 from postroom.directory.dkim_keys import DkimKeys
+from postroom.directory.forwarding import Forwarding
 from postroom.directory.names import service_labels
 from postroom.directory.organization import OrganizationSettings
 from postroom.directory.recipients import Recipients
+from postroom.directory.remote_domains import RemoteDomains
 from postroom.directory.sending import Sending
 from postroom.directory.tenants import TenantsAndDomains
 from postroom.model import normalize_domain
@@ -38,7 +42,9 @@ from postroom.storage import Database
 DEFAULT_PASSWORD_POLICY = PasswordPolicy()
 
 
-class Directory(TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings, Sending):
+class Directory(
+    TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings, Sending, RemoteDomains, Forwarding
+):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 
     def __init__(

@@ -1,9 +1,11 @@
 """Read views of the directory for mail flow: straight from a connection, or cached in the node.
 
 Routing asks three questions for every recipient: which accepted domain is this, who owns this
-address, who are this group's members; two of the organization settings (`organization.py`): who
-is this tenant's postmaster, does this group take mail from outside; and one of the sending settings
-(`sending.py`): how large a message may this mailbox receive. `DirectoryView` is that narrow
+address, who are this group's members; some of the organization settings (`organization.py`): who
+is this tenant's postmaster, does this group take mail from outside, does this mailbox forward
+(`forwarding.py`), may this tenant forward automatically, and which of its remote domains covers a
+destination (`remote_domains.py`; also what delivery asks per destination); and one of the sending
+settings (`sending.py`): how large a message may this mailbox receive. `DirectoryView` is that narrow
 interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
 asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises
@@ -21,8 +23,10 @@ many entries). The node calls `refresh()` every `REFRESH_SECONDS`, so a change m
 flood of unknown recipients costs no queries), and are dropped by the same log (adding an address
 logs its key). A tenant's postmaster is dropped when the tenant's choice changes and whenever any
 address changes (the fallback, the tenant's first mailbox, may be the one that came or went); a
-group's external-senders answer goes with the group's entry; a mailbox's receive limit goes when the
-mailbox's settings change, and all of them when any tenant's do (a mailbox may inherit its tenant's).
+group's external-senders answer and a mailbox's forwarding go with the recipient id's entry (logged
+as a group change); a tenant's auto-forwarding policy and remote domains go with the tenant's entry; a
+mailbox's receive limit goes when the mailbox's settings change, and all of them when any tenant's do
+(a mailbox may inherit its tenant's).
 
 Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
 dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
@@ -37,10 +41,13 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Connection, select
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
+from postroom.directory.forwarding import find_forwarding
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
-from postroom.directory.organization import find_postmaster, group_allows_external_senders
-from postroom.directory.records import AcceptedDomain, AddressOwner
+from postroom.directory.organization import find_auto_forward, find_postmaster, group_allows_external_senders
+from postroom.directory.records import AcceptedDomain, AddressOwner, AutoForward, MailboxForwarding
+from postroom.directory.remote_domains import match_remote_domain, remote_domains_of
 from postroom.directory.sending import find_receive_limit
+from postroom.model.outbound import RemoteDomainSettings
 from postroom.storage import Database
 from postroom.storage.schema import directory_changes, directory_generation
 
@@ -60,6 +67,11 @@ class DirectoryView(Protocol):
     def allows_external_senders(self, group_id: int) -> bool: ...
 
     def receive_limit(self, mailbox_id: int) -> int | None: ...
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None: ...
+
+    def auto_forward(self, tenant_id: int) -> AutoForward: ...
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings: ...
 
 
 class NotCached(LookupError):
@@ -90,6 +102,15 @@ class ConnectionView:
     def receive_limit(self, mailbox_id: int) -> int | None:
         return find_receive_limit(self._conn, mailbox_id)
 
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return find_forwarding(self._conn, recipient_id)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return find_auto_forward(self._conn, tenant_id)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        return match_remote_domain(remote_domains_of(self._conn, tenant_id), domain)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -107,6 +128,9 @@ class CachedDirectory:
         self._postmasters: dict[int, AddressOwner | None] = {}
         self._external_senders: dict[int, bool] = {}
         self._receive_limits: dict[int, int | None] = {}
+        self._forwardings: dict[int, MailboxForwarding | None] = {}
+        self._auto_forward: dict[int, AutoForward] = {}
+        self._remote_domains: dict[int, tuple[RemoteDomainSettings, ...]] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -139,6 +163,9 @@ class CachedDirectory:
                 self._members.clear()
                 self._postmasters.clear()
                 self._external_senders.clear()
+                self._forwardings.clear()
+                self._auto_forward.clear()
+                self._remote_domains.clear()
                 self._receive_limits.clear()
             else:
                 for _, kind, key in changes:
@@ -150,8 +177,11 @@ class CachedDirectory:
                     elif kind == ChangeKind.GROUP:
                         self._members.pop(int(key), None)
                         self._external_senders.pop(int(key), None)
+                        self._forwardings.pop(int(key), None)
                     elif kind == ChangeKind.TENANT:
                         self._postmasters.pop(int(key), None)
+                        self._auto_forward.pop(int(key), None)
+                        self._remote_domains.pop(int(key), None)
                         self._receive_limits.clear()  # its mailboxes may inherit the tenant's limit
                     elif kind == ChangeKind.RECIPIENT:
                         self._receive_limits.pop(int(key), None)
@@ -179,6 +209,20 @@ class CachedDirectory:
 
     def receive_limit(self, mailbox_id: int) -> int | None:
         return self._cached(self._receive_limits, mailbox_id, find_receive_limit)
+
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return self._cached(self._forwardings, recipient_id, find_forwarding)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return self._cached(self._auto_forward, tenant_id, find_auto_forward)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        """The settings of the tenant's remote domain that covers `domain` (also for delivery: the
+        hook `remote_domain(tenant_id, destination)` of the remote agent); one cached entry per tenant."""
+        held: tuple[RemoteDomainSettings, ...] = self._cached(
+            self._remote_domains, tenant_id, remote_domains_of
+        )
+        return match_remote_domain(held, domain)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -224,6 +268,16 @@ class _InMemory:
 
     def receive_limit(self, mailbox_id: int) -> int | None:
         return _held(self._cache._receive_limits, mailbox_id)
+
+    def forwarding(self, recipient_id: int) -> MailboxForwarding | None:
+        return _held(self._cache._forwardings, recipient_id)
+
+    def auto_forward(self, tenant_id: int) -> AutoForward:
+        return _held(self._cache._auto_forward, tenant_id)
+
+    def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
+        held: tuple[RemoteDomainSettings, ...] = _held(self._cache._remote_domains, tenant_id)
+        return match_remote_domain(held, domain)
 
 
 def _held(table: dict[K, V], key: K) -> V:

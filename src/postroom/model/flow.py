@@ -45,6 +45,7 @@ class TraceStatus(StrEnum):
     EXPANDED = "expanded"
     QUARANTINED = "quarantined"
     FILTERED_AS_SPAM = "filtered-as-spam"
+    FORWARDED = "forwarded"  # a mailbox that forwards without keeping a copy: its mail went on
 
 
 class EventKind(StrEnum):

@@ -189,5 +189,10 @@ def retry_period(reply: Reply) -> float | None:
     expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323), else None."""
     return TLS_POLICY_RETRY_PERIOD if reply.is_temporary and reply.enhanced in _TLS_POLICY_CODES else None
 
+
 # --- queue control (issue 8: the queue room) ------------------------------------------------------
 DELETED_BY_ADMINISTRATOR = Reply(550, "5.3.0", "Message deleted from the queue by an administrator")
+
+# --- SRS bounces at RCPT (routing/srs.py) ----------------------------------------------------------
+SRS_INVALID = Reply(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
+SRS_BOUNCES_ONLY = Reply(550, "5.7.1", "Recipient address rejected: an SRS address accepts only bounces")

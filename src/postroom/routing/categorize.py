@@ -21,6 +21,28 @@ as if an outside sender had addressed it, and its trace row, events and route be
 tenant. An unknown member in one of the group's own tenant's domains fails (5.1.1), never mail for
 the internet (internal-relay domains will relay it through their on-premises connector).
 
+**Forwarding** (`directory.forwarding`): mail for a mailbox that forwards goes to its target (a
+Redirect event), and to the mailbox itself too when it keeps a copy. Each mailbox forwards once per
+message. The forwarded copy gets its own trace row (the target's address, as a group member does);
+the mailbox's row is `forwarded` unless the mailbox keeps a copy.
+
+- A target in one of the tenant's own accepted domains is routed like a recipient of the tenant (its
+  aliases, groups and forwarding apply). Chains are bounded: a forward to a mailbox already on the
+  chain (A→B→A) or past `MAX_FORWARD_HOPS` hops is not made, and the mailbox that would have made it
+  keeps the message (a Redirect event says why); so is a forward to an address of ours that no
+  recipient has. Nothing is lost, nothing loops.
+- Any other target (another tenant's, which is a remote organization, or the internet's) is an
+  external forward (spec §10.5): allowed only when the tenant's automatic forwarding is `on` AND its
+  remote domain covering the target allows automatic forwarding. An allowed one is routed remote with
+  the sender rewritten by SRS (`srs`; the null sender stays null). A refused one is routed already
+  failed (`failure` = 550 5.7.520, a Fail event) with `envelope_sender` = the forwarding mailbox's
+  primary address, so the queue's NDR goes to the owner who set the forwarding up, and the mailbox
+  keeps the message.
+
+A `Relayed` recipient routes remote: a remote recipient of an authenticated sender as its tenant's
+mail, and a bounce to one of our SRS addresses to the decoded address, mail of no tenant when it leaves
+the service, with a Resolve event.
+
 Every outcome is typed: `Categorized.routes` to queue, `events` for trace, `statuses` for the trace
 summary (a group's row is `expanded`, each route's row `pending`, a member that cannot be resolved
 `failed` with its reason). Each status row carries the address as given and what it resolved to.
@@ -29,14 +51,17 @@ summary (a group's row is `expanded`, each route's row `pending`, a member that 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from postroom.directory import AddressOwner, DirectoryView, RecipientKind
 from postroom.model import Address, AddressError, replies
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
-from postroom.routing.resolve import Accepted
+from postroom.routing.resolve import Accepted, Relayed
+from postroom.routing.srs import Srs
 
 MAX_GROUP_DEPTH = 10
+MAX_FORWARD_HOPS = 4  # mailboxes one message may be forwarded through
 OVERFLOW_SAMPLE = 10  # recipients named in the event of those past the limit
 LIMIT_NAME = "routing.max_expanded_recipients"
 
@@ -55,21 +80,31 @@ class _Visit:
     depth: int
     path: frozenset[int]  # the groups expanded on the way here
     owner: AddressOwner | None = None  # known already (a recipient accepted at RCPT)
+    forwards: tuple[int, ...] = ()  # the mailboxes that forwarded the message here, in order
 
 
 def categorize(
-    directory: DirectoryView, message_id: str, accepted: list[Accepted], *, max_recipients: int
+    directory: DirectoryView,
+    message_id: str,
+    accepted: Sequence[Accepted | Relayed],
+    *,
+    max_recipients: int,
+    sender: str = "",
+    srs: Srs | None = None,
 ) -> Categorized:
+    """Route the accepted recipients of a message from `sender` ("" for <>); `srs` rewrites the sender
+    of external forwards (None: they keep it)."""
     result = Categorized()
     routed: dict[tuple[int | None, str], int] = {}  # (tenant, final recipient key) -> index in routes
     trace_rows: set[str] = set()
     expanded: set[int] = set()
-    past_limit: dict[int, list[str]] = {}  # tenant -> the recipients past the limit, in order
+    forwarded: set[int] = set()  # mailboxes that forwarded this message already
+    past_limit: dict[int | None, list[str]] = {}  # tenant -> the recipients past the limit, in order
 
-    def event(kind: EventKind, tenant_id: int, address: str, detail: dict[str, object]) -> None:
+    def event(kind: EventKind, tenant_id: int | None, address: str, detail: dict[str, object]) -> None:
         result.events.append(TraceEvent(message_id, kind, tenant_id, address, detail))
 
-    def status(tenant_id: int, recipient: str, value: TraceStatus, resolved: str = "") -> None:
+    def status(tenant_id: int | None, recipient: str, value: TraceStatus, resolved: str = "") -> None:
         if recipient.lower() not in trace_rows:
             trace_rows.add(recipient.lower())
             result.statuses.append(TraceRecipient(message_id, tenant_id, recipient, value, resolved))
@@ -79,7 +114,6 @@ def categorize(
         index = routed.get((new.tenant_id, key))
         if index is None:
             if len(result.routes) >= max_recipients:
-                assert new.tenant_id is not None
                 past_limit.setdefault(new.tenant_id, []).append(new.original_recipient)
                 return
             routed[(new.tenant_id, key)] = len(result.routes)
@@ -89,7 +123,6 @@ def categorize(
             result.routes[index] = replace(first, also_settles=(*first.also_settles, new.original_recipient))
         else:
             return
-        assert new.tenant_id is not None
         status(new.tenant_id, new.original_recipient, TraceStatus.PENDING, new.recipient)
 
     def route_remote(tenant_id: int, target: Address, row: str, direct: bool) -> None:
@@ -119,10 +152,7 @@ def categorize(
         if owner.primary_address.lower() != address.lower():
             event(EventKind.RESOLVE, tenant_id, address, {"resolved_to": owner.primary_address})
         if owner.kind is RecipientKind.MAILBOX:
-            local = RoutedRecipient(
-                owner.primary_address, address, tenant_id, Route.LOCAL, owner.recipient_id
-            )
-            route(local, Address.parse(owner.primary_address).key, direct)
+            mailbox(item, owner, direct)
         elif owner.kind is RecipientKind.CONTACT:
             target = Address.parse(owner.external_address) if owner.external_address else parsed
             route_remote(tenant_id, target, address, direct)
@@ -140,12 +170,86 @@ def categorize(
             path = item.path | {owner.recipient_id}
             pending.extend(_Visit(member, tenant_id, depth + 1, path) for member in members)
 
+    def deliver_locally(owner: AddressOwner, address: str, tenant_id: int, direct: bool) -> None:
+        local = RoutedRecipient(owner.primary_address, address, tenant_id, Route.LOCAL, owner.recipient_id)
+        route(local, Address.parse(owner.primary_address).key, direct)
+
+    def mailbox(item: _Visit, owner: AddressOwner, direct: bool) -> None:
+        address, tenant_id = item.address, item.tenant_id
+        forward = None if owner.recipient_id in forwarded else directory.forwarding(owner.recipient_id)
+        try:
+            target = Address.parse(forward.forward_to) if forward is not None else None
+        except AddressError:
+            target = None  # stored by another version: the mailbox keeps its mail
+        if forward is None or target is None:
+            deliver_locally(owner, address, tenant_id, direct)
+            return
+        forwarded.add(owner.recipient_id)
+        chain = (*item.forwards, owner.recipient_id)
+        detail: dict[str, object] = {"to": str(target), "keep_copy": forward.keep_copy}
+        domain = directory.domain(target.domain)
+        if domain is not None and domain.tenant_id == tenant_id:
+            target_owner = directory.address(target.key)
+            if target_owner is None:
+                detail["skipped"] = "no recipient has the address"
+            elif target_owner.recipient_id in chain:
+                detail["skipped"] = "forwarding loop"
+            elif len(chain) > MAX_FORWARD_HOPS:
+                detail["skipped"] = "too many forwarding hops"
+            event(EventKind.REDIRECT, tenant_id, address, detail)
+            if forward.keep_copy or "skipped" in detail:
+                deliver_locally(owner, address, tenant_id, direct)
+            else:
+                status(tenant_id, address, TraceStatus.FORWARDED, str(target))
+            if "skipped" not in detail:
+                pending.append(_Visit(str(target), tenant_id, item.depth + 1, item.path, forwards=chain))
+            return
+        allowed = (
+            directory.auto_forward(tenant_id).allows
+            and directory.remote_domain(tenant_id, target.domain).auto_forward
+        )
+        if not allowed:
+            reply = str(replies.FORWARDING_DENIED)
+            detail["refused"] = reply
+            event(EventKind.REDIRECT, tenant_id, address, detail)
+            deliver_locally(owner, address, tenant_id, direct)  # nothing is lost
+            event(
+                EventKind.FAIL,
+                tenant_id,
+                str(target),
+                {"reply": reply, "forwarded_by": owner.primary_address},
+            )
+            status(tenant_id, str(target), TraceStatus.FAILED, str(target))
+            refused = RoutedRecipient(
+                str(target),
+                str(target),
+                tenant_id,
+                Route.REMOTE,
+                envelope_sender=owner.primary_address,
+                failure=reply,
+            )
+            route(refused, target.key, False)
+            return
+        rewritten = srs.forward(sender) if srs is not None and sender else None
+        if rewritten is not None:
+            detail["envelope_sender"] = rewritten
+        event(EventKind.REDIRECT, tenant_id, address, detail)
+        if forward.keep_copy:
+            deliver_locally(owner, address, tenant_id, direct)
+        else:
+            status(tenant_id, address, TraceStatus.FORWARDED, str(target))
+        copy = RoutedRecipient(str(target), str(target), tenant_id, Route.REMOTE, envelope_sender=rewritten)
+        route(copy, target.key, False)
+
+    for relayed in (a for a in accepted if isinstance(a, Relayed)):
+        recipient, target = str(relayed.recipient), relayed.target
+        if target != relayed.recipient:  # a bounce to an SRS address: the original sender
+            event(EventKind.RESOLVE, relayed.tenant_id, recipient, {"resolved_to": str(target), "srs": True})
+        route(RoutedRecipient(str(target), recipient, relayed.tenant_id, Route.REMOTE), target.key, True)
     # Direct recipients first, so each RCPT keeps its own trace row when a group repeats it.
-    for item in sorted(accepted, key=lambda a: a.owner is not None and a.owner.kind is RecipientKind.GROUP):
-        if item.owner is None:  # a remote recipient of an authenticated sender
-            route_remote(item.tenant_id, item.recipient, str(item.recipient), True)
-            continue
-        pending.append(_Visit(str(item.recipient), item.tenant_id, 0, frozenset(), item.owner))
+    direct_items = [a for a in accepted if isinstance(a, Accepted)]
+    for item in sorted(direct_items, key=lambda a: a.owner.kind is RecipientKind.GROUP):
+        pending.append(_Visit(str(item.recipient), item.owner.tenant_id, 0, frozenset(), item.owner))
     while pending:
         visit(pending.popleft())
     for tenant_id, recipients in past_limit.items():

@@ -2,7 +2,8 @@
 
 One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Rooms own their tables
 (directory: tenants, domains, DKIM keys, recipients, addresses, group members, sending settings,
-send-as grants, sender counters and restrictions; mailstore: folders, messages;
+send-as grants, sender counters and restrictions, remote domains, mailbox forwarding; mailstore:
+folders, messages;
 queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
 live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written. Changing a table here
@@ -157,6 +158,43 @@ organization_settings = Table(
     metadata,
     Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
     Column("postmaster_address", String(320)),  # a mailbox or group of the tenant; NULL: its first mailbox
+    # Last: added for issue 8 (sending), appended so an upgraded table equals a fresh one.
+    Column("external_postmaster", String(320)),  # sender of NDRs to outside senders; NULL: postmaster@default
+    Column(
+        "auto_forward", String(20)
+    ),  # outbound automatic forwarding: automatic | on | off; NULL: automatic
+)
+
+# Remote domains (directory/remote_domains.py): a tenant's settings for mail to other domains (spec §7).
+# No row for "*": the built-in Default has the default settings until it is changed.
+remote_domains = Table(
+    "remote_domains",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("pattern", String(255), nullable=False),  # "*", "example.com" or "*.example.com" (A-labels)
+    Column("auto_reply", Boolean, nullable=False),
+    Column("auto_forward", Boolean, nullable=False),
+    Column("oof_type", String(20), nullable=False),
+    Column("delivery_reports", Boolean, nullable=False),
+    Column("ndr", Boolean, nullable=False),
+    Column("content_type", String(20), nullable=False),
+    Column("line_wrap", Integer, nullable=False),
+    Column("charset", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name"),
+    UniqueConstraint("tenant_id", "pattern"),
+    sqlite_autoincrement=True,
+)
+
+# Mailbox forwarding (directory/forwarding.py): where a mailbox's mail goes; no row: not forwarded.
+mailbox_forwarding = Table(
+    "mailbox_forwarding",
+    metadata,
+    Column("recipient_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("forward_to", String(320), nullable=False),  # any address, as written
+    Column("keep_copy", Boolean, nullable=False),
 )
 
 # Delivery restrictions of a group; no row: the defaults (only senders inside the organization).
