@@ -113,3 +113,14 @@ class Address:
 
     def __str__(self) -> str:
         return f"{self.local}@{self.domain}"
+
+
+def destination_of(recipient: str) -> str:
+    """The domain a recipient's mail goes to: ASCII (IDNA A-label), lower case; "" for none."""
+    domain = recipient.rpartition("@")[2].strip().rstrip(".").lower()
+    if domain.startswith("[") or domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain

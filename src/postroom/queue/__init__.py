@@ -1,5 +1,6 @@
 """Queue: the durable spool, per-recipient queue state, leases, the scheduler, DSNs, queue control."""
 
+from postroom.model.address import destination_of
 from postroom.queue.bounce import (
     GeneratedMessage,
     GeneratedSink,
@@ -40,7 +41,6 @@ from postroom.queue.spool import (
     QueueSummary,
     RemovedQueue,
     SpoolEntry,
-    destination_of,
     new_message_id,
     queue_summary,
     remove_tenant_queue,

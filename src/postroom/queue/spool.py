@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from sqlalchemy import Connection, delete, func, select
 
+from postroom.model.address import destination_of
 from postroom.model.flow import RoutedRecipient
 from postroom.model.message import HeaderSummary
 from postroom.storage.prepared import PreparedInsert
@@ -96,17 +97,6 @@ _INSERT_QUEUE = PreparedInsert(
         "remote_mta",
     ],
 )
-
-
-def destination_of(recipient: str) -> str:
-    """The domain a recipient's mail goes to: ASCII (IDNA A-label), lower case; "" for none."""
-    domain = recipient.rpartition("@")[2].strip().rstrip(".").lower()
-    if domain.startswith("[") or domain.isascii():
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
 
 
 def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedRecipient]) -> None:

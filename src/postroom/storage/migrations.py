@@ -44,9 +44,22 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
-from sqlalchemy import Column, Connection, Index, String, Table, inspect
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Float,
+    Index,
+    String,
+    Table,
+    false,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.schema import CreateColumn, CreateTable
 
+from postroom.model.address import destination_of
 from postroom.storage import schema
 
 log = logging.getLogger(__name__)
@@ -147,9 +160,49 @@ def _3_tenant_isolation(ops: Ops) -> None:
     ops.add_column("trace_recipients", Column("resolved", String(320), nullable=False, server_default=""))
 
 
+def _4_sending(ops: Ops) -> None:
+    """Sending: submission settings and send-as, sender counters and restrictions, remote domains,
+    mailbox forwarding, the organization's external postmaster and forwarding policy, the outbound
+    queue's columns, and the retirement time of a rotated DKIM key."""
+    for table in (
+        schema.tenant_sending,
+        schema.mailbox_sending,
+        schema.send_as_grants,
+        schema.sender_counters,
+        schema.restricted_senders,
+        schema.remote_domains,
+        schema.mailbox_forwarding,
+    ):
+        ops.create_table(table)
+    ops.add_column("organization_settings", Column("external_postmaster", String(320)))
+    ops.add_column("organization_settings", Column("auto_forward", String(20)))
+    queue = "queue_recipients"
+    ops.add_column(queue, Column("destination", String(255), nullable=False, server_default=""))
+    ops.add_column(queue, Column("envelope_sender", String(320)))
+    ops.add_column(queue, Column("lease_owner", String(120)))
+    ops.add_column(queue, Column("expires_at", Float))
+    ops.add_column(queue, Column("delay_notified", Boolean, nullable=False, server_default=false()))
+    ops.add_column(queue, Column("remote_mta", String(255), nullable=False, server_default=""))
+    ops.add_column(queue, Column("last_attempt_at", Float))
+    ops.create_index(next(ix for ix in schema.queue_recipients.indexes if ix.name == "ix_queue_destination"))
+    _fill_destinations(ops)
+    ops.add_column("dkim_keys", Column("retired_at", Float))
+
+
+def _fill_destinations(ops: Ops) -> None:
+    """Rows queued by schema 3 had no destination: it is their recipient's domain (ASCII, lower case)."""
+    q = schema.queue_recipients
+    rows = ops.conn.execute(select(q.c.id, q.c.recipient).where(q.c.destination == "")).all()
+    for done, (row_id, recipient) in enumerate(rows, 1):
+        ops.conn.execute(update(q).where(q.c.id == row_id).values(destination=destination_of(recipient)))
+        if done % 1000 == 0 or done == len(rows):
+            ops.progress("queue destinations", done, len(rows))
+
+
 STEPS: Mapping[int, Step] = {
     2: _2_dkim_keys,
     3: _3_tenant_isolation,
+    4: _4_sending,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -30,8 +30,9 @@ from sqlalchemy import (
 )
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
-# group delivery restrictions, trace_recipients.resolved
-SCHEMA_VERSION = 3
+# group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
+# sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement)
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -160,9 +161,8 @@ organization_settings = Table(
     Column("postmaster_address", String(320)),  # a mailbox or group of the tenant; NULL: its first mailbox
     # Last: added for issue 8 (sending), appended so an upgraded table equals a fresh one.
     Column("external_postmaster", String(320)),  # sender of NDRs to outside senders; NULL: postmaster@default
-    Column(
-        "auto_forward", String(20)
-    ),  # outbound automatic forwarding: automatic | on | off; NULL: automatic
+    # Outbound automatic forwarding: automatic | on | off; NULL: automatic.
+    Column("auto_forward", String(20)),
 )
 
 # Remote domains (directory/remote_domains.py): a tenant's settings for mail to other domains (spec §7).
