@@ -227,6 +227,16 @@ def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
     return found
 
 
+def _port(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be a TCP port from 1 to 65535"
+
+
+def _host_name(value: str) -> str | None:
+    if not value or ("." in value and " " not in value and value.isascii()):
+        return None
+    return 'must be a fully qualified host name, e.g. "mail.example.net", or "" for [service] hostname'
+
+
 def _database_url(value: str) -> str | None:
     if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
         return None
@@ -293,6 +303,12 @@ def load_settings(path: Path) -> Settings:
         )
         for name, default in (("mx", defaults.mx), ("submission", defaults.submission))
     }
+    delivery = reader.dataclass_table(
+        "delivery", defaults.delivery, {"smtp_port": _port, "helo_name": _host_name}, tls_ca_file=""
+    )
+    ca_file = reader.get("delivery", "tls_ca_file", str, "")
+    if ca_file:
+        delivery = dataclasses.replace(delivery, tls_ca_file=str(relative(ca_file)))
     for name, listener in listeners.items():
         for key, complaint, fix in _limit_problems(listener.limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
@@ -320,6 +336,7 @@ def load_settings(path: Path) -> Settings:
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
         ),
         queue=reader.dataclass_table("queue", defaults.queue),
+        delivery=delivery,
         passwords=reader.dataclass_table("passwords", defaults.passwords),
         routing=reader.dataclass_table("routing", defaults.routing),
         trace=reader.dataclass_table("trace", defaults.trace),
@@ -379,6 +396,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "imap": {"listen": _toml(settings.imap_listen)},
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
+        "delivery": _toml(settings.delivery),
         "passwords": _toml(settings.passwords),
         "routing": _toml(settings.routing),
         "trace": _toml(settings.trace),

@@ -173,3 +173,11 @@ ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
+
+# --- the outbound SMTP client (delivery.remote) ---------------------------------------------------
+BAD_DESTINATION_SYSTEM = Reply(550, "5.1.2", "Bad destination system: the recipient domain does not exist")
+NO_MAIL_HOST_ADDRESS = Reply(451, "4.4.4", "Unable to route: the mail hosts of the domain have no address")
+MAIL_HOST_IS_LOCAL = Reply(554, "5.4.14", "Routing loop: the recipient domain's mail host is this service")
+REMOTE_DISCONNECTED = Reply(451, "4.4.2", "The remote server closed the connection, will retry")
+REMOTE_SIZE_EXCEEDED = Reply(552, "5.3.4", "The message is larger than the remote server accepts")
+REMOTE_PROTOCOL_ERROR = Reply(451, "4.5.0", "The remote server answered out of protocol, will retry")
