@@ -31,6 +31,12 @@ conforming strings (`"aaa" "bbb"` is one record of two strings). `add_txt(name, 
 takes strings of any length and serves them split (`"split"`, the default), cut (`"truncate"`) or refuses
 them (`"reject"`); the resolver then sees exactly the strings a real provider would have served.
 
+Authenticated answers: the server serves no DNSSEC, but a validating recursive resolver in front of
+signed zones sets AD on the answers it validated; `set_authenticated(name)` makes this server do the same
+for questions about `name` (any type), so DANE code sees what it would behind such a resolver. As a
+validating resolver does (RFC 6840 §5.7, RFC 4035 §3.2.3), AD is set only when the query asked for it
+(AD or DO set): a client that does not ask never gets it.
+
 Every query received is logged (`queries`, `count`), for tests that assert on caching.
 
 *Security:* test code only; listens on loopback, parses queries with dnspython and answers only from
@@ -104,6 +110,7 @@ class DnsTestServer:
         self._lock = threading.Lock()
         self._zones: dict[dns.name.Name, dns.zone.Zone] = {}
         self._failures: dict[dns.name.Name, dns.rcode.Rcode] = {}
+        self._authenticated: set[dns.name.Name] = set()
         self._queries: list[Query] = []
         self._udp: socketserver.ThreadingUDPServer | None = None
         self._tcp: socketserver.ThreadingTCPServer | None = None
@@ -251,6 +258,14 @@ class DnsTestServer:
             else:
                 self._failures[_name(name)] = dns.rcode.from_text(rcode)
 
+    def set_authenticated(self, name: str, authenticated: bool = True) -> None:
+        """Set AD on answers to questions about `name` that ask for it (see the module docstring)."""
+        with self._lock:
+            if authenticated:
+                self._authenticated.add(_name(name))
+            else:
+                self._authenticated.discard(_name(name))
+
     def _add(self, qname: dns.name.Name, rdtype: int, rdatas: list[dns.rdata.Rdata], ttl: int) -> None:
         with self._lock:
             zone = self._zone_for(qname)
@@ -312,6 +327,9 @@ class DnsTestServer:
                     Query(_host(question.name), dns.rdatatype.to_text(question.rdtype), transport)
                 )
                 self._answer(response, question.name.canonicalize(), question.rdtype)
+                asked = bool(query.flags & dns.flags.AD) or bool(query.ednsflags & dns.flags.DO)
+                if asked and question.name.canonicalize() in self._authenticated:
+                    response.flags |= dns.flags.AD
         limit = 65535
         if transport == "udp":
             offered = query.payload if query.edns >= 0 else UDP_PAYLOAD_DEFAULT

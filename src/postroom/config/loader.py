@@ -237,6 +237,11 @@ def _host_name(value: str) -> str | None:
     return 'must be a fully qualified host name, e.g. "mail.example.net", or "" for [service] hostname'
 
 
+def _optional_path(relative: Callable[[str], Path], value: str) -> str:
+    """A path setting where "" means none: kept "", else made absolute like the other paths."""
+    return str(relative(value)) if value else ""
+
+
 def _database_url(value: str) -> str | None:
     if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
         return None
@@ -304,11 +309,11 @@ def load_settings(path: Path) -> Settings:
         for name, default in (("mx", defaults.mx), ("submission", defaults.submission))
     }
     delivery = reader.dataclass_table(
-        "delivery", defaults.delivery, {"smtp_port": _port, "helo_name": _host_name}, tls_ca_file=""
+        "delivery",
+        defaults.delivery,
+        {"smtp_port": _port, "helo_name": _host_name},
+        tls_ca_file=_optional_path(relative, reader.get("delivery", "tls_ca_file", str, "")),
     )
-    ca_file = reader.get("delivery", "tls_ca_file", str, "")
-    if ca_file:
-        delivery = dataclasses.replace(delivery, tls_ca_file=str(relative(ca_file)))
     for name, listener in listeners.items():
         for key, complaint, fix in _limit_problems(listener.limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
@@ -340,6 +345,12 @@ def load_settings(path: Path) -> Settings:
         passwords=reader.dataclass_table("passwords", defaults.passwords),
         routing=reader.dataclass_table("routing", defaults.routing),
         trace=reader.dataclass_table("trace", defaults.trace),
+        mta_sts=reader.dataclass_table(
+            "mta_sts",
+            defaults.mta_sts,
+            {"policy_port": _port},
+            ca_file=_optional_path(relative, reader.get("mta_sts", "ca_file", str, defaults.mta_sts.ca_file)),
+        ),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
         memory_budget=reader.get("node", "memory_budget", int, defaults.memory_budget, _positive),
@@ -400,4 +411,5 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "passwords": _toml(settings.passwords),
         "routing": _toml(settings.routing),
         "trace": _toml(settings.trace),
+        "mta_sts": _toml(settings.mta_sts),
     }

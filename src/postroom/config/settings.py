@@ -205,6 +205,19 @@ class TraceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MtaStsSettings:
+    """`[mta_sts]`: how outbound delivery fetches and caches the MTA-STS policies of destinations
+    (RFC 8461). The port and scheme are for labs whose policy host is not on 443 or has no certificate."""
+
+    policy_port: int = 443  # the port of https://mta-sts.<domain>/ (labs: the port their policy host uses)
+    policy_https: bool = True  # False: fetch over plain HTTP (a lab without TLS; never in production)
+    ca_file: str = ""  # PEM CA certificates trusted for policy hosts besides the system's ("": none)
+    fetch_timeout: float = 10.0  # seconds a policy fetch may take in all (DNS, connect, TLS, body)
+    fetch_retry: float = 300.0  # seconds before a failed fetch for a domain is tried again
+    cache_size: int = 10_000  # destination domains whose policy is kept
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of a node's settings, as read from one file."""
 
@@ -223,6 +236,7 @@ class Settings:
     passwords: PasswordSettings = field(default_factory=PasswordSettings)  # [passwords]
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # [routing]
     trace: TraceSettings = field(default_factory=TraceSettings)  # [trace]
+    mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)  # [mta_sts]
     log_level: str = "info"  # [node] log_level: debug, info, warning or error
     drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
     # [node] memory_budget: octets of messages held in memory by all the node's SMTP sessions (every

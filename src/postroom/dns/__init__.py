@@ -43,6 +43,8 @@ from postroom.dns.resolver import (
     MxRecord,
     NxDomain,
     Resolver,
+    TlsaAnswer,
+    TlsaRecord,
     TxtRecord,
 )
 
@@ -69,6 +71,8 @@ __all__ = [
     "PolicyFetcher",
     "Resolver",
     "Severity",
+    "TlsaAnswer",
+    "TlsaRecord",
     "TxtRecord",
     "check_dkim_selector",
     "diagnose_domain",

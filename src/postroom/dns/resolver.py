@@ -23,6 +23,12 @@ Exceptions::
      +-- DnsTemporaryError      no answer could be had now; try again later
           +-- DnsTimeout        no nameserver answered at all within the timeout (it names them)
 
+TLSA (`tlsa`, for DANE, RFC 7672) is asked with the DO and AD bits set, on a resolver of its own, and
+its `TlsaAnswer` says whether the response carried AD ("authenticated": the recursive nameserver validated
+it with DNSSEC). This resolver does not validate; AD is only as good as the path to the nameserver, which
+is why that must be a local or trusted validating resolver for DANE to mean anything. The cache keeps AD
+with the records (a TLSA answer and a plain one for the same name are never mixed: the key has the type).
+
 CNAME chains are followed by the nameserver and by dnspython; typed lookups return the records at the
 end of the chain (`Answer.name` reports the canonical name).
 
@@ -55,6 +61,7 @@ from typing import Protocol
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
@@ -66,6 +73,7 @@ import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.MX
 import dns.rdtypes.ANY.PTR
 import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.TLSA
 import dns.rdtypes.ANY.TXT
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
@@ -146,6 +154,24 @@ class Answer:
     ttl: int
 
 
+@dataclass(frozen=True, slots=True)
+class TlsaRecord:
+    """One TLSA record (RFC 6698 §2.1): certificate usage, selector, matching type, and the data."""
+
+    usage: int  # 0 PKIX-TA, 1 PKIX-EE, 2 DANE-TA, 3 DANE-EE
+    selector: int  # 0 the whole certificate, 1 its SubjectPublicKeyInfo
+    matching_type: int  # 0 exact, 1 SHA-256, 2 SHA-512
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TlsaAnswer:
+    """The TLSA records of a name (empty for NODATA) and whether the answer carried the AD flag."""
+
+    records: tuple[TlsaRecord, ...]
+    authenticated: bool
+
+
 class Resolver(Protocol):
     """What Postroom asks the DNS. See the module docstring for outcomes and exceptions."""
 
@@ -163,6 +189,8 @@ class Resolver(Protocol):
 
     async def query(self, name: str, rdtype: str, *, fresh: bool = False) -> Answer: ...
 
+    async def tlsa(self, name: str, *, fresh: bool = False) -> TlsaAnswer: ...
+
     def flush(self) -> None: ...
 
 
@@ -172,6 +200,7 @@ class _Found:
 
     canonical_name: dns.name.Name
     rdatas: tuple[dns.rdata.Rdata, ...]
+    authenticated: bool = False  # the response carried AD (asked only for TLSA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +294,14 @@ class DnsResolver:
         resolver.timeout = settings.timeout / max(1, len(resolver.nameservers))
         resolver.cache = None  # ours honours negative TTLs and the injected clock
         self._resolver = resolver
+        # DANE needs to know whether the nameserver validated the TLSA answer: ask with DO and AD
+        # (RFC 6840 §5.7), on a resolver of its own so other questions do not pull in RRSIGs.
+        validating = dns.asyncresolver.Resolver(configure=False)
+        validating.nameservers = resolver.nameservers
+        validating.lifetime, validating.timeout, validating.cache = resolver.lifetime, resolver.timeout, None
+        validating.use_edns(0, dns.flags.DO, 1232)
+        validating.flags = dns.flags.RD | dns.flags.AD
+        self._validating = validating
         self._timeout = settings.timeout
         self._servers = ", ".join(
             f"{server.address} port {server.port}"
@@ -342,6 +379,15 @@ class DnsResolver:
             ttl=ttl,
         )
 
+    async def tlsa(self, name: str, *, fresh: bool = False) -> TlsaAnswer:
+        """The TLSA records at `name` (e.g. `_25._tcp.mx.example.com`) and whether AD was set."""
+        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.TLSA, fresh)
+        records: list[TlsaRecord] = []
+        for rdata in found.rdatas:
+            assert isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA)
+            records.append(TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, bytes(rdata.cert)))
+        return TlsaAnswer(tuple(records), found.authenticated)
+
     async def _lookup(self, qname: dns.name.Name, rdtype: int, fresh: bool) -> tuple[_Found, int]:
         """The records of (qname, rdtype) from the cache or the nameservers, with their remaining TTL."""
         key = (qname, rdtype)
@@ -357,8 +403,9 @@ class DnsResolver:
 
     async def _ask(self, qname: dns.name.Name, rdtype: int) -> tuple[_Outcome, int]:
         what = f"{dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))} {_host(qname)}"
+        resolver = self._validating if rdtype == dns.rdatatype.TLSA else self._resolver
         try:
-            answer = await self._resolver.resolve(
+            answer = await resolver.resolve(
                 qname, dns.rdatatype.RdataType.make(rdtype), raise_on_no_answer=False, search=False
             )
         except dns.resolver.NXDOMAIN as exc:
@@ -373,7 +420,8 @@ class DnsResolver:
             raise NxDomain(f"{what}: the name is too long after DNAME substitution") from exc
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsTemporaryError(f"{what}: {exc}") from exc
+        authenticated = bool(answer.response.flags & dns.flags.AD)
         if answer.rrset is None:
-            return _Found(answer.canonical_name, ()), _negative_ttl(answer.response)
+            return _Found(answer.canonical_name, (), authenticated), _negative_ttl(answer.response)
         ttl = max(0, min(answer.chaining_result.minimum_ttl, MAX_POSITIVE_TTL))
-        return _Found(answer.canonical_name, tuple(answer.rrset)), ttl
+        return _Found(answer.canonical_name, tuple(answer.rrset), authenticated), ttl

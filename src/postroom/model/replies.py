@@ -174,6 +174,17 @@ FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
 
+# --- TLS policy failures (spec §12.3; delivery.tls_policy) -------------------------------------------
+TLS_POLICY_RETRY_PERIOD = 86_400.0  # seconds: MTA-STS and DANE failures retry for 24 h, not the 2 days
+_TLS_POLICY_CODES = frozenset({TLS_POLICY_FAILED.enhanced, DANE_FAILED.enhanced})
+
+
+def retry_period(reply: Reply) -> float | None:
+    """How long a recipient deferred with `reply` keeps retrying when that is not the queue's usual
+    expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323), else None."""
+    return TLS_POLICY_RETRY_PERIOD if reply.is_temporary and reply.enhanced in _TLS_POLICY_CODES else None
+
+
 # --- the outbound SMTP client (delivery.remote) ---------------------------------------------------
 BAD_DESTINATION_SYSTEM = Reply(550, "5.1.2", "Bad destination system: the recipient domain does not exist")
 NO_MAIL_HOST_ADDRESS = Reply(451, "4.4.4", "Unable to route: the mail hosts of the domain have no address")
