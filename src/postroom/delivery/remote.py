@@ -68,7 +68,11 @@ import aiosmtplib
 from aiosmtplib import SMTPResponse
 
 from postroom.config.settings import DeliverySettings
+from postroom.delivery.conversion import convert_for_remote_domain
+from postroom.delivery.dkim_signing import NotSigned, sign
+from postroom.delivery.tls_policy import OutboundTlsPolicy, TlsMode, outbound_tls_policy, verify_dane
 from postroom.dns.mail_hosts import MailHost, MailHostError, mail_hosts, without_local
+from postroom.dns.mta_sts_cache import StsPolicyCache
 from postroom.dns.resolver import Resolver
 from postroom.model import replies
 from postroom.model.message import count_received, header_section, summarize
@@ -128,6 +132,7 @@ class _Message:
     utf8_headers: bool  # the header section or the sender holds UTF-8: needs SMTPUTF8
     eight_bit: bool  # the body holds 8-bit octets: needs 8BITMIME or a conversion
     seven_bit: bytes | None = None  # the converted form, made at most once
+    signed: dict[bool, bytes] = field(default_factory=dict)  # by "7-bit converted": the octets sent
     refused: Reply | None = None  # the message fails for every recipient (loop, unreadable)
 
 
@@ -194,6 +199,7 @@ class RemoteDelivery:
         local: LocalEndpoints | None = None,
         remote_domain: RemoteDomainLookup = _default_remote_domain,
         dkim_signer: DkimSignerLookup = _no_signer,
+        sts: StsPolicyCache | None = None,
     ) -> None:
         self.settings = settings
         self.resolver = resolver
@@ -204,7 +210,9 @@ class RemoteDelivery:
         self.remote_domain = remote_domain
         self.dkim_signer = dkim_signer
         self._slots = _DestinationSlots(settings.max_connections_per_destination)
+        self.sts = sts
         self._opportunistic = _opportunistic_context()
+        self._verified = _verified_context(settings.tls_ca_file)
 
     async def deliver(self, attempts: Sequence[DeliveryAttempt]) -> list[RecipientResult]:
         by_destination: dict[str, list[DeliveryAttempt]] = {}
@@ -240,11 +248,21 @@ class RemoteDelivery:
             return results + [
                 RecipientResult(r.queue_id, error.reply) for m in ready for r in m.attempt.recipients
             ]
+        policy = await outbound_tls_policy(
+            self.resolver, destination, [h.name for h in hosts], sts=self.sts, port=settings.smtp_port
+        )
+        allowed = _allowed_hosts(policy, hosts)
+        if isinstance(allowed, Reply):
+            log.info("no host of %s meets its TLS policy: %s", destination, allowed)
+            return results + [
+                RecipientResult(r.queue_id, allowed) for m in ready for r in m.attempt.recipients
+            ]
+        hosts = allowed
         per_connection = settings.max_messages_per_connection
         batches = [ready[i : i + per_connection] for i in range(0, len(ready), per_connection)]
         slot = await self._slots(destination)
         try:
-            sent = await asyncio.gather(*(self._send_batch(slot, hosts, batch) for batch in batches))
+            sent = await asyncio.gather(*(self._send_batch(slot, hosts, policy, batch) for batch in batches))
         finally:
             self._slots.release(destination)
         return results + [result for batch_results in sent for result in batch_results]
@@ -268,14 +286,15 @@ class RemoteDelivery:
                 log.error("message %s: cannot read its content: %s", message.id, error)
                 prepared.append(_Message(attempt, b"", None, None, False, False, refused=replies.LOCAL_ERROR))
                 continue
-            content = contents[key]
-            head = header_section(content)
+            head = header_section(contents[key])
             if count_received(head) > self.max_hops:
                 prepared.append(
                     _Message(attempt, b"", None, None, False, False, refused=replies.ROUTING_LOOP)
                 )
                 continue
             domain_settings = self.remote_domain(message.tenant_id, destination)
+            content = convert_for_remote_domain(contents[key], domain_settings)
+            head = header_section(content)
             from_domain = parseaddr(summarize(head).from_header)[1].rpartition("@")[2].lower()
             signer = self.dkim_signer(message.tenant_id, from_domain) if from_domain else None
             prepared.append(
@@ -293,10 +312,10 @@ class RemoteDelivery:
     # --- connections ------------------------------------------------------------------------------
 
     async def _send_batch(
-        self, slot: asyncio.Semaphore, hosts: list[MailHost], batch: list[_Message]
+        self, slot: asyncio.Semaphore, hosts: list[MailHost], policy: OutboundTlsPolicy, batch: list[_Message]
     ) -> list[RecipientResult]:
         async with slot:
-            connection = await self._connect(hosts)
+            connection = await self._connect(hosts, policy)
             if isinstance(connection, Reply):
                 return [RecipientResult(r.queue_id, connection) for m in batch for r in m.attempt.recipients]
             results: list[RecipientResult] = []
@@ -321,19 +340,21 @@ class RemoteDelivery:
                 await _quit(connection.client)
             return results
 
-    async def _connect(self, hosts: list[MailHost]) -> _Connection | Reply:
-        """A connection to the first host and address that greets with 220, or the reply for all."""
+    async def _connect(self, hosts: list[MailHost], policy: OutboundTlsPolicy) -> _Connection | Reply:
+        """A connection to the first host and address that greets with 220 and meets the TLS policy,
+        or the reply for all (a TLS policy failure outranks a connection failure)."""
         last: Reply = replies.CONNECT_FAILED
         for host in hosts:
             for address in host.addresses:
                 try:
-                    return await self._open(host, address)
+                    return await self._open(host, address, policy)
                 except _Refused as refused:
-                    last = refused.reply
+                    if not (last.enhanced or "").startswith("4.7."):
+                        last = refused.reply
                     log.info("%s[%s]: %s", host.name, address, refused)
         return last
 
-    async def _open(self, host: MailHost, address: str) -> _Connection:
+    async def _open(self, host: MailHost, address: str, policy: OutboundTlsPolicy) -> _Connection:
         settings = self.settings
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -358,16 +379,29 @@ class RemoteDelivery:
             client.close()
             raise _Refused(replies.CONNECT_FAILED, f"no greeting: {error}") from error
         connection = _Connection(client, host, address)
+        records = policy.tlsa(host.name)
+        failure = replies.DANE_FAILED if records or policy.dane.get(host.name) else replies.TLS_POLICY_FAILED
+        verified = policy.mode is TlsMode.MTA_STS_ENFORCE and not records
         try:
             await self._hello(connection)
-            if connection.supports("starttls"):
+            if not connection.supports("starttls"):
+                if policy.tls_required(host.name):
+                    raise _Refused(failure, "TLS is required but the server does not offer STARTTLS")
+                return connection
+            try:
                 await client.starttls(
                     server_hostname=host.name,
-                    tls_context=self._opportunistic,
+                    tls_context=self._verified if verified else self._opportunistic,
                     timeout=settings.connect_timeout,
                 )
-                connection.tls = _tls_version(client)
-                await self._hello(connection)
+            except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as error:
+                if policy.tls_required(host.name):
+                    raise _Refused(failure, f"TLS required by policy failed: {error}") from error
+                raise
+            if records and not verify_dane(_peer_chain(client), records, host.name):
+                raise _Refused(replies.DANE_FAILED, "no TLSA record matches the server's certificate")
+            connection.tls = _tls_version(client)
+            await self._hello(connection)
         except _Refused:
             await _quit(client)
             raise
@@ -415,6 +449,7 @@ class RemoteDelivery:
             if not recipients:
                 return outcome
         content = message.content
+        seven_bit = False
         body_param: list[bytes] = []
         if message.eight_bit:
             if connection.supports("8bitmime"):
@@ -425,7 +460,8 @@ class RemoteDelivery:
                 if not message.seven_bit:
                     outcome.results += [connection.result(r, replies.EIGHT_BIT_REFUSED) for r in recipients]
                     return outcome
-                content = message.seven_bit
+                content, seven_bit = message.seven_bit, True
+        content = await self._signed(message, content, seven_bit)
         limit = connection.size_limit
         if limit and len(content) > limit:
             outcome.results += [connection.result(r, replies.REMOTE_SIZE_EXCEEDED) for r in recipients]
@@ -465,6 +501,19 @@ class RemoteDelivery:
         except aiosmtplib.SMTPException as error:
             outcome.broken = _broken(error)
         return outcome
+
+    async def _signed(self, message: _Message, content: bytes, seven_bit: bool) -> bytes:
+        """The octets to send: signed by the From domain's key when it has one (after any 7-bit
+        conversion, so the signature covers what the server receives); unsigned when signing fails."""
+        if message.signer is None:
+            return content
+        if seven_bit not in message.signed:
+            try:
+                message.signed[seven_bit] = await asyncio.to_thread(sign, content, message.signer)
+            except NotSigned as error:
+                log.warning("message %s sent unsigned: %s", message.attempt.message.id, error.reason)
+                message.signed[seven_bit] = content
+        return message.signed[seven_bit]
 
     def _settle_all(
         self,
@@ -509,6 +558,45 @@ def _opportunistic_context() -> ssl.SSLContext:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _verified_context(ca_file: str) -> ssl.SSLContext:
+    """TLS with the certificate verified against the system's CAs (and `ca_file`) and the MX host name:
+    MTA-STS enforce (RFC 8461 §4.2)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _allowed_hosts(policy: OutboundTlsPolicy, hosts: list[MailHost]) -> list[MailHost] | Reply:
+    """The hosts the destination's TLS policy lets us try, or the reply when it leaves none: MTA-STS
+    enforce keeps the hosts its `mx:` patterns name (testing only logs the others); a host whose TLSA
+    lookup failed is skipped (RFC 7672 §2.2: no fallback to plain delivery)."""
+    kept = []
+    for host in hosts:
+        if not policy.allows(host.name) or policy.dane_unavailable(host.name):
+            continue
+        if policy.mode is TlsMode.MTA_STS_TESTING and not policy.would_allow(host.name):
+            log.info(
+                "MTA-STS testing: %s is not in the policy of %s (sent anyway)", host.name, policy.destination
+            )
+        kept.append(host)
+    if kept:
+        return kept
+    if any(policy.dane_unavailable(host.name) for host in hosts):
+        return replies.DANE_FAILED
+    return replies.TLS_POLICY_FAILED
+
+
+def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
+    """The server's certificate (DER). Python 3.11's ssl gives only the leaf of an unverified peer, so
+    DANE-EE(3) records match and DANE-TA(2) ones (which need the chain) do not."""
+    ssl_object = client.get_transport_info("ssl_object")
+    if not isinstance(ssl_object, ssl.SSLObject):
+        return []
+    leaf = ssl_object.getpeercert(binary_form=True)
+    return [leaf] if leaf else []
 
 
 def _tls_version(client: aiosmtplib.SMTP) -> str:
