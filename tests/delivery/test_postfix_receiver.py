@@ -11,12 +11,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dkim
 import pytest
+from dns.resolver import Resolver as StubResolver
 
 from postroom.config.settings import DeliverySettings
 from postroom.delivery.remote import RemoteDelivery
+from postroom.directory.dkim import generate_key_pair
 from postroom.dns import DnsResolver
-from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient
+from postroom.model.outbound import DeliveryAttempt, DkimSigner, OutboundMessage, OutboundRecipient
 from postroom.storage import BlobStore
 from tests.support.dns_server import DnsTestServer
 from tests.support.postfix import PostfixLab, free_port
@@ -33,7 +36,7 @@ def postfix() -> Iterator[PostfixLab]:
 
 @pytest.fixture(scope="module")
 def dns() -> Iterator[DnsTestServer]:
-    with DnsTestServer({DOMAIN: f"@ MX 10 mx\nmx A {HOST}"}) as server:
+    with DnsTestServer({DOMAIN: f"@ MX 10 mx\nmx A {HOST}", "contoso.com": ""}) as server:
         yield server
 
 
@@ -83,3 +86,51 @@ async def test_a_message_arrives_at_postfix_with_its_headers_intact(
     assert ours, f"the message was altered on the way:\n{arrived.decode()}"  # Maildir lines end in LF
     assert b"Received: from out.postroom.test (" in postfix_hop  # Postfix's hop, above ours
     assert b"Return-Path: <alice@contoso.com>" in postfix_hop
+
+
+async def test_a_dkim_signature_verifies_on_arrival_at_postfix(
+    postfix: PostfixLab, dns: DnsTestServer, tmp_path: Path
+) -> None:
+    pair = generate_key_pair()
+    dns.add_txt("s1._domainkey.contoso.com", f"v=DKIM1; k=rsa; p={pair.public_key}")
+    signer = DkimSigner("contoso.com", "s1", pair.private_key_pem)
+    blobs = BlobStore(tmp_path / "blobs")
+    body = (
+        b"From: Alice <alice@contoso.com>\r\nTo: <user@postfix.test>\r\nSubject: Signed\r\n"
+        b"Message-ID: <postfix-2@contoso.com>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n"
+        b"Signed body.\r\n"
+    )
+    message = OutboundMessage("pf2", blobs.put(body), b"", len(body), 0.0, 7)
+    recipient = OutboundRecipient(1, postfix.recipient, postfix.recipient, 0)
+    asked: list[tuple[int | None, str]] = []
+
+    def dkim_signer(tenant_id: int | None, from_domain: str) -> DkimSigner | None:
+        asked.append((tenant_id, from_domain))
+        return signer
+
+    agent = RemoteDelivery(
+        DeliverySettings(smtp_port=postfix.port, connect_timeout=5.0, command_timeout=30.0),
+        DnsResolver(dns.settings()),
+        blobs,
+        helo_name="out.postroom.test",
+        max_hops=30,
+        dkim_signer=dkim_signer,
+    )
+    before = postfix.delivered()
+    [result] = await agent.deliver([DeliveryAttempt(DOMAIN, "alice@contoso.com", message, (recipient,))])
+    assert result.reply.code == 250
+    assert asked == [(7, "contoso.com")]
+    arrived = next(
+        m for m in await asyncio.to_thread(wait_for_mail, postfix, before + 1) if b"Signed body" in m
+    )
+    assert b"DKIM-Signature:" in arrived
+
+    resolver = StubResolver(configure=False)
+    resolver.nameservers = [dns.host]
+    resolver.port = dns.port
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(b"".join(r.strings) for r in answer)
+
+    assert dkim.verify(arrived.replace(b"\n", b"\r\n"), dnsfunc=dnsfunc)
