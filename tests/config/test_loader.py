@@ -286,6 +286,9 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ('[service]\naddresses = ["203.0.113.300"]\n', "service.addresses", "is not an IP address"),
         ('[service]\naddresses = "203.0.113.25"\n', "service.addresses", "expected a list of IP addresses"),
         ('[service]\nmta_sts_mode = "none"\n', "service.mta_sts_mode", 'must be "testing" or "enforce"'),
+        ("[mta_sts]\npolicy_port = 70000\n", "mta_sts.policy_port", "must be a port number from 1 to 65535"),
+        ("[mta_sts]\nfetch_timeout = 0\n", "mta_sts.fetch_timeout", "must be greater than 0"),
+        ('[mta_sts]\npolicy_https = "no"\n', "mta_sts.policy_https", "expected bool"),
     ],
 )
 def test_wrong_values_are_one_problem_each(tmp_path: Path, text: str, key: str, message: str) -> None:
@@ -448,3 +451,10 @@ def test_password_policy(tmp_path: Path) -> None:
     assert "passwords.min_length" in problems
     problems = problems_of(write(tmp_path, "[passwords]\nmin_length = 20\nmax_length = 10\n"))
     assert problems["passwords.max_length"] == "is shorter than passwords.min_length"
+
+
+def test_mta_sts_ca_file_is_relative_to_the_file(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, '[mta_sts]\nca_file = "lab/ca.pem"\npolicy_port = 8443\n'))
+    expected = (str(tmp_path / "etc" / "lab" / "ca.pem"), 8443)
+    assert (settings.mta_sts.ca_file, settings.mta_sts.policy_port) == expected
+    assert load_settings(write(tmp_path, "")).mta_sts.ca_file == ""

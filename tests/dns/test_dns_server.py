@@ -194,3 +194,20 @@ def test_a_wildcard_answers_for_names_that_do_not_exist_below_its_encloser() -> 
         assert (texts(existing), existing.rcode()) == ([], dns.rcode.NOERROR)
         assert ask(server, "other.wild.test", "A").rcode() == dns.rcode.NXDOMAIN
         assert ask(server, "a.host.mail.wild.test", "A").rcode() == dns.rcode.NXDOMAIN  # encloser host
+
+
+def test_ad_is_set_for_chosen_names_only_when_asked(dns_server: DnsTestServer) -> None:
+    dns_server.set_authenticated("example.com")
+
+    def ad(name: str, *, want: bool) -> bool:
+        query = dns.message.make_query(name, "A", want_dnssec=want)
+        if not want:
+            query.flags &= ~dns.flags.AD
+        response = dns.query.udp(query, "127.0.0.1", port=dns_server.port, timeout=2)
+        return bool(response.flags & dns.flags.AD)
+
+    assert ad("example.com", want=True)
+    assert not ad("example.com", want=False)  # a client that does not ask never gets AD
+    assert not ad("mx1.example.com", want=True)  # another name
+    dns_server.set_authenticated("example.com", False)
+    assert not ad("example.com", want=True)
