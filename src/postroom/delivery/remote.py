@@ -16,19 +16,40 @@ problem. Per destination it:
    a refused or timed-out connection or a greeting other than 220 moves on to the next.
 
 Each connection says EHLO with `helo_name` (HELO when EHLO is refused) and STARTTLS whenever the
-server offers it (opportunistic: the certificate is not verified). The envelope carries SIZE when the
-server advertises it, and a message larger than the server's SIZE fails 552 5.3.4 without being sent.
+server offers it. TLS by the destination's policy (`delivery.tls_policy`), per host:
+
+- opportunistic (no MTA-STS, no usable DANE records): the certificate is not verified (RFC 7435). When
+  the handshake fails, the same address is tried again in plaintext, logged as a warning (what Postfix
+  does with `smtp_tls_security_level = may`); a 454 to STARTTLS goes on in plaintext on the same
+  connection;
+- MTA-STS `enforce`: only hosts the policy names, only over TLS with a certificate valid for the host
+  name (the system's CAs and `tls_ca_file`); anything less skips the host, and when no host is left the
+  recipients are deferred 4.7.5 (`TLS_POLICY_FAILED`). Never a plaintext fallback;
+- MTA-STS `testing`: delivered as opportunistic, but the handshake is first tried verified and a
+  certificate enforce would refuse is logged ("MTA-STS testing: ... sent anyway"), as are hosts the
+  policy does not name;
+- DANE (authenticated TLSA records for the host, RFC 7672): TLS is required and the certificate is
+  judged by the records, not the Web PKI; a mismatch, a refused STARTTLS or a failed handshake defers
+  4.7.323 (`DANE_FAILED`), never a plaintext fallback. Only DANE-EE(3) records can match here: Python
+  3.11's ssl exposes only the leaf certificate of a peer it did not verify, and DANE-TA(2) needs the
+  chain the server sent, so a host whose usable TLSA records are all DANE-TA is deferred (never delivered
+  unverified) until the runtime exposes the chain (Python 3.13's `get_unverified_chain`).
+
+The envelope carries SIZE when the server advertises it, and a message larger than the server's SIZE
+fails 552 5.3.4 without being sent.
 Content negotiation (RFC 6152, RFC 6531): a message with 8-bit body octets goes with BODY=8BITMIME to a
 server that offers it; to one that does not, its MIME parts are converted to quoted-printable (text)
 or base64, and a message that cannot be converted (no MIME structure, 8-bit inside an attached
 message) fails 554 5.6.7. UTF-8 in the header section or the sender needs SMTPUTF8; without it the
 message fails 5.6.7; a UTF-8 recipient address alone fails only that recipient.
 
-PIPELINING: aiosmtplib (5.x) does not pipeline: its protocol awaits each reply before the next command
-and drops reply octets that arrive while no command is waiting, so several commands cannot be written
-before their replies are read. Every command here therefore waits for its reply, even where the
-server offers PIPELINING: one round trip per MAIL and per RCPT. A pipelining client needs its own
-reply reader (a known gap; the reuse of connections keeps the cost per message small).
+PIPELINING (RFC 2920): to a server that offers it, a transaction is one write (RSET before every message
+but the first of a connection, MAIL FROM, every RCPT TO, DATA: DATA ends the group, §3.1) and the
+replies are read in order, each settling its own command; then the message. Without PIPELINING each
+command waits for its reply. BDAT (CHUNKING) is not used: DATA carries 7-bit and 8BITMIME content.
+The protocol is `delivery.smtp_client`, Postroom's own small client: aiosmtplib (5.x) reads one reply
+per command and drops reply octets that arrive while no command waits, so it cannot pipeline, and
+teaching it would mean replacing its private protocol class (the reasons are in that module).
 
 Outcomes per recipient: a RCPT reply settles its recipient when it is not 2xx (5xx fails it, 4xx
 defers it); DATA's final reply settles every accepted recipient. A 421 from the server, a dropped
@@ -40,36 +61,43 @@ Timeouts (RFC 5321 §4.5.3.2, as settings): `connect_timeout` for the TCP connec
 handshake, `command_timeout` for the greeting and each command's reply, `data_timeout` for the message
 and the reply to its end.
 
-*Security:* every reply comes from a remote server and is untrusted: it is parsed by aiosmtplib
-(bounded line and reply length) and kept only as a code and text in the result. The DNS answers are
+*Security:* every reply comes from a remote server and is untrusted: it is parsed by
+`delivery.smtp_client` (bounded line length, lines per reply, read-ahead; input after STARTTLS's 220 or
+a reply to nothing breaks the connection) and kept only as a code and text in the result. The DNS answers are
 bounded by `max_mail_hosts` and `max_host_addresses`. Opportunistic TLS protects against passive
-eavesdropping only; a destination that requires verified TLS says so by MTA-STS or DANE.
+eavesdropping only, and its plaintext fallback lets an active attacker strip it, as it can strip
+STARTTLS from the EHLO reply anyway; a destination that requires TLS says so by MTA-STS or DANE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import email
 import email.policy
 import io
 import logging
 import quopri
 import re
-import socket
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.utils import parseaddr
-
-import aiosmtplib
-from aiosmtplib import SMTPResponse
+from enum import Enum
 
 from postroom.config.settings import DeliverySettings
 from postroom.delivery.conversion import convert_for_remote_domain
 from postroom.delivery.dkim_signing import NotSigned, sign
+from postroom.delivery.smtp_client import (
+    ClientTimeouts,
+    ProtocolViolation,
+    ReplyTimeout,
+    ServerReply,
+    SmtpClient,
+    SmtpClientError,
+    TlsFailed,
+)
 from postroom.delivery.tls_policy import OutboundTlsPolicy, TlsMode, outbound_tls_policy, verify_dane
 from postroom.dns.mail_hosts import MailHost, MailHostError, mail_hosts, without_local
 from postroom.dns.mta_sts_cache import StsPolicyCache
@@ -147,18 +175,19 @@ class _Outcome:
 class _Connection:
     """One SMTP client connection to one address of one mail host, after EHLO (and STARTTLS)."""
 
-    def __init__(self, client: aiosmtplib.SMTP, host: MailHost, address: str) -> None:
+    def __init__(self, client: SmtpClient, host: MailHost, address: str) -> None:
         self.client = client
         self.host = host
         self.address = address
         self.tls = ""
+        self.used = False  # a transaction was begun: the next one starts with RSET
 
     def supports(self, keyword: str) -> bool:
-        return self.client.supports_extension(keyword)
+        return self.client.supports(keyword)
 
     @property
     def size_limit(self) -> int:
-        value = self.client.esmtp_extensions.get("size", "")
+        value = self.client.extensions.get("SIZE", "")
         return int(value) if value.isdigit() else 0
 
     def result(self, recipient: OutboundRecipient, reply: Reply) -> RecipientResult:
@@ -321,11 +350,7 @@ class RemoteDelivery:
             results: list[RecipientResult] = []
             try:
                 for index, message in enumerate(batch):
-                    outcome = _Outcome()
-                    if index:
-                        outcome.broken = await self._reset(connection)
-                    if outcome.broken is None:
-                        outcome = await self._send(connection, message)
+                    outcome = await self._send(connection, message)
                     results += outcome.results
                     if outcome.broken is not None:
                         settled = {result.queue_id for result in outcome.results}
@@ -337,7 +362,7 @@ class RemoteDelivery:
                         ]
                         break
             finally:
-                await _quit(connection.client)
+                await connection.client.quit()
             return results
 
     async def _connect(self, hosts: list[MailHost], policy: OutboundTlsPolicy) -> _Connection | Reply:
@@ -346,88 +371,94 @@ class RemoteDelivery:
         last: Reply = replies.CONNECT_FAILED
         for host in hosts:
             for address in host.addresses:
-                try:
-                    return await self._open(host, address, policy)
-                except _Refused as refused:
-                    if not (last.enhanced or "").startswith("4.7."):
-                        last = refused.reply
-                    log.info("%s[%s]: %s", host.name, address, refused)
+                level = _first_level(policy, host.name)
+                while True:
+                    try:
+                        return await self._open(host, address, policy, level)
+                    except _Downgrade as downgrade:
+                        log.warning("%s[%s]: %s", host.name, address, downgrade)
+                        level = downgrade.level
+                    except _Refused as refused:
+                        if not (last.enhanced or "").startswith("4.7."):
+                            last = refused.reply
+                        log.info("%s[%s]: %s", host.name, address, refused)
+                        break
         return last
 
-    async def _open(self, host: MailHost, address: str, policy: OutboundTlsPolicy) -> _Connection:
+    async def _open(
+        self, host: MailHost, address: str, policy: OutboundTlsPolicy, level: _TlsLevel
+    ) -> _Connection:
+        """One connection at `level`: raises `_Refused` (try the next address) or `_Downgrade` (try this
+        address again at a lower level: only where the policy does not require TLS)."""
         settings = self.settings
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
+        timeouts = ClientTimeouts(settings.connect_timeout, settings.command_timeout, settings.data_timeout)
         try:
-            await asyncio.wait_for(
-                loop.sock_connect(sock, (address, settings.smtp_port)), settings.connect_timeout
-            )
+            client = await SmtpClient.connect(address, settings.smtp_port, timeouts)
         except (OSError, TimeoutError) as error:
-            sock.close()
             raise _Refused(replies.CONNECT_FAILED, f"connect failed: {error or 'timeout'}") from error
-        client = aiosmtplib.SMTP(
-            sock=sock, timeout=settings.command_timeout, local_hostname=self.helo_name, start_tls=False
-        )
-        try:
-            await client.connect()
-        except aiosmtplib.SMTPConnectResponseError as error:
-            client.close()
-            raise _Refused(_reply(error.code, error.message), "greeting refused") from error
-        except (aiosmtplib.SMTPException, OSError) as error:
-            client.close()
-            raise _Refused(replies.CONNECT_FAILED, f"no greeting: {error}") from error
         connection = _Connection(client, host, address)
         records = policy.tlsa(host.name)
+        required = policy.tls_required(host.name)
         failure = replies.DANE_FAILED if records or policy.dane.get(host.name) else replies.TLS_POLICY_FAILED
-        verified = policy.mode is TlsMode.MTA_STS_ENFORCE and not records
         try:
+            greeting = await client.read_reply()
+            if greeting.code != 220:
+                raise _Refused(_reply(greeting.code, greeting.text), "greeting refused")
             await self._hello(connection)
-            if not connection.supports("starttls"):
-                if policy.tls_required(host.name):
+            if level is _TlsLevel.PLAIN:
+                return connection
+            if not client.supports("starttls"):
+                if required:
                     raise _Refused(failure, "TLS is required but the server does not offer STARTTLS")
                 return connection
-            try:
-                await client.starttls(
-                    server_hostname=host.name,
-                    tls_context=self._verified if verified else self._opportunistic,
-                    timeout=settings.connect_timeout,
+            reply = await client.command(b"STARTTLS")
+            if reply.code != 220:
+                if required:
+                    raise _Refused(
+                        failure, f"TLS required by policy refused: {_reply(reply.code, reply.text)}"
+                    )
+                log.warning(
+                    "%s[%s]: STARTTLS refused (%s), sending in plaintext", host.name, address, reply.code
                 )
-            except (aiosmtplib.SMTPException, ssl.SSLError, OSError) as error:
-                if policy.tls_required(host.name):
+                return connection
+            context = self._verified if level is _TlsLevel.VERIFIED else self._opportunistic
+            try:
+                await client.starttls(context, host.name)
+            except TlsFailed as error:
+                if required:
                     raise _Refused(failure, f"TLS required by policy failed: {error}") from error
-                raise
-            if records and not verify_dane(_peer_chain(client), records, host.name):
+                if level is _TlsLevel.VERIFIED:  # MTA-STS testing: report, then deliver as usual
+                    raise _Downgrade(
+                        _TlsLevel.OPPORTUNISTIC,
+                        f"MTA-STS testing: the policy of {policy.destination} would refuse this host: {error}"
+                        " (sent anyway)",
+                    ) from error
+                raise _Downgrade(
+                    _TlsLevel.PLAIN, f"{error}; retrying in plaintext (opportunistic TLS)"
+                ) from error
+            certificate = client.peer_certificate()
+            if records and not verify_dane([certificate] if certificate else [], records, host.name):
                 raise _Refused(replies.DANE_FAILED, "no TLSA record matches the server's certificate")
-            connection.tls = _tls_version(client)
+            connection.tls = client.tls
             await self._hello(connection)
-        except _Refused:
-            await _quit(client)
+        except (_Refused, _Downgrade):
+            await client.quit()
             raise
-        except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as error:
-            await _quit(client)
+        except SmtpClientError as error:
+            await client.quit()
             raise _Refused(replies.CONNECT_FAILED, f"session set-up failed: {error}") from error
         return connection
 
     async def _hello(self, connection: _Connection) -> None:
         client = connection.client
-        try:
-            await client.ehlo(hostname=self.helo_name)
-        except aiosmtplib.SMTPHeloError as error:
-            if error.code == 421 or not client.is_connected:
-                raise _Refused(_reply(error.code, error.message), "EHLO refused") from error
-            response = await client.helo(hostname=self.helo_name)
-            if response.code != 250:
-                raise _Refused(_reply(response.code, response.message), "HELO refused") from None
-
-    async def _reset(self, connection: _Connection) -> Reply | None:
-        """RSET between messages; the reply that breaks the connection, or None."""
-        try:
-            response = await connection.client.execute_command(b"RSET")
-        except aiosmtplib.SMTPException as error:
-            return _broken(error)
-        return None if response.code == 250 else _reply(response.code, response.message)
+        reply = await client.ehlo(self.helo_name)
+        if reply.code == 250:
+            return
+        if reply.code == 421 or not client.is_open:
+            raise _Refused(_reply(reply.code, reply.text), "EHLO refused")
+        reply = await client.command(b"HELO " + self.helo_name.encode("ascii"))
+        if reply.code != 250:
+            raise _Refused(_reply(reply.code, reply.text), "HELO refused")
 
     # --- one message ------------------------------------------------------------------------------
 
@@ -468,39 +499,127 @@ class RemoteDelivery:
             return outcome
         params = [f"SIZE={len(content)}".encode()] if connection.supports("size") else []
         params += body_param
-        needs_utf8 = message.utf8_headers or not all(r.recipient.isascii() for r in recipients)
-        if needs_utf8:
+        if message.utf8_headers or not all(r.recipient.isascii() for r in recipients):
             params.append(b"SMTPUTF8")
-        client = connection.client
+        mail = b" ".join([f"MAIL FROM:<{attempt.sender}>".encode(), *params])
+        rcpts = [f"RCPT TO:<{r.recipient}>".encode() for r in recipients]
         try:
-            response = await client.execute_command(b"MAIL", f"FROM:<{attempt.sender}>".encode(), *params)
-            if response.code != 250:
-                return self._settle_all(connection, outcome, recipients, response)
-            accepted: list[OutboundRecipient] = []
-            for recipient in recipients:
-                response = await client.execute_command(b"RCPT", f"TO:<{recipient.recipient}>".encode())
-                if response.code in (250, 251):
-                    accepted.append(recipient)
-                    continue
-                reply = _reply(response.code, response.message)
-                outcome.results.append(connection.result(recipient, reply))
-                if response.code == 421:
-                    outcome.broken = reply
-                    return outcome
-            if not accepted:
-                return outcome
-            try:
-                response = await client.data(content, timeout=self.settings.data_timeout)
-            except aiosmtplib.SMTPDataError as error:
-                response = SMTPResponse(error.code, error.message)
-            reply = _reply(response.code, response.message)
-            outcome.results += [connection.result(r, reply) for r in accepted]
-            if response.code == 421:
-                outcome.broken = reply
-            self._log_sent(connection, message, accepted, reply)
-        except aiosmtplib.SMTPException as error:
+            if connection.supports("pipelining"):
+                await self._pipelined(connection, outcome, message, mail, rcpts, recipients, content)
+            else:
+                await self._one_by_one(connection, outcome, message, mail, rcpts, recipients, content)
+        except SmtpClientError as error:
             outcome.broken = _broken(error)
         return outcome
+
+    async def _pipelined(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        mail: bytes,
+        rcpts: list[bytes],
+        recipients: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """RFC 2920: [RSET,] MAIL, every RCPT and DATA in one write, their replies read in order. DATA
+        ends the group (§3.1); its 354 is answered with the message, or with a lone `.` when no
+        recipient was accepted (the client must check every reply, §3.1)."""
+        client = connection.client
+        group = ([b"RSET"] if connection.used else []) + [mail, *rcpts, b"DATA"]
+        await client.write_commands(group)
+        if connection.used:
+            reset = await client.read_reply()
+            if reset.code != 250:
+                outcome.broken = _reply(reset.code, reset.text)
+                return
+        connection.used = True
+        reply = await client.read_reply()
+        mail_failed = reply.code != 250
+        if mail_failed:
+            self._settle_all(connection, outcome, recipients, reply)
+            if outcome.broken is not None:
+                return
+        accepted: list[OutboundRecipient] = []
+        for recipient in recipients:
+            reply = await client.read_reply()
+            if mail_failed:
+                continue  # 503s to RCPT after a refused MAIL: the MAIL reply settled them
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+                continue
+            result = _reply(reply.code, reply.text)
+            outcome.results.append(connection.result(recipient, result))
+            if reply.code == 421:
+                outcome.broken = result
+                return
+        reply = await client.read_reply()
+        if reply.code != 354:
+            if accepted:
+                self._settle_all(connection, outcome, accepted, reply)
+                self._log_sent(connection, outcome, message, accepted)
+            elif reply.code == 421:
+                outcome.broken = _reply(reply.code, reply.text)
+            return
+        if not accepted:
+            await client.send_content(b"")  # only the terminating ".": nobody to deliver to
+            return
+        await self._content(connection, outcome, message, accepted, content)
+
+    async def _one_by_one(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        mail: bytes,
+        rcpts: list[bytes],
+        recipients: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """Without PIPELINING: RSET between messages, then each command waits for its reply."""
+        client = connection.client
+        if connection.used:
+            reset = await client.command(b"RSET")
+            if reset.code != 250:
+                outcome.broken = _reply(reset.code, reset.text)
+                return
+        connection.used = True
+        reply = await client.command(mail)
+        if reply.code != 250:
+            self._settle_all(connection, outcome, recipients, reply)
+            return
+        accepted: list[OutboundRecipient] = []
+        for recipient, rcpt in zip(recipients, rcpts, strict=True):
+            reply = await client.command(rcpt)
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+                continue
+            result = _reply(reply.code, reply.text)
+            outcome.results.append(connection.result(recipient, result))
+            if reply.code == 421:
+                outcome.broken = result
+                return
+        if not accepted:
+            return
+        reply = await client.command(b"DATA")
+        if reply.code != 354:
+            self._settle_all(connection, outcome, accepted, reply)
+            self._log_sent(connection, outcome, message, accepted)
+            return
+        await self._content(connection, outcome, message, accepted, content)
+
+    async def _content(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        accepted: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """The message after 354; the reply to its end settles every accepted recipient."""
+        reply = await connection.client.send_content(content)
+        self._settle_all(connection, outcome, accepted, reply)
+        self._log_sent(connection, outcome, message, accepted)
 
     async def _signed(self, message: _Message, content: bytes, seven_bit: bool) -> bytes:
         """The octets to send: signed by the From domain's key when it has one (after any 7-bit
@@ -520,17 +639,17 @@ class RemoteDelivery:
         connection: _Connection,
         outcome: _Outcome,
         recipients: list[OutboundRecipient],
-        response: SMTPResponse,
-    ) -> _Outcome:
-        reply = _reply(response.code, response.message)
-        outcome.results += [connection.result(r, reply) for r in recipients]
-        if response.code == 421:
-            outcome.broken = reply
-        return outcome
+        reply: ServerReply,
+    ) -> None:
+        settled = _reply(reply.code, reply.text)
+        outcome.results += [connection.result(r, settled) for r in recipients]
+        if reply.code == 421:
+            outcome.broken = settled
 
     def _log_sent(
-        self, connection: _Connection, message: _Message, accepted: list[OutboundRecipient], reply: Reply
+        self, connection: _Connection, outcome: _Outcome, message: _Message, accepted: list[OutboundRecipient]
     ) -> None:
+        reply = outcome.results[-1].reply
         log.info(
             "%s id=%s relay=%s[%s] tls=%s from=<%s> %s (%s)",
             "sent" if reply.is_positive else "deferred" if reply.is_temporary else "bounced",
@@ -542,6 +661,30 @@ class RemoteDelivery:
             " ".join(f"to=<{r.recipient}>" for r in accepted),
             reply,
         )
+
+
+class _TlsLevel(Enum):
+    """How a connection protects itself, strongest first: what a failed handshake falls back to."""
+
+    VERIFIED = "verified"  # the certificate checked against the CAs and the MX host name
+    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered, the certificate not checked
+    PLAIN = "plain"  # no STARTTLS: after a failed opportunistic handshake only
+
+
+def _first_level(policy: OutboundTlsPolicy, host: str) -> _TlsLevel:
+    """Verified for MTA-STS (enforce: required; testing: to report what enforce would refuse), unless
+    DANE records judge the certificate instead; opportunistic otherwise."""
+    if policy.mode is TlsMode.OPPORTUNISTIC or policy.tlsa(host):
+        return _TlsLevel.OPPORTUNISTIC
+    return _TlsLevel.VERIFIED
+
+
+class _Downgrade(Exception):
+    """Try this address again at `level`: a TLS handshake failed where the policy allows less."""
+
+    def __init__(self, level: _TlsLevel, detail: str) -> None:
+        super().__init__(detail)
+        self.level = level
 
 
 class _Refused(Exception):
@@ -589,21 +732,6 @@ def _allowed_hosts(policy: OutboundTlsPolicy, hosts: list[MailHost]) -> list[Mai
     return replies.TLS_POLICY_FAILED
 
 
-def _peer_chain(client: aiosmtplib.SMTP) -> list[bytes]:
-    """The server's certificate (DER). Python 3.11's ssl gives only the leaf of an unverified peer, so
-    DANE-EE(3) records match and DANE-TA(2) ones (which need the chain) do not."""
-    ssl_object = client.get_transport_info("ssl_object")
-    if not isinstance(ssl_object, ssl.SSLObject):
-        return []
-    leaf = ssl_object.getpeercert(binary_form=True)
-    return [leaf] if leaf else []
-
-
-def _tls_version(client: aiosmtplib.SMTP) -> str:
-    ssl_object = client.get_transport_info("ssl_object")
-    return (ssl_object.version() or "TLS") if isinstance(ssl_object, ssl.SSLObject) else "TLS"
-
-
 def _reply(code: int, message: str) -> Reply:
     """A remote server's reply as a `Reply`: the enhanced code from its first line when it has one."""
     lines = message.split("\n") if message else [""]
@@ -614,21 +742,12 @@ def _reply(code: int, message: str) -> Reply:
     return Reply(code, enhanced, "\n".join(lines)[:2000])
 
 
-def _broken(error: aiosmtplib.SMTPException) -> Reply:
-    if isinstance(error, aiosmtplib.SMTPTimeoutError):
+def _broken(error: SmtpClientError) -> Reply:
+    if isinstance(error, ReplyTimeout):
         return replies.REMOTE_TIMEOUT
-    if isinstance(error, aiosmtplib.SMTPResponseException):
-        reply = _reply(error.code, error.message)
-        return reply if reply.is_temporary else replies.REMOTE_PROTOCOL_ERROR
+    if isinstance(error, ProtocolViolation):
+        return replies.REMOTE_PROTOCOL_ERROR
     return replies.REMOTE_DISCONNECTED
-
-
-async def _quit(client: aiosmtplib.SMTP) -> None:
-    """Say QUIT politely when the connection is still up; close it whatever happens."""
-    if client.is_connected:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-            await asyncio.wait_for(client.quit(), 10.0)
-    client.close()
 
 
 def to_seven_bit(content: bytes) -> bytes | None:
