@@ -25,6 +25,7 @@ from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRe
 from postroom.model.replies import Reply
 from postroom.storage import BlobStore
 from tests.support.dns_server import DnsTestServer
+from tests.support.scripted_smtp import ScriptedSmtp
 from tests.support.sink import SmtpSink, free_port
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -45,17 +46,33 @@ old          MX 10 old-mx
 loop         MX 10 mx.postroom.test.
 loop-second  MX 10 mx.postroom.test.
 loop-second  MX 20 mx2
+piped        MX 10 piped-mx
+piped-mx     A 127.0.0.14
+unpiped      MX 10 unpiped-mx
+unpiped-mx   A 127.0.0.15
+badtls       MX 10 badtls-mx
+badtls-mx    A 127.0.0.16
+danebad      MX 10 badtls-mx
 """
 
 
 class Network:
     """The test DNS, three sinks and a blob store, shared by the module's tests."""
 
-    def __init__(self, dns: DnsTestServer, mx1: SmtpSink, mx2: SmtpSink, old: SmtpSink, blobs: BlobStore):
+    def __init__(
+        self,
+        dns: DnsTestServer,
+        mx1: SmtpSink,
+        mx2: SmtpSink,
+        old: SmtpSink,
+        scripted: tuple[ScriptedSmtp, ScriptedSmtp, ScriptedSmtp],
+        blobs: BlobStore,
+    ):
         self.dns = dns
         self.mx1 = mx1
         self.mx2 = mx2
         self.old = old
+        self.piped, self.unpiped, self.badtls = scripted
         self.blobs = blobs
         self.port = mx1.port
         self._ids = 0
@@ -118,19 +135,25 @@ async def network(
     dns: DnsTestServer, tls_context: ssl.SSLContext, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Network]:
     port = free_port("127.0.0.11")
-    old_server = frozenset({"8BITMIME", "SMTPUTF8", "STARTTLS"})
+    old_server = frozenset({"8BITMIME", "SMTPUTF8", "STARTTLS", "PIPELINING"})
     async with (
         SmtpSink("127.0.0.11", port, hostname="mx1.remote.test", tls=tls_context) as mx1,
         SmtpSink("127.0.0.12", port, hostname="mx2.remote.test") as mx2,
         SmtpSink("127.0.0.13", port, hostname="old-mx.remote.test", hidden=old_server) as old,
+        ScriptedSmtp("127.0.0.14", port) as piped,
+        ScriptedSmtp("127.0.0.15", port, keywords=("8BITMIME",)) as unpiped,
+        ScriptedSmtp("127.0.0.16", port, break_tls=True) as badtls,
     ):
-        yield Network(dns, mx1, mx2, old, BlobStore(Path(tmp_path_factory.mktemp("blobs"))))
+        blobs = BlobStore(Path(tmp_path_factory.mktemp("blobs")))
+        yield Network(dns, mx1, mx2, old, (piped, unpiped, badtls), blobs)
 
 
 @pytest.fixture(autouse=True)
 def fresh(network: Network) -> None:
     for sink in (network.mx1, network.mx2, network.old):
         sink.reset()
+    for server in (network.piped, network.unpiped, network.badtls):
+        server.reset()
 
 
 async def test_delivers_to_the_preferred_mx_over_starttls(network: Network) -> None:
@@ -329,3 +352,102 @@ async def test_a_message_larger_than_the_server_takes_is_not_sent(network: Netwo
         )
     assert codes(results) == [(552, "5.3.4")]
     assert network.mx1.messages == []
+
+
+# --- PIPELINING (RFC 2920), seen from a server that records what each read of its socket held
+
+
+async def test_pipelining_sends_mail_rcpt_and_data_in_one_write(network: Network) -> None:
+    attempts = [network.attempt([f"a{i}@piped.remote.test", f"b{i}@piped.remote.test"]) for i in range(2)]
+    results = await network.agent().deliver(attempts)
+    assert codes(results) == [(250, "2.0.0")] * 4
+    [connection] = network.piped.connections
+    assert connection.reads == [
+        ["EHLO"],
+        ["MAIL", "RCPT", "RCPT", "DATA"],  # one group: DATA is its last command
+        ["RSET", "MAIL", "RCPT", "RCPT", "DATA"],  # the next message, RSET in the same group
+        ["QUIT"],
+    ]
+    assert [m[1] for m in network.piped.messages] == [
+        ("a0@piped.remote.test", "b0@piped.remote.test"),
+        ("a1@piped.remote.test", "b1@piped.remote.test"),
+    ]
+
+
+async def test_without_pipelining_each_command_waits_for_its_reply(network: Network) -> None:
+    attempts = [network.attempt([f"a{i}@unpiped.remote.test", f"b{i}@unpiped.remote.test"]) for i in range(2)]
+    results = await network.agent().deliver(attempts)
+    assert codes(results) == [(250, "2.0.0")] * 4
+    [connection] = network.unpiped.connections
+    one_transaction = [["MAIL"], ["RCPT"], ["RCPT"], ["DATA"]]
+    assert connection.reads == [["EHLO"], *one_transaction, ["RSET"], *one_transaction, ["QUIT"]]
+    assert len(network.unpiped.messages) == 2
+
+
+async def test_the_project_listener_without_pipelining_still_gets_the_mail(network: Network) -> None:
+    attempts = [network.attempt([f"user{i}@old.remote.test", "x@old.remote.test"]) for i in range(3)]
+    results = await network.agent().deliver(attempts)
+    assert codes(results) == [(250, "2.6.0")] * 6
+    assert network.old.connections == 1 and len(network.old.messages) == 3
+
+
+async def test_a_refused_rcpt_in_a_pipelined_group_fails_only_that_recipient(network: Network) -> None:
+    network.piped.refused = {
+        "gone@piped.remote.test": "550 5.1.1 no such user",
+        "full@piped.remote.test": "452 4.2.2 mailbox full",
+    }
+    try:
+        attempt = network.attempt(
+            ["bob@piped.remote.test", "gone@piped.remote.test", "full@piped.remote.test"]
+        )
+        results = await network.agent().deliver([attempt])
+    finally:
+        network.piped.refused = {}
+    assert codes(results) == [(250, "2.0.0"), (550, "5.1.1"), (452, "4.2.2")]
+    assert network.piped.connections[0].reads[1] == ["MAIL", "RCPT", "RCPT", "RCPT", "DATA"]
+    assert [m[1] for m in network.piped.messages] == [("bob@piped.remote.test",)]
+
+
+async def test_every_rcpt_refused_in_a_group_keeps_each_reply_and_the_connection(network: Network) -> None:
+    # DATA is answered 554 (no valid recipients); each recipient keeps its own RCPT reply, and the
+    # next message on the same connection still goes.
+    network.piped.refused = {"gone@piped.remote.test": "550 5.1.1 no such user"}
+    try:
+        first = network.attempt(["gone@piped.remote.test"])
+        second = network.attempt(["bob@piped.remote.test"])
+        results = await network.agent().deliver([first, second])
+    finally:
+        network.piped.refused = {}
+    assert codes(results) == [(550, "5.1.1"), (250, "2.0.0")]
+    assert len(network.piped.connections) == 1
+    assert [m[1] for m in network.piped.messages] == [("bob@piped.remote.test",)]
+
+
+# --- opportunistic TLS: a failed handshake falls back to plaintext unless a policy requires TLS
+
+
+async def test_a_failed_opportunistic_handshake_retries_the_host_in_plaintext(
+    network: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="postroom.delivery.remote"):
+        results = await network.agent().deliver([network.attempt(["bob@badtls.remote.test"])])
+    assert codes(results) == [(250, "2.0.0")]
+    assert results[0].tls == "" and results[0].remote_ip == "127.0.0.16"
+    first, second = network.badtls.connections
+    assert first.starttls and not second.starttls
+    assert [m[1] for m in network.badtls.messages] == [("bob@badtls.remote.test",)]
+    assert "retrying in plaintext" in caplog.text
+
+
+async def test_dane_never_falls_back_to_plaintext(network: Network) -> None:
+    tlsa = f"_{network.port}._tcp.badtls-mx.remote.test"
+    network.dns.add_records(tlsa, "TLSA", "3 1 1 " + "ab" * 32)
+    network.dns.set_authenticated(tlsa)
+    try:
+        results = await network.agent().deliver([network.attempt(["bob@danebad.remote.test"])])
+    finally:
+        network.dns.set_authenticated(tlsa, False)
+        network.dns.remove_records(tlsa, "TLSA")
+    assert codes(results) == [(451, "4.7.323")]
+    assert len(network.badtls.connections) == 1 and network.badtls.connections[0].starttls
+    assert network.badtls.messages == []
