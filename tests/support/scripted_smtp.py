@@ -64,7 +64,7 @@ class ScriptedSmtp:
         self.connections.append(record)
         writer.write(b"220 scripted.remote.test ESMTP\r\n")
         buffer = b""
-        sender, recipients = "", []
+        sender, recipients = "", list[str]()
         content: bytes | None = None  # not None: reading a message
         try:
             while True:
