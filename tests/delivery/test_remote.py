@@ -451,3 +451,11 @@ async def test_dane_never_falls_back_to_plaintext(network: Network) -> None:
     assert codes(results) == [(451, "4.7.323")]
     assert len(network.badtls.connections) == 1 and network.badtls.connections[0].starttls
     assert network.badtls.messages == []
+
+
+async def test_an_address_with_a_line_break_is_refused_not_sent(network: Network) -> None:
+    injected = "x@piped.remote.test>\r\nRCPT TO:<y@piped.remote.test"
+    results = await network.agent().deliver([network.attempt(["bob@piped.remote.test", injected])])
+    assert codes(results) == [(250, "2.0.0"), (501, "5.1.3")]
+    assert network.piped.connections[0].reads[1] == ["MAIL", "RCPT", "DATA"]
+    assert [m[1] for m in network.piped.messages] == [("bob@piped.remote.test",)]

@@ -122,6 +122,7 @@ DkimSignerLookup = Callable[[int | None, str], DkimSigner | None]
 """(tenant id, From domain) -> the key to sign with, None to send unsigned; runs in a worker thread."""
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _default_remote_domain(tenant_id: int | None, destination: str) -> RemoteDomainSettings:
@@ -467,11 +468,22 @@ class RemoteDelivery:
         outcome = _Outcome()
         smtputf8 = connection.supports("smtputf8")
         recipients = list(attempt.recipients)
+        if _CONTROL.search(attempt.sender):  # never a command injected through an address
+            outcome.results = [connection.result(r, replies.BAD_SENDER_SYNTAX) for r in recipients]
+            return outcome
+        outcome.results = [
+            connection.result(r, replies.BAD_RECIPIENT_SYNTAX)
+            for r in recipients
+            if _CONTROL.search(r.recipient)
+        ]
+        recipients = [r for r in recipients if not _CONTROL.search(r.recipient)]
+        if not recipients:
+            return outcome
         if message.utf8_headers and not smtputf8:
-            outcome.results = [connection.result(r, replies.EIGHT_BIT_REFUSED) for r in recipients]
+            outcome.results += [connection.result(r, replies.EIGHT_BIT_REFUSED) for r in recipients]
             return outcome
         if not smtputf8:
-            outcome.results = [
+            outcome.results += [
                 connection.result(r, replies.EIGHT_BIT_REFUSED)
                 for r in recipients
                 if not r.recipient.isascii()

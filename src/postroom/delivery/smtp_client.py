@@ -308,9 +308,9 @@ class SmtpClient:
 
 def stuffed(content: bytes) -> bytes:
     """`content` as sent after DATA: every line ending CRLF, a leading `.` doubled (RFC 5321 §4.5.2),
-    a final CRLF, and the terminating `.` line."""
+    a final CRLF, and the terminating `.` line (alone for empty content)."""
     data = _LINE_ENDINGS.sub(b"\r\n", content)
-    if not data.endswith(b"\r\n"):
+    if data and not data.endswith(b"\r\n"):
         data += b"\r\n"
     if data.startswith(b"."):
         data = b"." + data
