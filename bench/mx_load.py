@@ -10,7 +10,7 @@ server on 127.0.0.1 and measures two times from the start of the load:
   acknowledgement, log line or server timestamp is taken as a delivery time.
 
 With ``--vs-postfix`` the same load runs against Postroom and against a private Postfix instance that is
-Debian's stock configuration except for what the comparison needs (bench/postfix_lab.py), R times
+Debian's stock configuration except for what the comparison needs (tests/support/postfix.py), R times
 (default 5), alternating which target goes first, each run on fresh server state; it reports per run and
 the median and range of the ratio Postroom/Postfix, accepted and delivered separately.
 
@@ -46,10 +46,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
 
 
 from loadgen import LoadResult, LoadSpec, run_in_process
-from postfix_lab import PostfixLab, free_port, proc_tree, wait_port
+from tests.support.postfix import PostfixLab, free_port, proc_tree, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # the only address the benchmark listens on or sends to
@@ -95,7 +96,7 @@ def _count_lines(path: Path) -> int:
 
 
 class PostfixTarget:
-    """Postfix via bench/postfix_lab.py; delivered = files in the Maildir (new/ and cur/)."""
+    """Postfix via tests/support/postfix.py; delivered = files in the Maildir (new/ and cur/)."""
 
     name = "postfix"
 

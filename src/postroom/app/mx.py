@@ -11,7 +11,7 @@ and writes the trace; only when that commit returned does the client get 250. An
 before it gets 451 4.3.0 and nothing is acknowledged.
 
 A `Received` header is added to every message (kept beside the body, which is stored exactly as
-received); a message that already has more than `MAX_HOPS` Received headers is refused as a loop
+received); a message that already has more than `[routing] max_hops` Received headers is refused as a loop
 (554 5.4.14). A message the listener spooled to disk is moved into the blob store as a file, never
 loaded whole: only its first `HEAD_OCTETS` are read, for the header summary and the hop count.
 Recipients refused at RCPT (by routing, or by the SMTP core past its recipient limit) and messages
@@ -76,7 +76,6 @@ from postroom.storage import BlobStore, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
 
-MAX_HOPS = 30  # Received headers before a message is taken for a loop (reference: loops break at 20+)
 HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
 
 log = logging.getLogger(__name__)
@@ -116,6 +115,7 @@ class MxEndpoint:
         refusal_limits: RefusalLimits,
         service_postmaster: ServicePostmaster = NO_SERVICE_POSTMASTER,
         srs: Srs | None = None,
+        max_hops: int = 30,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.hostname = hostname
@@ -127,6 +127,7 @@ class MxEndpoint:
         self._max_receive_size = max_receive_size
         self._service_postmaster = service_postmaster
         self._srs = srs
+        self.max_hops = max_hops  # Received headers a message may carry; more: a loop (554 5.4.14)
         self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
@@ -342,7 +343,7 @@ class MxSession:
         envelope = self.envelope
         assert envelope is not None and envelope.accepted, "the SMTP core sends DATA only with recipients"
         head = content.head(HEAD_OCTETS)
-        if count_received(head) > MAX_HOPS:
+        if count_received(head) > self._endpoint.max_hops:
             return self._refuse_data(envelope, replies.HOP_COUNT_EXCEEDED, content.size)
         refusal = await self._check_message(envelope, content.size, head)
         if refusal is not None:

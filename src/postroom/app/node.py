@@ -13,8 +13,9 @@ left uncommitted.
 
 Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
 scheduler has no round for them; what the queue keeps is remote mail. The scheduler
-(`app.outbound.build_scheduler`) leases it for the remote agent `App.remote_agent`, and
-sends DSNs for what failed; with no agent, remote mail waits in the queue and only DSNs run.
+(`app.outbound.build_scheduler`) leases it for the remote agent (`delivery.remote.RemoteDelivery`,
+built by `app.sending.remote_delivery`; a test may set `App.remote_agent` to its own) and sends DSNs
+for what failed.
 While serving, the node also purges trace older than `[trace] retention_days` every
 `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 
@@ -42,6 +43,7 @@ from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.mx import MxEndpoint
 from postroom.app.outbound import build_scheduler, write_trace
+from postroom.app.sending import remote_delivery
 from postroom.app.startup import (
     StartupError,
     check_data_dir,
@@ -96,8 +98,7 @@ class App:
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
         self.queue = QueueControl(database, write_trace)
-        # What delivers queued remote recipients (`delivery.remote.RemoteDelivery`, wired here); with
-        # None the scheduler leases nothing: remote mail waits and only the DSN rounds run.
+        # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
@@ -235,8 +236,11 @@ class App:
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
+        agent = self.remote_agent
+        if agent is None:
+            agent = remote_delivery(settings, self.resolver, self.blobs, self.directory)
         scheduler = build_scheduler(
-            settings, self.database, self.directory, self.blobs, committer, self.remote_agent, srs=srs
+            settings, self.database, self.directory, self.blobs, committer, agent, srs=srs
         )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
@@ -253,6 +257,7 @@ class App:
             ),
             service_postmaster=self.service_postmaster(),
             srs=srs,
+            max_hops=settings.routing.max_hops,
         )
         memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(

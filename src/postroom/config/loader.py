@@ -255,7 +255,13 @@ def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
 
 
 def _port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
+    return None if 1 <= value <= 65535 else "must be a TCP port from 1 to 65535"
+
+
+def _host_name(value: str) -> str | None:
+    if not value or ("." in value and " " not in value and value.isascii()):
+        return None
+    return 'must be a fully qualified host name, e.g. "mail.example.net", or "" for [service] hostname'
 
 
 def _optional_path(relative: Callable[[str], Path], value: str) -> str:
@@ -361,6 +367,12 @@ def load_settings(path: Path) -> Settings:
         name: reader.dataclass_table(f"{name}.limits", default, {"bare_lf": _bare_lf, "nul": _nul})
         for name, default in (("mx", defaults.mx.limits), ("submission", defaults.submission.limits))
     }
+    delivery = reader.dataclass_table(
+        "delivery",
+        defaults.delivery,
+        {"smtp_port": _port, "helo_name": _host_name},
+        tls_ca_file=_optional_path(relative, reader.get("delivery", "tls_ca_file", str, "")),
+    )
     for name, listener_limits in limits.items():
         for key, complaint, fix in _limit_problems(listener_limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
@@ -394,6 +406,7 @@ def load_settings(path: Path) -> Settings:
             defaults.queue,
             retry_schedule=reader.seconds("queue", "retry_schedule", defaults.queue.retry_schedule),
         ),
+        delivery=delivery,
         passwords=reader.dataclass_table("passwords", defaults.passwords),
         routing=reader.dataclass_table("routing", defaults.routing),
         trace=reader.dataclass_table("trace", defaults.trace),
@@ -459,6 +472,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "imap": {"listen": _toml(settings.imap_listen)},
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
+        "delivery": _toml(settings.delivery),
         "passwords": _toml(settings.passwords),
         "routing": _toml(settings.routing),
         "trace": _toml(settings.trace),

@@ -212,6 +212,24 @@ class QueueSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliverySettings:
+    """The outbound SMTP client (`delivery.remote`): timeouts, concurrency, and where it connects.
+
+    Timeouts follow RFC 5321 §4.5.3.2 (5 min per command, 10 min for the end of data)."""
+
+    connect_timeout: float = 30.0  # seconds for the TCP connection and TLS handshake
+    command_timeout: float = 300.0  # seconds for the greeting and each command's reply
+    data_timeout: float = 600.0  # seconds for the message transfer and the reply to its end
+    max_connections_per_destination: int = 20  # concurrent connections to one recipient domain
+    max_messages_per_connection: int = 100  # messages sent over one connection before it is closed
+    max_mail_hosts: int = 5  # MX hosts tried per delivery, in preference order
+    max_host_addresses: int = 4  # addresses of one MX host tried (A and AAAA)
+    smtp_port: int = 25  # the port remote servers are reached on (labs and tests set another)
+    tls_ca_file: str = ""  # extra CA certificates trusted for verified TLS (labs, tests); "": none
+    helo_name: str = ""  # the name said in EHLO; "": [service] hostname
+
+
+@dataclass(frozen=True, slots=True)
 class PasswordSettings:
     """The policy a mailbox password must meet when it is set (`directory.PasswordPolicy`)."""
 
@@ -227,6 +245,7 @@ class RoutingSettings:
     # Octets a mailbox receives unless its tenant or itself says otherwise (36 MB); a larger message
     # fails for that mailbox with 552 5.2.3 (at RCPT when MAIL said SIZE=, else by a bounce).
     max_receive_size: int = 37_748_736
+    max_hops: int = 30  # Received headers a message may carry; more: a loop, 554 5.4.14 (spec: 20+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +288,7 @@ class Settings:
     imap_listen: tuple[ListenAddress, ...] = _loopback(2143)  # [imap] listen
     admin: AdminSettings = field(default_factory=AdminSettings)
     queue: QueueSettings = field(default_factory=QueueSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)  # [delivery]
     passwords: PasswordSettings = field(default_factory=PasswordSettings)  # [passwords]
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # [routing]
     trace: TraceSettings = field(default_factory=TraceSettings)  # [trace]

@@ -196,3 +196,11 @@ DELETED_BY_ADMINISTRATOR = Reply(550, "5.3.0", "Message deleted from the queue b
 # --- SRS bounces at RCPT (routing/srs.py) ----------------------------------------------------------
 SRS_INVALID = Reply(550, "5.1.1", "Recipient address rejected: invalid or expired SRS address")
 SRS_BOUNCES_ONLY = Reply(550, "5.7.1", "Recipient address rejected: an SRS address accepts only bounces")
+
+# --- the outbound SMTP client (delivery.remote) ---------------------------------------------------
+BAD_DESTINATION_SYSTEM = Reply(550, "5.1.2", "Bad destination system: the recipient domain does not exist")
+NO_MAIL_HOST_ADDRESS = Reply(451, "4.4.4", "Unable to route: the mail hosts of the domain have no address")
+MAIL_HOST_IS_LOCAL = Reply(554, "5.4.14", "Routing loop: the recipient domain's mail host is this service")
+REMOTE_DISCONNECTED = Reply(451, "4.4.2", "The remote server closed the connection, will retry")
+REMOTE_SIZE_EXCEEDED = Reply(552, "5.3.4", "The message is larger than the remote server accepts")
+REMOTE_PROTOCOL_ERROR = Reply(451, "4.5.0", "The remote server answered out of protocol, will retry")

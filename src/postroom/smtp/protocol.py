@@ -341,6 +341,8 @@ class SmtpServerProtocol:
         self._auth_failures = 0
         self._tls_available = tls_available
         self._tls_active = tls_active
+        # EHLO keywords not to advertise (a listener that plays an older server: test sinks, labs).
+        self.hidden_extensions: frozenset[str] = frozenset()
         self._buffer = bytearray()
         self._out = bytearray()
         self._events: deque[Event] = deque()
@@ -657,6 +659,8 @@ class SmtpServerProtocol:
         if self._tls_available and not self._tls_active:
             keywords.append("STARTTLS")
         keywords += ["CHUNKING", "BINARYMIME"]
+        if self.hidden_extensions:
+            keywords = [k for k in keywords if k.split()[0] not in self.hidden_extensions]
         return keywords
 
     def _hello(self, name: str, extended: bool) -> None:

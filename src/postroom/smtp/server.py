@@ -131,6 +131,7 @@ class SmtpListener:
         spool_dir: Path,
         memory: MemoryBudget,
         auth: AuthPolicy | None = None,
+        hidden_extensions: frozenset[str] = frozenset(),
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -152,6 +153,7 @@ class SmtpListener:
         self._per_ip: dict[str, int] = {}
         self._per_network: dict[str, int] = {}
         self.memory = memory  # the node's, shared with its other listeners
+        self.hidden_extensions = hidden_extensions  # EHLO keywords not advertised (test sinks, labs)
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
 
@@ -295,6 +297,7 @@ class _Connection(asyncio.Protocol):
             tls_active=listener.implicit_tls,
             auth=listener.auth,
         )
+        self._core.hidden_extensions = listener.hidden_extensions
         self.task: asyncio.Task[None] | None = None
         self.peer_ip = ""
         self.network = ""

@@ -1,15 +1,16 @@
-"""A private, throwaway Postfix instance for benchmarks, on 127.0.0.1 only.
+"""A private, throwaway Postfix instance on one loopback address: the benchmark's peer and the tests'
+real receiving MTA (tests of delivery.remote).
 
 Builds its own config_directory, queue_directory and data_directory in a temp directory. main.cf is
-Debian's as its postinst writes it (``DEBIAN_MAIN_CF``) with only the changes of ``bench_main_cf()``
-(private directories, 127.0.0.1, virtual(8) delivery of ``user@bench.example`` into one Maildir, a log
-file); master.cf is Debian's shipped ``master.cf.dist`` with only smtpd moved from port 25 to
-127.0.0.1:PORT; the chroot is filled by Debian's own ``configure-instance.sh``. No other tuning: notably
+Debian's as its postinst writes it (``DEBIAN_MAIN_CF``) with only the changes of ``lab_main_cf()``
+(private directories, the loopback address ``host``, virtual(8) delivery of ``user@<domain>`` into one
+Maildir, a log file); master.cf is Debian's shipped ``master.cf.dist`` with only smtpd moved from port
+25 to HOST:PORT; the chroot is filled by Debian's own ``configure-instance.sh``. No other tuning: notably
 ``in_flow_delay`` stays at its shipped 1s unless asked. The system's /etc/postfix and port 25 are never
 touched. Needs root (Postfix's master runs as root and drops to ``mail_owner``). Fails with
 RuntimeError (and leaves nothing running) when the package files are missing or Postfix will not start.
 
-Run it alone to try it: ``.venv/bin/python bench/postfix_lab.py`` starts an instance, prints its port
+Run it alone to try it: ``.venv/bin/python -m tests.support.postfix`` starts an instance, prints its port
 and Maildir, and stops it on Enter or Ctrl-C.
 """
 
@@ -31,8 +32,9 @@ from pathlib import Path
 POSTFIX = "/usr/sbin/postfix"
 MASTER_CF_DIST = Path("/usr/share/postfix/master.cf.dist")  # Debian's master.cf, as shipped
 CONFIGURE_INSTANCE = Path("/usr/lib/postfix/configure-instance.sh")  # Debian's chroot set-up
-DOMAIN = "bench.example"
+DOMAIN = "bench.example"  # the benchmark's; tests give their own
 USER = "user"
+HOST = "127.0.0.1"
 
 # main.cf exactly as Debian's postinst writes it for an "Internet Site" (Postfix 3.7, bookworm),
 # minus the host name it takes from the machine; everything not named here is Postfix's default.
@@ -55,16 +57,19 @@ DEBIAN_MAIN_CF: tuple[tuple[str, str], ...] = (
 )
 
 
-def bench_main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None) -> dict[str, str]:
-    """What the benchmark changes in Debian's main.cf, and nothing else (bench/README.md says why)."""
+def lab_main_cf(
+    base: Path, uid: int, gid: int, in_flow_delay: str | None, domain: str = DOMAIN
+) -> dict[str, str]:
+    """What the lab changes in Debian's main.cf, and nothing else (bench/README.md says why)."""
     changes = {
         # A private instance: its own queue and data, so the system's Postfix is never touched.
         "queue_directory": str(base / "queue"),
         "data_directory": str(base / "data"),
-        # Loopback only (the SMTP port is set in master.cf).
+        # Loopback only. Postfix wants these to be interface addresses (127.0.0.21 is only routed to
+        # lo), so they stay 127.0.0.1 and master.cf binds smtpd to `host` itself.
         "inet_interfaces": "127.0.0.1",
         # The one recipient, delivered by virtual(8) into a Maildir as `nobody`, like Postroom's mailbox.
-        "virtual_mailbox_domains": DOMAIN,
+        "virtual_mailbox_domains": domain,
         "virtual_mailbox_base": str(base / "mail"),
         "virtual_mailbox_maps": f"texthash:{base / 'etc' / 'vmailbox'}",
         "virtual_uid_maps": f"static:{uid}",
@@ -79,37 +84,37 @@ def bench_main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None) -> 
     return changes
 
 
-def main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None) -> str:
-    """Debian's main.cf with the benchmark's changes applied in place (each key written once)."""
+def main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None, domain: str = DOMAIN) -> str:
+    """Debian's main.cf with the lab's changes applied in place (each key written once)."""
     settings = dict(DEBIAN_MAIN_CF)
-    settings.update(bench_main_cf(base, uid, gid, in_flow_delay))
+    settings.update(lab_main_cf(base, uid, gid, in_flow_delay, domain))
     return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
-def master_cf(port: int) -> str:
-    """Debian's master.cf as shipped, with smtpd listening on 127.0.0.1:port instead of port 25."""
+def master_cf(port: int, host: str = HOST) -> str:
+    """Debian's master.cf as shipped, with smtpd listening on host:port instead of port 25."""
     lines = MASTER_CF_DIST.read_text().splitlines(keepends=True)
     smtpd = [i for i, line in enumerate(lines) if re.match(r"smtp\s+inet\s", line)]
     if len(smtpd) != 1:
         raise RuntimeError(f"{MASTER_CF_DIST}: expected one `smtp inet` line, found {len(smtpd)}")
     fields = lines[smtpd[0]].split()
-    lines[smtpd[0]] = " ".join([f"127.0.0.1:{port}", *fields[1:]]) + "\n"
+    lines[smtpd[0]] = " ".join([f"{host}:{port}", *fields[1:]]) + "\n"
     return "".join(lines)
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
+def free_port(host: str = HOST) -> int:
+    """Return a TCP port on `host` that was free a moment ago (bind to port 0)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float) -> bool:
-    """Wait until something accepts TCP connections on 127.0.0.1:port."""
+def wait_port(port: int, timeout: float, host: str = HOST) -> bool:
+    """Wait until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            with socket.create_connection((host, port), timeout=1.0) as s:
                 s.recv(512)  # read the greeting, so smtpd does not log a lost connection before it
                 return True
         except OSError:
@@ -144,6 +149,8 @@ class PostfixLab:
     port: int = 0
     keep: bool = False
     in_flow_delay: str | None = None  # None: as shipped (1s)
+    host: str = HOST  # the loopback address it listens on
+    domain: str = DOMAIN  # the domain of its one mailbox, user@<domain>
     base: Path = field(default_factory=lambda: Path())
     started: bool = False
 
@@ -153,21 +160,21 @@ class PostfixLab:
 
     @property
     def maildir(self) -> Path:
-        return self.base / "mail" / DOMAIN / USER
+        return self.base / "mail" / self.domain / USER
 
     @property
     def recipient(self) -> str:
-        return f"{USER}@{DOMAIN}"
+        return f"{USER}@{self.domain}"
 
     def setup(self) -> None:
         if os.geteuid() != 0:
             raise RuntimeError("the Postfix lab needs root (Postfix's master runs as root)")
         if not Path(POSTFIX).exists():
             raise RuntimeError(f"{POSTFIX} not found: apt-get install -y postfix")
-        self.base = Path(tempfile.mkdtemp(prefix="postfix-bench-"))
+        self.base = Path(tempfile.mkdtemp(prefix="postfix-lab-"))
         os.chmod(self.base, 0o755)  # daemons running as postfix/nobody must traverse it
         if not self.port:
-            self.port = free_port()
+            self.port = free_port(self.host)
         nobody = pwd.getpwnam("nobody")
         uid, gid = nobody.pw_uid, nobody.pw_gid
         etc = self.config_dir
@@ -175,12 +182,13 @@ class PostfixLab:
             d.mkdir(mode=0o755)
         (self.base / "data").chmod(0o700)
         shutil.chown(self.base / "data", "postfix")
-        (etc / "main.cf").write_text(main_cf(self.base, uid, gid, self.in_flow_delay))
-        (etc / "master.cf").write_text(master_cf(self.port))
-        (etc / "vmailbox").write_text(f"{self.recipient} {DOMAIN}/{USER}/\n")
+        (etc / "main.cf").write_text(main_cf(self.base, uid, gid, self.in_flow_delay, self.domain))
+        (etc / "master.cf").write_text(master_cf(self.port, self.host))
+        (etc / "vmailbox").write_text(f"{self.recipient} {self.domain}/{USER}/\n")
         for sub in ("tmp", "new", "cur"):
             (self.maildir / sub).mkdir(parents=True, mode=0o700)
-        for d in (self.base / "mail", self.base / "mail" / DOMAIN, self.maildir, *self.maildir.iterdir()):
+        mail = self.base / "mail"
+        for d in (mail, mail / self.domain, self.maildir, *self.maildir.iterdir()):
             os.chown(d, uid, gid)
 
     def _chroot(self) -> None:
@@ -227,8 +235,8 @@ class PostfixLab:
             detail = res.stderr.strip() or res.stdout.strip() or self.log_tail()
             raise RuntimeError(f"postfix start failed: {detail}")
         self.started = True
-        if not wait_port(self.port, timeout):
-            raise RuntimeError(f"Postfix did not listen on 127.0.0.1:{self.port} within {timeout:.0f}s")
+        if not wait_port(self.port, timeout, self.host):
+            raise RuntimeError(f"Postfix did not listen on {self.host}:{self.port} within {timeout:.0f}s")
 
     def master_pid(self) -> int | None:
         try:
@@ -286,7 +294,7 @@ class PostfixLab:
 
 def main() -> None:
     with PostfixLab(keep=False) as lab:
-        print(f"Postfix listening on 127.0.0.1:{lab.port}; recipient {lab.recipient}")
+        print(f"Postfix listening on {lab.host}:{lab.port}; recipient {lab.recipient}")
         print(f"config {lab.config_dir}; Maildir {lab.maildir}; pids {lab.pids()}")
         with contextlib.suppress(KeyboardInterrupt, EOFError):
             input("Enter to stop... ")

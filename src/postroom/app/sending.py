@@ -1,0 +1,56 @@
+"""Outbound sending, composed: the remote delivery agent built from the node's settings and services.
+
+`remote_delivery(settings, resolver, blobs, directory)` builds the `RemoteDelivery` the scheduler's remote round calls, with the app's
+hooks: `dkim_signer` (the active key of the From domain when it is an accepted domain of the sending
+tenant, else None: mail is never signed with another tenant's key) and the remote domain settings
+(`Directory.remote_domain_for`: the tenant's remote domain that covers the destination). Both hooks read the
+directory (SQL) and are called by the agent from a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from postroom.config import Settings
+from postroom.delivery.remote import LocalEndpoints, RemoteDelivery
+from postroom.directory import Directory
+from postroom.directory.errors import NotFoundError
+from postroom.dns import Resolver
+from postroom.dns.mta_sts_cache import StsPolicyCache
+from postroom.model.outbound import DkimSigner
+from postroom.model.scope import TenantScope
+from postroom.storage import BlobStore
+
+
+def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -> DkimSigner | None:
+    """The key `from_domain` signs with, when it is an accepted domain of tenant `tenant_id`."""
+    if tenant_id is None or not from_domain:
+        return None
+    try:
+        selector, pem = directory.dkim_signing_key(TenantScope(tenant_id), from_domain)
+    except NotFoundError:
+        return None
+    return DkimSigner(from_domain.lower(), selector, pem)
+
+
+def remote_delivery(
+    settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory
+) -> RemoteDelivery:
+    """The node's remote delivery agent."""
+    service = settings.service
+    return RemoteDelivery(
+        settings.delivery,
+        resolver,
+        blobs,
+        helo_name=settings.delivery.helo_name or service.hostname,
+        max_hops=settings.routing.max_hops,
+        local=LocalEndpoints(
+            names=frozenset({service.hostname.lower()}),
+            name_suffixes=(service.mx_host_suffix.lower(),),
+            addresses=frozenset(service.addresses),
+            sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
+        ),
+        dkim_signer=partial(dkim_signer, directory),
+        remote_domain=directory.remote_domain_for,
+        sts=StsPolicyCache.from_settings(settings.mta_sts),
+    )

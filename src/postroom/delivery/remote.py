@@ -1,0 +1,792 @@
+"""Remote delivery: the outbound SMTP client that sends queued mail to other organizations' servers.
+
+`RemoteDelivery` is the queue's `RemoteAgent`. `deliver(attempts)` is given attempts for one
+destination domain and answers one `RecipientResult` per recipient, never raising for a delivery
+problem. Per destination it:
+
+1. prepares each message once: reads `prefix` + blob from the blob store (once per message, however
+   many attempts share it), refuses a message with more than `max_hops` Received headers (554 5.4.14,
+   the loop guard), and asks the app's hooks (in a worker thread: they read the directory) for the
+   destination's remote domain settings and the From domain's DKIM signer;
+2. finds the mail hosts (`dns.mail_hosts`: MX by preference, random among equals, implicit MX, null
+   MX, NXDOMAIN, DNS failure; a list that points at this service fails 5.4.14);
+3. sends the messages over at most `max_connections_per_destination` concurrent connections (a bound
+   shared by every `deliver` call of this agent), each carrying at most `max_messages_per_connection`
+   messages with RSET between them. A connection tries the hosts in order and each host's addresses;
+   a refused or timed-out connection or a greeting other than 220 moves on to the next.
+
+Each connection says EHLO with `helo_name` (HELO when EHLO is refused) and STARTTLS whenever the
+server offers it. TLS by the destination's policy (`delivery.tls_policy`), per host:
+
+- opportunistic (no MTA-STS, no usable DANE records): the certificate is not verified (RFC 7435). When
+  the handshake fails, the same address is tried again in plaintext, logged as a warning (what Postfix
+  does with `smtp_tls_security_level = may`); a 454 to STARTTLS goes on in plaintext on the same
+  connection;
+- MTA-STS `enforce`: only hosts the policy names, only over TLS with a certificate valid for the host
+  name (the system's CAs and `tls_ca_file`); anything less skips the host, and when no host is left the
+  recipients are deferred 4.7.5 (`TLS_POLICY_FAILED`). Never a plaintext fallback;
+- MTA-STS `testing`: delivered as opportunistic, but the handshake is first tried verified and a
+  certificate enforce would refuse is logged ("MTA-STS testing: ... sent anyway"), as are hosts the
+  policy does not name;
+- DANE (authenticated TLSA records for the host, RFC 7672): TLS is required and the certificate is
+  judged by the records, not the Web PKI; a mismatch, a refused STARTTLS or a failed handshake defers
+  4.7.323 (`DANE_FAILED`), never a plaintext fallback. Only DANE-EE(3) records can match here: Python
+  3.11's ssl exposes only the leaf certificate of a peer it did not verify, and DANE-TA(2) needs the
+  chain the server sent, so a host whose usable TLSA records are all DANE-TA is deferred (never delivered
+  unverified) until the runtime exposes the chain (Python 3.13's `get_unverified_chain`).
+
+The envelope carries SIZE when the server advertises it, and a message larger than the server's SIZE
+fails 552 5.3.4 without being sent.
+Content negotiation (RFC 6152, RFC 6531): a message with 8-bit body octets goes with BODY=8BITMIME to a
+server that offers it; to one that does not, its MIME parts are converted to quoted-printable (text)
+or base64, and a message that cannot be converted (no MIME structure, 8-bit inside an attached
+message) fails 554 5.6.7. UTF-8 in the header section or the sender needs SMTPUTF8; without it the
+message fails 5.6.7; a UTF-8 recipient address alone fails only that recipient.
+
+PIPELINING (RFC 2920): to a server that offers it, a transaction is one write (RSET before every message
+but the first of a connection, MAIL FROM, every RCPT TO, DATA: DATA ends the group, §3.1) and the
+replies are read in order, each settling its own command; then the message. Without PIPELINING each
+command waits for its reply. BDAT (CHUNKING) is not used: DATA carries 7-bit and 8BITMIME content.
+The protocol is `delivery.smtp_client`, Postroom's own small client: aiosmtplib (5.x) reads one reply
+per command and drops reply octets that arrive while no command waits, so it cannot pipeline, and
+teaching it would mean replacing its private protocol class (the reasons are in that module).
+
+Outcomes per recipient: a RCPT reply settles its recipient when it is not 2xx (5xx fails it, 4xx
+defers it); DATA's final reply settles every accepted recipient. A 421 from the server, a dropped
+connection or a timeout defers everything not yet settled on that connection with a 4xx (the
+server's 421, or 451 4.4.2), and the connection is not used again. A recipient that was answered
+250 after DATA is never sent again by this agent (the queue settles it delivered).
+
+Timeouts (RFC 5321 §4.5.3.2, as settings): `connect_timeout` for the TCP connection and a TLS
+handshake, `command_timeout` for the greeting and each command's reply, `data_timeout` for the message
+and the reply to its end.
+
+*Security:* every reply comes from a remote server and is untrusted: it is parsed by
+`delivery.smtp_client` (bounded line length, lines per reply, read-ahead; input after STARTTLS's 220 or
+a reply to nothing breaks the connection) and kept only as a code and text in the result. The DNS answers are
+bounded by `max_mail_hosts` and `max_host_addresses`. Opportunistic TLS protects against passive
+eavesdropping only, and its plaintext fallback lets an active attacker strip it, as it can strip
+STARTTLS from the EHLO reply anyway; a destination that requires TLS says so by MTA-STS or DANE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email
+import email.policy
+import io
+import logging
+import quopri
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.generator import BytesGenerator
+from email.utils import parseaddr
+from enum import Enum
+
+from postroom.config.settings import DeliverySettings
+from postroom.delivery.conversion import convert_for_remote_domain
+from postroom.delivery.dkim_signing import NotSigned, sign
+from postroom.delivery.smtp_client import (
+    ClientTimeouts,
+    ProtocolViolation,
+    ReplyTimeout,
+    ServerReply,
+    SmtpClient,
+    SmtpClientError,
+    TlsFailed,
+)
+from postroom.delivery.tls_policy import OutboundTlsPolicy, TlsMode, outbound_tls_policy, verify_dane
+from postroom.dns.mail_hosts import MailHost, MailHostError, mail_hosts, without_local
+from postroom.dns.mta_sts_cache import StsPolicyCache
+from postroom.dns.resolver import Resolver
+from postroom.model import replies
+from postroom.model.message import count_received, header_section, summarize
+from postroom.model.outbound import (
+    DeliveryAttempt,
+    DkimSigner,
+    OutboundRecipient,
+    RecipientResult,
+    RemoteDomainSettings,
+)
+from postroom.model.replies import Reply
+from postroom.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+RemoteDomainLookup = Callable[[int | None, str], RemoteDomainSettings]
+"""(tenant id, destination domain) -> the remote domain settings that apply; runs in a worker thread."""
+DkimSignerLookup = Callable[[int | None, str], DkimSigner | None]
+"""(tenant id, From domain) -> the key to sign with, None to send unsigned; runs in a worker thread."""
+
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _default_remote_domain(tenant_id: int | None, destination: str) -> RemoteDomainSettings:
+    return RemoteDomainSettings()
+
+
+def _no_signer(tenant_id: int | None, from_domain: str) -> DkimSigner | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalEndpoints:
+    """What counts as this service when it appears in a destination's MX list: host names (and the
+    suffix under which the service's MX hosts live), public addresses, and the listeners' sockets."""
+
+    names: frozenset[str] = frozenset()
+    name_suffixes: tuple[str, ...] = ()
+    addresses: frozenset[str] = frozenset()
+    sockets: frozenset[tuple[str, int]] = frozenset()
+
+    def holds(self, host: MailHost, port: int) -> bool:
+        name = host.name.lower()
+        if name in self.names or any(name.endswith("." + suffix) for suffix in self.name_suffixes):
+            return True
+        return any(a in self.addresses or (a, port) in self.sockets for a in host.addresses)
+
+
+@dataclass(slots=True)
+class _Message:
+    """One attempt made ready to send: its octets and what they need of the server."""
+
+    attempt: DeliveryAttempt
+    content: bytes
+    signer: DkimSigner | None
+    domain: RemoteDomainSettings | None  # the destination's remote domain settings
+    utf8_headers: bool  # the header section or the sender holds UTF-8: needs SMTPUTF8
+    eight_bit: bool  # the body holds 8-bit octets: needs 8BITMIME or a conversion
+    seven_bit: bytes | None = None  # the converted form, made at most once
+    signed: dict[bool, bytes] = field(default_factory=dict)  # by "7-bit converted": the octets sent
+    refused: Reply | None = None  # the message fails for every recipient (loop, unreadable)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What one message on one connection settled, and whether the connection can go on."""
+
+    results: list[RecipientResult] = field(default_factory=list)
+    broken: Reply | None = None  # the connection is unusable; unsettled recipients get this reply
+
+
+class _Connection:
+    """One SMTP client connection to one address of one mail host, after EHLO (and STARTTLS)."""
+
+    def __init__(self, client: SmtpClient, host: MailHost, address: str) -> None:
+        self.client = client
+        self.host = host
+        self.address = address
+        self.tls = ""
+        self.used = False  # a transaction was begun: the next one starts with RSET
+
+    def supports(self, keyword: str) -> bool:
+        return self.client.supports(keyword)
+
+    @property
+    def size_limit(self) -> int:
+        value = self.client.extensions.get("SIZE", "")
+        return int(value) if value.isdigit() else 0
+
+    def result(self, recipient: OutboundRecipient, reply: Reply) -> RecipientResult:
+        return RecipientResult(recipient.queue_id, reply, self.host.name, self.address, self.tls)
+
+
+class _DestinationSlots:
+    """A semaphore per destination domain bounding concurrent connections; forgotten when unused."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._slots: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    async def __call__(self, destination: str) -> asyncio.Semaphore:
+        semaphore, users = self._slots.get(destination, (asyncio.Semaphore(self._limit), 0))
+        self._slots[destination] = (semaphore, users + 1)
+        return semaphore
+
+    def release(self, destination: str) -> None:
+        semaphore, users = self._slots[destination]
+        if users <= 1:
+            del self._slots[destination]
+        else:
+            self._slots[destination] = (semaphore, users - 1)
+
+
+class RemoteDelivery:
+    """The remote delivery agent (`queue.RemoteAgent`); see the module docstring."""
+
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        resolver: Resolver,
+        blobs: BlobStore,
+        *,
+        helo_name: str,
+        max_hops: int,
+        local: LocalEndpoints | None = None,
+        remote_domain: RemoteDomainLookup = _default_remote_domain,
+        dkim_signer: DkimSignerLookup = _no_signer,
+        sts: StsPolicyCache | None = None,
+    ) -> None:
+        self.settings = settings
+        self.resolver = resolver
+        self.blobs = blobs
+        self.helo_name = helo_name
+        self.max_hops = max_hops
+        self.local = local or LocalEndpoints()
+        self.remote_domain = remote_domain
+        self.dkim_signer = dkim_signer
+        self._slots = _DestinationSlots(settings.max_connections_per_destination)
+        self.sts = sts
+        self._opportunistic = _opportunistic_context()
+        self._verified = _verified_context(settings.tls_ca_file)
+
+    async def deliver(self, attempts: Sequence[DeliveryAttempt]) -> list[RecipientResult]:
+        by_destination: dict[str, list[DeliveryAttempt]] = {}
+        for attempt in attempts:
+            by_destination.setdefault(attempt.destination.lower(), []).append(attempt)
+        outcomes = await asyncio.gather(
+            *(self._deliver_to(destination, group) for destination, group in by_destination.items())
+        )
+        return [result for outcome in outcomes for result in outcome]
+
+    async def _deliver_to(self, destination: str, attempts: list[DeliveryAttempt]) -> list[RecipientResult]:
+        messages = await self._prepare(destination, attempts)
+        results = [
+            RecipientResult(r.queue_id, m.refused)
+            for m in messages
+            if m.refused
+            for r in m.attempt.recipients
+        ]
+        ready = [m for m in messages if m.refused is None]
+        if not ready:
+            return results
+        settings = self.settings
+        try:
+            hosts = await mail_hosts(
+                self.resolver,
+                destination,
+                max_hosts=settings.max_mail_hosts,
+                max_addresses=settings.max_host_addresses,
+            )
+            hosts = without_local(hosts, lambda host: self.local.holds(host, settings.smtp_port))
+        except MailHostError as error:
+            log.info("no route to %s: %s (%s)", destination, error.reply, error)
+            return results + [
+                RecipientResult(r.queue_id, error.reply) for m in ready for r in m.attempt.recipients
+            ]
+        policy = await outbound_tls_policy(
+            self.resolver, destination, [h.name for h in hosts], sts=self.sts, port=settings.smtp_port
+        )
+        allowed = _allowed_hosts(policy, hosts)
+        if isinstance(allowed, Reply):
+            log.info("no host of %s meets its TLS policy: %s", destination, allowed)
+            return results + [
+                RecipientResult(r.queue_id, allowed) for m in ready for r in m.attempt.recipients
+            ]
+        hosts = allowed
+        per_connection = settings.max_messages_per_connection
+        batches = [ready[i : i + per_connection] for i in range(0, len(ready), per_connection)]
+        slot = await self._slots(destination)
+        try:
+            sent = await asyncio.gather(*(self._send_batch(slot, hosts, policy, batch) for batch in batches))
+        finally:
+            self._slots.release(destination)
+        return results + [result for batch_results in sent for result in batch_results]
+
+    # --- preparing messages -------------------------------------------------------------------------
+
+    async def _prepare(self, destination: str, attempts: list[DeliveryAttempt]) -> list[_Message]:
+        """Read each message once and ask the hooks; runs in a worker thread (files, the directory)."""
+        return await asyncio.to_thread(self._prepare_all, destination, attempts)
+
+    def _prepare_all(self, destination: str, attempts: list[DeliveryAttempt]) -> list[_Message]:
+        contents: dict[tuple[str, bytes], bytes] = {}
+        prepared = []
+        for attempt in attempts:
+            message = attempt.message
+            key = (message.blob_id, message.prefix)
+            try:
+                if key not in contents:
+                    contents[key] = message.prefix + self.blobs.get(message.blob_id)
+            except (OSError, LookupError) as error:  # BlobMissingError: a corrupt store, reported
+                log.error("message %s: cannot read its content: %s", message.id, error)
+                prepared.append(_Message(attempt, b"", None, None, False, False, refused=replies.LOCAL_ERROR))
+                continue
+            head = header_section(contents[key])
+            if count_received(head) > self.max_hops:
+                prepared.append(
+                    _Message(attempt, b"", None, None, False, False, refused=replies.ROUTING_LOOP)
+                )
+                continue
+            domain_settings = self.remote_domain(message.tenant_id, destination)
+            content = convert_for_remote_domain(contents[key], domain_settings)
+            head = header_section(content)
+            from_domain = parseaddr(summarize(head).from_header)[1].rpartition("@")[2].lower()
+            signer = self.dkim_signer(message.tenant_id, from_domain) if from_domain else None
+            prepared.append(
+                _Message(
+                    attempt,
+                    content,
+                    signer,
+                    domain_settings,
+                    utf8_headers=not head.isascii() or not attempt.sender.isascii(),
+                    eight_bit=not content[len(head) :].isascii(),
+                )
+            )
+        return prepared
+
+    # --- connections ------------------------------------------------------------------------------
+
+    async def _send_batch(
+        self, slot: asyncio.Semaphore, hosts: list[MailHost], policy: OutboundTlsPolicy, batch: list[_Message]
+    ) -> list[RecipientResult]:
+        async with slot:
+            connection = await self._connect(hosts, policy)
+            if isinstance(connection, Reply):
+                return [RecipientResult(r.queue_id, connection) for m in batch for r in m.attempt.recipients]
+            results: list[RecipientResult] = []
+            try:
+                for index, message in enumerate(batch):
+                    outcome = await self._send(connection, message)
+                    results += outcome.results
+                    if outcome.broken is not None:
+                        settled = {result.queue_id for result in outcome.results}
+                        results += [
+                            connection.result(r, outcome.broken)
+                            for m in batch[index:]
+                            for r in m.attempt.recipients
+                            if r.queue_id not in settled
+                        ]
+                        break
+            finally:
+                await connection.client.quit()
+            return results
+
+    async def _connect(self, hosts: list[MailHost], policy: OutboundTlsPolicy) -> _Connection | Reply:
+        """A connection to the first host and address that greets with 220 and meets the TLS policy,
+        or the reply for all (a TLS policy failure outranks a connection failure)."""
+        last: Reply = replies.CONNECT_FAILED
+        for host in hosts:
+            for address in host.addresses:
+                level = _first_level(policy, host.name)
+                while True:
+                    try:
+                        return await self._open(host, address, policy, level)
+                    except _Downgrade as downgrade:
+                        log.warning("%s[%s]: %s", host.name, address, downgrade)
+                        level = downgrade.level
+                    except _Refused as refused:
+                        if not (last.enhanced or "").startswith("4.7."):
+                            last = refused.reply
+                        log.info("%s[%s]: %s", host.name, address, refused)
+                        break
+        return last
+
+    async def _open(
+        self, host: MailHost, address: str, policy: OutboundTlsPolicy, level: _TlsLevel
+    ) -> _Connection:
+        """One connection at `level`: raises `_Refused` (try the next address) or `_Downgrade` (try this
+        address again at a lower level: only where the policy does not require TLS)."""
+        settings = self.settings
+        timeouts = ClientTimeouts(settings.connect_timeout, settings.command_timeout, settings.data_timeout)
+        try:
+            client = await SmtpClient.connect(address, settings.smtp_port, timeouts)
+        except (OSError, TimeoutError) as error:
+            raise _Refused(replies.CONNECT_FAILED, f"connect failed: {error or 'timeout'}") from error
+        connection = _Connection(client, host, address)
+        records = policy.tlsa(host.name)
+        required = policy.tls_required(host.name)
+        failure = replies.DANE_FAILED if records or policy.dane.get(host.name) else replies.TLS_POLICY_FAILED
+        try:
+            greeting = await client.read_reply()
+            if greeting.code != 220:
+                raise _Refused(_reply(greeting.code, greeting.text), "greeting refused")
+            await self._hello(connection)
+            if level is _TlsLevel.PLAIN:
+                return connection
+            if not client.supports("starttls"):
+                if required:
+                    raise _Refused(failure, "TLS is required but the server does not offer STARTTLS")
+                return connection
+            reply = await client.command(b"STARTTLS")
+            if reply.code != 220:
+                if required:
+                    raise _Refused(
+                        failure, f"TLS required by policy refused: {_reply(reply.code, reply.text)}"
+                    )
+                log.warning(
+                    "%s[%s]: STARTTLS refused (%s), sending in plaintext", host.name, address, reply.code
+                )
+                return connection
+            context = self._verified if level is _TlsLevel.VERIFIED else self._opportunistic
+            try:
+                await client.starttls(context, host.name)
+            except TlsFailed as error:
+                if required:
+                    raise _Refused(failure, f"TLS required by policy failed: {error}") from error
+                if level is _TlsLevel.VERIFIED:  # MTA-STS testing: report, then deliver as usual
+                    raise _Downgrade(
+                        _TlsLevel.OPPORTUNISTIC,
+                        f"MTA-STS testing: the policy of {policy.destination} would refuse this host: {error}"
+                        " (sent anyway)",
+                    ) from error
+                raise _Downgrade(
+                    _TlsLevel.PLAIN, f"{error}; retrying in plaintext (opportunistic TLS)"
+                ) from error
+            certificate = client.peer_certificate()
+            if records and not verify_dane([certificate] if certificate else [], records, host.name):
+                raise _Refused(replies.DANE_FAILED, "no TLSA record matches the server's certificate")
+            connection.tls = client.tls
+            await self._hello(connection)
+        except (_Refused, _Downgrade):
+            await client.quit()
+            raise
+        except SmtpClientError as error:
+            await client.quit()
+            raise _Refused(replies.CONNECT_FAILED, f"session set-up failed: {error}") from error
+        return connection
+
+    async def _hello(self, connection: _Connection) -> None:
+        client = connection.client
+        reply = await client.ehlo(self.helo_name)
+        if reply.code == 250:
+            return
+        if reply.code == 421 or not client.is_open:
+            raise _Refused(_reply(reply.code, reply.text), "EHLO refused")
+        reply = await client.command(b"HELO " + self.helo_name.encode("ascii"))
+        if reply.code != 250:
+            raise _Refused(_reply(reply.code, reply.text), "HELO refused")
+
+    # --- one message ------------------------------------------------------------------------------
+
+    async def _send(self, connection: _Connection, message: _Message) -> _Outcome:
+        attempt = message.attempt
+        outcome = _Outcome()
+        smtputf8 = connection.supports("smtputf8")
+        recipients = list(attempt.recipients)
+        if _CONTROL.search(attempt.sender):  # never a command injected through an address
+            outcome.results = [connection.result(r, replies.BAD_SENDER_SYNTAX) for r in recipients]
+            return outcome
+        outcome.results = [
+            connection.result(r, replies.BAD_RECIPIENT_SYNTAX)
+            for r in recipients
+            if _CONTROL.search(r.recipient)
+        ]
+        recipients = [r for r in recipients if not _CONTROL.search(r.recipient)]
+        if not recipients:
+            return outcome
+        if message.utf8_headers and not smtputf8:
+            outcome.results += [connection.result(r, replies.EIGHT_BIT_REFUSED) for r in recipients]
+            return outcome
+        if not smtputf8:
+            outcome.results += [
+                connection.result(r, replies.EIGHT_BIT_REFUSED)
+                for r in recipients
+                if not r.recipient.isascii()
+            ]
+            recipients = [r for r in recipients if r.recipient.isascii()]
+            if not recipients:
+                return outcome
+        content = message.content
+        seven_bit = False
+        body_param: list[bytes] = []
+        if message.eight_bit:
+            if connection.supports("8bitmime"):
+                body_param = [b"BODY=8BITMIME"]
+            else:
+                if message.seven_bit is None:
+                    message.seven_bit = await asyncio.to_thread(to_seven_bit, content) or b""
+                if not message.seven_bit:
+                    outcome.results += [connection.result(r, replies.EIGHT_BIT_REFUSED) for r in recipients]
+                    return outcome
+                content, seven_bit = message.seven_bit, True
+        content = await self._signed(message, content, seven_bit)
+        limit = connection.size_limit
+        if limit and len(content) > limit:
+            outcome.results += [connection.result(r, replies.REMOTE_SIZE_EXCEEDED) for r in recipients]
+            return outcome
+        params = [f"SIZE={len(content)}".encode()] if connection.supports("size") else []
+        params += body_param
+        if message.utf8_headers or not all(r.recipient.isascii() for r in recipients):
+            params.append(b"SMTPUTF8")
+        mail = b" ".join([f"MAIL FROM:<{attempt.sender}>".encode(), *params])
+        rcpts = [f"RCPT TO:<{r.recipient}>".encode() for r in recipients]
+        try:
+            if connection.supports("pipelining"):
+                await self._pipelined(connection, outcome, message, mail, rcpts, recipients, content)
+            else:
+                await self._one_by_one(connection, outcome, message, mail, rcpts, recipients, content)
+        except SmtpClientError as error:
+            outcome.broken = _broken(error)
+        return outcome
+
+    async def _pipelined(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        mail: bytes,
+        rcpts: list[bytes],
+        recipients: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """RFC 2920: [RSET,] MAIL, every RCPT and DATA in one write, their replies read in order. DATA
+        ends the group (§3.1); its 354 is answered with the message, or with a lone `.` when no
+        recipient was accepted (the client must check every reply, §3.1)."""
+        client = connection.client
+        group = ([b"RSET"] if connection.used else []) + [mail, *rcpts, b"DATA"]
+        await client.write_commands(group)
+        if connection.used:
+            reset = await client.read_reply()
+            if reset.code != 250:
+                outcome.broken = _reply(reset.code, reset.text)
+                return
+        connection.used = True
+        reply = await client.read_reply()
+        mail_failed = reply.code != 250
+        if mail_failed:
+            self._settle_all(connection, outcome, recipients, reply)
+            if outcome.broken is not None:
+                return
+        accepted: list[OutboundRecipient] = []
+        for recipient in recipients:
+            reply = await client.read_reply()
+            if mail_failed:
+                continue  # 503s to RCPT after a refused MAIL: the MAIL reply settled them
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+                continue
+            result = _reply(reply.code, reply.text)
+            outcome.results.append(connection.result(recipient, result))
+            if reply.code == 421:
+                outcome.broken = result
+                return
+        reply = await client.read_reply()
+        if reply.code != 354:
+            if accepted:
+                self._settle_all(connection, outcome, accepted, reply)
+                self._log_sent(connection, outcome, message, accepted)
+            elif reply.code == 421:
+                outcome.broken = _reply(reply.code, reply.text)
+            return
+        if not accepted:
+            await client.send_content(b"")  # only the terminating ".": nobody to deliver to
+            return
+        await self._content(connection, outcome, message, accepted, content)
+
+    async def _one_by_one(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        mail: bytes,
+        rcpts: list[bytes],
+        recipients: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """Without PIPELINING: RSET between messages, then each command waits for its reply."""
+        client = connection.client
+        if connection.used:
+            reset = await client.command(b"RSET")
+            if reset.code != 250:
+                outcome.broken = _reply(reset.code, reset.text)
+                return
+        connection.used = True
+        reply = await client.command(mail)
+        if reply.code != 250:
+            self._settle_all(connection, outcome, recipients, reply)
+            return
+        accepted: list[OutboundRecipient] = []
+        for recipient, rcpt in zip(recipients, rcpts, strict=True):
+            reply = await client.command(rcpt)
+            if reply.code in (250, 251):
+                accepted.append(recipient)
+                continue
+            result = _reply(reply.code, reply.text)
+            outcome.results.append(connection.result(recipient, result))
+            if reply.code == 421:
+                outcome.broken = result
+                return
+        if not accepted:
+            return
+        reply = await client.command(b"DATA")
+        if reply.code != 354:
+            self._settle_all(connection, outcome, accepted, reply)
+            self._log_sent(connection, outcome, message, accepted)
+            return
+        await self._content(connection, outcome, message, accepted, content)
+
+    async def _content(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        message: _Message,
+        accepted: list[OutboundRecipient],
+        content: bytes,
+    ) -> None:
+        """The message after 354; the reply to its end settles every accepted recipient."""
+        reply = await connection.client.send_content(content)
+        self._settle_all(connection, outcome, accepted, reply)
+        self._log_sent(connection, outcome, message, accepted)
+
+    async def _signed(self, message: _Message, content: bytes, seven_bit: bool) -> bytes:
+        """The octets to send: signed by the From domain's key when it has one (after any 7-bit
+        conversion, so the signature covers what the server receives); unsigned when signing fails."""
+        if message.signer is None:
+            return content
+        if seven_bit not in message.signed:
+            try:
+                message.signed[seven_bit] = await asyncio.to_thread(sign, content, message.signer)
+            except NotSigned as error:
+                log.warning("message %s sent unsigned: %s", message.attempt.message.id, error.reason)
+                message.signed[seven_bit] = content
+        return message.signed[seven_bit]
+
+    def _settle_all(
+        self,
+        connection: _Connection,
+        outcome: _Outcome,
+        recipients: list[OutboundRecipient],
+        reply: ServerReply,
+    ) -> None:
+        settled = _reply(reply.code, reply.text)
+        outcome.results += [connection.result(r, settled) for r in recipients]
+        if reply.code == 421:
+            outcome.broken = settled
+
+    def _log_sent(
+        self, connection: _Connection, outcome: _Outcome, message: _Message, accepted: list[OutboundRecipient]
+    ) -> None:
+        reply = outcome.results[-1].reply
+        log.info(
+            "%s id=%s relay=%s[%s] tls=%s from=<%s> %s (%s)",
+            "sent" if reply.is_positive else "deferred" if reply.is_temporary else "bounced",
+            message.attempt.message.id,
+            connection.host.name,
+            connection.address,
+            connection.tls or "none",
+            message.attempt.sender,
+            " ".join(f"to=<{r.recipient}>" for r in accepted),
+            reply,
+        )
+
+
+class _TlsLevel(Enum):
+    """How a connection protects itself, strongest first: what a failed handshake falls back to."""
+
+    VERIFIED = "verified"  # the certificate checked against the CAs and the MX host name
+    OPPORTUNISTIC = "opportunistic"  # STARTTLS when offered, the certificate not checked
+    PLAIN = "plain"  # no STARTTLS: after a failed opportunistic handshake only
+
+
+def _first_level(policy: OutboundTlsPolicy, host: str) -> _TlsLevel:
+    """Verified for MTA-STS (enforce: required; testing: to report what enforce would refuse), unless
+    DANE records judge the certificate instead; opportunistic otherwise."""
+    if policy.mode is TlsMode.OPPORTUNISTIC or policy.tlsa(host):
+        return _TlsLevel.OPPORTUNISTIC
+    return _TlsLevel.VERIFIED
+
+
+class _Downgrade(Exception):
+    """Try this address again at `level`: a TLS handshake failed where the policy allows less."""
+
+    def __init__(self, level: _TlsLevel, detail: str) -> None:
+        super().__init__(detail)
+        self.level = level
+
+
+class _Refused(Exception):
+    """This address cannot take the mail now; `reply` is what its recipients get if none can."""
+
+    def __init__(self, reply: Reply, detail: str) -> None:
+        super().__init__(detail)
+        self.reply = reply
+
+
+def _opportunistic_context() -> ssl.SSLContext:
+    """TLS whenever offered, certificate not verified (RFC 7435): better than plaintext, no more."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _verified_context(ca_file: str) -> ssl.SSLContext:
+    """TLS with the certificate verified against the system's CAs (and `ca_file`) and the MX host name:
+    MTA-STS enforce (RFC 8461 §4.2)."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _allowed_hosts(policy: OutboundTlsPolicy, hosts: list[MailHost]) -> list[MailHost] | Reply:
+    """The hosts the destination's TLS policy lets us try, or the reply when it leaves none: MTA-STS
+    enforce keeps the hosts its `mx:` patterns name (testing only logs the others); a host whose TLSA
+    lookup failed is skipped (RFC 7672 §2.2: no fallback to plain delivery)."""
+    kept = []
+    for host in hosts:
+        if not policy.allows(host.name) or policy.dane_unavailable(host.name):
+            continue
+        if policy.mode is TlsMode.MTA_STS_TESTING and not policy.would_allow(host.name):
+            log.info(
+                "MTA-STS testing: %s is not in the policy of %s (sent anyway)", host.name, policy.destination
+            )
+        kept.append(host)
+    if kept:
+        return kept
+    if any(policy.dane_unavailable(host.name) for host in hosts):
+        return replies.DANE_FAILED
+    return replies.TLS_POLICY_FAILED
+
+
+def _reply(code: int, message: str) -> Reply:
+    """A remote server's reply as a `Reply`: the enhanced code from its first line when it has one."""
+    lines = message.split("\n") if message else [""]
+    match = _ENHANCED.match(lines[0])
+    enhanced = match.group(1) if match else None
+    if enhanced is not None:
+        lines = [_ENHANCED.sub("", line, count=1) for line in lines]
+    return Reply(code, enhanced, "\n".join(lines)[:2000])
+
+
+def _broken(error: SmtpClientError) -> Reply:
+    if isinstance(error, ReplyTimeout):
+        return replies.REMOTE_TIMEOUT
+    if isinstance(error, ProtocolViolation):
+        return replies.REMOTE_PROTOCOL_ERROR
+    return replies.REMOTE_DISCONNECTED
+
+
+def to_seven_bit(content: bytes) -> bytes | None:
+    """`content` with every 8-bit MIME leaf part re-encoded (text: quoted-printable, else base64), or
+    None when that is impossible: no MIME-Version, or 8-bit octets inside an attached message."""
+    parsed = email.message_from_bytes(content, policy=email.policy.compat32)
+    if parsed.get("MIME-Version") is None:
+        return None
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        data = part.get_payload(decode=True)
+        if not isinstance(data, bytes) or data.isascii():
+            continue
+        if part.get_content_maintype() == "message":
+            return None
+        del part["Content-Transfer-Encoding"]
+        if part.get_content_maintype() == "text":
+            encoded = quopri.encodestring(data.replace(b"\r\n", b"\n")).decode("ascii")
+            part["Content-Transfer-Encoding"] = "quoted-printable"
+        else:
+            encoded = base64.encodebytes(data).decode("ascii")
+            part["Content-Transfer-Encoding"] = "base64"
+        part.set_payload(encoded)
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=email.policy.compat32.clone(linesep="\r\n")).flatten(
+        parsed
+    )
+    converted = out.getvalue()
+    return converted if converted.isascii() else None
