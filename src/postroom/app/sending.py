@@ -1,10 +1,11 @@
 """Outbound sending, composed: the remote delivery agent built from the node's settings and services.
 
-`remote_delivery(settings, resolver, blobs, directory)` builds the `RemoteDelivery` the scheduler's
-remote round calls, with the app's hooks: `dkim_signer` (the active key of the From domain when it is an accepted domain of the sending
-tenant, else None: mail is never signed with another tenant's key) and the remote domain settings
-(`Directory.remote_domain_for`: the tenant's remote domain that covers the destination). Both hooks read the
-directory (SQL) and are called by the agent from a worker thread, never on the event loop.
+`remote_delivery(settings, resolver, blobs, directory)` builds the `RemoteDelivery` the scheduler
+hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the From domain
+when it is an accepted domain of the sending tenant, else None: mail is never signed with another
+tenant's key) and `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that
+covers the destination). Both hooks read the directory (SQL) and are called by the agent from a
+worker thread, never on the event loop.
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def _limit_problems(limits: SmtpLimits) -> list[tuple[str, str, str]]:
 
 
 def _port(value: int) -> str | None:
-    return None if 1 <= value <= 65535 else "must be a TCP port from 1 to 65535"
+    return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535"
 
 
 def _host_name(value: str) -> str | None:
