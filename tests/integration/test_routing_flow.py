@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import pytest
 
+from postroom.config import ListenAddress
 from postroom.model.flow import TraceStatus
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.storage.schema import queue_recipients
@@ -21,7 +22,9 @@ from postroom.trace import TraceQuery
 from tests.cli.test_commands import postroom
 from tests.conftest import Hosted, wait_for
 from tests.integration.test_hosted_flow import inbox
+from tests.support.dns_server import DnsTestServer
 from tests.support.node import running
+from tests.support.sink import free_port
 
 BODY = b"From: news@partner.example\r\nSubject: hello\r\nMessage-ID: <%s@partner.example>\r\n\r\nhi\r\n"
 
@@ -76,7 +79,9 @@ def test_recipients_past_the_expansion_limit_fail_and_the_rest_are_delivered(hos
     assert fail.detail["count"] == 2 and str(fail.detail["reply"]).startswith("550 5.5.3")
 
 
-def test_a_member_in_another_tenant_is_queued_as_remote_mail_of_the_groups_tenant(hosted: Hosted) -> None:
+def test_a_member_in_another_tenant_gets_the_mail_through_the_mx_as_mail_from_outside(
+    hosted: Hosted, dns_server: DnsTestServer
+) -> None:
     app = hosted.app
     # Members are the tenant's own recipients: fabrikam's carol joins as contoso's mail contact.
     app.directory.add_contact(OPERATOR, "carol.fabrikam@contoso.com", external_address="carol@fabrikam.com")
@@ -85,26 +90,36 @@ def test_a_member_in_another_tenant_is_queued_as_remote_mail_of_the_groups_tenan
     app.directory.set_external_senders(OPERATOR, "crew@contoso.com", True)
     contoso = TenantScope(app.directory.get_tenant(OPERATOR, "contoso").id)
     fabrikam = TenantScope(app.directory.get_tenant(OPERATOR, "fabrikam").id)
-    with running(hosted.settings) as node, smtplib.SMTP(*node.mx) as client:
-        message = b"From: news@partner.example\r\nSubject: Contoso's secret plans\r\n\r\nhi\r\n"
-        assert client.sendmail("news@partner.example", ["crew@contoso.com"], message) == {}
+    # fabrikam.com's MX is this service (as a hosted domain's is): the node's own MX listener.
+    port = free_port()
+    dns_server.set_zone("fabrikam.com", "@ MX 10 mx.fabrikam.com.\nmx A 127.0.0.1\n")
+    settings = replace(
+        hosted.settings,
+        mx=replace(hosted.settings.mx, listen=(ListenAddress("127.0.0.1", port),)),
+        dns=dns_server.settings(),
+        delivery=replace(hosted.settings.delivery, smtp_port=port),
+    )
+    with running(settings) as node:
+        with smtplib.SMTP(*node.mx) as client:
+            message = b"From: news@partner.example\r\nSubject: Contoso's secret plans\r\n\r\nhi\r\n"
+            assert client.sendmail("news@partner.example", ["crew@contoso.com"], message) == {}
+        wait_for(lambda: len(inbox(hosted, "carol@fabrikam.com")) == 1)
     assert len(inbox(hosted, "alice@contoso.com")) == 1
-    assert inbox(hosted, "carol@fabrikam.com") == []  # waits in the queue for outbound sending
-    assert app.trace.search(TraceQuery(), fabrikam) == []
     rows = {r.recipient: r for r in app.trace.search(TraceQuery(), contoso)}
     assert {k: (r.status, r.resolved) for k, r in rows.items()} == {
         "crew@contoso.com": (TraceStatus.EXPANDED, "crew@contoso.com"),
         "alice@contoso.com": (TraceStatus.DELIVERED, "alice@contoso.com"),
-        "carol.fabrikam@contoso.com": (TraceStatus.PENDING, "carol@fabrikam.com"),
+        "carol.fabrikam@contoso.com": (TraceStatus.DELIVERED, "carol@fabrikam.com"),
     }
-    assert app.trace.detail(rows["carol.fabrikam@contoso.com"].message_id, fabrikam) is None
+    sent = rows["carol.fabrikam@contoso.com"].message_id
+    detail = app.trace.detail(sent, contoso)
+    assert detail is not None and [e.event for e in detail.events if e.event == "Send"] == ["Send"]
+    # fabrikam sees only the copy it received from outside, never contoso's message or its trace.
+    assert app.trace.detail(sent, fabrikam) is None
+    [received] = app.trace.search(TraceQuery(), fabrikam)
+    assert received.message_id != sent and received.recipient == "carol@fabrikam.com"
     with app.database.read() as conn:
-        [queued] = conn.execute(queue_recipients.select()).all()
-    assert (queued.recipient, queued.route, queued.tenant_id) == (
-        "carol@fabrikam.com",
-        "remote",
-        contoso.tenant_id,
-    )
+        assert conn.execute(queue_recipients.select()).all() == []
 
 
 def test_postmaster_is_accepted_and_delivered(hosted: Hosted) -> None:

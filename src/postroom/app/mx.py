@@ -550,7 +550,8 @@ def commit_received(
     delivered_events, delivered_statuses = deliver_at_commit(
         conn, entry, [route for route in categorized.routes if not route.failure]
     )
-    failed_events, failed_statuses = _routing_failures(entry.id, categorized.routes)
+    traced = {e.recipient.lower() for e in categorized.events if e.event is EventKind.FAIL}
+    failed_events, failed_statuses = _routing_failures(entry.id, categorized.routes, traced)
     events = receive + refused_events + categorized.events + delivered_events + failed_events
     record_events(conn, events, entry.received_at)
     # Later rows win: a recipient's `pending` from categorizing is settled by its delivery.
@@ -572,14 +573,16 @@ def commit_received(
 
 
 def _routing_failures(
-    message_id: str, routes: list[RoutedRecipient]
+    message_id: str, routes: list[RoutedRecipient], traced: set[str]
 ) -> tuple[list[TraceEvent], list[TraceRecipient]]:
-    """Fail rows for the recipients that failed while routed (queued for their DSN)."""
+    """Fail rows for the recipients that failed while routed (queued for their DSN); a Fail event only
+    where categorizing did not write one already (`traced`: its rows, lower case)."""
     failed = [route for route in routes if route.failure]
     events = [
         TraceEvent(message_id, EventKind.FAIL, r.tenant_id, row, {"reply": r.failure, "stage": "DATA"})
         for r in failed
         for row in r.trace_rows
+        if row.lower() not in traced
     ]
     statuses = [
         TraceRecipient(message_id, r.tenant_id, row, TraceStatus.FAILED, r.recipient)

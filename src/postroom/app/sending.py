@@ -4,8 +4,9 @@
 hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the From domain
 when it is an accepted domain of the sending tenant, else None: mail is never signed with another
 tenant's key) and `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that
-covers the destination). Both hooks read the directory (SQL) and are called by the agent from a
-worker thread, never on the event loop.
+covers the destination), and `hosted_here` (a destination another tenant of this service hosts: its MX
+is this service, which is then no loop). The hooks read the directory (SQL) and are called by the
+agent from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -
     return DkimSigner(from_domain.lower(), selector, pem)
 
 
+def hosted_here(directory: Directory, destination: str) -> bool:
+    """Whether `destination` is a verified accepted domain of some tenant here (mail to it from another
+    tenant goes out and comes back in through this service's MX)."""
+    return directory.receives_mail(destination)
+
+
 def remote_delivery(
     settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory
 ) -> RemoteDelivery:
@@ -52,6 +59,7 @@ def remote_delivery(
             sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
         ),
         dkim_signer=partial(dkim_signer, directory),
+        hosted_here=partial(hosted_here, directory),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),
     )

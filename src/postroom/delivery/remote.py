@@ -133,6 +133,10 @@ def _no_signer(tenant_id: int | None, from_domain: str) -> DkimSigner | None:
     return None
 
 
+def _nowhere(destination: str) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class LocalEndpoints:
     """What counts as this service when it appears in a destination's MX list: host names (and the
@@ -230,8 +234,12 @@ class RemoteDelivery:
         remote_domain: RemoteDomainLookup = _default_remote_domain,
         dkim_signer: DkimSignerLookup = _no_signer,
         sts: StsPolicyCache | None = None,
+        hosted_here: Callable[[str], bool] = _nowhere,
     ) -> None:
         self.settings = settings
+        # Whether a destination domain is one this service hosts (for another tenant): then its MX is
+        # this service, and mail crosses the tenant boundary through it as mail from outside would.
+        self.hosted_here = hosted_here
         self.resolver = resolver
         self.blobs = blobs
         self.helo_name = helo_name
@@ -272,7 +280,8 @@ class RemoteDelivery:
                 max_hosts=settings.max_mail_hosts,
                 max_addresses=settings.max_host_addresses,
             )
-            hosts = without_local(hosts, lambda host: self.local.holds(host, settings.smtp_port))
+            if not await asyncio.to_thread(self.hosted_here, destination):
+                hosts = without_local(hosts, lambda host: self.local.holds(host, settings.smtp_port))
         except MailHostError as error:
             log.info("no route to %s: %s (%s)", destination, error.reply, error)
             return results + [

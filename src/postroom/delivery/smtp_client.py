@@ -44,6 +44,7 @@ import re
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 MAX_REPLY_LINE = 4096  # octets of one reply line with its CRLF (RFC 5321 §4.5.3.1.5 says 512; be lenient)
 MAX_REPLY_LINES = 100  # lines of one (multi-line) reply; an EHLO reply has a few dozen at most
@@ -103,8 +104,8 @@ class _Wire(asyncio.Protocol):
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; uvloop's (the node's loop) are not subclasses of asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
