@@ -13,9 +13,10 @@ keyed by HMAC-SHA256 of the account and the password under a random key made at 
 dump shows neither), and holds the stamp of the stored password hash it was verified against; a
 changed password has a new stamp, so the entry no longer matches and is dropped.
 
-Bounds: each holds at most `MAX_KEYS` entries; past that, expired entries go first and, if that is
-not enough, all of them (a flood of failures from many addresses cannot grow memory without bound;
-it can only make the node forget older failures). Memory is per process: several processes each
+Bounds: each holds at most `MAX_KEYS` entries; past that, expired entries go first and then the
+least recently failed ones (a flood of failures from many addresses cannot grow memory without
+bound, and it cannot wipe the count of an account it is attacking at the same time: that key is the
+most recently failed). Memory is per process: several processes each
 count their own failures (the scale-out issue shares them).
 """
 
@@ -25,7 +26,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 MAX_KEYS = 100_000
@@ -37,7 +38,7 @@ class FailedLogins:
     def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window = window
         self._clock = clock
-        self._failures: dict[str, deque[float]] = {}
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()  # least recently failed first
 
     def count(self, key: str) -> int:
         failures = self._failures.get(key)
@@ -54,6 +55,7 @@ class FailedLogins:
         if key not in self._failures and len(self._failures) >= MAX_KEYS:
             self._make_room(now)
         failures = self._failures.setdefault(key, deque())
+        self._failures.move_to_end(key)
         self._expire(failures, now)
         failures.append(now)
 
@@ -64,8 +66,8 @@ class FailedLogins:
     def _make_room(self, now: float) -> None:
         for key in [k for k, failures in self._failures.items() if failures[-1] <= now - self.window]:
             del self._failures[key]
-        if len(self._failures) >= MAX_KEYS:
-            self._failures.clear()
+        while len(self._failures) >= MAX_KEYS:
+            self._failures.popitem(last=False)
 
 
 class VerifiedLogins:

@@ -167,7 +167,8 @@ class SubmissionSession(MxSession):
         except AddressError:
             key = login.casefold()
         client = self.connection.peer_ip
-        failures = max(endpoint.failed_logins.count(client), endpoint.failed_logins.count(key))
+        failed = endpoint.failed_logins
+        failures = max(failed.count(f"ip:{client}"), failed.count(f"account:{key}"))
         if failures >= limits.auth_failures_before_disconnect:
             return self._login_failed(
                 client, key, "too many failed logins; disconnecting", replies.AUTH_TOO_MANY_FAILURES
@@ -191,8 +192,8 @@ class SubmissionSession(MxSession):
 
     def _login_failed(self, client: str, account: str, reason: str, reply: Reply) -> Reply:
         failed = self._submission.failed_logins
-        failed.add(client)
-        failed.add(account)
+        failed.add(f"ip:{client}")
+        failed.add(f"account:{account}")
         log.warning("SMTP AUTH failed: client=%s account=%s %s (%s)", client, account, reason, reply.enhanced)
         return reply
 
