@@ -22,6 +22,7 @@ from postroom.directory import Switch
 from postroom.model.scope import OPERATOR
 from postroom.storage.schema import queue_recipients, trace_events
 from tests.conftest import populate, wait_for
+from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
 
 PASSWORD = "device-password-1"
@@ -29,7 +30,10 @@ PASSWORD = "device-password-1"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    settings = make_node(tmp_path_factory.mktemp("submission") / "node")
+    # A DNS server with no zones: every lookup of a remote domain is refused, so remote recipients are
+    # deferred and stay in the queue for the assertions (never subject to the machine's resolver).
+    no_zones = DnsTestServer().start()
+    settings = make_node(tmp_path_factory.mktemp("submission") / "node", nameservers=(str(no_zones.address),))
     settings = dataclasses.replace(
         settings,
         submission=dataclasses.replace(
@@ -45,6 +49,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     app.close()
     with running(settings) as running_node:
         yield running_node
+    no_zones.stop()
 
 
 def mailbox(node: RunningNode, address: str, **sending: object) -> str:

@@ -21,6 +21,7 @@ from postroom.routing import Srs
 from postroom.storage.schema import queue_recipients, trace_events
 from postroom.trace import TraceQuery
 from tests.conftest import populate
+from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
 
 MESSAGE = b"From: sender@origin.example\r\nSubject: hello\r\n\r\nhi\r\n"
@@ -28,7 +29,10 @@ MESSAGE = b"From: sender@origin.example\r\nSubject: hello\r\n\r\nhi\r\n"
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
-    settings = make_node(tmp_path_factory.mktemp("policy") / "node")
+    # A DNS server with no zones: every lookup of a remote domain is refused, so remote recipients are
+    # deferred and stay in the queue for the assertions (never subject to the machine's resolver).
+    no_zones = DnsTestServer().start()
+    settings = make_node(tmp_path_factory.mktemp("policy") / "node", nameservers=(str(no_zones.address),))
     app = App.open(settings)
     populate(app)
     d = app.directory
@@ -38,6 +42,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningNode]:
     app.close()
     with running(settings) as serving:
         yield serving
+    no_zones.stop()
 
 
 def queued(app: App, message_id_suffix: str) -> list[tuple[str, str, str]]:
