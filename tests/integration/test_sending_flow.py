@@ -305,6 +305,7 @@ def test_submitted_mail_arrives_by_mx_over_tls_signed_with_a_copy_in_sent(
     app = node.app
     sent = stored_messages(app.directory, app.mailstore, SENDER, "Sent")
     assert [m.subject for m in sent] == ["Quarterly numbers"]
+    wait_for(lambda: "Send" in event_names(node, message_id))  # settled just after the sink's 250
     trace = events(node, message_id)
     assert [name for name, _, _ in trace] == ["Submit", "Send"]
     send = trace[1][2]
@@ -313,6 +314,33 @@ def test_submitted_mail_arrives_by_mx_over_tls_signed_with_a_copy_in_sent(
     [row] = app.trace.search(TraceQuery(recipient="friend@sink.example"), OPERATOR)
     assert row.status is TraceStatus.DELIVERED
     assert queued_rows(node, message_id) == []
+
+
+def test_a_device_message_without_message_id_or_date_leaves_with_both(
+    node: RunningNode, remote: Remote
+) -> None:
+    # A scanner's scan-to-email: From, To and Subject only. RFC 6409 §8.3, §8.4: the submission
+    # server adds the Date and Message-ID (receivers such as Gmail refuse mail without a Message-ID).
+    sink = remote.sink("sink.example")
+    before = len(sink.messages)
+    scan = f"From: {SENDER}\r\nTo: scan@sink.example\r\nSubject: Scanned document\r\n\r\nscan\r\n".encode()
+    message_id = submit(node, ["scan@sink.example"], scan)
+    content = arrived(sink, before + 1)[before]
+    received = parse(content)
+    assert received["Message-ID"] == f"<{message_id}@mx.postroom.test>"
+    date = received["Date"]
+    assert date is not None and abs(date.datetime.timestamp() - time.time()) < 60
+    assert dkim.verify(content, dnsfunc=dkim_dns(remote))
+    app = node.app
+    [sent] = [
+        m
+        for m in stored_messages(app.directory, app.mailstore, SENDER, "Sent")
+        if m.subject == "Scanned document"
+    ]
+    copy = parse(exported(app.directory, app.mailstore, SENDER, sent.uid, "Sent"))
+    assert (copy["Message-ID"], copy["Date"]) == (received["Message-ID"], str(date))
+    detail = app.trace.detail(message_id, OPERATOR)
+    assert detail is not None and detail.message.message_id_header == received["Message-ID"]
 
 
 # --- 2. tempfail, then success ----------------------------------------------------------------------------
@@ -362,6 +390,8 @@ def test_a_refused_recipient_gets_the_sender_a_dsn_with_the_remote_reply(
     assert "Message-ID: <Who-are-you@contoso.com>" in dsn.original_headers
     names = event_names(node, message_id)
     assert names == ["Submit", "Fail", "DSN"]
+    shown = cli(node, "trace", "show", message_id, "--tenant", "contoso")  # as contoso's admin sees it
+    assert "550 5.1.1 No such user here" in shown and "DSN" in shown and "failed" in shown
     assert queued_rows(node, message_id) == []
 
 
@@ -400,6 +430,7 @@ def test_a_message_that_never_goes_through_expires_4_4_7_after_one_delay_notice(
     delayed, failed = (d.recipients[0] for d in dsns)
     assert delayed["Status"].startswith("4.") and "Will-Retry-Until" in delayed
     assert failed["Status"] == "4.4.7"
+    assert failed["Diagnostic-Code"].startswith("smtp; 550 4.4.7 QUEUE.Expired")  # spec §12.2
     assert "451 4.3.0" in failed["Diagnostic-Code"]  # the last reply the remote gave
     names = [name for name, _, _ in trace]
     assert names[0] == "Submit" and names.count("DSN") == 2 and names.count("Fail") == 1
@@ -576,6 +607,7 @@ def test_submitted_mail_lands_in_a_real_postfix_maildir(node: RunningNode, remot
     assert b"Subject: To Postfix" in content
     assert b"Return-Path: <alice@contoso.com>" in content
     assert b"DKIM-Signature:" in content
+    wait_for(lambda: "Send" in event_names(node, message_id))
     trace = events(node, message_id)
     assert [name for name, _, _ in trace] == ["Submit", "Send"]
     assert trace[1][2]["remote_ip"] == POSTFIX_HOST and str(trace[1][2]["reply"]).startswith("250 ")
