@@ -25,6 +25,9 @@ the port 465 role (implicit TLS). The SMTP core runs the SASL exchange and refus
   (`recipients_per_day`), counted durably in the commit's transaction (`directory.charge_recipients`):
   a message that would pass it gets 550 5.1.90 and the sender is restricted until the next UTC day or
   an administrator's release; while restricted, MAIL gets 550 5.2.2.
+- **Missing fields** (RFC 6409 §8.3, §8.4): a message without a `Date` or `Message-ID` (a scanner's,
+  an application's) gets them, after the Received header: the date of receipt and
+  `<internal id@host name>`; the Sent copy, the trace and the DKIM signature see the same fields.
 - **Commit**: in the same transaction as the spool write, a copy goes into the sender's Sent folder;
   internal recipients are delivered at commit, external ones queued (route remote). The trace event
   is `Submit` (client IP, account, TLS) in place of `Receive`, and the Received header names the
@@ -37,6 +40,7 @@ password check.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import time
 from collections import deque
@@ -44,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
 from email.policy import SMTP
-from email.utils import getaddresses
+from email.utils import format_datetime, getaddresses
 from functools import partial
 
 from sqlalchemy import Connection
@@ -239,9 +243,34 @@ class SubmissionSession(MxSession):
     def _commit_job(self, received: Received) -> Callable[[Connection], CommitResult]:
         account = self.account
         assert account is not None
+        received, added = _with_missing_fields(received, self._submission.mx.hostname)
         detail = {**received.receive_detail, "account": account.address}
         received = replace(received, receive_detail=detail)
-        return partial(_commit_submitted, received, account, self._submission.limits.recipients_per_day)
+        limit = self._submission.limits.recipients_per_day
+        return partial(_commit_submitted, received, account, limit, added)
+
+
+def _with_missing_fields(received: Received, hostname: str) -> tuple[Received, bytes]:
+    """The message with the Date and Message-ID it lacks appended to its prefix, and those fields."""
+    entry = received.entry
+    summary = entry.summary
+    date = summary.date or format_datetime(
+        datetime.datetime.fromtimestamp(int(entry.received_at), datetime.UTC)
+    )
+    message_id = summary.message_id or f"<{entry.id}@{hostname}>"
+    added = (b"" if summary.date else f"Date: {date}\r\n".encode()) + (
+        b"" if summary.message_id else f"Message-ID: {message_id}\r\n".encode()
+    )
+    if not added:
+        return received, b""
+    entry = replace(
+        entry,
+        prefix=entry.prefix + added,
+        size=entry.size + len(added),
+        summary=replace(summary, date=date, message_id=message_id),
+    )
+    detail = {**received.receive_detail, "size": entry.size, "message_id": message_id}
+    return replace(received, entry=entry, receive_detail=detail), added
 
 
 def _from_allowed(head: bytes, senders: frozenset[str]) -> bool:
@@ -261,10 +290,11 @@ def _from_allowed(head: bytes, senders: frozenset[str]) -> bool:
 
 
 def _commit_submitted(
-    received: Received, account: SubmissionAccount, daily_limit: int, conn: Connection
+    received: Received, account: SubmissionAccount, daily_limit: int, added: bytes, conn: Connection
 ) -> CommitResult:
     """The commit job of a submitted message: the sender's restriction and daily count, then the
-    message as the MX endpoint commits it, and its copy in the sender's Sent folder."""
+    message as the MX endpoint commits it, and its copy in the sender's Sent folder (without the
+    Received header, with the `added` fields)."""
     entry = received.entry
     if restricted_until(conn, account.mailbox_id, entry.received_at) is not None:
         return replies.SUBMISSION_QUOTA_EXCEEDED
@@ -281,8 +311,8 @@ def _commit_submitted(
         mailbox_id=account.mailbox_id,
         folder=SENT_FOLDER,
         blob_id=entry.blob_id,
-        prefix=b"",
-        size=entry.size - len(entry.prefix),
+        prefix=added,
+        size=entry.size - len(entry.prefix) + len(added),
         internal_date=entry.received_at,
         summary=entry.summary,
         trace_id=entry.id,

@@ -158,7 +158,9 @@ SENDER_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the sender's se
 RECIPIENT_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the recipient's receive limit")
 
 # --- outbound delivery and DSNs (spec §12.2, RFC 3463) ---------------------------------------------
-MESSAGE_EXPIRED = Reply(451, "4.4.7", "QUEUE.Expired; message expired")
+# Never sent as an SMTP reply: it is the final status of an expired recipient in trace and DSNs, where
+# the spec's NDR gives it with a permanent basic code (the failure is final; 4.4.7 says why).
+MESSAGE_EXPIRED = Reply(550, "4.4.7", "QUEUE.Expired; message expired")
 NULL_MX = Reply(556, "5.1.10", "Recipient domain does not accept mail (null MX, RFC 7505)")
 NO_MAIL_HOST = Reply(451, "4.4.4", "Unable to route: no mail host found for the recipient domain")
 DNS_TEMPORARY = Reply(451, "4.4.3", "Unable to route: DNS lookup failed, will retry")
