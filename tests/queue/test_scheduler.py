@@ -279,7 +279,7 @@ async def test_expiry_fails_with_4_4_7_and_the_local_sender_gets_delayed_then_fa
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "4.4.7"
     assert recipient["Remote-MTA"] == "dns; mx.partner.example"
-    assert recipient["Diagnostic-Code"].startswith("smtp; 451 4.4.7 QUEUE.Expired")
+    assert recipient["Diagnostic-Code"].startswith("smtp; 550 4.4.7 QUEUE.Expired")
     assert "4.7.1 Greylisted" in recipient["Diagnostic-Code"]  # the last reply, for the admin
     assert "Last-Attempt-Date" in recipient
     text, _, original = failed.get_payload()  # type: ignore[misc]
