@@ -294,6 +294,26 @@ def test_recipients_per_message(node: RunningNode) -> None:
     smtp.quit()
 
 
+def test_a_recipient_of_another_tenant_is_sent_out_not_delivered_inside_the_senders_message(
+    node: RunningNode,
+) -> None:
+    sender = mailbox(node, "crosser@contoso.com")
+    smtp = login(node, sender)
+    data = message(sender, ["carol@fabrikam.com"], subject="across the boundary")
+    code, text = send(smtp, sender, ["carol@fabrikam.com"], data)
+    smtp.quit()
+    assert code == 250, text
+    assert "across the boundary" not in folder(node, "carol@fabrikam.com", "Inbox")
+    with node.app.database.read() as conn:
+        rows = conn.execute(
+            select(
+                queue_recipients.c.recipient, queue_recipients.c.route, queue_recipients.c.tenant_id
+            ).where(queue_recipients.c.message_id == text.split()[-1])
+        ).all()
+    contoso = node.app.directory.get_tenant(OPERATOR, "contoso").id
+    assert [tuple(row) for row in rows] == [("carol@fabrikam.com", "remote", contoso)]
+
+
 def test_send_and_receive_size_limits(node: RunningNode) -> None:
     sender = mailbox(node, "small@contoso.com", max_send_size=2000)
     receiver = mailbox(node, "tiny@contoso.com", max_receive_size=1000)

@@ -143,7 +143,13 @@ def resolve_recipient(
             recipient, replies.POSTMASTER_NOT_CONFIGURED, RejectReason.POSTMASTER_NOT_CONFIGURED, None
         )
     domain = directory.domain(recipient.domain)
-    remote = domain is None or domain.status is not DomainStatus.VERIFIED
+    # Another tenant's domain is a remote organization's: its mail leaves and comes back in through
+    # the MX, as mail from outside would (its own rules, limits and trace apply there, not here).
+    remote = (
+        domain is None
+        or domain.status is not DomainStatus.VERIFIED
+        or domain.tenant_id != authenticated_tenant
+    )
     if remote and authenticated_tenant is not None and not recipient.domain.startswith("["):
         # Remote domain: relaying is only ever for authenticated senders, on the submission port.
         return Relayed(recipient, recipient, authenticated_tenant)
