@@ -47,7 +47,7 @@ PIPELINING (RFC 2920): to a server that offers it, a transaction is one write (R
 but the first of a connection, MAIL FROM, every RCPT TO, DATA: DATA ends the group, §3.1) and the
 replies are read in order, each settling its own command; then the message. Without PIPELINING each
 command waits for its reply. BDAT (CHUNKING) is not used: DATA carries 7-bit and 8BITMIME content.
-The protocol is `delivery.smtp_client`, Postroom's own small client: aiosmtplib (5.x) reads one reply
+The protocol is `smtp.client`, Postroom's own small client: aiosmtplib (5.x) reads one reply
 per command and drops reply octets that arrive while no command waits, so it cannot pipeline, and
 teaching it would mean replacing its private protocol class (the reasons are in that module).
 
@@ -62,7 +62,7 @@ handshake, `command_timeout` for the greeting and each command's reply, `data_ti
 and the reply to its end.
 
 *Security:* every reply comes from a remote server and is untrusted: it is parsed by
-`delivery.smtp_client` (bounded line length, lines per reply, read-ahead; input after STARTTLS's 220 or
+`smtp.client` (bounded line length, lines per reply, read-ahead; input after STARTTLS's 220 or
 a reply to nothing breaks the connection) and kept only as a code and text in the result. The DNS answers are
 bounded by `max_mail_hosts` and `max_host_addresses`. Opportunistic TLS protects against passive
 eavesdropping only, and its plaintext fallback lets an active attacker strip it, as it can strip
@@ -89,15 +89,6 @@ from enum import Enum
 from postroom.config.settings import DeliverySettings
 from postroom.delivery.conversion import convert_for_remote_domain
 from postroom.delivery.dkim_signing import NotSigned, sign
-from postroom.delivery.smtp_client import (
-    ClientTimeouts,
-    ProtocolViolation,
-    ReplyTimeout,
-    ServerReply,
-    SmtpClient,
-    SmtpClientError,
-    TlsFailed,
-)
 from postroom.delivery.tls_policy import OutboundTlsPolicy, TlsMode, outbound_tls_policy, verify_dane
 from postroom.dns.mail_hosts import MailHost, MailHostError, mail_hosts, without_local
 from postroom.dns.mta_sts_cache import StsPolicyCache
@@ -112,6 +103,15 @@ from postroom.model.outbound import (
     RemoteDomainSettings,
 )
 from postroom.model.replies import Reply
+from postroom.smtp.client import (
+    ClientTimeouts,
+    ProtocolViolation,
+    ReplyTimeout,
+    ServerReply,
+    SmtpClient,
+    SmtpClientError,
+    TlsFailed,
+)
 from postroom.storage import BlobStore
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""The SMTP server: a sans-IO protocol core, the asyncio listener around it, and the session contract.
+"""SMTP: the server (a sans-IO protocol core, the asyncio listener around it, the session contract)
+and the outbound client connection (`smtp.client`, which `delivery.remote` drives).
 
 The public face: `SmtpListener` (bind, serve, drain; `AuthPolicy` when it offers SMTP AUTH), the
 `SmtpSession` protocol the application implements per connection with its values (`ConnectionInfo`,

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from postroom.delivery.smtp_client import (
+from postroom.smtp.client import (
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
     ClientTimeouts,
