@@ -14,7 +14,8 @@ the port 465 role (implicit TLS). The SMTP core runs the SASL exchange and refus
   password. A mailbox whose SMTP AUTH is off (itself, or its tenant) gets 535 5.7.139. An `authzid`
   other than the login name is refused like a wrong password.
 - **Relay**: an authenticated session's recipients may be remote (`routing.resolve_recipient` with
-  `authenticated_tenant`); its sender is inside its tenant (group delivery restrictions).
+  `authenticated_tenant`), and a recipient in another tenant's domain is remote too (it leaves and
+  comes back in through the MX); its sender is inside its tenant (group delivery restrictions).
 - **Send-as**: the envelope sender (at MAIL) and every `From:` address (at the end of DATA) must be
   an address of the mailbox, or of a mailbox or group it was granted send-as on; otherwise 550
   5.7.60. The null sender is refused the same way.
