@@ -33,6 +33,9 @@ Why port 25 on 127.0.0.25 and not a high port on 127.0.0.1: the sink on the stan
 of its own needs no routing change in either relay (no ``smtp_port``, no ``transport_maps``), and Postfix
 refuses an MX that is one of its own addresses ("loops back to myself"), which 127.0.0.1 is. The DNS
 server needs port 53 because Postfix's resolver (resolv.conf) cannot name another. Both need root.
+Postfix's smtp(8) asks that server for every delivery (MX, A, AAAA) where Postroom caches; the server
+runs in this process and its CPU is the harness's, so ``--postfix-transport`` (a ``transport_maps``
+nexthop ``[127.0.0.25]:25``, no DNS) is there to show what that costs Postfix.
 
     .venv/bin/python bench/outbound_relay.py --vs-postfix            # 5 runs, N=2000 S=4096 C=10
     .venv/bin/python bench/outbound_relay.py --vs-postfix -n 200 --runs 1
