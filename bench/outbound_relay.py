@@ -120,6 +120,7 @@ class Sink:
         self.dump = base / "dump"
         self.proc: subprocess.Popen[bytes] | None = None
         self.count = 0
+        self.sessions = 0  # SMTP sessions ended (the counter's `sess=`): how much the relay reused
         self.arrivals: list[float] = []
         self._reader: threading.Thread | None = None
         self.stderr = b""
@@ -167,6 +168,8 @@ class Sink:
             buf += chunk
             *done, buf = re.split(rb"[\r\n]", buf)
             for line in done:
+                if sess := re.search(rb"sess=(\d+)", line):
+                    self.sessions = max(self.sessions, int(sess.group(1)))
                 m = re.search(rb"mesg=(\d+)", line)
                 if m and int(m.group(1)) > self.count:
                     n = int(m.group(1))
@@ -372,6 +375,7 @@ class RunResult:
     accepted: int = 0
     sink_count: int = 0  # the sink's own counter at the end
     sink_files: int | None = None  # dump files counted after the run
+    sink_sessions: int | None = None  # SMTP sessions to the sink, counted after the relay stopped
     complete: bool = False
     accept_seconds: float | None = None
     relay_seconds: float | None = None
@@ -412,6 +416,7 @@ def run_target(
     sampler: ProcSampler | None = None
     sink_sampler: ProcSampler | None = None
     client: TimedSmtpSource | None = None
+    sessions0: int | None = None
     try:
         t = time.monotonic()
         print(f"{tag} setting up ...", flush=True)
@@ -423,6 +428,7 @@ def run_target(
             f"{tag} {res.server}; MX on {HOST}:{relay.port} (ready in {res.startup_seconds:.1f}s)", flush=True
         )
         dns.clear_queries()
+        sessions0 = sink.sessions  # the readiness probes
         deadline = time.monotonic() + args.timeout
         cpu0 = _own_cpu()
         sampler = ProcSampler(relay)  # type: ignore[arg-type]  # needs only pids()
@@ -525,6 +531,9 @@ def run_target(
         print(f"{tag} stopping relay and sink ...", flush=True)
         try:
             relay.stop()
+            if sessions0 is not None:  # a session counts when it ends: after the relay closed its cache
+                time.sleep(0.3)
+                res.sink_sessions = sink.sessions - sessions0
         finally:
             sink.stop()
             if not args.keep:
@@ -552,6 +561,7 @@ PER_RUN_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("client CPU s", "client_cpu_seconds", 2),
     ("harness CPU s", "harness_cpu_seconds", 2),
     ("DNS q", "dns_queries", 0),
+    ("sink conns", "sink_sessions", 0),
     ("peak PSS MB", "peak_pss_mb", 1),
     ("procs", "peak_processes", 0),
     ("log lines", "server_log_lines", 0),
