@@ -5,8 +5,9 @@ BIN    := $(VENV)/bin
 DATA   ?= ./var
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS='-n 1000 --runs 2 --json out.json'
+BENCH      ?= mx  # make bench BENCH=outbound = make bench-outbound
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench bench-outbound bench-postfix clean
 
 install: $(STAMP)
 
@@ -32,9 +33,18 @@ unit: install
 
 test: install lint typecheck unit
 
-bench: install
+bench-postfix:
 	@command -v postfix >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; }
+
+ifeq ($(strip $(BENCH)),outbound)
+bench: bench-outbound
+else
+bench: install bench-postfix
 	$(BIN)/python bench/mx_load.py --vs-postfix $(BENCH_ARGS)
+endif
+
+bench-outbound: install bench-postfix
+	$(BIN)/python bench/outbound_relay.py --vs-postfix $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache .mypy_cache .ruff_cache

@@ -189,13 +189,12 @@ class PostroomTarget:
             f"{HOST}:{imap}",
             "--admin-listen",
             f"{HOST}:{admin}",
+            *self.init_options(),
         )
         self.cfg = node / "postroom.toml"
         self._check_log_level()
         c = str(self.cfg)
-        self._cli("-c", c, "tenant", "add", "bench")
-        self._cli("-c", c, "domain", "add", "bench.example", "--tenant", "bench", "--verified")
-        self._cli("-c", c, "mailbox", "add", self.recipient, "--password-stdin", stdin=self.PASSWORD + "\n")
+        self.populate(c)
         self.log_path = self.base / "serve.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
@@ -212,6 +211,18 @@ class PostroomTarget:
             if wait_port(self.port, 0.5):
                 return
         raise RuntimeError(f"postroom serve did not listen on {HOST}:{self.port}: {self._log_tail()}")
+
+    def init_options(self) -> list[str]:
+        """More `postroom init` options (bench/outbound_relay.py adds its DNS server); none here."""
+        return []
+
+    def populate(self, config: str) -> None:
+        """The directory the load needs, through the CLI: tenant, domain, the recipient's mailbox."""
+        self._cli("-c", config, "tenant", "add", "bench")
+        self._cli("-c", config, "domain", "add", "bench.example", "--tenant", "bench", "--verified")
+        self._cli(
+            "-c", config, "mailbox", "add", self.recipient, "--password-stdin", stdin=self.PASSWORD + "\n"
+        )
 
     def _check_log_level(self) -> None:
         """Refuse to measure a Postroom that logs less than info: its per-message line must be on."""
