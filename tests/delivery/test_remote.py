@@ -78,9 +78,12 @@ class Network:
         self._ids = 0
 
     def agent(self, **changes: object) -> RemoteDelivery:
-        settings = dataclasses.replace(
-            DeliverySettings(smtp_port=self.port, connect_timeout=2.0, command_timeout=5.0), **changes
+        """An agent on the test network; without the connection cache unless a test asks for it (the
+        sinks are shared by the module's tests, and an idle connection would count in the next one's)."""
+        base = DeliverySettings(
+            smtp_port=self.port, connect_timeout=2.0, command_timeout=5.0, connection_cache_seconds=0.0
         )
+        settings = dataclasses.replace(base, **changes)
         return RemoteDelivery(
             settings,
             DnsResolver(self.dns.settings()),
@@ -255,6 +258,24 @@ async def test_messages_per_connection_are_bounded(network: Network) -> None:
     results = await network.agent(max_messages_per_connection=2).deliver(attempts)
     assert codes(results) == [(250, "2.6.0")] * 5
     assert network.mx1.connections == 3
+
+
+async def test_the_connection_cache_reuses_a_connection_across_calls_and_checks_it_first(
+    network: Network,
+) -> None:
+    agent = network.agent(connection_cache_seconds=30.0)
+    before = network.mx1.connections
+    for n in range(3):
+        results = await agent.deliver([network.attempt([f"cached{n}@remote.test"])])
+        assert codes(results) == [(250, "2.6.0")]
+    assert network.mx1.connections == before + 1  # three calls, one connection
+    # The idle connection dies: the next call does not use it and opens a new one.
+    for connection, _ in agent._idle["remote.test"]:
+        connection.client.close()
+    results = await agent.deliver([network.attempt(["cached3@remote.test"])])
+    assert codes(results) == [(250, "2.6.0")]
+    assert network.mx1.connections == before + 2
+    await agent.close()
 
 
 async def test_connections_per_destination_are_bounded(network: Network) -> None:

@@ -56,6 +56,7 @@ from postroom.app.startup import (
 )
 from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
 from postroom.config import Settings
+from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
@@ -317,6 +318,8 @@ class App:
                     await task
             scheduler.stop()
             await scheduler_task
+            if isinstance(agent, RemoteDelivery):
+                await agent.close()  # its idle connections (the connection cache)
             try:
                 await endpoint.flush_refusals(everything=True)
             except Exception:

@@ -222,6 +222,7 @@ class DeliverySettings:
     data_timeout: float = 600.0  # seconds for the message transfer and the reply to its end
     max_connections_per_destination: int = 20  # concurrent connections to one recipient domain
     max_messages_per_connection: int = 100  # messages sent over one connection before it is closed
+    connection_cache_seconds: float = 2.0  # an idle connection waits this long for the next batch; 0: off
     max_mail_hosts: int = 5  # MX hosts tried per delivery, in preference order
     max_host_addresses: int = 4  # addresses of one MX host tried (A and AAAA)
     smtp_port: int = 25  # the port remote servers are reached on (labs and tests set another)

@@ -186,6 +186,7 @@ class _Connection:
         self.address = address
         self.tls = ""
         self.used = False  # a transaction was begun: the next one starts with RSET
+        self.sent = 0  # messages sent over it (bounded by max_messages_per_connection)
 
     def supports(self, keyword: str) -> bool:
         return self.client.supports(keyword)
@@ -248,6 +249,9 @@ class RemoteDelivery:
         self.remote_domain = remote_domain
         self.dkim_signer = dkim_signer
         self._slots = _DestinationSlots(settings.max_connections_per_destination)
+        # Connections kept open after a batch, per destination, until their time (the connection cache).
+        self._idle: dict[str, list[tuple[_Connection, float]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.sts = sts
         self._opportunistic = _opportunistic_context()
         self._verified = _verified_context(settings.tls_ca_file)
@@ -301,7 +305,9 @@ class RemoteDelivery:
         batches = [ready[i : i + per_connection] for i in range(0, len(ready), per_connection)]
         slot = await self._slots(destination)
         try:
-            sent = await asyncio.gather(*(self._send_batch(slot, hosts, policy, batch) for batch in batches))
+            sent = await asyncio.gather(
+                *(self._send_batch(slot, destination, hosts, policy, batch) for batch in batches)
+            )
         finally:
             self._slots.release(destination)
         return results + [result for batch_results in sent for result in batch_results]
@@ -314,6 +320,9 @@ class RemoteDelivery:
 
     def _prepare_all(self, destination: str, attempts: list[DeliveryAttempt]) -> list[_Message]:
         contents: dict[tuple[str, bytes], bytes] = {}
+        # The hooks read the directory: asked once per tenant (and From domain) in a call, not per message.
+        domains: dict[int | None, RemoteDomainSettings] = {}
+        signers: dict[tuple[int | None, str], DkimSigner | None] = {}
         prepared = []
         for attempt in attempts:
             message = attempt.message
@@ -331,11 +340,16 @@ class RemoteDelivery:
                     _Message(attempt, b"", None, None, False, False, refused=replies.ROUTING_LOOP)
                 )
                 continue
-            domain_settings = self.remote_domain(message.tenant_id, destination)
+            tenant = message.tenant_id
+            if tenant not in domains:
+                domains[tenant] = self.remote_domain(tenant, destination)
+            domain_settings = domains[tenant]
             content = convert_for_remote_domain(contents[key], domain_settings)
             head = header_section(content)
             from_domain = parseaddr(summarize(head).from_header)[1].rpartition("@")[2].lower()
-            signer = self.dkim_signer(message.tenant_id, from_domain) if from_domain else None
+            if from_domain and (tenant, from_domain) not in signers:
+                signers[tenant, from_domain] = self.dkim_signer(tenant, from_domain)
+            signer = signers.get((tenant, from_domain))
             prepared.append(
                 _Message(
                     attempt,
@@ -351,16 +365,33 @@ class RemoteDelivery:
     # --- connections ------------------------------------------------------------------------------
 
     async def _send_batch(
-        self, slot: asyncio.Semaphore, hosts: list[MailHost], policy: OutboundTlsPolicy, batch: list[_Message]
+        self,
+        slot: asyncio.Semaphore,
+        destination: str,
+        hosts: list[MailHost],
+        policy: OutboundTlsPolicy,
+        batch: list[_Message],
     ) -> list[RecipientResult]:
         async with slot:
-            connection = await self._connect(hosts, policy)
-            if isinstance(connection, Reply):
-                return [RecipientResult(r.queue_id, connection) for m in batch for r in m.attempt.recipients]
             results: list[RecipientResult] = []
+            connection: _Connection | Reply | None = None
+            keep = False
             try:
                 for index, message in enumerate(batch):
+                    if isinstance(connection, _Connection) and connection.sent >= self._per_connection:
+                        await connection.client.quit()
+                        connection = None
+                    if connection is None:
+                        connection = await self._cached(destination) or await self._connect(hosts, policy)
+                    if isinstance(connection, Reply):
+                        failed = connection
+                        return results + [
+                            RecipientResult(r.queue_id, failed)
+                            for m in batch[index:]
+                            for r in m.attempt.recipients
+                        ]
                     outcome = await self._send(connection, message)
+                    connection.sent += 1
                     results += outcome.results
                     if outcome.broken is not None:
                         settled = {result.queue_id for result in outcome.results}
@@ -370,10 +401,85 @@ class RemoteDelivery:
                             for r in m.attempt.recipients
                             if r.queue_id not in settled
                         ]
-                        break
+                        return results
+                keep = True
+                return results
             finally:
-                await connection.client.quit()
-            return results
+                if isinstance(connection, _Connection):
+                    if keep and self._parkable(destination, connection):
+                        self._park(destination, connection)
+                    else:
+                        await connection.client.quit()  # inside the slot: it counts until it is closed
+
+    # --- the connection cache -----------------------------------------------------------------------
+    # A connection that finished its batch in good order stays open `connection_cache_seconds` for the
+    # next batch to the same destination (Postfix's connection cache does the same, 2 s by default): a
+    # busy destination gets a few long connections, not one per scheduler turn. Before reuse it is
+    # checked with RSET, so a connection the server closed meanwhile costs a new one, never a message.
+
+    @property
+    def _per_connection(self) -> int:
+        return self.settings.max_messages_per_connection
+
+    async def _cached(self, destination: str) -> _Connection | None:
+        """An idle connection to `destination` that still answers RSET, or None."""
+        idle = self._idle.get(destination)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection, until = idle.pop()
+            if until > now and connection.client.is_open and connection.sent < self._per_connection:
+                try:
+                    await connection.client.write_commands([b"RSET"])
+                    reply = await connection.client.read_reply()
+                except SmtpClientError:
+                    reply = None
+                if reply is not None and reply.code == 250:
+                    connection.used = False  # just reset: the next transaction needs no RSET
+                    return connection
+            self._quit_later(connection)
+        self._idle.pop(destination, None)
+        return None
+
+    def _parkable(self, destination: str, connection: _Connection) -> bool:
+        idle = len(self._idle.get(destination, ()))
+        return (
+            self.settings.connection_cache_seconds > 0
+            and connection.client.is_open
+            and connection.sent < self._per_connection
+            and idle < self.settings.max_connections_per_destination
+        )
+
+    def _park(self, destination: str, connection: _Connection) -> None:
+        seconds = self.settings.connection_cache_seconds
+        loop = asyncio.get_running_loop()
+        self._idle.setdefault(destination, []).append((connection, loop.time() + seconds))
+        loop.call_later(seconds, self._expire, destination)
+
+    def _expire(self, destination: str) -> None:
+        """Close the idle connections of `destination` whose time is up."""
+        idle = self._idle.get(destination)
+        if idle is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for entry in [entry for entry in idle if entry[1] <= now]:
+            idle.remove(entry)
+            self._quit_later(entry[0])
+        if not idle:
+            del self._idle[destination]
+
+    def _quit_later(self, connection: _Connection) -> None:
+        task = asyncio.get_running_loop().create_task(connection.client.quit())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Quit every idle connection (the node stops)."""
+        for idle in self._idle.values():
+            for connection, _ in idle:
+                self._quit_later(connection)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def _connect(self, hosts: list[MailHost], policy: OutboundTlsPolicy) -> _Connection | Reply:
         """A connection to the first host and address that greets with 220 and meets the TLS policy,
