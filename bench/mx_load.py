@@ -41,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -782,18 +783,24 @@ SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
 )
 
 
-def summarise(runs: list[list[RunResult]], names: list[str]) -> dict[str, Any]:
-    """Per target median/range over the valid runs, and the per-run ratio Postroom/Postfix."""
+def summarise(
+    runs: list[list[Any]],
+    names: list[str],
+    metrics: tuple[tuple[str, str, int], ...] = SUMMARY_METRICS,
+    ratio_of: tuple[str, ...] = ("accepted_per_s", "delivered_per_s"),
+) -> dict[str, Any]:
+    """Per target median/range of `metrics` over the valid runs, and the per-run ratio Postroom/Postfix
+    of each attribute in `ratio_of` (bench/outbound_relay.py passes its own)."""
     valid = [run for run in runs if all(r.complete for r in run)]
     out: dict[str, Any] = {"runs": len(runs), "valid_runs": len(valid), "targets": {}}
     for name in names:
         results = [r for run in valid for r in run if r.target == name]
         out["targets"][name] = {
             attr: spread([v for r in results if (v := getattr(r, attr)) is not None])
-            for _, attr, _ in SUMMARY_METRICS
+            for _, attr, _ in metrics
         }
     if set(names) == {"postroom", "postfix"}:
-        ratios: dict[str, list[float]] = {"accepted_per_s": [], "delivered_per_s": []}
+        ratios: dict[str, list[float]] = {attr: [] for attr in ratio_of}
         for run in valid:
             pr, pf = (next(r for r in run if r.target == n) for n in ("postroom", "postfix"))
             for attr, values in ratios.items():
@@ -933,10 +940,8 @@ def make_target(name: str, args: argparse.Namespace) -> Target:
     return PostroomTarget(args.postroom, args.keep, args.postroom_count)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
-    live: list[Target] = []  # targets of the current run, stopped on interruption
+def interruptible(names: list[str], runs: int, timeout: float) -> tuple[float, float, float]:
+    """SIGTERM, SIGINT and a hard alarm raise `Interrupted`; prints the plan; returns the load before."""
 
     def on_signal(signum: int, _frame: object) -> None:
         for s in (signal.SIGINT, signal.SIGTERM):  # one interruption is enough; let clean-up finish
@@ -946,25 +951,34 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGALRM, on_signal)
-    hard = int(args.runs * len(names) * (args.timeout + SETUP_ALLOWANCE))
+    hard = int(runs * len(names) * (timeout + SETUP_ALLOWANCE))
     signal.alarm(hard)
     load_before = os.getloadavg()
     print(
-        f"{args.runs} run(s) x {', '.join(names)}, order alternating; hard timeout {hard}s;"
-        f" load average {load_before[0]:.2f} on {os.cpu_count()} CPUs",
+        f"{runs} run(s) x {', '.join(names)}, order alternating; hard timeout {hard}s;"
+        f" load average {' '.join(f'{x:.2f}' for x in load_before)} on {os.cpu_count()} CPUs",
         flush=True,
     )
-    runs: list[list[RunResult]] = []
+    return load_before
+
+
+def alternating(
+    names: list[str], runs: int, make: Callable[[str], Any], measure: Callable[[Any, int, int], Any]
+) -> list[list[Any]] | None:
+    """`runs` runs of every target, the order alternating from run to run, each target made fresh;
+    None when interrupted (the target of the moment was stopped)."""
+    results: list[list[Any]] = []
+    live: list[Any] = []
     try:
-        for k in range(1, args.runs + 1):
+        for k in range(1, runs + 1):
             order = names if k % 2 else names[::-1]
-            run: list[RunResult] = []
+            run: list[Any] = []
             for position, name in enumerate(order, 1):
-                target = make_target(name, args)
+                target = make(name)
                 live[:] = [target]
-                run.append(run_target(target, args, k, position))
+                run.append(measure(target, k, position))
                 live.clear()
-            runs.append(run)
+            results.append(run)
     except Interrupted as exc:
         print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr, flush=True)
         for t in live:
@@ -972,31 +986,52 @@ def main(argv: list[str] | None = None) -> int:
                 t.stop()
             except Exception as e:
                 print(f"cleanup of {t.name}: {e}", file=sys.stderr)
-        return 130
+        return None
     finally:
         signal.alarm(0)
+    return results
+
+
+def write_json(
+    path: str,
+    params: dict[str, Any],
+    runs: list[list[Any]],
+    summary: dict[str, Any],
+    load_before: tuple[float, float, float],
+) -> None:
+    """The whole result as JSON, to `path` or to standard output for `-`."""
+    doc = {
+        "params": params,
+        "runs": [[asdict(r) for r in run] for run in runs],
+        "summary": summary,
+        "machine": {"nproc": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    text = json.dumps(doc, indent=2)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+        print(f"results written to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
+    load_before = interruptible(names, args.runs, args.timeout)
+    runs = alternating(
+        names, args.runs, lambda name: make_target(name, args), lambda t, k, p: run_target(t, args, k, p)
+    )
+    if runs is None:
+        return 130
     summary = summarise(runs, names)
     print_report(runs, summary, args)
     if args.json:
         params = ("messages", "size", "concurrency", "client", "source_reuse", "gen_procs", "runs")
-        doc = {
-            "params": {k: getattr(args, k) for k in params}
-            | {"postfix_in_flow_delay": args.postfix_in_flow_delay or "1s (as shipped)"},
-            "runs": [[asdict(r) for r in run] for run in runs],
-            "summary": summary,
-            "machine": {
-                "nproc": os.cpu_count(),
-                "loadavg_before": load_before,
-                "loadavg_after": os.getloadavg(),
-            },
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        text = json.dumps(doc, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-            print(f"results written to {args.json}")
+        in_flow_delay = {"postfix_in_flow_delay": args.postfix_in_flow_delay or "1s (as shipped)"}
+        write_json(
+            args.json, {k: getattr(args, k) for k in params} | in_flow_delay, runs, summary, load_before
+        )
     return 0 if summary["valid_runs"] == len(runs) else 1
 
 

@@ -51,7 +51,6 @@ run started are stopped. See bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -62,7 +61,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,7 +72,6 @@ from loadgen import LoadSpec
 from mx_load import (
     SMTP_SOURCE,
     BenchTimeout,
-    Interrupted,
     PostroomTarget,
     ProcSampler,
     SmtpSourceClient,
@@ -81,9 +79,12 @@ from mx_load import (
     _fmt,
     _fmt_spread,
     _own_cpu,
+    alternating,
+    interruptible,
     percentile,
-    spread,
+    write_json,
 )
+from mx_load import summarise as summarise_runs
 from tests.support.dns_server import DnsTestServer
 from tests.support.postfix import DEBIAN_MAIN_CF, PostfixLab, lab_main_cf
 
@@ -579,26 +580,8 @@ SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
 
 
 def summarise(runs: list[list[RunResult]], names: list[str]) -> dict[str, Any]:
-    """Per target median/range over the valid runs, and the per-run ratio Postroom/Postfix."""
-    valid = [run for run in runs if all(r.complete for r in run)]
-    out: dict[str, Any] = {"runs": len(runs), "valid_runs": len(valid), "targets": {}}
-    for name in names:
-        results = [r for run in valid for r in run if r.target == name]
-        out["targets"][name] = {
-            attr: spread([v for r in results if (v := getattr(r, attr)) is not None])
-            for _, attr, _ in SUMMARY_METRICS
-        }
-    if set(names) == {"postroom", "postfix"}:
-        ratios: dict[str, list[float]] = {"accepted_per_s": [], "relayed_per_s": []}
-        for run in valid:
-            pr, pf = (next(r for r in run if r.target == n) for n in ("postroom", "postfix"))
-            for attr, values in ratios.items():
-                a, b = getattr(pr, attr), getattr(pf, attr)
-                if a is not None and b:
-                    values.append(a / b)
-        out["ratio_postroom_over_postfix"] = {k: spread(v) for k, v in ratios.items()}
-        out["ratio_per_run"] = ratios
-    return out
+    """Per relay median/range over the valid runs, and the per-run ratio Postroom/Postfix (mx_load's)."""
+    return summarise_runs(runs, names, SUMMARY_METRICS, ("accepted_per_s", "relayed_per_s"))
 
 
 def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: argparse.Namespace) -> None:
@@ -693,76 +676,33 @@ def make_relay(name: str, args: argparse.Namespace) -> Relay:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
-    live: list[Relay] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
-        raise Interrupted(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGALRM, on_signal)
-    hard = int(args.runs * len(names) * (args.timeout + SETUP_ALLOWANCE))
-    signal.alarm(hard)
-    load_before = os.getloadavg()
-    print(
-        f"{args.runs} run(s) x {', '.join(names)}, order alternating; hard timeout {hard}s;"
-        f" load average {' '.join(f'{x:.2f}' for x in load_before)} on {os.cpu_count()} CPUs",
-        flush=True,
-    )
+    load_before = interruptible(names, args.runs, args.timeout)
     dns = DnsTestServer({SINK_DOMAIN: SINK_ZONE, SENDER_DOMAIN: ""}, host=DNS_HOST)
     dns.port = DNS_PORT
-    runs: list[list[RunResult]] = []
     try:
         dns.start()
-        for k in range(1, args.runs + 1):
-            order = names if k % 2 else names[::-1]
-            run: list[RunResult] = []
-            for position, name in enumerate(order, 1):
-                relay = make_relay(name, args)
-                live[:] = [relay]
-                run.append(run_target(relay, dns, args, k, position))
-                live.clear()
-            runs.append(run)
-    except Interrupted as exc:
-        print(f"\ninterrupted ({exc}); cleaning up", file=sys.stderr, flush=True)
-        for t in live:
-            try:
-                t.stop()
-            except Exception as e:
-                print(f"cleanup of {t.name}: {e}", file=sys.stderr)
-        return 130
+        runs = alternating(
+            names,
+            args.runs,
+            lambda name: make_relay(name, args),
+            lambda relay, k, position: run_target(relay, dns, args, k, position),
+        )
     finally:
-        signal.alarm(0)
         dns.stop()
+    if runs is None:
+        return 130
     summary = summarise(runs, names)
     print_report(runs, summary, args)
     if args.json:
-        doc = {
-            "params": {
-                k: getattr(args, k)
-                for k in ("messages", "size", "concurrency", "runs", "sender", "postfix_transport")
-            }
-            | {
-                "client": "smtp-source (a connection per message)",
-                "sink": f"smtp-sink {SINK_HOST}:{SINK_PORT}",
-            },
-            "runs": [[asdict(r) for r in run] for run in runs],
-            "summary": summary,
-            "machine": {
-                "nproc": os.cpu_count(),
-                "loadavg_before": load_before,
-                "loadavg_after": os.getloadavg(),
-            },
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        params = {
+            k: getattr(args, k)
+            for k in ("messages", "size", "concurrency", "runs", "sender", "postfix_transport")
         }
-        text = json.dumps(doc, indent=2)
-        if args.json == "-":
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n")
-            print(f"results written to {args.json}")
+        params |= {
+            "client": "smtp-source (a connection per message)",
+            "sink": f"smtp-sink {SINK_HOST}:{SINK_PORT}",
+        }
+        write_json(args.json, params, runs, summary, load_before)
     return 0 if summary["valid_runs"] == len(runs) else 1
 
 
