@@ -812,19 +812,13 @@ def summarise(
     return out
 
 
-def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: argparse.Namespace) -> None:
-    print()
-    print(
-        f"MX load: N={args.messages} x S={args.size} bytes, C={args.concurrency} sessions, 1 recipient,"
-        f" client={args.client}"
-        + (" -d" if args.client == "smtp-source" and args.source_reuse else "")
-        + f", {len(runs)} run(s), Postfix in_flow_delay {args.postfix_in_flow_delay or '1s (as shipped)'}"
-    )
-    header = ["run", "target", *(label for label, _, _ in PER_RUN_COLUMNS), "ok"]
+def print_runs(runs: list[list[Any]], columns: tuple[tuple[str, str, int], ...]) -> None:
+    """The per-run table (one row per target run) and each run's errors."""
+    header = ["run", "target", *(label for label, _, _ in columns), "ok"]
     table = [header]
     for run in runs:
         for r in run:
-            cells = [_fmt(getattr(r, attr), nd) for _, attr, nd in PER_RUN_COLUMNS]
+            cells = [_fmt(getattr(r, attr), nd) for _, attr, nd in columns]
             table.append([f"{r.run}.{r.position}", r.target, *cells, "yes" if r.complete else "NO"])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
@@ -839,19 +833,40 @@ def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: arg
         for r in run:
             if r.error:
                 print(f"  run {r.run} {r.target}: FAILED: {r.error}")
-            for k, v in list(r.errors.items())[:5]:
+            for k, v in list(getattr(r, "errors", {}).items())[:5]:
                 print(f"  run {r.run} {r.target}: {v} x {k}")
+
+
+def print_summary(
+    summary: dict[str, Any], metrics: tuple[tuple[str, str, int], ...], ratios: dict[str, str], note: str = ""
+) -> None:
+    """Median [min .. max] per target and metric, the ratios (label by attribute), a note, validity."""
     print(f"\nsummary over {summary['valid_runs']} valid run(s) of {summary['runs']}: median  [min .. max]")
-    for name, metrics in summary["targets"].items():
-        for label, attr, nd in SUMMARY_METRICS:
-            if metrics[attr] is not None:
-                print(f"  {name:9} {label:16} {_fmt_spread(metrics[attr], nd)}")
+    for name, values in summary["targets"].items():
+        for label, attr, nd in metrics:
+            if values[attr] is not None:
+                print(f"  {name:9} {label:16} {_fmt_spread(values[attr], nd)}")
     ratio = summary.get("ratio_postroom_over_postfix")
     if ratio:
-        print(f"  ratio Postroom/Postfix accepted   {_fmt_spread(ratio['accepted_per_s'])}")
-        print(f"  ratio Postroom/Postfix delivered  {_fmt_spread(ratio['delivered_per_s'])}")
+        width = max(len(label) for label in ratios.values())
+        for attr, label in ratios.items():
+            print(f"  ratio Postroom/Postfix {label:{width}}  {_fmt_spread(ratio[attr])}")
+    if note:
+        print(f"  {note}")
     if summary["valid_runs"] < summary["runs"]:
         print(f"  INVALID: {summary['runs'] - summary['valid_runs']} run(s) failed; see above")
+
+
+def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"MX load: N={args.messages} x S={args.size} bytes, C={args.concurrency} sessions, 1 recipient,"
+        f" client={args.client}"
+        + (" -d" if args.client == "smtp-source" and args.source_reuse else "")
+        + f", {len(runs)} run(s), Postfix in_flow_delay {args.postfix_in_flow_delay or '1s (as shipped)'}"
+    )
+    print_runs(runs, PER_RUN_COLUMNS)
+    print_summary(summary, SUMMARY_METRICS, {"accepted_per_s": "accepted", "delivered_per_s": "delivered"})
 
 
 # --------------------------------------------------------------------------------------------- main

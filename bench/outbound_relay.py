@@ -77,11 +77,12 @@ from mx_load import (
     SmtpSourceClient,
     _count_lines,
     _fmt,
-    _fmt_spread,
     _own_cpu,
     alternating,
     interruptible,
     percentile,
+    print_runs,
+    print_summary,
     write_json,
 )
 from mx_load import summarise as summarise_runs
@@ -591,37 +592,13 @@ def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: arg
         f" (smtp-source, a connection per message) -> relay -> smtp-sink {SINK_HOST}:{SINK_PORT},"
         f" {len(runs)} run(s)"
     )
-    header = ["run", "target", *(label for label, _, _ in PER_RUN_COLUMNS), "ok"]
-    table = [header]
-    for run in runs:
-        for r in run:
-            cells = [_fmt(getattr(r, attr), nd) for _, attr, nd in PER_RUN_COLUMNS]
-            table.append([f"{r.run}.{r.position}", r.target, *cells, "yes" if r.complete else "NO"])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    for i, row in enumerate(table):
-        print(
-            "  ".join(
-                c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    for run in runs:
-        for r in run:
-            if r.error:
-                print(f"  run {r.run} {r.target}: FAILED: {r.error}")
-    print(f"\nsummary over {summary['valid_runs']} valid run(s) of {summary['runs']}: median  [min .. max]")
-    for name, metrics in summary["targets"].items():
-        for label, attr, nd in SUMMARY_METRICS:
-            if metrics[attr] is not None:
-                print(f"  {name:9} {label:16} {_fmt_spread(metrics[attr], nd)}")
-    ratio = summary.get("ratio_postroom_over_postfix")
-    if ratio:
-        print(f"  ratio Postroom/Postfix accepted  {_fmt_spread(ratio['accepted_per_s'])}")
-        print(f"  ratio Postroom/Postfix relayed   {_fmt_spread(ratio['relayed_per_s'])}")
-    print("  p50/p99: order-matched relay latency (k-th arrival at the sink minus k-th 250 at smtp-source)")
-    if summary["valid_runs"] < summary["runs"]:
-        print(f"  INVALID: {summary['runs'] - summary['valid_runs']} run(s) failed; see above")
+    print_runs(runs, PER_RUN_COLUMNS)
+    print_summary(
+        summary,
+        SUMMARY_METRICS,
+        {"accepted_per_s": "accepted", "relayed_per_s": "relayed"},
+        "p50/p99: order-matched relay latency (k-th arrival at the sink minus k-th 250 at smtp-source)",
+    )
 
 
 # --------------------------------------------------------------------------------------------- main
