@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from postroom.app.sending import dkim_signer, remote_delivery
+from postroom.directory import CachedDirectory
 from postroom.model.scope import OPERATOR
 from tests.conftest import Hosted
 
@@ -28,6 +29,8 @@ def test_another_tenants_domain_or_an_unknown_one_is_not_signed(hosted: Hosted) 
 
 def test_the_agent_is_built_from_the_node_settings(hosted: Hosted) -> None:
     app = hosted.app
-    agent = remote_delivery(app.settings, app.resolver, app.blobs, app.directory)
+    agent = remote_delivery(
+        app.settings, app.resolver, app.blobs, app.directory, CachedDirectory(app.database)
+    )
     assert agent.helo_name == hosted.settings.service.hostname
     assert agent.max_hops == 30

@@ -145,7 +145,6 @@ def test_every_tenant_data_method_requires_a_scope() -> None:
         "check_password",
         "delete_tenant",
         "external_postmaster",
-        "receives_mail",
         "remote_domain_for",
     }
     for name, method in inspect.getmembers(Directory, inspect.isfunction):

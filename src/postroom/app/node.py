@@ -237,15 +237,18 @@ class App:
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()
+        cache = CachedDirectory(
+            self.database
+        )  # the directory as mail flow reads it: MX, submission, delivery
         agent = self.remote_agent
         if agent is None:
-            agent = remote_delivery(settings, self.resolver, self.blobs, self.directory)
+            agent = remote_delivery(settings, self.resolver, self.blobs, self.directory, cache)
         scheduler = build_scheduler(
             settings, self.database, self.directory, self.blobs, committer, agent, srs=srs
         )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
-            directory=CachedDirectory(self.database),
+            directory=cache,
             blobs=self.blobs,
             committer=committer,
             on_queued=scheduler.wake,

@@ -1,12 +1,14 @@
 """Outbound sending, composed: the remote delivery agent built from the node's settings and services.
 
-`remote_delivery(settings, resolver, blobs, directory)` builds the `RemoteDelivery` the scheduler
+`remote_delivery(settings, resolver, blobs, directory, cache)` builds the `RemoteDelivery` the scheduler
 hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the From domain
 when it is an accepted domain of the sending tenant, else None: mail is never signed with another
-tenant's key) and `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that
-covers the destination), and `hosted_here` (a destination another tenant of this service hosts: its MX
-is this service, which is then no loop). The hooks read the directory (SQL) and are called by the
-agent from a worker thread, never on the event loop.
+tenant's key), `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that covers
+the destination, read at once so an administrator's change applies to the next delivery; the agent
+asks once per tenant per call) and `hosted_here` (a destination another tenant of this service hosts:
+its MX is this service, which is then no loop), which asks the node's directory cache (the MX
+endpoint's) since the scheduler asks it for every batch. All are called by the agent from a worker
+thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import partial
 
 from postroom.config import Settings
 from postroom.delivery.remote import LocalEndpoints, RemoteDelivery
-from postroom.directory import Directory
+from postroom.directory import CachedDirectory, Directory
 from postroom.directory.errors import NotFoundError
 from postroom.dns import Resolver
 from postroom.dns.mta_sts_cache import StsPolicyCache
@@ -35,14 +37,15 @@ def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -
     return DkimSigner(from_domain.lower(), selector, pem)
 
 
-def hosted_here(directory: Directory, destination: str) -> bool:
+def hosted_here(cache: CachedDirectory, destination: str) -> bool:
     """Whether `destination` is a verified accepted domain of some tenant here (mail to it from another
     tenant goes out and comes back in through this service's MX)."""
-    return directory.receives_mail(destination)
+    domain = cache.domain(destination)
+    return domain is not None and domain.receives_mail
 
 
 def remote_delivery(
-    settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory
+    settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory, cache: CachedDirectory
 ) -> RemoteDelivery:
     """The node's remote delivery agent."""
     service = settings.service
@@ -59,7 +62,7 @@ def remote_delivery(
             sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
         ),
         dkim_signer=partial(dkim_signer, directory),
-        hosted_here=partial(hosted_here, directory),
+        hosted_here=partial(hosted_here, cache),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),
     )

@@ -177,13 +177,6 @@ class TenantsAndDomains(DirectoryBase):
         changes.domains.add(name)
         return domain_id
 
-    def receives_mail(self, name: str) -> bool:
-        """Whether `name` is an accepted domain that receives mail here (mail flow, unscoped: it says
-        only whether, never whose; delivery asks it so mail to another tenant is no loop)."""
-        with self._db.read() as conn:
-            domain = find_domain(conn, name.lower())
-        return domain is not None and domain.receives_mail
-
     def list_domains(self, scope: Scope, tenant: str | None = None) -> list[AcceptedDomain]:
         with self._db.read() as conn:
             query = select(*DOMAIN_COLUMNS).join(tenants, tenants.c.id == domains.c.tenant_id)
