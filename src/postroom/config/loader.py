@@ -269,6 +269,11 @@ def _optional_path(relative: Callable[[str], Path], value: str) -> str:
     return str(relative(value)) if value else ""
 
 
+def _path_or_none(relative: Callable[[str], Path], value: str) -> Path | None:
+    """A path setting where "" means the default: None, else made absolute like the other paths."""
+    return relative(value) if value else None
+
+
 def _database_url(value: str) -> str | None:
     if not value or value.startswith(("sqlite:///", "postgresql+psycopg://")):
         return None
@@ -292,6 +297,10 @@ def _optional_domain(value: str) -> str | None:
     if " " in value or "." not in value or "@" in value:
         return f'{value!r} is not a fully qualified domain name: e.g. "srs.example.net" ("": service domain)'
     return None
+
+
+def _workers(value: int) -> str | None:
+    return None if 0 <= value <= 256 else "must be from 0 (one per core) to 256"
 
 
 def _level(value: str) -> str | None:
@@ -419,6 +428,9 @@ def load_settings(path: Path) -> Settings:
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
         memory_budget=reader.get("node", "memory_budget", int, defaults.memory_budget, _positive),
+        workers=reader.get("node", "workers", int, defaults.workers, _workers),
+        name=reader.get("node", "name", str, defaults.name),
+        blob_root=_path_or_none(relative, reader.get("node", "blob_dir", str, "")),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -462,6 +474,9 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "log_level": settings.log_level,
             "drain_seconds": settings.drain_seconds,
             "memory_budget": settings.memory_budget,
+            "workers": settings.workers,
+            "name": settings.name,
+            "blob_dir": str(settings.blob_root or ""),
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

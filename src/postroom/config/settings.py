@@ -10,6 +10,8 @@ the file and reports every error at once; nothing else reads the file. Paths hel
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,6 +301,13 @@ class Settings:
     # [node] memory_budget: octets of messages held in memory by all the node's SMTP sessions (every
     # listener); while reached, DATA and BDAT get 452 4.3.1.
     memory_budget: int = 268_435_456
+    # [node] workers: worker processes that all serve every listener (0: one per core of the machine)
+    workers: int = 0
+    # [node] name: how `postroom node list` names this node (empty: the machine's host name)
+    name: str = ""
+    # [node] blob_dir: the blob store's directory (None: <data_dir>/blobs); nodes that share one
+    # database must share their blobs (a directory every node mounts, or the database's blob store)
+    blob_root: Path | None = None
 
     @property
     def database_url(self) -> str:
@@ -306,7 +315,17 @@ class Settings:
 
     @property
     def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
+        return self.blob_root if self.blob_root is not None else self.data_dir / "blobs"
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes `serve` runs: `[node] workers`, or one per core when it is 0."""
+        return self.workers or os.cpu_count() or 1
+
+    @property
+    def node_name(self) -> str:
+        """`[node] name`, else the machine's host name."""
+        return self.name or socket.gethostname()
 
     @property
     def srs_secret_path(self) -> Path:

@@ -199,10 +199,16 @@ def _fill_destinations(ops: Ops) -> None:
             ops.progress("queue destinations", done, len(rows))
 
 
+def _5_scale_out(ops: Ops) -> None:
+    """Scale-out: the node registry (heartbeats of every serving process)."""
+    ops.create_table(schema.nodes)
+
+
 STEPS: Mapping[int, Step] = {
     2: _2_dkim_keys,
     3: _3_tenant_isolation,
     4: _4_sending,
+    5: _5_scale_out,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -31,8 +31,9 @@ from sqlalchemy import (
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
-# sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement)
-SCHEMA_VERSION = 4
+# sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
+# 5: scale-out (the node registry)
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -376,4 +377,26 @@ trace_events = Table(
     Column("recipient", String(320), nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),  # JSON object
     Index("ix_trace_events_message", "message_id"),
+)
+
+# --- cluster --------------------------------------------------------------------------------------
+# One row per serving process (a worker of a node, or a node run as one process), kept by its
+# heartbeat; `postroom node list` reads it. The id is the process's lease-token owner
+# (`queue.leases.LeaseTokens.owner`), so the leases a process holds are the queue rows whose
+# `lease_owner` starts with `<id>/`.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(120), primary_key=True),
+    Column("node", String(120), nullable=False),  # [node] name (default: the host name)
+    Column("worker", Integer, nullable=False),  # the worker's number under its supervisor, from 1
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("listeners", Text, nullable=False, default=""),  # JSON list of {name, address, protocol}
+    Column("load", Text, nullable=False, default=""),  # JSON object: connections, sessions, ...
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("stopped_at", Float),  # set by a clean stop; NULL while serving (or when it died)
+    Index("ix_nodes_heartbeat", "heartbeat_at"),
 )
