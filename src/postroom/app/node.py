@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -102,6 +103,11 @@ class App:
         # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
+        # Which worker of its node this process is (1-based; a node run as one process is worker 1),
+        # and the listening sockets its supervisor bound for it, by listener name (`app.workers`);
+        # a listener without any binds its own addresses.
+        self.worker = 1
+        self.sockets: dict[str, tuple[socket.socket, ...]] = {}
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
     @classmethod
@@ -210,6 +216,7 @@ class App:
                 spool_dir=settings.spool_dir,
                 memory=memory,
                 auth=AuthPolicy(tls_required=True, required_for_mail=True),
+                sockets=self.sockets.get(name, ()),
             )
             for name, addresses, implicit in roles
             if addresses
@@ -273,6 +280,7 @@ class App:
             ssl_context=tls,
             spool_dir=settings.spool_dir,
             memory=memory,
+            sockets=self.sockets.get("mx", ()),
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
@@ -281,6 +289,7 @@ class App:
             settings.admin.listen,
             ssl_context=tls if settings.admin.tls else None,
             limits=settings.admin.limits,
+            sockets=self.sockets.get("admin", ()),
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         background = [

@@ -1,6 +1,7 @@
 """The SMTP listener: asyncio sockets around the sans-IO core, one task and one session per connection.
 
-`SmtpListener` binds its addresses (`start`, port 0 picks a free port and `bound` says which), and for
+`SmtpListener` binds its addresses (`start`, port 0 picks a free port and `bound` says which; or it
+serves the listening `sockets` a supervisor bound for it, see `app.workers`), and for
 every accepted connection runs one task that moves bytes between the socket and `SmtpServerProtocol` and
 asks the application's `SmtpSession` each decision. Replies are written once the core has consumed all
 the input it has, so a pipelined group of commands gets its replies in one write.
@@ -55,6 +56,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -132,6 +134,7 @@ class SmtpListener:
         memory: MemoryBudget,
         auth: AuthPolicy | None = None,
         hidden_extensions: frozenset[str] = frozenset(),
+        sockets: tuple[socket.socket, ...] = (),
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -156,6 +159,7 @@ class SmtpListener:
         self.hidden_extensions = hidden_extensions  # EHLO keywords not advertised (test sinks, labs)
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
+        self.sockets = sockets  # listening sockets bound by a supervisor (`app.workers`): used, not bound
 
     @property
     def bound(self) -> tuple[ListenAddress, ...]:
@@ -171,16 +175,27 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if self.implicit_tls else None
         self._remove_leftover_spool_files()
+        backlog = min(self.limits.max_connections, 4096)
+        handshake_timeout = self.limits.command_timeout if tls else None
         try:
-            for address in self.addresses:
+            for sock in self.sockets:
+                server = await loop.create_server(
+                    lambda: _Connection(self),
+                    sock=sock,
+                    ssl=tls,
+                    ssl_handshake_timeout=handshake_timeout,
+                    backlog=backlog,
+                )
+                self._servers.append(server)
+            for address in () if self.sockets else self.addresses:
                 server = await loop.create_server(
                     lambda: _Connection(self),
                     address.host,
                     address.port,
                     ssl=tls,
-                    ssl_handshake_timeout=self.limits.command_timeout if tls else None,
+                    ssl_handshake_timeout=handshake_timeout,
                     reuse_address=True,
-                    backlog=min(self.limits.max_connections, 4096),
+                    backlog=backlog,
                 )
                 self._servers.append(server)
         except BaseException:
