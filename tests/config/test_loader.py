@@ -279,6 +279,9 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
         ("[node]\ndrain_seconds = 0\n", "node.drain_seconds", "must be greater than 0"),
         ("[node]\nmemory_budget = -1\n", "node.memory_budget", "must be greater than 0"),
+        ("[node]\nworkers = -1\n", "node.workers", "must be from 0 (one per core) to 256"),
+        ("[node]\nworkers = 1000\n", "node.workers", "must be from 0 (one per core) to 256"),
+        ('[node]\nworkers = "4"\n', "node.workers", "expected int"),
         (
             '[submission.limits]\nbare_lf = "keep"\n',
             "submission.limits.bare_lf",

@@ -125,10 +125,10 @@ def serve(
 ) -> None:
     """Run every listener until SIGTERM or SIGINT, then drain and stop."""
     loaded = settings()
-    label = f"worker {worker} " if worker is not None else ""
+    label = f"[worker {worker}]" if worker is not None else ""
     logging.basicConfig(
         level=loaded.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s {label}%(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{label}: %(message)s",
         stream=sys.stderr,
     )
     if worker is not None:
