@@ -1,4 +1,4 @@
-"""`postroom serve --workers 2` on SQLite as a real process: load, a worker killed, stop, supervisor killed."""
+"""`postroom serve --workers 2` on SQLite, a real process: load, a worker killed, stop, supervisor killed."""
 
 from __future__ import annotations
 
