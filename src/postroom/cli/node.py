@@ -117,8 +117,8 @@ def serve(
         typer.Option(
             "--workers",
             min=1,
-            help="Worker processes, each serving every listener (default [node] workers; "
-            "there 0 means one per core). 1 serves in this process, without a supervisor.",
+            help="Worker processes, each serving every listener (default: \\[node] workers, where "
+            "0 means one per core). 1 serves in this process, without a supervisor.",
         ),
     ] = None,
     worker: Annotated[int | None, typer.Option("--worker", hidden=True, min=1)] = None,
