@@ -12,7 +12,19 @@ serving the sockets it was given. Once every worker is serving, the supervisor p
 node listens, once.
 
 Why sockets bound once and shared (every worker accepts from one accept queue) and not
-SO_REUSEPORT (a socket and an accept queue per worker): MEASUREMENT PENDING.
+SO_REUSEPORT (a socket and an accept queue per worker, bound by the supervisor too): measured
+2026-11-30 with smtp-source (4000 messages of 4 KB, 20 sessions, a connection per message) against
+`--workers 2` on the 2-core machine while other jobs ran on it (load average 9-12, so the rates are
+noise): shared 651, 500, 452 msg/s with 2034/1966, 1918/2082, 1566/2434 connections per worker;
+SO_REUSEPORT 411, 598 msg/s with 1968/2032, 1988/2012. The kernel's hash spreads more evenly; a
+shared queue goes to whichever worker's loop is free first, which is uneven at times but never
+leaves work waiting behind a busy worker. Throughput was the same within the noise. What decides
+it is failure: with SO_REUSEPORT each connection is hashed to one worker's queue, so connections
+keep landing in the queue of a worker that died and wait there until it is restarted (or, were the
+worker to hold the only copy of its socket, are reset); with one shared queue the other workers take
+them at once. A socket bound once also means port 0 is one port for all (tests), a second `postroom
+serve` on the same port fails with today's one-line "address in use" (with SO_REUSEPORT it could
+join silently), and a privileged port is bound by the supervisor alone.
 
 Failure behaviour. Anything that stops the node from starting is one `StartupError` line, from the
 supervisor, before any worker starts. A worker that dies before every worker was serving stops the
