@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import smtplib
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -206,6 +208,33 @@ def test_a_worker_killed_mid_load_is_restarted_and_nothing_acknowledged_is_lost(
     assert all(delivered[message_id] == 1 for message_id in load.acknowledged)
     wait_for(lambda: len(served.workers()) == 2 and victim not in served.workers(), timeout=30)
     assert "killed by SIGKILL" in served.logged()
+
+
+def _login(submission: tuple[str, int], password: str) -> int:
+    """One connection to the submission listener: STARTTLS, AUTH PLAIN; the reply code to AUTH."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with smtplib.SMTP(*submission, timeout=30) as smtp:
+        smtp.starttls(context=context)
+        smtp.ehlo()
+        plain = base64.b64encode(f"\0alice@contoso.com\0{password}".encode()).decode()
+        try:
+            code, _ = smtp.docmd("AUTH", f"PLAIN {plain}")
+        except smtplib.SMTPServerDisconnected:
+            return 421
+        return code
+
+
+def test_failed_logins_are_counted_by_the_node_not_by_each_worker(served: Served) -> None:
+    limits = served.settings.submission
+    throttle, disconnect = limits.auth_failures_before_throttle, limits.auth_failures_before_disconnect
+    codes = [_login(served.listeners["submission"], "guess") for _ in range(disconnect + 2)]
+    # Each connection went to either worker; together they allowed what one process allows.
+    assert codes == [535] * throttle + [454] * (disconnect - throttle) + [421] * 2
+    assert _login(served.listeners["submission"], "alice-pw") == 421  # the right password too
+    workers_that_refused = set(re.findall(r"\[worker (\d)\]: SMTP AUTH failed", served.logged()))
+    assert workers_that_refused == {"1", "2"}
 
 
 def test_a_second_node_on_the_same_port_is_refused_in_one_line(served: Served, tmp_path: Path) -> None:

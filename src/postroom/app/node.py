@@ -42,6 +42,7 @@ import uvloop
 
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
+from postroom.app.logins import SharedCounts
 from postroom.app.mx import MxEndpoint
 from postroom.app.outbound import build_scheduler, write_trace
 from postroom.app.sending import remote_delivery
@@ -55,7 +56,7 @@ from postroom.app.startup import (
     tls_context,
     unusable_url,
 )
-from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
+from postroom.app.submission import MINUTE, SubmissionEndpoint, SubmissionLimits
 from postroom.config import Settings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
@@ -108,6 +109,7 @@ class App:
         # a listener without any binds its own addresses.
         self.worker = 1
         self.sockets: dict[str, tuple[socket.socket, ...]] = {}
+        self._counts: list[SharedCounts] = []
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
     @classmethod
@@ -181,6 +183,10 @@ class App:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(self.serve(on_ready))
 
+    def _shared(self, counts: SharedCounts) -> SharedCounts:
+        self._counts.append(counts)  # closed when serve() returns
+        return counts
+
     def _submission_listeners(
         self, mx: MxEndpoint, tls: ssl.SSLContext, memory: MemoryBudget
     ) -> list[SmtpListener]:
@@ -188,6 +194,7 @@ class App:
         the 465 role), each left out when it has no address. Both require AUTH for MAIL, after TLS."""
         settings = self.settings
         submission = settings.submission
+        counts = settings.data_dir / "run" / "submission-counts.sqlite"
         endpoint = SubmissionEndpoint(
             mx,
             self.directory,
@@ -202,6 +209,9 @@ class App:
                 auth_failures_before_disconnect=submission.auth_failures_before_disconnect,
                 auth_cache_seconds=submission.auth_cache_seconds,
             ),
+            # shared by every worker of the node (a file under <data_dir>/run), see app.logins
+            failed_logins=self._shared(SharedCounts(counts, "failed_logins", submission.auth_failure_window)),
+            messages=self._shared(SharedCounts(counts, "submitted_messages", MINUTE)),
         )
         roles = (("submission", submission.listen, False), ("submissions", submission.tls_listen, True))
         return [
@@ -338,6 +348,9 @@ class App:
                 log.exception("could not write the aggregated refusals at stop")
             await asyncio.to_thread(committer.stop)
             endpoint.close()
+            for counts in self._counts:
+                counts.close()
+            self._counts.clear()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
