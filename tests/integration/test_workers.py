@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, multiprocess
 
 from postroom.app import App
 from postroom.config import Settings
@@ -208,6 +209,14 @@ def test_a_worker_killed_mid_load_is_restarted_and_nothing_acknowledged_is_lost(
     assert all(delivered[message_id] == 1 for message_id in load.acknowledged)
     wait_for(lambda: len(served.workers()) == 2 and victim not in served.workers(), timeout=30)
     assert "killed by SIGKILL" in served.logged()
+    wait_for(lambda: _scrape(served, "postroom_worker_restarts_total") == 1.0, timeout=30)
+
+
+def _scrape(served: Served, name: str) -> float | None:
+    """A value as /metrics sums it over the workers' files in <data_dir>/run/metrics."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(served.settings.data_dir / "run" / "metrics"))  # type: ignore[no-untyped-call]
+    return registry.get_sample_value(name)
 
 
 def _login(submission: tuple[str, int], password: str) -> int:

@@ -35,6 +35,9 @@ that dies later is restarted (a new process on the same sockets), at once if it 
 stops the node with `WorkersFailedError` rather than spin. Each restart is counted
 (`metrics.WORKER_RESTARTS`, by the new worker at its start: the supervisor may have imported
 prometheus_client before it knew the metrics directory, so its own counts would not be shared).
+`[node] memory_budget` is the node's: each worker gets its share (the budget / N), so N workers
+hold no more message octets in memory than one process did. (Connection limits stay per worker
+and listener; see docs/operations.md.)
 SIGTERM or SIGINT to the supervisor is forwarded to every worker as SIGTERM; each drains
 (`App.serve`), and the supervisor returns once all have exited (after `[node] drain_seconds` +
 `STOP_SLACK` a worker still running is killed). Workers die with the supervisor: each asks the
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import ctypes.util
 import json
 import logging
@@ -278,6 +282,7 @@ class Supervisor:
             "ready": ready_write,
             "supervisor": os.getpid(),
             "restart": worker.restarts > 0,
+            "workers": self.count,
         }
         env = {**os.environ, WORKER_ENV: json.dumps(description), METRICS_ENV: str(self.metrics_dir)}
         command = [
@@ -434,7 +439,9 @@ def run_worker(settings: Settings, number: int) -> None:
     description = json.loads(described)
     _die_with_parent(int(description["supervisor"]))
     ready = int(description["ready"])
-    node = App.open(settings)
+    # [node] memory_budget bounds the node, not each process: every worker holds its share.
+    share = max(1, settings.memory_budget // int(description["workers"]))
+    node = App.open(dataclasses.replace(settings, memory_budget=share))
     node.worker = number
     node.sockets = {
         name: tuple(socket.socket(fileno=fd) for fd in fds) for name, fds in description["sockets"].items()
