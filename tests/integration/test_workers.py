@@ -298,3 +298,25 @@ def test_a_supervisor_killed_with_sigkill_leaves_no_worker_serving(tmp_path: Pat
         for pid in served.workers():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_that_cannot_start_again_stops_the_node_without_spinning(tmp_path: Path) -> None:
+    served = _serve(tmp_path / "node")
+    try:
+        served.settings.tls.key.unlink()  # the running workers hold it; a new one cannot start
+        victim = min(served.workers())
+        started = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        assert served.process.wait(120) == 1
+        elapsed = time.monotonic() - started
+        log = served.logged()
+        slot = re.search(rf"worker (\d) started \(pid {victim}\)", log)
+        assert slot is not None
+        assert f"error: worker {slot.group(1)} died 5 times in a row" in log
+        assert "[tls] key: there is no file" in log  # each try's own error, above it
+        restarts = log.count("restarting it in")
+        assert restarts == 4  # then it gave up: no spinning
+        assert elapsed >= 0.25 + 0.5 + 1 + 2  # with a growing pause between the tries
+        assert not served.workers()
+    finally:
+        served.stop()

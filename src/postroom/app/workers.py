@@ -30,9 +30,9 @@ Failure behaviour. Anything that stops the node from starting is one `StartupErr
 supervisor, before any worker starts. A worker that dies before every worker was serving stops the
 node (`WorkersFailedError`): a worker that cannot start will not start on a retry either. A worker
 that dies later is restarted (a new process on the same sockets), at once if it had served for
-`QUICK_DEATH_SECONDS`, else after a delay that doubles from `RESTART_DELAY` up to
-`RESTART_DELAY_MAX`; after `MAX_QUICK_DEATHS` quick deaths in a row of one worker the supervisor
-stops the node with `WorkersFailedError` rather than spin. Each restart is counted
+`QUICK_DEATH_SECONDS`, else (it never served, or not that long) after a delay that doubles from
+`RESTART_DELAY` up to `RESTART_DELAY_MAX`; after `MAX_QUICK_DEATHS` quick deaths in a row of one
+worker the supervisor stops the node with `WorkersFailedError` rather than spin. Each restart is counted
 (`metrics.WORKER_RESTARTS`, by the new worker at its start: the supervisor may have imported
 prometheus_client before it knew the metrics directory, so its own counts would not be shared).
 `[node] memory_budget` is the node's: each worker gets its share (the budget / N), so N workers
@@ -72,7 +72,7 @@ from postroom.app.node import App, Listening
 from postroom.app.startup import StartupError, bind_error
 from postroom.config import ListenAddress, Settings
 
-QUICK_DEATH_SECONDS = 10.0  # a worker that dies sooner after its start died "quickly"
+QUICK_DEATH_SECONDS = 10.0  # a worker that dies before it served this long died "quickly"
 MAX_QUICK_DEATHS = 5  # quick deaths in a row of one worker before the supervisor gives up
 RESTART_DELAY = 0.25  # seconds before restarting a worker after its first quick death; doubles
 RESTART_DELAY_MAX = 8.0
@@ -146,6 +146,7 @@ class _Worker:
     ready_pipe: int = -1  # read end: one byte when the worker serves, EOF when it is gone
     started_at: float = 0.0
     serving: bool = False
+    serving_since: float = 0.0
     quick_deaths: int = 0
     restart_at: float | None = None  # when the slot is empty: when to start it again
     restarts: int = 0
@@ -334,7 +335,8 @@ class Supervisor:
                     said = os.read(worker.ready_pipe, 1)
                 except OSError:
                     said = b""
-                worker.serving = worker.serving or bool(said)
+                if said:
+                    worker.serving, worker.serving_since = True, time.monotonic()
                 os.close(worker.ready_pipe)  # said once, or EOF: the process is gone (reaped by poll)
                 worker.ready_pipe = -1
 
@@ -370,11 +372,13 @@ class Supervisor:
 
     def _schedule_restart(self, worker: _Worker, status: int, now: float) -> None:
         lived = now - worker.started_at
-        worker.quick_deaths = worker.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+        # Quick: it never served (a start takes seconds on a busy machine), or not for long.
+        quick = not worker.serving or now - worker.serving_since < QUICK_DEATH_SECONDS
+        worker.quick_deaths = worker.quick_deaths + 1 if quick else 0
         if worker.quick_deaths >= MAX_QUICK_DEATHS:
             raise WorkersFailedError(
-                f"worker {worker.number} died {worker.quick_deaths} times in a row within "
-                f"{QUICK_DEATH_SECONDS:g} s of starting (last: {_status(status)}); its errors are "
+                f"worker {worker.number} died {worker.quick_deaths} times in a row before it had "
+                f"served {QUICK_DEATH_SECONDS:g} s (last: {_status(status)}); its errors are "
                 "above; the node stopped"
             )
         delay = (
