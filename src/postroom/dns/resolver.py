@@ -397,7 +397,9 @@ class DnsResolver:
         if cached is not None:
             outcome, ttl = cached
         else:
-            with metrics.DNS_QUERY_SECONDS.labels(dns.rdatatype.to_text(rdtype)).time():
+            with metrics.DNS_QUERY_SECONDS.labels(
+                dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+            ).time():
                 outcome, ttl = await self._ask(qname, rdtype)
             self._cache.put(key, outcome, ttl)
         if isinstance(outcome, _NotFound):
