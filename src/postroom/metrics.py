@@ -8,7 +8,14 @@ Several worker processes: the supervisor sets `PROMETHEUS_MULTIPROC_DIR` (a dire
 directory, emptied when the node starts) in every worker's environment before the worker imports
 anything, so prometheus_client keeps each process's values in a file there and `/metrics`, whichever
 worker answers it, sums them (`prometheus_client.multiprocess.MultiProcessCollector`). A single
-process (tests, `--workers 1` in the foreground) uses the default registry.
+process (tests, `--workers 1` in the foreground) uses the default registry. `exposition()` renders
+whichever applies; the supervisor calls `worker_exited(pid)` when a worker ends, so the open-connection
+gauge (`livesum`) stops counting it while its counters stay in the sums.
+
+*Security:* label values never come from the network as they are. The `reason` of a deferral or a
+failure is an enhanced status code, which a remote server chooses: `reason()` keeps the codes of the
+registry (class 4 or 5, a known subject, a detail within its range: about 160 values) and maps anything
+else to "other", so a hostile server cannot grow the set of time series without bound.
 """
 
 from __future__ import annotations
@@ -95,13 +102,16 @@ def reason(enhanced: str | None) -> str:
     if enhanced is None or len(enhanced) > 7:
         return OTHER_REASON
     parts = enhanced.split(".")
-    if len(parts) != 3 or not all(part.isdigit() and part.isascii() for part in parts):
+    # RFC 3463 digits: ASCII, no leading zero, so each code has one spelling and one label.
+    if len(parts) != 3 or not all(
+        part.isascii() and part.isdigit() and str(int(part)) == part for part in parts
+    ):
         return OTHER_REASON
     klass, subject, detail = (int(part) for part in parts)
     highest = _HIGHEST_DETAIL.get(subject)
     if klass not in (4, 5) or highest is None or detail > highest:
         return OTHER_REASON
-    return f"{klass}.{subject}.{detail}"
+    return enhanced
 
 
 def reason_of_reply(text: str) -> str:
