@@ -192,9 +192,8 @@ def queue_depth(conn: Connection) -> QueueDepth:
     """The whole queue's depth, cheaply: a count by state over the due index, one probe of the
     spool's receipt index (no count of messages)."""
     q = queue_recipients
-    counts: dict[str, int] = dict(
-        conn.execute(select(q.c.state, func.count()).group_by(q.c.state)).tuples().all()
-    )
+    rows = conn.execute(select(q.c.state, func.count()).group_by(q.c.state))
+    counts = {str(state): int(count) for state, count in rows}
     oldest = conn.execute(select(func.min(spool_messages.c.received_at))).scalar()
     return QueueDepth({state: int(counts.get(state.value, 0)) for state in QueueState}, oldest)
 
