@@ -456,6 +456,30 @@ def test_admin_tls_must_be_a_bool(tmp_path: Path, value: str) -> None:
     assert problem.fix == "set it like `tls = false`"
 
 
+# `[admin] metrics_allow`: who may read /readyz and /metrics; loopback by default, CIDRs or addresses.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("", ["127.0.0.0/8", "::1/128"]),
+        ('[admin]\nmetrics_allow = ["10.0.0.0/8", "2001:db8::/32"]\n', ["10.0.0.0/8", "2001:db8::/32"]),
+        ('[admin]\nmetrics_allow = ["192.0.2.7"]\n', ["192.0.2.7/32"]),
+        ("[admin]\nmetrics_allow = []\n", []),
+    ],
+)
+def test_admin_metrics_allow(tmp_path: Path, text: str, shown: list[str]) -> None:
+    assert [str(n) for n in load_settings(write(tmp_path, text)).admin.metrics_allow] == shown
+
+
+@pytest.mark.parametrize("value", ['["10.0.0.0/33"]', '["any"]', '"10.0.0.0/8"'])
+def test_a_bad_metrics_allow_names_its_key_and_the_fix(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[admin]\nmetrics_allow = {value}\n"))
+    [problem] = caught.value.problems
+    assert problem.key == "admin.metrics_allow"
+    assert str(caught.value).startswith(f"{tmp_path / 'etc' / 'postroom.toml'}: admin.metrics_allow: ")
+    assert "10.0.0.0/8" in problem.fix or "192.0.2.0/24" in problem.fix
+
+
 def test_password_policy(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "")).passwords == PasswordSettings(min_length=8, max_length=256)
     settings = load_settings(write(tmp_path, "[passwords]\nmin_length = 12\nmax_length = 64\n"))

@@ -66,8 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from prometheus_client import multiprocess
-
+from postroom import metrics
 from postroom.app.node import App, Listening
 from postroom.app.startup import StartupError, bind_error
 from postroom.config import ListenAddress, Settings
@@ -79,7 +78,7 @@ RESTART_DELAY_MAX = 8.0
 STOP_SLACK = 10.0  # seconds past [node] drain_seconds a worker may take to exit before it is killed
 
 WORKER_ENV = "POSTROOM_WORKER"  # JSON: the sockets, the ready pipe, the supervisor's pid, restart
-METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_ENV = metrics.MULTIPROCESS_ENV
 
 _PR_SET_PDEATHSIG = 1
 
@@ -204,6 +203,9 @@ class Supervisor:
         try:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             self.metrics_dir.mkdir(parents=True)
+            # for the workers (set in their environment before they import prometheus_client) and
+            # for `metrics.worker_exited` here
+            os.environ[METRICS_ENV] = str(self.metrics_dir)
         except OSError as error:
             raise StartupError(
                 f"cannot create the metrics directory {self.metrics_dir}: {error.strerror}; "
@@ -285,7 +287,7 @@ class Supervisor:
             "restart": worker.restarts > 0,
             "workers": self.count,
         }
-        env = {**os.environ, WORKER_ENV: json.dumps(description), METRICS_ENV: str(self.metrics_dir)}
+        env = {**os.environ, WORKER_ENV: json.dumps(description)}
         command = [
             sys.executable,
             "-m",
@@ -324,8 +326,7 @@ class Supervisor:
             os.close(worker.ready_pipe)
             worker.ready_pipe = -1
         worker.process = None
-        # its live gauges (connections open) end with it; its counters stay counted
-        multiprocess.mark_process_dead(process.pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]
+        metrics.worker_exited(process.pid)  # its open connections end with it; its counts stay
         return status
 
     def _note_ready(self, readable: list[int]) -> None:

@@ -35,6 +35,9 @@ session holds at most about `spool_threshold` + 256 KiB of it in memory; the ses
 A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
 into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
+Metrics: every accepted TCP connection counts in `postroom_smtp_connections_total` (refused ones too),
+and each admitted one in `postroom_smtp_connections_open` while it is served.
+
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
 451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
 cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
@@ -62,6 +65,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
+from postroom import metrics
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
 from postroom.model.replies import Reply
@@ -160,6 +164,8 @@ class SmtpListener:
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
         self.sockets = sockets  # listening sockets bound by a supervisor (`app.workers`): used, not bound
+        self.accepted = metrics.CONNECTIONS.labels(name)  # every TCP connection, refused ones too
+        self._open = metrics.CONNECTIONS_OPEN.labels(name)  # the connections served (admitted)
 
     @property
     def bound(self) -> tuple[ListenAddress, ...]:
@@ -272,6 +278,7 @@ class SmtpListener:
 
     def _register(self, connection: _Connection) -> None:
         self._connections.add(connection)
+        self._open.inc()
         self._per_ip[connection.peer_ip] = self._per_ip.get(connection.peer_ip, 0) + 1
         self._per_network[connection.network] = self._per_network.get(connection.network, 0) + 1
 
@@ -279,6 +286,7 @@ class SmtpListener:
         if connection not in self._connections:
             return
         self._connections.discard(connection)
+        self._open.dec()
         for counts, key in ((self._per_ip, connection.peer_ip), (self._per_network, connection.network)):
             left = counts.get(key, 1) - 1
             if left:
@@ -345,6 +353,7 @@ class _Connection(asyncio.Protocol):
         # A stream transport; uvloop's are not subclasses of asyncio.Transport, so no isinstance.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._listener.accepted.inc()
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip = str(peer[0])
