@@ -15,10 +15,33 @@ commits/s (durable transactions), jobs/s (acknowledged messages) and the latency
 to acknowledgement) p50/p99, the median of `--runs` runs.
 
 Measured 2026-11-30 on the 2-core machine while other helpers' test suites and benchmarks ran on it
-(load average around 4-6), 16 sessions, 3 s a run, median of 3 runs: see RESULTS below (ratios
-between designs matter; absolute figures do not).
+(load average 10-12 throughout: the absolute figures are low and noisy, compare designs within a
+table), 3 s a run, median of 3 runs:
 
-RESULTS PENDING
+16 sessions in all                        40 sessions in all
+design  N  commits/s jobs/s p50ms p99ms   design  N  commits/s jobs/s p50ms p99ms
+busy    1      49     648   24.0   58.0
+lock    1      54     759   20.0   60.1
+writer  1      71     799   15.6   86.9
+busy    2     128     864    5.2  254.7   busy    2      65    1082    9.0  555.7
+lock    2     109     800    8.8  122.4   lock    2      67    1280   29.6  108.5
+writer  2     111     802    6.5  114.5   writer  2      28     722   56.9  144.9
+busy    4     328    1138    1.6  334.3   busy    4     135    1123    8.3  442.9
+lock    4     185     714    7.2  156.7   lock    4     169    1629   14.0   91.0
+writer  4     162    1551    5.5   68.7   writer  4     115    1644   15.2  141.3
+
+Reading: the busy handler has the worst tail everywhere (p99 2-5x the others: a writer that lost
+the race sleeps while another commits again and again; its low p50 is the favoured writer's
+sessions). The lock file halves that tail. Against one writer process it depends on how many
+sessions each worker has to batch: with 4 sessions a worker (16 over 4) the writer process, which
+batches all 16, did 2.2x the jobs of the lock file; with 10-20 a worker (40 over 2 or 4) the lock
+file matched it (N=4: 1629 vs 1644 jobs/s, p99 91 vs 141 ms) or beat it (N=2: 1.8x), the writer
+process then paying for the extra hop and a process that is the only one committing. The product
+ships the lock file: it is at least as good at the node's default (a worker per core, here 2) and
+under real load (20-50 sessions), and a writer process would need every commit job to be data sent
+over a socket (today a job is a function of the connection: the spool commit, local delivery, the
+directory's writes), a redesign of every room's writes. Measure again on a quiet machine before
+quoting any figure.
 
 Usage: .venv/bin/python bench/sqlite_commit.py [--processes 1 2 4] [--designs busy lock writer]
 """
