@@ -364,7 +364,7 @@ class SmtpListener:
             handed_over = True  # the transport owns the socket now (closed with it on failure)
         finally:
             if not handed_over:
-                sock.close()
+                _close_quietly(sock)
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +405,15 @@ def _take_socket(transport: asyncio.Transport) -> socket.socket:
         transport.abort()
     sock.setblocking(False)
     return sock
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    """Close with a FIN, not a reset: what the peer sent and we did not read (a refused header, at most
+    one read of it) is read first, since closing over unread input resets the connection, and the
+    peer could lose the reply written just before."""
+    with contextlib.suppress(OSError):
+        sock.recv(MAX_HEADER_OCTETS)
+    sock.close()
 
 
 async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
