@@ -25,6 +25,7 @@ from postroom.storage.schema import trace_events, trace_messages
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, wait_for
 from tests.integration.test_hosted_flow import inbox
+from tests.support.haproxy import Haproxy
 from tests.support.node import RunningNode, running
 from tests.support.proxy import v1_header, v2_header
 
@@ -166,3 +167,19 @@ def test_submission_with_implicit_tls_behind_the_balancer(hosted: Hosted, node: 
     assert b"Received: from device.example ([203.0.113.7])" in stored and b"with ESMTPSA" in stored
     ips, details = client_ips(node)
     assert ips == ["203.0.113.7"] and '"client_ip": "203.0.113.7"' in details
+
+
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+def test_through_a_real_haproxy(hosted: Hosted, node: RunningNode, send_proxy: str) -> None:
+    # haproxy connects to the node from 127.0.0.1 (trusted); the client connects to it from 127.0.0.3.
+    with (
+        Haproxy(node.mx, source="127.0.0.1", send_proxy=send_proxy) as balancer,
+        smtplib.SMTP(
+            *balancer.address, timeout=15, local_hostname="client.example", source_address=("127.0.0.3", 0)
+        ) as client,
+    ):
+        assert client.sendmail("news@partner.example", ["alice@contoso.com"], MESSAGE) == {}
+    wait_for(lambda: len(inbox(hosted, "alice@contoso.com")) == 1)
+    [stored] = inbox(hosted, "alice@contoso.com")
+    assert b"Received: from client.example ([127.0.0.3])" in stored
+    assert client_ips(node)[0] == ["127.0.0.3"]
