@@ -25,6 +25,18 @@ logged with the client address (never the password). Without it AUTH is not offe
 502 5.5.1). A STARTTLS listener with `tls_required` offers AUTH only after STARTTLS; an implicit-TLS
 listener offers it at once. The command timeout applies while the core waits for a SASL response.
 
+PROXY protocol. With `proxies` (a `TrustedProxies`) the listener sits behind TCP load balancers: a
+connection from a trusted address must begin with a PROXY header (v1 or v2, `smtp.proxy_protocol`),
+read off the socket before the greeting and before an implicit-TLS handshake, exactly to its last
+octet, within `header_timeout` seconds; the client it names is the connection's client from then on
+(`ConnectionInfo.peer_ip`, and the per-address and per-network limits, which are checked only then).
+A missing, malformed, too long or late header closes the connection without a word (logged at info
+with the balancer's address); at most `max_connections` balancer connections wait for their header.
+Anyone else is a direct client, and on every listener (with `proxies` or not) a PROXY header as the
+first octets of a session gets `500 5.5.1` and the connection closes; nothing it claimed is used. On
+an implicit-TLS listener with `proxies`, the first octets of a direct client are looked at before the
+handshake for the same reason (the refusal is then in plaintext).
+
 Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
 `spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
 session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
@@ -41,10 +53,13 @@ acknowledged. A failed TLS handshake or a lost connection ends the connection qu
 Nothing internal is ever sent to the client.
 
 Security: reads untrusted network input; all parsing, and the SMTP smuggling and bare LF rules, are in
-`smtp.protocol`. This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed
-(a client pipelining while a commit is in flight) it stops reading until the core catches up, and a
-client that does not read its replies is dropped after `command_timeout`. Plaintext sent after
-STARTTLS and before the handshake is discarded by the core.
+`smtp.protocol` (and PROXY headers in `smtp.proxy_protocol`, parsed only from trusted balancers).
+This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed (a client
+pipelining while a commit is in flight) it stops reading until the core catches up, and a client that
+does not read its replies is dropped after `command_timeout`. Plaintext sent after STARTTLS and
+before the handshake is discarded by the core. A PROXY header is read with at most
+`MAX_HEADER_OCTETS` held, and a stranger can make the node hold a pending implicit-TLS connection only
+as long as a handshake may take (`command_timeout`), as without balancers.
 """
 
 from __future__ import annotations
@@ -359,7 +374,7 @@ class SmtpListener:
                     ssl=tls,
                     ssl_handshake_timeout=self.limits.command_timeout if tls else None,
                 )
-            except (OSError, ssl.SSLError, TimeoutError) as error:
+            except Exception as error:  # as the listener's own handshakes: logged, and the connection gone
                 logger.info("SMTP %s: TLS handshake with %s failed: %r", self.name, origin.describe(), error)
             handed_over = True  # the transport owns the socket now (closed with it on failure)
         finally:
