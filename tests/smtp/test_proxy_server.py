@@ -101,11 +101,11 @@ async def test_a_trusted_peer_without_a_valid_header_is_closed_without_a_greetin
 
 async def test_a_header_that_does_not_come_in_time_closes_the_connection(office: MemoryPostOffice) -> None:
     async with serving(office, proxies=BALANCER) as listener:
+        started = time.monotonic()  # before the connection: the listener's header timer starts after it
         client = await RawClient.connect(listener)
         await client.send(b"PROXY TCP4 203.0.113.7 ")  # and nothing more
-        started = time.monotonic()
         assert await closed_without_a_word(client)
-        assert 0.4 <= time.monotonic() - started < 3.0
+        assert time.monotonic() - started >= 0.5
         await client.close()
     assert office.sessions == []
 
@@ -164,7 +164,7 @@ async def test_stopping_closes_connections_still_owing_their_header(office: Memo
         await asyncio.sleep(0.05)
         started = time.monotonic()
         await listener.stop(grace=5)
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 4.0  # neither the header timeout (60 s) nor the grace
         assert await closed_without_a_word(client)
         await client.close()
 
