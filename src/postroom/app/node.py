@@ -58,7 +58,7 @@ from postroom.app.startup import (
     unusable_url,
 )
 from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
-from postroom.config import Settings
+from postroom.config import ListenerSettings, Settings, SubmissionSettings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
@@ -66,7 +66,7 @@ from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
 from postroom.routing import ServicePostmaster, Srs
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -213,6 +213,7 @@ class App:
                 spool_dir=settings.spool_dir,
                 memory=memory,
                 auth=AuthPolicy(tls_required=True, required_for_mail=True),
+                proxies=_trusted_proxies(submission),
             )
             for name, addresses, implicit in roles
             if addresses
@@ -276,6 +277,7 @@ class App:
             ssl_context=tls,
             spool_dir=settings.spool_dir,
             memory=memory,
+            proxies=_trusted_proxies(settings.mx),
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         monitor = NodeMonitor(self.database, committer)
@@ -337,3 +339,10 @@ class App:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
+
+
+def _trusted_proxies(listener: ListenerSettings | SubmissionSettings) -> TrustedProxies | None:
+    """The balancers a listener takes PROXY headers from, or None when it takes none (the default)."""
+    if not listener.proxy_protocol:
+        return None
+    return TrustedProxies.of(listener.trusted_proxies, listener.proxy_header_timeout)
