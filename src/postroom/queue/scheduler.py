@@ -148,8 +148,14 @@ class Scheduler:
         self.settled = 0  # recipients settled (delivered, deferred or failed) since start
         self.reported = 0  # trace rows the DSN rounds reported on since start
 
-    def wake(self) -> None:
+    def wake(self, _payload: str | None = None) -> None:
+        """Run a turn now (work was queued here, or a `queue` notification came from elsewhere)."""
         self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Recipients leased and not yet settled."""
+        return self._in_flight
 
     def stop(self) -> None:
         self._stopping = True
