@@ -23,7 +23,7 @@ from sqlalchemy.pool import NullPool
 
 from postroom.app import App
 from postroom.cluster import DIRECTORY, QUEUE, Notifications, PostgresChannel
-from postroom.config import DatabaseSettings, Settings, load_settings
+from postroom.config import Settings, load_settings
 from postroom.model import replies
 from postroom.model.outbound import DeliveryAttempt, RecipientResult
 from postroom.model.scope import OPERATOR
@@ -210,7 +210,8 @@ def test_postgres_notifications_reach_every_listener_and_survive_a_lost_connecti
         with admin.connect() as conn:  # the server drops the listening connection
             ended = conn.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'postroom listen'"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'postroom listen'"
                 )
             ).all()
         assert ended == [(True,)]
