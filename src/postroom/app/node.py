@@ -16,6 +16,12 @@ scheduler has no round for them; what the queue keeps is remote mail. The schedu
 (`app.outbound.build_scheduler`) leases it for the remote agent (`delivery.remote.RemoteDelivery`,
 built by `app.sending.remote_delivery`; a test may set `App.remote_agent` to its own) and sends DSNs
 for what failed.
+Cluster (`postroom.cluster`): `App.notifications` is this process's notification channel. A
+commit that queued remote recipients wakes the local scheduler and publishes `queue`; a directory
+change publishes `directory` (CLI commands too, sent before they exit). While serving, the process
+listens: `queue` wakes its scheduler, `directory` refreshes its directory cache at once. It
+registers in the node registry under its lease-token owner once its listeners are up, heart-beats
+every `[node] heartbeat_seconds` through the group committer, and marks itself stopped at the end.
 While serving, the node also purges trace older than `[trace] retention_days` every
 `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 

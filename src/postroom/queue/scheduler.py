@@ -18,9 +18,9 @@ settling are jobs of the group committer. A delivery that runs past a third of t
 lease, so a slow server never lets another node take the same recipients. Deliveries run
 concurrently with the next turns; a finished one wakes the loop to lease more.
 
-The loop sleeps until woken (`wake`: the MX after a commit that queued remote recipients, a finished
-delivery) or until the next row comes due, and at least every `idle_interval` seconds (changes made
-by the CLI or another node are picked up then).
+The loop sleeps until woken (`wake`: the MX after a commit that queued remote recipients, the `queue`
+notification of another process or node, a finished delivery) or until the next row comes due, and
+at least every `idle_interval` seconds (a notification that was lost costs no more than that).
 
 Failure: an exception in a round is logged and the loop goes on; it never loses a queue row. A
 leasing job that failed leased nothing (its transaction rolled back); an agent that raised, or gave
