@@ -70,3 +70,13 @@ def test_a_process_is_judged_by_its_own_heartbeat_interval(database: Database) -
         registry(clock, 201, heartbeat=60.0).register(conn, [])
     assert states(database, clock.now + 170) == [(201, NodeState.SERVING)]
     assert states(database, clock.now + 181) == [(201, NodeState.GONE)]
+
+
+def test_a_heartbeat_writes_the_row_again_when_it_is_missing(database: Database) -> None:
+    clock = Clock()
+    beating = registry(clock, 301)
+    with database.write() as conn:
+        beating.heartbeat(conn, {"connections": 1})  # registering had failed: no row yet
+    with database.read() as conn:
+        [record] = node_list(conn, clock.now)
+    assert (record.pid, record.state, record.load) == (301, NodeState.SERVING, {"connections": 1})

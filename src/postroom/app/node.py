@@ -346,8 +346,13 @@ class App:
                 for address in listener.bound
             ]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
-            await committer.run(partial(registry.register, listeners=[asdict(item) for item in listening]))
             registered = True
+            try:
+                await committer.run(
+                    partial(registry.register, listeners=[asdict(item) for item in listening])
+                )
+            except Exception as error:  # still serving; the next heartbeat writes the row
+                log.warning("could not register in the node registry (retrying at the heartbeat): %s", error)
             load = partial(_load, smtp_listeners, memory, scheduler)
             background.append(
                 asyncio.create_task(registry.keep_beating(committer, load), name="postroom-heartbeat")

@@ -93,8 +93,10 @@ class NodeRegistry:
         self.version = version
         self.heartbeat_seconds = heartbeat_seconds
         self._clock = clock
+        self._listeners: list[dict[str, str]] = []
 
     def register(self, conn: Connection, listeners: list[dict[str, str]]) -> None:
+        self._listeners = listeners
         now = self._clock()
         conn.execute(delete(nodes).where(nodes.c.id == self.id))
         conn.execute(
@@ -114,12 +116,15 @@ class NodeRegistry:
         )
 
     def heartbeat(self, conn: Connection, load: NodeLoad) -> None:
+        """Write the heartbeat and load; the row is written again if it is missing (registering failed,
+        or an operator deleted it)."""
         now = self._clock()
-        conn.execute(
-            update(nodes)
-            .where(nodes.c.id == self.id)
-            .values(heartbeat_at=now, load=json.dumps(dict(load)), stopped_at=None)
-        )
+        beat = update(nodes).where(nodes.c.id == self.id)
+        if not conn.execute(
+            beat.values(heartbeat_at=now, load=json.dumps(dict(load)), stopped_at=None)
+        ).rowcount:
+            self.register(conn, self._listeners)
+            conn.execute(beat.values(load=json.dumps(dict(load))))
         conn.execute(delete(nodes).where(nodes.c.heartbeat_at < now - PRUNE_SECONDS))
 
     def stopped(self, conn: Connection) -> None:
