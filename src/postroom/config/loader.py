@@ -489,6 +489,9 @@ def load_settings(path: Path) -> Settings:
         workers=reader.get("node", "workers", int, defaults.workers, _workers),
         name=reader.get("node", "name", str, defaults.name),
         blob_root=_path_or_none(relative, reader.get("node", "blob_dir", str, "")),
+        heartbeat_seconds=reader.get(
+            "node", "heartbeat_seconds", float, defaults.heartbeat_seconds, _positive
+        ),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -535,6 +538,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "workers": settings.workers,
             "name": settings.name,
             "blob_dir": str(settings.blob_root or ""),
+            "heartbeat_seconds": settings.heartbeat_seconds,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

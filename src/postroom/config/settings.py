@@ -326,6 +326,9 @@ class Settings:
     # [node] blob_dir: the blob store's directory (None: <data_dir>/blobs); nodes that share one
     # database must share their blobs (a directory every node mounts, or the database's blob store)
     blob_root: Path | None = None
+    # [node] heartbeat_seconds: how often each serving process writes its row of the node registry;
+    # `postroom node list` shows a process as gone after three intervals without one
+    heartbeat_seconds: float = 5.0
 
     @property
     def database_url(self) -> str:
