@@ -21,6 +21,7 @@ from postroom.app import App
 from postroom.directory import Switch
 from postroom.model.scope import OPERATOR
 from postroom.storage.schema import queue_recipients, trace_events
+from tests.cli.test_commands import postroom
 from tests.conftest import populate, wait_for
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
@@ -378,3 +379,31 @@ def test_daily_recipient_limit_restricts_until_released(node: RunningNode) -> No
 def test_node_reports_both_submission_listeners(node: RunningNode) -> None:
     names = {item.name: item.protocol for item in node.listening}
     assert names["submission"] == "SMTP" and names["submissions"] == "SMTPS"
+
+
+def test_a_change_made_by_another_process_applies_at_the_next_login_despite_the_login_cache(
+    node: RunningNode,
+) -> None:
+    """A verified login is cached for `auth_cache_seconds` (60 s here); the CLI, another process, changes
+    the password, switches SMTP AUTH off and removes the mailbox: each applies to the very next login."""
+    target = mailbox(node, "cached-login@contoso.com")
+    config = node.settings.source
+
+    def login_reply(password: str) -> tuple[int, str]:
+        smtp = connect(node, source="127.0.0.12")
+        code, text = auth(smtp, target, password)
+        smtp.close()
+        return code, text.split()[0]
+
+    assert login_reply(PASSWORD) == (235, "2.7.0")
+    assert login_reply(PASSWORD) == (235, "2.7.0")  # from the cache now
+    changed = postroom("mailbox", "set", target, "--password-stdin", config=config, stdin="new-password-2\n")
+    assert changed.returncode == 0, changed.stderr
+    assert login_reply(PASSWORD) == (535, "5.7.8")
+    assert login_reply("new-password-2") == (235, "2.7.0")
+    switched = postroom("mailbox", "set", target, "--smtp-auth", "off", config=config)
+    assert switched.returncode == 0, switched.stderr
+    assert login_reply("new-password-2") == (535, "5.7.139")
+    removed = postroom("mailbox", "remove", target, "--yes", config=config)
+    assert removed.returncode == 0, removed.stderr
+    assert login_reply("new-password-2") == (535, "5.7.8")

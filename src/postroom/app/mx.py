@@ -42,6 +42,7 @@ recipient outside the service's verified accepted domains is refused by routing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import logging
@@ -136,6 +137,7 @@ class MxEndpoint:
         self.clock = clock
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
         self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-blob")
+        self._directory_changed = asyncio.Event()
 
     def session(self, connection: ConnectionInfo) -> MxSession:
         return MxSession(self, connection)
@@ -224,14 +226,21 @@ class MxEndpoint:
                 log.exception("could not write the aggregated refusals; retrying")
 
     async def keep_directory_fresh(self) -> None:
-        """Drop the directory cache whenever the directory changes (checked every REFRESH_SECONDS)."""
+        """Drop the directory cache whenever the directory changes: checked every REFRESH_SECONDS, and
+        at once when `directory_changed` is called (the `directory` notification of another process)."""
         loop = asyncio.get_running_loop()
         while True:
+            self._directory_changed.clear()
             try:
                 await loop.run_in_executor(self._lookups, self.directory.refresh)
             except Exception:
                 log.exception("could not check the directory generation; keeping the cache")
-            await asyncio.sleep(REFRESH_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._directory_changed.wait(), REFRESH_SECONDS)
+
+    def directory_changed(self, _payload: str | None = None) -> None:
+        """Another process changed the directory (a notification): refresh the cache now."""
+        self._directory_changed.set()
 
     async def store_blob(self, content: MessageContent) -> str:
         """Write the message to the blob store: a spooled one is moved there, never loaded."""

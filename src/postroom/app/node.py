@@ -18,6 +18,12 @@ scheduler has no round for them; what the queue keeps is remote mail. The schedu
 (`app.outbound.build_scheduler`) leases it for the remote agent (`delivery.remote.RemoteDelivery`,
 built by `app.sending.remote_delivery`; a test may set `App.remote_agent` to its own) and sends DSNs
 for what failed.
+Cluster (`postroom.cluster`): `App.notifications` is this process's notification channel. A
+commit that queued remote recipients wakes the local scheduler and publishes `queue`; a directory
+change publishes `directory` (CLI commands too, sent before they exit). While serving, the process
+listens: `queue` wakes its scheduler, `directory` refreshes its directory cache at once. It
+registers in the node registry under its lease-token owner once its listeners are up, heart-beats
+every `[node] heartbeat_seconds` through the group committer, and marks itself stopped at the end.
 While serving, the node also purges trace older than `[trace] retention_days` every
 `purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
 
@@ -30,18 +36,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 
 import sqlalchemy
 import sqlalchemy.exc
 import uvloop
 
+from postroom import __version__
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
 from postroom.app.logins import SharedCounts
@@ -60,15 +68,16 @@ from postroom.app.startup import (
     unusable_url,
 )
 from postroom.app.submission import MINUTE, SubmissionEndpoint, SubmissionLimits
-from postroom.config import Settings
+from postroom.cluster import DIRECTORY, QUEUE, NodeRegistry, notifications_for
+from postroom.config import ListenerSettings, Settings, SubmissionSettings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.model import Address
-from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
+from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -92,6 +101,9 @@ class App:
         self.settings = settings
         self.database = database
         self.blobs = BlobStore(settings.blob_dir)
+        self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
+        self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
+        self.worker = 1  # this process's number under its supervisor
         service = settings.service
         self.directory = Directory(
             database,
@@ -100,6 +112,7 @@ class App:
             password_policy=PasswordPolicy(
                 min_length=settings.passwords.min_length, max_length=settings.passwords.max_length
             ),
+            on_change=partial(self.notifications.publish, DIRECTORY),
         )
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
@@ -171,11 +184,17 @@ class App:
                 log.exception("trace purge failed; retrying at the next interval")
             await asyncio.sleep(trace.purge_interval)
 
+    def _queued(self, wake: Callable[[], None]) -> None:
+        """A commit queued remote recipients: wake this process's scheduler, and the others'."""
+        wake()
+        self.notifications.publish(QUEUE)
+
     def queue_summary(self) -> QueueSummary:
         with self.database.read() as conn:
             return queue_summary(conn)
 
     def close(self) -> None:
+        self.notifications.close()  # sends what a CLI command published before it exits
         self.database.dispose()
 
     def tls_context(self) -> ssl.SSLContext:
@@ -230,6 +249,7 @@ class App:
                 memory=memory,
                 auth=AuthPolicy(tls_required=True, required_for_mail=True),
                 sockets=self.sockets.get(name, ()),
+                proxies=_trusted_proxies(submission),
             )
             for name, addresses, implicit in roles
             if addresses
@@ -264,14 +284,21 @@ class App:
         if agent is None:
             agent = remote_delivery(settings, self.resolver, self.blobs, self.directory, cache)
         scheduler = build_scheduler(
-            settings, self.database, self.directory, self.blobs, committer, agent, srs=srs
+            settings,
+            self.database,
+            self.directory,
+            self.blobs,
+            committer,
+            agent,
+            srs=srs,
+            tokens=self.lease_tokens,
         )
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=cache,
             blobs=self.blobs,
             committer=committer,
-            on_queued=scheduler.wake,
+            on_queued=partial(self._queued, scheduler.wake),
             max_expanded_recipients=settings.routing.max_expanded_recipients,
             max_receive_size=settings.routing.max_receive_size,
             refusal_limits=RefusalLimits(
@@ -294,6 +321,7 @@ class App:
             spool_dir=settings.spool_dir,
             memory=memory,
             sockets=self.sockets.get("mx", ()),
+            proxies=_trusted_proxies(settings.mx),
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         monitor = NodeMonitor(self.database, committer)
@@ -307,12 +335,25 @@ class App:
             limits=settings.admin.limits,
             sockets=self.sockets.get("admin", ()),
         )
+        self.notifications.subscribe(QUEUE, scheduler.wake)
+        self.notifications.subscribe(DIRECTORY, endpoint.directory_changed)
+        registry = NodeRegistry(
+            id=self.lease_tokens.owner,
+            node=settings.node_name,
+            worker=self.worker,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=__version__,
+            heartbeat_seconds=settings.heartbeat_seconds,
+        )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         background = [
             asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh"),
             asyncio.create_task(endpoint.keep_refusals_flushed(), name="postroom-refusals"),
             asyncio.create_task(self._keep_trace_purged(committer), name="postroom-trace-purge"),
+            asyncio.create_task(self.notifications.listen(), name="postroom-notifications"),
         ]
+        registered = False
         try:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
@@ -331,6 +372,17 @@ class App:
                 for address in listener.bound
             ]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
+            registered = True
+            try:
+                await committer.run(
+                    partial(registry.register, listeners=[asdict(item) for item in listening])
+                )
+            except Exception as error:  # still serving; the next heartbeat writes the row
+                log.warning("could not register in the node registry (retrying at the heartbeat): %s", error)
+            load = partial(_load, smtp_listeners, memory, scheduler)
+            background.append(
+                asyncio.create_task(registry.keep_beating(committer, load), name="postroom-heartbeat")
+            )
             if on_ready is not None:
                 on_ready(listening)
             await stop.wait()
@@ -351,6 +403,9 @@ class App:
                 await endpoint.flush_refusals(everything=True)
             except Exception:
                 log.exception("could not write the aggregated refusals at stop")
+            if registered:
+                with contextlib.suppress(Exception):  # a row left serving is shown gone soon enough
+                    await committer.run(registry.stopped)
             await asyncio.to_thread(committer.stop)
             endpoint.close()
             for counts in self._counts:
@@ -359,3 +414,19 @@ class App:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
+
+
+def _trusted_proxies(listener: ListenerSettings | SubmissionSettings) -> TrustedProxies | None:
+    """The balancers a listener takes PROXY headers from, or None when it takes none (the default)."""
+    if not listener.proxy_protocol:
+        return None
+    return TrustedProxies.of(listener.trusted_proxies, listener.proxy_header_timeout)
+
+
+def _load(listeners: list[SmtpListener], memory: MemoryBudget, scheduler: Scheduler) -> dict[str, int]:
+    """What this process's heartbeat reports as its load."""
+    return {
+        "connections": sum(listener.connection_count for listener in listeners),
+        "memory_in_use": memory.held,
+        "deliveries_in_flight": scheduler.in_flight,
+    }

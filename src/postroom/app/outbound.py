@@ -34,6 +34,7 @@ from postroom.queue import (
     GeneratedMessage,
     Lease,
     LeaseRunner,
+    LeaseTokens,
     RemoteAgent,
     Reporter,
     RetryPolicy,
@@ -207,6 +208,7 @@ def build_scheduler(
     postmaster_for: Callable[[int | None], str] | None = None,
     ndr_allowed: Callable[[int | None, str], bool] | None = None,
     srs: Srs | None = None,
+    tokens: LeaseTokens | None = None,
 ) -> Scheduler:
     """The node's scheduler; `agent` is the remote delivery agent (None: DSN rounds only)."""
     reporter = Reporter(
@@ -223,5 +225,6 @@ def build_scheduler(
         write_trace=write_trace,
         reporter=reporter,
         lease_with=lease_runner(database, committer),
+        tokens=tokens,
         drain_seconds=settings.drain_seconds,
     )

@@ -67,6 +67,8 @@ def remove_tenant(
             transaction.commit()
         else:
             transaction.rollback()
+    if apply and directory.on_change is not None:
+        directory.on_change()  # the tenant's names are gone: caching processes refresh at once
     if apply and unused:
         with database.read() as conn:
             unused -= referenced_blobs(conn, frozenset(unused)) | spooled_blobs(conn, frozenset(unused))

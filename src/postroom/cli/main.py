@@ -18,6 +18,7 @@ from postroom.cli import (
     groups,
     mailboxes,
     node,
+    nodes,
     queue,
     remote_domains,
     senders,
@@ -45,6 +46,7 @@ app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
 app.add_typer(senders.sender_app, name="sender")
 app.add_typer(service.service_app, name="service")
+app.add_typer(nodes.node_app, name="node")
 node.register(app)
 
 

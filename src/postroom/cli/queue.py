@@ -1,7 +1,8 @@
 """`postroom queue ...`: the delivery queue: list, show, retry, hold, release, delete, summary.
 
 The commands act on the database directly, as the service operator (or, with `--tenant`, for one
-tenant: only its rows); a serving node picks the changes up at its scheduler's next turn.
+tenant: only its rows); a serving node picks the changes up at once (`retry` and `release` publish the `queue`
+notification) or at its scheduler's next turn.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import typer
 
 from postroom.cli.context import JsonOption, TenantScopeOption, as_dict, node, scope_for
 from postroom.cli.output import emit_json, fail, fields, table, when
+from postroom.cluster import QUEUE
 from postroom.queue import QueuedMessage, QueueRowNotFoundError, QueueState
 
 queue_app = typer.Typer(help="The delivery queue.", no_args_is_help=True)
@@ -124,6 +126,7 @@ def queue_retry(
         raise fail("give a message id or --destination DOMAIN (one of them)", 2)
     with _found():
         count = node().queue.retry(scope_for(tenant), message_id, destination=destination)
+        node().notifications.publish(QUEUE)  # serving nodes lease them now, not at their next turn
     typer.echo(f"{count} recipient(s) due now")
 
 
@@ -140,6 +143,7 @@ def queue_release(message_id: str, tenant: TenantScopeOption = None) -> None:
     """Release a held message: its recipients are due now."""
     with _found():
         count = node().queue.release(scope_for(tenant), message_id)
+        node().notifications.publish(QUEUE)  # serving nodes lease them now, not at their next turn
     typer.echo(f"{count} recipient(s) released")
 
 

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from postroom.config.settings import (
     ListenAddress,
-    ListenerSettings,
     Network,
     Settings,
     SmtpLimits,
@@ -197,6 +196,38 @@ class _Reader:
                 )
         return tuple(found)
 
+    def strict_networks(self, table: str, key: str) -> tuple[str, ...]:
+        """A list of IP addresses and networks (CIDR), each checked and normalized ("127.0.0.1/32")."""
+        found = []
+        for item in self.strings(table, key, [], "addresses or networks", '["10.0.0.0/8", "127.0.0.1"]'):
+            try:
+                found.append(str(ipaddress.ip_network(item.strip())))
+            except ValueError as error:
+                self.problems.append(
+                    Problem(
+                        f"{table}.{key}",
+                        f"{item!r} is not an IP address or network ({error})",
+                        'write an address, "10.0.0.5", or a network with its host bits zero, "10.0.0.0/8"',
+                    )
+                )
+        return tuple(found)
+
+    def proxy_problems(self, table: str, proxy_protocol: bool, trusted: tuple[str, ...]) -> None:
+        """A listener that takes PROXY headers from no one would refuse its balancer's every connection."""
+        if (
+            proxy_protocol
+            and not trusted
+            and f"{table}.trusted_proxies" not in {p.key for p in self.problems}
+        ):
+            self.problems.append(
+                Problem(
+                    f"{table}.trusted_proxies",
+                    "is empty while proxy_protocol = true",
+                    'list the load balancers\' addresses, e.g. trusted_proxies = ["10.0.0.0/8"], '
+                    "or set proxy_protocol = false",
+                )
+            )
+
     def dataclass_table(
         self,
         table: str,
@@ -333,7 +364,9 @@ def _submission(reader: _Reader, default: SubmissionSettings, limits: SmtpLimits
         listen=reader.listen(table, "listen", tuple(map(str, default.listen))),
         tls_listen=reader.listen(table, "tls_listen", tuple(map(str, default.tls_listen))),
         limits=limits,
+        trusted_proxies=reader.strict_networks(table, "trusted_proxies"),
     )
+    reader.proxy_problems(table, settings.proxy_protocol, settings.trusted_proxies)
     found = []
     if settings.max_recipients > limits.max_recipients:
         found.append(("max_recipients", "is more than submission.limits.max_recipients", "lower it"))
@@ -402,7 +435,14 @@ def load_settings(path: Path) -> Settings:
     for name, listener_limits in limits.items():
         for key, complaint, fix in _limit_problems(listener_limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
-    mx = ListenerSettings(reader.listen("mx", "listen", tuple(map(str, defaults.mx.listen))), limits["mx"])
+    mx = reader.dataclass_table(
+        "mx",
+        defaults.mx,
+        listen=reader.listen("mx", "listen", tuple(map(str, defaults.mx.listen))),
+        limits=limits["mx"],
+        trusted_proxies=reader.strict_networks("mx", "trusted_proxies"),
+    )
+    reader.proxy_problems("mx", mx.proxy_protocol, mx.trusted_proxies)
     submission = _submission(reader, defaults.submission, limits["submission"])
     settings = Settings(
         source=defaults.source,
@@ -449,6 +489,9 @@ def load_settings(path: Path) -> Settings:
         workers=reader.get("node", "workers", int, defaults.workers, _workers),
         name=reader.get("node", "name", str, defaults.name),
         blob_root=_path_or_none(relative, reader.get("node", "blob_dir", str, "")),
+        heartbeat_seconds=reader.get(
+            "node", "heartbeat_seconds", float, defaults.heartbeat_seconds, _positive
+        ),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -495,6 +538,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "workers": settings.workers,
             "name": settings.name,
             "blob_dir": str(settings.blob_root or ""),
+            "heartbeat_seconds": settings.heartbeat_seconds,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

@@ -112,10 +112,18 @@ def _loopback(port: int) -> tuple[ListenAddress, ...]:
 
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
-    """One SMTP listener: where it listens and its limits."""
+    """One SMTP listener: where it listens and its limits.
+
+    Behind TCP load balancers (`proxy_protocol`): a connection from an address in `trusted_proxies`
+    (addresses and networks, normalized, e.g. "10.0.0.0/8", "127.0.0.1/32") must begin with a PROXY
+    protocol header (v1 or v2) within `proxy_header_timeout` seconds, and the client it names is the
+    connection's client; anyone else connects directly, and a header from them is refused."""
 
     listen: tuple[ListenAddress, ...]
     limits: SmtpLimits = field(default_factory=SmtpLimits)
+    proxy_protocol: bool = False  # take PROXY headers from `trusted_proxies` (then it may not be empty)
+    trusted_proxies: tuple[str, ...] = ()  # the balancers' addresses and networks
+    proxy_header_timeout: float = 5.0  # seconds a balancer's header may take; then the connection closes
 
 
 def _submission_limits() -> SmtpLimits:
@@ -137,6 +145,10 @@ class SubmissionSettings:
     listen: tuple[ListenAddress, ...] = _loopback(2587)
     tls_listen: tuple[ListenAddress, ...] = _loopback(2465)
     limits: SmtpLimits = field(default_factory=_submission_limits)
+    # Behind TCP load balancers, for both listeners: as `ListenerSettings` (the header comes before TLS).
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_header_timeout: float = 5.0
     max_send_size: int = 36_700_160  # octets a mailbox may send (35 MB); over it: 552 5.2.3
     max_recipients: int = 500  # recipients per message (a mailbox may have up to 1000); then 452 4.5.3
     messages_per_minute: int = 30  # messages one mailbox submits per minute; then 450 4.7.0
@@ -314,6 +326,9 @@ class Settings:
     # [node] blob_dir: the blob store's directory (None: <data_dir>/blobs); nodes that share one
     # database must share their blobs (a directory every node mounts, or the database's blob store)
     blob_root: Path | None = None
+    # [node] heartbeat_seconds: how often each serving process writes its row of the node registry;
+    # `postroom node list` shows a process as gone after three intervals without one
+    heartbeat_seconds: float = 5.0
 
     @property
     def database_url(self) -> str:

@@ -6,7 +6,9 @@ with what it changed (domain names, address keys, group, tenant and recipient id
 the commit bumps `directory_generation` and logs the changes under the new generation (`directory_changes`),
 so a node's cache drops those entries only (see `view.CachedDirectory`). A change too large to list
 (more than `CHANGE_LOG_MAX_KEYS`) is logged as "everything". The log keeps the last
-`CHANGE_LOG_GENERATIONS` generations; a node further behind drops its whole cache.
+`CHANGE_LOG_GENERATIONS` generations; a node further behind drops its whole cache. After such a
+commit `on_change` (set by the app) is called, so caching processes hear of it at once instead of at
+their next poll; a write made in a caller's transaction (`delete_tenant`) leaves that to the caller.
 
 Scope: every lookup of tenant data here takes the caller's `Scope`, and a row of another tenant is
 answered exactly as a row that does not exist (`NotFoundError`), so a tenant can learn nothing
@@ -66,10 +68,20 @@ class DirectoryChanges:
 class DirectoryBase:
     """The shared state of the directory's parts (see `service.Directory`)."""
 
-    def __init__(self, database: Database, *, service_domain: str, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        database: Database,
+        *,
+        service_domain: str,
+        clock: Callable[[], float] = time.time,
+        on_change: Callable[[], None] | None = None,
+    ):
         self._db = database
         self.service_domain = normalize_domain(service_domain)
         self._clock = clock
+        # Called after a write that moved the generation committed (the app publishes the
+        # `directory` notification so every caching process refreshes at once, not at its next poll).
+        self.on_change = on_change
 
     @contextmanager
     def _write(self) -> Iterator[tuple[Connection, DirectoryChanges]]:
@@ -77,7 +89,9 @@ class DirectoryBase:
         with self._db.write() as conn:
             changes = DirectoryChanges()
             yield conn, changes
-            log_changes(conn, changes)
+            logged = log_changes(conn, changes)
+        if logged and self.on_change is not None:
+            self.on_change()
 
     # --- scoped lookups ---------------------------------------------------------------------------
     @staticmethod
@@ -114,11 +128,12 @@ def parse_address(address: str) -> Address:
         raise InvalidInputError(f"{address!r} is not a valid address: {error}") from None
 
 
-def log_changes(conn: Connection, changes: DirectoryChanges) -> None:
-    """Bump the generation and log what changed under it; nothing when nothing a cache holds changed."""
+def log_changes(conn: Connection, changes: DirectoryChanges) -> bool:
+    """Bump the generation and log what changed under it; nothing when nothing a cache holds changed.
+    True when the generation moved."""
     rows = changes.rows()
     if not rows:
-        return
+        return False
     conn.execute(update(directory_generation).values(generation=directory_generation.c.generation + 1))
     generation: int = conn.execute(select(directory_generation.c.generation)).scalar_one()
     conn.execute(
@@ -128,3 +143,4 @@ def log_changes(conn: Connection, changes: DirectoryChanges) -> None:
     conn.execute(
         delete(directory_changes).where(directory_changes.c.generation <= generation - CHANGE_LOG_GENERATIONS)
     )
+    return True

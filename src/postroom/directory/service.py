@@ -56,10 +56,11 @@ class Directory(
         password_policy: PasswordPolicy = DEFAULT_PASSWORD_POLICY,
         clock: Callable[[], float] = time.time,
         password_hasher: PasswordHasher | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         """`service_hosts`: the service's own host names (node, MX suffix, SPF host), whose labels no
         tenant may take as its name."""
-        super().__init__(database, service_domain=service_domain, clock=clock)
+        super().__init__(database, service_domain=service_domain, clock=clock, on_change=on_change)
         self.reserved_names = service_labels(normalize_domain(service_domain), service_hosts)
         self.password_policy = password_policy
         self._hasher = password_hasher or PasswordHasher()

@@ -19,9 +19,9 @@ settling are jobs of the group committer. A delivery that runs past a third of t
 lease, so a slow server never lets another node take the same recipients. Deliveries run
 concurrently with the next turns; a finished one wakes the loop to lease more.
 
-The loop sleeps until woken (`wake`: the MX after a commit that queued remote recipients, a finished
-delivery) or until the next row comes due, and at least every `idle_interval` seconds (changes made
-by the CLI or another node are picked up then).
+The loop sleeps until woken (`wake`: the MX after a commit that queued remote recipients, the `queue`
+notification of another process or node, a finished delivery) or until the next row comes due, and
+at least every `idle_interval` seconds (a notification that was lost costs no more than that).
 
 Failure: an exception in a round is logged and the loop goes on; it never loses a queue row. A
 leasing job that failed leased nothing (its transaction rolled back); an agent that raised, or gave
@@ -151,8 +151,14 @@ class Scheduler:
         self.settled = 0  # recipients settled (delivered, deferred or failed) since start
         self.reported = 0  # trace rows the DSN rounds reported on since start
 
-    def wake(self) -> None:
+    def wake(self, _payload: str | None = None) -> None:
+        """Run a turn now (work was queued here, or a `queue` notification came from elsewhere)."""
         self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Recipients leased and not yet settled."""
+        return self._in_flight
 
     def stop(self) -> None:
         self._stopping = True

@@ -397,6 +397,7 @@ nodes = Table(
     Column("version", String(40), nullable=False),
     Column("listeners", Text, nullable=False, default=""),  # JSON list of {name, address, protocol}
     Column("load", Text, nullable=False, default=""),  # JSON object: connections, sessions, ...
+    Column("heartbeat_seconds", Float, nullable=False, default=5.0),  # its interval: gone after 3 missed
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
     Column("stopped_at", Float),  # set by a clean stop; NULL while serving (or when it died)
