@@ -103,7 +103,7 @@ class App:
         self.blobs = BlobStore(settings.blob_dir)
         self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
         self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
-        self.worker = 1  # this process's number under its supervisor
+        self.worker = 1  # this process's number under its supervisor (1-based; `app.workers` sets it)
         service = settings.service
         self.directory = Directory(
             database,
@@ -120,10 +120,8 @@ class App:
         # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
-        # Which worker of its node this process is (1-based; a node run as one process is worker 1),
-        # and the listening sockets its supervisor bound for it, by listener name (`app.workers`);
-        # a listener without any binds its own addresses.
-        self.worker = 1
+        # The listening sockets its supervisor bound for it, by listener name (`app.workers`); a
+        # listener without any binds its own addresses.
         self.sockets: dict[str, tuple[socket.socket, ...]] = {}
         self._counts: list[SharedCounts] = []
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
