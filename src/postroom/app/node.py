@@ -64,7 +64,7 @@ from postroom.model import Address
 from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
 from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import Database, GroupCommitter, open_blob_store
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
 
@@ -86,7 +86,7 @@ class App:
     def __init__(self, settings: Settings, database: Database) -> None:
         self.settings = settings
         self.database = database
-        self.blobs = BlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings.blob_store, settings.blob_dir, database)
         service = settings.service
         self.directory = Directory(
             database,
@@ -233,7 +233,9 @@ class App:
         leftovers = await asyncio.to_thread(self.blobs.remove_leftovers)
         if leftovers:
             log.warning(
-                "removed %d temporary file(s) of unfinished blob writes from %s", leftovers, self.blobs.root
+                "removed %d temporary file(s) of unfinished blob writes from %s",
+                leftovers,
+                self.blobs.location,
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()

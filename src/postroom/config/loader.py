@@ -303,6 +303,10 @@ def _workers(value: int) -> str | None:
     return None if 0 <= value <= 256 else "must be from 0 (one per core) to 256"
 
 
+def _blob_store(value: str) -> str | None:
+    return None if value in ("files", "database") else 'must be "files" or "database"'
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -431,6 +435,7 @@ def load_settings(path: Path) -> Settings:
         workers=reader.get("node", "workers", int, defaults.workers, _workers),
         name=reader.get("node", "name", str, defaults.name),
         blob_root=_path_or_none(relative, reader.get("node", "blob_dir", str, "")),
+        blob_store=reader.get("node", "blob_store", str, defaults.blob_store, _blob_store),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -477,6 +482,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "workers": settings.workers,
             "name": settings.name,
             "blob_dir": str(settings.blob_root or ""),
+            "blob_store": settings.blob_store,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

@@ -308,6 +308,9 @@ class Settings:
     # [node] blob_dir: the blob store's directory (None: <data_dir>/blobs); nodes that share one
     # database must share their blobs (a directory every node mounts, or the database's blob store)
     blob_root: Path | None = None
+    # [node] blob_store: "files" (content-addressed files under blob_dir) or "database" (chunked rows in
+    # the database: for nodes that share PostgreSQL and no file system)
+    blob_store: str = "files"
 
     @property
     def database_url(self) -> str:

@@ -200,8 +200,10 @@ def _fill_destinations(ops: Ops) -> None:
 
 
 def _5_scale_out(ops: Ops) -> None:
-    """Scale-out: the node registry (heartbeats of every serving process)."""
+    """Scale-out: the node registry (heartbeats of every serving process), the database blob store."""
     ops.create_table(schema.nodes)
+    ops.create_table(schema.blobs)
+    ops.create_table(schema.blob_chunks)
 
 
 STEPS: Mapping[int, Step] = {
