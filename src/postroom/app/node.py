@@ -109,7 +109,8 @@ class App:
         """Open the node at `settings.data_dir` (which must exist); StartupError says what stops it."""
         check_data_dir(settings)
         try:
-            settings.blob_dir.mkdir(exist_ok=True)
+            if settings.blob_store == "files":
+                settings.blob_dir.mkdir(exist_ok=True)
         except OSError as error:
             raise full_disk(error, settings) or StartupError(
                 f"cannot create the blob store {settings.blob_dir}: {error.strerror}; "
