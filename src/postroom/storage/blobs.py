@@ -32,7 +32,7 @@ unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
 Garbage: a blob that no stored or spooled message points at any more is removed by
 `discard_unused`, which the caller (tenant removal, `postroom blobs sweep`) runs with the ids it
 found unreferenced after its own commit; a blob put after `stored_before` is kept whatever the
-caller found, because a message may be on its way to commit with it.
+caller found, because a message may be on its way to commit with it (`app.blob_sweep`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ from postroom.storage.schema import blob_chunks, blobs
 
 LEFTOVER_SECONDS = 3600.0  # a temporary file untouched this long belongs to a write that died
 CHUNK_OCTETS = 1_048_576  # content per database row: one chunk for most messages, 30 for a 30 MiB one
-_READ_BATCH = 500  # ids per statement when listing or discarding blobs
+LIST_BATCH = 500  # ids per batch of `stored_before`, by default
+_DISCARD_BATCH = 500  # ids per DELETE
 _CHUNKS_PER_READ = 4  # chunks fetched by one query of `get`
 _PUT_ATTEMPTS = 3  # a database put that lost a race with the same content (or the sweep) is retried
 
@@ -87,8 +88,8 @@ class BlobStore(Protocol):
         """At most the first `limit` octets, without reading the rest; `BlobMissingError` if missing."""
         ...
 
-    def stored_before(self, cutoff: float) -> Iterator[list[str]]:
-        """The ids of blobs last stored before `cutoff` (a UNIX time), in batches."""
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
+        """The ids of blobs last stored before `cutoff` (a UNIX time), about `batch` at a time."""
         ...
 
     def discard_unused(self, blob_ids: Iterable[str], *, stored_before: float) -> int:
@@ -202,7 +203,7 @@ class FileBlobStore:
         except FileNotFoundError:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
 
-    def stored_before(self, cutoff: float) -> Iterator[list[str]]:
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
         found: list[str] = []
         for shard in sorted(self.root.glob("??")):
             with os.scandir(shard) as entries:
@@ -212,7 +213,7 @@ class FileBlobStore:
                     with contextlib.suppress(FileNotFoundError):
                         if entry.stat().st_mtime < cutoff:
                             found.append(shard.name + entry.name)
-            if len(found) >= _READ_BATCH:
+            if len(found) >= batch:
                 yield found
                 found = []
         if found:
@@ -357,22 +358,22 @@ class DatabaseBlobStore:
             raise BlobMissingError(f"blob {blob_id} is missing from the database")
         return bytes(content)
 
-    def stored_before(self, cutoff: float) -> Iterator[list[str]]:
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
         after = ""
         while True:
             with self._database.read() as conn:
-                batch = list(
+                found = list(
                     conn.execute(
                         select(blobs.c.id)
                         .where((blobs.c.stored_at < cutoff) & (blobs.c.id > after))
                         .order_by(blobs.c.id)
-                        .limit(_READ_BATCH)
+                        .limit(batch)
                     ).scalars()
                 )
-            if not batch:
+            if not found:
                 return
-            yield batch
-            after = batch[-1]
+            yield found
+            after = found[-1]
 
     def discard_unused(self, blob_ids: Iterable[str], *, stored_before: float) -> int:
         # One statement per batch: a put of the same content updates `stored_at` first (and a put
@@ -380,11 +381,12 @@ class DatabaseBlobStore:
         # `stored_at` is checked against the row as the put left it. The chunks go by cascade.
         removed = 0
         ids = list(blob_ids)
-        for start in range(0, len(ids), _READ_BATCH):
+        for start in range(0, len(ids), _DISCARD_BATCH):
             with self._engine.connect() as conn, conn.begin():
                 removed += conn.execute(
                     delete(blobs).where(
-                        blobs.c.id.in_(ids[start : start + _READ_BATCH]) & (blobs.c.stored_at < stored_before)
+                        blobs.c.id.in_(ids[start : start + _DISCARD_BATCH])
+                        & (blobs.c.stored_at < stored_before)
                     )
                 ).rowcount
         return removed
