@@ -406,11 +406,15 @@ def _chunks(conn: Connection, blob_id: str) -> Iterator[bytes]:
     c = blob_chunks.c
     first = 0
     while True:
-        rows = conn.execute(
-            select(c.data)
-            .where((c.blob_id == blob_id) & (c.seq >= first) & (c.seq < first + _CHUNKS_PER_READ))
-            .order_by(c.seq)
-        ).scalars()
+        rows: Iterable[bytes]
+        if conn.dialect.name == "postgresql":
+            rows = _binary_rows(conn, blob_id, first)
+        else:
+            rows = conn.execute(
+                select(c.data)
+                .where((c.blob_id == blob_id) & (c.seq >= first) & (c.seq < first + _CHUNKS_PER_READ))
+                .order_by(c.seq)
+            ).scalars()
         count = 0
         for data in rows:
             count += 1
@@ -418,3 +422,16 @@ def _chunks(conn: Connection, blob_id: str) -> Iterator[bytes]:
         if count < _CHUNKS_PER_READ:
             return
         first += _CHUNKS_PER_READ
+
+
+_BINARY_READ = "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
+
+
+def _binary_rows(conn: Connection, blob_id: str, first: int) -> list[bytes]:
+    """PostgreSQL: the rows in the binary result format. In the text format (what SQLAlchemy asks
+    for) a bytea travels as hex, twice its size, and decoding it made a 1 MB `get` take 30 ms."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor(binary=True) as cursor:
+        cursor.execute(_BINARY_READ, (blob_id, first, first + _CHUNKS_PER_READ))
+        return [row[0] for row in cursor.fetchall()]
