@@ -172,19 +172,9 @@ def measure_mx(exe: str, blob_store: str, size: int, messages: int, sessions: in
             assert node.delivered() == 0  # opens the mailstore in this process before the clock starts
             cpu_before = server_cpu(node)
             started = time.monotonic()
+            load = ["-l", str(size), "-m", str(messages), "-s", str(sessions), "-f", "load@sender.example"]
             source = subprocess.run(
-                [
-                    SMTP_SOURCE,
-                    "-l",
-                    str(size),
-                    "-m",
-                    str(messages),
-                    "-s",
-                    str(sessions),
-                    "-f",
-                    "load@sender.example",
-                ]
-                + ["-t", node.recipient, f"{HOST}:{node.port}"],
+                [SMTP_SOURCE, *load, "-t", node.recipient, f"{HOST}:{node.port}"],
                 capture_output=True,
                 text=True,
                 timeout=600,

@@ -328,8 +328,8 @@ class DatabaseBlobStore:
                             conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=seq, data=chunk))
                     return blob_id
                 except IntegrityError:
-                    # Another process stored the same content between our UPDATE and INSERT (or the
-                    # sweep removed it meanwhile): look again.
+                    # Another process stored the same content between our UPDATE and INSERT (its
+                    # transaction committed while ours waited on the key): look again.
                     if attempt == _PUT_ATTEMPTS:
                         raise
         raise AssertionError("unreachable")  # pragma: no cover
