@@ -44,7 +44,7 @@ from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStat
 from postroom.model.message import header_section
 from postroom.queue.leases import TraceRows
 from postroom.queue.spool import QueueState, new_message_id, settle
-from postroom.storage import BlobStore
+from postroom.storage import BlobMissingError, BlobStore
 from postroom.storage.schema import queue_recipients, spool_messages
 
 RETURNED_HEADERS_MAX = 65_536  # octets of the original header section a DSN carries
@@ -227,9 +227,8 @@ def _report(conn: Connection, report: _Report, action: str, now: float, reporter
 
 def _original_headers(blobs: BlobStore, report: _Report) -> bytes:
     try:
-        with blobs.path(report.blob_id).open("rb") as blob:
-            head = blob.read(RETURNED_HEADERS_MAX)
-    except OSError:
+        head = blobs.head(report.blob_id, RETURNED_HEADERS_MAX)
+    except (BlobMissingError, OSError):
         head = b""
     section = header_section(report.prefix + head)
     if len(section) > RETURNED_HEADERS_MAX:

@@ -200,9 +200,12 @@ def _fill_destinations(ops: Ops) -> None:
 
 
 def _5_scale_out(ops: Ops) -> None:
-    """Scale-out: the node registry (heartbeats of every serving process); the spool's receipt index."""
+    """Scale-out: the node registry (heartbeats of every serving process), the spool's receipt index,
+    the database blob store."""
     ops.create_table(schema.nodes)
     ops.create_index(next(ix for ix in schema.spool_messages.indexes if ix.name == "ix_spool_received"))
+    ops.create_table(schema.blobs)
+    ops.create_table(schema.blob_chunks)
 
 
 STEPS: Mapping[int, Step] = {

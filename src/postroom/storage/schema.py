@@ -4,7 +4,8 @@ One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Room
 (directory: tenants, domains, DKIM keys, recipients, addresses, group members, sending settings,
 send-as grants, sender counters and restrictions, remote domains, mailbox forwarding; mailstore:
 folders, messages;
-queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
+queue: spool messages and queue recipients; trace: trace messages, recipients and events; storage:
+the database blob store's blobs and chunks) but they
 live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written. Changing a table here
 means bumping `SCHEMA_VERSION` and writing its upgrade step in `migrations.py`.
@@ -32,7 +33,7 @@ from sqlalchemy import (
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
-# 5: scale-out (the node registry)
+# 5: scale-out (the node registry; the database blob store)
 SCHEMA_VERSION = 5
 
 metadata = MetaData()
@@ -379,6 +380,26 @@ trace_events = Table(
     Column("recipient", String(320), nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),  # JSON object
     Index("ix_trace_events_message", "message_id"),
+)
+
+# --- storage: the database blob store (`[node] blob_store = "database"`, storage.blobs) -----------
+# A blob's row and its chunks are written in one transaction, so a row names complete content; the
+# content is cut in chunks so no message is ever one giant value in memory or on the wire.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the content, hex
+    Column("size", BigInteger, nullable=False),
+    Column("stored_at", Float, nullable=False),  # the last put of this content (the sweep's grace)
+    Index("ix_blobs_stored_at", "stored_at"),
+)
+
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("blob_id", String(64), ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 0, 1, ... in content order
+    Column("data", LargeBinary, nullable=False),
 )
 
 # --- cluster --------------------------------------------------------------------------------------
