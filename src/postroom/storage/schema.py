@@ -27,12 +27,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
 )
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
-# 5: scale-out (the node registry)
+# 5: scale-out (the node registry; indexes for trace search and the scheduler's turn at scale)
 SCHEMA_VERSION = 5
 
 metadata = MetaData()
@@ -336,6 +337,23 @@ queue_recipients = Table(
     Index("ix_queue_message", "message_id"),
     Index("ix_queue_destination", "destination"),
 )
+# Scale-out (step 5): a scheduler turn costs what is due, not what waits. The rows leased now, by
+# lease end (the "next due" of a lease round), and the deferred rows not yet told of their delay, by
+# id (the delay DSN round): both partial, so a queue of rows deferred for days is not in them.
+Index(
+    "ix_queue_leased",
+    queue_recipients.c.lease_until,
+    postgresql_where=queue_recipients.c.lease_until.is_not(None),
+    sqlite_where=queue_recipients.c.lease_until.is_not(None),
+)
+_NOT_YET_NOTIFIED = queue_recipients.c.delay_notified.is_(False) & queue_recipients.c.lease_owner.is_(None)
+Index(
+    "ix_queue_delay_unnotified",
+    queue_recipients.c.state,
+    queue_recipients.c.id,
+    postgresql_where=_NOT_YET_NOTIFIED,
+    sqlite_where=_NOT_YET_NOTIFIED,
+)
 
 # --- trace ----------------------------------------------------------------------------------------
 trace_messages = Table(
@@ -378,6 +396,13 @@ trace_events = Table(
     Column("detail", Text, nullable=False, default=""),  # JSON object
     Index("ix_trace_events_message", "message_id"),
 )
+# Scale-out (step 5): trace search by Message-ID, and by an address without a wildcard (compared
+# case-insensitively as lower() = lower(), which these serve). A pattern with a wildcard is served on
+# PostgreSQL by the pg_trgm GIN indexes of `migrations.TRIGRAM_INDEXES` (created outside this metadata:
+# they need the extension).
+Index("ix_trace_messages_message_id_header", trace_messages.c.message_id_header)
+Index("ix_trace_recipients_recipient_lower", func.lower(trace_recipients.c.recipient))
+Index("ix_trace_recipients_resolved_lower", func.lower(trace_recipients.c.resolved))
 
 # --- cluster --------------------------------------------------------------------------------------
 # One row per serving process (a worker of a node, or a node run as one process), kept by its

@@ -15,6 +15,11 @@ and the aggregated refusals of a client) are seen only by the operator (`OPERATO
 Each recipient row keeps the address as given and what it resolved to (the mailbox, group or remote
 address), so a search by mailbox finds mail sent to any of its addresses (`TraceQuery.addresses`).
 
+Search at scale (schema step 5): Message-ID and an address without a wildcard are answered from
+btree indexes (`message_id_header`; `lower(recipient)`, `lower(resolved)`); a pattern with a wildcard
+(`*@contoso.com`) from pg_trgm GIN indexes on PostgreSQL when the extension could be created
+(`storage.migrations.create_trigram_indexes`), else by a scan, with the same results.
+
 Retention: `purge(conn, before, batch)` deletes the messages received before a time with their
 rows and events, one batch per call, so the node's purge (a background task, one batch per writer
 job) never holds the writer long; `TraceService.purge` runs batches until none is left.
@@ -214,7 +219,14 @@ class TraceService:
             conditions.append(r.c.tenant_id == scope.tenant_id)
         if query.sender:
             conditions.append(m.c.sender.ilike(_like(query.sender), escape="\\"))
-        if query.recipient:
+        if query.recipient and "*" not in query.recipient:
+            # No wildcard: ILIKE would be case-insensitive equality; lower() = lower() says the same
+            # and is served by the lower() indexes of both columns.
+            wanted_address = func.lower(query.recipient)
+            conditions.append(
+                or_(func.lower(r.c.recipient) == wanted_address, func.lower(r.c.resolved) == wanted_address)
+            )
+        elif query.recipient:
             pattern = _like(query.recipient)
             conditions.append(
                 or_(r.c.recipient.ilike(pattern, escape="\\"), r.c.resolved.ilike(pattern, escape="\\"))
