@@ -445,8 +445,9 @@ def scheduler(args: argparse.Namespace) -> None:
     report = Report(f"Scheduler turn, {args.due} due")
     for deferred in args.sizes:
         with bench_database("queue", args.maintenance_url, args.keep) as database:
-            # One message per 4 recipients. Deferred rows: next attempt within the next day, half of
-            # them received 5 h ago and told of the delay already, half received 1 h ago; `due` rows
+            # One message per 4 recipients, received over the last 2 days (`message_expiration`), one
+            # a minute round the clock; rows received more than 4 h ago (`delay_notification`) were
+            # told of their delay already. Deferred rows: next attempt within the next day; `due` rows
             # are due now. All remote.
             rows = deferred + args.due
             load(
@@ -458,7 +459,7 @@ def scheduler(args: argparse.Namespace) -> None:
                         "INSERT INTO spool_messages (id, sender, blob_id, prefix, size, received_at,"
                         " from_header, subject, date_header, message_id_header)"
                         " SELECT 'msg' || i, 'sender@bench.example', md5(i::text), ''::bytea, 4096,"
-                        f" {NOW} - CASE WHEN i % 2 = 0 THEN 5 * 3600 ELSE 3600 END,"
+                        f" {NOW} - (i % 2880) * 60,"
                         f" '', 'Subject ' || i, '', '<' || i || '@bench.example>' FROM {SERIES}",
                     ),
                     (
@@ -471,7 +472,7 @@ def scheduler(args: argparse.Namespace) -> None:
                         " 'rcpt' || i || '@remote.example', 'remote', 'deferred', 1,"
                         f" CASE WHEN i % {max(rows // args.due, 1)} = 0 THEN {NOW} - 60"
                         f" ELSE {NOW} + 60 + i % {int(DAY)} END, 'remote.example', {NOW} + 4 * {DAY},"
-                        f" ((i + 3) / 4) % 2 = 0, '451 4.3.0 try later', '' FROM {SERIES}",
+                        f" ((i + 3) / 4) % 2880 * 60 > 4 * 3600, '451 4.3.0 try later', '' FROM {SERIES}",
                     ),
                 ],
             )
