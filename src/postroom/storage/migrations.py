@@ -108,9 +108,12 @@ class Ops:
         table = index.table
         assert table is not None, "an index of a table in schema.py"
         if self.conn.dialect.name == "sqlite":  # its reflection skips expression indexes: ask by name
-            exists = self.conn.exec_driver_sql(
-                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index.name,)
-            ).first()
+            exists = (
+                self.conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index.name,)
+                ).first()
+                is not None
+            )
         else:
             exists = index.name in {ix["name"] for ix in inspect(self.conn).get_indexes(table.name)}
         if not exists:
