@@ -10,7 +10,7 @@ then `ANALYZE`d. What is timed is the product's own functions, on its own connec
     .venv/bin/python bench/scale.py rcpt         # 1,000,000 addresses: directory lookups, RCPT over SMTP
     .venv/bin/python bench/scale.py trace        # 1,200,000 messages, ~5,000,000 trace events
     .venv/bin/python bench/scale.py scheduler    # 10k, 100k, 1M deferred recipients, 100 due
-    .venv/bin/python bench/scale.py trace --messages 100000 --samples 50   # a smaller, quicker look
+    .venv/bin/python bench/scale.py trace --messages 100000 --samples 50  # a quicker look
 
 - `rcpt`: `directory.lookups.find_domain` + `find_address` (what `CachedDirectory` runs on a miss:
   cache cold, so every sample goes to the database) for random existing and unknown addresses; then a
@@ -519,31 +519,32 @@ def _explain_turn(database: Database) -> None:
 
 # --- the command ---------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--maintenance-url", default=MAINTENANCE_URL, help="where CREATE DATABASE runs")
+    common.add_argument("--keep", action="store_true", help="leave the database for a look with psql")
+    common.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the key statements")
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--maintenance-url", default=MAINTENANCE_URL, help="where CREATE DATABASE runs")
-    parser.add_argument("--keep", action="store_true", help="leave the database for a look with psql")
-    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of the key statements")
-    parser.add_argument("--samples", type=int, default=2000, help="timed samples per measurement")
     commands = parser.add_subparsers(dest="command", required=True)
-    rcpt_parser = commands.add_parser("rcpt", help="RCPT lookups over 1,000,000 addresses")
+    rcpt_parser = commands.add_parser("rcpt", parents=[common], help="RCPT lookups over 1,000,000 addresses")
     rcpt_parser.add_argument("--recipients", type=int, default=1_000_000)
     rcpt_parser.add_argument("--tenants", type=int, default=2_000)
     rcpt_parser.add_argument("--domains-per-tenant", type=int, default=3)
+    rcpt_parser.add_argument("--samples", type=int, default=2000, help="lookups per measurement")
     rcpt_parser.add_argument("--smtp-samples", type=int, default=1000, help="RCPTs over SMTP, each kind")
     rcpt_parser.add_argument("--no-smtp", action="store_true", help="skip the real node")
-    trace_parser = commands.add_parser("trace", help="trace search over ~5,000,000 events")
+    trace_parser = commands.add_parser("trace", parents=[common], help="trace search over ~5,000,000 events")
     trace_parser.add_argument("--messages", type=int, default=1_200_000)
     trace_parser.add_argument("--tenants", type=int, default=1_000)
-    scheduler_parser = commands.add_parser("scheduler", help="a scheduler turn with 10k, 100k, 1M deferred")
+    trace_parser.add_argument("--samples", type=int, default=200, help="searches per measurement")
+    scheduler_parser = commands.add_parser(
+        "scheduler", parents=[common], help="a scheduler turn with 10k, 100k, 1M deferred"
+    )
     scheduler_parser.add_argument(
         "--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="deferred rows, per run"
     )
     scheduler_parser.add_argument("--due", type=int, default=100)
+    scheduler_parser.add_argument("--samples", type=int, default=50, help="turns timed per size")
     args = parser.parse_args(argv)
-    if args.command == "trace" and "--samples" not in (argv or sys.argv):
-        args.samples = 200
-    if args.command == "scheduler" and "--samples" not in (argv or sys.argv):
-        args.samples = 50
     {"rcpt": rcpt, "trace": trace, "scheduler": scheduler}[args.command](args)
     return 0
 
