@@ -375,6 +375,13 @@ def trace(args: argparse.Namespace) -> None:
                     TenantScope(tenant_of(i)),
                 ),
             ),
+            (
+                "by recipient (*@domain), operator",
+                lambda i: (
+                    TraceQuery(recipient="*@" + recipient_of(i).partition("@")[2], limit=100),
+                    OPERATOR,
+                ),
+            ),
             ("by Message-ID, operator", lambda i: (TraceQuery(message_id_header=header_of(i)), OPERATOR)),
             (
                 "by Message-ID (no brackets), tenant",
@@ -397,6 +404,13 @@ def trace(args: argparse.Namespace) -> None:
                     "by recipient (exact), operator",
                     _search_sql(conn, TraceQuery(recipient=recipient_of(picks[0])), OPERATOR),
                 )
+                wildcard = "*@" + recipient_of(picks[0]).partition("@")[2]
+                for scope in (TenantScope(tenant_of(picks[0])), OPERATOR):
+                    explain(
+                        conn,
+                        f"by recipient ({wildcard}), {scope}",
+                        _search_sql(conn, TraceQuery(recipient=wildcard, limit=100), scope),
+                    )
                 explain(
                     conn,
                     "by Message-ID, tenant",
@@ -472,7 +486,7 @@ def scheduler(args: argparse.Namespace) -> None:
                         " 'rcpt' || i || '@remote.example', 'remote', 'deferred', 1,"
                         f" CASE WHEN i % {max(rows // args.due, 1)} = 0 THEN {NOW} - 60"
                         f" ELSE {NOW} + 60 + i % {int(DAY)} END, 'remote.example', {NOW} + 4 * {DAY},"
-                        f" ((i + 3) / 4) % 2880 * 60 > 4 * 3600, '451 4.3.0 try later', '' FROM {SERIES}",
+                        f" ((i + 3) / 4) % 2880 * 60 >= 4 * 3600, '451 4.3.0 try later', '' FROM {SERIES}",
                     ),
                 ],
             )

@@ -138,14 +138,14 @@ def report_delays(
 def _reports(conn: Connection, state: QueueState, received_before: float | None, batch: int) -> list[_Report]:
     q, m = queue_recipients, spool_messages
     query = (
-        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.received_at, m.c.subject, m.c.message_id_header)
+        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.subject, m.c.message_id_header)
         .join(m, m.c.id == q.c.message_id)
         .where(q.c.state == state.value)
     )
     if received_before is not None:
         # Delay notices: rows nobody delivers now (a leased row may be settling this very moment).
         query = query.where(
-            (m.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
+            (q.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
         )
     rows = conn.execute(query.order_by(q.c.id).limit(batch)).all()
     grouped: dict[tuple[str, int | None, str], list[Row[Any]]] = {}

@@ -135,7 +135,7 @@ def lease_due(conn: Connection, *, token: str, now: float, lease_seconds: float,
         conn.execute(update(q).where(q.c.id.in_(ids)).values(lease_until=until, lease_owner=token))
         m = spool_messages
         rows = conn.execute(
-            select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.size, m.c.received_at)
+            select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.size)
             .join(m, m.c.id == q.c.message_id)
             .where(q.c.id.in_(ids))
             .order_by(q.c.id)

@@ -213,6 +213,13 @@ def _5_scale_out(ops: Ops) -> None:
     """Scale-out: the node registry (heartbeats of every serving process); indexes for trace search
     and the scheduler's turn at scale."""
     ops.create_table(schema.nodes)
+    ops.add_column("queue_recipients", Column("received_at", Float, nullable=False, server_default="0"))
+    q, m = schema.queue_recipients, schema.spool_messages
+    ops.conn.execute(
+        update(q).values(
+            received_at=select(m.c.received_at).where(m.c.id == q.c.message_id).scalar_subquery()
+        )
+    )
     for index in (
         "ix_queue_leased",
         "ix_queue_delay_unnotified",

@@ -333,13 +333,17 @@ queue_recipients = Table(
     Column("delay_notified", Boolean, nullable=False, server_default=false()),  # a delayed DSN went
     Column("remote_mta", String(255), nullable=False, server_default=""),  # the host of the last reply
     Column("last_attempt_at", Float),
+    # Scale-out (step 5), appended: the message's receipt time, copied from its spool row so the
+    # delay DSN round finds the rows it is due for from an index (`ix_queue_delay_unnotified`).
+    Column("received_at", Float, nullable=False, server_default="0"),
     Index("ix_queue_due", "state", "next_attempt_at"),
     Index("ix_queue_message", "message_id"),
     Index("ix_queue_destination", "destination"),
 )
 # Scale-out (step 5): a scheduler turn costs what is due, not what waits. The rows leased now, by
-# lease end (the "next due" of a lease round), and the deferred rows not yet told of their delay, by
-# id (the delay DSN round): both partial, so a queue of rows deferred for days is not in them.
+# lease end (the "next due" of a lease round), and the rows not yet told of their delay, by receipt
+# (the delay DSN round reads only those received before its cut-off): both partial, so a queue of
+# rows deferred for days is not in them.
 Index(
     "ix_queue_leased",
     queue_recipients.c.lease_until,
@@ -350,7 +354,7 @@ _NOT_YET_NOTIFIED = queue_recipients.c.delay_notified.is_(False) & queue_recipie
 Index(
     "ix_queue_delay_unnotified",
     queue_recipients.c.state,
-    queue_recipients.c.id,
+    queue_recipients.c.received_at,
     postgresql_where=_NOT_YET_NOTIFIED,
     sqlite_where=_NOT_YET_NOTIFIED,
 )
