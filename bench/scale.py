@@ -439,6 +439,7 @@ class _Borrowed:
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
+        self.is_sqlite = conn.dialect.name == "sqlite"
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

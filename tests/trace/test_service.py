@@ -170,6 +170,22 @@ def trace(database: Database) -> TraceService:
         (TraceQuery(recipient="ob@contoso.com"), OPERATOR, []),
         (TraceQuery(recipient="b_b@contoso.com"), OPERATOR, []),  # "_" is not a wildcard here either
         (TraceQuery(recipient="%@contoso.com"), OPERATOR, []),
+        # A suffix (one leading wildcard; on PostgreSQL the reversed-address index): any case, no other
+        # wildcard, only the tenant's rows.
+        (
+            TraceQuery(recipient="*B@CONTOSO.com"),
+            OPERATOR,
+            [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")],
+        ),
+        (TraceQuery(recipient="*@contoso.com"), TenantScope(FABRIKAM), []),
+        (TraceQuery(recipient="*%@contoso.com"), OPERATOR, []),
+        (TraceQuery(recipient="*_ob@contoso.com"), OPERATOR, []),
+        (TraceQuery(recipient="*\\ob@contoso.com"), OPERATOR, []),
+        (
+            TraceQuery(recipient="*"),
+            TenantScope(FABRIKAM),
+            [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com"), ("m1", "carol@fabrikam.com")],
+        ),
         (
             TraceQuery(message_id_header="<two@partner.example>", status=TraceStatus.EXPANDED),
             TenantScope(CONTOSO),

@@ -234,35 +234,33 @@ def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
 
-# PostgreSQL only: trigram GIN indexes that serve ILIKE with a leading wildcard (trace search by
-# "*@contoso.com"). Not in the metadata: they need the pg_trgm extension, which creating may need a
-# privilege the database role lacks. `Database.migrate()` makes sure of them at every start (a no-op
-# once they exist), so a database whose extension an administrator creates later gets them then.
-TRIGRAM_INDEXES = {
-    "ix_trace_recipients_recipient_trgm": ("trace_recipients", "recipient"),
-    "ix_trace_recipients_resolved_trgm": ("trace_recipients", "resolved"),
+# PostgreSQL only: the indexes of trace search by an address suffix (`*@contoso.com`): the reversed,
+# lower-cased address, so the suffix becomes a prefix that a btree serves (`text_pattern_ops`: any
+# collation). Not in the metadata: SQLite has no reverse() (there such a search reads the tenant's
+# rows, or scans for the operator). pg_trgm GIN indexes were measured and not kept: every address
+# shares the trigrams of its domain's tail, so a suffix search read most of both indexes (330 ms over
+# 1.4 M rows, bench/README.md), and they cost a GIN update on every trace row written.
+SUFFIX_INDEXES = {
+    "ix_trace_recipients_recipient_reversed": ("trace_recipients", "recipient"),
+    "ix_trace_recipients_resolved_reversed": ("trace_recipients", "resolved"),
 }
 
 
-def create_trigram_indexes(conn: Connection) -> bool:
-    """Create the pg_trgm extension and `TRIGRAM_INDEXES` on PostgreSQL (nothing on SQLite), in a
-    savepoint of the caller's transaction; True when they are in place. When the role may not create
-    the extension (or another node is creating it this moment), nothing fails: the log says so, and
-    trace search by a pattern stays correct, only slower (it scans the trace rows)."""
+def create_suffix_indexes(conn: Connection) -> bool:
+    """Create `SUFFIX_INDEXES` on PostgreSQL (nothing on SQLite), in a savepoint of the caller's
+    transaction; True when they are in place. If another node creates them at the same moment and
+    this one loses the race, nothing fails: the log says so and the next start looks again."""
     if conn.dialect.name != "postgresql":
         return False
     try:
         with conn.begin_nested():
-            conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-            for name, (table, column) in TRIGRAM_INDEXES.items():
-                conn.exec_driver_sql(
-                    f"CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin ({column} gin_trgm_ops)"
-                )
+            for name, (table, column) in SUFFIX_INDEXES.items():
+                key = f"reverse(lower({column})) text_pattern_ops"
+                conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({key})")
     except DBAPIError as error:
         log.warning(
-            "no trigram indexes for trace search (%s): a search by a recipient pattern with a wildcard "
-            "scans the trace rows. To fix: a superuser runs CREATE EXTENSION pg_trgm in this database; "
-            "the indexes are then created at the next start",
+            "the suffix indexes of trace search were not created (%s): a search by *@domain scans the "
+            "trace rows until the next start creates them",
             str(getattr(error, "orig", error)).strip().splitlines()[0],
         )
         return False

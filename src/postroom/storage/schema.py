@@ -401,9 +401,8 @@ trace_events = Table(
     Index("ix_trace_events_message", "message_id"),
 )
 # Scale-out (step 5): trace search by Message-ID, and by an address without a wildcard (compared
-# case-insensitively as lower() = lower(), which these serve). A pattern with a wildcard is served on
-# PostgreSQL by the pg_trgm GIN indexes of `migrations.TRIGRAM_INDEXES` (created outside this metadata:
-# they need the extension).
+# case-insensitively as lower() = lower(), which these serve). A suffix pattern (`*@contoso.com`) is
+# served on PostgreSQL by `migrations.SUFFIX_INDEXES` (outside this metadata: SQLite has no reverse()).
 Index("ix_trace_messages_message_id_header", trace_messages.c.message_id_header)
 Index("ix_trace_recipients_recipient_lower", func.lower(trace_recipients.c.recipient))
 Index("ix_trace_recipients_resolved_lower", func.lower(trace_recipients.c.resolved))
