@@ -482,12 +482,13 @@ def scheduler(args: argparse.Namespace) -> None:
                         rows,
                         "INSERT INTO queue_recipients (id, message_id, tenant_id, recipient,"
                         " original_recipient, route, state, attempts, next_attempt_at, destination,"
-                        " expires_at, delay_notified, last_reply, also_settles)"
+                        " expires_at, delay_notified, last_reply, also_settles, received_at)"
                         " SELECT i, 'msg' || ((i + 3) / 4), i % 100 + 1, 'rcpt' || i || '@remote.example',"
                         " 'rcpt' || i || '@remote.example', 'remote', 'deferred', 1,"
                         f" CASE WHEN i % {max(rows // args.due, 1)} = 0 THEN {NOW} - 60"
                         f" ELSE {NOW} + 60 + i % {int(DAY)} END, 'remote.example', {NOW} + 4 * {DAY},"
-                        f" ((i + 3) / 4) % 2880 * 60 >= 4 * 3600, '451 4.3.0 try later', '' FROM {SERIES}",
+                        f" ((i + 3) / 4) % 2880 * 60 >= 4 * 3600, '451 4.3.0 try later', '',"
+                        f" {NOW} - ((i + 3) / 4) % 2880 * 60 FROM {SERIES}",
                     ),
                 ],
             )
