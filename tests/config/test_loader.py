@@ -453,6 +453,30 @@ def test_admin_tls_must_be_a_bool(tmp_path: Path, value: str) -> None:
     assert problem.fix == "set it like `tls = false`"
 
 
+# `[admin] metrics_allow`: who may read /readyz and /metrics; loopback by default, CIDRs or addresses.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("", ["127.0.0.0/8", "::1/128"]),
+        ('[admin]\nmetrics_allow = ["10.0.0.0/8", "2001:db8::/32"]\n', ["10.0.0.0/8", "2001:db8::/32"]),
+        ('[admin]\nmetrics_allow = ["192.0.2.7"]\n', ["192.0.2.7/32"]),
+        ("[admin]\nmetrics_allow = []\n", []),
+    ],
+)
+def test_admin_metrics_allow(tmp_path: Path, text: str, shown: list[str]) -> None:
+    assert [str(n) for n in load_settings(write(tmp_path, text)).admin.metrics_allow] == shown
+
+
+@pytest.mark.parametrize("value", ['["10.0.0.0/33"]', '["any"]', '"10.0.0.0/8"'])
+def test_a_bad_metrics_allow_names_its_key_and_the_fix(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[admin]\nmetrics_allow = {value}\n"))
+    [problem] = caught.value.problems
+    assert problem.key == "admin.metrics_allow"
+    assert str(caught.value).startswith(f"{tmp_path / 'etc' / 'postroom.toml'}: admin.metrics_allow: ")
+    assert "10.0.0.0/8" in problem.fix or "192.0.2.0/24" in problem.fix
+
+
 def test_password_policy(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "")).passwords == PasswordSettings(min_length=8, max_length=256)
     settings = load_settings(write(tmp_path, "[passwords]\nmin_length = 12\nmax_length = 64\n"))
@@ -494,3 +518,48 @@ def test_submission_settings_load(tmp_path: Path) -> None:
     assert settings.submission.messages_per_minute == 3
     assert settings.submission.auth_failures_before_throttle == 2
     assert settings.submission.listen == SubmissionSettings().listen
+
+
+def test_proxy_protocol_settings_load(tmp_path: Path) -> None:
+    text = (
+        '[mx]\nproxy_protocol = true\ntrusted_proxies = ["10.0.0.0/8", "127.0.0.1", "2001:db8::/32"]\n'
+        "proxy_header_timeout = 2\n"
+        '[submission]\nproxy_protocol = true\ntrusted_proxies = ["192.0.2.10"]\n'
+    )
+    settings = load_settings(write(tmp_path, text))
+    assert settings.mx.proxy_protocol and settings.mx.proxy_header_timeout == 2.0
+    assert settings.mx.trusted_proxies == ("10.0.0.0/8", "127.0.0.1/32", "2001:db8::/32")
+    assert settings.submission.trusted_proxies == ("192.0.2.10/32",)
+    defaults = load_settings(write(tmp_path, ""))
+    assert not defaults.mx.proxy_protocol and not defaults.submission.proxy_protocol
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message", "fix"),
+    [
+        ("[mx]\nproxy_protocol = true\n", "mx.trusted_proxies", "is empty", "trusted_proxies = ["),
+        (
+            "[submission]\nproxy_protocol = true\n",
+            "submission.trusted_proxies",
+            "is empty",
+            "proxy_protocol = false",
+        ),
+        (
+            '[mx]\ntrusted_proxies = ["balancer.example"]\n',
+            "mx.trusted_proxies",
+            "is not an IP",
+            "10.0.0.0/8",
+        ),
+        ('[mx]\ntrusted_proxies = ["10.1.2.3/8"]\n', "mx.trusted_proxies", "host bits", "host bits zero"),
+        ('[mx]\ntrusted_proxies = "10.0.0.0/8"\n', "mx.trusted_proxies", "expected a list", "10.0.0.0/8"),
+        ('[mx]\nproxy_protocol = "yes"\n', "mx.proxy_protocol", "expected bool", "proxy_protocol = false"),
+        ("[mx]\nproxy_header_timeout = 0\n", "mx.proxy_header_timeout", "greater than 0", "default"),
+    ],
+)
+def test_bad_proxy_protocol_settings_name_their_key_and_fix(
+    tmp_path: Path, text: str, key: str, message: str, fix: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text))
+    [problem] = caught.value.problems
+    assert (problem.key, message in problem.message, fix in problem.fix) == (key, True, True)

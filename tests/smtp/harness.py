@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom.config.settings import ListenAddress, SmtpLimits
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
 
 from .twin import MemoryPostOffice
 
@@ -31,6 +31,7 @@ async def serving(
     grace: float = 1.0,
     memory_budget: int = 268_435_456,
     auth: AuthPolicy | None = None,
+    proxies: TrustedProxies | None = None,
 ) -> AsyncIterator[SmtpListener]:
     """A listener on 127.0.0.1, port 0, serving `office`, spooling into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="postroom-spool-") as spool_dir:
@@ -45,6 +46,7 @@ async def serving(
             spool_dir=Path(spool_dir),
             memory=MemoryBudget(memory_budget),
             auth=auth,
+            proxies=proxies,
         )
         await listener.start()
         try:

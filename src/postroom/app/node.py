@@ -4,10 +4,12 @@
 uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
 every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, and
-the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints where it listens,
-and runs until SIGTERM or SIGINT; then it drains: listeners stop
-accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a
-session still in a transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
+the admin HTTP listener that serves the hosted domains' MTA-STS policies, `/healthz`, `/readyz` and
+`/metrics`: `app.monitor`), prints where it listens, and runs until SIGTERM or SIGINT; then it
+drains: `/readyz` turns 503 at once, the SMTP listeners stop accepting (the admin listener keeps
+answering until they have drained, so a load balancer sees the 503, then stops too), transactions
+and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still in a
+transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
 refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
 left uncommitted.
 
@@ -41,6 +43,7 @@ import uvloop
 
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
+from postroom.app.monitor import NodeMonitor
 from postroom.app.mx import MxEndpoint
 from postroom.app.outbound import build_scheduler, write_trace
 from postroom.app.sending import remote_delivery
@@ -55,7 +58,7 @@ from postroom.app.startup import (
     unusable_url,
 )
 from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
-from postroom.config import Settings
+from postroom.config import ListenerSettings, Settings, SubmissionSettings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
@@ -63,7 +66,7 @@ from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.queue import QueueControl, QueueSummary, RemoteAgent, queue_summary
 from postroom.routing import ServicePostmaster, Srs
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener
+from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -210,6 +213,7 @@ class App:
                 spool_dir=settings.spool_dir,
                 memory=memory,
                 auth=AuthPolicy(tls_required=True, required_for_mail=True),
+                proxies=_trusted_proxies(submission),
             )
             for name, addresses, implicit in roles
             if addresses
@@ -273,11 +277,15 @@ class App:
             ssl_context=tls,
             spool_dir=settings.spool_dir,
             memory=memory,
+            proxies=_trusted_proxies(settings.mx),
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
+        monitor = NodeMonitor(self.database, committer)
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
-            build_admin_app(partial(mta_sts_policy_text, self.directory, settings)),
+            build_admin_app(
+                partial(mta_sts_policy_text, self.directory, settings), monitor, settings.admin.metrics_allow
+            ),
             settings.admin.listen,
             ssl_context=tls if settings.admin.tls else None,
             limits=settings.admin.limits,
@@ -309,11 +317,10 @@ class App:
             if on_ready is not None:
                 on_ready(listening)
             await stop.wait()
+            monitor.draining = True  # /readyz says 503 from now on; the admin listener stops last
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(
-                *(listener.stop(settings.drain_seconds) for listener in smtp_listeners),
-                admin.stop(settings.drain_seconds),
-            )
+            await asyncio.gather(*(listener.stop(settings.drain_seconds) for listener in smtp_listeners))
+            await admin.stop(settings.drain_seconds)
         finally:
             for task in background:
                 task.cancel()
@@ -332,3 +339,10 @@ class App:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)
+
+
+def _trusted_proxies(listener: ListenerSettings | SubmissionSettings) -> TrustedProxies | None:
+    """The balancers a listener takes PROXY headers from, or None when it takes none (the default)."""
+    if not listener.proxy_protocol:
+        return None
+    return TrustedProxies.of(listener.trusted_proxies, listener.proxy_header_timeout)

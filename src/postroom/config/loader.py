@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from postroom.config.settings import (
     ListenAddress,
-    ListenerSettings,
+    Network,
     Settings,
     SmtpLimits,
     SubmissionSettings,
@@ -180,6 +180,54 @@ class _Reader:
                 )
         return tuple(found)
 
+    def networks(self, table: str, key: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
+        """A list of IP networks in CIDR notation (an address alone is a network of one)."""
+        found = []
+        for item in self.strings(table, key, [str(n) for n in default], "IP networks", '["10.0.0.0/8"]'):
+            try:
+                found.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                self.problems.append(
+                    Problem(
+                        f"{table}.{key}",
+                        f"{item!r} is not an IP network",
+                        'write "192.0.2.0/24", "2001:db8::/32" or an address alone',
+                    )
+                )
+        return tuple(found)
+
+    def strict_networks(self, table: str, key: str) -> tuple[str, ...]:
+        """A list of IP addresses and networks (CIDR), each checked and normalized ("127.0.0.1/32")."""
+        found = []
+        for item in self.strings(table, key, [], "addresses or networks", '["10.0.0.0/8", "127.0.0.1"]'):
+            try:
+                found.append(str(ipaddress.ip_network(item.strip())))
+            except ValueError as error:
+                self.problems.append(
+                    Problem(
+                        f"{table}.{key}",
+                        f"{item!r} is not an IP address or network ({error})",
+                        'write an address, "10.0.0.5", or a network with its host bits zero, "10.0.0.0/8"',
+                    )
+                )
+        return tuple(found)
+
+    def proxy_problems(self, table: str, proxy_protocol: bool, trusted: tuple[str, ...]) -> None:
+        """A listener that takes PROXY headers from no one would refuse its balancer's every connection."""
+        if (
+            proxy_protocol
+            and not trusted
+            and f"{table}.trusted_proxies" not in {p.key for p in self.problems}
+        ):
+            self.problems.append(
+                Problem(
+                    f"{table}.trusted_proxies",
+                    "is empty while proxy_protocol = true",
+                    'list the load balancers\' addresses, e.g. trusted_proxies = ["10.0.0.0/8"], '
+                    "or set proxy_protocol = false",
+                )
+            )
+
     def dataclass_table(
         self,
         table: str,
@@ -316,7 +364,9 @@ def _submission(reader: _Reader, default: SubmissionSettings, limits: SmtpLimits
         listen=reader.listen(table, "listen", tuple(map(str, default.listen))),
         tls_listen=reader.listen(table, "tls_listen", tuple(map(str, default.tls_listen))),
         limits=limits,
+        trusted_proxies=reader.strict_networks(table, "trusted_proxies"),
     )
+    reader.proxy_problems(table, settings.proxy_protocol, settings.trusted_proxies)
     found = []
     if settings.max_recipients > limits.max_recipients:
         found.append(("max_recipients", "is more than submission.limits.max_recipients", "lower it"))
@@ -385,7 +435,14 @@ def load_settings(path: Path) -> Settings:
     for name, listener_limits in limits.items():
         for key, complaint, fix in _limit_problems(listener_limits):
             reader.problems.append(Problem(f"{name}.limits.{key}", complaint, fix))
-    mx = ListenerSettings(reader.listen("mx", "listen", tuple(map(str, defaults.mx.listen))), limits["mx"])
+    mx = reader.dataclass_table(
+        "mx",
+        defaults.mx,
+        listen=reader.listen("mx", "listen", tuple(map(str, defaults.mx.listen))),
+        limits=limits["mx"],
+        trusted_proxies=reader.strict_networks("mx", "trusted_proxies"),
+    )
+    reader.proxy_problems("mx", mx.proxy_protocol, mx.trusted_proxies)
     submission = _submission(reader, defaults.submission, limits["submission"])
     settings = Settings(
         source=defaults.source,
@@ -409,6 +466,7 @@ def load_settings(path: Path) -> Settings:
             defaults.admin,
             listen=reader.listen("admin", "listen", tuple(map(str, defaults.admin.listen))),
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
+            metrics_allow=reader.networks("admin", "metrics_allow", defaults.admin.metrics_allow),
         ),
         queue=reader.dataclass_table(
             "queue",
@@ -457,7 +515,7 @@ def load_settings(path: Path) -> Settings:
 
 def _toml(value: Any) -> Any:
     """A settings value as TOML holds it: tables for dataclasses, strings for paths and addresses."""
-    if isinstance(value, Path | ListenAddress):
+    if isinstance(value, Path | ListenAddress | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {item.name: _toml(getattr(value, item.name)) for item in dataclasses.fields(value)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 
@@ -102,16 +103,27 @@ class SmtpLimits:
     max_auth_failures: int = 3  # failed AUTH replies per session, then 421 4.7.0 and disconnect
 
 
+Network = IPv4Network | IPv6Network
+
+
 def _loopback(port: int) -> tuple[ListenAddress, ...]:
     return (ListenAddress("127.0.0.1", port),)
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerSettings:
-    """One SMTP listener: where it listens and its limits."""
+    """One SMTP listener: where it listens and its limits.
+
+    Behind TCP load balancers (`proxy_protocol`): a connection from an address in `trusted_proxies`
+    (addresses and networks, normalized, e.g. "10.0.0.0/8", "127.0.0.1/32") must begin with a PROXY
+    protocol header (v1 or v2) within `proxy_header_timeout` seconds, and the client it names is the
+    connection's client; anyone else connects directly, and a header from them is refused."""
 
     listen: tuple[ListenAddress, ...]
     limits: SmtpLimits = field(default_factory=SmtpLimits)
+    proxy_protocol: bool = False  # take PROXY headers from `trusted_proxies` (then it may not be empty)
+    trusted_proxies: tuple[str, ...] = ()  # the balancers' addresses and networks
+    proxy_header_timeout: float = 5.0  # seconds a balancer's header may take; then the connection closes
 
 
 def _submission_limits() -> SmtpLimits:
@@ -133,6 +145,10 @@ class SubmissionSettings:
     listen: tuple[ListenAddress, ...] = _loopback(2587)
     tls_listen: tuple[ListenAddress, ...] = _loopback(2465)
     limits: SmtpLimits = field(default_factory=_submission_limits)
+    # Behind TCP load balancers, for both listeners: as `ListenerSettings` (the header comes before TLS).
+    proxy_protocol: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    proxy_header_timeout: float = 5.0
     max_send_size: int = 36_700_160  # octets a mailbox may send (35 MB); over it: 552 5.2.3
     max_recipients: int = 500  # recipients per message (a mailbox may have up to 1000); then 452 4.5.3
     messages_per_minute: int = 30  # messages one mailbox submits per minute; then 450 4.7.0
@@ -173,6 +189,8 @@ class AdminSettings:
     listen: tuple[ListenAddress, ...] = _loopback(8080)
     tls: bool = False  # serve HTTPS with [tls]; False: HTTP behind a reverse proxy that holds TLS
     limits: AdminLimits = field(default_factory=AdminLimits)
+    # Client networks that may read /readyz and /metrics (the node's insides); everyone else gets 403.
+    metrics_allow: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 @dataclass(frozen=True, slots=True)

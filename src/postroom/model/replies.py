@@ -88,6 +88,10 @@ TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 BARE_LF_COMMAND = Reply(500, "5.5.2", "Command lines must end with <CRLF>")
+# A PROXY protocol header from a peer that is not a trusted balancer: to SMTP it is a command that is
+# not one (500), and 5.5.1 (RFC 3463: invalid command) says so without claiming a policy decision about
+# the client (5.7.x), whose address the server never learned. The connection is closed after it.
+PROXY_NOT_ACCEPTED = Reply(500, "5.5.1", "PROXY protocol is not accepted from this address")
 ARGUMENT_ERROR = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")

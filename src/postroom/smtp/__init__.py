@@ -3,7 +3,8 @@ and the outbound client connection (`smtp.client`, which `delivery.remote` drive
 
 The public face: `SmtpListener` (bind, serve, drain; `AuthPolicy` when it offers SMTP AUTH), the
 `SmtpSession` protocol the application implements per connection with its values (`ConnectionInfo`,
-`TlsInfo`, `MailParams`, `RcptParams`, `MessageContent`, `SaslCredentials`),
+`TlsInfo`, `MailParams`, `RcptParams`, `MessageContent`, `SaslCredentials`), `TrustedProxies` for a
+listener behind load balancers that speak the PROXY protocol (`smtp.proxy_protocol`),
 and `SmtpServerProtocol` with its events for whoever drives SMTP without sockets (tests, other
 transports). Each module's docstring states its guarantees; the smuggling rules are in `protocol`.
 """
@@ -25,6 +26,7 @@ from postroom.smtp.protocol import (
     StartTlsRequested,
     TransactionReset,
 )
+from postroom.smtp.proxy_protocol import TrustedProxies
 from postroom.smtp.sasl import AuthPolicy
 from postroom.smtp.server import MemoryBudget, SmtpListener
 from postroom.smtp.session import (
@@ -62,4 +64,5 @@ __all__ = [
     "StartTlsRequested",
     "TlsInfo",
     "TransactionReset",
+    "TrustedProxies",
 ]

@@ -25,6 +25,18 @@ logged with the client address (never the password). Without it AUTH is not offe
 502 5.5.1). A STARTTLS listener with `tls_required` offers AUTH only after STARTTLS; an implicit-TLS
 listener offers it at once. The command timeout applies while the core waits for a SASL response.
 
+PROXY protocol. With `proxies` (a `TrustedProxies`) the listener sits behind TCP load balancers: a
+connection from a trusted address must begin with a PROXY header (v1 or v2, `smtp.proxy_protocol`),
+read off the socket before the greeting and before an implicit-TLS handshake, exactly to its last
+octet, within `header_timeout` seconds; the client it names is the connection's client from then on
+(`ConnectionInfo.peer_ip`, and the per-address and per-network limits, which are checked only then).
+A missing, malformed, too long or late header closes the connection without a word (logged at info
+with the balancer's address); at most `max_connections` balancer connections wait for their header.
+Anyone else is a direct client, and on every listener (with `proxies` or not) a PROXY header as the
+first octets of a session gets `500 5.5.1` and the connection closes; nothing it claimed is used. On
+an implicit-TLS listener with `proxies`, the first octets of a direct client are looked at before the
+handshake for the same reason (the refusal is then in plaintext).
+
 Memory. A message whose content passes `spool_threshold` octets is written to a spool file in
 `spool_dir` while it is received (in a worker thread, with its SHA-256 computed on the way), so a
 session holds at most about `spool_threshold` + 256 KiB of it in memory; the session gets a
@@ -34,6 +46,9 @@ session holds at most about `spool_threshold` + 256 KiB of it in memory; the ses
 A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
 into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
+Metrics: every accepted TCP connection counts in `postroom_smtp_connections_total` (refused ones too),
+and each admitted one in `postroom_smtp_connections_open` while it is served.
+
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
 451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
 cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
@@ -41,25 +56,32 @@ acknowledged. A failed TLS handshake or a lost connection ends the connection qu
 Nothing internal is ever sent to the client.
 
 Security: reads untrusted network input; all parsing, and the SMTP smuggling and bare LF rules, are in
-`smtp.protocol`. This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed
-(a client pipelining while a commit is in flight) it stops reading until the core catches up, and a
-client that does not read its replies is dropped after `command_timeout`. Plaintext sent after
-STARTTLS and before the handshake is discarded by the core.
+`smtp.protocol` (and PROXY headers in `smtp.proxy_protocol`, parsed only from trusted balancers).
+This module bounds what it buffers: when more than `_HIGH_WATER` octets wait unparsed (a client
+pipelining while a commit is in flight) it stops reading until the core catches up, and a client that
+does not read its replies is dropped after `command_timeout`. Plaintext sent after STARTTLS and
+before the handshake is discarded by the core. A PROXY header is read with at most
+`MAX_HEADER_OCTETS` held, and a stranger can make the node hold a pending implicit-TLS connection only
+as long as a handshake may take (`command_timeout`), as without balancers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ipaddress
 import itertools
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
+from postroom import metrics
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
 from postroom.model.replies import Reply
@@ -74,6 +96,14 @@ from postroom.smtp.protocol import (
     SmtpServerProtocol,
     StartTlsRequested,
     TransactionReset,
+)
+from postroom.smtp.proxy_protocol import (
+    MAX_HEADER_OCTETS,
+    ProxyHeader,
+    ProxyHeaderError,
+    TrustedProxies,
+    looks_like_header,
+    parse_header,
 )
 from postroom.smtp.sasl import AuthPolicy
 from postroom.smtp.session import ConnectionInfo, MessageContent, SmtpSession, SmtpSessionFactory, TlsInfo
@@ -132,6 +162,7 @@ class SmtpListener:
         memory: MemoryBudget,
         auth: AuthPolicy | None = None,
         hidden_extensions: frozenset[str] = frozenset(),
+        proxies: TrustedProxies | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -156,6 +187,11 @@ class SmtpListener:
         self.hidden_extensions = hidden_extensions  # EHLO keywords not advertised (test sinks, labs)
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
+        self.accepted = metrics.CONNECTIONS.labels(name)  # every TCP connection, refused ones too
+        self._open = metrics.CONNECTIONS_OPEN.labels(name)  # the connections served (admitted)
+        self.proxies = proxies  # the balancers whose connections start with a PROXY header
+        self._gates: set[asyncio.Task[None]] = set()  # connections whose header (or TLS) is not read yet
+        self._awaiting_header: set[asyncio.Task[None]] = set()  # of those, the balancers' (bounded)
 
     @property
     def bound(self) -> tuple[ListenAddress, ...]:
@@ -169,7 +205,8 @@ class SmtpListener:
     async def start(self) -> tuple[ListenAddress, ...]:
         """Bind every address and start accepting; returns `bound`. Raises OSError when one cannot bind."""
         loop = asyncio.get_running_loop()
-        tls = self.ssl_context if self.implicit_tls else None
+        # Behind balancers, implicit TLS starts after the PROXY header: each connection's gate does it.
+        tls = self.ssl_context if self.implicit_tls and self.proxies is None else None
         self._remove_leftover_spool_files()
         try:
             for address in self.addresses:
@@ -203,6 +240,10 @@ class SmtpListener:
         self._draining = True
         for server in self._servers:
             server.close()
+        for gate in list(self._gates):
+            gate.cancel()  # no session yet: nothing to say, nothing to finish
+        if self._gates:
+            await asyncio.wait(list(self._gates))
         for connection in list(self._connections):
             connection.drain()
         tasks = [connection.task for connection in self._connections if connection.task is not None]
@@ -257,6 +298,7 @@ class SmtpListener:
 
     def _register(self, connection: _Connection) -> None:
         self._connections.add(connection)
+        self._open.inc()
         self._per_ip[connection.peer_ip] = self._per_ip.get(connection.peer_ip, 0) + 1
         self._per_network[connection.network] = self._per_network.get(connection.network, 0) + 1
 
@@ -264,12 +306,177 @@ class SmtpListener:
         if connection not in self._connections:
             return
         self._connections.discard(connection)
+        self._open.dec()
         for counts, key in ((self._per_ip, connection.peer_ip), (self._per_network, connection.network)):
             left = counts.get(key, 1) - 1
             if left:
                 counts[key] = left
             else:
                 counts.pop(key, None)
+
+    # --- PROXY protocol ----------------------------------------------------------------------------
+
+    def _open_gate(self, transport: asyncio.Transport, origin: _Origin) -> None:
+        """Serve a connection whose first octets are read off the socket before any transport reads
+        them: a trusted balancer's PROXY header, or the screen before an implicit-TLS handshake."""
+        proxies = self.proxies
+        assert proxies is not None
+        from_balancer = proxies.trusts(origin.client_ip)
+        if self._draining or (from_balancer and len(self._awaiting_header) >= self.limits.max_connections):
+            logger.info("SMTP %s: no slot for a connection from %s; closed", self.name, origin.describe())
+            transport.abort()
+            return
+        try:
+            sock = _take_socket(transport)
+        except OSError as error:
+            logger.info("SMTP %s: connection from %s lost at once: %r", self.name, origin.describe(), error)
+            return
+        gate = asyncio.get_running_loop().create_task(
+            self._through_gate(sock, origin, proxies.header_timeout if from_balancer else None),
+            name=f"smtp gate {origin.describe()}",
+        )
+        self._gates.add(gate)
+        gate.add_done_callback(self._gates.discard)
+        if from_balancer:
+            self._awaiting_header.add(gate)
+            gate.add_done_callback(self._awaiting_header.discard)
+
+    async def _through_gate(self, sock: socket.socket, origin: _Origin, header_timeout: float | None) -> None:
+        """Read the balancer's header (`header_timeout` given) or screen the first octets of a client
+        (an implicit-TLS listener), then hand the socket to a `_Connection` (after the TLS handshake)."""
+        loop = asyncio.get_running_loop()
+        handed_over = False
+        try:
+            if header_timeout is not None:
+                try:
+                    async with asyncio.timeout(header_timeout):
+                        header = await _read_header(loop, sock)
+                except (ProxyHeaderError, TimeoutError, OSError) as error:
+                    reason = "none in time" if isinstance(error, TimeoutError) else str(error) or repr(error)
+                    logger.info(
+                        "SMTP %s: PROXY header from the balancer %s refused (%s); closed",
+                        self.name,
+                        origin.client_ip,
+                        reason,
+                    )
+                    return
+                origin = origin.behind(header)
+            else:
+                try:
+                    async with asyncio.timeout(self.limits.command_timeout):
+                        first = await _peek(loop, sock, 12)
+                except (TimeoutError, OSError):
+                    return  # the client sent nothing (or left) before the TLS handshake
+                if looks_like_header(first):
+                    logger.info(
+                        "SMTP %s: %s sent a PROXY header, not accepted from it", self.name, origin.describe()
+                    )
+                    with contextlib.suppress(OSError):
+                        sock.send(replies.PROXY_NOT_ACCEPTED.to_bytes())
+                    return
+            tls = self.ssl_context if self.implicit_tls else None
+            try:
+                await loop.connect_accepted_socket(
+                    lambda: _Connection(self, origin),
+                    sock,
+                    ssl=tls,
+                    ssl_handshake_timeout=self.limits.command_timeout if tls else None,
+                )
+            except Exception as error:  # as the listener's own handshakes: logged, and the connection gone
+                logger.info("SMTP %s: TLS handshake with %s failed: %r", self.name, origin.describe(), error)
+            handed_over = True  # the transport owns the socket now (closed with it on failure)
+        finally:
+            if not handed_over:
+                _close_quietly(sock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    """Where a connection comes from: the client (the socket's peer, or the one a trusted balancer's
+    PROXY header named, then `proxy_ip` is the balancer) and the local end of the socket."""
+
+    client_ip: str
+    client_port: int
+    local_ip: str
+    local_port: int
+    proxy_ip: str = ""
+
+    def behind(self, header: ProxyHeader) -> _Origin:
+        """The origin a balancer's header gives; LOCAL and UNKNOWN leave the socket's own peer."""
+        if header.source is None:
+            return self
+        ip, port = header.source
+        return _Origin(ip, port, self.local_ip, self.local_port, proxy_ip=self.client_ip)
+
+    def describe(self) -> str:
+        client = (
+            f"[{self.client_ip}]:{self.client_port}"
+            if ":" in self.client_ip
+            else f"{self.client_ip}:{self.client_port}"
+        )
+        return f"{client} via {self.proxy_ip}" if self.proxy_ip else client
+
+
+def _take_socket(transport: asyncio.Transport) -> socket.socket:
+    """The transport's socket, as a new socket object of our own (a duplicate descriptor), with the
+    transport aborted before it read anything: asyncio and uvloop start reading only after
+    `connection_made` returns, and closing one descriptor of two leaves the connection open."""
+    try:
+        fileno = transport.get_extra_info("socket").fileno()
+        sock = socket.socket(fileno=os.dup(fileno))
+    finally:
+        transport.abort()
+    sock.setblocking(False)
+    return sock
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    """Close with a FIN, not a reset: what the peer sent and we did not read (a refused header, at most
+    one read of it) is read first, since closing over unread input resets the connection, and the
+    peer could lose the reply written just before."""
+    with contextlib.suppress(OSError):
+        sock.recv(MAX_HEADER_OCTETS)
+    sock.close()
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
+async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket, size: int) -> bytes:
+    """The first octets waiting on the socket, left there; b"" when the peer closed."""
+    while True:
+        try:
+            return sock.recv(size, socket.MSG_PEEK)
+        except BlockingIOError:
+            await _readable(loop, sock)
+
+
+async def _read_header(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> ProxyHeader:
+    """Read a PROXY header off the socket, exactly: what follows it stays on the socket (the TLS
+    handshake of an implicit-TLS listener cannot be handed what was read past it). Each round peeks at
+    what is there, consumes all of it while the header is incomplete (it is all header), and only the
+    header's own octets once it is complete. Raises ProxyHeaderError, or ConnectionError at EOF."""
+    taken = b""
+    while True:
+        peeked = await _peek(loop, sock, MAX_HEADER_OCTETS - len(taken))
+        if not peeked:
+            raise ConnectionError("the connection closed before the header was complete")
+        header = parse_header(taken + peeked)
+        wanted = len(peeked) if header is None else header.length - len(taken)
+        taken += sock.recv(wanted)  # peeked already: at least `wanted` octets are waiting
+        if header is not None:
+            return header
 
 
 def _process_alive(pid: int) -> bool:
@@ -285,8 +492,9 @@ def _process_alive(pid: int) -> bool:
 class _Connection(asyncio.Protocol):
     """One client connection: the asyncio protocol callbacks and the task that serves the session."""
 
-    def __init__(self, listener: SmtpListener) -> None:
+    def __init__(self, listener: SmtpListener, origin: _Origin | None = None) -> None:
         self._listener = listener
+        self._origin = origin  # given when a PROXY header (or the screen before TLS) was read first
         self._limits = listener.limits
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
@@ -323,21 +531,35 @@ class _Connection(asyncio.Protocol):
         self._upgrading: list[bytes] | None = None  # input that came through TLS before tls_started()
         self._lost = False
         self._draining = False
+        self._screening = True  # until the first octets are seen (`looks_like_header`)
+        self._proxy_refused = False
 
     # --- asyncio callbacks -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport; uvloop's are not subclasses of asyncio.Transport, so no isinstance.
         transport = cast(asyncio.Transport, transport)
+        listener = self._listener
+        origin = self._origin
+        if origin is None:
+            peer = transport.get_extra_info("peername") or ("", 0)
+            local = transport.get_extra_info("sockname") or ("", 0)
+            origin = _Origin(str(peer[0]), int(peer[1]), str(local[0]), int(local[1]))
+            proxies = listener.proxies
+            if proxies is not None and (listener.implicit_tls or proxies.trusts(origin.client_ip)):
+                # The header (or, on an implicit-TLS listener, the screen before the handshake) is read
+                # off the socket itself; this transport is given up and a new one made after it.
+                self._lost = True
+                listener._open_gate(transport, origin)
+                return
         self._transport = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
-        local = transport.get_extra_info("sockname") or ("", 0)
-        self.peer_ip = str(peer[0])
+        listener.accepted.inc()  # here, not before the gate: a balancer's connection counts once
+        self.peer_ip = origin.client_ip
         self.network = network_of(self.peer_ip, self._limits)
-        self._peer = f"{peer[0]}:{peer[1]}"
-        refusal = self._listener._admit(self.peer_ip, self.network)
+        self._peer = origin.describe()
+        refusal = listener._admit(self.peer_ip, self.network)
         if refusal is not None:
-            logger.info("SMTP %s refused %s: %s", self._listener.name, self._peer, refusal)
+            logger.info("SMTP %s refused %s: %s", listener.name, self._peer, refusal)
             self._core.close_with(refusal)
             transport.write(self._core.data_to_send())
             transport.close()
@@ -345,18 +567,27 @@ class _Connection(asyncio.Protocol):
             return
         info = ConnectionInfo(
             peer_ip=self.peer_ip,
-            peer_port=int(peer[1]),
-            local_ip=str(local[0]),
-            local_port=int(local[1]),
-            listener_name=self._listener.name,
+            peer_port=origin.client_port,
+            local_ip=origin.local_ip,
+            local_port=origin.local_port,
+            listener_name=listener.name,
             network=self.network,
+            proxy_ip=origin.proxy_ip,
         )
-        self._listener._register(self)
+        listener._register(self)
         self.task = self._loop.create_task(self._run(info), name=f"smtp {self._peer}")
 
     def data_received(self, data: bytes) -> None:
         if self._upgrading is not None:
             self._upgrading.append(data)  # decrypted already: it reaches the core after tls_started()
+            return
+        if self._screening:
+            # The first octets of the session: a PROXY header here is not taken (its peer is not a
+            # trusted balancer, or the balancer's header was read already); what follows it is dropped.
+            self._screening = False
+            self._proxy_refused = looks_like_header(data)
+        if self._proxy_refused:
+            self._wake(True)
             return
         self._core.receive_data(data)
         self._input_seen += 1
@@ -435,6 +666,11 @@ class _Connection(asyncio.Protocol):
         self._send(core.greeting())
         listener = self._listener
         while not self._lost:
+            if self._proxy_refused and not core.closed:
+                logger.info(
+                    "SMTP %s: %s sent a PROXY header, not accepted from it", listener.name, self._peer
+                )
+                core.close_with(replies.PROXY_NOT_ACCEPTED)
             seen = self._input_seen
             core.message_refusal = replies.INSUFFICIENT_STORAGE if listener.memory_spent else None
             event = core.next_event()

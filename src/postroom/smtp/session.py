@@ -36,8 +36,9 @@ Failure behaviour: an exception raised by an async method is logged by the serve
 451 4.3.0 (421 4.3.0 at connect); the session goes on. The client never sees internal details.
 
 Security: everything in `ConnectionInfo` and `TlsInfo` comes from the socket and the TLS stack, not from
-the client's words; the HELO name, addresses and parameters do come from the client and are only as
-trustworthy as their syntax, which the protocol core has already checked.
+the client's words (the client address from a PROXY header is taken only from a balancer the operator
+listed as trusted: `[mx] trusted_proxies`); the HELO name, addresses and parameters do come from the
+client and are only as trustworthy as their syntax, which the protocol core has already checked.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ _READ_SIZE = 1 << 20
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
-    """Where a connection comes from and which listener took it."""
+    """Where a connection comes from and which listener took it.
+
+    `peer_ip`/`peer_port` are the client's: the socket's peer, or, when that peer is a trusted balancer
+    (then `proxy_ip`), the client its PROXY header named. Limits, filtering, trace and `Received` use
+    `peer_ip` only; `local_ip`/`local_port` are the socket's own end on this node."""
 
     peer_ip: str
     peer_port: int
@@ -75,6 +80,7 @@ class ConnectionInfo:
     local_port: int
     listener_name: str
     network: str  # the client network the listener's limits count it in (IPv4 /24, IPv6 /64 by default)
+    proxy_ip: str = ""  # the trusted balancer the connection came through ("": a direct connection)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   250. Jobs are functions of the connection with no other effects, so a
   batch in which one job raises is rolled back and replayed job by job: that job's future carries
   its exception and every other job still commits. (No savepoint per job: in the common case a
-  batch is one BEGIN and one COMMIT.)
+  batch is one BEGIN and one COMMIT.) Each batch is observed in `postroom_commit_batch_jobs` and
+  `postroom_commit_seconds` (`postroom.metrics`).
 
 On PostgreSQL every connection runs with `synchronous_commit = on` whatever the server's default
 (a commit returns once its WAL is flushed on the primary), and writes run SERIALIZABLE (see
@@ -43,6 +44,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
 
+from postroom import metrics
 from postroom.storage import migrations
 from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
@@ -309,7 +311,10 @@ class GroupCommitter:
             # A waiter that already gave up has its job dropped; from here on a waiter cannot cancel.
             self._batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
             if self._batch:
+                started = time.perf_counter()
                 self._commit(conn, self._batch)
+                metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+                metrics.COMMIT_BATCH_SIZE.observe(len(self._batch))
             self._batch = []
 
     def _commit(self, conn: Connection, batch: list[_Pending], attempt: int = 1) -> None:

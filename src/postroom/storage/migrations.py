@@ -210,9 +210,10 @@ def _fill_destinations(ops: Ops) -> None:
 
 
 def _5_scale_out(ops: Ops) -> None:
-    """Scale-out: the node registry (heartbeats of every serving process); indexes for trace search
-    and the scheduler's turn at scale."""
+    """Scale-out: the node registry (heartbeats of every serving process); the spool's receipt index;
+    indexes for trace search and the scheduler's turn at scale."""
     ops.create_table(schema.nodes)
+    ops.create_index(_index(schema.spool_messages, "ix_spool_received"))
     ops.add_column("queue_recipients", Column("received_at", Float, nullable=False, server_default="0"))
     q, m = schema.queue_recipients, schema.spool_messages
     ops.conn.execute(
