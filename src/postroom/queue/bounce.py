@@ -138,16 +138,20 @@ def report_delays(
 def _reports(conn: Connection, state: QueueState, received_before: float | None, batch: int) -> list[_Report]:
     q, m = queue_recipients, spool_messages
     query = (
-        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.received_at, m.c.subject, m.c.message_id_header)
+        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.subject, m.c.message_id_header)
         .join(m, m.c.id == q.c.message_id)
         .where(q.c.state == state.value)
     )
+    order = [q.c.id]
     if received_before is not None:
-        # Delay notices: rows nobody delivers now (a leased row may be settling this very moment).
+        # Delay notices: rows nobody delivers now (a leased row may be settling this very moment),
+        # oldest first: the order of `ix_queue_delay_unnotified`, so the read stops at the cut-off
+        # (ordered by id, the planner walked the whole queue hoping to meet an old row early).
         query = query.where(
-            (m.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
+            (q.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
         )
-    rows = conn.execute(query.order_by(q.c.id).limit(batch)).all()
+        order = [q.c.received_at, q.c.id]
+    rows = conn.execute(query.order_by(*order).limit(batch)).all()
     grouped: dict[tuple[str, int | None, str], list[Row[Any]]] = {}
     for row in rows:
         return_path = row.sender if row.envelope_sender is None else row.envelope_sender
