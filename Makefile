@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?= ./var
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS='-n 1000 --runs 2 --json out.json'
-BENCH      ?= mx  # make bench BENCH=outbound = make bench-outbound
+BENCH      ?= mx  # make bench BENCH=outbound = make bench-outbound; BENCH=rcpt|trace|scheduler: bench/scale.py
 
 .PHONY: install run test lint typecheck unit bench bench-outbound bench-postfix clean
 
@@ -36,8 +36,13 @@ test: install lint typecheck unit
 bench-postfix:
 	@command -v postfix >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; }
 
+SCALE_BENCHES := rcpt trace scheduler  # bench/scale.py, on the PostgreSQL server at 127.0.0.1:5432
+
 ifeq ($(strip $(BENCH)),outbound)
 bench: bench-outbound
+else ifneq ($(filter $(strip $(BENCH)),$(SCALE_BENCHES)),)
+bench: install
+	$(BIN)/python bench/scale.py $(strip $(BENCH)) $(BENCH_ARGS)
 else
 bench: install bench-postfix
 	$(BIN)/python bench/mx_load.py --vs-postfix $(BENCH_ARGS)

@@ -13,7 +13,7 @@ from postroom.app.mx import MxEndpoint
 from postroom.config import ListenAddress, SmtpLimits
 from postroom.directory import CachedDirectory
 from postroom.smtp import MemoryBudget, SmtpListener
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import Database, FileBlobStore, GroupCommitter
 from postroom.trace.refusals import RefusalLimits
 
 
@@ -43,7 +43,7 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
     endpoint = MxEndpoint(
         hostname="mx.postroom.test",
         directory=CachedDirectory(database),
-        blobs=BlobStore(tmp_path / "blobs"),
+        blobs=FileBlobStore(tmp_path / "blobs"),
         committer=committer,
         on_queued=lambda: None,
         max_expanded_recipients=10_000,

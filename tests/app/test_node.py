@@ -9,14 +9,14 @@ import time
 import pytest
 
 from postroom.config import Settings
-from postroom.storage import BlobStore
+from postroom.storage import FileBlobStore
 from tests.support.node import running
 
 
 def test_serve_removes_leftovers_of_unfinished_blob_writes(
     node_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    blobs = BlobStore(node_settings.blob_dir)
+    blobs = FileBlobStore(node_settings.blob_dir)
     kept = blobs.put(b"a message body")
     leftovers = [blobs.path(kept).parent / f".{n:062x}.999.1.tmp" for n in range(3)]
     long_ago = time.time() - 2 * 3600

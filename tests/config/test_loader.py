@@ -36,6 +36,7 @@ data_dir = "data"
 log_level = "debug"
 drain_seconds = 2.5
 memory_budget = 1048576
+blob_store = "database"
 
 [service]
 domain = "mail.example.net"
@@ -98,6 +99,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.source == path.resolve()
     assert settings.data_dir == base / "data"
     assert settings.log_level == "debug"
+    assert settings.blob_store == "database"
     assert settings.drain_seconds == 2.5
     assert settings.memory_budget == 1_048_576
     assert (settings.service.domain, settings.service.hostname) == (
@@ -282,6 +284,7 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ("[node]\nworkers = -1\n", "node.workers", "must be from 0 (one per core) to 256"),
         ("[node]\nworkers = 1000\n", "node.workers", "must be from 0 (one per core) to 256"),
         ('[node]\nworkers = "4"\n', "node.workers", "expected int"),
+        ('[node]\nblob_store = "s3"\n', "node.blob_store", 'must be "files" or "database"'),
         (
             '[submission.limits]\nbare_lf = "keep"\n',
             "submission.limits.bare_lf",

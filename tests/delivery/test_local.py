@@ -16,7 +16,7 @@ from postroom.model.message import summarize
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.queue import SpoolEntry
 from postroom.routing import categorize
-from postroom.storage import BlobStore, Database
+from postroom.storage import BlobStore, Database, FileBlobStore
 from postroom.storage.schema import queue_recipients
 from postroom.trace import TraceMessage, TraceService, record_events, record_message, set_statuses
 from tests.support.records import MAX_RECIPIENTS, Org, accepted, exported, populate, receive, stored_messages
@@ -37,7 +37,7 @@ def org(directory: Directory) -> Org:
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture

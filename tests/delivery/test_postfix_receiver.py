@@ -20,7 +20,7 @@ from postroom.delivery.remote import RemoteDelivery
 from postroom.directory.dkim import generate_key_pair
 from postroom.dns import DnsResolver
 from postroom.model.outbound import DeliveryAttempt, DkimSigner, OutboundMessage, OutboundRecipient
-from postroom.storage import BlobStore
+from postroom.storage import FileBlobStore
 from tests.support.dns_server import DnsTestServer
 from tests.support.postfix import PostfixLab, free_port
 
@@ -53,7 +53,7 @@ def wait_for_mail(lab: PostfixLab, count: int, timeout: float = 20.0) -> list[by
 async def test_a_message_arrives_at_postfix_with_its_headers_intact(
     postfix: PostfixLab, dns: DnsTestServer, tmp_path: Path
 ) -> None:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobStore(tmp_path / "blobs")
     body = (
         b"From: Alice <alice@contoso.com>\r\nTo: <user@postfix.test>\r\nSubject: To a real MTA\r\n"
         b"Message-ID: <postfix-1@contoso.com>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n"
@@ -94,7 +94,7 @@ async def test_a_dkim_signature_verifies_on_arrival_at_postfix(
     pair = generate_key_pair()
     dns.add_txt("s1._domainkey.contoso.com", f"v=DKIM1; k=rsa; p={pair.public_key}")
     signer = DkimSigner("contoso.com", "s1", pair.private_key_pem)
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobStore(tmp_path / "blobs")
     body = (
         b"From: Alice <alice@contoso.com>\r\nTo: <user@postfix.test>\r\nSubject: Signed\r\n"
         b"Message-ID: <postfix-2@contoso.com>\r\nDate: Thu, 01 Jan 2026 00:00:00 +0000\r\n\r\n"

@@ -23,7 +23,7 @@ from postroom.delivery.remote import LocalEndpoints, RemoteDelivery
 from postroom.dns import DnsResolver
 from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient, RecipientResult
 from postroom.model.replies import Reply
-from postroom.storage import BlobStore
+from postroom.storage import BlobStore, FileBlobStore
 from tests.support.dns_server import DnsTestServer
 from tests.support.scripted_smtp import ScriptedSmtp
 from tests.support.sink import SmtpSink, free_port
@@ -147,7 +147,7 @@ async def network(
         ScriptedSmtp("127.0.0.15", port, keywords=("8BITMIME",)) as unpiped,
         ScriptedSmtp("127.0.0.16", port, break_tls=True) as badtls,
     ):
-        blobs = BlobStore(Path(tmp_path_factory.mktemp("blobs")))
+        blobs = FileBlobStore(Path(tmp_path_factory.mktemp("blobs")))
         yield Network(dns, mx1, mx2, old, (piped, unpiped, badtls), blobs)
 
 

@@ -24,7 +24,7 @@ from postroom.dns import DnsResolver
 from postroom.dns.mta_sts import policy_id, render_sts_policy
 from postroom.dns.mta_sts_cache import StsPolicyCache
 from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient, RecipientResult
-from postroom.storage import BlobStore
+from postroom.storage import FileBlobStore
 from tests.support.dns_server import DnsTestServer
 from tests.support.scripted_smtp import ScriptedSmtp
 from tests.support.sink import SmtpSink, free_port
@@ -172,7 +172,7 @@ def fresh(servers: Servers) -> None:
 def deliver(
     dns: DnsTestServer, port: int, https_port: int, certificates: Certificates, tmp_path: Path
 ) -> Send:
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobStore(tmp_path / "blobs")
     ca = str(certificates.trusted)
     agent = RemoteDelivery(
         DeliverySettings(smtp_port=port, connect_timeout=2.0, command_timeout=5.0, tls_ca_file=ca),

@@ -24,7 +24,7 @@ from postroom.directory import (
 )
 from postroom.mailstore import Mailstore
 from postroom.model.scope import OPERATOR, OperatorScope, TenantScope
-from postroom.storage import BlobStore, Database
+from postroom.storage import Database, FileBlobStore
 from postroom.storage.schema import queue_recipients, spool_messages
 from postroom.trace import TraceQuery, TraceService
 from tests.support.records import populate, receive
@@ -120,7 +120,7 @@ def test_a_tenant_reusing_a_removed_tenants_names_sees_nothing_of_it(
     org.set_recipient(OPERATOR, "carol@fabrikam.com", password="carol-password")
     org.add_group(OPERATOR, "staff@fabrikam.com", members=["carol@fabrikam.com"])
     old = org.get_tenant(OPERATOR, "fabrikam")  # the newest tenant: the highest id
-    remove_tenant(database, BlobStore(tmp_path / "blobs"), org, OPERATOR, "fabrikam", apply=True)
+    remove_tenant(database, FileBlobStore(tmp_path / "blobs"), org, OPERATOR, "fabrikam", apply=True)
     new = org.add_tenant(OPERATOR, "fabrikam")
     assert new.id != old.id, "tenant ids are never reused"
     org.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
@@ -161,7 +161,7 @@ def test_removing_a_tenant_removes_its_mail_queue_trace_and_unshared_files(
     database: Database, directory: Directory, tmp_path: Path
 ) -> None:
     populate(directory)
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobStore(tmp_path / "blobs")
     mailstore = Mailstore(database, blobs)
     trace = TraceService(database)
     shared = receive(database, blobs, "x@example.net", ["alice@contoso.com", "carol@fabrikam.com"], SHARED)

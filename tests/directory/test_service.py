@@ -23,7 +23,7 @@ from postroom.directory import (
 )
 from postroom.mailstore import MAILBOX_FOLDERS
 from postroom.model.scope import OPERATOR
-from postroom.storage import BlobStore, Database
+from postroom.storage import Database, FileBlobStore
 from postroom.storage.schema import addresses, folders, recipients
 from tests.support.records import new_directory
 
@@ -366,7 +366,7 @@ def test_remove_tenant_removes_its_domains_and_recipients(
 ) -> None:
     org.add_mailbox(OPERATOR, "alice@contoso.com")
     org.add_mailbox(OPERATOR, "carol@fabrikam.com")
-    blobs = BlobStore(tmp_path / "blobs")
+    blobs = FileBlobStore(tmp_path / "blobs")
     domains = len(org.list_domains(OPERATOR, "contoso"))
     removal = remove_tenant(database, blobs, org, OPERATOR, "contoso", apply=True)
     assert (removal.domains, removal.recipients) == (domains, 1)

@@ -17,7 +17,7 @@ from postroom.model import Address
 from postroom.model.flow import Route
 from postroom.model.scope import OPERATOR
 from postroom.routing import Accepted
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import Database, FileBlobStore, GroupCommitter
 from postroom.trace.refusals import RefusalLimits
 from tests.conftest import Hosted
 from tests.support.node import RunningNode
@@ -32,7 +32,7 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
     endpoint = MxEndpoint(
         hostname="mx.postroom.test",
         directory=cache,
-        blobs=BlobStore(tmp_path / "blobs"),
+        blobs=FileBlobStore(tmp_path / "blobs"),
         committer=GroupCommitter(database),
         on_queued=lambda: None,
         max_expanded_recipients=10_000,

@@ -10,12 +10,12 @@ from postroom.directory import Directory
 from postroom.mailstore import LocalDelivery, MailboxNotFoundError, Mailstore, deliver
 from postroom.model.message import HeaderSummary
 from postroom.model.scope import OPERATOR, TenantScope
-from postroom.storage import BlobStore, Database
+from postroom.storage import BlobStore, Database, FileBlobStore
 
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture

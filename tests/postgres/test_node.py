@@ -1,7 +1,8 @@
 """The end-to-end proof: a real node whose `[database] url` is PostgreSQL receives, expands, delivers,
 refuses and traces mail exactly as on SQLite; and every 250 survives a kill -9 of `postroom serve`.
 
-Only the records move to PostgreSQL; blobs stay files in the node's data directory.
+The records move to PostgreSQL; the blobs stay files in the node's data directory, or move to the
+database too (`[node] blob_store = "database"`), where a second node reads them.
 """
 
 from __future__ import annotations
@@ -117,3 +118,50 @@ def test_every_acknowledged_message_survives_kill_9_on_postgres(tmp_path: Path, 
     settings = load_settings(settings.source)
     assert settings.database_url == postgres_url
     assert_acknowledged_mail_survives_kill_9(settings)
+
+
+def large_message(octets: int) -> bytes:
+    """A message of about `octets` octets: headers, then numbered 76-octet lines (none starts with a dot)."""
+    header = (
+        b"From: Partner <news@partner.example>\r\n"
+        b"To: Alice <alice@contoso.com>\r\n"
+        b"Subject: the quarterly archive\r\n"
+        b"Message-ID: <pg-large@partner.example>\r\n"
+        b"\r\n"
+    )
+    lines = [b"%08d " % n + bytes(range(65, 91)) * 2 + b"0123456789\r\n" for n in range(octets // 78 + 1)]
+    return header + b"".join(lines)
+
+
+def test_a_blob_in_the_database_is_read_back_by_another_node(tmp_path: Path, postgres_url: str) -> None:
+    # Past spool_threshold (1 MiB): received into a spool file, streamed into the database in chunks.
+    message = large_message(1_200_000)
+    first = replace(
+        make_node(tmp_path / "first"), database=DatabaseSettings(url=postgres_url), blob_store="database"
+    )
+    app = App.open(first)
+    populate(app)
+    app.close()
+    with running(first) as node, smtplib.SMTP(*node.mx) as client:
+        client.ehlo("mta.partner.example")
+        assert client.sendmail("news@partner.example", ["alice@contoso.com"], message) == {}  # 250 to all
+        wait_for(
+            lambda: len(stored_messages(node.app.directory, node.app.mailstore, "alice@contoso.com")) == 1
+        )
+    assert [p for p in first.data_dir.rglob("*") if p.is_file() and p.stat().st_size > 1_000_000] == [], (
+        "the database store writes no blob file"
+    )
+
+    # Another node: its own data directory and config, the same database; it never saw the message.
+    second = replace(
+        make_node(tmp_path / "second"), database=DatabaseSettings(url=postgres_url), blob_store="database"
+    )
+    other = App.open(second)
+    try:
+        [listed] = stored_messages(other.directory, other.mailstore, "alice@contoso.com")
+        raw = exported(other.directory, other.mailstore, "alice@contoso.com", listed.uid)
+    finally:
+        other.close()
+    assert raw.endswith(message), "byte-exact, after the headers the receiving node added"
+    assert raw.startswith(b"Return-Path: <news@partner.example>\r\n")
+    assert listed.subject == "the quarterly archive"

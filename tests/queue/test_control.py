@@ -12,7 +12,7 @@ from postroom.app.outbound import write_trace
 from postroom.directory import Directory
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.queue import QueueControl, QueueRowNotFoundError, lease_due
-from postroom.storage import BlobStore, Database
+from postroom.storage import BlobStore, Database, FileBlobStore
 from postroom.storage.schema import queue_recipients
 from postroom.trace import TraceService
 from tests.support.records import Org, populate, receive
@@ -37,7 +37,7 @@ def org(directory: Directory) -> Org:
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture

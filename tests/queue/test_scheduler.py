@@ -34,7 +34,7 @@ from postroom.queue import (
     lease_due,
     settle_results,
 )
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import BlobStore, Database, FileBlobStore, GroupCommitter
 from postroom.storage.schema import queue_recipients, spool_messages
 from postroom.trace import TraceService
 from tests.support.records import Org, exported, populate, receive, stored_messages
@@ -101,7 +101,7 @@ def org(directory: Directory) -> Org:
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ _ONE_COMMIT = """
 import asyncio, os, sys
 from pathlib import Path
 from sqlalchemy import insert
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import BlobStore, Database, FileBlobStore, GroupCommitter
 from postroom.storage.schema import tenants
 
 root = Path(sys.argv[1])
 database = Database(f"sqlite:///{root / 'postroom.db'}")
 database.migrate()
-blobs = BlobStore(root / "blobs")
+blobs = FileBlobStore(root / "blobs")
 committer = GroupCommitter(database)
 committer.start()
 

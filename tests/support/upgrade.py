@@ -13,11 +13,12 @@ import base64
 import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import MetaData, create_engine, func, insert, inspect, select, text
+from sqlalchemy import Connection, MetaData, create_engine, func, insert, inspect, select, text
 from sqlalchemy.pool import NullPool
 
 SCHEMA_2 = Path(__file__).parent.parent / "storage" / "fixtures" / "schema_2"
@@ -65,11 +66,20 @@ def load_schema_2(url: str, blob_dir: Path, *, as_version_1: bool = False) -> No
     shutil.copytree(SCHEMA_2 / "blobs", blob_dir, dirs_exist_ok=True)
 
 
+def _index_definitions(conn: Connection, table: str) -> list[tuple[str, str]]:
+    if conn.dialect.name == "sqlite":
+        query = "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index' AND tbl_name = :t"
+    else:
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :t"
+    return sorted((row[0], row[1]) for row in conn.execute(text(query), {"t": table}))
+
+
 def shape(url: str) -> dict[str, dict[str, Any]]:
     """Every table's columns, keys, indexes and constraints, as comparable values."""
     engine = create_engine(url, poolclass=NullPool)
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
             inspector = inspect(conn)
             tables = {}
             for name in sorted(inspector.get_table_names()):
@@ -100,6 +110,9 @@ def shape(url: str) -> dict[str, dict[str, Any]]:
                         )
                         for fk in inspector.get_foreign_keys(name)
                     ),
+                    # Every index by name and definition: SQLite's reflection skips expression
+                    # indexes (lower(recipient)); PostgreSQL's includes them, and partial ones.
+                    "index definitions": _index_definitions(conn, name),
                 }
             return tables
     finally:

@@ -156,6 +156,37 @@ def trace(database: Database) -> TraceService:
         (TraceQuery(recipient="CAROL@fabrikam.com", since=2000.0), OPERATOR, [("m4", "carol@fabrikam.com")]),
         (TraceQuery(recipient="*@fabrikam.com"), TenantScope(CONTOSO), []),
         (
+            TraceQuery(recipient="*@FABRIKAM.com"),
+            TenantScope(FABRIKAM),
+            [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com"), ("m1", "carol@fabrikam.com")],
+        ),
+        # An address without a wildcard: the whole address, in any case, never a part of it.
+        (
+            TraceQuery(recipient="BOB@Contoso.COM"),
+            TenantScope(CONTOSO),
+            [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")],
+        ),
+        (TraceQuery(recipient="bob@contoso.com"), TenantScope(FABRIKAM), []),
+        (TraceQuery(recipient="ob@contoso.com"), OPERATOR, []),
+        (TraceQuery(recipient="b_b@contoso.com"), OPERATOR, []),  # "_" is not a wildcard here either
+        (TraceQuery(recipient="%@contoso.com"), OPERATOR, []),
+        # A suffix (one leading wildcard; on PostgreSQL the reversed-address index): any case, no other
+        # wildcard, only the tenant's rows.
+        (
+            TraceQuery(recipient="*B@CONTOSO.com"),
+            OPERATOR,
+            [("m2", "bob@contoso.com"), ("m1", "bob@contoso.com")],
+        ),
+        (TraceQuery(recipient="*@contoso.com"), TenantScope(FABRIKAM), []),
+        (TraceQuery(recipient="*%@contoso.com"), OPERATOR, []),
+        (TraceQuery(recipient="*_ob@contoso.com"), OPERATOR, []),
+        (TraceQuery(recipient="*\\ob@contoso.com"), OPERATOR, []),
+        (
+            TraceQuery(recipient="*"),
+            TenantScope(FABRIKAM),
+            [("m5", "dave@fabrikam.com"), ("m4", "carol@fabrikam.com"), ("m1", "carol@fabrikam.com")],
+        ),
+        (
             TraceQuery(message_id_header="<two@partner.example>", status=TraceStatus.EXPANDED),
             TenantScope(CONTOSO),
             [("m2", "team@contoso.com")],
@@ -185,6 +216,27 @@ def trace(database: Database) -> TraceService:
 )
 def test_search(trace: TraceService, query: TraceQuery, scope: Scope, rows: list[tuple[str, str]]) -> None:
     assert [(row.message_id, row.recipient) for row in trace.search(query, scope)] == rows
+
+
+def test_a_tenant_that_took_over_removed_names_sees_only_its_own_rows(
+    database: Database, trace: TraceService
+) -> None:
+    """Contoso (tenant 1) was removed and a new tenant (3: ids are never reused) took its domain and
+    mailbox names: a search for the same address, exact or by pattern, shows each tenant its own."""
+    reborn = 3
+    with database.write() as conn:
+        record_message(
+            conn,
+            TraceMessage("m6", "<six@partner.example>", "ext@partner.example", "s", 10, "192.0.2.7", 6000.0),
+        )
+        set_statuses(conn, [TraceRecipient("m6", reborn, "bob@contoso.com", TraceStatus.DELIVERED)], 6000.0)
+    for recipient in ("bob@contoso.com", "*@contoso.com", "BOB@*"):
+        found = trace.search(TraceQuery(recipient=recipient), TenantScope(reborn))
+        assert [(row.message_id, row.recipient) for row in found] == [("m6", "bob@contoso.com")]
+        earlier = trace.search(TraceQuery(recipient=recipient), TenantScope(CONTOSO))
+        assert "m6" not in {row.message_id for row in earlier} and earlier
+    found = trace.search(TraceQuery(message_id_header="six@partner.example"), TenantScope(CONTOSO))
+    assert found == []
 
 
 def test_search_rows_carry_the_message_facts(trace: TraceService) -> None:

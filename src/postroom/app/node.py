@@ -78,7 +78,7 @@ from postroom.model import Address
 from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import Database, GroupCommitter, open_blob_store
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
 
@@ -100,7 +100,7 @@ class App:
     def __init__(self, settings: Settings, database: Database) -> None:
         self.settings = settings
         self.database = database
-        self.blobs = BlobStore(settings.blob_dir)
+        self.blobs = open_blob_store(settings.blob_store, settings.blob_dir, database)
         self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
         self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
         self.worker = 1  # this process's number under its supervisor (1-based; `app.workers` sets it)
@@ -131,7 +131,8 @@ class App:
         """Open the node at `settings.data_dir` (which must exist); StartupError says what stops it."""
         check_data_dir(settings)
         try:
-            settings.blob_dir.mkdir(exist_ok=True)
+            if settings.blob_store == "files":
+                settings.blob_dir.mkdir(exist_ok=True)
         except OSError as error:
             raise full_disk(error, settings) or StartupError(
                 f"cannot create the blob store {settings.blob_dir}: {error.strerror}; "
@@ -271,7 +272,9 @@ class App:
         leftovers = await asyncio.to_thread(self.blobs.remove_leftovers)
         if leftovers:
             log.warning(
-                "removed %d temporary file(s) of unfinished blob writes from %s", leftovers, self.blobs.root
+                "removed %d temporary file(s) of unfinished blob writes from %s",
+                leftovers,
+                self.blobs.location,
             )
         committer = GroupCommitter(self.database, batch_max=settings.queue.commit_batch_max)
         committer.start()

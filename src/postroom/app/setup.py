@@ -39,6 +39,7 @@ _DEFAULTS = Settings(source=Path("postroom.toml"))
 # Comments for the keys whose meaning is not plain from the name; every key is in docs/configuration.md.
 _COMMENTS = {
     "node.data_dir": "database, blobs and TLS files; relative to this file",
+    "node.blob_store": '"files" (under blob_dir) or "database" (nodes that share only PostgreSQL)',
     "service.domain": "tenants' default domains are <tenant>.<domain>",
     "service.hostname": "this node's name in greetings and Received headers",
     "service.mx_suffix": "customers' MX: <domainKey>.<mx_suffix>; empty: mail.protection.<domain>",

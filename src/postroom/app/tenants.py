@@ -7,10 +7,10 @@ transaction passed to it (`Directory.delete_tenant`, `mailstore.remove_tenant_ma
 tenant's id is never reused (AUTOINCREMENT), so a tenant later made with the same name, domains and
 mailbox names starts empty, and a removed organization's mail is not kept.
 
-Blob files are content-addressed and may be shared with another tenant's message: after the commit,
-each blob the removed rows pointed at is deleted only if no message or spooled message still points
-at it. (A message with the same bytes arriving in that instant could find its blob gone; the window
-is a few milliseconds of an operator's removal, and the next `get` reports it, never guesses.)
+Blobs are content-addressed and may be shared with another tenant's message: after the commit, each
+blob the removed rows pointed at is deleted only if no message or spooled message still points at it
+and nobody stored the same content again since the removal began (`BlobStore.discard_unused`: a
+message with the same bytes being received right now keeps its blob).
 
 `apply=False` runs the same removal and rolls it back: the counts are exactly what `apply=True`
 would delete (what `postroom tenant remove` shows before it asks for --yes).
@@ -18,6 +18,7 @@ would delete (what `postroom tenant remove` shows before it asks for --yes).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from postroom.directory import Directory, Tenant
@@ -38,7 +39,7 @@ class TenantRemoval:
     messages: int  # stored in its mailboxes
     trace_messages: int  # messages it had trace rows for
     queue_recipients: int
-    blobs: int  # message files no one else uses
+    blobs: int  # message blobs no one else uses
 
 
 def remove_tenant(
@@ -50,6 +51,7 @@ def remove_tenant(
     *,
     apply: bool,
 ) -> TenantRemoval:
+    started = time.time()
     with database.write_engine.connect() as conn:
         transaction = conn.begin()
         try:
@@ -69,11 +71,11 @@ def remove_tenant(
             transaction.rollback()
     if apply and directory.on_change is not None:
         directory.on_change()  # the tenant's names are gone: caching processes refresh at once
+    removed_blobs = len(unused)
     if apply and unused:
         with database.read() as conn:
             unused -= referenced_blobs(conn, frozenset(unused)) | spooled_blobs(conn, frozenset(unused))
-        for blob_id in unused:
-            blobs.discard(blob_id)
+        removed_blobs = blobs.discard_unused(unused, stored_before=started)
     return TenantRemoval(
         tenant=rows.tenant,
         domains=rows.domains,
@@ -81,5 +83,5 @@ def remove_tenant(
         messages=mail.messages,
         trace_messages=traced,
         queue_recipients=queued.recipients,
-        blobs=len(unused),
+        blobs=removed_blobs,
     )

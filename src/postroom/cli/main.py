@@ -13,6 +13,7 @@ import typer
 
 from postroom import __version__
 from postroom.cli import (
+    blobs,
     contacts,
     domains,
     groups,
@@ -47,6 +48,7 @@ app.add_typer(queue.queue_app, name="queue")
 app.add_typer(senders.sender_app, name="sender")
 app.add_typer(service.service_app, name="service")
 app.add_typer(nodes.node_app, name="node")
+app.add_typer(blobs.blob_app, name="blobs")
 node.register(app)
 
 

@@ -351,6 +351,10 @@ def _workers(value: int) -> str | None:
     return None if 0 <= value <= 256 else "must be from 0 (one per core) to 256"
 
 
+def _blob_store(value: str) -> str | None:
+    return None if value in ("files", "database") else 'must be "files" or "database"'
+
+
 def _level(value: str) -> str | None:
     return None if value in ("debug", "info", "warning", "error") else "must be debug, info, warning or error"
 
@@ -492,6 +496,7 @@ def load_settings(path: Path) -> Settings:
         heartbeat_seconds=reader.get(
             "node", "heartbeat_seconds", float, defaults.heartbeat_seconds, _positive
         ),
+        blob_store=reader.get("node", "blob_store", str, defaults.blob_store, _blob_store),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -539,6 +544,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "name": settings.name,
             "blob_dir": str(settings.blob_root or ""),
             "heartbeat_seconds": settings.heartbeat_seconds,
+            "blob_store": settings.blob_store,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

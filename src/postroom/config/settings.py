@@ -329,6 +329,9 @@ class Settings:
     # [node] heartbeat_seconds: how often each serving process writes its row of the node registry;
     # `postroom node list` shows a process as gone after three intervals without one
     heartbeat_seconds: float = 5.0
+    # [node] blob_store: "files" (content-addressed files under blob_dir) or "database" (chunked rows in
+    # the database: for nodes that share PostgreSQL and no file system)
+    blob_store: str = "files"
 
     @property
     def database_url(self) -> str:

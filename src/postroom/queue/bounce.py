@@ -44,7 +44,7 @@ from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStat
 from postroom.model.message import header_section
 from postroom.queue.leases import TraceRows
 from postroom.queue.spool import QueueState, new_message_id, settle
-from postroom.storage import BlobStore
+from postroom.storage import BlobMissingError, BlobStore
 from postroom.storage.schema import queue_recipients, spool_messages
 
 RETURNED_HEADERS_MAX = 65_536  # octets of the original header section a DSN carries
@@ -138,16 +138,20 @@ def report_delays(
 def _reports(conn: Connection, state: QueueState, received_before: float | None, batch: int) -> list[_Report]:
     q, m = queue_recipients, spool_messages
     query = (
-        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.received_at, m.c.subject, m.c.message_id_header)
+        select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.subject, m.c.message_id_header)
         .join(m, m.c.id == q.c.message_id)
         .where(q.c.state == state.value)
     )
+    order = [q.c.id]
     if received_before is not None:
-        # Delay notices: rows nobody delivers now (a leased row may be settling this very moment).
+        # Delay notices: rows nobody delivers now (a leased row may be settling this very moment),
+        # oldest first: the order of `ix_queue_delay_unnotified`, so the read stops at the cut-off
+        # (ordered by id, the planner walked the whole queue hoping to meet an old row early).
         query = query.where(
-            (m.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
+            (q.c.received_at <= received_before) & q.c.delay_notified.is_(False) & q.c.lease_owner.is_(None)
         )
-    rows = conn.execute(query.order_by(q.c.id).limit(batch)).all()
+        order = [q.c.received_at, q.c.id]
+    rows = conn.execute(query.order_by(*order).limit(batch)).all()
     grouped: dict[tuple[str, int | None, str], list[Row[Any]]] = {}
     for row in rows:
         return_path = row.sender if row.envelope_sender is None else row.envelope_sender
@@ -227,9 +231,8 @@ def _report(conn: Connection, report: _Report, action: str, now: float, reporter
 
 def _original_headers(blobs: BlobStore, report: _Report) -> bytes:
     try:
-        with blobs.path(report.blob_id).open("rb") as blob:
-            head = blob.read(RETURNED_HEADERS_MAX)
-    except OSError:
+        head = blobs.head(report.blob_id, RETURNED_HEADERS_MAX)
+    except (BlobMissingError, OSError):
         head = b""
     section = header_section(report.prefix + head)
     if len(section) > RETURNED_HEADERS_MAX:

@@ -199,7 +199,7 @@ class QueueControl:
             return []
         q, m = queue_recipients, spool_messages
         rows = conn.execute(
-            select(q, m.c.sender, m.c.subject, m.c.size, m.c.received_at)
+            select(q, m.c.sender, m.c.subject, m.c.size)
             .join(m, m.c.id == q.c.message_id)
             .where(q.c.message_id.in_(list(ids)))
             .where(condition)

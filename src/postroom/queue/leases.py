@@ -35,7 +35,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, case, func, or_, select, update
+from sqlalchemy import Connection, or_, select, update
 
 from postroom.model import Reply, replies
 from postroom.model.flow import EventKind, Route, TraceEvent, TraceRecipient, TraceStatus
@@ -139,7 +139,7 @@ def lease_due(conn: Connection, *, token: str, now: float, lease_seconds: float,
         conn.execute(update(q).where(q.c.id.in_(ids)).values(lease_until=until, lease_owner=token))
         m = spool_messages
         rows = conn.execute(
-            select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.size, m.c.received_at)
+            select(q, m.c.sender, m.c.blob_id, m.c.prefix, m.c.size)
             .join(m, m.c.id == q.c.message_id)
             .where(q.c.id.in_(ids))
             .order_by(q.c.id)
@@ -162,13 +162,43 @@ def lease_due(conn: Connection, *, token: str, now: float, lease_seconds: float,
             )
             for r in rows
         )
-    comes_due = case((q.c.lease_until > q.c.next_attempt_at, q.c.lease_until), else_=q.c.next_attempt_at)
-    next_due = conn.execute(
-        select(func.min(comes_due)).where(
-            (q.c.route == Route.REMOTE.value) & q.c.state.in_(DUE_STATES) & q.c.id.not_in(ids)
-        )
-    ).scalar()
-    return Lease(token, until, leased, next_due)
+    return Lease(token, until, leased, _next_due(conn, ids))
+
+
+def _next_due(conn: Connection, taken: list[int]) -> float | None:
+    """When the next remote row not in `taken` comes due: at its `next_attempt_at`, or when its lease
+    ends if that is later. Three ordered look-ups of one row each (the first free row of each due state
+    by `ix_queue_due`, the first lease to end by `ix_queue_leased`), so the cost follows the rows
+    leased now, never the length of the queue (a min() over every waiting row read them all)."""
+    q = queue_recipients
+    waiting = (q.c.route == Route.REMOTE.value) & q.c.id.not_in(taken)
+    candidates = [
+        conn.execute(
+            select(q.c.next_attempt_at)
+            .where(
+                waiting
+                & (q.c.state == state)
+                & or_(q.c.lease_until.is_(None), q.c.lease_until <= q.c.next_attempt_at)
+            )
+            .order_by(q.c.next_attempt_at)
+            .limit(1)
+        ).scalar()
+        for state in DUE_STATES
+    ]
+    candidates.append(
+        conn.execute(
+            select(q.c.lease_until)
+            .where(
+                waiting
+                & q.c.state.in_(DUE_STATES)
+                & q.c.lease_until.is_not(None)
+                & (q.c.lease_until > q.c.next_attempt_at)
+            )
+            .order_by(q.c.lease_until)
+            .limit(1)
+        ).scalar()
+    )
+    return min((at for at in candidates if at is not None), default=None)
 
 
 def renew(conn: Connection, token: str, queue_ids: Sequence[int], until: float) -> int:

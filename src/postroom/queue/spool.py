@@ -95,6 +95,7 @@ _INSERT_QUEUE = PreparedInsert(
         "envelope_sender",
         "delay_notified",
         "remote_mta",
+        "received_at",
     ],
 )
 
@@ -138,6 +139,7 @@ def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedReci
                 "envelope_sender": r.envelope_sender,
                 "delay_notified": False,
                 "remote_mta": "",
+                "received_at": entry.received_at,
             }
             for r in recipients
         ],

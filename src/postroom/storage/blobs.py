@@ -1,19 +1,38 @@
-"""The blob store: message content as content-addressed, immutable files.
+"""The blob store: message content, content-addressed and immutable, in files or in the database.
 
-A blob's id is the SHA-256 of its bytes; it lives at `<root>/<id[:2]>/<id[2:]>`. `put` writes to a
-temporary file, fsyncs it, renames it into place and fsyncs the directory, so a blob id handed out
-names bytes that are on disk. Writing the same content twice stores it once. A blob is written
-before the database rows that point at it; a crash between the two leaves an unreferenced blob,
-which wastes space but loses nothing.
+A blob's id is the SHA-256 of its bytes. `BlobStore` is the one interface every caller uses; two
+stores implement it (`[node] blob_store`, built by `open_blob_store`):
 
-`put_file` takes a file the caller wrote (a message spooled while it was received) with the id it
-computed while writing: the file is fsynced and renamed into place, never read into memory; the
-caller's file is gone afterwards (moved, or removed when the store already held the content).
+- `FileBlobStore` ("files", the default): `<root>/<id[:2]>/<id[2:]>` under `[node] blob_dir`. `put`
+  writes a temporary file, fsyncs it, renames it into place and fsyncs the directory. Nodes that share
+  one database must share the directory (a mount every node sees).
+- `DatabaseBlobStore` ("database"): a `blobs` row and its `blob_chunks` rows (at most
+  `CHUNK_OCTETS` each), written in one transaction of their own, so nodes that share PostgreSQL and
+  nothing else read every blob. Written by hand over the schema's two tables: no library stores
+  chunked content-addressed values in SQLAlchemy, and large objects (`lo_*`) are PostgreSQL only,
+  outside `pg_dump`'s default and never removed with their row.
 
-Failure: a `put` that fails (ENOSPC, EIO, anything between creating its temporary file and renaming
-it) removes its temporary file and raises. A crash mid-`put` leaves a `.<id>.<pid>.<thread>.tmp` file;
-`remove_leftovers` (run when a node starts serving) deletes those not written to for an hour. `get` of
-an unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
+Guarantees, both stores. A blob id handed out names bytes that are durable (the file is fsynced; the
+database transaction is committed, with `synchronous_commit = on` on PostgreSQL). A blob is written
+before, and apart from, the database rows that point at it: a crash between the two leaves an
+unreferenced blob, which wastes space until the sweep and loses nothing. Writing the same content
+twice stores it once; the second put marks it stored again (the file's mtime, the row's
+`stored_at`), which is what keeps the sweep (`discard_unused`) off a blob a message is just being
+committed with. `put_file` takes a file the caller wrote while receiving (with the id it computed):
+the files store fsyncs and renames it into place; the database store streams it in chunks, never
+reading it whole, and checks its SHA-256 on the way. Either way the caller's file is gone afterwards.
+`get` returns the whole content; `head` at most its first octets without reading the rest.
+
+Failure. A `put` that fails (ENOSPC, EIO, the database refusing) leaves nothing behind and raises.
+A crash mid-`put` leaves, in the files store, a `.<id>.<pid>.<thread>.tmp` file that
+`remove_leftovers` (run when a node starts serving) deletes once nobody has written to it for an
+hour; in the database store nothing (the transaction never committed). `get` or `head` of an
+unknown id raises `BlobMissingError` (a corrupt store, reported, never guessed).
+
+Garbage: a blob that no stored or spooled message points at any more is removed by
+`discard_unused`, which the caller (tenant removal, `postroom blobs sweep`) runs with the ids it
+found unreferenced after its own commit; a blob put after `stored_before` is kept whatever the
+caller found, because a message may be on its way to commit with it (`app.blob_sweep`).
 """
 
 from __future__ import annotations
@@ -23,21 +42,83 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from postroom.storage.database import Database
+from postroom.storage.schema import blob_chunks, blobs
 
 LEFTOVER_SECONDS = 3600.0  # a temporary file untouched this long belongs to a write that died
+CHUNK_OCTETS = 1_048_576  # content per database row: one chunk for most messages, 30 for a 30 MiB one
+LIST_BATCH = 500  # ids per batch of `stored_before`, by default
+_DISCARD_BATCH = 500  # ids per DELETE
+_CHUNKS_PER_READ = 4  # chunks fetched by one query of `get`
+_PUT_ATTEMPTS = 3  # a database put that lost a race with the same content (or the sweep) is retried
 
 
 class BlobMissingError(LookupError):
     """A blob id that the store does not hold."""
 
 
-class BlobStore:
+class BlobStore(Protocol):
+    """Content-addressed, immutable message content (see the module docstring for the guarantees)."""
+
+    @property
+    def location(self) -> str:
+        """Where the blobs are, for the operator's log lines."""
+        ...
+
+    def put(self, content: bytes) -> str:
+        """Store `content` durably; returns its id (its SHA-256, hex)."""
+        ...
+
+    def put_file(self, path: Path, blob_id: str) -> str:
+        """Store the file at `path`, whose SHA-256 is `blob_id`, and remove the file."""
+        ...
+
+    def get(self, blob_id: str) -> bytes:
+        """The whole content; `BlobMissingError` if the store does not hold it."""
+        ...
+
+    def head(self, blob_id: str, limit: int) -> bytes:
+        """At most the first `limit` octets, without reading the rest; `BlobMissingError` if missing."""
+        ...
+
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
+        """The ids of blobs last stored before `cutoff` (a UNIX time), about `batch` at a time."""
+        ...
+
+    def discard_unused(self, blob_ids: Iterable[str], *, stored_before: float) -> int:
+        """Delete these blobs, which the caller found no row points at after its commit, except those
+        stored again since `stored_before`; gone already is fine. Returns how many were deleted."""
+        ...
+
+    def remove_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
+        """Remove what writes that never finished left behind; returns how many."""
+        ...
+
+
+def open_blob_store(kind: str, root: Path, database: Database) -> BlobStore:
+    """The store `[node] blob_store` names: "files" under `root`, or "database" in `database`."""
+    if kind == "database":
+        return DatabaseBlobStore(database)
+    return FileBlobStore(root)
+
+
+class FileBlobStore:
     """Content-addressed files under one directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._root = str(root)
+
+    @property
+    def location(self) -> str:
+        return self._root
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id[2:]
@@ -46,7 +127,7 @@ class BlobStore:
         blob_id = hashlib.sha256(content).hexdigest()
         # Plain os calls: this runs for every message received.
         shard, target = self._place(blob_id)
-        if os.path.exists(target):
+        if _stored_again(target):
             return blob_id
         created = _make_shard(shard)
         temporary = os.path.join(shard, f".{blob_id[2:]}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -69,9 +150,9 @@ class BlobStore:
         return blob_id
 
     def put_file(self, path: Path, blob_id: str) -> str:
-        """Move the file at `path`, whose SHA-256 is `blob_id`, into the store (same file system)."""
+        """Move the file at `path` into the store (the same file system: a rename)."""
         shard, target = self._place(blob_id)
-        if os.path.exists(target):
+        if _stored_again(target):
             os.unlink(path)
             return blob_id
         created = _make_shard(shard)
@@ -96,7 +177,7 @@ class BlobStore:
             _fsync_directory(self._root)
 
     def remove_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
-        """Remove temporary files of writes that never finished (a crash mid-`put`); returns how many.
+        """Remove temporary files of writes that never finished (a crash mid-`put`).
 
         Only files not written to for `older_than` seconds: another process (a second node on a shared
         store) may be writing one right now."""
@@ -115,10 +196,55 @@ class BlobStore:
         except FileNotFoundError:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
 
-    def discard(self, blob_id: str) -> None:
-        """Delete a blob no row points at any more (the caller checked, after its commit); gone is fine."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path(blob_id).unlink()
+    def head(self, blob_id: str, limit: int) -> bytes:
+        try:
+            with self.path(blob_id).open("rb") as blob:
+                return blob.read(limit)
+        except FileNotFoundError:
+            raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
+
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
+        found: list[str] = []
+        for shard in sorted(self.root.glob("??")):
+            with os.scandir(shard) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):
+                        continue  # a write in progress, or its leftover
+                    with contextlib.suppress(FileNotFoundError):
+                        if entry.stat().st_mtime < cutoff:
+                            found.append(shard.name + entry.name)
+            if len(found) >= batch:
+                yield found
+                found = []
+        if found:
+            yield found
+
+    def discard_unused(self, blob_ids: Iterable[str], *, stored_before: float) -> int:
+        # The file is first renamed aside: a put that stores the same content after the rename writes
+        # a new file; one that came before it touched the mtime, and the file is put back.
+        removed = 0
+        for blob_id in blob_ids:
+            shard, target = self._place(blob_id)
+            aside = os.path.join(shard, f".{blob_id[2:]}.{os.getpid()}.{threading.get_ident()}.discard.tmp")
+            try:
+                os.rename(target, aside)
+            except FileNotFoundError:
+                continue
+            if os.stat(aside).st_mtime >= stored_before:
+                os.replace(aside, target)  # identical content if a put placed it meanwhile
+                continue
+            os.unlink(aside)
+            removed += 1
+        return removed
+
+
+def _stored_again(target: str) -> bool:
+    """True when `target` holds the content already; its mtime is then now (see `discard_unused`)."""
+    try:
+        os.utime(target)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _make_shard(shard: str) -> bool:
@@ -135,3 +261,177 @@ def _fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class DatabaseBlobStore:
+    """Content-addressed blobs in the database, in chunks of at most `CHUNK_OCTETS`.
+
+    A put is its own transaction on a pooled connection, never the group committer's: a 1 MiB
+    insert in the writer's batch would hold every other session's commit behind it. On PostgreSQL it
+    runs READ COMMITTED (the read engine): two nodes putting the same content meet on the `blobs`
+    primary key, the second waits for the first, gets a unique violation once it commits, and
+    returns the id. On SQLite it takes the write lock (`BEGIN IMMEDIATE`), like every writer there.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._engine = database.write_engine if database.is_sqlite else database.read_engine
+
+    @property
+    def location(self) -> str:
+        return "the database"
+
+    def put(self, content: bytes) -> str:
+        blob_id = hashlib.sha256(content).hexdigest()
+        view = memoryview(content)
+
+        def chunks() -> Iterator[memoryview]:
+            # At least one chunk, empty for empty content: a blob always has a row in blob_chunks.
+            for start in range(0, max(len(view), 1), CHUNK_OCTETS):
+                yield view[start : start + CHUNK_OCTETS]
+
+        return self._store(blob_id, len(content), chunks)
+
+    def put_file(self, path: Path, blob_id: str) -> str:
+        with path.open("rb") as spooled:
+            size = os.fstat(spooled.fileno()).st_size
+
+            def chunks() -> Iterator[bytes]:
+                spooled.seek(0)
+                digest = hashlib.sha256()
+                while True:
+                    chunk = spooled.read(CHUNK_OCTETS)
+                    digest.update(chunk)
+                    yield chunk
+                    if len(chunk) < CHUNK_OCTETS:
+                        break
+                if digest.hexdigest() != blob_id:
+                    # Raised inside the transaction: nothing of the file is committed.
+                    raise ValueError(f"{path} does not hash to the blob id {blob_id} it was given")
+
+            self._store(blob_id, size, chunks)
+        path.unlink()
+        return blob_id
+
+    def _store(self, blob_id: str, size: int, chunks: _Chunks) -> str:
+        for attempt in range(1, _PUT_ATTEMPTS + 1):
+            with self._engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        stamped = conn.execute(
+                            update(blobs).where(blobs.c.id == blob_id).values(stored_at=time.time())
+                        )
+                        if stamped.rowcount:
+                            return blob_id  # stored already: marked stored again, committed
+                        conn.execute(insert(blobs).values(id=blob_id, size=size, stored_at=time.time()))
+                        for seq, chunk in enumerate(chunks()):
+                            conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=seq, data=chunk))
+                    return blob_id
+                except IntegrityError:
+                    # Another process stored the same content between our UPDATE and INSERT (its
+                    # transaction committed while ours waited on the key): look again.
+                    if attempt == _PUT_ATTEMPTS:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, blob_id: str) -> bytes:
+        content = bytearray()
+        found = False
+        with self._database.read() as conn:
+            for data in _chunks(conn, blob_id):
+                found = True
+                content += data
+        if not found:
+            raise BlobMissingError(f"blob {blob_id} is missing from the database")
+        return bytes(content)
+
+    def head(self, blob_id: str, limit: int) -> bytes:
+        content = bytearray()
+        found = False
+        with self._database.read() as conn:
+            for data in _chunks(conn, blob_id):
+                found = True
+                content += data[: limit - len(content)]
+                if len(content) >= limit:
+                    break
+        if not found:
+            raise BlobMissingError(f"blob {blob_id} is missing from the database")
+        return bytes(content)
+
+    def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
+        after = ""
+        while True:
+            with self._database.read() as conn:
+                found = list(
+                    conn.execute(
+                        select(blobs.c.id)
+                        .where((blobs.c.stored_at < cutoff) & (blobs.c.id > after))
+                        .order_by(blobs.c.id)
+                        .limit(batch)
+                    ).scalars()
+                )
+            if not found:
+                return
+            yield found
+            after = found[-1]
+
+    def discard_unused(self, blob_ids: Iterable[str], *, stored_before: float) -> int:
+        # One statement per batch: a put of the same content updates `stored_at` first (and a put
+        # that comes after the delete finds no row and writes the blob anew), so the condition on
+        # `stored_at` is checked against the row as the put left it. The chunks go by cascade.
+        removed = 0
+        ids = list(blob_ids)
+        for start in range(0, len(ids), _DISCARD_BATCH):
+            with self._engine.connect() as conn, conn.begin():
+                removed += conn.execute(
+                    delete(blobs).where(
+                        blobs.c.id.in_(ids[start : start + _DISCARD_BATCH])
+                        & (blobs.c.stored_at < stored_before)
+                    )
+                ).rowcount
+        return removed
+
+    def remove_leftovers(self, *, older_than: float = LEFTOVER_SECONDS) -> int:
+        """Nothing to remove: a put that died never committed."""
+        return 0
+
+
+class _Chunks(Protocol):
+    def __call__(self) -> Iterable[bytes | memoryview]: ...
+
+
+def _chunks(conn: Connection, blob_id: str) -> Iterator[bytes]:
+    """The chunks of a blob in order, `_CHUNKS_PER_READ` rows per query: one query for most messages,
+    and a large one never held twice over in the driver's buffers."""
+    c = blob_chunks.c
+    first = 0
+    while True:
+        rows: Iterable[bytes]
+        if conn.dialect.name == "postgresql":
+            rows = _binary_rows(conn, blob_id, first)
+        else:
+            rows = conn.execute(
+                select(c.data)
+                .where((c.blob_id == blob_id) & (c.seq >= first) & (c.seq < first + _CHUNKS_PER_READ))
+                .order_by(c.seq)
+            ).scalars()
+        count = 0
+        for data in rows:
+            count += 1
+            yield bytes(data)
+        if count < _CHUNKS_PER_READ:
+            return
+        first += _CHUNKS_PER_READ
+
+
+_BINARY_READ = "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
+
+
+def _binary_rows(conn: Connection, blob_id: str, first: int) -> list[bytes]:
+    """PostgreSQL: the rows in the binary result format. In the text format (what SQLAlchemy asks
+    for) a bytea travels as hex, twice its size, and decoding it made a 1 MB `get` take 30 ms."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor(binary=True) as cursor:
+        cursor.execute(_BINARY_READ, (blob_id, first, first + _CHUNKS_PER_READ))
+        return [row[0] for row in cursor.fetchall()]

@@ -1,7 +1,8 @@
 """The database: engines, migration, and the group-commit writer.
 
 `migrate()` creates a fresh database at `SCHEMA_VERSION` or runs the upgrade steps of
-`storage.migrations` on an older one, one transaction per step.
+`storage.migrations` on an older one, one transaction per step; on PostgreSQL it then makes sure of
+the PostgreSQL-only indexes of trace search (`migrations.create_suffix_indexes`).
 
 `Database` opens SQLite (the embedded default: WAL journal, `synchronous=FULL`, so a commit is on
 disk when it returns) or PostgreSQL from one URL. It offers:
@@ -172,7 +173,9 @@ class Database:
                 conn.execute(insert(schema_version).values(version=SCHEMA_VERSION, applied_at=time.time()))
                 conn.execute(insert(directory_generation).values(id=1, generation=0))
                 log.info("created the database schema at version %d", SCHEMA_VERSION)
-                return SCHEMA_VERSION
+        if fresh:
+            self._ensure_suffix_indexes()
+            return SCHEMA_VERSION
         steps = migrations.steps_from(found)
         for version, step in steps:
             started = time.monotonic()
@@ -183,7 +186,14 @@ class Database:
                 step(migrations.Ops(conn, version))
                 conn.execute(insert(schema_version).values(version=version, applied_at=time.time()))
             log.info("schema version %d in force (%.1f s)", version, time.monotonic() - started)
+        self._ensure_suffix_indexes()
         return SCHEMA_VERSION
+
+    def _ensure_suffix_indexes(self) -> None:
+        """PostgreSQL: trace search's suffix indexes, at every start (see `migrations.SUFFIX_INDEXES`)."""
+        if not self.is_sqlite:
+            with self.write() as conn:
+                migrations.create_suffix_indexes(conn)
 
     @contextmanager
     def _upgrade_transaction(self) -> Iterator[Connection]:

@@ -57,6 +57,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn, CreateTable
 
 from postroom.model.address import destination_of
@@ -106,7 +107,16 @@ class Ops:
         """Create `index` (of a table in the metadata); nothing if an index of that name exists."""
         table = index.table
         assert table is not None, "an index of a table in schema.py"
-        if index.name not in {ix["name"] for ix in inspect(self.conn).get_indexes(table.name)}:
+        if self.conn.dialect.name == "sqlite":  # its reflection skips expression indexes: ask by name
+            exists = (
+                self.conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (index.name,)
+                ).first()
+                is not None
+            )
+        else:
+            exists = index.name in {ix["name"] for ix in inspect(self.conn).get_indexes(table.name)}
+        if not exists:
             index.create(self.conn)
 
     def never_reuse_ids(self, table: Table) -> None:
@@ -200,9 +210,64 @@ def _fill_destinations(ops: Ops) -> None:
 
 
 def _5_scale_out(ops: Ops) -> None:
-    """Scale-out: the node registry (heartbeats of every serving process); the spool's receipt index."""
+    """Scale-out: the node registry (heartbeats of every serving process); the database blob store;
+    the spool's receipt index; indexes for trace search and the scheduler's turn at scale."""
     ops.create_table(schema.nodes)
-    ops.create_index(next(ix for ix in schema.spool_messages.indexes if ix.name == "ix_spool_received"))
+    ops.create_table(schema.blobs)
+    ops.create_table(schema.blob_chunks)
+    ops.create_index(_index(schema.spool_messages, "ix_spool_received"))
+    ops.add_column("queue_recipients", Column("received_at", Float, nullable=False, server_default="0"))
+    q, m = schema.queue_recipients, schema.spool_messages
+    ops.conn.execute(
+        update(q).values(
+            received_at=select(m.c.received_at).where(m.c.id == q.c.message_id).scalar_subquery()
+        )
+    )
+    for index in (
+        "ix_queue_leased",
+        "ix_queue_delay_unnotified",
+    ):
+        ops.create_index(_index(schema.queue_recipients, index))
+    ops.create_index(_index(schema.trace_messages, "ix_trace_messages_message_id_header"))
+    for index in ("ix_trace_recipients_recipient_lower", "ix_trace_recipients_resolved_lower"):
+        ops.create_index(_index(schema.trace_recipients, index))
+
+
+def _index(table: Table, name: str) -> Index:
+    return next(index for index in table.indexes if index.name == name)
+
+
+# PostgreSQL only: the indexes of trace search by an address suffix (`*@contoso.com`): the reversed,
+# lower-cased address, so the suffix becomes a prefix that a btree serves (`text_pattern_ops`: any
+# collation). Not in the metadata: SQLite has no reverse() (there such a search reads the tenant's
+# rows, or scans for the operator). pg_trgm GIN indexes were measured and not kept: every address
+# shares the trigrams of its domain's tail, so a suffix search read most of both indexes (330 ms over
+# 1.4 M rows, bench/README.md), and they cost a GIN update on every trace row written.
+SUFFIX_INDEXES = {
+    "ix_trace_recipients_recipient_reversed": ("trace_recipients", "recipient"),
+    "ix_trace_recipients_resolved_reversed": ("trace_recipients", "resolved"),
+}
+
+
+def create_suffix_indexes(conn: Connection) -> bool:
+    """Create `SUFFIX_INDEXES` on PostgreSQL (nothing on SQLite), in a savepoint of the caller's
+    transaction; True when they are in place. If another node creates them at the same moment and
+    this one loses the race, nothing fails: the log says so and the next start looks again."""
+    if conn.dialect.name != "postgresql":
+        return False
+    try:
+        with conn.begin_nested():
+            for name, (table, column) in SUFFIX_INDEXES.items():
+                key = f"reverse(lower({column})) text_pattern_ops"
+                conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({key})")
+    except DBAPIError as error:
+        log.warning(
+            "the suffix indexes of trace search were not created (%s): a search by *@domain scans the "
+            "trace rows until the next start creates them",
+            str(getattr(error, "orig", error)).strip().splitlines()[0],
+        )
+        return False
+    return True
 
 
 STEPS: Mapping[int, Step] = {

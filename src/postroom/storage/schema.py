@@ -4,7 +4,8 @@ One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Room
 (directory: tenants, domains, DKIM keys, recipients, addresses, group members, sending settings,
 send-as grants, sender counters and restrictions, remote domains, mailbox forwarding; mailstore:
 folders, messages;
-queue: spool messages and queue recipients; trace: trace messages, recipients and events) but they
+queue: spool messages and queue recipients; trace: trace messages, recipients and events; storage:
+the database blob store's blobs and chunks) but they
 live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written. Changing a table here
 means bumping `SCHEMA_VERSION` and writing its upgrade step in `migrations.py`.
@@ -27,12 +28,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    func,
 )
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
-# 5: scale-out (the node registry)
+# 5: scale-out (the node registry; the database blob store; indexes for trace search and the
+# scheduler's turn at scale)
 SCHEMA_VERSION = 5
 
 metadata = MetaData()
@@ -334,9 +337,30 @@ queue_recipients = Table(
     Column("delay_notified", Boolean, nullable=False, server_default=false()),  # a delayed DSN went
     Column("remote_mta", String(255), nullable=False, server_default=""),  # the host of the last reply
     Column("last_attempt_at", Float),
+    # Scale-out (step 5), appended: the message's receipt time, copied from its spool row so the
+    # delay DSN round finds the rows it is due for from an index (`ix_queue_delay_unnotified`).
+    Column("received_at", Float, nullable=False, server_default="0"),
     Index("ix_queue_due", "state", "next_attempt_at"),
     Index("ix_queue_message", "message_id"),
     Index("ix_queue_destination", "destination"),
+)
+# Scale-out (step 5): a scheduler turn costs what is due, not what waits. The rows leased now, by
+# lease end (the "next due" of a lease round), and the rows not yet told of their delay, by receipt
+# (the delay DSN round reads only those received before its cut-off): both partial, so a queue of
+# rows deferred for days is not in them.
+Index(
+    "ix_queue_leased",
+    queue_recipients.c.lease_until,
+    postgresql_where=queue_recipients.c.lease_until.is_not(None),
+    sqlite_where=queue_recipients.c.lease_until.is_not(None),
+)
+_NOT_YET_NOTIFIED = queue_recipients.c.delay_notified.is_(False) & queue_recipients.c.lease_owner.is_(None)
+Index(
+    "ix_queue_delay_unnotified",
+    queue_recipients.c.state,
+    queue_recipients.c.received_at,
+    postgresql_where=_NOT_YET_NOTIFIED,
+    sqlite_where=_NOT_YET_NOTIFIED,
 )
 
 # --- trace ----------------------------------------------------------------------------------------
@@ -379,6 +403,32 @@ trace_events = Table(
     Column("recipient", String(320), nullable=False, default=""),
     Column("detail", Text, nullable=False, default=""),  # JSON object
     Index("ix_trace_events_message", "message_id"),
+)
+# Scale-out (step 5): trace search by Message-ID, and by an address without a wildcard (compared
+# case-insensitively as lower() = lower(), which these serve). A suffix pattern (`*@contoso.com`) is
+# served on PostgreSQL by `migrations.SUFFIX_INDEXES` (outside this metadata: SQLite has no reverse()).
+Index("ix_trace_messages_message_id_header", trace_messages.c.message_id_header)
+Index("ix_trace_recipients_recipient_lower", func.lower(trace_recipients.c.recipient))
+Index("ix_trace_recipients_resolved_lower", func.lower(trace_recipients.c.resolved))
+
+# --- storage: the database blob store (`[node] blob_store = "database"`, storage.blobs) -----------
+# A blob's row and its chunks are written in one transaction, so a row names complete content; the
+# content is cut in chunks so no message is ever one giant value in memory or on the wire.
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("id", String(64), primary_key=True),  # SHA-256 of the content, hex
+    Column("size", BigInteger, nullable=False),
+    Column("stored_at", Float, nullable=False),  # the last put of this content (the sweep's grace)
+    Index("ix_blobs_stored_at", "stored_at"),
+)
+
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("blob_id", String(64), ForeignKey("blobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),  # 0, 1, ... in content order
+    Column("data", LargeBinary, nullable=False),
 )
 
 # --- cluster --------------------------------------------------------------------------------------

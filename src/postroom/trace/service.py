@@ -15,6 +15,12 @@ and the aggregated refusals of a client) are seen only by the operator (`OPERATO
 Each recipient row keeps the address as given and what it resolved to (the mailbox, group or remote
 address), so a search by mailbox finds mail sent to any of its addresses (`TraceQuery.addresses`).
 
+Search at scale (schema step 5): Message-ID and an address without a wildcard are answered from
+btree indexes (`message_id_header`; `lower(recipient)`, `lower(resolved)`); on PostgreSQL a suffix
+pattern (`*@contoso.com`: one wildcard, leading) from the reversed-address indexes of
+`storage.migrations.SUFFIX_INDEXES`; any other pattern by ILIKE over the rows in scope. Each form
+returns what ILIKE would.
+
 Retention: `purge(conn, before, batch)` deletes the messages received before a time with their
 rows and events, one batch per call, so the node's purge (a background task, one batch per writer
 job) never holds the writer long; `TraceService.purge` runs batches until none is left.
@@ -27,7 +33,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, func, or_, select
+from sqlalchemy import Connection, String, and_, delete, func, or_, select
 
 from postroom.model.flow import TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.scope import OperatorScope, Scope
@@ -214,8 +220,29 @@ class TraceService:
             conditions.append(r.c.tenant_id == scope.tenant_id)
         if query.sender:
             conditions.append(m.c.sender.ilike(_like(query.sender), escape="\\"))
-        if query.recipient:
-            pattern = _like(query.recipient)
+        recipient = query.recipient
+        if recipient and "*" not in recipient:
+            # No wildcard: ILIKE would be case-insensitive equality; lower() = lower() says the same
+            # and is served by the lower() indexes of both columns.
+            wanted_address = func.lower(recipient)
+            conditions.append(
+                or_(func.lower(r.c.recipient) == wanted_address, func.lower(r.c.resolved) == wanted_address)
+            )
+        elif recipient and recipient.count("*") == 1 and recipient.startswith("*") and not self._db.is_sqlite:
+            # "*tail": lower(address) ends with lower(tail), i.e. its reverse starts with the reverse;
+            # the pattern is computed by the server (its lower(), as ILIKE's) and folded to a constant
+            # at planning, so the prefix is served by the index.
+            tail = func.reverse(func.lower(recipient[1:]))
+            escaped = func.replace(func.replace(tail, "\\", "\\\\"), "%", "\\%")
+            prefix = func.replace(escaped, "_", "\\_", type_=String)
+            conditions.append(
+                or_(
+                    func.reverse(func.lower(r.c.recipient)).like(prefix + "%", escape="\\"),
+                    func.reverse(func.lower(r.c.resolved)).like(prefix + "%", escape="\\"),
+                )
+            )
+        elif recipient:
+            pattern = _like(recipient)
             conditions.append(
                 or_(r.c.recipient.ilike(pattern, escape="\\"), r.c.resolved.ilike(pattern, escape="\\"))
             )
