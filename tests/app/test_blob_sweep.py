@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from postroom.app import App, BlobSweep, sweep_blobs
 from postroom.storage import BlobMissingError, FileBlobStore
-from postroom.storage.schema import messages
+from postroom.storage.schema import blobs, messages
 from tests.cli.test_commands import postroom
 from tests.conftest import populate, wait_for
 from tests.support.node import make_node, running
@@ -65,12 +65,14 @@ def test_postroom_blobs_sweep_asks_then_removes(tmp_path: Path) -> None:
     app = App.open(settings)
     try:
         populate(app)
-        kept = delivered(app)
+        kept = delivered(app)  # a small message: its body is rows of the database (inline)
         store = FileBlobStore(settings.blob_dir)
         orphan = store.put(b"the body of a message delivered to a remote MX long ago")
         long_ago = time.time() - 2 * 3600
-        for blob_id in (orphan, kept):
-            os.utime(store.path(blob_id), (long_ago, long_ago))
+        os.utime(store.path(orphan), (long_ago, long_ago))
+        with app.database.write() as conn:
+            aged = conn.execute(update(blobs).where(blobs.c.id == kept).values(stored_at=long_ago))
+            assert aged.rowcount == 1
     finally:
         app.close()
 
@@ -83,4 +85,31 @@ def test_postroom_blobs_sweep_asks_then_removes(tmp_path: Path) -> None:
     assert swept.returncode == 0, swept.stderr
     assert "removed 1" in swept.stdout
     assert not store.path(orphan).exists()
-    assert store.get(kept) == MESSAGE
+    app = App.open(settings)
+    try:
+        assert app.blobs.get(kept) == MESSAGE
+    finally:
+        app.close()
+
+
+def test_a_small_body_is_committed_with_its_message_and_a_large_one_is_a_file(tmp_path: Path) -> None:
+    settings = replace(make_node(tmp_path / "node"), blob_inline_limit=1024)
+    app = App.open(settings)
+    large = MESSAGE + b"x" * 2000 + b"\r\n"
+    try:
+        populate(app)
+        with running(app.settings) as node, smtplib.SMTP(*node.mx) as client:
+            assert client.sendmail("dan@partner.example", ["alice@contoso.com"], MESSAGE) == {}
+            assert client.sendmail("dan@partner.example", ["alice@contoso.com"], large) == {}
+            wait_for(lambda: len(stored_messages(app.directory, app.mailstore, "alice@contoso.com")) == 2)
+        with app.database.read() as conn:
+            in_rows = set(conn.execute(select(blobs.c.id)).scalars())
+            pointed_at = list(conn.execute(select(messages.c.blob_id).order_by(messages.c.id)).scalars())
+        files = {path.parent.name + path.name for path in settings.blob_dir.rglob("*") if path.is_file()}
+        small_id, large_id = pointed_at
+        assert in_rows == {small_id} and files == {large_id}
+        first, second = stored_messages(app.directory, app.mailstore, "alice@contoso.com")
+        assert exported(app.directory, app.mailstore, "alice@contoso.com", first.uid).endswith(MESSAGE)
+        assert exported(app.directory, app.mailstore, "alice@contoso.com", second.uid).endswith(large)
+    finally:
+        app.close()

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from postroom.app import App
 from postroom.model.scope import OPERATOR, TenantScope
+from postroom.storage import BlobMissingError
 from postroom.storage.schema import messages
 from postroom.trace import TraceQuery
 from tests.cli.test_commands import postroom
@@ -21,6 +22,15 @@ from tests.support.node import RunningNode
 from tests.support.records import stored_messages
 
 MESSAGE = b"From: dan@partner.example\r\nTo: carol@fabrikam.com\r\nSubject: only for fabrikam\r\n\r\nhi\r\n"
+
+
+def _held(app: App, blob_id: str) -> bool:
+    """Whether the node's blob store holds the blob (a file, or rows for a small message)."""
+    try:
+        app.blobs.head(blob_id, 1)
+    except BlobMissingError:
+        return False
+    return True
 
 
 def test_a_removed_tenant_leaves_nothing_to_a_new_tenant_of_the_same_names(
@@ -34,19 +44,19 @@ def test_a_removed_tenant_leaves_nothing_to_a_new_tenant_of_the_same_names(
     [old_row] = app.trace.search(TraceQuery(), TenantScope(old.id))
     with app.database.read() as conn:
         blob_id = conn.execute(select(messages.c.blob_id)).scalar_one()
-    assert app.blobs.path(blob_id).exists()
+    assert _held(app, blob_id)
 
     asked = postroom("tenant", "remove", "fabrikam", config=config)
     assert asked.returncode == 2
     for count in ("3 domain(s)", "1 recipient(s)", "1 stored message(s)", "trace of 1 message(s)"):
         assert count in asked.stderr
     assert "1 message file(s)" in asked.stderr and "--yes" in asked.stderr
-    assert app.blobs.path(blob_id).exists(), "asking removes nothing"
+    assert _held(app, blob_id), "asking removes nothing"
 
     removed = postroom("tenant", "remove", "fabrikam", "--yes", config=config)
     assert removed.returncode == 0, removed.stderr
     assert "1 stored message(s)" in removed.stdout
-    assert not app.blobs.path(blob_id).exists(), "the message file no one else uses is gone"
+    assert not _held(app, blob_id), "the message content no one else uses is gone"
 
     for command in (
         ["tenant", "add", "fabrikam"],

@@ -227,3 +227,45 @@ def test_remove_leftovers_removes_only_stale_temporary_files(tmp_path: Path) -> 
     assert not stale.exists()
     assert fresh.exists()
     assert store.get(kept) == b"a real blob"
+
+
+# --- small blobs in the commit (`[node] blob_inline_limit`) ------------------------------------------
+def test_a_small_blob_is_durable_only_with_the_transaction_that_puts_it(
+    database: Database, tmp_path: Path
+) -> None:
+    store = open_blob_store("files", tmp_path / "blobs", database, inline_limit=1024)
+    body = b"a small message body"
+    with database.write_engine.connect() as conn:
+        transaction = conn.begin()
+        blob_id = store.put_in(conn, body)
+        transaction.rollback()  # the commit that would have pointed at it never happened
+    with pytest.raises(BlobMissingError):
+        store.get(blob_id)
+    with database.write() as conn:
+        assert store.put_in(conn, body) == blob_id == hashlib.sha256(body).hexdigest()
+    assert store.get(blob_id) == body and store.head(blob_id, 7) == b"a small"
+    assert not list((tmp_path / "blobs").rglob("*")), "no file for a small blob"
+    with database.write() as conn:
+        store.put_in(conn, body)  # the same content again: stored once
+    assert stored_ids(store) == {blob_id}
+
+
+def test_the_tiered_store_reads_files_and_rows_and_sweeps_both(database: Database, tmp_path: Path) -> None:
+    store = open_blob_store("files", tmp_path / "blobs", database, inline_limit=1024)
+    with database.write() as conn:
+        small = store.put_in(conn, b"small")
+    large = store.put(LARGE)  # a put is a file, whatever its size
+    assert (tmp_path / "blobs" / large[:2] / large[2:]).exists()
+    assert store.get(small) == b"small" and store.get(large) == LARGE
+    assert stored_ids(store) == {small, large}
+    assert store.discard_unused([small, large], stored_before=time.time() + 60) == 2
+    for blob_id in (small, large):
+        with pytest.raises(BlobMissingError):
+            store.get(blob_id)
+
+
+def test_over_the_inline_limit_is_refused_in_a_transaction(database: Database, tmp_path: Path) -> None:
+    store = open_blob_store("database", tmp_path / "blobs", database, inline_limit=4)
+    with database.write() as conn, pytest.raises(ValueError, match="inline limit"):
+        store.put_in(conn, b"too long")
+    assert open_blob_store("files", tmp_path / "blobs", database).inline_limit == 0

@@ -5,7 +5,9 @@ is reset explicitly. RCPT is decided at RCPT time by `routing.resolve_recipient`
 DBEB, anti-relay) over the node's directory cache: on the event loop from the cache's memory
 only, and in a worker thread when the cache must ask the database (no SQL on the event loop). At
 the end of DATA the session categorizes the recipients (aliases, groups, contacts) the same way,
-writes the body blob, then runs one job in the group committer that delivers to the local mailboxes
+writes the body blob (a body within the store's `inline_limit`, `[node] blob_inline_limit`, is
+written inside the commit instead: one durable write for the body and its rows), then runs one job in
+the group committer that delivers to the local mailboxes
 (`delivery.deliver_at_commit`), spools the message with a queue row per recipient that is not local,
 and writes the trace; only when that commit returned does the client get 250. Anything that fails
 before it gets 451 4.3.0 and nothing is acknowledged.
@@ -45,6 +47,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -242,6 +245,17 @@ class MxEndpoint:
         """Another process changed the directory (a notification): refresh the cache now."""
         self._directory_changed.set()
 
+    def inline_body(self, content: MessageContent) -> bytes | None:
+        """The message's bytes when they go into its commit (in memory and within the store's inline
+        limit: one durable write for the message and its rows), else None: `store_blob` first."""
+        if content.spooled or content.size > self._blobs.inline_limit:
+            return None
+        return content.read()
+
+    def put_inline(self, body: bytes, conn: Connection) -> str:
+        """In the commit job: the message's bytes as rows of the open transaction."""
+        return self._blobs.put_in(conn, body)
+
     async def store_blob(self, content: MessageContent) -> str:
         """Write the message to the blob store: a spooled one is moved there, never loaded."""
         loop = asyncio.get_running_loop()
@@ -364,7 +378,11 @@ class MxSession:
         now = self._endpoint.clock()
         summary = summarize(head)
         prefix = self._received_header(envelope, now)
-        blob_id = await self._endpoint.store_blob(content)
+        inline = self._endpoint.inline_body(content)
+        if inline is not None:
+            blob_id = hashlib.sha256(inline).hexdigest()
+        else:
+            blob_id = await self._endpoint.store_blob(content)
         entry = SpoolEntry(
             id=envelope.id,
             sender=str(envelope.sender) if envelope.sender else "",
@@ -386,6 +404,8 @@ class MxSession:
         }
         received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip)
         job = self._commit_job(received)
+        if inline is not None:
+            job = partial(_with_body, partial(self._endpoint.put_inline, inline), job)
         try:
             outcomes = await self._endpoint.committer.run(job)
         except asyncio.CancelledError:
@@ -541,6 +561,12 @@ def _count_committed(listener: str, routes: list[RoutedRecipient]) -> None:
 def _queued(route: RoutedRecipient) -> bool:
     """Whether the route goes into the queue: remote, or failed while it was routed (for its DSN)."""
     return route.route is not Route.LOCAL or bool(route.failure)
+
+
+def _with_body(put: Callable[[Connection], str], job: Callable[[Connection], T], conn: Connection) -> T:
+    """A commit job that first writes the message's bytes in the same transaction."""
+    put(conn)
+    return job(conn)
 
 
 def commit_received(

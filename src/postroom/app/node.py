@@ -100,7 +100,9 @@ class App:
     def __init__(self, settings: Settings, database: Database) -> None:
         self.settings = settings
         self.database = database
-        self.blobs = open_blob_store(settings.blob_store, settings.blob_dir, database)
+        self.blobs = open_blob_store(
+            settings.blob_store, settings.blob_dir, database, inline_limit=settings.blob_inline_limit
+        )
         self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
         self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
         self.worker = 1  # this process's number under its supervisor (1-based; `app.workers` sets it)

@@ -351,6 +351,10 @@ def _workers(value: int) -> str | None:
     return None if 0 <= value <= 256 else "must be from 0 (one per core) to 256"
 
 
+def _inline_limit(value: int) -> str | None:
+    return None if 0 <= value <= 1_048_576 else "must be from 0 (never) to 1048576 (1 MiB)"
+
+
 def _blob_store(value: str) -> str | None:
     return None if value in ("files", "database") else 'must be "files" or "database"'
 
@@ -497,6 +501,9 @@ def load_settings(path: Path) -> Settings:
             "node", "heartbeat_seconds", float, defaults.heartbeat_seconds, _positive
         ),
         blob_store=reader.get("node", "blob_store", str, defaults.blob_store, _blob_store),
+        blob_inline_limit=reader.get(
+            "node", "blob_inline_limit", int, defaults.blob_inline_limit, _inline_limit
+        ),
     )
     names = [("service.domain", service.domain), ("service.hostname", service.hostname)]
     names += [
@@ -545,6 +552,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
             "blob_dir": str(settings.blob_root or ""),
             "heartbeat_seconds": settings.heartbeat_seconds,
             "blob_store": settings.blob_store,
+            "blob_inline_limit": settings.blob_inline_limit,
         },
         "service": _toml(settings.service),
         "database": _toml(settings.database),

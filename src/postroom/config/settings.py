@@ -332,6 +332,9 @@ class Settings:
     # [node] blob_store: "files" (content-addressed files under blob_dir) or "database" (chunked rows in
     # the database: for nodes that share PostgreSQL and no file system)
     blob_store: str = "files"
+    # [node] blob_inline_limit: a message body of at most this many octets is written in the same
+    # durable commit as its spool rows (as rows in the database), not as a blob of its own; 0: never
+    blob_inline_limit: int = 65_536
 
     @property
     def database_url(self) -> str:
