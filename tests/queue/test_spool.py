@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from sqlalchemy import select
@@ -129,22 +128,7 @@ def test_message_ids_are_unique_and_sort_by_time() -> None:
     assert all(len(i) == 28 and int(i, 16) >= 0 for i in ids)
 
 
-def test_message_ids_of_one_millisecond_stay_unique_across_threads_and_random_refills() -> None:
-    # 4 threads x 1000 ids in the same millisecond: several refills of the random pool (512 ids each).
-    batches: list[list[str]] = [[] for _ in range(4)]
-    threads = [
-        threading.Thread(target=lambda out=out: out.extend(new_message_id(7.0) for _ in range(1000)))
-        for out in batches
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len({i for batch in batches for i in batch}) == 4000
-
-
 def test_a_forked_child_never_repeats_its_parents_message_ids() -> None:
-    new_message_id(9.0)  # the pool holds octets that a careless fork would hand out twice
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - the child process

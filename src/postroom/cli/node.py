@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,6 @@ import typer
 
 from postroom.app import App, InitOptions, Listening, SetupError, StartupError, check, init_node
 from postroom.cli.context import JsonOption, settings
-from postroom.cli.logs import serving_log
 from postroom.cli.output import console, emit_json, fail, fields
 from postroom.config import ConfigError, ListenAddress, Settings
 
@@ -113,12 +113,11 @@ def check_config(json_output: JsonOption = False) -> None:
 def serve() -> None:
     """Run every listener until SIGTERM or SIGINT, then drain and stop."""
     loaded = settings()
-    with serving_log(loaded.log_level):
-        _serve(loaded)
-    console.print("stopped")
-
-
-def _serve(loaded: Settings) -> None:
+    logging.basicConfig(
+        level=loaded.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         running = App.open(loaded)
     except StartupError as error:
@@ -135,6 +134,7 @@ def _serve(loaded: Settings) -> None:
         raise fail(str(error), 2) from None
     finally:
         running.close()
+    console.print("stopped")
 
 
 def register(app: typer.Typer) -> None:

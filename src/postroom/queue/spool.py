@@ -24,7 +24,6 @@ in its own unit of work (the transaction it delivered in), never by writing the 
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,42 +55,10 @@ class SpoolEntry:
     summary: HeaderSummary
 
 
-_ID_RANDOM_OCTETS = 8  # random octets per message id
-_ID_POOL_OCTETS = 4096  # drawn from the kernel at once: one getrandom() per 512 ids
-
-
-class _RandomPool:
-    """Kernel randomness (os.urandom) drawn in blocks and handed out in slices.
-
-    Why: os.urandom releases the GIL around its system call, and on the event loop's thread, with the
-    blob and writer threads waiting for the GIL, each release cost a hand-over and the loop's wait to
-    get it back, once per message. The octets are as random as os.urandom's; a forked child starts
-    with an empty pool, so parent and child never hand out the same octets."""
-
-    def __init__(self) -> None:
-        self._octets = b""
-        self._at = 0
-        self._lock = threading.Lock()
-        os.register_at_fork(after_in_child=self._forget)
-
-    def take(self, count: int) -> bytes:
-        with self._lock:
-            if self._at + count > len(self._octets):
-                self._octets, self._at = os.urandom(max(count, _ID_POOL_OCTETS)), 0
-            start, self._at = self._at, self._at + count
-            return self._octets[start : self._at]
-
-    def _forget(self) -> None:
-        self._octets, self._at, self._lock = b"", 0, threading.Lock()
-
-
-_random_pool = _RandomPool()
-
-
 def new_message_id(now: float | None = None) -> str:
     """A sortable, unique internal message id: milliseconds then 64 random bits, in hex."""
     millis = int((now if now is not None else time.time()) * 1000)
-    return f"{millis:012x}{_random_pool.take(_ID_RANDOM_OCTETS).hex()}"
+    return f"{millis:012x}{os.urandom(8).hex()}"
 
 
 _INSERT_SPOOL = PreparedInsert(
