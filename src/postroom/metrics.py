@@ -8,12 +8,30 @@ Several worker processes: the supervisor sets `PROMETHEUS_MULTIPROC_DIR` (a dire
 directory, emptied when the node starts) in every worker's environment before the worker imports
 anything, so prometheus_client keeps each process's values in a file there and `/metrics`, whichever
 worker answers it, sums them (`prometheus_client.multiprocess.MultiProcessCollector`). A single
-process (tests, `--workers 1` in the foreground) uses the default registry.
+process (tests, `--workers 1` in the foreground) uses the default registry. `exposition()` renders
+whichever applies; the supervisor calls `worker_exited(pid)` when a worker ends, so the open-connection
+gauge (`livesum`) stops counting it while its counters stay in the sums.
+
+*Security:* label values never come from the network as they are. The `reason` of a deferral or a
+failure is an enhanced status code, which a remote server chooses: `reason()` keeps the codes of the
+registry (class 4 or 5, a known subject, a detail within its range: about 160 values) and maps anything
+else to "other", so a hostile server cannot grow the set of time series without bound.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 CONNECTIONS = Counter("postroom_smtp_connections", "SMTP connections accepted, by listener.", ["listener"])
 CONNECTIONS_OPEN = Gauge(
@@ -68,3 +86,52 @@ DNS_QUERY_SECONDS = Histogram(
 WORKER_RESTARTS = Counter(
     "postroom_worker_restarts", "Worker processes the supervisor restarted after they died."
 )
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OTHER_REASON = "other"
+
+# The highest detail number of each subject of the enhanced status codes (RFC 3463 and the IANA
+# registry's later additions, e.g. X.7.30): a `reason` label outside these is "other", so a remote
+# server cannot grow the label set by answering with made-up codes.
+_HIGHEST_DETAIL = {0: 0, 1: 10, 2: 4, 3: 6, 4: 7, 5: 6, 6: 10, 7: 30}
+
+
+def reason(enhanced: str | None) -> str:
+    """The `reason` label for an enhanced status code: the code itself when it is one of the bounded
+    set (class 4 or 5, a registered subject, detail within the registry's range), else "other"."""
+    if enhanced is None or len(enhanced) > 7:
+        return OTHER_REASON
+    parts = enhanced.split(".")
+    # RFC 3463 digits: ASCII, no leading zero, so each code has one spelling and one label.
+    if len(parts) != 3 or not all(
+        part.isascii() and part.isdigit() and str(int(part)) == part for part in parts
+    ):
+        return OTHER_REASON
+    klass, subject, detail = (int(part) for part in parts)
+    highest = _HIGHEST_DETAIL.get(subject)
+    if klass not in (4, 5) or highest is None or detail > highest:
+        return OTHER_REASON
+    return enhanced
+
+
+def reason_of_reply(text: str) -> str:
+    """The `reason` label of a reply as the queue and the trace store it ("550 5.1.1 ...")."""
+    code, _, rest = text.partition(" ")
+    return reason(rest.partition(" ")[0]) if len(code) == 3 else OTHER_REASON
+
+
+def exposition() -> tuple[bytes, str]:
+    """The `/metrics` body and its content type: every worker's values summed when `PROMETHEUS_MULTIPROC_DIR`
+    is set (several worker processes), else this process's registry. Blocking (reads the files)."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def worker_exited(pid: int) -> None:
+    """The supervisor saw worker `pid` end: its open-connection gauge no longer counts (its counters
+    and histograms stay in the sum, as Prometheus counters must). No-op with a single process."""
+    if os.environ.get(MULTIPROCESS_ENV):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

@@ -471,6 +471,17 @@ def test_a_full_data_directory_is_one_line(small_disk: Path) -> None:
         one_line_error(postroom(*command, config=settings.source), "is full", "[node] data_dir")
 
 
+@pytest.mark.parametrize("count", ["0", "-2", "many"])
+def test_serve_refuses_a_worker_count_below_one(node_settings: Settings, count: str) -> None:
+    result = postroom("serve", "--workers", count, config=node_settings.source)
+    assert result.returncode == 2
+    assert "Invalid value for '--workers'" in result.stderr
+
+
+def test_the_worker_option_is_only_for_the_supervisor(node_settings: Settings) -> None:
+    one_line_error(postroom("serve", "--worker", "1", config=node_settings.source), "serve --workers N")
+
+
 def test_an_admin_port_in_use_is_one_line(node_settings: Settings) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -279,6 +279,9 @@ def test_unknown_keys(tmp_path: Path, text: str, key: str, fix_mentions: str) ->
         ('[node]\nlog_level = "loud"\n', "node.log_level", "must be debug, info, warning or error"),
         ("[node]\ndrain_seconds = 0\n", "node.drain_seconds", "must be greater than 0"),
         ("[node]\nmemory_budget = -1\n", "node.memory_budget", "must be greater than 0"),
+        ("[node]\nworkers = -1\n", "node.workers", "must be from 0 (one per core) to 256"),
+        ("[node]\nworkers = 1000\n", "node.workers", "must be from 0 (one per core) to 256"),
+        ('[node]\nworkers = "4"\n', "node.workers", "expected int"),
         (
             '[submission.limits]\nbare_lf = "keep"\n',
             "submission.limits.bare_lf",
@@ -451,6 +454,30 @@ def test_admin_tls_must_be_a_bool(tmp_path: Path, value: str) -> None:
     assert problem.key == "admin.tls"
     assert problem.message.startswith("expected bool, found ")
     assert problem.fix == "set it like `tls = false`"
+
+
+# `[admin] metrics_allow`: who may read /readyz and /metrics; loopback by default, CIDRs or addresses.
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("", ["127.0.0.0/8", "::1/128"]),
+        ('[admin]\nmetrics_allow = ["10.0.0.0/8", "2001:db8::/32"]\n', ["10.0.0.0/8", "2001:db8::/32"]),
+        ('[admin]\nmetrics_allow = ["192.0.2.7"]\n', ["192.0.2.7/32"]),
+        ("[admin]\nmetrics_allow = []\n", []),
+    ],
+)
+def test_admin_metrics_allow(tmp_path: Path, text: str, shown: list[str]) -> None:
+    assert [str(n) for n in load_settings(write(tmp_path, text)).admin.metrics_allow] == shown
+
+
+@pytest.mark.parametrize("value", ['["10.0.0.0/33"]', '["any"]', '"10.0.0.0/8"'])
+def test_a_bad_metrics_allow_names_its_key_and_the_fix(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, f"[admin]\nmetrics_allow = {value}\n"))
+    [problem] = caught.value.problems
+    assert problem.key == "admin.metrics_allow"
+    assert str(caught.value).startswith(f"{tmp_path / 'etc' / 'postroom.toml'}: admin.metrics_allow: ")
+    assert "10.0.0.0/8" in problem.fix or "192.0.2.0/24" in problem.fix
 
 
 def test_password_policy(tmp_path: Path) -> None:

@@ -1,10 +1,22 @@
-"""The admin HTTP application: for now, the MTA-STS policy of each hosted domain, chosen by Host header.
+"""The admin HTTP application: the hosted domains' MTA-STS policies, and the node's health and metrics.
 
 A sending MTA fetches `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 8461 §3.3). All those
 host names point at the service, so the request's Host header says which domain is asked for; the
 app asks `policy_for(domain)` (the domain as an A-label, lower-case) and serves the text it returns
 with `200 text/plain; charset=utf-8`, or `404` when it returns None or the host is not `mta-sts.*`.
 Any other path is `404` (never a redirect). The REST API and the admin center will be routes beside it.
+
+Monitoring (with a `Monitor`; `GET` only, `text/plain`):
+
+- `/healthz`: `200 ok` while the event loop answers; touches nothing else (no database). Anyone may ask.
+- `/readyz`: `200 ready` when `Monitor.unready()` finds nothing wrong, else `503 not ready: <reason>`
+  (one line: draining, the writer stopped, the database did not answer). A load balancer probes it.
+- `/metrics`: the Prometheus text exposition `Monitor.exposition()` gives.
+
+`/readyz` and `/metrics` say how the node is doing inside (its queue, its database), so they answer
+only clients whose address is in `monitor_allow` (`[admin] metrics_allow`, by default loopback only);
+anyone else gets `403`. The admin listener also serves the MTA-STS policies to the whole internet,
+and a stranger has no business reading the queue depth or learning that the database is down.
 
 `policy_for` is synchronous and reads the directory, which is a database read (a network round trip
 with PostgreSQL); it runs in a worker thread (`asyncio.to_thread`) so the node's SMTP sessions on the
@@ -23,6 +35,7 @@ import asyncio
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -32,9 +45,24 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from postroom.config.settings import AdminSettings, Network
 from postroom.dns.mta_sts import POLICY_PATH
 
 PolicyLookup = Callable[[str], str | None]
+LOOPBACK: tuple[Network, ...] = AdminSettings().metrics_allow
+
+
+class Monitor(Protocol):
+    """What the monitoring routes ask the node. Both run on the event loop and must not block it."""
+
+    async def unready(self) -> str | None:
+        """None when the node should be sent traffic, else why not (one line, no internals)."""
+        ...
+
+    async def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        ...
+
 
 MTA_STS_PREFIX = "mta-sts."
 
@@ -76,8 +104,53 @@ class _RequireValidHost:
         await self.app(scope, receive, send)
 
 
-def build_admin_app(policy_for: PolicyLookup) -> Starlette:
-    """The ASGI app of the admin listener; `policy_for(domain)` gives a domain's MTA-STS policy text."""
+def _allowed(request: Request, networks: tuple[Network, ...]) -> bool:
+    """Whether the request's client (the socket's peer: forwarded headers are not trusted) is inside one
+    of `networks`; an IPv4 client on an IPv6 socket is taken by its IPv4 address."""
+    if request.client is None:
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
+
+
+def _monitoring_routes(monitor: Monitor, allow: tuple[Network, ...]) -> list[Route]:
+    def forbidden() -> Response:
+        return PlainTextResponse("forbidden: your address is not in [admin] metrics_allow\n", status_code=403)
+
+    async def healthz(_request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(request: Request) -> Response:
+        if not _allowed(request, allow):
+            return forbidden()
+        reason = await monitor.unready()
+        if reason is not None:
+            return PlainTextResponse(f"not ready: {reason}\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def metrics(request: Request) -> Response:
+        if not _allowed(request, allow):
+            return forbidden()
+        body, content_type = await monitor.exposition()
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+
+
+def build_admin_app(
+    policy_for: PolicyLookup, monitor: Monitor | None = None, monitor_allow: tuple[Network, ...] = LOOPBACK
+) -> Starlette:
+    """The ASGI app of the admin listener; `policy_for(domain)` gives a domain's MTA-STS policy text,
+    `monitor` (when given) answers `/readyz` and `/metrics` for the clients in `monitor_allow`."""
 
     async def mta_sts_policy(request: Request) -> Response:
         host = request_host(request.headers["host"]) or ""
@@ -87,8 +160,11 @@ def build_admin_app(policy_for: PolicyLookup) -> Starlette:
             return PlainTextResponse("no MTA-STS policy here\n", status_code=404)
         return PlainTextResponse(text)
 
+    routes = [Route(POLICY_PATH, mta_sts_policy, methods=["GET"])]
+    if monitor is not None:
+        routes += _monitoring_routes(monitor, monitor_allow)
     app = Starlette(
-        routes=[Route(POLICY_PATH, mta_sts_policy, methods=["GET"])],
+        routes=routes,
         middleware=[Middleware(_RequireValidHost)],
     )
     # A path with a trailing slash is a 404, not a redirect built from the Host header.

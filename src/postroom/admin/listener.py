@@ -1,9 +1,10 @@
 """The admin listener: uvicorn serving the admin ASGI app inside the node's own event loop.
 
 `AdminListener.start()` binds every configured address itself (port 0 picks a free one; `bound` says
-which), hands the listening sockets to a uvicorn server running as a task on the current loop, and
-returns once uvicorn serves them. `stop(grace)` asks uvicorn to exit: it stops accepting, closes idle
-keep-alive connections, and lets requests in flight finish; after `grace` seconds (rounded up to a
+which; or it takes the listening `sockets` a supervisor bound for it, see `app.workers`), hands the
+listening sockets to a uvicorn server running as a task on the current loop, and returns once
+uvicorn serves them. `stop(grace)` asks uvicorn to exit: it stops accepting, closes idle keep-alive
+connections, and lets requests in flight finish; after `grace` seconds (rounded up to a
 whole second) it cancels those still running, whose clients get `500`, and closes their connections.
 Should uvicorn itself hang, its task is cancelled shortly after. Nothing outlives `stop`.
 
@@ -132,8 +133,10 @@ class AdminListener:
         addresses: tuple[ListenAddress, ...],
         ssl_context: ssl.SSLContext | None = None,
         limits: AdminLimits | None = None,
+        sockets: tuple[socket.socket, ...] = (),
     ) -> None:
         self.app = app
+        self.sockets = sockets  # listening sockets bound by a supervisor (`app.workers`): used, not bound
         self.addresses = addresses
         self.ssl_context = ssl_context
         self.limits = limits or AdminLimits()
@@ -155,7 +158,7 @@ class AdminListener:
         if not self.addresses:
             return ()
         limits = self.limits
-        sockets = _bind(self.addresses, backlog=limits.max_connections)
+        sockets = list(self.sockets) or _bind(self.addresses, backlog=limits.max_connections)
         context = self.ssl_context
         ssl_factory: Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = (
             (lambda _config, _default: context) if context is not None else None

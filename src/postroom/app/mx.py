@@ -20,6 +20,9 @@ are traced as failed with the reply they got, so an admin can answer "why did my
 bounce?"; past the limits of `[trace] refusals_per_session` and `refusals_per_client` they are
 aggregated instead (`trace.refusals`), so a client cannot make the node write without bound.
 
+Each committed message is counted (`postroom_messages_received_total`), with its local recipients as
+delivered and those that failed while routed as failed (`postroom.metrics`), once the commit returned.
+
 Each committed message, and each transaction refused at the end of DATA, gets one info line in the
 node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
 size, time taken, and every recipient with its outcome (delivered, queued, failed with its reply).
@@ -52,6 +55,7 @@ from typing import TypeVar
 
 from sqlalchemy import Connection
 
+from postroom import metrics
 from postroom.delivery import deliver_at_commit
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
 from postroom.model import Address, Reply, replies
@@ -385,6 +389,7 @@ class MxSession:
         if any(_queued(route) for route in categorized.routes):
             self._endpoint.queued()
         self.envelope = None  # committed: a reset must not trace its rejects again
+        _count_committed(self.connection.listener_name, categorized.routes)
         self._log_transaction("queued", envelope, entry.size, outcomes)
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
 
@@ -511,6 +516,17 @@ class Received:
     envelope: Envelope
     receive_detail: dict[str, object]
     client_ip: str
+
+
+def _count_committed(listener: str, routes: list[RoutedRecipient]) -> None:
+    """Count a committed message (its 250 follows) and what its commit settled: local recipients
+    delivered, recipients that failed while routed; remote ones are counted when their delivery settles."""
+    metrics.MESSAGES_RECEIVED.labels(listener).inc()
+    for route in routes:
+        if route.failure:
+            metrics.RECIPIENTS_FAILED.labels(metrics.reason_of_reply(route.failure)).inc()
+        elif route.route is Route.LOCAL:
+            metrics.RECIPIENTS_DELIVERED.labels("local").inc()
 
 
 def _queued(route: RoutedRecipient) -> bool:

@@ -4,10 +4,12 @@
 uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
 every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, and
-the admin HTTP listener that serves the hosted domains' MTA-STS policies), prints where it listens,
-and runs until SIGTERM or SIGINT; then it drains: listeners stop
-accepting, transactions and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a
-session still in a transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
+the admin HTTP listener that serves the hosted domains' MTA-STS policies, `/healthz`, `/readyz` and
+`/metrics`: `app.monitor`), prints where it listens, and runs until SIGTERM or SIGINT; then it
+drains: `/readyz` turns 503 at once, the SMTP listeners stop accepting (the admin listener keeps
+answering until they have drained, so a load balancer sees the 503, then stops too), transactions
+and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still in a
+transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
 refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
 left uncommitted.
 
@@ -29,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -41,6 +44,8 @@ import uvloop
 
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
+from postroom.app.logins import SharedCounts
+from postroom.app.monitor import NodeMonitor
 from postroom.app.mx import MxEndpoint
 from postroom.app.outbound import build_scheduler, write_trace
 from postroom.app.sending import remote_delivery
@@ -54,7 +59,7 @@ from postroom.app.startup import (
     tls_context,
     unusable_url,
 )
-from postroom.app.submission import SubmissionEndpoint, SubmissionLimits
+from postroom.app.submission import MINUTE, SubmissionEndpoint, SubmissionLimits
 from postroom.config import Settings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
@@ -102,6 +107,12 @@ class App:
         # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
+        # Which worker of its node this process is (1-based; a node run as one process is worker 1),
+        # and the listening sockets its supervisor bound for it, by listener name (`app.workers`);
+        # a listener without any binds its own addresses.
+        self.worker = 1
+        self.sockets: dict[str, tuple[socket.socket, ...]] = {}
+        self._counts: list[SharedCounts] = []
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
     @classmethod
@@ -175,6 +186,10 @@ class App:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(self.serve(on_ready))
 
+    def _shared(self, counts: SharedCounts) -> SharedCounts:
+        self._counts.append(counts)  # closed when serve() returns
+        return counts
+
     def _submission_listeners(
         self, mx: MxEndpoint, tls: ssl.SSLContext, memory: MemoryBudget
     ) -> list[SmtpListener]:
@@ -182,6 +197,7 @@ class App:
         the 465 role), each left out when it has no address. Both require AUTH for MAIL, after TLS."""
         settings = self.settings
         submission = settings.submission
+        counts = settings.data_dir / "run" / "submission-counts.sqlite"
         endpoint = SubmissionEndpoint(
             mx,
             self.directory,
@@ -196,6 +212,9 @@ class App:
                 auth_failures_before_disconnect=submission.auth_failures_before_disconnect,
                 auth_cache_seconds=submission.auth_cache_seconds,
             ),
+            # shared by every worker of the node (a file under <data_dir>/run), see app.logins
+            failed_logins=self._shared(SharedCounts(counts, "failed_logins", submission.auth_failure_window)),
+            messages=self._shared(SharedCounts(counts, "submitted_messages", MINUTE)),
         )
         roles = (("submission", submission.listen, False), ("submissions", submission.tls_listen, True))
         return [
@@ -210,6 +229,7 @@ class App:
                 spool_dir=settings.spool_dir,
                 memory=memory,
                 auth=AuthPolicy(tls_required=True, required_for_mail=True),
+                sockets=self.sockets.get(name, ()),
             )
             for name, addresses, implicit in roles
             if addresses
@@ -273,14 +293,19 @@ class App:
             ssl_context=tls,
             spool_dir=settings.spool_dir,
             memory=memory,
+            sockets=self.sockets.get("mx", ()),
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
+        monitor = NodeMonitor(self.database, committer)
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
-            build_admin_app(partial(mta_sts_policy_text, self.directory, settings)),
+            build_admin_app(
+                partial(mta_sts_policy_text, self.directory, settings), monitor, settings.admin.metrics_allow
+            ),
             settings.admin.listen,
             ssl_context=tls if settings.admin.tls else None,
             limits=settings.admin.limits,
+            sockets=self.sockets.get("admin", ()),
         )
         scheduler_task = asyncio.create_task(scheduler.run(), name="postroom-scheduler")
         background = [
@@ -309,11 +334,10 @@ class App:
             if on_ready is not None:
                 on_ready(listening)
             await stop.wait()
+            monitor.draining = True  # /readyz says 503 from now on; the admin listener stops last
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(
-                *(listener.stop(settings.drain_seconds) for listener in smtp_listeners),
-                admin.stop(settings.drain_seconds),
-            )
+            await asyncio.gather(*(listener.stop(settings.drain_seconds) for listener in smtp_listeners))
+            await admin.stop(settings.drain_seconds)
         finally:
             for task in background:
                 task.cancel()
@@ -329,6 +353,9 @@ class App:
                 log.exception("could not write the aggregated refusals at stop")
             await asyncio.to_thread(committer.stop)
             endpoint.close()
+            for counts in self._counts:
+                counts.close()
+            self._counts.clear()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                     loop.remove_signal_handler(signum)

@@ -131,11 +131,16 @@ async def listen(table: str, starting: Awaitable[object], settings: Settings) ->
     try:
         await starting
     except OSError as error:
-        full = str(error).removeprefix(f"[Errno {error.errno}] ")
-        raise StartupError(
-            f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
-            "or stop what holds the port"
-        ) from None
+        raise bind_error(table, error, settings) from None
+
+
+def bind_error(table: str, error: OSError, settings: Settings) -> StartupError:
+    """The one line for a listen address that cannot be bound (in use, not this machine's, ...)."""
+    full = str(error).removeprefix(f"[Errno {error.errno}] ")
+    return StartupError(
+        f"[{table}] listen: cannot listen: {full}; change [{table}] listen in {settings.source} "
+        "or stop what holds the port"
+    )
 
 
 SRS_KEY_OCTETS = 32  # the random key a new SRS key file holds (hex)

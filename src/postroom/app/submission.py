@@ -9,7 +9,8 @@ the port 465 role (implicit TLS). The SMTP core runs the SASL exchange and refus
   loop; a login verified in the last `[submission] auth_cache_seconds` is not hashed again, see
   `app.logins`). Failures get 535 5.7.8 and are counted per client IP and per account; past
   `auth_failures_before_throttle` of either, every login gets 454 4.7.0 (the right password too), past
-  `auth_failures_before_disconnect` 421 and the connection closes. Every failure is logged at
+  `auth_failures_before_disconnect` 421 and the connection closes; the counts are the node's, shared
+by all its worker processes (`app.logins.SharedCounts`). Every failure is logged at
   warning (logger `postroom.app.submission`) with the client IP and the account, never the
   password. A mailbox whose SMTP AUTH is off (itself, or its tenant) gets 535 5.7.139. An `authzid`
   other than the login name is refused like a wrong password.
@@ -22,7 +23,8 @@ the port 465 role (implicit TLS). The SMTP core runs the SASL exchange and refus
 - **Limits**: recipients per message (the mailbox's, else `[submission] max_recipients`; past it 452
   4.5.3); the send size (SIZE= at MAIL and the real size at the end of DATA: 552 5.2.3); messages
   per minute per mailbox (`messages_per_minute`; past it 450 4.7.0 and nothing is queued), counted
-  in this process's memory (cheap; a restart forgets the last minute); recipients per UTC day
+  like failed logins in the count every worker of the node shares (`app.logins.SharedCounts`, not
+  durable: a restart of the machine forgets the last minute); recipients per UTC day
   (`recipients_per_day`), counted durably in the commit's transaction (`directory.charge_recipients`):
   a message that would pass it gets 550 5.1.90 and the sender is restricted until the next UTC day or
   an administrator's release; while restricted, MAIL gets 550 5.2.2.
@@ -44,7 +46,6 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.parser import BytesHeaderParser
@@ -54,7 +55,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
-from postroom.app.logins import FailedLogins, VerifiedLogins
+from postroom.app.logins import VerifiedLogins, WindowCounts
 from postroom.app.mx import CommitResult, Envelope, MxEndpoint, MxSession, Received, commit_received
 from postroom.directory import (
     Directory,
@@ -98,35 +99,43 @@ class SubmissionEndpoint:
         directory: Directory,
         database: Database,
         limits: SubmissionLimits,
+        *,
+        failed_logins: WindowCounts,
+        messages: WindowCounts,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`failed_logins` counts over `limits.auth_failure_window`, `messages` over a minute."""
         self.mx = mx
         self.directory = directory
         self._database = database
         self.limits = limits
-        self._clock = clock
-        self.failed_logins = FailedLogins(limits.auth_failure_window, clock)
+        self.failed_logins = failed_logins
         self.verified_logins = VerifiedLogins(limits.auth_cache_seconds, clock)
-        self._submitted: dict[int, deque[float]] = {}  # mailbox id -> times of its last minute's messages
+        self._messages = messages  # "mailbox:<id>" -> its messages of the last minute
 
     def session(self, connection: ConnectionInfo) -> SubmissionSession:
         return SubmissionSession(self, connection)
 
-    def rate_exceeded(self, mailbox_id: int, *, take: bool) -> bool:
+    async def rate_exceeded(self, mailbox_id: int, *, take: bool) -> bool:
         """True when the mailbox sent `messages_per_minute` in the last minute; `take` counts one more."""
-        now = self._clock()
-        times = self._submitted.get(mailbox_id)
-        if times is not None:
-            while times and times[0] <= now - MINUTE:
-                times.popleft()
-            if not times:
-                del self._submitted[mailbox_id]
-                times = None
-        if times is not None and len(times) >= self.limits.messages_per_minute:
-            return True
+        key, most = f"mailbox:{mailbox_id}", self.limits.messages_per_minute
         if take:
-            self._submitted.setdefault(mailbox_id, deque()).append(now)
-        return False
+            return not await self.mx.lookup(partial(self._messages.take, key, most))
+        return await self.mx.lookup(partial(self._messages.count, key)) >= most
+
+    async def failures(self, client: str, account: str) -> int:
+        """Failed logins lately from this client IP or for this account, whichever has more."""
+        failed = self.failed_logins
+        return await self.mx.lookup(
+            lambda: max(failed.count(f"ip:{client}"), failed.count(f"account:{account}"))
+        )
+
+    async def add_failure(self, client: str, account: str) -> None:
+        def add() -> None:
+            self.failed_logins.add(f"ip:{client}")
+            self.failed_logins.add(f"account:{account}")
+
+        await self.mx.lookup(add)
 
     async def login(self, account_key: str, password: str) -> SubmissionAccount | None:
         """The mailbox when `password` is its password; None otherwise (one Argon2 check, off the loop,
@@ -172,21 +181,22 @@ class SubmissionSession(MxSession):
         except AddressError:
             key = login.casefold()
         client = self.connection.peer_ip
-        failed = endpoint.failed_logins
-        failures = max(failed.count(f"ip:{client}"), failed.count(f"account:{key}"))
+        failures = await endpoint.failures(client, key)
         if failures >= limits.auth_failures_before_disconnect:
-            return self._login_failed(
+            return await self._login_failed(
                 client, key, "too many failed logins; disconnecting", replies.AUTH_TOO_MANY_FAILURES
             )
         if failures >= limits.auth_failures_before_throttle:
-            return self._login_failed(
+            return await self._login_failed(
                 client, key, "too many failed logins; throttled", replies.AUTH_THROTTLED
             )
         account = await endpoint.login(key, credentials.password)
         if account is None:
-            return self._login_failed(client, key, "wrong user name or password", replies.AUTH_FAILED)
+            return await self._login_failed(client, key, "wrong user name or password", replies.AUTH_FAILED)
         if credentials.authzid and credentials.authzid.strip().casefold() != login.casefold():
-            return self._login_failed(client, key, "asked to act as another identity", replies.AUTH_FAILED)
+            return await self._login_failed(
+                client, key, "asked to act as another identity", replies.AUTH_FAILED
+            )
         if not account.smtp_auth:
             log.warning("SMTP AUTH refused: client=%s account=%s SMTP AUTH is disabled", client, key)
             return replies.AUTH_DISABLED
@@ -195,10 +205,8 @@ class SubmissionSession(MxSession):
         self.authenticated_tenant = account.tenant_id
         return replies.AUTH_SUCCEEDED
 
-    def _login_failed(self, client: str, account: str, reason: str, reply: Reply) -> Reply:
-        failed = self._submission.failed_logins
-        failed.add(f"ip:{client}")
-        failed.add(f"account:{account}")
+    async def _login_failed(self, client: str, account: str, reason: str, reply: Reply) -> Reply:
+        await self._submission.add_failure(client, account)
         log.warning("SMTP AUTH failed: client=%s account=%s %s (%s)", client, account, reason, reply.enhanced)
         return reply
 
@@ -209,7 +217,7 @@ class SubmissionSession(MxSession):
             return replies.SEND_AS_DENIED
         if await self._submission.restricted(account.mailbox_id):
             return replies.SUBMISSION_QUOTA_EXCEEDED
-        if self._submission.rate_exceeded(account.mailbox_id, take=False):
+        if await self._submission.rate_exceeded(account.mailbox_id, take=False):
             return replies.MESSAGE_RATE_EXCEEDED
         if params.size is not None and params.size > self._send_limit(account):
             return replies.SENDER_SIZE_EXCEEDED
@@ -237,7 +245,7 @@ class SubmissionSession(MxSession):
             return replies.SENDER_SIZE_EXCEEDED
         if not _from_allowed(head, account.senders):
             return replies.SEND_AS_DENIED
-        if self._submission.rate_exceeded(account.mailbox_id, take=True):
+        if await self._submission.rate_exceeded(account.mailbox_id, take=True):
             return replies.MESSAGE_RATE_EXCEEDED
         return None
 

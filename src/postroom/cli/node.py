@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from postroom.app import App, InitOptions, Listening, SetupError, StartupError, check, init_node
+from postroom.app.workers import Supervisor, WorkersFailedError, run_worker
 from postroom.cli.context import JsonOption, settings
 from postroom.cli.output import console, emit_json, fail, fields
 from postroom.config import ConfigError, ListenAddress, Settings
@@ -110,24 +111,53 @@ def check_config(json_output: JsonOption = False) -> None:
     )
 
 
-def serve() -> None:
+def serve(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Worker processes, each serving every listener (default: \\[node] workers, where "
+            "0 means one per core). 1 serves in this process, without a supervisor.",
+        ),
+    ] = None,
+    worker: Annotated[int | None, typer.Option("--worker", hidden=True, min=1)] = None,
+) -> None:
     """Run every listener until SIGTERM or SIGINT, then drain and stop."""
     loaded = settings()
+    label = f"[worker {worker}]" if worker is not None else ""
     logging.basicConfig(
         level=loaded.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s{label}: %(message)s",
         stream=sys.stderr,
     )
-    try:
-        running = App.open(loaded)
-    except StartupError as error:
-        raise fail(str(error), 2) from None
+    if worker is not None:
+        try:
+            run_worker(loaded, worker)
+        except StartupError as error:
+            raise fail(str(error), 2) from None
+        return
 
     def ready(listening: list[Listening]) -> None:
         for item in listening:
             console.print(f"{item.name:12} {item.protocol:6} {item.address}", markup=False)
-        console.print("serving; Ctrl-C or SIGTERM stops after draining")
+        console.print(f"serving{served_by}; Ctrl-C or SIGTERM stops after draining", markup=False)
 
+    count = workers if workers is not None else loaded.worker_count
+    served_by = f" with {count} worker processes" if count > 1 else ""
+    if count > 1:
+        try:
+            Supervisor(loaded, count).run(ready)
+        except StartupError as error:
+            raise fail(str(error), 2) from None
+        except WorkersFailedError as error:
+            raise fail(str(error), 1) from None
+        console.print("stopped")
+        return
+    try:
+        running = App.open(loaded)
+    except StartupError as error:
+        raise fail(str(error), 2) from None
     try:
         running.run(ready)
     except StartupError as error:

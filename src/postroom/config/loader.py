@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from postroom.config.settings import (
     ListenAddress,
     ListenerSettings,
+    Network,
     Settings,
     SmtpLimits,
     SubmissionSettings,
@@ -176,6 +177,22 @@ class _Reader:
                         f"{table}.{key}",
                         f"{item!r} is not an IP address",
                         'write "203.0.113.25" or "2001:db8::25"',
+                    )
+                )
+        return tuple(found)
+
+    def networks(self, table: str, key: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
+        """A list of IP networks in CIDR notation (an address alone is a network of one)."""
+        found = []
+        for item in self.strings(table, key, [str(n) for n in default], "IP networks", '["10.0.0.0/8"]'):
+            try:
+                found.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                self.problems.append(
+                    Problem(
+                        f"{table}.{key}",
+                        f"{item!r} is not an IP network",
+                        'write "192.0.2.0/24", "2001:db8::/32" or an address alone',
                     )
                 )
         return tuple(found)
@@ -409,6 +426,7 @@ def load_settings(path: Path) -> Settings:
             defaults.admin,
             listen=reader.listen("admin", "listen", tuple(map(str, defaults.admin.listen))),
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
+            metrics_allow=reader.networks("admin", "metrics_allow", defaults.admin.metrics_allow),
         ),
         queue=reader.dataclass_table(
             "queue",
@@ -457,7 +475,7 @@ def load_settings(path: Path) -> Settings:
 
 def _toml(value: Any) -> Any:
     """A settings value as TOML holds it: tables for dataclasses, strings for paths and addresses."""
-    if isinstance(value, Path | ListenAddress):
+    if isinstance(value, Path | ListenAddress | ipaddress.IPv4Network | ipaddress.IPv6Network):
         return str(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {item.name: _toml(getattr(value, item.name)) for item in dataclasses.fields(value)}

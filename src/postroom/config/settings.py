@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
 
@@ -102,6 +103,9 @@ class SmtpLimits:
     max_auth_failures: int = 3  # failed AUTH replies per session, then 421 4.7.0 and disconnect
 
 
+Network = IPv4Network | IPv6Network
+
+
 def _loopback(port: int) -> tuple[ListenAddress, ...]:
     return (ListenAddress("127.0.0.1", port),)
 
@@ -173,6 +177,8 @@ class AdminSettings:
     listen: tuple[ListenAddress, ...] = _loopback(8080)
     tls: bool = False  # serve HTTPS with [tls]; False: HTTP behind a reverse proxy that holds TLS
     limits: AdminLimits = field(default_factory=AdminLimits)
+    # Client networks that may read /readyz and /metrics (the node's insides); everyone else gets 403.
+    metrics_allow: tuple[Network, ...] = (ip_network("127.0.0.0/8"), ip_network("::1/128"))
 
 
 @dataclass(frozen=True, slots=True)

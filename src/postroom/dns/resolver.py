@@ -38,7 +38,8 @@ negative answers (NXDOMAIN, NODATA) for the SOA minimum of the authority section
 cached), temporary errors never. The cache is an LRU bounded by `DnsSettings.cache_size` entries
 (0 disables it) and reads time from an injectable monotonic clock. `fresh=True` on any lookup bypasses
 the cache (and refreshes it with the new answer); `flush()` empties it. Typed values are immutable, so
-cached answers are shared safely.
+cached answers are shared safely. Every query sent (a cache miss) is timed in
+`postroom_dns_query_seconds` by record type, whatever its outcome.
 
 *Security:* everything here is read from the network and untrusted. dnspython parses the wire format
 (bounded by the protocol: names of 255 octets at most, character-strings of 255 at most); this module
@@ -80,6 +81,7 @@ import dns.rdtypes.IN.AAAA
 import dns.resolver
 import dns.reversename
 
+from postroom import metrics
 from postroom.config.settings import DnsSettings
 
 MAX_POSITIVE_TTL = 86_400  # seconds an answer is cached at most, whatever its TTL says
@@ -395,7 +397,10 @@ class DnsResolver:
         if cached is not None:
             outcome, ttl = cached
         else:
-            outcome, ttl = await self._ask(qname, rdtype)
+            with metrics.DNS_QUERY_SECONDS.labels(
+                dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
+            ).time():
+                outcome, ttl = await self._ask(qname, rdtype)
             self._cache.put(key, outcome, ttl)
         if isinstance(outcome, _NotFound):
             raise NxDomain(f"{_host(qname)} does not exist")

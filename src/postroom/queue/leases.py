@@ -52,10 +52,14 @@ class TraceRows:
 
     events: list[TraceEvent] = field(default_factory=list)
     statuses: list[TraceRecipient] = field(default_factory=list)
+    # What each recipient settled here came to (Send, Defer or Fail) with its final reply, for the
+    # caller to count once the job committed (a job may run twice when its batch is replayed).
+    settled: list[tuple[EventKind, Reply]] = field(default_factory=list)
 
     def extend(self, other: TraceRows) -> None:
         self.events += other.events
         self.statuses += other.statuses
+        self.settled += other.settled
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,7 @@ def settle_results(
         }
         if reply.is_positive:
             delivered.add(leased.queue_id)
+            trace.settled.append((EventKind.SEND, reply))
             trace.extend(
                 _rows(leased, EventKind.SEND, {**detail, "status": "delivered"}, TraceStatus.DELIVERED)
             )
@@ -232,11 +237,13 @@ def settle_results(
             values["next_attempt_at"] = now + policy.delay(attempts)
             values["expires_at"] = expires_at
             trace.extend(_rows(leased, EventKind.DEFER, {**detail, "attempts": attempts}, None))
+            trace.settled.append((EventKind.DEFER, reply))
         else:
             final = reply if reply.is_permanent else _expired(reply)
             values["state"] = QueueState.FAILED.value
             values["last_reply"] = str(final)[:512]
             trace.extend(_rows(leased, EventKind.FAIL, {**detail, "reply": str(final)}, TraceStatus.FAILED))
+            trace.settled.append((EventKind.FAIL, final))
         conn.execute(update(q).where(q.c.id == leased.queue_id).values(**values))
     settle(conn, delivered)
     return trace

@@ -11,7 +11,8 @@ One loop per node. Each turn it:
    one tenant) and starts one delivery per destination: the agent is given that destination's
    attempts together (so it can reuse a connection; it bounds connections per destination itself);
 4. when a delivery answers, settles each recipient in a writer job (`queue.leases.settle_results`:
-   2xx delivered, 4xx deferred on the retry schedule until expiry, 5xx failed) with its trace.
+   2xx delivered, 4xx deferred on the retry schedule until expiry, 5xx failed) with its trace, and
+   once that job committed counts each in `postroom.metrics` (delivered, deferred or failed by reason).
 
 No network I/O ever runs inside a writer job, and no SQL on the event loop: leasing, renewing and
 settling are jobs of the group committer. A delivery that runs past a third of the lease renews the
@@ -45,7 +46,9 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
-from postroom.model import replies
+from postroom import metrics
+from postroom.model import Reply, replies
+from postroom.model.flow import EventKind
 from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient, RecipientResult
 from postroom.queue.bounce import Reporter, report_delays, report_failures
 from postroom.queue.leases import (
@@ -272,10 +275,11 @@ class Scheduler:
                 for item in items
             ]
             try:
-                await self._committer.run(partial(self._settle_job, token, outcomes, self._clock()))
+                settled = await self._committer.run(partial(self._settle_job, token, outcomes, self._clock()))
             except Exception:
                 log.exception("settling a delivery failed; its recipients come back when their lease expires")
                 return 0
+            _count_settled(settled)
             self.settled += len(outcomes)
             return len(outcomes)
         finally:
@@ -288,6 +292,18 @@ class Scheduler:
         outcomes: list[tuple[LeasedRecipient, RecipientResult]],
         now: float,
         conn: Connection,
-    ) -> None:
+    ) -> list[tuple[EventKind, Reply]]:
         rows = settle_results(conn, token, outcomes, now, self._policy.retry)
         self._write_trace(conn, rows, now)
+        return rows.settled
+
+
+def _count_settled(settled: list[tuple[EventKind, Reply]]) -> None:
+    """Count what a committed settling job settled: delivered (remote), deferred and failed by reason."""
+    for kind, reply in settled:
+        if kind is EventKind.SEND:
+            metrics.RECIPIENTS_DELIVERED.labels("remote").inc()
+        elif kind is EventKind.DEFER:
+            metrics.RECIPIENTS_DEFERRED.labels(metrics.reason(reply.enhanced)).inc()
+        else:
+            metrics.RECIPIENTS_FAILED.labels(metrics.reason(reply.enhanced)).inc()

@@ -179,6 +179,25 @@ def queue_summary(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """What the queue holds, for monitoring: recipients by state (every state, 0 when none) and when
+    the oldest queued message was received (None: the queue is empty)."""
+
+    recipients: dict[QueueState, int]
+    oldest_received_at: float | None
+
+
+def queue_depth(conn: Connection) -> QueueDepth:
+    """The whole queue's depth, cheaply: a count by state over the due index, one probe of the
+    spool's receipt index (no count of messages)."""
+    q = queue_recipients
+    rows = conn.execute(select(q.c.state, func.count()).group_by(q.c.state))
+    counts = {str(state): int(count) for state, count in rows}
+    oldest = conn.execute(select(func.min(spool_messages.c.received_at))).scalar()
+    return QueueDepth({state: int(counts.get(state.value, 0)) for state in QueueState}, oldest)
+
+
 def settle(conn: Connection, queue_ids: set[int]) -> None:
     """Take these settled recipients (delivered or failed) out of the queue, and the messages left
     with no queued recipient out of the spool, in the caller's transaction."""

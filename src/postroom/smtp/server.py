@@ -1,6 +1,7 @@
 """The SMTP listener: asyncio sockets around the sans-IO core, one task and one session per connection.
 
-`SmtpListener` binds its addresses (`start`, port 0 picks a free port and `bound` says which), and for
+`SmtpListener` binds its addresses (`start`, port 0 picks a free port and `bound` says which; or it
+serves the listening `sockets` a supervisor bound for it, see `app.workers`), and for
 every accepted connection runs one task that moves bytes between the socket and `SmtpServerProtocol` and
 asks the application's `SmtpSession` each decision. Replies are written once the core has consumed all
 the input it has, so a pipelined group of commands gets its replies in one write.
@@ -34,6 +35,9 @@ session holds at most about `spool_threshold` + 256 KiB of it in memory; the ses
 A spool file is deleted when its message is refused, aborted or answered (the session may have moved it
 into the blob store); at `start` the files left in `spool_dir` by a process that is gone are deleted.
 
+Metrics: every accepted TCP connection counts in `postroom_smtp_connections_total` (refused ones too),
+and each admitted one in `postroom_smtp_connections_open` while it is served.
+
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
 451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
 cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
@@ -56,11 +60,13 @@ import ipaddress
 import itertools
 import logging
 import os
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar, cast
 
+from postroom import metrics
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
 from postroom.model.replies import Reply
@@ -140,6 +146,7 @@ class SmtpListener:
         memory: MemoryBudget,
         auth: AuthPolicy | None = None,
         hidden_extensions: frozenset[str] = frozenset(),
+        sockets: tuple[socket.socket, ...] = (),
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -164,6 +171,9 @@ class SmtpListener:
         self.hidden_extensions = hidden_extensions  # EHLO keywords not advertised (test sinks, labs)
         self._bound: tuple[ListenAddress, ...] = ()
         self._draining = False
+        self.sockets = sockets  # listening sockets bound by a supervisor (`app.workers`): used, not bound
+        self.accepted = metrics.CONNECTIONS.labels(name)  # every TCP connection, refused ones too
+        self._open = metrics.CONNECTIONS_OPEN.labels(name)  # the connections served (admitted)
 
     @property
     def bound(self) -> tuple[ListenAddress, ...]:
@@ -179,16 +189,27 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         tls = self.ssl_context if self.implicit_tls else None
         self._remove_leftover_spool_files()
+        backlog = min(self.limits.max_connections, 4096)
+        handshake_timeout = self.limits.command_timeout if tls else None
         try:
-            for address in self.addresses:
+            for sock in self.sockets:
+                server = await loop.create_server(
+                    lambda: _Connection(self),
+                    sock=sock,
+                    ssl=tls,
+                    ssl_handshake_timeout=handshake_timeout,
+                    backlog=backlog,
+                )
+                self._servers.append(server)
+            for address in () if self.sockets else self.addresses:
                 server = await loop.create_server(
                     lambda: _Connection(self),
                     address.host,
                     address.port,
                     ssl=tls,
-                    ssl_handshake_timeout=self.limits.command_timeout if tls else None,
+                    ssl_handshake_timeout=handshake_timeout,
                     reuse_address=True,
-                    backlog=min(self.limits.max_connections, 4096),
+                    backlog=backlog,
                 )
                 self._servers.append(server)
         except BaseException:
@@ -265,6 +286,7 @@ class SmtpListener:
 
     def _register(self, connection: _Connection) -> None:
         self._connections.add(connection)
+        self._open.inc()
         self._per_ip[connection.peer_ip] = self._per_ip.get(connection.peer_ip, 0) + 1
         self._per_network[connection.network] = self._per_network.get(connection.network, 0) + 1
 
@@ -272,6 +294,7 @@ class SmtpListener:
         if connection not in self._connections:
             return
         self._connections.discard(connection)
+        self._open.dec()
         for counts, key in ((self._per_ip, connection.peer_ip), (self._per_network, connection.network)):
             left = counts.get(key, 1) - 1
             if left:
@@ -338,6 +361,7 @@ class _Connection(asyncio.Protocol):
         # A stream transport; uvloop's are not subclasses of asyncio.Transport, so no isinstance.
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._listener.accepted.inc()
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.peer_ip = str(peer[0])

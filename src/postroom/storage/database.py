@@ -15,7 +15,20 @@ disk when it returns) or PostgreSQL from one URL. It offers:
   250. Jobs are functions of the connection with no other effects, so a
   batch in which one job raises is rolled back and replayed job by job: that job's future carries
   its exception and every other job still commits. (No savepoint per job: in the common case a
-  batch is one BEGIN and one COMMIT.)
+  batch is one BEGIN and one COMMIT.) Each batch is observed in `postroom_commit_batch_jobs` and
+  `postroom_commit_seconds` (`postroom.metrics`).
+
+SQLite shared by several processes (the workers of `postroom serve --workers N`): each process has
+its own `GroupCommitter`, and the writers take turns through an exclusive `flock` on a lock file next
+to the database (`<database>-writer.lock`), held from `BEGIN IMMEDIATE` to `COMMIT`, by the group
+committer and by `write()`. A writer that waits for the lock sleeps in the kernel and wakes the moment
+the holder unlocks, and the group committer gathers its batch only once it has its turn, so the jobs
+that arrived while it waited go into that commit.
+Without it SQLite's busy handler would poll the database lock with sleeps of 1, 2, 5, 10 ... 100 ms,
+which leaves the database idle between turns and lets one writer starve another (figures in
+bench/sqlite_commit.py). The busy timeout stays as the backstop for a writer that does not take the
+lock (another program, an older Postroom). The lock is advisory and per open file: a process that dies
+holding it releases it. An in-memory database has no lock file.
 
 On PostgreSQL every connection runs with `synchronous_commit = on` whatever the server's default
 (a commit returns once its WAL is flushed on the primary), and writes run SERIALIZABLE (see
@@ -31,17 +44,20 @@ is newer than this code.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, make_url, select
 
+from postroom import metrics
 from postroom.storage import migrations
 from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metadata, schema_version
 
@@ -89,12 +105,43 @@ def _postgresql_engine(url: str) -> Engine:
     return engine
 
 
+class WriterLock:
+    """The turn of one writer among the processes that share a SQLite file: an exclusive `flock` on
+    `<database>-writer.lock`, on this object's own open file (a lock per open file, so two of them in
+    one process exclude each other as two processes do)."""
+
+    def __init__(self, path: str) -> None:
+        self._descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        fcntl.flock(self._descriptor, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self._descriptor)
+
+
+def _writer_lock_path(url: str) -> str | None:
+    """Where a SQLite file database's writers take turns; None for memory or PostgreSQL."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return f"{path}-writer.lock"
+
+
 class Database:
     """One database: a read engine, a write engine, and the schema migration."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.writer_lock_path = _writer_lock_path(url)
         if self.is_sqlite:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.write_engine = _sqlite_engine(url, immediate=True)
@@ -148,7 +195,7 @@ class Database:
             with self.write() as conn:
                 yield conn
             return
-        with self.write_engine.connect() as conn:
+        with self.writer_turn(), self.write_engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             driver.execute("PRAGMA foreign_keys=OFF")
@@ -168,9 +215,26 @@ class Database:
         with self.read_engine.connect() as conn:
             yield conn
 
+    def writer_lock(self) -> WriterLock | None:
+        """A new handle on the writers' lock file (SQLite file databases), None where there is none."""
+        return WriterLock(self.writer_lock_path) if self.writer_lock_path is not None else None
+
+    @contextmanager
+    def writer_turn(self) -> Iterator[None]:
+        """Hold the writers' lock (see `WriterLock`) on a handle of its own, for one transaction."""
+        lock = self.writer_lock()
+        if lock is None:
+            yield
+            return
+        try:
+            with lock.turn():
+                yield
+        finally:
+            lock.close()
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.write_engine.begin() as conn:
+        with self.writer_turn(), self.write_engine.begin() as conn:
             yield conn
 
     def dispose(self) -> None:
@@ -229,6 +293,7 @@ class GroupCommitter:
         self._gate = threading.Lock()  # orders run()'s check-then-enqueue against the writer's end
         self._ended: BaseException | None = None  # why the writer ended: its error, or WriterStoppedError
         self._batch: list[_Pending] = []  # the batch being committed, answered if the writer dies in it
+        self._lock: WriterLock | None = None  # the writer's turn among processes sharing a SQLite file
         self.commits = 0  # durable writes made, for the benchmark and the admin center
         self.jobs = 0
 
@@ -261,9 +326,15 @@ class GroupCommitter:
 
     def _run(self) -> None:
         try:
-            # The writer's own connection, held for its lifetime: no pool checkout per batch.
-            with self._database.write_engine.connect() as conn:
-                self._drain(conn)
+            # The writer's own connection and lock handle, held for its lifetime: no pool checkout
+            # and no open() per batch.
+            self._lock = self._database.writer_lock()
+            try:
+                with self._database.write_engine.connect() as conn:
+                    self._drain(conn)
+            finally:
+                if self._lock is not None:
+                    self._lock.close()
         except BaseException as error:
             log.critical("the writer died: nothing can be committed until the node restarts", exc_info=error)
             with self._gate:
@@ -286,21 +357,27 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
-            while len(batch) < self._batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            # A waiter that already gave up has its job dropped; from here on a waiter cannot cancel.
-            self._batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
-            if self._batch:
-                self._commit(conn, self._batch)
-            self._batch = []
+            # The batch is gathered once this writer has its turn: what arrived while it waited for
+            # another process's commit goes into this one.
+            with self._lock.turn() if self._lock is not None else nullcontext():
+                batch = [first]
+                while len(batch) < self._batch_max:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stopping = True
+                        break
+                    batch.append(item)
+                # A waiter that already gave up has its job dropped; from here on a waiter cannot cancel.
+                self._batch = [pending for pending in batch if pending.future.set_running_or_notify_cancel()]
+                if self._batch:
+                    started = time.perf_counter()
+                    self._commit(conn, self._batch)
+                    metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+                    metrics.COMMIT_BATCH_SIZE.observe(len(self._batch))
+                self._batch = []
 
     def _commit(self, conn: Connection, batch: list[_Pending], attempt: int = 1) -> None:
         """Run the batch in one transaction; if a job raises, replay each job in its own."""

@@ -200,8 +200,9 @@ def _fill_destinations(ops: Ops) -> None:
 
 
 def _5_scale_out(ops: Ops) -> None:
-    """Scale-out: the node registry (heartbeats of every serving process)."""
+    """Scale-out: the node registry (heartbeats of every serving process); the spool's receipt index."""
     ops.create_table(schema.nodes)
+    ops.create_index(next(ix for ix in schema.spool_messages.indexes if ix.name == "ix_spool_received"))
 
 
 STEPS: Mapping[int, Step] = {

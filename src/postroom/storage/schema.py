@@ -306,6 +306,8 @@ spool_messages = Table(
     Column("subject", String(512), nullable=False, default=""),
     Column("date_header", String(100), nullable=False, default=""),
     Column("message_id_header", String(512), nullable=False, default=""),
+    # The oldest queued message, read at every /metrics scrape (issue 9): one index probe, no scan.
+    Index("ix_spool_received", "received_at"),
 )
 
 queue_recipients = Table(
