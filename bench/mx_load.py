@@ -17,11 +17,15 @@ the median and range of the ratio Postroom/Postfix, accepted and delivered separ
     .venv/bin/python bench/mx_load.py --vs-postfix                 # 5 runs, smtp-source, N=5000 S=4096 C=20
     .venv/bin/python bench/mx_load.py --vs-postfix --client python # adds p50/p99 latency
     .venv/bin/python bench/mx_load.py --target postroom --runs 1
+    .venv/bin/python bench/mx_load.py --vs-postfix --workers 2     # postroom serve --workers 2
 
 Guarantees: a run counts only if the final mailbox count equals N for every target (else the exit status
 is 1 and the summary says which run failed); everything listens on and is sent to 127.0.0.1 only; each
 target run is bounded by --timeout and the whole invocation by a hard alarm; servers, clients and temp dirs
 are cleaned up on exit, Ctrl-C and SIGTERM (exit 130), and only processes this run started are stopped.
+With ``--workers N`` Postroom is started as ``postroom serve --workers N`` (without it, ``serve`` as
+configured: ``[node] workers``). Server CPU is the sum over the server's whole process tree (for
+Postroom the supervisor and every worker; a process started during the load counts from zero).
 See bench/README.md.
 """
 
@@ -147,8 +151,9 @@ class PostroomTarget:
     name = "postroom"
     PASSWORD = "bench-load-password"
 
-    def __init__(self, exe: str, keep: bool, count: str) -> None:
+    def __init__(self, exe: str, keep: bool, count: str, workers: int | None = None) -> None:
         self.exe = exe
+        self.workers = workers  # `serve --workers N`; None: as configured ([node] workers)
         self.keep = keep
         self.count_mode = count  # api | cli
         self._app: Any = None  # postroom.app.App, opened on the first API count
@@ -199,7 +204,7 @@ class PostroomTarget:
         self.log_path = self.base / "serve.log"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [self.exe, "-c", c, "serve"],
+                [self.exe, "-c", c, "serve", *self.serve_options()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -212,6 +217,10 @@ class PostroomTarget:
             if wait_port(self.port, 0.5):
                 return
         raise RuntimeError(f"postroom serve did not listen on {HOST}:{self.port}: {self._log_tail()}")
+
+    def serve_options(self) -> list[str]:
+        """`postroom serve` options: `--workers N` when asked for."""
+        return [] if self.workers is None else ["--workers", str(self.workers)]
 
     def init_options(self) -> list[str]:
         """More `postroom init` options (bench/outbound_relay.py adds its DNS server); none here."""
@@ -289,8 +298,9 @@ class PostroomTarget:
         return _count_lines(self.log_path)
 
     def describe(self) -> str:
+        workers = "as configured" if self.workers is None else str(self.workers)
         return (
-            f"Postroom ({self.exe}, log_level {self.log_level}), dir {self.base}, "
+            f"Postroom ({self.exe}, log_level {self.log_level}, workers {workers}), dir {self.base}, "
             f"delivered counted by {self.count_mode}"
         )
 
@@ -351,6 +361,7 @@ class ProcSampler(threading.Thread):
         self.pss_every = pss_every
         self.samples = 0
         self.peak_pss_kb = 0
+        self.baselined = False  # after `baseline`, a process seen for the first time counts from zero
 
     def sample(self) -> None:
         pids = self.target.pids()
@@ -367,7 +378,7 @@ class ProcSampler(threading.Thread):
             if not comm:
                 continue  # gone
             self.comm[pid] = comm
-            self.cpu_base.setdefault(pid, ticks)
+            self.cpu_base.setdefault(pid, 0 if self.baselined else ticks)
             self.cpu[pid] = max(self.cpu.get(pid, 0), ticks)
         self.current_rss_kb = total
         self.peak_rss_kb = max(self.peak_rss_kb, total)
@@ -377,6 +388,7 @@ class ProcSampler(threading.Thread):
         """Sample now and count CPU from here on (excludes the server's start-up)."""
         self.sample()
         self.cpu_base = dict(self.cpu)
+        self.baselined = True
 
     def cpu_seconds(self) -> float:
         return sum(t - self.cpu_base.get(p, 0) for p, t in self.cpu.items()) / CLK_TCK
@@ -528,6 +540,7 @@ class RunResult:
     messages: int
     size: int
     sessions: int
+    workers: int | None = None  # Postroom's `serve --workers N`; None: as configured (or Postfix)
     server: str = ""
     error: str | None = None
     accepted: int = 0
@@ -548,6 +561,7 @@ class RunResult:
     peak_pss_mb: float | None = None
     peak_processes: int = 0
     server_cpu_seconds: float | None = None
+    server_cpu_ms_per_message: float | None = None  # server CPU s x 1000 / N
     client_cpu_seconds: float | None = None
     harness_cpu_seconds: float | None = None
     server_log_lines: int | None = None
@@ -593,6 +607,8 @@ def _queue_after(target: Target) -> dict[str, Any] | None:
 
 def run_target(target: Target, args: argparse.Namespace, run: int, position: int) -> RunResult:
     res = RunResult(run, position, target.name, args.client, args.messages, args.size, args.concurrency)
+    if isinstance(target, PostroomTarget):
+        res.workers = target.workers
     tag = f"[run {run}/{args.runs} {target.name}]"
     sampler: ProcSampler | None = None
     poller: DeliveryPoller | None = None
@@ -713,6 +729,7 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
             res.peak_processes = sampler.nprocs_peak
             if res.server_cpu_seconds is None:
                 res.server_cpu_seconds = sampler.cpu_seconds()
+            res.server_cpu_ms_per_message = res.server_cpu_seconds * 1000 / args.messages
         if res.error is not None and poller is not None:
             res.delivered = poller.count
         if res.startup_seconds is not None:
@@ -764,6 +781,7 @@ PER_RUN_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("to accepted s", "accept_seconds", 2),
     ("to delivered s", "deliver_seconds", 2),
     ("server CPU s", "server_cpu_seconds", 2),
+    ("CPU ms/msg", "server_cpu_ms_per_message", 2),
     ("client CPU s", "client_cpu_seconds", 2),
     ("harness CPU s", "harness_cpu_seconds", 2),
     ("p50 ms", "p50_ms", 1),
@@ -778,6 +796,7 @@ SUMMARY_METRICS: tuple[tuple[str, str, int], ...] = (
     ("accepted msg/s", "accepted_per_s", 1),
     ("delivered msg/s", "delivered_per_s", 1),
     ("server CPU s", "server_cpu_seconds", 2),
+    ("CPU ms/msg", "server_cpu_ms_per_message", 2),
     ("p99 latency ms", "p99_ms", 1),
     ("peak PSS MB", "peak_pss_mb", 1),
 )
@@ -864,6 +883,7 @@ def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: arg
         f" client={args.client}"
         + (" -d" if args.client == "smtp-source" and args.source_reuse else "")
         + f", {len(runs)} run(s), Postfix in_flow_delay {args.postfix_in_flow_delay or '1s (as shipped)'}"
+        + f", Postroom workers {'as configured' if args.workers is None else args.workers}"
     )
     print_runs(runs, PER_RUN_COLUMNS)
     print_summary(summary, SUMMARY_METRICS, {"accepted_per_s": "accepted", "delivered_per_s": "delivered"})
@@ -899,6 +919,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--source-reuse", action="store_true", help="smtp-source -d: several messages per connection"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="postroom serve --workers N (default: as configured, [node] workers)",
     )
     p.add_argument("--gen-procs", type=int, default=1, help="processes for the python client (default 1)")
     p.add_argument(
@@ -938,6 +964,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.runs = 5 if a.vs_postfix else 1
     if min(a.messages, a.size, a.concurrency, a.gen_procs, a.runs) < 1 or a.timeout <= 0:
         p.error("--messages, --size, --concurrency, --gen-procs, --runs and --timeout must be positive")
+    if a.workers is not None and not 1 <= a.workers <= 64:
+        p.error("--workers must be between 1 and 64")
     if a.messages > 1_000_000 or a.concurrency > 1000 or a.size > 50_000_000 or a.runs > 50:
         p.error("bounded: at most 1,000,000 messages, 1000 sessions, 50 MB per message, 50 runs")
     if not 0.05 <= a.poll_interval <= 2.0:
@@ -952,7 +980,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def make_target(name: str, args: argparse.Namespace) -> Target:
     if name == "postfix":
         return PostfixTarget(args.keep, args.postfix_in_flow_delay)
-    return PostroomTarget(args.postroom, args.keep, args.postroom_count)
+    return PostroomTarget(args.postroom, args.keep, args.postroom_count, args.workers)
 
 
 def interruptible(names: list[str], runs: int, timeout: float) -> tuple[float, float, float]:
@@ -1042,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(runs, names)
     print_report(runs, summary, args)
     if args.json:
-        params = ("messages", "size", "concurrency", "client", "source_reuse", "gen_procs", "runs")
+        params = ("messages", "size", "concurrency", "client", "source_reuse", "gen_procs", "runs", "workers")
         in_flow_delay = {"postfix_in_flow_delay": args.postfix_in_flow_delay or "1s (as shipped)"}
         write_json(
             args.json, {k: getattr(args, k) for k in params} | in_flow_delay, runs, summary, load_before

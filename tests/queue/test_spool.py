@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from sqlalchemy import select
 
@@ -124,6 +126,22 @@ def test_message_ids_are_unique_and_sort_by_time() -> None:
     assert ids == sorted(ids)
     assert len({new_message_id(5.0) for _ in range(100)}) == 100
     assert all(len(i) == 28 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_child_never_repeats_its_parents_message_ids() -> None:
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.close(reader)
+        os.write(writer, " ".join(new_message_id(9.0) for _ in range(50)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child_ids = set(pipe.read().split())
+    os.waitpid(child, 0)
+    parent_ids = {new_message_id(9.0) for _ in range(50)}
+    assert len(child_ids) == 50
+    assert not child_ids & parent_ids
 
 
 def test_a_recipient_routing_failed_is_queued_failed_with_its_reply_and_its_own_sender(

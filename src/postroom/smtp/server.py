@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import ipaddress
 import itertools
@@ -119,13 +120,20 @@ _spool_names = itertools.count()
 
 def network_of(peer_ip: str, limits: SmtpLimits) -> str:
     """The client network a connection counts against: IPv4 /`ipv4_prefix`, IPv6 /`ipv6_prefix`."""
+    return _network_of(peer_ip, limits.ipv4_prefix, limits.ipv6_prefix)
+
+
+# Parsing the address and making the network cost more than the rest of a connection's set-up; most
+# connections come from addresses seen recently. Bounded: a client with many addresses only evicts.
+@functools.lru_cache(maxsize=4096)
+def _network_of(peer_ip: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
     try:
         address = ipaddress.ip_address(peer_ip)
     except ValueError:
         return peer_ip  # not an IP address (a Unix socket): its own network
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    bits = limits.ipv4_prefix if address.version == 4 else limits.ipv6_prefix
+    bits = ipv4_prefix if address.version == 4 else ipv6_prefix
     return str(ipaddress.ip_network(f"{address}/{bits}", strict=False))
 
 
