@@ -35,9 +35,10 @@ that dies later is restarted (a new process on the same sockets), at once if it 
 worker the supervisor stops the node with `WorkersFailedError` rather than spin. Each restart is counted
 (`metrics.WORKER_RESTARTS`, by the new worker at its start: the supervisor may have imported
 prometheus_client before it knew the metrics directory, so its own counts would not be shared).
-`[node] memory_budget` is the node's: each worker gets its share (the budget / N), so N workers
-hold no more message octets in memory than one process did. (Connection limits stay per worker
-and listener; see docs/operations.md.)
+`[node] memory_budget` and each listener's `max_connections` are the node's: each worker gets its
+share (/ N, `worker_share`), so N workers hold no more message octets in memory, and no more
+connections, than one process did. (The per-address and per-network connection limits stay per
+worker; see docs/operations.md.)
 SIGTERM or SIGINT to the supervisor is forwarded to every worker as SIGTERM; each drains
 (`App.serve`), and the supervisor returns once all have exited (after `[node] drain_seconds` +
 `STOP_SLACK` a worker still running is killed). Workers die with the supervisor: each asks the
@@ -69,7 +70,7 @@ from types import FrameType
 from postroom import metrics
 from postroom.app.node import App, Listening
 from postroom.app.startup import StartupError, bind_error
-from postroom.config import ListenAddress, Settings
+from postroom.config import ListenAddress, Settings, SmtpLimits
 
 QUICK_DEATH_SECONDS = 10.0  # a worker that dies before it served this long died "quickly"
 MAX_QUICK_DEATHS = 5  # quick deaths in a row of one worker before the supervisor gives up
@@ -424,6 +425,30 @@ def _status(code: int) -> str:
 
 
 # --- the worker's side ------------------------------------------------------------------------------
+def worker_share(settings: Settings, workers: int) -> Settings:
+    """One worker's settings: the node-wide bounds divided between the workers, so N workers hold
+    no more than one process did: `[node] memory_budget` and each listener's `max_connections`.
+    (The per-address and per-network connection limits stay per worker: which worker takes a
+    connection is the kernel's choice, so a share of them would refuse a client early.)"""
+
+    def limits(value: SmtpLimits) -> SmtpLimits:
+        return dataclasses.replace(value, max_connections=max(1, value.max_connections // workers))
+
+    return dataclasses.replace(
+        settings,
+        memory_budget=max(1, settings.memory_budget // workers),
+        mx=dataclasses.replace(settings.mx, limits=limits(settings.mx.limits)),
+        submission=dataclasses.replace(settings.submission, limits=limits(settings.submission.limits)),
+        admin=dataclasses.replace(
+            settings.admin,
+            limits=dataclasses.replace(
+                settings.admin.limits,
+                max_connections=max(1, settings.admin.limits.max_connections // workers),
+            ),
+        ),
+    )
+
+
 def _die_with_parent(supervisor: int) -> None:
     """Ask the kernel for SIGTERM when the supervisor dies (Linux); exit now if it already has."""
     library = ctypes.util.find_library("c")
@@ -444,9 +469,7 @@ def run_worker(settings: Settings, number: int) -> None:
     description = json.loads(described)
     _die_with_parent(int(description["supervisor"]))
     ready = int(description["ready"])
-    # [node] memory_budget bounds the node, not each process: every worker holds its share.
-    share = max(1, settings.memory_budget // int(description["workers"]))
-    node = App.open(dataclasses.replace(settings, memory_budget=share))
+    node = App.open(worker_share(settings, int(description["workers"])))
     node.worker = number
     node.sockets = {
         name: tuple(socket.socket(fileno=fd) for fd in fds) for name, fds in description["sockets"].items()
