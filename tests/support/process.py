@@ -1,4 +1,8 @@
-"""`postroom serve` as a real child process, for tests that kill it (-9) or stop it (SIGTERM)."""
+"""`postroom serve` as a real child process, for tests that kill it (-9) or stop it (SIGTERM).
+
+One process by default (`--workers 1`): a kill -9 then kills the node outright. (With a supervisor,
+the workers of a supervisor killed with -9 drain on SIGTERM: a clean stop, not a crash;
+tests/integration/test_workers.py tests that.)"""
 
 from __future__ import annotations
 
@@ -14,14 +18,24 @@ _LISTENING = re.compile(r"^mx\s+SMTP\s+(\S+):(\d+)\s*$")
 
 
 class ServeProcess:
-    def __init__(self, config: Path) -> None:
+    def __init__(self, config: Path, *, workers: int = 1) -> None:
         self.config = config
+        self.workers = workers
         self.process: subprocess.Popen[str] | None = None
         self.mx: tuple[str, int] = ("", 0)
 
     def start(self, timeout: float = 20.0) -> ServeProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "postroom", "-c", str(self.config), "serve"],
+            [
+                sys.executable,
+                "-m",
+                "postroom",
+                "-c",
+                str(self.config),
+                "serve",
+                "--workers",
+                str(self.workers),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
