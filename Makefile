@@ -28,8 +28,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# On every core; a module's tests stay in one process (--dist loadscope), so they share its servers.
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadscope
 
 test: install lint typecheck unit
 
