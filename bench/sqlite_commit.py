@@ -14,6 +14,26 @@ and each session commits one spool-like job after another for `--seconds`: a mes
 commits/s (durable transactions), jobs/s (acknowledged messages) and the latency of a job (submit
 to acknowledgement) p50/p99, the median of `--runs` runs.
 
+Quiet machine, 2026-11-30 (load average 1.7 before; nothing else running), 3 s a run, median of 3:
+
+40 sessions in all                          16 sessions in all
+design  N  commits/s jobs/s p50ms p99ms     design  N  commits/s jobs/s p50ms p99ms
+busy    1     129    3592    9.7   29.8
+lock    1     126    3525    9.9   32.8
+writer  1     186    2977   12.7   31.9
+busy    2     252    3197    5.7  185.6     busy    2     518    2855    2.5   59.6
+lock    2     197    3397   10.0   43.3     lock    2     422    3268    4.3   22.2
+writer  2     152    2680   14.0   34.0     writer  2     341    2588    5.7   19.2
+busy    4     426    2728    3.4  238.7     busy    4     715    2214    1.6  136.0
+lock    4     335    3043   10.7   73.4     lock    4     611    2385    6.1   32.2
+writer  4     145    2748   13.8   30.0     writer  4     296    2191    6.6   25.5
+
+The lock file won at the node's default (2 workers on 2 cores): 3397 against 2680 jobs/s for the
+writer process at 40 sessions (+27%), 3268 against 2588 at 16 (+26%), with a p99 of 22-43 ms
+against the busy handler's 60-186 ms. At 4 processes on 2 cores it is still ahead on jobs/s (+8-11%)
+and behind on p99 (the writer process batches every session in one place). The busy machine's table
+below said the same at the default and favoured the writer process only at 4 sessions a worker.
+
 Measured 2026-11-30 on the 2-core machine while other helpers' test suites and benchmarks ran on it
 (load average 10-12 throughout: the absolute figures are low and noisy, compare designs within a
 table), 3 s a run, median of 3 runs:
