@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,34 @@ def test_a_flood_of_keys_is_bounded_and_the_attacked_account_keeps_its_count(
         (keys,) = db.execute("SELECT count(DISTINCT key) FROM failed_logins").fetchone()
     assert keys <= 50 + logins.CLEAN_EVERY  # bounded: at most the adds since the last clean-up over
     counts.close()
+
+
+def _open_at_once(path: Path, workers: int) -> list[BaseException]:
+    """`workers` threads open the counts file at one moment, as a new node's workers do; their errors."""
+    barrier = threading.Barrier(workers)
+    opened: list[SharedCounts] = []
+    errors: list[BaseException] = []
+
+    def open_counts(table: str) -> None:
+        barrier.wait()
+        try:
+            opened.append(SharedCounts(path, table, 60.0))
+        except BaseException as error:
+            errors.append(error)
+
+    tables = ["failed_logins" if n % 2 else "submitted_messages" for n in range(workers)]
+    threads = [threading.Thread(target=open_counts, args=(table,)) for table in tables]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for counts in opened:
+        counts.close()
+    return errors
+
+
+def test_workers_opening_a_new_counts_file_at_once_all_start(tmp_path: Path) -> None:
+    """Every worker of a new node opens the file at the same moment (it once failed one of them
+    with "database is locked" while another switched the new file to WAL)."""
+    for trial in range(20):
+        assert _open_at_once(tmp_path / str(trial) / "counts.sqlite", 6) == []

@@ -106,6 +106,9 @@ class FailedLogins:
             self._failures.popitem(last=False)
 
 
+SETUP_SECONDS = 10.0  # how long opening the shared counts may wait for the other workers' set-up
+
+
 class SharedCounts:
     """`WindowCounts` in a SQLite file that every process of the node opens (see the module docstring).
 
@@ -120,10 +123,20 @@ class SharedCounts:
         self._guard = threading.Lock()  # one connection, used from the lookup threads in turn
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT NOT NULL, at REAL NOT NULL)")
-        self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_key ON {table} (key, at)")
+        # Every worker of a new node opens the file at the same moment, and switching a new file to
+        # WAL can fail with "database is locked" without waiting for the busy timeout: retry for a while.
+        deadline = time.monotonic() + SETUP_SECONDS
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=OFF")
+                self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT NOT NULL, at REAL NOT NULL)")
+                self._db.execute(f"CREATE INDEX IF NOT EXISTS {table}_key ON {table} (key, at)")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self._adds = 0
 
     @contextlib.contextmanager
