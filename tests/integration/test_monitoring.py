@@ -5,6 +5,7 @@ MX), and watch /readyz turn 503 the moment the node starts draining while /healt
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import smtplib
 import time
 from dataclasses import replace
@@ -140,3 +141,29 @@ def test_readyz_turns_503_at_once_when_the_node_drains_while_healthz_answers(hos
             assert client.data(MESSAGE)[0] == 250  # the transaction in flight still finishes
         finally:
             client.close()  # no QUIT: the draining node answers the next command with 421 and closes
+
+
+def test_the_status_page_draws_the_queue_and_the_processes_for_the_allowed_only(hosted: Hosted) -> None:
+    only_127_0_0_1 = (ipaddress.ip_network("127.0.0.1/32"),)
+    settings = replace(hosted.settings, admin=replace(hosted.settings.admin, metrics_allow=only_127_0_0_1))
+    with running(settings) as node:
+        host, port = node.address("admin")
+        client = smtplib.SMTP(*node.mx)  # an open connection, drawn on the page once a heartbeat says so
+        try:
+            client.ehlo("mta.partner.example")
+
+            def page() -> str:
+                reply = request(port, ["node.postroom.test"], "/status", address=host)
+                assert reply.status == 200 and reply.content_type.startswith("text/html")
+                return reply.body.decode()
+
+            body = page()
+            assert body.count("<svg") == 2  # the queue and the processes, drawn
+            for state in ("pending", "deferred", "held", "failed"):
+                assert f">{state}</text>" in body
+            assert "the queue is empty" in body
+            assert "<td>serving</td>" in body and f"<td>{hosted.settings.node_name}</td>" in body
+            refused = request(port, ["node.postroom.test"], "/status", address=host, source="127.0.0.2")
+            assert refused.status == 403 and b"<svg" not in refused.body
+        finally:
+            client.close()

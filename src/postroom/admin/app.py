@@ -12,8 +12,9 @@ Monitoring (with a `Monitor`; `GET` only, `text/plain`):
 - `/readyz`: `200 ready` when `Monitor.unready()` finds nothing wrong, else `503 not ready: <reason>`
   (one line: draining, the writer stopped, the database did not answer). A load balancer probes it.
 - `/metrics`: the Prometheus text exposition `Monitor.exposition()` gives.
+- `/status`: the queue and the node's processes drawn as bars (`admin.status`), `text/html`.
 
-`/readyz` and `/metrics` say how the node is doing inside (its queue, its database), so they answer
+`/readyz`, `/metrics` and `/status` say how the node is doing inside (its queue, its database), so they answer
 only clients whose address is in `monitor_allow` (`[admin] metrics_allow`, by default loopback only);
 anyone else gets `403`. The admin listener also serves the MTA-STS policies to the whole internet,
 and a stranger has no business reading the queue depth or learning that the database is down.
@@ -41,10 +42,11 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from postroom.admin.status import NodeStatus, render_status
 from postroom.config.settings import AdminSettings, Network
 from postroom.dns.mta_sts import POLICY_PATH
 
@@ -61,6 +63,10 @@ class Monitor(Protocol):
 
     async def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type."""
+        ...
+
+    async def status(self) -> NodeStatus:
+        """The queue and the node's processes, for the status page."""
         ...
 
 
@@ -139,10 +145,16 @@ def _monitoring_routes(monitor: Monitor, allow: tuple[Network, ...]) -> list[Rou
         body, content_type = await monitor.exposition()
         return Response(body, media_type=content_type)
 
+    async def status(request: Request) -> Response:
+        if not _allowed(request, allow):
+            return forbidden()
+        return HTMLResponse(render_status(await monitor.status()))
+
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/status", status, methods=["GET"]),
     ]
 
 

@@ -1,4 +1,5 @@
-"""The node's readiness and its metrics scrape, as the admin listener's `/readyz` and `/metrics` ask them.
+"""The node's readiness, its metrics scrape and its status page, as the admin listener's `/readyz`,
+`/metrics` and `/status` ask them.
 
 `NodeMonitor.unready()` says why a load balancer should not send this node traffic, or None: the node
 is draining (set at SIGTERM, before any listener stops, so `/readyz` turns 503 at once while the admin
@@ -11,6 +12,10 @@ state and the oldest queued message's age) and renders every metric (`metrics.ex
 a worker thread. The queue is read at most once per `QUEUE_READ_INTERVAL` seconds: scrapes in between
 reuse the last reading. A read that fails or passes `PROBE_TIMEOUT` leaves the gauges as they were
 (logged), so a database outage never makes `/metrics` itself fail.
+
+`NodeMonitor.status()` reads the queue's depth and the node registry (`cluster.node_list`) in a
+worker thread, bounded by `PROBE_TIMEOUT`, for the status page (`admin.status`); only the networks
+of `[admin] metrics_allow` reach it.
 
 The database probe and the queue read are single-flight: while one runs, another request waits for
 the same one instead of starting its own, so however often a client asks, the node holds at most one
@@ -27,6 +32,8 @@ from collections.abc import Callable
 from sqlalchemy import text
 
 from postroom import metrics
+from postroom.admin.status import NodeStatus, ProcessStatus
+from postroom.cluster import node_list
 from postroom.queue import queue_depth
 from postroom.storage import Database, GroupCommitter
 
@@ -75,6 +82,32 @@ class NodeMonitor:
                     "metrics: reading the queue failed; its gauges keep their last value", exc_info=True
                 )
         return await asyncio.to_thread(metrics.exposition)
+
+    async def status(self) -> NodeStatus:
+        return await asyncio.wait_for(asyncio.to_thread(self._read_status), PROBE_TIMEOUT)
+
+    def _read_status(self) -> NodeStatus:
+        now = self._clock()
+        with self._database.read() as conn:
+            depth = queue_depth(conn)
+            records = node_list(conn, now)
+        oldest = depth.oldest_received_at
+        return NodeStatus(
+            queue={state.value: count for state, count in depth.recipients.items()},
+            oldest_seconds=None if oldest is None else max(0.0, now - oldest),
+            processes=[
+                ProcessStatus(
+                    node=record.node,
+                    worker=record.worker,
+                    pid=record.pid,
+                    state=record.state.value,
+                    connections=int(record.load.get("connections", 0)),
+                    leases=record.leases,
+                    heartbeat_age=max(0.0, now - record.heartbeat_at),
+                )
+                for record in records
+            ],
+        )
 
     def _ping(self) -> None:
         with self._database.read() as conn:
