@@ -180,37 +180,35 @@ class _Reader:
                 )
         return tuple(found)
 
-    def networks(self, table: str, key: str, default: tuple[Network, ...]) -> tuple[Network, ...]:
-        """A list of IP networks in CIDR notation (an address alone is a network of one)."""
+    def networks(
+        self, table: str, key: str, default: tuple[Network, ...] = (), *, strict: bool = False
+    ) -> tuple[Network, ...]:
+        """A list of IP networks in CIDR notation (an address alone is a network of one). `strict`: a
+        network with host bits set is an error (a trust list should say exactly what it means)."""
         found = []
-        for item in self.strings(table, key, [str(n) for n in default], "IP networks", '["10.0.0.0/8"]'):
+        example = '["10.0.0.0/8", "127.0.0.1"]' if strict else '["10.0.0.0/8"]'
+        kind = "addresses or networks" if strict else "IP networks"
+        for item in self.strings(table, key, [str(n) for n in default], kind, example):
             try:
-                found.append(ipaddress.ip_network(item.strip(), strict=False))
-            except ValueError:
-                self.problems.append(
-                    Problem(
-                        f"{table}.{key}",
+                found.append(ipaddress.ip_network(item.strip(), strict=strict))
+            except ValueError as error:
+                complaint, fix = (
+                    (
+                        f"{item!r} is not an IP address or network ({error})",
+                        'write an address, "10.0.0.5", or a network with its host bits zero, "10.0.0.0/8"',
+                    )
+                    if strict
+                    else (
                         f"{item!r} is not an IP network",
                         'write "192.0.2.0/24", "2001:db8::/32" or an address alone',
                     )
                 )
+                self.problems.append(Problem(f"{table}.{key}", complaint, fix))
         return tuple(found)
 
     def strict_networks(self, table: str, key: str) -> tuple[str, ...]:
-        """A list of IP addresses and networks (CIDR), each checked and normalized ("127.0.0.1/32")."""
-        found = []
-        for item in self.strings(table, key, [], "addresses or networks", '["10.0.0.0/8", "127.0.0.1"]'):
-            try:
-                found.append(str(ipaddress.ip_network(item.strip())))
-            except ValueError as error:
-                self.problems.append(
-                    Problem(
-                        f"{table}.{key}",
-                        f"{item!r} is not an IP address or network ({error})",
-                        'write an address, "10.0.0.5", or a network with its host bits zero, "10.0.0.0/8"',
-                    )
-                )
-        return tuple(found)
+        """`networks(strict=True)`, each normalized as text ("127.0.0.1/32")."""
+        return tuple(str(network) for network in self.networks(table, key, strict=True))
 
     def proxy_problems(self, table: str, proxy_protocol: bool, trusted: tuple[str, ...]) -> None:
         """A listener that takes PROXY headers from no one would refuse its balancer's every connection."""
