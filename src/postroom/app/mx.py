@@ -252,9 +252,9 @@ class MxEndpoint:
             return None
         return content.read()
 
-    def put_inline(self, body: bytes, conn: Connection) -> str:
-        """In the commit job: the message's bytes as rows of the open transaction."""
-        return self._blobs.put_in(conn, body)
+    def put_inline(self, body: bytes, blob_id: str, conn: Connection) -> str:
+        """In the commit job: the message's bytes (hashed already) as rows of the open transaction."""
+        return self._blobs.put_in(conn, body, blob_id)
 
     async def store_blob(self, content: MessageContent) -> str:
         """Write the message to the blob store: a spooled one is moved there, never loaded."""
@@ -405,7 +405,7 @@ class MxSession:
         received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip)
         job = self._commit_job(received)
         if inline is not None:
-            job = partial(_with_body, partial(self._endpoint.put_inline, inline), job)
+            job = partial(_with_body, partial(self._endpoint.put_inline, inline, blob_id), job)
         try:
             outcomes = await self._endpoint.committer.run(job)
         except asyncio.CancelledError:
