@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from postroom.config.settings import (
     ListenAddress,
     Network,
+    ProtectionSettings,
     Settings,
     SmtpLimits,
     SubmissionSettings,
@@ -489,6 +490,7 @@ def load_settings(path: Path) -> Settings:
             {"policy_port": _port},
             ca_file=_optional_path(relative, reader.get("mta_sts", "ca_file", str, defaults.mta_sts.ca_file)),
         ),
+        protection=_protection(reader, defaults.protection),
         log_level=reader.get("node", "log_level", str, defaults.log_level, _level),
         drain_seconds=reader.get("node", "drain_seconds", float, defaults.drain_seconds, _positive),
         memory_budget=reader.get("node", "memory_budget", int, defaults.memory_budget, _positive),
@@ -524,6 +526,31 @@ def load_settings(path: Path) -> Settings:
     if reader.problems:
         raise ConfigError(path, reader.problems)
     return settings
+
+
+def _protection(reader: _Reader, default: ProtectionSettings) -> ProtectionSettings:
+    """[protection]: the engines by name, the engine-failure policy, the lists as strings (the
+    connection filter checks their entries)."""
+    return reader.dataclass_table(
+        "protection",
+        default,
+        {
+            "spam_engine": _one_of("builtin", "rspamd"),
+            "malware_engine": _one_of("builtin", "clamd"),
+            "engine_unavailable": _one_of("defer", "deliver"),
+            "authserv_id": _optional_domain,
+        },
+        ip_allow=tuple(reader.strings("protection", "ip_allow", [], "IP entries", '["192.0.2.0/24"]')),
+        ip_block=tuple(reader.strings("protection", "ip_block", [], "IP entries", '["198.51.100.7"]')),
+        dnsbl=tuple(reader.strings("protection", "dnsbl", [], "DNS blocklist zones", '["zen.example.org"]')),
+    )
+
+
+def _one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of: {', '.join(choices)}"
+
+    return check
 
 
 def _toml(value: Any) -> Any:
@@ -566,4 +593,5 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "routing": _toml(settings.routing),
         "trace": _toml(settings.trace),
         "mta_sts": _toml(settings.mta_sts),
+        "protection": _toml(settings.protection),
     }

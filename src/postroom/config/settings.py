@@ -295,6 +295,38 @@ class MtaStsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtectionSettings:
+    """[protection]: the filtering stack on every message (`postroom.protection`, spec §10).
+
+    Service-wide values; what a tenant chooses (policies, its own IP lists) is directory data."""
+
+    enabled: bool = True  # False: no filtering at all (a lab; never a node that faces the internet)
+    authserv_id: str = ""  # the Authentication-Results authserv-id; "": [service] hostname
+    spam_engine: str = "builtin"  # "builtin" (the embedded default) or "rspamd"
+    rspamd_url: str = "http://127.0.0.1:11333"  # Rspamd's normal worker (/checkv2)
+    rspamd_controller_url: str = "http://127.0.0.1:11334"  # Rspamd's controller (learn_spam/learn_ham)
+    rspamd_password: str = ""  # the controller's password, if it has one
+    malware_engine: str = "builtin"  # "builtin" or "clamd"
+    clamd_socket: str = "/run/clamav/clamd.ctl"  # a Unix socket path, or host:port for clamd's TCP socket
+    engine_timeout: float = 30.0  # seconds one scan may take; then the engine counts as unavailable
+    # An engine that is down or timed out: "defer" (451 4.7.x, the sender retries) or "deliver" (with
+    # a header that says the message was not scanned). Never silently through, never lost.
+    engine_unavailable: str = "defer"
+    ip_allow: tuple[str, ...] = ()  # service-wide IP Allow list (addresses, a-b ranges, CIDR)
+    ip_block: tuple[str, ...] = ()  # service-wide IP Block list; refused at connect (allow beats block)
+    # DNS blocklists: "zone" (any 127.0.0.0/8 answer lists) or "zone=127.0.0.2,127.0.0.4-127.0.0.7"
+    dnsbl: tuple[str, ...] = ()
+    connections_per_minute: int = 600  # new connections from one client IP per minute; then 421 4.7.0
+    messages_per_minute: int = 1200  # messages from one client IP per minute; then 421 4.7.0
+    max_mime_depth: int = 20  # MIME nesting the parser descends
+    max_mime_parts: int = 500  # leaf parts the parser collects
+    max_archive_depth: int = 3  # archives inside archives the attachment filter opens
+    max_archive_members: int = 1000  # members of one archive it lists
+    max_archive_octets: int = 104_857_600  # uncompressed octets it reads from archives of one message
+    quarantine_purge_interval: float = 3600.0  # seconds between purges of expired quarantined messages
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """All of a node's settings, as read from one file."""
 
@@ -314,6 +346,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)  # [routing]
     trace: TraceSettings = field(default_factory=TraceSettings)  # [trace]
     mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)  # [mta_sts]
+    protection: ProtectionSettings = field(default_factory=ProtectionSettings)  # [protection]
     log_level: str = "info"  # [node] log_level: debug, info, warning or error
     drain_seconds: float = 30.0  # [node] drain_seconds: at stop, how long transactions in flight may take
     # [node] memory_budget: octets of messages held in memory by all the node's SMTP sessions (every

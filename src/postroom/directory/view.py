@@ -44,10 +44,12 @@ from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
 from postroom.directory.forwarding import find_forwarding
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.organization import find_auto_forward, find_postmaster, group_allows_external_senders
+from postroom.directory.protection import load_sender_lists, load_tenant_protection
 from postroom.directory.records import AcceptedDomain, AddressOwner, AutoForward, MailboxForwarding
 from postroom.directory.remote_domains import match_remote_domain, remote_domains_of
 from postroom.directory.sending import find_receive_limit
 from postroom.model.outbound import RemoteDomainSettings
+from postroom.model.policy import MailboxSenderLists, TenantProtection
 from postroom.storage import Database
 from postroom.storage.schema import directory_changes, directory_generation
 
@@ -72,6 +74,10 @@ class DirectoryView(Protocol):
     def auto_forward(self, tenant_id: int) -> AutoForward: ...
 
     def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings: ...
+
+    def protection(self, tenant_id: int) -> TenantProtection: ...
+
+    def sender_lists(self, mailbox_id: int) -> MailboxSenderLists: ...
 
 
 class NotCached(LookupError):
@@ -111,6 +117,12 @@ class ConnectionView:
     def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
         return match_remote_domain(remote_domains_of(self._conn, tenant_id), domain)
 
+    def protection(self, tenant_id: int) -> TenantProtection:
+        return load_tenant_protection(self._conn, tenant_id)
+
+    def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
+        return load_sender_lists(self._conn, mailbox_id)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -131,6 +143,8 @@ class CachedDirectory:
         self._forwardings: dict[int, MailboxForwarding | None] = {}
         self._auto_forward: dict[int, AutoForward] = {}
         self._remote_domains: dict[int, tuple[RemoteDomainSettings, ...]] = {}
+        self._protection: dict[int, TenantProtection] = {}
+        self._sender_lists: dict[int, MailboxSenderLists] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -167,6 +181,8 @@ class CachedDirectory:
                 self._auto_forward.clear()
                 self._remote_domains.clear()
                 self._receive_limits.clear()
+                self._protection.clear()
+                self._sender_lists.clear()
             else:
                 for _, kind, key in changes:
                     if kind == ChangeKind.DOMAIN:
@@ -182,9 +198,11 @@ class CachedDirectory:
                         self._postmasters.pop(int(key), None)
                         self._auto_forward.pop(int(key), None)
                         self._remote_domains.pop(int(key), None)
+                        self._protection.pop(int(key), None)
                         self._receive_limits.clear()  # its mailboxes may inherit the tenant's limit
                     elif kind == ChangeKind.RECIPIENT:
                         self._receive_limits.pop(int(key), None)
+                        self._sender_lists.pop(int(key), None)
             self.generation = generation
         return True
 
@@ -223,6 +241,12 @@ class CachedDirectory:
             self._remote_domains, tenant_id, remote_domains_of
         )
         return match_remote_domain(held, domain)
+
+    def protection(self, tenant_id: int) -> TenantProtection:
+        return self._cached(self._protection, tenant_id, load_tenant_protection)
+
+    def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
+        return self._cached(self._sender_lists, mailbox_id, load_sender_lists)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -278,6 +302,12 @@ class _InMemory:
     def remote_domain(self, tenant_id: int, domain: str) -> RemoteDomainSettings:
         held: tuple[RemoteDomainSettings, ...] = _held(self._cache._remote_domains, tenant_id)
         return match_remote_domain(held, domain)
+
+    def protection(self, tenant_id: int) -> TenantProtection:
+        return _held(self._cache._protection, tenant_id)
+
+    def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
+        return _held(self._cache._sender_lists, mailbox_id)
 
 
 def _held(table: dict[K, V], key: K) -> V:

@@ -59,6 +59,9 @@ class EventKind(StrEnum):
     SEND = "Send"  # handed to a remote server (host, IP, TLS, its reply)
     DSN = "DSN"  # a delivery status notification was generated for the recipient
     REDIRECT = "Redirect"  # forwarded to another address
+    FILTER = "Filter"  # a protection verdict (authentication, connection, malware, spam) and its action
+    QUARANTINE = "Quarantine"  # held in quarantine instead of delivered
+    RELEASE = "Release"  # released from quarantine (to the Inbox) or deleted from it
 
 
 @dataclass(frozen=True, slots=True)

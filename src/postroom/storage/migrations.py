@@ -233,6 +233,17 @@ def _5_scale_out(ops: Ops) -> None:
         ops.create_index(_index(schema.trace_recipients, index))
 
 
+def _6_protection(ops: Ops) -> None:
+    """Protection: tenants' policies, mailboxes' safe and blocked senders, the quarantine."""
+    for table in (
+        schema.protection_policies,
+        schema.mailbox_sender_lists,
+        schema.quarantine,
+        schema.quarantine_recipients,
+    ):
+        ops.create_table(table)
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
@@ -275,6 +286,7 @@ STEPS: Mapping[int, Step] = {
     3: _3_tenant_isolation,
     4: _4_sending,
     5: _5_scale_out,
+    6: _6_protection,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -5,7 +5,8 @@ One schema serves SQLite (the embedded default) and PostgreSQL (scale-out). Room
 send-as grants, sender counters and restrictions, remote domains, mailbox forwarding; mailstore:
 folders, messages;
 queue: spool messages and queue recipients; trace: trace messages, recipients and events; storage:
-the database blob store's blobs and chunks) but they
+the database blob store's blobs and chunks; directory also protection policies and mailboxes' sender
+lists; quarantine: quarantined messages and their recipients) but they
 live in one metadata so a fresh database is created from it at once. `SCHEMA_VERSION` is recorded in
 `schema_version`; a database newer than the code is refused, never written. Changing a table here
 means bumping `SCHEMA_VERSION` and writing its upgrade step in `migrations.py`.
@@ -35,8 +36,8 @@ from sqlalchemy import (
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
 # 5: scale-out (the node registry; the database blob store; indexes for trace search and the
-# scheduler's turn at scale)
-SCHEMA_VERSION = 5
+# scheduler's turn at scale); 6: protection (policies, mailbox safe and blocked senders, quarantine)
+SCHEMA_VERSION = 6
 
 metadata = MetaData()
 
@@ -452,4 +453,75 @@ nodes = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("stopped_at", Float),  # set by a clean stop; NULL while serving (or when it died)
     Index("ix_nodes_heartbeat", "heartbeat_at"),
+)
+
+# --- protection (schema step 6) -------------------------------------------------------------------
+# Protection policies (directory/protection.py): a tenant's custom anti-spam and anti-malware
+# policies and its connection filter. The Default policy of a kind has a row only once the tenant
+# changed it (priority NULL: it runs last). `settings` holds the values that differ from the
+# defaults (JSON object, keys as `protection.policy` names them); the recipient filters are JSON lists.
+protection_policies = Table(
+    "protection_policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),  # antispam | antimalware | connection
+    Column("name", String(64), nullable=False),
+    Column("priority", Integer),  # 0 is highest; NULL: the Default
+    Column("enabled", Boolean, nullable=False),
+    Column("settings", Text, nullable=False, default="{}"),
+    Column("users", Text, nullable=False, default="[]"),
+    Column("groups", Text, nullable=False, default="[]"),
+    Column("domains", Text, nullable=False, default="[]"),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "kind", "name"),
+    sqlite_autoincrement=True,
+)
+
+# A mailbox's own safe and blocked senders (directory/protection.py).
+mailbox_sender_lists = Table(
+    "mailbox_sender_lists",
+    metadata,
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("list", String(10), primary_key=True),  # safe | blocked
+    Column("entry", String(320), primary_key=True),  # an address or a domain, lower case
+)
+
+# Quarantine (quarantine/): one row per quarantined message and tenant (the same message for two
+# tenants is two rows: tenants never share one), its recipients beside it. The body is the blob
+# `blob_id` (the blob sweep keeps it while a row names it); `prefix` is the headers protection added.
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(40), nullable=False),  # the trace id
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("blob_id", String(64), nullable=False),
+    Column("prefix", LargeBinary, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("sender", String(320), nullable=False),
+    Column("from_header", String(512), nullable=False, default=""),
+    Column("subject", String(512), nullable=False, default=""),
+    Column("message_id_header", String(512), nullable=False, default=""),
+    Column("reason", String(40), nullable=False),  # malware | file-type | high-confidence-phish | phish | ...
+    Column("policy", String(64), nullable=False),  # the protection policy whose action held it
+    Column("access", String(40), nullable=False),  # the quarantine policy: AdminOnlyAccessPolicy | ...
+    Column("detail", Text, nullable=False, default="{}"),  # JSON: the verdicts
+    Column("received_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    UniqueConstraint("message_id", "tenant_id"),
+    Index("ix_quarantine_tenant", "tenant_id", "received_at"),
+    Index("ix_quarantine_expires", "expires_at"),
+    sqlite_autoincrement=True,
+)
+
+quarantine_recipients = Table(
+    "quarantine_recipients",
+    metadata,
+    Column("quarantine_id", Integer, ForeignKey("quarantine.id", ondelete="CASCADE"), primary_key=True),
+    Column("recipient", String(320), primary_key=True),  # the address as given
+    Column("mailbox_id", Integer),  # the mailbox it resolved to (release delivers there), NULL: none
+    Column("released_at", Float),
+    Column("released_by", String(320)),
+    Column("release_requested_at", Float),
 )
