@@ -60,11 +60,15 @@ from typing import TypeVar
 from sqlalchemy import Connection
 
 from postroom import metrics
+from postroom.app.filtering import Filtered, apply_inspection, hold_copies, prepend_subject
 from postroom.delivery import deliver_at_commit
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
 from postroom.model import Address, Reply, replies
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
+from postroom.model.policy import MailboxSenderLists, TenantProtection
+from postroom.model.verdicts import ConnectionVerdict, Direction, MessageFacts
+from postroom.protection.pipeline import Inspection, Protection, RecipientFacts
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import (
     NO_SERVICE_POSTMASTER,
@@ -104,6 +108,8 @@ class Envelope:
     rejected: list[Rejected] = field(default_factory=list)
     refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
     refused_untraced: int = 0  # refused recipients that went into the client's aggregate
+    # The connection filter's verdict per tenant whose own IP lists decided (allow: IPV:CAL).
+    tenant_listing: dict[int, ConnectionVerdict] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -125,8 +131,10 @@ class MxEndpoint:
         srs: Srs | None = None,
         max_hops: int = 30,
         clock: Callable[[], float] = time.time,
+        protection: Protection | None = None,
     ) -> None:
         self.hostname = hostname
+        self.protection = protection  # the filtering stack; None: mail is not filtered (a lab)
         self.directory = directory
         self._blobs = blobs
         self.committer = committer
@@ -245,6 +253,30 @@ class MxEndpoint:
         """Another process changed the directory (a notification): refresh the cache now."""
         self._directory_changed.set()
 
+    @property
+    def inline_limit(self) -> int:
+        return self._blobs.inline_limit
+
+    async def message_bytes(self, content: MessageContent) -> bytes:
+        """The whole message, for protection: from memory, or read from its spool file off the loop."""
+        if not content.spooled:
+            return content.read()
+        return await asyncio.get_running_loop().run_in_executor(self._writers, content.read)
+
+    async def store_bytes(self, data: bytes) -> str:
+        """Write `data` to the blob store (off the event loop); its id."""
+        return await asyncio.get_running_loop().run_in_executor(self._writers, self._blobs.put, data)
+
+    async def policies(
+        self, routes: list[RoutedRecipient]
+    ) -> tuple[dict[int, TenantProtection], dict[int, MailboxSenderLists]]:
+        """The protection policies of the routes' tenants and the sender lists of their mailboxes."""
+        tenants = {r.tenant_id for r in routes if r.tenant_id is not None}
+        mailboxes = {r.mailbox_id for r in routes if r.mailbox_id is not None}
+        found = {t: await self.ask(partial(_protection_of, t)) for t in tenants}
+        lists = {m: await self.ask(partial(_sender_lists_of, m)) for m in mailboxes}
+        return found, lists
+
     def inline_body(self, content: MessageContent) -> bytes | None:
         """The message's bytes when they go into its commit (in memory and within the store's inline
         limit: one durable write for the message and its rows), else None: `store_blob` first."""
@@ -274,6 +306,7 @@ class MxSession:
     which adds SMTP AUTH and its checks through the hooks marked below)."""
 
     receive_event = EventKind.RECEIVE  # the trace event of a received message
+    direction = Direction.INBOUND  # the antispam report's DIR
 
     def __init__(self, endpoint: MxEndpoint, connection: ConnectionInfo) -> None:
         self._endpoint = endpoint
@@ -285,6 +318,7 @@ class MxSession:
         self.sender_internal_to: int | None = None  # the MX endpoint: every sender is outside
         self.authenticated_tenant: int | None = None  # the MX endpoint: nobody is authenticated
         self.refusals_traced = 0  # refused recipients of this session traced one by one
+        self.connection_verdict = ConnectionVerdict()  # the connection filter's service-wide verdict
 
     async def connect(self) -> Reply | None:
         return None if self._endpoint.committer.alive else replies.STORAGE_UNAVAILABLE
@@ -378,22 +412,37 @@ class MxSession:
         now = self._endpoint.clock()
         summary = summarize(head)
         prefix = self._received_header(envelope, now)
-        inline = self._endpoint.inline_body(content)
-        if inline is not None:
-            blob_id = hashlib.sha256(inline).hexdigest()
+        sender = str(envelope.sender) if envelope.sender else ""
+        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, sender)
+        size = content.size + len(prefix)
+        categorized.routes = await self._endpoint.over_receive_limits(categorized.routes, size)
+        filtered: Filtered | None = None
+        body: bytes | None = None  # the message as protection left it, when it changed it
+        if self._endpoint.protection is not None:
+            outcome = await self._protect(envelope, content, categorized.routes)
+            if isinstance(outcome, Reply):
+                return self._refuse_data(envelope, outcome, content.size)
+            filtered, body = outcome
+            categorized.routes = filtered.routes
+        if body is not None:
+            inline: bytes | None = body if len(body) <= self._endpoint.inline_limit else None
+            size = len(body) + len(prefix)
+            blob_id = hashlib.sha256(body).hexdigest() if inline else await self._endpoint.store_bytes(body)
         else:
-            blob_id = await self._endpoint.store_blob(content)
+            inline = self._endpoint.inline_body(content)
+            if inline is not None:
+                blob_id = hashlib.sha256(inline).hexdigest()
+            else:
+                blob_id = await self._endpoint.store_blob(content)
         entry = SpoolEntry(
             id=envelope.id,
-            sender=str(envelope.sender) if envelope.sender else "",
+            sender=sender,
             blob_id=blob_id,
             prefix=prefix,
-            size=content.size + len(prefix),
+            size=size,
             received_at=now,
             summary=summary,
         )
-        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, entry.sender)
-        categorized.routes = await self._endpoint.over_receive_limits(categorized.routes, entry.size)
         receive_detail: dict[str, object] = {
             "client_ip": self.connection.peer_ip,
             "helo": self.helo_name,
@@ -402,7 +451,7 @@ class MxSession:
             "message_id": summary.message_id,
             "listener": self.connection.listener_name,
         }
-        received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip)
+        received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip, filtered)
         job = self._commit_job(received)
         if inline is not None:
             job = partial(_with_body, partial(self._endpoint.put_inline, inline, blob_id), job)
@@ -421,6 +470,97 @@ class MxSession:
         _count_committed(self.connection.listener_name, categorized.routes)
         self._log_transaction("queued", envelope, entry.size, outcomes)
         return replies.QUEUED.with_text(f"Queued as {envelope.id}")
+
+    async def _protect(
+        self, envelope: Envelope, content: MessageContent, routes: list[RoutedRecipient]
+    ) -> tuple[Filtered, bytes | None] | Reply:
+        """Run the filtering stack on the message: what becomes of each route and the message as
+        protection left it (None: unchanged), or the reply that defers or refuses it whole."""
+        endpoint = self._endpoint
+        protection = endpoint.protection
+        assert protection is not None
+        message = await endpoint.message_bytes(content)
+        tenants, lists = await endpoint.policies(routes)
+        facts = MessageFacts(
+            client_ip=self.connection.peer_ip,
+            helo=self.helo_name,
+            mail_from=str(envelope.sender) if envelope.sender else "",
+            recipients=tuple(r.recipient for r in routes),
+            direction=self.direction,
+            authenticated_user=self._authenticated_user(),
+            tls=self.tls is not None,
+            tenant_ids=tuple(sorted(tenants)),
+            connection=self.connection_verdict,
+        )
+        recipients = [RecipientFacts(r.recipient, r.tenant_id, r.mailbox_id) for r in routes]
+        inspection = await protection.inspect(
+            message, facts, recipients, tenants, lists, envelope.tenant_listing
+        )
+        if inspection.defer is not None:
+            log.warning("deferred id=%s: %s", envelope.id, inspection.detail.get("unavailable", ""))
+            return inspection.defer
+        refusal = await self._judge(envelope, inspection)
+        if refusal is not None:
+            return refusal
+        filtered = apply_inspection(envelope.id, inspection, routes)
+        if filtered.refusal is not None:
+            return filtered.refusal
+        body = inspection.message
+        await self._rewrite_subjects(filtered, body if body is not None else message)
+        await self._redirect(envelope, filtered)
+        return filtered, body
+
+    async def _rewrite_subjects(self, filtered: Filtered, message: bytes) -> None:
+        """Give each local copy whose action prepends the subject a body of its own (the queue sends
+        the message's own body: a remote copy keeps its subject and carries the verdict in its headers)."""
+        written: dict[str, tuple[str, int]] = {}
+        for index, text in filtered.subject_prefixes.items():
+            route = filtered.routes[index]
+            if route.route is not Route.LOCAL:
+                continue
+            if text not in written:
+                rewritten = prepend_subject(message, text)
+                written[text] = (await self._endpoint.store_bytes(rewritten), len(rewritten))
+            blob_id, blob_size = written[text]
+            filtered.routes[index] = replace(route, blob_id=blob_id, blob_size=blob_size)
+
+    async def _redirect(self, envelope: Envelope, filtered: Filtered) -> None:
+        """Route each redirected copy to the policy's address, as its tenant would send there; a
+        redirect address that does not resolve leaves the copy in the recipient's Junk folder."""
+        for route, address in filtered.redirects:
+            target: Resolution | None = None
+            with contextlib.suppress(ValueError):
+                target = await self._endpoint.resolve(
+                    Address.parse(address), route.tenant_id, route.tenant_id, null_sender=False
+                )
+            if not isinstance(target, Accepted | Relayed):
+                filtered.routes.append(replace(route, folder="Junk"))
+                continue
+            sender = str(envelope.sender) if envelope.sender else ""
+            redirected = await self._endpoint.categorize(envelope.id, [target], sender)
+            for new in redirected.routes:
+                filtered.routes.append(
+                    replace(
+                        new,
+                        original_recipient=route.original_recipient,
+                        also_settles=route.also_settles,
+                        headers=route.headers,
+                    )
+                )
+            detail: dict[str, object] = {"to": address, "reason": "protection policy"}
+            filtered.events += [
+                TraceEvent(envelope.id, EventKind.REDIRECT, route.tenant_id, row, detail)
+                for row in route.trace_rows
+            ]
+
+    async def _judge(self, envelope: Envelope, inspection: Inspection) -> Reply | None:
+        """A reply that refuses the whole message for its verdicts (the MX endpoint: none; each
+        recipient's policy decides)."""
+        return None
+
+    def _authenticated_user(self) -> str:
+        """The login of an authenticated session ("" on the MX endpoint)."""
+        return ""
 
     # --- hooks a submission session overrides ----------------------------------------------------
     async def _check_message(self, envelope: Envelope, size: int, head: bytes) -> Reply | None:
@@ -545,6 +685,15 @@ class Received:
     envelope: Envelope
     receive_detail: dict[str, object]
     client_ip: str
+    filtered: Filtered | None = None  # what protection decided (held, deleted copies; its trace)
+
+
+def _protection_of(tenant_id: int, directory: DirectoryView) -> TenantProtection:
+    return directory.protection(tenant_id)
+
+
+def _sender_lists_of(mailbox_id: int, directory: DirectoryView) -> MailboxSenderLists:
+    return directory.sender_lists(mailbox_id)
 
 
 def _count_committed(listener: str, routes: list[RoutedRecipient]) -> None:
@@ -603,10 +752,13 @@ def commit_received(
     )
     traced = {e.recipient.lower() for e in categorized.events if e.event is EventKind.FAIL}
     failed_events, failed_statuses = _routing_failures(entry.id, categorized.routes, traced)
-    events = receive + refused_events + categorized.events + delivered_events + failed_events
+    filter_events, filter_statuses = _filter_rows(conn, entry, received.filtered)
+    events = receive + refused_events + categorized.events + filter_events + delivered_events + failed_events
     record_events(conn, events, entry.received_at)
     # Later rows win: a recipient's `pending` from categorizing is settled by its delivery.
-    final = _last_per_row(refused_statuses + categorized.statuses + delivered_statuses + failed_statuses)
+    final = _last_per_row(
+        refused_statuses + categorized.statuses + filter_statuses + delivered_statuses + failed_statuses
+    )
     set_statuses(conn, final, entry.received_at)
     replies_given = {
         e.recipient.lower(): str(e.detail.get("reply", "")) for e in events if e.event is EventKind.FAIL
@@ -621,6 +773,21 @@ def commit_received(
         for e in past_limit
     ]
     return outcomes
+
+
+def _filter_rows(
+    conn: Connection, entry: SpoolEntry, filtered: Filtered | None
+) -> tuple[list[TraceEvent], list[TraceRecipient]]:
+    """Protection's part of the commit: the copies it held go into quarantine (in this transaction),
+    and the trace of its verdicts and actions."""
+    if filtered is None:
+        return [], []
+    events, statuses = list(filtered.events), list(filtered.statuses)
+    if filtered.held:
+        held_events, held_statuses = hold_copies(conn, entry, filtered.held)
+        events += held_events
+        statuses += held_statuses
+    return events, statuses
 
 
 def _routing_failures(

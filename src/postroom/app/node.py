@@ -227,6 +227,7 @@ class App:
                 max_recipients=submission.max_recipients,
                 messages_per_minute=submission.messages_per_minute,
                 recipients_per_day=submission.recipients_per_day,
+                outbound_spam_per_day=submission.outbound_spam_per_day,
                 auth_failure_window=submission.auth_failure_window,
                 auth_failures_before_throttle=submission.auth_failures_before_throttle,
                 auth_failures_before_disconnect=submission.auth_failures_before_disconnect,

@@ -61,12 +61,15 @@ from postroom.directory import (
     Directory,
     SubmissionAccount,
     charge_recipients,
+    charge_spam,
     find_submission_account,
     restricted_until,
 )
 from postroom.mailstore import SENT_FOLDER, LocalDelivery, deliver
 from postroom.model import Address, AddressError, Reply, replies
 from postroom.model.flow import EventKind
+from postroom.model.verdicts import Direction, MalwareResult, SpamCategory
+from postroom.protection.pipeline import MALWARE_REJECTED, OUTBOUND_SPAM_REJECTED, Inspection
 from postroom.routing import Rejected, RejectReason
 from postroom.smtp import ConnectionInfo, MailParams, RcptParams, SaslCredentials
 from postroom.storage import Database
@@ -84,6 +87,7 @@ class SubmissionLimits:
     max_recipients: int
     messages_per_minute: int
     recipients_per_day: int
+    outbound_spam_per_day: int
     auth_failure_window: float
     auth_failures_before_throttle: int
     auth_failures_before_disconnect: int
@@ -162,10 +166,18 @@ class SubmissionEndpoint:
         return await self.mx.lookup(partial(self._restricted, mailbox_id))
 
 
+_OUTBOUND_REFUSED = (
+    SpamCategory.PHISH,
+    SpamCategory.HIGH_CONFIDENCE_PHISH,
+    SpamCategory.HIGH_CONFIDENCE_SPAM,
+)
+
+
 class SubmissionSession(MxSession):
     """One connection to a submission listener."""
 
     receive_event = EventKind.SUBMIT
+    direction = Direction.OUTBOUND
 
     def __init__(self, endpoint: SubmissionEndpoint, connection: ConnectionInfo) -> None:
         super().__init__(endpoint.mx, connection)
@@ -234,6 +246,28 @@ class SubmissionSession(MxSession):
                 envelope.rejected.append(refused)
             return reply
         return await super().rcpt_to(recipient, params)
+
+    async def _judge(self, envelope: Envelope, inspection: Inspection) -> Reply | None:
+        """Outbound spam (spec §10.5): a submitted message with malware, phishing or high-confidence
+        spam is refused, and counted against the sender's UTC day; the `outbound_spam_per_day`th
+        restricts the sender until the next day (its later messages get 550 5.2.2)."""
+        account = self.account
+        assert account is not None
+        malware = inspection.malware
+        if malware is not None and malware.result is MalwareResult.INFECTED:
+            return MALWARE_REJECTED
+        spam = inspection.spam
+        if spam is None or (spam.scl < 7 and spam.category not in _OUTBOUND_REFUSED):
+            return None
+        limit = self._submission.limits.outbound_spam_per_day
+        now = self._endpoint.clock()
+        mailbox, tenant = account.mailbox_id, account.tenant_id
+        if await self._endpoint.committer.run(lambda conn: charge_spam(conn, mailbox, tenant, now, limit)):
+            log.warning("sender %s restricted: %d messages refused as spam today", account.address, limit)
+        return OUTBOUND_SPAM_REJECTED
+
+    def _authenticated_user(self) -> str:
+        return self.account.address if self.account is not None else ""
 
     def _send_limit(self, account: SubmissionAccount) -> int:
         return account.max_send_size or self._submission.limits.max_send_size

@@ -153,6 +153,7 @@ class SubmissionSettings:
     max_recipients: int = 500  # recipients per message (a mailbox may have up to 1000); then 452 4.5.3
     messages_per_minute: int = 30  # messages one mailbox submits per minute; then 450 4.7.0
     recipients_per_day: int = 10_000  # recipients per UTC day; then 550 5.1.90 and restricted
+    outbound_spam_per_day: int = 3  # messages refused as spam per UTC day; then restricted (spec §10.5)
     auth_failure_window: float = 300.0  # seconds over which failed logins are counted
     auth_failures_before_throttle: int = 5  # failed logins (per IP, per account); then 454 4.7.0
     auth_failures_before_disconnect: int = 10  # failed logins; then 421 4.7.0 and the connection closes

@@ -1,4 +1,5 @@
-"""Local delivery: messages for mailboxes of this service go into their Inbox, at commit.
+"""Local delivery: messages for mailboxes of this service go into their Inbox (or the folder
+protection chose: Junk for spam), at commit.
 
 `deliver_at_commit` runs inside the spool commit of a received message: the mailstore rows, the
 Deliver trace events and the settled trace rows are written in the same durable transaction that
@@ -7,7 +8,9 @@ needs no queue row. Nothing local is ever queued: a mailbox that vanished betwee
 commit fails in that same transaction (below), so the scheduler has no local round.
 
 Each delivered message is prefixed with `Return-Path` (the envelope sender) and `Delivered-To`, then
-the headers added on receipt; the body blob is shared, never copied. A recipient whose mailbox has
+the recipient's protection headers (`RoutedRecipient.headers`), then the headers added on receipt;
+the body blob is shared, never copied (a copy whose body an action rewrote names its own blob). A
+copy delivered to Junk is traced `filtered-as-spam`. A recipient whose mailbox has
 gone fails permanently (5.1.1, a Fail event). Any other error rolls the whole transaction back:
 nothing is half-delivered and nothing is lost.
 """
@@ -24,6 +27,7 @@ from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, T
 from postroom.queue import SpoolEntry
 
 INBOX = "Inbox"
+JUNK = "Junk"
 MAILBOX_GONE = "550 5.1.1 The mailbox no longer exists"
 
 
@@ -43,15 +47,17 @@ def _deliver(conn: Connection, items: Sequence[_Item]) -> TraceRows:
         entry, route = item.message, item.route
         assert route.mailbox_id is not None
         prefix = (
-            f"Return-Path: <{entry.sender}>\r\nDelivered-To: {route.recipient}\r\n".encode() + entry.prefix
+            f"Return-Path: <{entry.sender}>\r\nDelivered-To: {route.recipient}\r\n".encode()
+            + route.headers
+            + entry.prefix
         )
         deliveries.append(
             LocalDelivery(
                 mailbox_id=route.mailbox_id,
-                folder=INBOX,
-                blob_id=entry.blob_id,
+                folder=route.folder,
+                blob_id=route.blob_id or entry.blob_id,
                 prefix=prefix,
-                size=entry.size + len(prefix) - len(entry.prefix),
+                size=len(prefix) + (route.blob_size if route.blob_id else entry.size - len(entry.prefix)),
                 internal_date=entry.received_at,
                 summary=entry.summary,
                 trace_id=entry.id,
@@ -67,8 +73,10 @@ def _deliver(conn: Connection, items: Sequence[_Item]) -> TraceRows:
                 detail: dict[str, object] = {"reply": MAILBOX_GONE}
                 kind, status = EventKind.FAIL, TraceStatus.FAILED
             else:
-                detail = {"mailbox": route.recipient, "folder": INBOX}
+                detail = {"mailbox": route.recipient, "folder": route.folder}
                 kind, status = EventKind.DELIVER, TraceStatus.DELIVERED
+                if route.folder == JUNK:
+                    status = TraceStatus.FILTERED_AS_SPAM
             events.append(TraceEvent(entry.id, kind, route.tenant_id, row, detail))
             statuses.append(TraceRecipient(entry.id, route.tenant_id, row, status, route.recipient))
     return events, statuses

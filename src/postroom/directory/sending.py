@@ -12,8 +12,9 @@ What an admin sets:
 - **Recipients per message** per mailbox, 1 to `MAX_RECIPIENTS_LIMIT` (1000); None: the node's default.
 - **Send-as grants**: a mailbox may send as another mailbox or a group of the same tenant (every proxy
   address of it). A grant never crosses tenants, whoever asks (the operator included).
-- **Restricted senders**: a mailbox that would pass its daily recipient limit is restricted until the
-  next UTC day, or until an administrator releases it.
+- **Restricted senders**: a mailbox that would pass its daily recipient limit, or that had
+  `[submission] outbound_spam_per_day` messages refused as spam in a UTC day (`charge_spam`), is
+  restricted until the next UTC day, or until an administrator releases it.
 
 Mail flow reads them with the unscoped lookups below inside the caller's connection (the submission
 session in a worker thread, the commit job in the writer), like `lookups.py`. `charge_recipients`
@@ -55,6 +56,7 @@ DAY = 86_400
 MAX_MESSAGE_SIZE = 157_286_400  # 150 MB: the largest size limit an admin may set (spec §8)
 MAX_RECIPIENTS_LIMIT = 1000  # per message, the per-mailbox ceiling (spec §8)
 DAILY_LIMIT_REASON = "daily recipient limit"
+OUTBOUND_SPAM_REASON = "sent spam"
 
 
 class Switch(StrEnum):
@@ -176,6 +178,33 @@ def charge_recipients(
         conn.execute(insert(sender_counters).values(mailbox_id=mailbox_id, day=day, recipients=count))
     else:
         conn.execute(update(sender_counters).where(where).values(recipients=sent + count))
+    return True
+
+
+def charge_spam(conn: Connection, mailbox_id: int, tenant_id: int, now: float, daily_limit: int) -> bool:
+    """Count one message of the mailbox refused as outbound spam against its UTC day, in the caller's
+    transaction; True when that reached `daily_limit` and the mailbox is now restricted until the
+    next UTC day (spec §10.5's default action; an administrator may release it sooner)."""
+    day = int(now // DAY)
+    where = (sender_counters.c.mailbox_id == mailbox_id) & (sender_counters.c.day == day)
+    found = conn.execute(select(sender_counters.c.spam).where(where)).scalar_one_or_none()
+    if found is None:
+        conn.execute(delete(sender_counters).where(sender_counters.c.mailbox_id == mailbox_id))  # old days
+        conn.execute(insert(sender_counters).values(mailbox_id=mailbox_id, day=day, recipients=0, spam=1))
+    else:
+        conn.execute(update(sender_counters).where(where).values(spam=found + 1))
+    if (found or 0) + 1 < daily_limit:
+        return False
+    conn.execute(delete(restricted_senders).where(restricted_senders.c.mailbox_id == mailbox_id))
+    conn.execute(
+        insert(restricted_senders).values(
+            mailbox_id=mailbox_id,
+            tenant_id=tenant_id,
+            restricted_at=now,
+            until=float((day + 1) * DAY),
+            reason=OUTBOUND_SPAM_REASON,
+        )
+    )
     return True
 
 

@@ -32,6 +32,13 @@ class RoutedRecipient:
     # mailbox's limit). It is queued already failed, with this reply, and the queue's DSN round
     # tells the sender: one path for every failure, durable from the commit.
     failure: str = ""
+    # Protection (issue 10): the headers of this recipient's copy (Authentication-Results, the
+    # antispam report; prepended above the message's own prefix), the mailbox folder a local copy
+    # goes into (Junk for spam), and a body of its own when an action rewrote it (prepend subject).
+    headers: bytes = b""
+    folder: str = "Inbox"
+    blob_id: str = ""  # "": the message's blob (local copies only: the queue sends the message's)
+    blob_size: int = 0  # the size of `blob_id`'s content
 
     @property
     def trace_rows(self) -> tuple[str, ...]:

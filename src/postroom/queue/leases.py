@@ -156,8 +156,8 @@ def lease_due(conn: Connection, *, token: str, now: float, lease_seconds: float,
                 destination=r.destination,
                 sender=r.sender if r.envelope_sender is None else r.envelope_sender,
                 blob_id=r.blob_id,
-                prefix=bytes(r.prefix),
-                size=r.size,
+                prefix=bytes(r.headers) + bytes(r.prefix),
+                size=r.size + len(r.headers),
                 received_at=r.received_at,
             )
             for r in rows

@@ -96,6 +96,7 @@ _INSERT_QUEUE = PreparedInsert(
         "delay_notified",
         "remote_mta",
         "received_at",
+        "headers",
     ],
 )
 
@@ -140,6 +141,7 @@ def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedReci
                 "delay_notified": False,
                 "remote_mta": "",
                 "received_at": entry.received_at,
+                "headers": r.headers,
             }
             for r in recipients
         ],

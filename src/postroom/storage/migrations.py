@@ -50,6 +50,8 @@ from sqlalchemy import (
     Connection,
     Float,
     Index,
+    Integer,
+    LargeBinary,
     String,
     Table,
     false,
@@ -242,6 +244,8 @@ def _6_protection(ops: Ops) -> None:
         schema.quarantine_recipients,
     ):
         ops.create_table(table)
+    ops.add_column("queue_recipients", Column("headers", LargeBinary, nullable=False, server_default=""))
+    ops.add_column("sender_counters", Column("spam", Integer, nullable=False, server_default="0"))
 
 
 def _index(table: Table, name: str) -> Index:

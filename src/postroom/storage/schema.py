@@ -250,6 +250,8 @@ sender_counters = Table(
     Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
     Column("day", Integer, primary_key=True),
     Column("recipients", Integer, nullable=False),
+    # Protection (step 6), appended: the day's messages refused as outbound spam (spec §10.5).
+    Column("spam", Integer, nullable=False, server_default="0"),
 )
 
 # Restricted senders (spec §10.5): blocked until `until` (the next UTC day) or an administrator's release.
@@ -341,6 +343,9 @@ queue_recipients = Table(
     # Scale-out (step 5), appended: the message's receipt time, copied from its spool row so the
     # delay DSN round finds the rows it is due for from an index (`ix_queue_delay_unnotified`).
     Column("received_at", Float, nullable=False, server_default="0"),
+    # Protection (step 6), appended: this recipient's protection headers (Authentication-Results,
+    # the antispam report), sent above the message's prefix.
+    Column("headers", LargeBinary, nullable=False, server_default=""),
     Index("ix_queue_due", "state", "next_attempt_at"),
     Index("ix_queue_message", "message_id"),
     Index("ix_queue_destination", "destination"),

@@ -1,0 +1,133 @@
+"""Protection in the receiving flow: a message's `Inspection` applied to its routes.
+
+The MX and submission sessions call `Protection.inspect` at the end of DATA, after categorizing (so
+each final recipient gets its own policy) and before the commit; `apply_inspection` turns the
+inspection into what the commit does: routes that go on (with their protection headers and
+folder, or failed by a reject: the queue's DSN round tells the sender), copies held in quarantine,
+copies deleted, copies to redirect, and the trace of every verdict and action. When every recipient
+rejects, the message is refused at DATA instead (no NDR to a possibly forged sender).
+
+Trace: one `Filter` event per tenant with the message's verdicts (authentication, malware, SCL,
+BCL, engine) and the count of each action, and one per recipient whose copy was not simply
+delivered to the Inbox; deleted copies are `filtered-as-spam`, held ones `quarantined` (written
+by the quarantine), copies in Junk `filtered-as-spam` (written by local delivery).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import Connection
+
+from postroom.model import Reply
+from postroom.model.flow import EventKind, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
+from postroom.model.verdicts import FilterAction, FilterVerdict
+from postroom.protection.pipeline import Disposition, Inspection
+from postroom.queue import SpoolEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A recipient's copy that goes into quarantine instead of its mailbox."""
+
+    route: RoutedRecipient
+    disposition: Disposition
+
+
+@dataclass(slots=True)
+class Filtered:
+    routes: list[RoutedRecipient]  # delivered, queued, or failed by a reject
+    held: list[Held] = field(default_factory=list)
+    redirects: list[tuple[RoutedRecipient, str]] = field(default_factory=list)  # route, address
+    events: list[TraceEvent] = field(default_factory=list)
+    statuses: list[TraceRecipient] = field(default_factory=list)
+    refusal: Reply | None = None  # every recipient rejected: refuse the message at DATA with this
+    subject_prefixes: dict[int, str] = field(default_factory=dict)  # index in `routes`: its prefix
+
+
+def apply_inspection(message_id: str, inspection: Inspection, routes: list[RoutedRecipient]) -> Filtered:
+    """What becomes of each route under its disposition (`inspection.dispositions[i]` is `routes[i]`'s)."""
+    filtered = Filtered(routes=[])
+    actions: dict[int | None, Counter[str]] = {}
+    rejected: list[Reply] = []
+    for route, disposition in zip(routes, inspection.dispositions, strict=True):
+        actions.setdefault(route.tenant_id, Counter())[disposition.action.value] += 1
+        if route.failure:  # failed while routed (too big for the mailbox): its DSN says so already
+            filtered.routes.append(route)
+            continue
+        if disposition.action is not FilterAction.INBOX or disposition.verdict is not FilterVerdict.CLEAN:
+            filtered.events += [
+                TraceEvent(message_id, EventKind.FILTER, route.tenant_id, row, _recipient_detail(disposition))
+                for row in route.trace_rows
+            ]
+        action = disposition.action
+        if action is FilterAction.QUARANTINE:
+            filtered.held.append(Held(replace(route, headers=disposition.headers), disposition))
+        elif action is FilterAction.DELETE:
+            filtered.statuses += [
+                TraceRecipient(
+                    message_id, route.tenant_id, row, TraceStatus.FILTERED_AS_SPAM, route.recipient
+                )
+                for row in route.trace_rows
+            ]
+        elif action is FilterAction.REJECT:
+            reply = disposition.reply
+            assert reply is not None, "a reject disposition carries its reply"
+            rejected.append(reply)
+            filtered.routes.append(replace(route, failure=str(reply), headers=disposition.headers))
+        elif action is FilterAction.REDIRECT:
+            filtered.redirects.append((replace(route, headers=disposition.headers), disposition.redirect_to))
+        else:
+            if disposition.subject_prefix:
+                filtered.subject_prefixes[len(filtered.routes)] = disposition.subject_prefix
+            filtered.routes.append(replace(route, headers=disposition.headers, folder=disposition.folder))
+    live = [d for r, d in zip(routes, inspection.dispositions, strict=True) if not r.failure]
+    if live and len(rejected) == len(live):
+        filtered.refusal = rejected[0]
+    for tenant_id, counts in actions.items():
+        detail = {**inspection.detail, "actions": dict(sorted(counts.items()))}
+        filtered.events.insert(0, TraceEvent(message_id, EventKind.FILTER, tenant_id, "", detail))
+    return filtered
+
+
+def _recipient_detail(disposition: Disposition) -> dict[str, object]:
+    detail: dict[str, object] = {
+        "verdict": disposition.verdict.name.lower().replace("_", "-"),
+        "action": disposition.action.value,
+        "scl": disposition.scl,
+        "sfv": disposition.sfv,
+    }
+    if disposition.policy:
+        detail["policy"] = disposition.policy
+    if disposition.reply is not None:
+        detail["reply"] = str(disposition.reply)
+    if disposition.redirect_to:
+        detail["redirect_to"] = disposition.redirect_to
+    if disposition.quarantine_reason:
+        detail["reason"] = disposition.quarantine_reason
+    return detail
+
+
+_SUBJECT = re.compile(rb"^Subject:[ \t]?", re.IGNORECASE | re.MULTILINE)
+
+
+def prepend_subject(message: bytes, text: str) -> bytes:
+    """`message` with `text` put before its Subject (one is added when it has none); only the header
+    block is touched. An encoded-word subject keeps its encoding after the plain text."""
+    end = message.find(b"\r\n\r\n")
+    head_end = end + 2 if end >= 0 else len(message)
+    head, rest = message[:head_end], message[head_end:]
+    prefix = text.encode("utf-8", "replace")
+    found = _SUBJECT.search(head)
+    if found is None:
+        return b"Subject: " + prefix.rstrip() + b"\r\n" + head + rest
+    return head[: found.end()] + prefix + head[found.end() :] + rest
+
+
+def hold_copies(
+    conn: Connection, entry: SpoolEntry, held: list[Held]
+) -> tuple[list[TraceEvent], list[TraceRecipient]]:
+    """Put the held copies into quarantine in the commit's transaction; their trace rows."""
+    raise NotImplementedError("quarantine lands with the quarantine room")
