@@ -166,6 +166,7 @@ class SubmissionSession(MxSession):
     """One connection to a submission listener."""
 
     receive_event = EventKind.SUBMIT
+    connection_filtered = False  # authenticated senders: their limits are the submission's own
 
     def __init__(self, endpoint: SubmissionEndpoint, connection: ConnectionInfo) -> None:
         super().__init__(endpoint.mx, connection)
