@@ -16,7 +16,7 @@ from postroom.dns import DnsResolver
 from postroom.model.ipfilter import Blocklist, IpList
 from postroom.model.policy import ConnectionPolicy
 from postroom.model.verdicts import ConnectionVerdict, IpListing
-from postroom.protection import ConnectionFilter, RateLimits, tenant_lists
+from postroom.protection import ConnectionFilter, RateLimits, parse_tenant_lists
 from tests.support.dns_server import DnsTestServer, silent_nameserver
 
 # A blocklist zone as the big lists publish them: the address reversed, an A record in 127.0.0.0/8.
@@ -149,14 +149,18 @@ async def test_a_tenants_lists_decide_for_its_recipients(
     assert other.refusal is None, "another tenant's recipients are not affected"
 
 
-def test_tenant_lists_are_parsed_once_per_value() -> None:
-    one = tenant_lists(ConnectionPolicy(ip_allow=("192.0.2.0/24",)))
-    assert tenant_lists(ConnectionPolicy(ip_allow=("192.0.2.0/24",))) is one
-    assert tenant_lists(ConnectionPolicy(ip_block=("192.0.2.0/24",))).allow.entries == ()
+def test_a_tenants_lists_are_parsed_once_per_change() -> None:
+    connection_filter = build()
+    policy = ConnectionPolicy(ip_allow=("192.0.2.0/24",))
+    one = connection_filter.tenant_lists(1, policy)
+    assert connection_filter.tenant_lists(1, ConnectionPolicy(ip_allow=("192.0.2.0/24",))) is one
+    changed = connection_filter.tenant_lists(1, ConnectionPolicy(ip_block=("192.0.2.0/24",)))
+    assert changed.allow.entries == () and changed.block.entries == ("192.0.2.0/24",)
+    assert connection_filter.tenant_lists(2, policy) is not one, "kept per tenant"
 
 
 def test_a_stored_tenant_list_with_a_bad_entry_is_used_without_it(caplog: pytest.LogCaptureFixture) -> None:
-    lists = tenant_lists(ConnectionPolicy(ip_block=("10.0.0.0/8", "192.0.2.1")))
+    lists = parse_tenant_lists(ConnectionPolicy(ip_block=("10.0.0.0/8", "192.0.2.1")))
     assert lists.block.entries == ("192.0.2.1",)
     assert "'10.0.0.0/8' is wider" in caplog.text
 

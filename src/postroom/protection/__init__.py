@@ -9,7 +9,8 @@ from postroom.protection.connection import (
     RateLimits,
     RecipientCheck,
     TenantLists,
-    tenant_lists,
+    client_key,
+    parse_tenant_lists,
 )
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "RateLimits",
     "RecipientCheck",
     "TenantLists",
-    "tenant_lists",
+    "client_key",
+    "parse_tenant_lists",
 ]

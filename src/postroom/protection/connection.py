@@ -25,10 +25,11 @@ The outcome for the rest of the stack: `ConnectionCheck.verdict` is the service-
 before DATA); `RecipientCheck.verdict` is what applies to one tenant's recipients.
 
 Guarantees. Membership is O(log n) (`model.ipfilter.IpList`). A tenant's lists are parsed once per
-distinct value (kept in a bounded cache keyed by the lists themselves, never by a tenant's name, so a
-tenant can never see another's lists). The rate table (`RateLimits`) holds at most `max_clients`
-clients: past it the client whose minute began first is forgotten (its limit gets looser, memory never
-grows); an IPv6 client is counted per /64, so one host cannot multiply its allowance with addresses.
+change (kept for `TENANT_LISTS_CACHED` tenants, by tenant id, which is never reused, and never by a
+name: a new tenant with a removed tenant's names never sees its lists). The rate table (`RateLimits`)
+holds at most `max_clients` clients: past it the client whose minute began first is forgotten (its
+limit gets looser, memory never grows); an IPv6 client is counted per /64, so one host cannot
+multiply its allowance with addresses.
 The limits are per process: a node of N worker processes lets a client make N times as many.
 
 Failure behaviour. A DNS blocklist that fails or times out never refuses mail: the failure is
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import time
@@ -61,7 +61,7 @@ from postroom.model.policy import ConnectionPolicy
 from postroom.model.verdicts import ConnectionVerdict, IpListing
 
 MINUTE = 60.0  # the window of the rate limits
-TENANT_LISTS_CACHED = 1_024  # distinct tenant connection policies kept parsed
+TENANT_LISTS_CACHED = 1_024  # tenants whose connection policies are kept parsed
 SERVICE = "service"
 
 log = logging.getLogger(__name__)
@@ -101,20 +101,19 @@ class RateLimits:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def connection(self, address: IpAddress) -> bool:
-        """Count a connection of `address`; False when it is past the limit of its minute."""
-        window = self._window(address)
+    def connection(self, client: str) -> bool:
+        """Count a connection of `client` (`client_key`); False when it is past the limit of its minute."""
+        window = self._window(client)
         window.connections += 1
         return window.connections <= self.connections_per_minute
 
-    def message(self, address: IpAddress) -> bool:
-        """Count a message (a MAIL) of `address`; False when it is past the limit of its minute."""
-        window = self._window(address)
+    def message(self, client: str) -> bool:
+        """Count a message (a MAIL) of `client`; False when it is past the limit of its minute."""
+        window = self._window(client)
         window.messages += 1
         return window.messages <= self.messages_per_minute
 
-    def _window(self, address: IpAddress) -> _Window:
-        key = _client_key(address)
+    def _window(self, key: str) -> _Window:
         now = self._clock()
         clients = self._clients
         window = clients.get(key)
@@ -132,7 +131,7 @@ class RateLimits:
         return window
 
 
-def _client_key(address: IpAddress) -> str:
+def client_key(address: IpAddress) -> str:
     """What one client is counted as: its IPv4 address, or its IPv6 /64."""
     if isinstance(address, IPv6Address):
         return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
@@ -147,9 +146,8 @@ class TenantLists:
     block: IpList
 
 
-@functools.lru_cache(maxsize=TENANT_LISTS_CACHED)
-def tenant_lists(policy: ConnectionPolicy) -> TenantLists:
-    """`policy`'s lists, parsed (cached by value: two tenants with the same lists share the parse)."""
+def parse_tenant_lists(policy: ConnectionPolicy) -> TenantLists:
+    """`policy`'s lists, parsed; a bad entry (lists are checked when written) is left out and logged."""
     lists = []
     for name, entries in (("ip_allow", policy.ip_allow), ("ip_block", policy.ip_block)):
         try:
@@ -189,10 +187,27 @@ class ConnectionFilter:
         self.blocklists = tuple(blocklists)
         self._resolver = resolver
         self.rates = rates
+        # Each tenant's lists as parsed, by tenant id (never reused), with the policy they came from.
+        self._tenant_lists: OrderedDict[int, tuple[ConnectionPolicy, TenantLists]] = OrderedDict()
 
     def check(self, peer_ip: str) -> ConnectionCheck:
         """The check of one connection from `peer_ip`."""
         return ConnectionCheck(self, client_address(peer_ip))
+
+    def tenant_lists(self, tenant_id: int, policy: ConnectionPolicy) -> TenantLists:
+        """The tenant's lists, parsed once per policy: the directory cache hands out the same policy
+        object until it changes (compared by identity first: hashing 1,273 entries per RCPT is not free)."""
+        cache = self._tenant_lists
+        held = cache.get(tenant_id)
+        if held is not None and (held[0] is policy or held[0] == policy):
+            cache.move_to_end(tenant_id)
+            return held[1]
+        lists = parse_tenant_lists(policy)
+        cache[tenant_id] = (policy, lists)
+        cache.move_to_end(tenant_id)
+        if len(cache) > TENANT_LISTS_CACHED:
+            cache.popitem(last=False)
+        return lists
 
     async def blocklisted(self, address: IpAddress) -> ConnectionVerdict:
         """The first configured zone that lists `address` (all asked at once), or NOT_LISTED."""
@@ -223,6 +238,7 @@ class ConnectionCheck:
     def __init__(self, owner: ConnectionFilter, address: IpAddress | None) -> None:
         self._filter = owner
         self.address = address  # None: not an IP client (nothing to filter)
+        self._client = "" if address is None else client_key(address)  # as the rate table counts it
         self.verdict = NOT_LISTED  # the service-wide verdict, final after the first recipient
         self._blocklists: asyncio.Future[ConnectionVerdict] | None = None
 
@@ -239,7 +255,7 @@ class ConnectionCheck:
         if blocked is not None:
             self.verdict = ConnectionVerdict(IpListing.BLOCKED, SERVICE, blocked)
             return _refuse("service-block", replies.SERVICE_BLOCKED, address, f"service block list {blocked}")
-        if not owner.rates.connection(address):
+        if not owner.rates.connection(self._client):
             return _refuse("connection-rate", replies.CONNECTION_RATE_EXCEEDED, address, "connection rate")
         if owner.blocklists:
             self._blocklists = asyncio.ensure_future(owner.blocklisted(address))
@@ -250,7 +266,7 @@ class ConnectionCheck:
         address = self.address
         if address is None or self.verdict.listing is IpListing.ALLOWED:
             return None
-        if not self._filter.rates.message(address):
+        if not self._filter.rates.message(self._client):
             return _refuse("message-rate", replies.MESSAGE_RATE_FROM_CLIENT_EXCEEDED, address, "message rate")
         return None
 
@@ -264,7 +280,7 @@ class ConnectionCheck:
         if address is None:
             return RecipientCheck(self.verdict)
         if tenant_id is not None and policy is not None:
-            lists = tenant_lists(policy)
+            lists = self._filter.tenant_lists(tenant_id, policy)
             allowed = lists.allow.match(address)
             if allowed is not None:
                 return RecipientCheck(ConnectionVerdict(IpListing.ALLOWED, f"tenant:{tenant_id}", allowed))
