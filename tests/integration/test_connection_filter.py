@@ -10,25 +10,22 @@ the rates, 127.1.x.x the flood, 127.0.7.x the removed tenant's list.
 
 from __future__ import annotations
 
-import json
 import smtplib
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import insert
 
 from postroom.app import App, remove_tenant
 from postroom.config import Settings
 from postroom.model.flow import EventKind
 from postroom.model.scope import OPERATOR, TenantScope
-from postroom.storage.schema import protection_policies
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, populate, wait_for
 from tests.integration.test_hosted_flow import inbox
 from tests.protection.test_connection import ManualClock
+from tests.support.connection_policy import set_connection_policy
 from tests.support.dns_server import DnsTestServer, silent_nameserver
 from tests.support.node import RunningNode, make_node
 
@@ -46,23 +43,6 @@ class Node:
     running: RunningNode
     hosted: Hosted
     clock: ManualClock
-
-
-def set_connection_policy(app: App, tenant: str, **lists: list[str]) -> None:
-    """A tenant's connection filter policy as the directory stores it."""
-    tenant_id = app.directory.get_tenant(OPERATOR, tenant).id
-    with app.database.write() as conn:
-        conn.execute(
-            insert(protection_policies).values(
-                tenant_id=tenant_id,
-                kind="connection",
-                name="Default",
-                priority=None,
-                enabled=True,
-                settings=json.dumps(lists),
-                created_at=time.time(),
-            )
-        )
 
 
 def filtered(settings: Settings, **protection: object) -> Settings:
