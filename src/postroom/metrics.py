@@ -86,6 +86,17 @@ DNS_QUERY_SECONDS = Histogram(
 WORKER_RESTARTS = Counter(
     "postroom_worker_restarts", "Worker processes the supervisor restarted after they died."
 )
+CONNECTION_FILTER_REFUSALS = Counter(
+    "postroom_connection_filter_refusals",
+    "Connections, messages and recipients the connection filter refused, by what refused them "
+    "(service-block, tenant-block, blocklist, connection-rate, message-rate).",
+    ["refusal"],
+)
+RATE_LIMITED_CLIENTS = Gauge(
+    "postroom_rate_limited_clients",
+    "Client addresses (IPv6: /64 networks) whose connections and messages of the minute are counted.",
+    multiprocess_mode="livesum",
+)
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER_REASON = "other"

@@ -33,6 +33,13 @@ Forwarding and SRS: categorizing follows mailbox forwarding and rewrites the sen
 forwards with the node's `Srs`; at RCPT a bounce (the null sender) to a valid SRS address of ours is
 accepted and routed back to the original address (`routing.resolve`).
 
+The connection filter (`protection.connection`, when `[protection]` is enabled) runs at connect
+(service IP lists, connections per minute, the DNS blocklists asked in the background), at MAIL
+(messages per minute) and at each RCPT that routing accepted (the recipient's tenant's IP lists, a
+blocklist listing); a recipient it refuses is a `Rejected` like routing's refusals, and traced the same
+way. Its verdicts are kept for the rest of the stack: the session's `connection_verdict` (service-wide)
+and the envelope's `tenant_listing` (per tenant). Submission sessions are not filtered.
+
 Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
 delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
 inbound connectors (later) set it for their sessions.
@@ -68,6 +75,7 @@ from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, T
 from postroom.model.message import count_received, summarize
 from postroom.model.policy import MailboxSenderLists, TenantProtection
 from postroom.model.verdicts import ConnectionVerdict, Direction, MessageFacts
+from postroom.protection import ConnectionCheck, ConnectionFilter
 from postroom.protection.pipeline import Inspection, Protection, RecipientFacts
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import (
@@ -108,9 +116,10 @@ class Envelope:
     rejected: list[Rejected] = field(default_factory=list)
     refused_data: Reply | None = None  # the reply when the message itself was refused at end of data
     refused_untraced: int = 0  # refused recipients that went into the client's aggregate
-    # The connection filter's verdict per tenant whose own IP lists decided (allow: IPV:CAL).
-    tenant_listing: dict[int, ConnectionVerdict] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    # The connection filter's verdict for each tenant with an accepted recipient (filled at RCPT):
+    # the tenant's own IP Allow list (IPV:CAL), else the session's `connection_verdict`.
+    tenant_listing: dict[int, ConnectionVerdict] = field(default_factory=dict)
 
 
 class MxEndpoint:
@@ -132,6 +141,7 @@ class MxEndpoint:
         max_hops: int = 30,
         clock: Callable[[], float] = time.time,
         protection: Protection | None = None,
+        connection_filter: ConnectionFilter | None = None,
     ) -> None:
         self.hostname = hostname
         self.protection = protection  # the filtering stack; None: mail is not filtered (a lab)
@@ -146,6 +156,7 @@ class MxEndpoint:
         self.max_hops = max_hops  # Received headers a message may carry; more: a loop (554 5.4.14)
         self.refusals = RefusalLedger(refusal_limits, clock)
         self.clock = clock
+        self.connection_filter = connection_filter  # None: no connection filter ([protection] enabled off)
         self._lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-lookup")
         self._writers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="postroom-blob")
         self._directory_changed = asyncio.Event()
@@ -307,6 +318,7 @@ class MxSession:
 
     receive_event = EventKind.RECEIVE  # the trace event of a received message
     direction = Direction.INBOUND  # the antispam report's DIR
+    connection_filtered = True  # the connection filter applies (the MX endpoint: to every client)
 
     def __init__(self, endpoint: MxEndpoint, connection: ConnectionInfo) -> None:
         self._endpoint = endpoint
@@ -318,10 +330,21 @@ class MxSession:
         self.sender_internal_to: int | None = None  # the MX endpoint: every sender is outside
         self.authenticated_tenant: int | None = None  # the MX endpoint: nobody is authenticated
         self.refusals_traced = 0  # refused recipients of this session traced one by one
-        self.connection_verdict = ConnectionVerdict()  # the connection filter's service-wide verdict
+        # The connection filter's service-wide verdict (service lists, DNS blocklists): final once
+        # the first recipient was decided, so before DATA.
+        self.connection_verdict = ConnectionVerdict()
+        self._connection_check: ConnectionCheck | None = None
 
     async def connect(self) -> Reply | None:
-        return None if self._endpoint.committer.alive else replies.STORAGE_UNAVAILABLE
+        if not self._endpoint.committer.alive:
+            return replies.STORAGE_UNAVAILABLE
+        connection_filter = self._endpoint.connection_filter
+        if connection_filter is None or not self.connection_filtered:
+            return None
+        check = self._connection_check = connection_filter.check(self.connection.peer_ip)
+        refusal = check.connect()
+        self.connection_verdict = check.verdict
+        return refusal
 
     async def helo(self, name: str, extended: bool) -> Reply | None:
         self.helo_name = name
@@ -338,6 +361,9 @@ class MxSession:
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
         if not self._endpoint.committer.alive:
             return replies.STORAGE_UNAVAILABLE  # nothing could be committed: say so now, and close
+        refusal = self._connection_check.mail() if self._connection_check is not None else None
+        if refusal is not None:
+            return refusal
         self.envelope = Envelope(new_message_id(self._endpoint.clock()), sender, params)
         return replies.SENDER_OK
 
@@ -345,6 +371,8 @@ class MxSession:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
         resolution = await self._resolve(recipient, null_sender=envelope.sender is None)
+        if not isinstance(resolution, Rejected):
+            resolution = await self._filter_connection(envelope, resolution)
         if isinstance(resolution, Relayed):
             envelope.accepted.append(resolution)
             return replies.RECIPIENT_OK
@@ -362,6 +390,25 @@ class MxSession:
         return await self._endpoint.resolve(
             recipient, self.sender_internal_to, self.authenticated_tenant, null_sender=null_sender
         )
+
+    async def _filter_connection(self, envelope: Envelope, resolution: Accepted | Relayed) -> Resolution:
+        """The connection filter's word on a recipient routing accepted: refused for its tenant's IP
+        Block list or a DNS blocklist, else as it was (its tenant's verdict kept on the envelope)."""
+        check = self._connection_check
+        if check is None:
+            return resolution
+        tenant = resolution.tenant_id
+        policy = None
+        if tenant is not None:
+            policy = (await self._endpoint.ask(lambda directory: directory.protection(tenant))).connection
+        outcome = await check.recipient(tenant, policy)
+        self.connection_verdict = check.verdict
+        if outcome.refusal is not None:
+            reason = RejectReason.BLOCKLISTED if outcome.by_blocklist else RejectReason.IP_BLOCKED
+            return Rejected(resolution.recipient, outcome.refusal, reason, tenant)
+        if tenant is not None:
+            envelope.tenant_listing[tenant] = outcome.verdict
+        return resolution
 
     async def _over_receive_limit(self, accepted: Accepted, size: int | None) -> Rejected | None:
         """A mailbox recipient refused at RCPT because MAIL's SIZE= is over its receive limit."""
@@ -612,6 +659,8 @@ class MxSession:
             future.add_done_callback(_log_failure)
 
     def close(self) -> None:
+        if self._connection_check is not None:
+            self._connection_check.close()
         self.reset()
 
     def _received_header(self, envelope: Envelope, now: float) -> bytes:

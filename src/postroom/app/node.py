@@ -75,6 +75,8 @@ from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
 from postroom.mailstore import Mailstore
 from postroom.model import Address
+from postroom.model.ipfilter import Blocklist, IpList
+from postroom.protection import ConnectionFilter, RateLimits
 from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
@@ -126,6 +128,8 @@ class App:
         # listener without any binds its own addresses.
         self.sockets: dict[str, tuple[socket.socket, ...]] = {}
         self._counts: list[SharedCounts] = []
+        # The clock of the connection filter's minute windows (monotonic); a test may set its own.
+        self.rate_clock: Callable[[], float] = time.monotonic
         self.stop: Callable[[], None] = lambda: None  # set by serve(): asks the node to drain and stop
 
     @classmethod
@@ -156,6 +160,26 @@ class App:
         if self._resolver is None:
             self._resolver = DnsResolver(self.settings.dns)
         return self._resolver
+
+    def connection_filter(self) -> ConnectionFilter | None:
+        """The MX endpoint's connection filter from `[protection]` (None when protection is off); its
+        minute windows read `rate_clock`."""
+        protection = self.settings.protection
+        if not protection.enabled:
+            return None
+        blocklists = tuple(Blocklist.parse(zone) for zone in protection.dnsbl)
+        return ConnectionFilter(
+            allow=IpList.parse(protection.ip_allow),
+            block=IpList.parse(protection.ip_block),
+            blocklists=blocklists,
+            resolver=self.resolver if blocklists else None,
+            rates=RateLimits(
+                connections_per_minute=protection.connections_per_minute,
+                messages_per_minute=protection.messages_per_minute,
+                max_clients=protection.rate_limited_clients,
+                clock=self.rate_clock,
+            ),
+        )
 
     def service_postmaster(self) -> ServicePostmaster:
         """Where RCPT TO:<postmaster> goes: `[service] postmaster`, else postmaster@<service domain>."""
@@ -313,6 +337,7 @@ class App:
             service_postmaster=self.service_postmaster(),
             srs=srs,
             max_hops=settings.routing.max_hops,
+            connection_filter=self.connection_filter(),
         )
         memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(

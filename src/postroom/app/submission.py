@@ -178,6 +178,7 @@ class SubmissionSession(MxSession):
 
     receive_event = EventKind.SUBMIT
     direction = Direction.OUTBOUND
+    connection_filtered = False  # authenticated senders: their limits are the submission's own
 
     def __init__(self, endpoint: SubmissionEndpoint, connection: ConnectionInfo) -> None:
         super().__init__(endpoint.mx, connection)

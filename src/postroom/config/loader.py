@@ -27,6 +27,7 @@ from postroom.config.settings import (
     SubmissionSettings,
     TlsSettings,
 )
+from postroom.model.ipfilter import Blocklist, IpList, IpListError
 
 CONFIG_ENV = "POSTROOM_CONFIG"
 T = TypeVar("T")
@@ -529,10 +530,25 @@ def load_settings(path: Path) -> Settings:
 
 
 def _protection(reader: _Reader, default: ProtectionSettings) -> ProtectionSettings:
-    """[protection]: the engines by name, the engine-failure policy, the lists as strings (the
-    connection filter checks their entries)."""
+    """[protection]: the engines by name, the engine-failure policy, the connection filter's IP lists
+    and DNS blocklists (every bad entry named, with its fix: `model.ipfilter`)."""
+    table = "protection"
+    lists = {}
+    for key, example in (("ip_allow", '["192.0.2.0/24"]'), ("ip_block", '["198.51.100.7"]')):
+        entries = tuple(reader.strings(table, key, [], "IP entries", example))
+        try:
+            IpList.parse(entries)
+        except IpListError as error:
+            reader.problems += [Problem(f"{table}.{key}", p.complaint, p.fix) for p in error.problems]
+        lists[key] = entries
+    zones = tuple(reader.strings(table, "dnsbl", [], "DNS blocklist zones", '["zen.example.org"]'))
+    for zone in zones:
+        try:
+            Blocklist.parse(zone)
+        except IpListError as error:
+            reader.problems += [Problem(f"{table}.dnsbl", p.complaint, p.fix) for p in error.problems]
     return reader.dataclass_table(
-        "protection",
+        table,
         default,
         {
             "spam_engine": _one_of("builtin", "rspamd"),
@@ -540,9 +556,8 @@ def _protection(reader: _Reader, default: ProtectionSettings) -> ProtectionSetti
             "engine_unavailable": _one_of("defer", "deliver"),
             "authserv_id": _optional_domain,
         },
-        ip_allow=tuple(reader.strings("protection", "ip_allow", [], "IP entries", '["192.0.2.0/24"]')),
-        ip_block=tuple(reader.strings("protection", "ip_block", [], "IP entries", '["198.51.100.7"]')),
-        dnsbl=tuple(reader.strings("protection", "dnsbl", [], "DNS blocklist zones", '["zen.example.org"]')),
+        dnsbl=zones,
+        **lists,
     )
 
 

@@ -315,10 +315,12 @@ class ProtectionSettings:
     engine_unavailable: str = "defer"
     ip_allow: tuple[str, ...] = ()  # service-wide IP Allow list (addresses, a-b ranges, CIDR)
     ip_block: tuple[str, ...] = ()  # service-wide IP Block list; refused at connect (allow beats block)
-    # DNS blocklists: "zone" (any 127.0.0.0/8 answer lists) or "zone=127.0.0.2,127.0.0.4-127.0.0.7"
+    # DNS blocklists: "zone" (any 127.0.0.0/8 answer lists, but 127.255.255.x: the lists' error
+    # answers) or "zone=127.0.0.2,127.0.0.4-127.0.0.7"
     dnsbl: tuple[str, ...] = ()
     connections_per_minute: int = 600  # new connections from one client IP per minute; then 421 4.7.0
     messages_per_minute: int = 1200  # messages from one client IP per minute; then 421 4.7.0
+    rate_limited_clients: int = 100_000  # client IPs (IPv6: /64s) whose minute is counted, per process
     max_mime_depth: int = 20  # MIME nesting the parser descends
     max_mime_parts: int = 500  # leaf parts the parser collects
     max_archive_depth: int = 3  # archives inside archives the attachment filter opens

@@ -210,3 +210,20 @@ MAIL_HOST_IS_LOCAL = Reply(554, "5.4.14", "Routing loop: the recipient domain's 
 REMOTE_DISCONNECTED = Reply(451, "4.4.2", "The remote server closed the connection, will retry")
 REMOTE_SIZE_EXCEEDED = Reply(552, "5.3.4", "The message is larger than the remote server accepts")
 REMOTE_PROTOCOL_ERROR = Reply(451, "4.5.0", "The remote server answered out of protocol, will retry")
+
+# --- the connection filter (protection.connection; spec §10.2, §12.2) ------------------------------
+# Placeholders {ip} and {zone} are filled by the filter. Rate limits say 421: the session closes and a
+# well-behaved sender retries later; blocks are permanent.
+SERVICE_BLOCKED = Reply(
+    554, "5.7.513", "Service unavailable, Client host [{ip}] blocked using the service block list"
+)
+CUSTOMER_BLOCKED = Reply(
+    550, "5.7.513", "Service unavailable, Client host [{ip}] blocked using Customer Block list"
+)
+BLOCKLISTED = Reply(550, "5.7.1", "Service unavailable; client [{ip}] blocked using {zone}")
+CONNECTION_RATE_EXCEEDED = Reply(
+    421, "4.7.0", "Too many connections per minute from your address, try again later"
+)
+MESSAGE_RATE_FROM_CLIENT_EXCEEDED = Reply(
+    421, "4.7.0", "Too many messages per minute from your address, try again later"
+)

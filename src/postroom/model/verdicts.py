@@ -160,7 +160,7 @@ class IpListing(StrEnum):
 @dataclass(frozen=True, slots=True)
 class ConnectionVerdict:
     listing: IpListing = IpListing.NOT_LISTED
-    list_name: str = ""  # which list: "service", "tenant:<name>", "dnsbl:<zone>"
+    list_name: str = ""  # which list: "service", "tenant:<tenant id>", "dnsbl:<zone>"
     entry: str = ""  # the entry that matched (CIDR, range, or the blocklist's answer)
 
 

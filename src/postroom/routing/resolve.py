@@ -64,6 +64,8 @@ class RejectReason(StrEnum):
     SENDER_RECIPIENT_LIMIT = "sender-recipient-limit"  # past the sender's recipients per message
     SRS_INVALID = "srs-invalid"  # a forged, expired or malformed SRS address
     SRS_NOT_A_BOUNCE = "srs-not-a-bounce"  # a valid SRS address, but the sender is not <>
+    IP_BLOCKED = "ip-blocked"  # the client IP is on the recipient's tenant's IP Block list
+    BLOCKLISTED = "blocklisted"  # a DNS blocklist lists the client IP (and its tenant does not allow it)
 
 
 @dataclass(frozen=True, slots=True)
