@@ -360,7 +360,7 @@ async def test_one_name_written_in_any_case_with_or_without_the_final_dot_is_ask
     for spelling in ("mx1.example.com", "MX1.Example.COM", "mx1.example.com."):
         assert set(await resolver.a(spelling)) == {IPv4Address("192.0.2.25"), IPv4Address("192.0.2.26")}
     for spelling in ("missing.example.com", "Missing.Example.Com."):
-        with pytest.raises(NxDomain, match="^missing.example.com does not exist$"):
+        with pytest.raises(NxDomain, match=r"^missing\.example\.com does not exist$"):
             await resolver.a(spelling)
     assert dns_server.count("mx1.example.com", "A") == 1
     assert dns_server.count("missing.example.com", "A") == 1
