@@ -23,7 +23,8 @@ before each DNS-querying term (a timer per message would cost more than the chec
 lookup is bounded by the resolver's timeout, so an evaluation ends at most one term's lookups late.
 
 Fast path: every lookup goes through the resolver's cache, parsed records are kept by their text
-(`RECORD_CACHE_SIZE`), and nothing leaves the event loop; the addresses of several MX or PTR names are
+(`RECORD_CACHE_SIZE` of them, each at most `CACHED_RECORD_LENGTH` characters: a few megabytes at worst),
+and nothing leaves the event loop; the addresses of several MX or PTR names are
 asked for together. The parser, macro expansion and the lookup counting limits are in `postroom.dns.spf`.
 
 *Security:* the records, the names they lead to and the explanation come from the DNS, the sender and
@@ -69,7 +70,8 @@ from postroom.model.verdicts import SpfResult, SpfVerdict
 MAX_PTR_NAMES = 10  # names of a PTR answer whose addresses are looked up (RFC 7208 §4.6.4)
 MAX_SECONDS = 20.0  # one whole check_host(), lookups included (RFC 7208 §4.6.4: at least 20 s)
 MAX_EXPLANATION_LENGTH = 400  # characters of an explanation kept: it must fit in an SMTP reply line
-RECORD_CACHE_SIZE = 4096  # parsed records kept by their text
+RECORD_CACHE_SIZE = 1024  # parsed records kept by their text
+CACHED_RECORD_LENGTH = 512  # characters of the longest record kept parsed (longer ones are parsed each time)
 DEFAULT_EXPLANATION = "%{c} is not allowed to send mail from %{o} (SPF)"  # a macro-string (RFC 7208 §6.2)
 
 _UNPRINTABLE = re.compile(r"[^ -~]")
@@ -189,13 +191,13 @@ class _TempError(Exception):
 class _Decided:
     """What one check_host() concluded: pass, fail, softfail, neutral or none (errors are raised).
 
-    `record` and `values` are those of the record whose term decided, for its `exp=` (§6.2: neither the
-    record that redirected here nor an included one).
+    `exp` and `values` are those of the record whose term decided, for its explanation (§6.2: neither the
+    `exp=` of a record that redirected here nor that of an included one).
     """
 
     result: SpfResult
     mechanism: str = ""
-    record: SpfRecord | None = None
+    exp: SpfTerm | None = None
     values: MacroValues | None = None
     reason: str = ""
 
@@ -210,9 +212,12 @@ class _Compiled:
     exp: SpfTerm | None
 
 
-@lru_cache(maxsize=RECORD_CACHE_SIZE)
 def _compile(text: str) -> _Compiled | SpfSyntaxError:
-    """The record in `text`, or the syntax error that makes it a permerror; cached, records repeat."""
+    """The record in `text`, or the syntax error that makes it a permerror; cached when short."""
+    return _compile_cached(text) if len(text) <= CACHED_RECORD_LENGTH else _compile_record(text)
+
+
+def _compile_record(text: str) -> _Compiled | SpfSyntaxError:
     try:
         record = parse_spf(text)
     except SpfSyntaxError as error:
@@ -234,6 +239,9 @@ def _compile(text: str) -> _Compiled | SpfSyntaxError:
     if record.all_term is not None:
         redirect = None
     return _Compiled(record, tuple(mechanisms), redirect, exp)
+
+
+_compile_cached = lru_cache(maxsize=RECORD_CACHE_SIZE)(_compile_record)
 
 
 class _Evaluation:
@@ -269,9 +277,9 @@ class _Evaluation:
             raise _PermError(compiled.term, f"the SPF record of {domain} is invalid: {compiled}")
         for term, argument in compiled.mechanisms:
             if await self._matches(term, argument, values):
-                return _Decided(_QUALIFIER_RESULTS[term.qualifier], term.text, compiled.record, values)
+                return _Decided(_QUALIFIER_RESULTS[term.qualifier], term.text, compiled.exp, values)
         if compiled.redirect is None:
-            return _Decided(SpfResult.NEUTRAL, "default", compiled.record, values)
+            return _Decided(SpfResult.NEUTRAL, "default", compiled.exp, values)
         redirect = compiled.redirect
         self._count(redirect)
         target = await self._target(redirect, values)
@@ -335,8 +343,9 @@ class _Evaluation:
         hosts = [exchange.exchange for exchange in exchanges if not exchange.is_null]
         answers = await _together([self._addresses(term, host, void=False) for host in hosts])
         for answer in answers:  # in order: what a one-by-one walk would have met first decides
-            if isinstance(answer, BaseException):
+            if isinstance(answer, _TempError):
                 raise answer
+            assert not isinstance(answer, DnsError)  # _addresses turns them into _TempError
             if any(self._in_prefix(address, lengths) for address in answer):
                 return True
         return False
@@ -397,7 +406,7 @@ class _Evaluation:
             self._validated = [
                 name
                 for name, answer in zip(names, answers, strict=True)
-                if not isinstance(answer, BaseException) and self._ip in answer
+                if isinstance(answer, list) and self._ip in answer
             ]
         return self._validated
 
@@ -448,12 +457,10 @@ class _Evaluation:
         """The explanation of a fail (§6.2): the record's `exp=` text, or `default` when it has none or
         anything about it is unusable (no single TXT record, a DNS error, not an explain-string). Its
         lookup is not counted against the limits."""
-        assert decided.record is not None and decided.values is not None
+        assert decided.values is not None
         values = decided.values
-        compiled = _compile(decided.record.text)
-        assert not isinstance(compiled, SpfSyntaxError)
-        if compiled.exp is not None:
-            text = await self._explanation_text(compiled.exp, values)
+        if decided.exp is not None:
+            text = await self._explanation_text(decided.exp, values)
             if text is not None:
                 with contextlib.suppress(SpfSyntaxError):
                     values_p = await self._with_validated_name(text, values)
@@ -485,16 +492,23 @@ class _Evaluation:
         return replace(values, validated_name=await self._validated_name(values.domain))
 
 
-async def _together(
-    lookups: Sequence[Awaitable[list[IPv4Address] | list[IPv6Address]]],
-) -> list[list[IPv4Address] | list[IPv6Address] | BaseException]:
-    """The outcomes of several lookups asked at once (a single one without a task), in order."""
+_Addresses = list[IPv4Address] | list[IPv6Address]
+
+
+async def _together(lookups: Sequence[Awaitable[_Addresses]]) -> list[_Addresses | DnsError | _TempError]:
+    """The outcomes of several lookups asked at once (a single one without a task), in order: the
+    addresses, or the DNS failure; anything else raised propagates."""
     if len(lookups) == 1:
         try:
             return [await lookups[0]]
         except (DnsError, _TempError) as error:
             return [error]
-    return list(await asyncio.gather(*lookups, return_exceptions=True))
+    outcomes: list[_Addresses | DnsError | _TempError] = []
+    for outcome in await asyncio.gather(*lookups, return_exceptions=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, DnsError | _TempError):
+            raise outcome
+        outcomes.append(outcome)
+    return outcomes
 
 
 def _spf_texts(records: list[TxtRecord]) -> list[str]:
