@@ -8,8 +8,8 @@ domain. Both return an `SpfVerdict` and never raise for anything the DNS or a re
 - `mechanism` is the term that decided (`-all`, `ip4:192.0.2.0/24`, `include:_spf.example.com`), or
   `default` when none matched (neutral); for a permerror, the term at fault when there is one;
 - `explanation` is, for a fail, the text `exp=` points at, macro-expanded (§6.2), or the default
-  explanation when there is no `exp=` or its lookup or text is unusable; for temperror and permerror, the
-  reason (for the log and the trace, not for the remote client).
+  explanation when there is no `exp=` or its lookup or text is unusable; for none, temperror and
+  permerror, the reason (for the log and the trace, not for the remote client); empty otherwise.
 
 Limits (§4.6.4), each counted over the whole evaluation, includes and redirects included: at most
 `MAX_LOOKUPS` DNS-querying terms (include, a, mx, ptr, exists, redirect; counted as they are reached, so a
