@@ -352,3 +352,35 @@ async def test_cache_size_zero_disables_the_cache(dns_server: DnsTestServer) -> 
     await resolver.a("example.com")
     await resolver.a("example.com")
     assert dns_server.count("example.com", "A") == 2
+
+
+async def test_one_name_written_in_any_case_with_or_without_the_final_dot_is_asked_once(
+    dns_server: DnsTestServer, resolver: DnsResolver
+) -> None:
+    for spelling in ("mx1.example.com", "MX1.Example.COM", "mx1.example.com."):
+        assert set(await resolver.a(spelling)) == {IPv4Address("192.0.2.25"), IPv4Address("192.0.2.26")}
+    for spelling in ("missing.example.com", "Missing.Example.Com."):
+        with pytest.raises(NxDomain, match=r"^missing\.example\.com does not exist$"):
+            await resolver.a(spelling)
+    assert dns_server.count("mx1.example.com", "A") == 1
+    assert dns_server.count("missing.example.com", "A") == 1
+
+
+async def test_names_that_differ_are_never_one_cache_entry(
+    dns_server: DnsTestServer, resolver: DnsResolver
+) -> None:
+    dns_server.add_records("a\\.b.example.com", "A", "192.0.2.77")  # one label "a.b", escaped
+    assert await resolver.a("a\\.b.example.com") == [IPv4Address("192.0.2.77")]
+    with pytest.raises(NxDomain):
+        await resolver.a("a.b.example.com")  # two labels: another name, which does not exist
+    assert await resolver.a("a\\.b.example.com") == [IPv4Address("192.0.2.77")]
+    assert dns_server.count() == 2
+
+
+async def test_an_invalid_name_is_refused_every_time_and_never_asked(
+    dns_server: DnsTestServer, resolver: DnsResolver
+) -> None:
+    for _ in range(2):
+        with pytest.raises(InvalidName):
+            await resolver.a("x" * 64 + ".example.com")
+    assert dns_server.count() == 0

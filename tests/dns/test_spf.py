@@ -5,19 +5,24 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv6Address, ip_network
 
 import pytest
 
 from postroom.config.settings import DnsSettings
 from postroom.dns.resolver import DnsResolver
 from postroom.dns.spf import (
+    MacroValues,
     SpfAnalysis,
     SpfProblemCode,
     SpfSyntaxError,
     SpfTerm,
     analyze_spf,
+    expand_domain_spec,
+    expand_macros,
     is_spf_record,
+    macro_letters,
     parse_spf,
 )
 from support.dns_server import DnsTestServer, silent_nameserver
@@ -206,6 +211,127 @@ def test_syntax_error_reads_well_for_an_admin() -> None:
     with pytest.raises(SpfSyntaxError) as raised:
         parse_spf("v=spf1 include:a\x07.test")
     assert str(raised.value).startswith("'include:a\\x07.test' ")  # control characters are escaped
+
+
+@pytest.mark.parametrize(
+    ("text", "lengths"),
+    [
+        ("a", (32, 128)),
+        ("-a/24", (24, 128)),
+        ("mx//64", (32, 64)),
+        ("a:mail.example.com/24//64", (24, 64)),
+        ("~mx:x:y/z.example.com/0//0", (0, 0)),
+    ],
+)
+def test_prefix_lengths_of_a_and_mx(text: str, lengths: tuple[int, int]) -> None:
+    (parsed,) = parse_spf(f"v=spf1 {text}").terms
+    assert parsed.prefix_lengths == lengths
+
+
+def test_networks_of_ip4_and_ip6_have_host_bits_cleared() -> None:
+    record = parse_spf("v=spf1 ip4:192.0.2.77 ip4:192.0.2.77/24 ip6:2001:DB8::1/32 ip6:::1")
+    assert [t.network for t in record.terms] == [
+        ip_network("192.0.2.77/32"),
+        ip_network("192.0.2.0/24"),
+        ip_network("2001:db8::/32"),
+        ip_network("::1/128"),
+    ]
+    with pytest.raises(ValueError):
+        _ = parse_spf("v=spf1 a").terms[0].network
+    with pytest.raises(ValueError):
+        _ = parse_spf("v=spf1 ip4:192.0.2.1").terms[0].prefix_lengths
+
+
+# -- macro expansion (RFC 7208 §7.3), with the examples of §7.4
+
+RFC_VALUES = MacroValues(
+    sender="strong-bad@email.example.com",
+    domain="email.example.com",
+    ip=IPv4Address("192.0.2.3"),
+    helo="mx.example.org",
+    validated_name="mx.example.org",
+    receiver="receiver.example.net",
+    timestamp=1_700_000_000,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expanded"),
+    [
+        ("%{s}", "strong-bad@email.example.com"),
+        ("%{o}", "email.example.com"),
+        ("%{d}", "email.example.com"),
+        ("%{d4}", "email.example.com"),
+        ("%{d3}", "email.example.com"),
+        ("%{d2}", "example.com"),
+        ("%{d1}", "com"),
+        ("%{dr}", "com.example.email"),
+        ("%{d2r}", "example.email"),
+        ("%{l}", "strong-bad"),
+        ("%{l-}", "strong.bad"),
+        ("%{lr}", "strong-bad"),
+        ("%{lr-}", "bad.strong"),
+        ("%{l1r-}", "strong"),
+        ("%{ir}.%{v}._spf.%{d2}", "3.2.0.192.in-addr._spf.example.com"),
+        ("%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"),
+        ("%{lr-}.lp.%{ir}.%{v}._spf.%{d2}", "bad.strong.lp.3.2.0.192.in-addr._spf.example.com"),
+        ("%{ir}.%{v}.%{l1r-}.lp._spf.%{d2}", "3.2.0.192.in-addr.strong.lp._spf.example.com"),
+        ("%{d2}.trusted-domains.example.net", "example.com.trusted-domains.example.net"),
+        # beyond the RFC's table
+        ("%{h}.%{p}", "mx.example.org.mx.example.org"),
+        ("%{d99999999999999999999}", "email.example.com"),  # more parts than there are: all of them
+        ("%{D2R}", "example.email"),  # upper case: URL-escaped (nothing to escape here), R reverses too
+        ("%{l2r+-=}", "bad.strong"),
+        ("%%%_%-", "% %20"),
+    ],
+)
+def test_macro_expansion(text: str, expanded: str) -> None:
+    assert expand_macros(text, RFC_VALUES) == expanded
+
+
+def test_ipv6_macros() -> None:
+    values = replace(RFC_VALUES, ip=IPv6Address("2001:db8::cb01"))
+    # §7.4 writes the nibbles in lower case; the OpenSPF suite in upper case. DNS does not care.
+    assert expand_macros("%{ir}.%{v}._spf.%{d2}", values).lower() == (
+        "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com"
+    )
+    assert expand_macros("%{c} via %{v}", values, explanation=True) == "2001:db8::cb01 via ip6"
+
+
+def test_upper_case_macros_are_url_escaped() -> None:
+    values = replace(RFC_VALUES, sender="~jack&jill=up a_b3.c@e8.example.com")
+    assert expand_macros("%{L}", values) == "~jack%26jill%3Dup%20a_b3.c"
+    assert expand_macros("%{l}", values, explanation=True) == "~jack&jill=up a_b3.c"
+
+
+def test_explanation_text_may_hold_spaces_and_c_r_t() -> None:
+    text = "%{c} may not send for %{d}, says %{r} at %{t}"
+    assert expand_macros(text, RFC_VALUES, explanation=True) == (
+        "192.0.2.3 may not send for email.example.com, says receiver.example.net at 1700000000"
+    )
+    with pytest.raises(SpfSyntaxError):
+        expand_macros(text, RFC_VALUES)  # a domain-spec holds no space, nor c, r, t
+
+
+@pytest.mark.parametrize("text", ["%{x}", "%{d0}", "%{d", "100%", "%(d)", "caf\u00e9", "tab\there", "%{d00}"])
+def test_malformed_macro_strings_are_syntax_errors(text: str) -> None:
+    with pytest.raises(SpfSyntaxError):
+        expand_macros(text, RFC_VALUES, explanation=True)
+
+
+def test_expanded_domain_specs_lose_the_final_dot_and_are_cut_from_the_left() -> None:
+    assert expand_domain_spec("%{d2}.example.net.", RFC_VALUES) == "example.com.example.net"
+    sender_domain = "x" * 60 + ".example.com"  # 72 characters
+    values = replace(RFC_VALUES, sender=f"a@{sender_domain}")
+    # 369 characters: whole labels go from the left (x*60, example, com, x*60) until 253 or fewer remain
+    name = expand_domain_spec("%{o}.%{o}.%{o}.%{o}.%{o}.test", values)
+    assert name == "example.com." + ".".join([sender_domain] * 3) + ".test"
+    assert len(name) == 235
+
+
+def test_macro_letters() -> None:
+    assert macro_letters("%{ir}.%{v}._spf.%{D2}%%") == {"i", "v", "d"}
+    assert macro_letters("plain.example.com") == frozenset()
 
 
 # -- analysis against a real nameserver

@@ -5,7 +5,9 @@
 it over real sockets. It serves several zones at once, given as BIND zone text (relative names are
 relative to the zone's origin; an SOA and NS are made up at the apex when the text has none), and
 its data can change while it runs: zones replaced or removed, records added or removed, answers forced
-to fail (SERVFAIL, REFUSED) for one name.
+to fail (SERVFAIL, REFUSED) for one name, or never given (`set_unanswered`: the resolver times out, as
+behind a nameserver that drops some questions). The root zone (`"."`) may be served too: every name is
+then answered, and one that was not added is NXDOMAIN rather than REFUSED, as on the Internet.
 
 What it answers, as an authoritative server does (AA set, RA clear):
 
@@ -29,7 +31,9 @@ is either split it into several strings of 255 at most (the common case) or cut 
 record). dnspython's zone parser refuses a quoted string over 255 octets, so zone text only holds
 conforming strings (`"aaa" "bbb"` is one record of two strings). `add_txt(name, value, oversize=...)`
 takes strings of any length and serves them split (`"split"`, the default), cut (`"truncate"`) or refuses
-them (`"reject"`); the resolver then sees exactly the strings a real provider would have served.
+them (`"reject"`); the resolver then sees exactly the strings a real provider would have served. It adds
+records of the SPF type (99, RFC 4408; obsolete since RFC 7208) the same way, for tests that check they are
+never asked for.
 
 Authenticated answers: the server serves no DNSSEC, but a validating recursive resolver in front of
 signed zones sets AD on the answers it validated; `set_authenticated(name)` makes this server do the same
@@ -66,6 +70,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.CNAME
 import dns.rdtypes.ANY.SOA
+import dns.rdtypes.ANY.SPF
 import dns.rdtypes.ANY.TXT
 import dns.rrset
 import dns.zone
@@ -110,6 +115,7 @@ class DnsTestServer:
         self._lock = threading.Lock()
         self._zones: dict[dns.name.Name, dns.zone.Zone] = {}
         self._failures: dict[dns.name.Name, dns.rcode.Rcode] = {}
+        self._unanswered: set[dns.name.Name] = set()
         self._authenticated: set[dns.name.Name] = set()
         self._queries: list[Query] = []
         self._udp: socketserver.ThreadingUDPServer | None = None
@@ -190,13 +196,15 @@ class DnsTestServer:
             f"$TTL {DEFAULT_TTL}\n{text}", origin=apex, relativize=False, check_origin=False
         )
         if zone.get_rdataset(apex, dns.rdatatype.SOA) is None:
-            soa = f"ns.{apex} hostmaster.{apex} 1 3600 600 86400 {soa_minimum}"
+            ns, hostmaster = dns.name.from_text("ns", apex), dns.name.from_text("hostmaster", apex)
+            soa = f"{ns} {hostmaster} 1 3600 600 86400 {soa_minimum}"
             zone.find_rdataset(apex, dns.rdatatype.SOA, create=True).add(
                 dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SOA, soa), 3600
             )
         if zone.get_rdataset(apex, dns.rdatatype.NS) is None:
             zone.find_rdataset(apex, dns.rdatatype.NS, create=True).add(
-                dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NS, f"ns.{apex}"), 3600
+                dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.NS, str(dns.name.from_text("ns", apex))),
+                3600,
             )
         with self._lock:
             self._zones[apex] = zone
@@ -214,15 +222,23 @@ class DnsTestServer:
         """
         qname = _name(name)
         type_code = dns.rdatatype.from_text(rdtype)
-        rdatas = [dns.rdata.from_text(dns.rdataclass.IN, type_code, value) for value in values]
+        rdatas = [
+            dns.rdata.from_text(dns.rdataclass.IN, type_code, value, origin=dns.name.root, relativize=False)
+            for value in values
+        ]
         self._add(qname, type_code, rdatas, ttl)
 
     def add_txt(
-        self, name: str, *strings: str | bytes, ttl: int = DEFAULT_TTL, oversize: Oversize = "split"
+        self,
+        name: str,
+        *strings: str | bytes,
+        ttl: int = DEFAULT_TTL,
+        oversize: Oversize = "split",
+        rdtype: Literal["TXT", "SPF"] = "TXT",
     ) -> None:
         """Add one TXT record made of `strings` (str as UTF-8), each of any length; see the module
         docstring for `oversize`. `add_txt(n, "a", "b")` is one record of two strings; call it again
-        for a second record."""
+        for a second record. `rdtype="SPF"` adds a record of the SPF type instead."""
         chunks: list[bytes] = []
         for string in strings:
             data = string.encode() if isinstance(string, str) else string
@@ -234,8 +250,13 @@ class DnsTestServer:
                 chunks.append(data[:TXT_STRING_MAX])
             else:
                 raise ValueError(f"a TXT string of {len(data)} octets is over {TXT_STRING_MAX}")
-        rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks)
-        self._add(_name(name), dns.rdatatype.TXT, [rdata], ttl)
+        type_code = dns.rdatatype.from_text(rdtype)
+        rdata: dns.rdata.Rdata
+        if rdtype == "SPF":
+            rdata = dns.rdtypes.ANY.SPF.SPF(dns.rdataclass.IN, type_code, chunks)
+        else:
+            rdata = dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, type_code, chunks)
+        self._add(_name(name), type_code, [rdata], ttl)
 
     def remove_records(self, name: str, rdtype: str | None = None) -> None:
         """Remove the records of one type at `name`, or all of them (the name then no longer exists,
@@ -257,6 +278,15 @@ class DnsTestServer:
                 self._failures.pop(_name(name), None)
             else:
                 self._failures[_name(name)] = dns.rcode.from_text(rcode)
+
+    def set_unanswered(self, name: str, unanswered: bool = True) -> None:
+        """Send no answer at all to questions about `name` for a type it has no records of (all of them
+        when it has none), so the resolver times out on those; False restores normal answers."""
+        with self._lock:
+            if unanswered:
+                self._unanswered.add(_name(name))
+            else:
+                self._unanswered.discard(_name(name))
 
     def set_authenticated(self, name: str, authenticated: bool = True) -> None:
         """Set AD on answers to questions about `name` that ask for it (see the module docstring)."""
@@ -307,7 +337,8 @@ class DnsTestServer:
     # -- answering
 
     def respond(self, wire: bytes, transport: Transport) -> bytes | None:
-        """The wire answer to one wire query, or None for a message too broken to answer."""
+        """The wire answer to one wire query, or None for a message too broken to answer or a question
+        `set_unanswered` covers."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -326,6 +357,8 @@ class DnsTestServer:
                 self._queries.append(
                     Query(_host(question.name), dns.rdatatype.to_text(question.rdtype), transport)
                 )
+                if self._unanswered_question(question.name.canonicalize(), question.rdtype):
+                    return None
                 self._answer(response, question.name.canonicalize(), question.rdtype)
                 asked = bool(query.flags & dns.flags.AD) or bool(query.ednsflags & dns.flags.DO)
                 if asked and question.name.canonicalize() in self._authenticated:
@@ -341,6 +374,15 @@ class DnsTestServer:
             truncated.flags |= dns.flags.AA | dns.flags.TC
             truncated.set_rcode(response.rcode())
             return truncated.to_wire(max_size=limit)
+
+    def _unanswered_question(self, qname: dns.name.Name, rdtype: int) -> bool:
+        """Whether `set_unanswered` covers this question (called with the lock held)."""
+        if qname not in self._unanswered:
+            return False
+        zone = self._zone_for(qname)
+        node = zone.get_node(qname) if zone is not None else None
+        held = dns.rdatatype.RdataType.make(rdtype)
+        return node is None or node.get_rdataset(dns.rdataclass.IN, held) is None
 
     def _answer(self, response: dns.message.Message, qname: dns.name.Name, rdtype: int) -> None:
         """Fill `response` for one question (called with the lock held)."""

@@ -33,13 +33,17 @@ CNAME chains are followed by the nameserver and by dnspython; typed lookups retu
 end of the chain (`Answer.name` reports the canonical name).
 
 Cache: answers are kept for their TTL (the smallest in the CNAME chain, capped at `MAX_POSITIVE_TTL`),
-negative answers (NXDOMAIN, NODATA) for the SOA minimum of the authority section as RFC 2308 says
-(min of the SOA's TTL and its MINIMUM field, capped at `MAX_NEGATIVE_TTL`; without an SOA they are not
-cached), temporary errors never. The cache is an LRU bounded by `DnsSettings.cache_size` entries
-(0 disables it) and reads time from an injectable monotonic clock. `fresh=True` on any lookup bypasses
-the cache (and refreshes it with the new answer); `flush()` empties it. Typed values are immutable, so
-cached answers are shared safely. Every query sent (a cache miss) is timed in
-`postroom_dns_query_seconds` by record type, whatever its outcome.
+negative answers (NXDOMAIN, NODATA) for the SOA minimum of the authority section as RFC 2308 says (min of
+the SOA's TTL and its MINIMUM field, capped at `MAX_NEGATIVE_TTL`; without an SOA they are not cached),
+temporary errors never. It is keyed by the name as given, lower-cased (ASCII only: DNS names compare
+case-insensitively in ASCII) and without a trailing dot, so a hit parses nothing (a hit costs a few
+microseconds, where parsing and hashing a dnspython name cost tens): a name written two ways (an escape,
+a Unicode form) is at worst kept twice, never confused with another; a name that cannot exist
+(`InvalidName`) is refused before it is asked, and never cached. The cache is an LRU bounded by
+`DnsSettings.cache_size` entries (0 disables it) and reads time from an injectable monotonic clock.
+`fresh=True` on any lookup bypasses the cache (and refreshes it with the new answer); `flush()` empties
+it. Typed values are immutable, so cached answers are shared safely. Every query sent (a cache miss) is
+timed in `postroom_dns_query_seconds` by record type, whatever its outcome.
 
 *Security:* everything here is read from the network and untrusted. dnspython parses the wire format
 (bounded by the protocol: names of 255 octets at most, character-strings of 255 at most); this module
@@ -79,7 +83,6 @@ import dns.rdtypes.ANY.TXT
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
-import dns.reversename
 
 from postroom import metrics
 from postroom.config.settings import DnsSettings
@@ -213,15 +216,22 @@ class _NotFound:
 _Outcome = _Found | _NotFound
 
 
+_Key = tuple[str, int]  # the name as given, normalized by _key_name(), and the type
+
+
+def _key_name(name: str) -> str:
+    return (name.lower() if name.isascii() else name).removesuffix(".")
+
+
 class _Cache:
     """LRU of outcomes with an absolute expiry on the injected clock."""
 
     def __init__(self, size: int, clock: Clock) -> None:
         self._size = size
         self._clock = clock
-        self._entries: OrderedDict[tuple[dns.name.Name, int], tuple[float, _Outcome]] = OrderedDict()
+        self._entries: OrderedDict[_Key, tuple[float, _Outcome]] = OrderedDict()
 
-    def get(self, key: tuple[dns.name.Name, int]) -> tuple[_Outcome, int] | None:
+    def get(self, key: _Key) -> tuple[_Outcome, int] | None:
         """The outcome and its remaining TTL in whole seconds, or None when absent or expired."""
         entry = self._entries.get(key)
         if entry is None:
@@ -234,7 +244,7 @@ class _Cache:
         self._entries.move_to_end(key)
         return outcome, int(remaining)
 
-    def put(self, key: tuple[dns.name.Name, int], outcome: _Outcome, ttl: int) -> None:
+    def put(self, key: _Key, outcome: _Outcome, ttl: int) -> None:
         if self._size <= 0 or ttl <= 0:
             self._entries.pop(key, None)
             return
@@ -318,7 +328,7 @@ class DnsResolver:
         self._cache.clear()
 
     async def txt(self, name: str, *, fresh: bool = False) -> list[TxtRecord]:
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.TXT, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.TXT, fresh)
         records: list[TxtRecord] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.ANY.TXT.TXT)
@@ -326,7 +336,7 @@ class DnsResolver:
         return records
 
     async def mx(self, name: str, *, fresh: bool = False) -> list[MxRecord]:
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.MX, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.MX, fresh)
         records: list[MxRecord] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.ANY.MX.MX)
@@ -334,7 +344,7 @@ class DnsResolver:
         return records
 
     async def a(self, name: str, *, fresh: bool = False) -> list[IPv4Address]:
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.A, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.A, fresh)
         addresses: list[IPv4Address] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.IN.A.A)
@@ -342,7 +352,7 @@ class DnsResolver:
         return addresses
 
     async def aaaa(self, name: str, *, fresh: bool = False) -> list[IPv6Address]:
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.AAAA, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.AAAA, fresh)
         addresses: list[IPv6Address] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.IN.AAAA.AAAA)
@@ -351,7 +361,7 @@ class DnsResolver:
 
     async def cname(self, name: str, *, fresh: bool = False) -> str | None:
         """The target of the CNAME at `name` itself (not followed), or None when it has none."""
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.CNAME, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.CNAME, fresh)
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.ANY.CNAME.CNAME)
             return _host(rdata.target)
@@ -359,8 +369,7 @@ class DnsResolver:
 
     async def ptr(self, ip: str | IPv4Address | IPv6Address, *, fresh: bool = False) -> list[str]:
         """The names of an address. Raises ValueError when `ip` is not an IP address."""
-        reverse = dns.reversename.from_address(str(ipaddress.ip_address(ip)))
-        found, _ = await self._lookup(reverse, dns.rdatatype.PTR, fresh)
+        found, _ = await self._lookup(ipaddress.ip_address(ip).reverse_pointer, dns.rdatatype.PTR, fresh)
         names: list[str] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.ANY.PTR.PTR)
@@ -373,7 +382,7 @@ class DnsResolver:
             type_code = dns.rdatatype.from_text(rdtype)
         except dns.exception.DNSException as exc:
             raise ValueError(f"unknown DNS record type {rdtype!r}") from exc
-        found, ttl = await self._lookup(_parse_name(name), type_code, fresh)
+        found, ttl = await self._lookup(name, type_code, fresh)
         return Answer(
             name=_host(found.canonical_name),
             rdtype=dns.rdatatype.to_text(type_code),
@@ -383,27 +392,28 @@ class DnsResolver:
 
     async def tlsa(self, name: str, *, fresh: bool = False) -> TlsaAnswer:
         """The TLSA records at `name` (e.g. `_25._tcp.mx.example.com`) and whether AD was set."""
-        found, _ = await self._lookup(_parse_name(name), dns.rdatatype.TLSA, fresh)
+        found, _ = await self._lookup(name, dns.rdatatype.TLSA, fresh)
         records: list[TlsaRecord] = []
         for rdata in found.rdatas:
             assert isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA)
             records.append(TlsaRecord(rdata.usage, rdata.selector, rdata.mtype, bytes(rdata.cert)))
         return TlsaAnswer(tuple(records), found.authenticated)
 
-    async def _lookup(self, qname: dns.name.Name, rdtype: int, fresh: bool) -> tuple[_Found, int]:
-        """The records of (qname, rdtype) from the cache or the nameservers, with their remaining TTL."""
-        key = (qname, rdtype)
+    async def _lookup(self, name: str, rdtype: int, fresh: bool) -> tuple[_Found, int]:
+        """The records of (name, rdtype) from the cache or the nameservers, with their remaining TTL."""
+        key = (_key_name(name), rdtype)
         cached = None if fresh else self._cache.get(key)
         if cached is not None:
             outcome, ttl = cached
         else:
+            qname = _parse_name(name)
             with metrics.DNS_QUERY_SECONDS.labels(
                 dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
             ).time():
                 outcome, ttl = await self._ask(qname, rdtype)
             self._cache.put(key, outcome, ttl)
         if isinstance(outcome, _NotFound):
-            raise NxDomain(f"{_host(qname)} does not exist")
+            raise NxDomain(f"{key[0]} does not exist")
         return outcome, ttl
 
     async def _ask(self, qname: dns.name.Name, rdtype: int) -> tuple[_Outcome, int]:

@@ -1,10 +1,19 @@
-"""SPF records (RFC 7208): parse a published `v=spf1` record, and walk its includes to find what breaks it.
+"""SPF records (RFC 7208): parse a published `v=spf1` record, expand its macros, and walk its includes to
+find what breaks it.
 
 `parse_spf` checks a record against the RFC 7208 §12 grammar and raises `SpfSyntaxError` naming the
 first term a receiver would return permerror for: a bad version, an unknown mechanism or qualifier, an
 ip4/ip6 network or prefix length out of range, a domain-spec missing, with an empty label or not ending
 in a top-level label, a malformed macro (§7.1; `c`, `r` and `t` are for explanation text only, so never
-in a domain-spec), `redirect=` or `exp=` given twice. Unknown modifiers are kept, as §6 asks.
+in a domain-spec), `redirect=` or `exp=` given twice. Unknown modifiers are kept, as §6 asks. A parsed
+`SpfTerm` also gives what evaluation needs: the prefix lengths of `a` and `mx` (`prefix_lengths`), the
+network of `ip4` and `ip6` (`network`).
+
+`expand_macros` expands a macro-string (§7.3) with the `MacroValues` of one evaluation, checking its
+syntax as it goes (a domain-spec's was checked by the parser; an explanation fetched by `exp=` is checked
+here, and may hold spaces and the letters `c`, `r`, `t`); `expand_domain_spec` also makes the result a
+name to look up (no trailing dot, cut from the left to 253 characters). `protection.spf` evaluates
+records with them; nothing here does I/O for them.
 
 `analyze_spf` walks a parsed record as a receiver would evaluate it, through includes and the redirect
 (ignored when the record has `all`, §6.1), and reports every problem it finds as an `SpfProblem` with a
@@ -24,19 +33,23 @@ through Postroom's asynchronous `Resolver` seam (the configured nameservers; in 
 loopback) and report every problem at once.
 
 *Security:* records come from the DNS and are untrusted: they are split and matched against the grammar,
-never evaluated; macros are never expanded. The walk is bounded in depth and in queries, so a hostile
+never evaluated; the walk never expands macros. The walk is bounded in depth and in queries, so a hostile
 chain of includes cannot make it run long, and each name it follows is validated by the resolver.
-Error messages quote the offending term with unprintable characters escaped.
+Error messages quote the offending term with unprintable characters escaped. Macro expansion is linear in
+the text and its values; a part count of any size (`%{d99999999}`) means "all parts", never a huge
+integer. An expanded explanation is printable ASCII from the record, but its values come from the SMTP
+client (the local-part, HELO): callers bound and clean it before showing it to anyone.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import Awaitable, Callable, Iterator, Sized
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import TypeVar
+from urllib.parse import quote
 
 from postroom.dns.resolver import DnsError, NxDomain, Resolver
 
@@ -45,6 +58,7 @@ MAX_VOID_LOOKUPS = 2  # of which may find nothing (NXDOMAIN or no records) (RFC 
 MAX_MX_HOSTS = 10  # hosts of one mx mechanism whose addresses may be looked up (RFC 7208 §4.6.4)
 MAX_DEPTH = 20  # includes and redirects followed one inside another before the walk stops descending
 MAX_QUERIES = 100  # DNS questions one analysis asks at most
+MAX_DOMAIN_LENGTH = 253  # characters of an expanded domain-spec; more are cut from the left (RFC 7208 §7.3)
 
 MECHANISMS = ("all", "include", "a", "mx", "ptr", "ip4", "ip6", "exists")
 QUALIFIERS = ("+", "-", "~", "?")
@@ -54,9 +68,17 @@ _MODIFIER = re.compile(r"([A-Za-z][A-Za-z0-9_.-]*)=(.*)", re.DOTALL)
 # A mechanism: what comes before its name (its qualifier), the name, then ":" or "/" and the rest.
 _MECHANISM = re.compile(r"(?P<prefix>[^A-Za-z0-9]*)(?P<name>[^:/]*)(?P<argument>.*)", re.DOTALL)
 # A macro-expand (RFC 7208 §7.1): %{letter digits [r] delimiters} or %% %_ %-.
-_MACRO = re.compile(r"%(?:\{(?P<letter>[A-Za-z])(?P<digits>[0-9]*)[rR]?[.+,/_=-]*\}|[%_-])")
+_MACRO = re.compile(
+    r"%(?:\{(?P<letter>[A-Za-z])(?P<digits>[0-9]*)(?P<reverse>[rR]?)(?P<delimiters>[.+,/_=-]*)\}"
+    r"|(?P<escape>[%_-]))"
+)
+_MACRO_ESCAPES = {"%": "%", "_": " ", "-": "%20"}
+# macro-literal (%x21-24 / %x26-7E); an explain-string may also hold spaces (RFC 7208 §7.1, §6.2).
+_LITERAL = re.compile(r"[!-$&-~]*")
+_EXPLAIN_LITERAL = re.compile(r"[ !-$&-~]*")
 _MACRO_LETTERS = frozenset("slodiphcrtv")
 _EXPLANATION_ONLY_LETTERS = frozenset("crt")  # RFC 7208 §7.1: allowed only in explanation text
+_DOMAIN_SPEC_LETTERS = _MACRO_LETTERS - _EXPLANATION_ONLY_LETTERS
 _TOPLABEL = re.compile(r"[A-Za-z0-9]*[A-Za-z][A-Za-z0-9]*|[A-Za-z0-9]+-[A-Za-z0-9-]*[A-Za-z0-9]")
 # a and mx: [":" domain-spec] [ip4-cidr-length] ["/" ip6-cidr-length] (RFC 7208 §12: the lengths come
 # last and are digits), the shortest domain-spec first: a domain-spec may itself hold "/" and ":".
@@ -96,6 +118,23 @@ class SpfTerm:
     name: str
     value: str | None
     is_modifier: bool
+
+    @property
+    def prefix_lengths(self) -> tuple[int, int]:
+        """For `a` and `mx`: the IPv4 and IPv6 prefix lengths written, 32 and 128 when not written."""
+        argument = _MECHANISM.fullmatch(self.text)
+        match = _DUAL_CIDR.fullmatch(argument.group("argument")) if argument is not None else None
+        if match is None or self.name not in ("a", "mx"):
+            raise ValueError(f"{self.text!r} is not an a or mx mechanism")
+        ip4, ip6 = match.group("ip4"), match.group("ip6")
+        return (int(ip4) if ip4 is not None else 32, int(ip6) if ip6 is not None else 128)
+
+    @property
+    def network(self) -> IPv4Network | IPv6Network:
+        """For `ip4` and `ip6`: the network, host bits cleared (`ip4:192.0.2.1/24` is 192.0.2.0/24)."""
+        if self.name not in ("ip4", "ip6") or self.value is None:
+            raise ValueError(f"{self.text!r} is not an ip4 or ip6 mechanism")
+        return ip_network(self.value, strict=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +276,7 @@ def _check_domain_spec(word: str, spec: str) -> None:
     """RFC 7208 §7.1 domain-spec: a macro-string ending in a macro or in `.toplabel`, no empty label."""
     if not spec:
         raise SpfSyntaxError(word, "names no domain")
-    skeleton = _check_macro_string(word, spec, _MACRO_LETTERS - _EXPLANATION_ONLY_LETTERS)
+    skeleton = _check_macro_string(word, spec, _DOMAIN_SPEC_LETTERS)
     name = skeleton.removesuffix(".")
     labels = name.split(".")
     if "" in labels:
@@ -252,32 +291,141 @@ def _check_domain_spec(word: str, spec: str) -> None:
 
 def _check_macro_string(word: str, text: str, letters: frozenset[str]) -> str:
     """Check the macros and literals of `text`; return it with each macro replaced by `%`."""
-    skeleton: list[str] = []
+    return "".join(
+        token if isinstance(token, str) else "%" for token in _macro_tokens(word, text, letters, _LITERAL)
+    )
+
+
+def _macro_tokens(
+    word: str, text: str, letters: frozenset[str], literal: re.Pattern[str]
+) -> Iterator[str | re.Match[str]]:
+    """The runs of literal text and the macros of a macro-string, in order; SpfSyntaxError at the first
+    character `literal` does not allow, malformed macro, or macro letter not in `letters`."""
     position = 0
     while position < len(text):
-        char = text[position]
-        if char == "%":
-            macro = _MACRO.match(text, position)
-            if macro is None:
-                raise SpfSyntaxError(
-                    word, "has a '%' that starts no valid macro (a literal percent sign is written '%%')"
-                )
-            letter, digits = macro.group("letter"), macro.group("digits")
-            if letter is not None and letter.lower() not in letters:
-                where = "only in explanation text" if letter.lower() in _MACRO_LETTERS else "nowhere"
-                raise SpfSyntaxError(word, f"uses the macro letter {letter!r}, allowed {where}")
-            if digits and int(digits) == 0:
-                raise SpfSyntaxError(
-                    word, f"keeps zero parts in {macro.group()!r}: the count must be 1 or more"
-                )
-            skeleton.append("%")
-            position = macro.end()
+        run = literal.match(text, position)
+        assert run is not None  # the pattern matches the empty string
+        if run.end() > position:
+            yield run.group()
+            position = run.end()
             continue
-        if not "!" <= char <= "~":
+        char = text[position]
+        if char != "%":
             raise SpfSyntaxError(word, f"holds the character {char!r}, not allowed in an SPF record")
-        skeleton.append(char)
-        position += 1
-    return "".join(skeleton)
+        macro = _MACRO.match(text, position)
+        if macro is None:
+            raise SpfSyntaxError(
+                word, "has a '%' that starts no valid macro (a literal percent sign is written '%%')"
+            )
+        letter, digits = macro.group("letter"), macro.group("digits")
+        if letter is not None and letter.lower() not in letters:
+            where = "only in explanation text" if letter.lower() in _MACRO_LETTERS else "nowhere"
+            raise SpfSyntaxError(word, f"uses the macro letter {letter!r}, allowed {where}")
+        if digits and not digits.strip("0"):
+            raise SpfSyntaxError(word, f"keeps zero parts in {macro.group()!r}: the count must be 1 or more")
+        yield macro
+        position = macro.end()
+
+
+# -- macro expansion
+
+
+@dataclass(frozen=True, slots=True)
+class MacroValues:
+    """What the macro letters stand for in one check_host() evaluation (RFC 7208 §7.3).
+
+    `sender` is <sender> with "postmaster" already substituted for an empty local-part (§4.3), so `l` and
+    `o` are its two halves; `domain` is <domain> (`d`), the domain whose record is being evaluated;
+    `ip` is <ip> (`i`, `c`, `v`), an IPv4-mapped IPv6 address already given as IPv4 (§5); `helo` is the
+    HELO or EHLO argument (`h`); `validated_name` is `p` (the caller finds it: it takes DNS lookups);
+    `receiver` is `r`, `timestamp` is `t` (seconds since the epoch).
+    """
+
+    sender: str
+    domain: str
+    ip: IPv4Address | IPv6Address
+    helo: str
+    validated_name: str = "unknown"
+    receiver: str = "unknown"
+    timestamp: int = 0
+
+    def letter(self, letter: str) -> str:
+        """The value of one lower-case macro letter, before transformers and URL escaping."""
+        if letter == "s":
+            return self.sender
+        if letter == "l":
+            return self.sender.rpartition("@")[0]
+        if letter == "o":
+            return self.sender.rpartition("@")[2]
+        if letter == "d":
+            return self.domain
+        if letter == "i":
+            if isinstance(self.ip, IPv4Address):
+                return str(self.ip)
+            # 32 nibbles; upper case as the OpenSPF test suite (v-macro-ip6) expects, and DNS ignores.
+            return ".".join(self.ip.exploded.replace(":", "").upper())
+        if letter == "c":
+            return str(self.ip)  # IPv6 in the RFC 5952 form
+        if letter == "v":
+            return "in-addr" if isinstance(self.ip, IPv4Address) else "ip6"
+        if letter == "h":
+            return self.helo
+        if letter == "p":
+            return self.validated_name
+        if letter == "r":
+            return self.receiver
+        if letter == "t":
+            return str(self.timestamp)
+        raise ValueError(f"{letter!r} is not an SPF macro letter")
+
+
+def macro_letters(text: str) -> frozenset[str]:
+    """The macro letters `text` uses, lower case (to know whether `p`, which takes lookups, is needed)."""
+    return frozenset(
+        match.group("letter").lower() for match in _MACRO.finditer(text) if match.group("letter")
+    )
+
+
+def expand_macros(text: str, values: MacroValues, *, explanation: bool = False) -> str:
+    """The macro-string `text` expanded with `values` (RFC 7208 §7.3).
+
+    With `explanation`, `text` is an explain-string (the TXT record `exp=` names): spaces and the letters
+    `c`, `r`, `t` are allowed. SpfSyntaxError when `text` breaks the grammar (a character outside
+    printable ASCII, a malformed macro, a letter not allowed there).
+    """
+    letters, literal = (_MACRO_LETTERS, _EXPLAIN_LITERAL) if explanation else (_DOMAIN_SPEC_LETTERS, _LITERAL)
+    expanded: list[str] = []
+    for token in _macro_tokens(text, text, letters, literal):
+        if isinstance(token, str):
+            expanded.append(token)
+            continue
+        escape, letter = token.group("escape"), token.group("letter")
+        if escape is not None:
+            expanded.append(_MACRO_ESCAPES[escape])
+            continue
+        value = values.letter(letter.lower())
+        digits, reverse, delimiters = token.group("digits"), token.group("reverse"), token.group("delimiters")
+        if digits or reverse or delimiters:
+            parts = re.split(f"[{re.escape(delimiters or '.')}]", value)
+            if reverse:
+                parts.reverse()
+            if digits:
+                # More parts asked than there are means all of them; a long count cannot be fewer.
+                count = digits.lstrip("0")
+                if len(count) < 4:
+                    parts = parts[-int(count) :]
+            value = ".".join(parts)
+        expanded.append(quote(value, safe="") if letter.isupper() else value)
+    return "".join(expanded)
+
+
+def expand_domain_spec(spec: str, values: MacroValues) -> str:
+    """A domain-spec expanded into the name to look up: no trailing dot, and when longer than
+    `MAX_DOMAIN_LENGTH`, labels removed from the left until it fits (RFC 7208 §7.3)."""
+    name = (expand_macros(spec, values) if "%" in spec else spec).removesuffix(".")
+    while len(name) > MAX_DOMAIN_LENGTH and "." in name:
+        name = name.partition(".")[2]
+    return name
 
 
 def _printable(text: str) -> str:
