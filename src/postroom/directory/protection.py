@@ -659,8 +659,11 @@ class ProtectionPolicies(DirectoryBase):
         with self._write() as (conn, changes):
             found = self._tenant(conn, scope, tenant)
             rows = self._custom_policy_rows(conn, found.id, kind)
-            if any(r.name.lower() == clean.lower() for r in rows):
-                raise ConflictError(f"tenant {found.name} already has an {kind.label} policy named {clean}")
+            for row in rows:
+                if row.name.lower() == clean.lower():
+                    raise ConflictError(
+                        f"tenant {found.name} already has an {kind.label} policy named {row.name}"
+                    )
             if len(rows) >= MAX_POLICIES:
                 raise InvalidInputError(
                     f"tenant {found.name} has {MAX_POLICIES} custom {kind.label} policies, the most allowed; "
