@@ -413,7 +413,7 @@ def _antispam(policy: AntiSpamPolicy, change: AntiSpamChange) -> AntiSpamPolicy:
     redirecting = [f.name for f in fields(changed) if getattr(changed, f.name) is FilterAction.REDIRECT]
     if redirecting and not changed.redirect_to:
         what = redirecting[0].replace("_", " ")
-        raise InvalidInputError(f"the {what} is redirect: give the address to redirect to (redirect_to)")
+        raise InvalidInputError(f"the {what} is redirect: give the address to redirect to (--redirect-to)")
     return changed
 
 
