@@ -54,9 +54,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields, replace
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, delete, insert, select, update
 
 from postroom.directory.base import DirectoryBase, parse_address
 from postroom.directory.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
@@ -75,6 +75,7 @@ from postroom.model.policy import (
 )
 from postroom.model.scope import Scope
 from postroom.model.verdicts import FilterAction
+from postroom.storage.prepared import PreparedStatement
 from postroom.storage.schema import addresses, mailbox_sender_lists, protection_policies
 
 log = logging.getLogger(__name__)
@@ -493,6 +494,8 @@ def settings_json(policy: AntiSpamPolicy | AntiMalwarePolicy | ConnectionPolicy)
 
 
 def _settings_of(default: Any, text: str, where: str) -> dict[str, object]:
+    if text == "{}":
+        return {}
     try:
         stored = json.loads(text)
     except ValueError:
@@ -516,6 +519,8 @@ _REMOVED = "<removed recipient {}>"  # what a filter holds for a recipient since
 
 
 def _ids(text: str) -> list[int]:
+    if text == "[]":
+        return []
     try:
         return [int(i) for i in json.loads(text)]
     except (ValueError, TypeError):
@@ -523,6 +528,8 @@ def _ids(text: str) -> list[int]:
 
 
 def _names(text: str) -> list[str]:
+    if text == "[]":
+        return []
     try:
         return [str(n) for n in json.loads(text)]
     except (ValueError, TypeError):
@@ -531,44 +538,65 @@ def _names(text: str) -> list[str]:
 
 def _addresses_of(conn: Connection, ids: set[int], *, every: bool) -> dict[int, list[str]]:
     """Each recipient's addresses, lower case: every one (mail flow), or only its primary (display)."""
-    if not ids:
-        return {}
-    query = select(addresses.c.recipient_id, addresses.c.address, addresses.c.key).where(
-        addresses.c.recipient_id.in_(sorted(ids))
-    )
-    if not every:
-        query = query.where(addresses.c.is_primary)
     found: dict[int, list[str]] = {}
-    for row in conn.execute(query):
-        names = found.setdefault(row.recipient_id, [])
-        names.append(row.address.lower())
-        if every and row.key != row.address.lower():
-            names.append(row.key)
+    for recipient_id in sorted(ids):
+        for address, key, primary in _RECIPIENT_ADDRESSES.fetch(conn, {"recipient_id": recipient_id}):
+            if every or primary:
+                names = found.setdefault(recipient_id, [])
+                names.append(address.lower())
+                if every and key != names[-1]:
+                    names.append(key)
     return found
 
 
-def _filter(row: Row[Any], named: dict[int, list[str]]) -> RecipientFilter:
+def _filter(row: _PolicyRow, named: dict[int, list[str]]) -> RecipientFilter:
     def resolve(ids: list[int]) -> frozenset[str]:
         return frozenset(a for i in ids for a in named.get(i, [_REMOVED.format(i)]))
 
     return RecipientFilter(
-        users=resolve(_ids(row.users)),
-        groups=resolve(_ids(row.groups)),
-        domains=frozenset(_names(row.domains)),
+        users=resolve(row.users), groups=resolve(row.groups), domains=frozenset(row.domains)
     )
 
 
-def _policy_rows(conn: Connection, tenant_id: int) -> list[Row[Any]]:
-    return list(
-        conn.execute(
-            select(protection_policies)
-            .where(protection_policies.c.tenant_id == tenant_id)
-            .order_by(protection_policies.c.priority, protection_policies.c.id)
-        ).all()
+class _PolicyRow(NamedTuple):
+    id: int
+    tenant_id: int
+    kind: str
+    name: str
+    priority: int | None
+    enabled: bool
+    settings: str
+    users: list[int]  # recipient ids
+    groups: list[int]
+    domains: list[str]
+
+
+# The loaders run on every cache miss: their queries go straight to the driver (`storage.prepared`).
+_TENANT_POLICIES = PreparedStatement(
+    select(*(protection_policies.c[name] for name in _PolicyRow._fields))
+    .where(protection_policies.c.tenant_id == bindparam("tenant_id"))
+    .order_by(protection_policies.c.priority, protection_policies.c.id)
+)
+_RECIPIENT_ADDRESSES = PreparedStatement(
+    select(addresses.c.address, addresses.c.key, addresses.c.is_primary).where(
+        addresses.c.recipient_id == bindparam("recipient_id")
     )
+)
+_MAILBOX_SENDERS = PreparedStatement(
+    select(mailbox_sender_lists.c.list, mailbox_sender_lists.c.entry).where(
+        mailbox_sender_lists.c.mailbox_id == bindparam("mailbox_id")
+    )
+)
 
 
-def _build(row: Row[Any], named: dict[int, list[str]]) -> AntiSpamPolicy | AntiMalwarePolicy:
+def _policy_rows(conn: Connection, tenant_id: int) -> list[_PolicyRow]:
+    return [
+        _PolicyRow._make((*row[:7], _ids(row[7]), _ids(row[8]), _names(row[9])))
+        for row in _TENANT_POLICIES.fetch(conn, {"tenant_id": tenant_id})
+    ]
+
+
+def _build(row: _PolicyRow, named: dict[int, list[str]]) -> AntiSpamPolicy | AntiMalwarePolicy:
     cls = AntiSpamPolicy if row.kind == PolicyKind.ANTISPAM else AntiMalwarePolicy
     values = _settings_of(cls(), row.settings, f"{row.tenant_id}/{row.kind}/{row.name}")
     if row.priority is None:
@@ -576,10 +604,10 @@ def _build(row: Row[Any], named: dict[int, list[str]]) -> AntiSpamPolicy | AntiM
     return cls(name=row.name, priority=row.priority, recipients=_filter(row, named), **values)  # type: ignore[arg-type]
 
 
-def _connection(row: Row[Any] | None) -> ConnectionPolicy:
-    if row is None:
+def _connection(settings: str | None, tenant_id: int) -> ConnectionPolicy:
+    if settings is None:
         return ConnectionPolicy()
-    values = _settings_of(ConnectionPolicy(), row.settings, f"{row.tenant_id}/connection")
+    values = _settings_of(ConnectionPolicy(), settings, f"{tenant_id}/connection")
     return ConnectionPolicy(**values)  # type: ignore[arg-type]
 
 
@@ -588,7 +616,7 @@ def load_tenant_protection(conn: Connection, tenant_id: int) -> TenantProtection
     connection filter (mail flow, unscoped: the caller knows whose mail it is)."""
     rows = _policy_rows(conn, tenant_id)
     live = [r for r in rows if r.kind != CONNECTION and (r.priority is None or r.enabled)]
-    ids = {i for r in live if r.priority is not None for i in (*_ids(r.users), *_ids(r.groups))}
+    ids = {i for r in live if r.priority is not None for i in (*r.users, *r.groups)}
     named = _addresses_of(conn, ids, every=True)
     antispam: list[AntiSpamPolicy] = []
     antimalware: list[AntiMalwarePolicy] = []
@@ -604,28 +632,24 @@ def load_tenant_protection(conn: Connection, tenant_id: int) -> TenantProtection
             malware_default = policy
         else:
             antimalware.append(policy)
-    connection = next((r for r in rows if r.kind == CONNECTION), None)
+    connection = next((r.settings for r in rows if r.kind == CONNECTION), None)
     return TenantProtection(
         tenant_id,
         antispam=tuple(antispam),
         antispam_default=spam_default,
         antimalware=tuple(antimalware),
         antimalware_default=malware_default,
-        connection=_connection(connection),
+        connection=_connection(connection, tenant_id),
     )
 
 
 def load_sender_lists(conn: Connection, mailbox_id: int) -> MailboxSenderLists:
     """The mailbox's own safe and blocked senders (entries with an `@` are addresses, others domains)."""
     entries: dict[str, tuple[set[str], set[str]]] = {"safe": (set(), set()), "blocked": (set(), set())}
-    for row in conn.execute(
-        select(mailbox_sender_lists.c.list, mailbox_sender_lists.c.entry).where(
-            mailbox_sender_lists.c.mailbox_id == mailbox_id
-        )
-    ):
-        held = entries.get(row.list)
+    for which, entry in _MAILBOX_SENDERS.fetch(conn, {"mailbox_id": mailbox_id}):
+        held = entries.get(which)
         if held is not None:
-            held[0 if "@" in row.entry else 1].add(row.entry)
+            held[0 if "@" in entry else 1].add(entry)
     safe, blocked = entries["safe"], entries["blocked"]
     return MailboxSenderLists(
         safe=SenderList(frozenset(safe[0]), frozenset(safe[1])),
@@ -808,14 +832,17 @@ class ProtectionPolicies(DirectoryBase):
     def connection_filter(self, scope: Scope, tenant: str) -> ConnectionFilter:
         with self._db.read() as conn:
             found = self._tenant(conn, scope, tenant)
-            return ConnectionFilter(found.id, found.name, _connection(self._connection_row(conn, found.id)))
+            row = self._connection_row(conn, found.id)
+            return ConnectionFilter(
+                found.id, found.name, _connection(None if row is None else row.settings, found.id)
+            )
 
     def set_connection_filter(self, scope: Scope, tenant: str, change: ConnectionChange) -> ConnectionFilter:
         """Change the tenant's IP Allow and Block lists (see `ConnectionChange`)."""
         with self._write() as (conn, changes):
             found = self._tenant(conn, scope, tenant)
             row = self._connection_row(conn, found.id)
-            current = _connection(row)
+            current = _connection(None if row is None else row.settings, found.id)
             allow = _changed_list(
                 current.ip_allow,
                 change.ip_allow,
@@ -1005,7 +1032,7 @@ class ProtectionPolicies(DirectoryBase):
 
     def _tenant_policies(self, conn: Connection, tenant: Tenant, kind: PolicyKind) -> list[ProtectionPolicy]:
         rows = [r for r in _policy_rows(conn, tenant.id) if r.kind == kind.value]
-        ids = {i for r in rows if r.priority is not None for i in (*_ids(r.users), *_ids(r.groups))}
+        ids = {i for r in rows if r.priority is not None for i in (*r.users, *r.groups)}
         named = _addresses_of(conn, ids, every=False)
         custom = [
             ProtectionPolicy(tenant.id, tenant.name, kind, bool(r.enabled), _build(r, named))
