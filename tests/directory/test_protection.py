@@ -662,3 +662,17 @@ def test_the_cache_sees_each_change_after_refresh(database: Database, directory:
     directory.remove_protection_policy(OPERATOR, "contoso", SPAM, "alice")
     cache.refresh()
     assert cache.protection(org.contoso).antispam == ()
+
+
+def test_an_action_given_as_text_is_checked_too(directory: Directory, org: Org) -> None:
+    """An adapter that passes what a client sent as text: an unknown action is refused with the choices."""
+    change = AntiSpamChange(bulk_action="teleport")  # type: ignore[arg-type]
+    with pytest.raises(
+        InvalidInputError, match="'teleport' is not an action; the bulk action is one of: inbox, junk"
+    ):
+        directory.set_protection_policy(OPERATOR, "contoso", SPAM, "Default", PolicyChange(settings=change))
+    as_text = AntiSpamChange(bulk_action="inbox")  # type: ignore[arg-type]
+    changed = directory.set_protection_policy(
+        OPERATOR, "contoso", SPAM, "Default", PolicyChange(settings=as_text)
+    )
+    assert isinstance(changed.policy, AntiSpamPolicy) and changed.policy.bulk_action is A.INBOX

@@ -83,9 +83,8 @@ log = logging.getLogger(__name__)
 MAX_POLICIES = 300  # custom policies of one kind per tenant
 MAX_NAME_LENGTH = 64
 MAX_FILTER_ENTRIES = 1000  # users, groups or domains in one recipient filter
-MAX_SENDER_ENTRIES = (
-    1024  # a policy's allowed or blocked senders or domains; a mailbox's safe or blocked list
-)
+# A policy's allowed or blocked senders, or domains; a mailbox's safe or blocked list.
+MAX_SENDER_ENTRIES = 1024
 MAX_IP_ENTRIES = 1273  # spec §10.2: each of the IP Allow and Block lists
 MAX_FILE_TYPES = 1000
 MAX_ARC_SEALERS = 100
@@ -352,11 +351,16 @@ def _in_range(value: int, bounds: tuple[int, int], what: str) -> int:
     return value
 
 
-def _action(name: str, action: FilterAction) -> FilterAction:
+def _action(name: str, value: FilterAction | str) -> FilterAction:
+    """`value` as the action of the setting `name`, if the spec allows it there."""
     allowed = ALLOWED_ACTIONS[name]
+    choices = ", ".join(a.value for a in _ACTION_ORDER if a in allowed)
+    what = name.replace("_", " ")
+    try:
+        action = FilterAction(value)
+    except ValueError:
+        raise InvalidInputError(f"{value!r} is not an action; the {what} is one of: {choices}") from None
     if action not in allowed:
-        choices = ", ".join(a.value for a in _ACTION_ORDER if a in allowed)
-        what = name.replace("_", " ")
         if len(allowed) == 1:
             raise InvalidInputError(f"the {what} can only be {choices}, not {action.value}")
         raise InvalidInputError(f"the {what} cannot be {action.value}; choose one of: {choices}")
@@ -378,7 +382,7 @@ def _antispam(policy: AntiSpamPolicy, change: AntiSpamChange) -> AntiSpamPolicy:
         if value is None:
             continue
         if item.name in ALLOWED_ACTIONS:
-            values[item.name] = _action(item.name, FilterAction(value))
+            values[item.name] = _action(item.name, value)
         elif item.name == "bulk_threshold":
             values[item.name] = _in_range(value, BULK_THRESHOLDS, "bulk threshold")
         elif item.name == "junk_threshold":
@@ -408,8 +412,10 @@ def _antispam(policy: AntiSpamPolicy, change: AntiSpamChange) -> AntiSpamPolicy:
             which = item.name.partition("_")[0]
             current = values.get(which, getattr(policy, which))
             values[which] = replace(current, domains=_domain_list(value, f"{which} sender domains"))
-        else:
+        elif item.name in ("mark_bulk_as_spam", "honor_dmarc"):
             values[item.name] = bool(value)
+        else:  # a field added to AntiSpamChange without its check here
+            raise AssertionError(f"unchecked anti-spam setting {item.name}")
     changed = replace(policy, **values)
     redirecting = [f.name for f in fields(changed) if getattr(changed, f.name) is FilterAction.REDIRECT]
     if redirecting and not changed.redirect_to:
@@ -423,7 +429,7 @@ def _antimalware(policy: AntiMalwarePolicy, change: AntiMalwareChange) -> AntiMa
     if change.file_filter is not None:
         values["file_filter"] = bool(change.file_filter)
     if change.file_action is not None:
-        values["file_action"] = _action("file_action", FilterAction(change.file_action))
+        values["file_action"] = _action("file_action", change.file_action)
     if change.quarantine_retention_days is not None:
         values["quarantine_retention_days"] = _in_range(
             change.quarantine_retention_days, RETENTION_DAYS, "quarantine retention (days)"
