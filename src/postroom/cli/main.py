@@ -20,6 +20,7 @@ from postroom.cli import (
     mailboxes,
     node,
     nodes,
+    protection,
     queue,
     remote_domains,
     senders,
@@ -43,6 +44,8 @@ app.add_typer(mailboxes.mailbox_app, name="mailbox")
 app.add_typer(groups.group_app, name="group")
 app.add_typer(contacts.contact_app, name="contact")
 app.add_typer(remote_domains.remote_domain_app, name="remote-domain")
+app.add_typer(protection.protection_app, name="protection")
+mailboxes.mailbox_app.add_typer(protection.junk_app, name="junk")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
 app.add_typer(senders.sender_app, name="sender")

@@ -10,6 +10,7 @@
 | `Sending`           | `sending.py`    | SMTP AUTH switches, size limits, send-as, restricted senders |
 | `RemoteDomains`     | `remote_domains.py` | a tenant's remote domains (Default `*` and specific ones) |
 | `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
+| `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -32,6 +33,7 @@ from postroom.directory.dkim_keys import DkimKeys
 from postroom.directory.forwarding import Forwarding
 from postroom.directory.names import service_labels
 from postroom.directory.organization import OrganizationSettings
+from postroom.directory.protection import ProtectionPolicies
 from postroom.directory.recipients import Recipients
 from postroom.directory.remote_domains import RemoteDomains
 from postroom.directory.sending import Sending
@@ -43,7 +45,14 @@ DEFAULT_PASSWORD_POLICY = PasswordPolicy()
 
 
 class Directory(
-    TenantsAndDomains, DkimKeys, Recipients, OrganizationSettings, Sending, RemoteDomains, Forwarding
+    TenantsAndDomains,
+    DkimKeys,
+    Recipients,
+    OrganizationSettings,
+    Sending,
+    RemoteDomains,
+    Forwarding,
+    ProtectionPolicies,
 ):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 

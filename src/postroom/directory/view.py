@@ -24,7 +24,9 @@ flood of unknown recipients costs no queries), and are dropped by the same log (
 logs its key). A tenant's postmaster is dropped when the tenant's choice changes and whenever any
 address changes (the fallback, the tenant's first mailbox, may be the one that came or went); a
 group's external-senders answer and a mailbox's forwarding go with the recipient id's entry (logged
-as a group change); a tenant's auto-forwarding policy and remote domains go with the tenant's entry; a
+as a group change); a tenant's auto-forwarding policy, remote domains and protection policies go with the
+tenant's entry (its policies also whenever any address changes, if they name users or groups: they
+hold those recipients' addresses); a mailbox's safe and blocked senders go with the mailbox's entry; a
 mailbox's receive limit goes when the mailbox's settings change, and all of them when any tenant's do
 (a mailbox may inherit its tenant's).
 
@@ -184,12 +186,14 @@ class CachedDirectory:
                 self._protection.clear()
                 self._sender_lists.clear()
             else:
+                address_changed = False
                 for _, kind, key in changes:
                     if kind == ChangeKind.DOMAIN:
                         self._domains.pop(key, None)
                     elif kind == ChangeKind.ADDRESS:
                         self._addresses.pop(key, None)
                         self._postmasters.clear()
+                        address_changed = True
                     elif kind == ChangeKind.GROUP:
                         self._members.pop(int(key), None)
                         self._external_senders.pop(int(key), None)
@@ -203,8 +207,18 @@ class CachedDirectory:
                     elif kind == ChangeKind.RECIPIENT:
                         self._receive_limits.pop(int(key), None)
                         self._sender_lists.pop(int(key), None)
+                if address_changed:
+                    self._drop_named_recipients()
             self.generation = generation
         return True
+
+    def _drop_named_recipients(self) -> None:
+        """Drop the tenants' policies whose filters name users or groups: they hold those recipients'
+        addresses, and an address changed (held under the lock)."""
+        for tenant_id, held in list(self._protection.items()):
+            filters = [p.recipients for p in held.antispam] + [p.recipients for p in held.antimalware]
+            if any(f.users or f.groups for f in filters):
+                del self._protection[tenant_id]
 
     def in_memory(self) -> DirectoryView:
         """This cache answering from memory only: a miss raises `NotCached` (for the event loop)."""
