@@ -2,7 +2,8 @@
 
 `RspamdEngine.check` posts the message to the normal worker's `/checkv2` with the envelope and
 connection in Rspamd's request headers (`IP`, `Helo`, `From`, one `Rcpt` per recipient, `User` for an
-authenticated submitter, `Hostname` for the verified reverse name or `unknown`), and maps the JSON
+authenticated submitter, `Hostname` for the verified reverse name, absent when there is none, as
+Rspamd's milter leaves it: Rspamd then looks for one itself), and maps the JSON
 answer with `engine.to_verdict`:
 
 - the action and score give the SCL: `no action` (and `greylist`, `soft reject`) 0-1, `add header`
@@ -166,7 +167,7 @@ class RspamdEngine:
             ("IP", _header(facts.client_ip)),
             ("Helo", _header(facts.helo)),
             ("From", _header(facts.mail_from) or "<>"),  # the null sender of a bounce
-            ("Hostname", _header(facts.ptr) or "unknown"),
+            ("Hostname", _header(facts.ptr)),  # absent: Rspamd looks the PTR up itself (RDNS_NONE)
         ]
         headers += [("Rcpt", _header(recipient)) for recipient in facts.recipients]
         if facts.authenticated_user:
