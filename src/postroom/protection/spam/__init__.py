@@ -1,11 +1,11 @@
 """Anti-spam (spec §10.4): the engine seam, its two engines, and the mapping to SCL, BCL and category.
 
-`SpamEngine` is what the pipeline calls: `check(message, parsed, facts) -> SpamVerdict` and
-`learn(message, spam=...)` for junk and not-junk reports; both raise `EngineUnavailable` (and nothing
-else) when the engine cannot answer. Two engines: `RspamdEngine` (production: Rspamd over HTTP) and
-`BuiltinSpamEngine` (the embedded default: facts -> tags -> one score, with a `LearnedStore` of
-reports). Both map their result with `to_verdict` (`engine`), and both take the BCL from the one
-bulk detector (`bulk_level`).
+`SpamEngine` is what the pipeline calls: `check(message, parsed, facts) -> SpamVerdict`, and
+`learn(message, spam=...)` for junk and not-junk reports; both raise `EngineUnavailable` (and
+nothing else) when the engine cannot answer; `aclose()` at stop. Two engines: `RspamdEngine`
+(production: Rspamd over HTTP) and `BuiltinSpamEngine` (the embedded default: facts -> tags -> one
+score, with a `LearnedStore` of reports). Both map their result with `to_verdict` (`engine`), and
+both take the BCL from the one bulk detector (`bulk_level`).
 
 Modules: `engine` (the seam and the mapping), `bulk` (BCL), `rspamd`, `builtin`, `learned`.
 """

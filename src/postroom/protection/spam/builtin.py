@@ -116,9 +116,16 @@ SCORES: dict[str, float] = {
     "LEARNED_SPAM": 10.0,
     "LEARNED_HAM": -6.0,
 }
+# The tags whose scores are phishing evidence (`engine.to_verdict`'s phishing score).
 PHISHING = frozenset(
-    {"DMARC_QUARANTINE", "DMARC_REJECT", "FROM_NAME_HAS_ADDRESS", "URL_BARE_IP", "LINK_TEXT_MISMATCH"}
-    | {"PHISH_LURE"}
+    (
+        "DMARC_QUARANTINE",
+        "DMARC_REJECT",
+        "FROM_NAME_HAS_ADDRESS",
+        "URL_BARE_IP",
+        "LINK_TEXT_MISMATCH",
+        "PHISH_LURE",
+    )
 )
 
 # Where a link hides its destination, and mailboxes anyone can open (for Reply-To).
@@ -296,6 +303,9 @@ class BuiltinSpamEngine:
                 await asyncio.to_thread(self.store.learn, parsed, spam=spam, sender=sender)
         except OSError as error:
             raise EngineUnavailable(NAME, f"cannot keep the report in {self.store.path}: {error}") from None
+
+    async def aclose(self) -> None:
+        """Nothing to release: the store's file is written whole at each report."""
 
     # -- facts to tags
 

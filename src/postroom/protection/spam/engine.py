@@ -71,6 +71,10 @@ class SpamEngine(Protocol):
         """A user's report: junk (`spam=True`) or not junk; the engine scores its like accordingly."""
         ...
 
+    async def aclose(self) -> None:
+        """Release what the engine holds (its connections); the app calls it once, at stop."""
+        ...
+
 
 class Action(StrEnum):
     """An engine's action, in Rspamd's words (the built-in scorer picks from the same list)."""

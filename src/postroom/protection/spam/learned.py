@@ -20,8 +20,8 @@ older one, whatever its label. With a `path`, the store is one JSON file written
 (a temporary file renamed over it) under an exclusive lock (`<path>.lock`), so the worker processes of
 a node share it: each reads it again when its modification time changed (`refresh`, at most once per
 `REFRESH_SECONDS`). Without a path it lives in memory only. A file that cannot be read (missing,
-corrupt, another version) is an empty store; a report that cannot be written raises OSError, and the
-store in memory keeps it.
+corrupt, another version) is an empty store; a report that cannot be written raises OSError (the
+process keeps it in memory until it next reads the file).
 
 Security: the text hashed comes from strangers; only 32-bit hashes and sender keys (bounded to 200
 characters) are kept, never message text.
