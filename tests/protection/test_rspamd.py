@@ -193,6 +193,7 @@ def _http(status: str, body: bytes, length: int | None = None) -> bytes:
         (_http("200 OK", b'{"action": "reject", "score": "high"}'), "not Rspamd's"),
         (_http("200 OK", b'{"action": "reject", "score": NaN}'), "not Rspamd's"),
         (_http("200 OK", b"[]"), "not a JSON object"),
+        (_http("200 OK", b"[" * 200_000), "answer is not JSON"),
         (_http("200 OK", b"{", length=100), "RemoteProtocolError"),
         (_http("200 OK", b"x" * 1_100_000), "answer over 1048576 octets"),
     ],

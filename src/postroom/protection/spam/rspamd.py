@@ -2,9 +2,9 @@
 
 `RspamdEngine.check` posts the message to the normal worker's `/checkv2` with the envelope and
 connection in Rspamd's request headers (`IP`, `Helo`, `From`, one `Rcpt` per recipient, `User` for an
-authenticated submitter, `Hostname` for the verified reverse name, absent when there is none, as
-Rspamd's milter leaves it: Rspamd then looks for one itself), and maps the JSON
-answer with `engine.to_verdict`:
+authenticated submitter, `Hostname` for the verified reverse name; absent when there is none, as
+Rspamd's milter leaves it, and Rspamd looks for one itself), and maps the JSON answer with
+`engine.to_verdict`:
 
 - the action and score give the SCL: `no action` (and `greylist`, `soft reject`) 0-1, `add header`
   and `rewrite subject` 5 or 6 by score, `reject` 9; the GTUBE symbol is SCL 9 whatever the action;
@@ -189,7 +189,7 @@ def _header(value: str) -> str:
 def _json(body: bytes) -> dict[str, object]:
     try:
         answer = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
         raise EngineUnavailable(NAME, f"answer is not JSON: {_excerpt(body)}") from None
     if not isinstance(answer, dict):
         raise EngineUnavailable(NAME, "answer is not a JSON object")
