@@ -22,7 +22,7 @@ wall times are inflated; the CPU time per built-in check is the figure to read):
     builtin  20/20            0     14/14               0   280-360 us/message wall, 118-144 us CPU
                                                             (700-970 us wall with parse_message)
     rspamd   20/20            0      8/14               6   31-42 ms/check (median, over HTTP);
-                                                            started in 4.0-9.0 s (3.5 s with load 2)
+                                                            started in 4.0-9.0 s (3.5 s at a quieter moment)
 
 Rspamd misses, offline (no DNS lists, no hash clouds, no trained Bayes): the advance-fee mail from
 Gmail (4.2), the authenticated crypto scam (0.2), the bare-IP invoice (5.8, under its 6), the SEO
