@@ -86,6 +86,12 @@ def test_blocked_types_are_found_by_true_type_extension_and_inside_archives(case
         assert found_files == files
 
 
+@pytest.mark.parametrize("case", s.EVASIONS)
+def test_a_zip_behind_broken_mime_is_still_opened(case: str) -> None:
+    names, _ = blocked(check(s.EVASIONS[case]))
+    assert names == ("zip>com",)
+
+
 CLEAN = {
     "a PDF and a document": (("report.pdf", PDF), ("report.docx", s.office(macros=False))),
     "an old Word document": (("letter.doc", s.DOC),),

@@ -196,9 +196,32 @@ CORPUS_SHAPES = {
         b"Inval\xecd: v\r\nContent-Type: text/html\r\n\r\n<b>",
         [("text/html", "", b"<b>")],
     ),
-    "duplicate Content-Type: the first counts": (
+    # A field given twice is read the way that shows the most (clients differ on which one wins).
+    "duplicate Content-Type: the first type, every name": (
         b"Content-Type: text/plain\r\nContent-Type: application/x; name=a.exe\r\n\r\nx",
-        [("text/plain", "", b"x")],
+        [("text/plain", "a.exe", b"x")],
+    ),
+    "duplicate Content-Type: the multipart one": (
+        b"Content-Type: text/plain\r\nContent-Type: multipart/mixed; boundary=d\r\n\r\n"
+        b"--d\r\nContent-Type: application/x; name=b.exe\r\n\r\nMZ\r\n--d--\r\n",
+        [("application/x", "b.exe", b"MZ")],
+    ),
+    "duplicate boundary: the one that occurs": (
+        b'Content-Type: multipart/mixed; boundary="YY"; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: application/x; name=c.exe\r\n\r\nMZ\r\n--XX--\r\n",
+        [("application/x", "c.exe", b"MZ")],
+    ),
+    "duplicate transfer encoding: the decoding one": (
+        b"Content-Type: application/x\r\nContent-Transfer-Encoding: 7bit\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nQUJD",
+        [("application/x", "", b"ABC")],
+    ),
+    "inline uuencode in a text body": (
+        b"Content-Type: text/plain\r\n\r\nsee below\r\n\r\nbegin 644 u.zip\r\n#04)#\r\n`\r\nend\r\n",
+        [
+            ("text/plain", "", b"see below\r\n\r\nbegin 644 u.zip\r\n#04)#\r\n`\r\nend\r\n"),
+            ("application/octet-stream", "u.zip", b"ABC"),
+        ],
     ),
     "transfer encoding in odd case and padding": (
         b"Content-Type: application/x; name=b.bin\r\nContent-Transfer-Encoding:  BASE64 \r\n\r\nQUJD",

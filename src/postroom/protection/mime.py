@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import binascii
 import codecs
+import collections
 import functools
 import html
 import re
@@ -99,6 +100,8 @@ _MAX_PROBLEMS = 32  # distinct problems recorded; a hostile message can make tho
 _MAX_CONTENT_FIELDS = 16  # Content-* fields read from one entity's header before the rest is ignored
 _MAX_SECTIONS = 1000  # RFC 2231 continuation sections of one parameter
 _MAX_MARKUP_OCTETS = 4 * 1024 * 1024  # of one text/html part read for `text`
+_MAX_BOUNDARIES = 4  # distinct boundaries tried on one multipart body (each reads it once)
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} ([^\r\n]{1,255})\r?$", re.M)
 _SHORT_BOUNDARY = 200  # octets; RFC 2046 allows 70, some senders use more, a few thousands
 _LINE_SPACE = frozenset(b" \t\r\n")
 _MAX_BASE64_RUNS = 10_000  # padded runs of one base64 body decoded each on its own
@@ -126,8 +129,16 @@ _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _B64_KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _B64_DROP = bytes(sorted(set(range(256)) - set(_B64_KEEP)))
 _WHITESPACE = b" \t\r\n"
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*+)?")
-_RAW_TEXT_END = {"script": re.compile(r"</script", re.I), "style": re.compile(r"</style", re.I)}
+# (an opening, its end, the whole construct) of what HTML text leaves out, in the order they are removed
+_MARKUP_BLOCKS = (
+    (re.compile("<!--"), re.compile("-->"), re.compile("<!--.*?-->", re.S)),
+    (
+        re.compile(r"<(?:script|style)\b", re.I),
+        re.compile(r"</(?:script|style)[^>]*>", re.I),
+        re.compile(r"<(?:script|style)\b.*?</(?:script|style)[^>]*>", re.I | re.S),
+    ),
+    (re.compile("<"), re.compile(">"), re.compile("<[^>]*>")),
+)
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 
@@ -145,12 +156,12 @@ class _Entity:
 
 @dataclass(slots=True)
 class _Content:
-    """The Content-* fields of one entity, parsed."""
+    """The Content-* fields of one entity, read for every interpretation a client might choose."""
 
     type: str = "text/plain"
-    params: dict[str, str] = field(default_factory=dict)
+    boundaries: tuple[str, ...] = ()  # every boundary declared, the chosen Content-Type's first
+    charset: str = ""
     disposition: str = ""
-    disposition_params: dict[str, str] = field(default_factory=dict)
     names: tuple[str, ...] = ()
     encoding: str = ""
 
@@ -210,17 +221,18 @@ class _Walk:
         content = self._content(data, fields_start, fields_end, entity.default_type)
         children_depth = entity.depth + 1
         if content.type.startswith("multipart/"):
-            boundary = _parameter(content.params, "boundary").encode("utf-8", "replace")
-            if not boundary:
+            if not content.boundaries:
                 self.problem("multipart without a boundary")
-            else:
-                regions = self._split(data, body, end, boundary)
+            # Duplicate boundary parameters or Content-Type fields: the first boundary that occurs wins.
+            for boundary in content.boundaries[:_MAX_BOUNDARIES]:
+                regions = self._split(data, body, end, boundary.encode("utf-8", "replace"))
                 if regions is not None:
                     if children_depth > self.limits.max_depth:
                         self.problem(f"nesting deeper than {self.limits.max_depth}", cut=bool(regions))
                         return []
                     child_type = "message/rfc822" if content.type == "multipart/digest" else "text/plain"
                     return [_Entity(data, s, e, children_depth, child_type) for s, e in regions]
+            if content.boundaries:
                 self.problem("multipart without parts")
             content.type = "text/plain"  # read what is there as text, so that it is still scanned
         elif content.type in _MESSAGE_TYPES:
@@ -229,7 +241,8 @@ class _Walk:
                 return []
             if content.encoding in ("", "7bit", "8bit", "binary"):
                 return [_Entity(data, body, end, children_depth)]
-            inner = self._decode(data, body, end, content.encoding)  # not allowed (RFC 2046), but seen
+            self.problem("message/rfc822 with a transfer encoding")  # not allowed (RFC 2046), but seen
+            inner = self._decode(data, body, end, content.encoding)
             return [_Entity(inner, 0, len(inner), children_depth)]
         payload = self._decode(data, body, end, content.encoding)
         filename = content.names[0] if content.names else ""
@@ -240,11 +253,33 @@ class _Walk:
                 content.disposition,
                 payload,
                 entity.depth,
-                _parameter(content.params, "charset")[:64].lower(),
+                content.charset,
                 content.names,
             )
         )
+        if content.type == "text/plain" and b"begin " in payload:
+            self._uuencoded(payload, entity.depth)
         return []
+
+    def _uuencoded(self, text: bytes, depth: int) -> None:
+        """uuencoded files inside a text body ("begin 644 name" ... "end"): some clients show them as
+        attachments, so they are parts too (each counts against `max_parts`)."""
+        for match in _UU_BEGIN.finditer(text):
+            if self.visited >= self.limits.max_parts:
+                self.problem(f"more than {self.limits.max_parts} parts", cut=True)
+                return
+            self.visited += 1
+            close = text.find(b"\nend", match.end())
+            block = text[match.end() : close if close >= 0 else len(text)]
+            payload = _uudecode(block, self.budget)
+            if len(payload) > self.budget:
+                self.problem("decoded parts over the limit", cut=True)
+                payload = payload[: self.budget]
+            self.budget -= len(payload)
+            name = match.group(1).decode("utf-8", "replace").strip()
+            self.parts.append(
+                MimePart("application/octet-stream", name, "attachment", payload, depth, "", (name,))
+            )
 
     def _header_end(self, data: bytes, start: int, end: int) -> tuple[int, int, int]:
         """Where the entity's fields start and end, and where its body starts. Fields are read within
@@ -296,50 +331,60 @@ class _Walk:
         return tuple(fields)
 
     def _content(self, data: bytes, start: int, end: int, default_type: str) -> _Content:
-        """The entity's Content-Type, Content-Disposition and Content-Transfer-Encoding."""
-        seen: dict[str, str] = {}
+        """The entity's Content-Type, Content-Disposition and Content-Transfer-Encoding. A field given
+        twice is a problem, and is read the way that shows the most: a multipart type with a boundary
+        over another type, an attachment over inline, a decoding over none, and every name."""
+        fields: dict[str, list[str]] = {"type": [], "disposition": [], "transfer-encoding": []}
         for count, match in enumerate(_CONTENT_FIELD.finditer(data, start, end)):
             if count >= _MAX_CONTENT_FIELDS:
                 self.problem("too many Content-* fields")
                 break
             kind = match.group(1).decode("ascii").lower()
-            if kind in seen:
+            if fields[kind]:
                 self.problem(f"duplicate {_FIELD_NAMES[kind]}")
-                continue
             raw = match.group(2)
             if len(raw) > self.limits.max_parameter_octets:
                 # Its parameters (a file name) are cut: what the part is called is not fully known.
                 self.problem(f"{_FIELD_NAMES[kind]} over the limit", cut=True)
                 raw = raw[: self.limits.max_parameter_octets]
-            seen[kind] = _LINE_BREAK.sub("", raw.decode("utf-8", "replace")).strip()
+            fields[kind].append(_LINE_BREAK.sub("", raw.decode("utf-8", "replace")).strip())
         content = _Content(type=default_type)
-        if "type" in seen:
-            value, content.params = self._parameters(seen["type"])
-            value = value.lower()
-            if _TYPE.fullmatch(value):
-                content.type = value
-            else:
-                self.problem("invalid Content-Type")
-        if "disposition" in seen:
-            value, content.disposition_params = self._parameters(seen["disposition"])
-            value = value.lower()
-            # RFC 2183: an unknown disposition is treated as an attachment.
-            content.disposition = value if value in ("inline", "attachment") else "attachment"
-        content.encoding = seen.get("transfer-encoding", "").lower()
-        names = (
-            content.disposition_params.get("filename*", ""),
-            content.disposition_params.get("filename", ""),
-            content.params.get("name*", ""),
-            content.params.get("name", ""),
+        types = [self._parameters(value) for value in fields["type"]]
+        valid = [(value.lower(), params) for value, params in types if _TYPE.fullmatch(value.lower())]
+        if len(valid) < len(types):
+            self.problem("invalid Content-Type")
+        chosen = next(
+            (
+                (value, params)
+                for value, params in valid
+                if value.startswith("multipart/") and _boundaries(params)
+            ),
+            valid[0] if valid else None,
         )
+        if chosen is not None:
+            content.type = chosen[0]
+            content.charset = _first(chosen[1], "charset")[:64].lower()
+            others = [params for _, params in valid if params is not chosen[1]]
+            content.boundaries = tuple(
+                dict.fromkeys(b for params in (chosen[1], *others) for b in _boundaries(params))
+            )
+        dispositions = [self._parameters(value) for value in fields["disposition"]]
+        kinds = {value.lower() for value, _ in dispositions}
+        if kinds:
+            # RFC 2183: an unknown disposition is treated as an attachment.
+            content.disposition = "inline" if kinds == {"inline"} else "attachment"
+        names = [v for _, params in dispositions for k, v in params if k in ("filename*", "filename")]
+        names += [v for _, params in types for k, v in params if k in ("name*", "name")]
         content.names = tuple(dict.fromkeys(name for name in names if name))
+        encodings = [value.lower() for value in fields["transfer-encoding"]]
+        content.encoding = next((e for e in encodings if _decodes(e)), encodings[0] if encodings else "")
         return content
 
-    def _parameters(self, value: str) -> tuple[str, dict[str, str]]:
-        """`type; name=value; ...` as the value and its parameters (names lower case, RFC 2231
-        sections joined under `name*`, plain values with RFC 2047 words decoded)."""
+    def _parameters(self, value: str) -> tuple[str, list[tuple[str, str]]]:
+        """`type; name=value; ...` as the value and its parameters in order, duplicates kept (names
+        lower case, RFC 2231 sections joined under `name*`, plain values with RFC 2047 words decoded)."""
         head, _, rest = value.partition(";")
-        plain: dict[str, str] = {}
+        plain: list[tuple[str, str]] = []
         sections: dict[str, dict[int, tuple[bool, str]]] = {}
         for match in _PARAMETER.finditer(rest):
             name = match.group(1).lower()
@@ -350,10 +395,7 @@ class _Walk:
                 raw = raw.strip()
             section = _SECTION.fullmatch(name)
             if section is None:
-                if name in plain:
-                    self.problem("duplicate parameter")
-                    continue
-                plain[name] = raw
+                plain.append((name, _decode_words(raw) if "=?" in raw else raw))
                 continue
             base, index, star = section.group(1), section.group(2), section.group(3)
             number = int(index) if index is not None else 0
@@ -365,10 +407,10 @@ class _Walk:
                 self.problem("duplicate parameter")
                 continue
             parts[number] = (index is None or star is not None, raw)
-        params = {name: _decode_words(text) if "=?" in text else text for name, text in plain.items()}
-        for base, parts in sections.items():
-            params[base + "*"] = _join_sections(parts)
-        return head.strip(), params
+        if len({name for name, _ in plain}) < len(plain):
+            self.problem("duplicate parameter")
+        joined = [(base + "*", _join_sections(parts)) for base, parts in sections.items()]
+        return head.strip(), joined + plain
 
     # -- multipart bodies
 
@@ -401,6 +443,10 @@ class _Walk:
         if not closed:
             self.problem("multipart without its close delimiter")
             regions.append((part_start, end))
+        elif _CONTENT_FIELD.match(data, part_start, min(end, part_start + 1024)):
+            # An epilogue that starts like a part: RFC 2046 says to ignore it, a lax client may show it.
+            self.problem("an epilogue that looks like a part")
+            regions.append((part_start, end))
         return regions[: max(room, 0)]
 
     # -- bodies
@@ -412,6 +458,8 @@ class _Walk:
             raw = data[start:end].translate(None, _B64_DROP)
             if len(raw) != end - start - sum(data.count(c, start, end) for c in (b"\r", b"\n", b" ", b"\t")):
                 self.problem("base64 with invalid characters")
+            if b"=" in raw.rstrip(b"="):
+                self.problem("base64 padding inside the body")
             if len(raw) > budget // 3 * 4 + 4:
                 raw = raw[: budget // 3 * 4 + 4]
             payload = _base64(raw)
@@ -482,9 +530,19 @@ def _delimiter_patterns(boundary: bytes) -> tuple[re.Pattern[bytes], re.Pattern[
     return re.compile(line), re.compile(b"\n" + line)
 
 
-def _parameter(params: dict[str, str], name: str) -> str:
-    """A parameter's value: its RFC 2231 form (`name*`) when present, else the plain one."""
-    return params.get(name + "*") or params.get(name, "")
+def _first(params: list[tuple[str, str]], name: str) -> str:
+    """A parameter's value: its RFC 2231 form (`name*`) when present, else the first plain one."""
+    return next((v for k, v in params if k == name + "*"), None) or next(
+        (v for k, v in params if k == name), ""
+    )
+
+
+def _boundaries(params: list[tuple[str, str]]) -> list[str]:
+    return [v for k, v in params if k in ("boundary*", "boundary") and v]
+
+
+def _decodes(encoding: str) -> bool:
+    return "base64" in encoding or "quoted-printable" in encoding or "uu" in encoding
 
 
 def _next_line(data: bytes, at: int, end: int) -> int:
@@ -597,39 +655,15 @@ def _lookup(charset: str) -> str:
 
 
 def _markup_text(markup: str, limit: int) -> str:
-    """The text of HTML: tags dropped, script and style dropped, entities decoded. Linear: every step
-    moves forward, an unclosed tag or comment ends the text, and each tag costs one output space, so
-    the loop runs at most `limit` times."""
-    out: list[str] = []
-    size = 0
-    at = 0
-    length = len(markup)
-    while at < length and size < limit:
-        opening = markup.find("<", at)
-        if opening < 0:
-            out.append(markup[at:])
-            break
-        out.append(markup[at:opening])
-        size += opening - at + 1
-        if markup.startswith("<!--", opening):
-            close = markup.find("-->", opening + 4)
-            if close < 0:
-                break
-            at = close + 3
-        else:
-            tag = _TAG.match(markup, opening)
-            closing = markup.find(">", opening + 1)
-            if closing < 0:
-                break
-            at = closing + 1
-            name = (tag.group(2) or "").lower() if tag and not tag.group(1) else ""
-            if name in _RAW_TEXT_END:
-                end_tag = _RAW_TEXT_END[name].search(markup, at)
-                if end_tag is None:
-                    break
-                end = markup.find(">", end_tag.end())
-                if end < 0:
-                    break
-                at = end + 1
-        out.append(" ")
-    return html.unescape("".join(out))[:limit]
+    """The text of HTML: comments, script and style blocks and tags dropped, entities decoded.
+
+    Regular expressions in C, kept linear: a lazy match that finds no end scans to the end of the
+    text, and many such starts would make it quadratic, so the text is first cut where the first
+    construct opens that has no end after it (all that follows is inside it)."""
+    for opening, closing, pattern in _MARKUP_BLOCKS:
+        last_close = collections.deque(closing.finditer(markup), maxlen=1)
+        unclosed = opening.search(markup, last_close[0].end() if last_close else 0)
+        if unclosed is not None:
+            markup = markup[: unclosed.start()]
+        markup = pattern.sub(" ", markup)
+    return html.unescape(markup)[:limit]
