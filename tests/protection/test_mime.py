@@ -99,6 +99,7 @@ def test_an_attached_message_is_walked() -> None:
             ("real.exe", "shown.txt"),
         ),
         (b"Content-Disposition: attachment; filename=a.txt; filename*=utf-8''b.exe", ("b.exe", "a.txt")),
+        (b"Content-Type: application/x; filename=wrong-field.exe", ("wrong-field.exe",)),
     ],
 )
 def test_file_names_in_every_form_clients_write(fields: bytes, names: tuple[str, ...]) -> None:

@@ -21,8 +21,14 @@ or at the first line that is not a field; CRLF, LF and bare CR line ends; bounda
 2046 says (at a line start, transport padding allowed, near-misses skipped); a multipart whose
 boundary never occurs is read as one text leaf, one without its close delimiter ends at its parent's
 end; RFC 2231 parameter continuations and charsets, RFC 2047 encoded words in file names; base64
-decoded past junk characters and across padding, quoted-printable, uuencode; message/rfc822 parts
-are walked as messages. Duplicate Content-* fields: the first one counts (a problem is recorded).
+decoded past junk characters and across padding, quoted-printable, uuencode (also a "begin 644 name"
+block inside a text body, which some clients show as an attachment); message/rfc822 parts are walked
+as messages, even when (against RFC 2046) they are base64-encoded; an epilogue that starts with a
+Content-* field is read as one more part. Where clients disagree (duplicate Content-* fields or
+parameters, a nested multipart that reuses its parent's boundary, delimiters after the close
+delimiter), the reading that shows the most wins: a multipart type with a boundary that occurs, an
+attachment over inline, a decoding over none, every declared file name, every part. Each of these
+is recorded in `problems`.
 
 Security: the input is a stranger's message. Nothing in it is trusted: header values are decoded as
 UTF-8 with errors replaced, charsets that interpret their input (punycode, idna, the escape codecs)
@@ -107,8 +113,7 @@ _LINE_SPACE = frozenset(b" \t\r\n")
 _MAX_BASE64_RUNS = 10_000  # padded runs of one base64 body decoded each on its own
 
 # A run of header fields: a name (no colon, space or control; 8-bit octets are let through, as lenient
-# clients do) and its continuation lines. The
-# possessive loops never backtrack, so matching is linear in the run.
+# clients do) and its continuation lines. The possessive loops never backtrack: linear in the run.
 _FIELDS = re.compile(rb"(?:[!-9;-~\x80-\xff]++[ \t]*+:[^\n]*+(?:\n|\Z)(?:[ \t][^\n]*+(?:\n|\Z))*+)*+")
 _CONTINUATIONS = re.compile(rb"(?:[ \t][^\n]*+(?:\n|\Z))*+")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
@@ -128,7 +133,6 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]*)\?=(?:\s+(?==
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _B64_KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _B64_DROP = bytes(sorted(set(range(256)) - set(_B64_KEEP)))
-_WHITESPACE = b" \t\r\n"
 # (an opening, its end, the whole construct) of what HTML text leaves out, in the order they are removed
 _MARKUP_BLOCKS = (
     (re.compile("<!--"), re.compile("-->"), re.compile("<!--.*?-->", re.S)),
@@ -139,6 +143,8 @@ _MARKUP_BLOCKS = (
     ),
     (re.compile("<"), re.compile(">"), re.compile("<[^>]*>")),
 )
+_DISPOSITION_NAMES = ("filename*", "filename", "name*", "name")
+_TYPE_NAMES = ("name*", "name", "filename*", "filename")
 _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 
 
@@ -373,8 +379,9 @@ class _Walk:
         if kinds:
             # RFC 2183: an unknown disposition is treated as an attachment.
             content.disposition = "inline" if kinds == {"inline"} else "attachment"
-        names = [v for _, params in dispositions for k, v in params if k in ("filename*", "filename")]
-        names += [v for _, params in types for k, v in params if k in ("name*", "name")]
+        # filename= belongs to Content-Disposition and name= to Content-Type, but clients read either in both.
+        names = [v for _, params in dispositions for k, v in params if k in _DISPOSITION_NAMES]
+        names += [v for _, params in types for k, v in params if k in _TYPE_NAMES]
         content.names = tuple(dict.fromkeys(name for name in names if name))
         encodings = [value.lower() for value in fields["transfer-encoding"]]
         content.encoding = next((e for e in encodings if _decodes(e)), encodings[0] if encodings else "")
