@@ -41,6 +41,7 @@ from __future__ import annotations
 import binascii
 import codecs
 import collections
+import contextlib
 import functools
 import html
 import re
@@ -117,6 +118,7 @@ _MAX_BASE64_RUNS = 10_000  # padded runs of one base64 body decoded each on its 
 _FIELDS = re.compile(rb"(?:[!-9;-~\x80-\xff]++[ \t]*+:[^\n]*+(?:\n|\Z)(?:[ \t][^\n]*+(?:\n|\Z))*+)*+")
 _CONTINUATIONS = re.compile(rb"(?:[ \t][^\n]*+(?:\n|\Z))*+")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
+_BARE_CR = re.compile(rb"\r(?!\n)")
 _CONTENT_FIELD = re.compile(
     rb"^content-(type|disposition|transfer-encoding)[ \t]*+:([^\n]*+(?:\n[ \t][^\n]*+)*+)", re.I | re.M
 )
@@ -131,8 +133,8 @@ _SECTION = re.compile(r"([^*]+)\*(\d{1,9})?(\*)?")
 _TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([bBqQ])\?([^?\s]*)\?=(?:\s+(?==\?))?")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
-_B64_KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
-_B64_DROP = bytes(sorted(set(range(256)) - set(_B64_KEEP)))
+_B64_KEEP = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \t\r\n"
+_B64_JUNK = bytes(sorted(set(range(256)) - set(_B64_KEEP)))
 # (an opening, its end, the whole construct) of what HTML text leaves out, in the order they are removed
 _MARKUP_BLOCKS = (
     (re.compile("<!--"), re.compile("-->"), re.compile("<!--.*?-->", re.S)),
@@ -192,10 +194,9 @@ class _Walk:
 
     def _line_ends(self, message: bytes) -> bytes:
         # Bare CR line ends (old Mac mail, or smuggling): read as CRLF, as lenient clients do.
-        carriage_returns = message.count(b"\r")
-        if carriage_returns and carriage_returns != message.count(b"\r\n"):
+        if b"\r" in message and _BARE_CR.search(message):
             self.problem("bare CR line ends")
-            return re.sub(rb"\r(?!\n)", b"\r\n", message)
+            return _BARE_CR.sub(b"\r\n", message)
         return message
 
     def run(self) -> ParsedMessage:
@@ -462,14 +463,11 @@ class _Walk:
         """A body decoded by its transfer encoding, within the decoded-octets budget."""
         budget = self.budget
         if "base64" in encoding:
-            raw = data[start:end].translate(None, _B64_DROP)
-            if len(raw) != end - start - sum(data.count(c, start, end) for c in (b"\r", b"\n", b" ", b"\t")):
+            encoded = data[start:end]
+            raw = encoded.translate(None, _B64_JUNK)
+            if len(raw) != len(encoded):
                 self.problem("base64 with invalid characters")
-            if b"=" in raw.rstrip(b"="):
-                self.problem("base64 padding inside the body")
-            if len(raw) > budget // 3 * 4 + 4:
-                raw = raw[: budget // 3 * 4 + 4]
-            payload = _base64(raw)
+            payload = self._base64(raw, budget)
         elif "quoted-printable" in encoding:
             payload = binascii.a2b_qp(data[start : min(end, start + budget + 1)])
         elif "uu" in encoding:
@@ -483,6 +481,17 @@ class _Walk:
             payload = payload[:budget]
         self.budget -= len(payload)
         return payload
+
+    def _base64(self, raw: bytes, budget: int) -> bytes:
+        """Base64 without junk, line breaks still in: binascii reads it directly unless padding sits
+        in the middle (two encoded runs joined) or the end is ragged; then run by run."""
+        if len(raw) <= budget // 3 * 4 + 4 and b"=" not in raw.rstrip(b" \t\r\n="):
+            with contextlib.suppress(binascii.Error):
+                return binascii.a2b_base64(raw)
+        raw = raw.translate(None, b" \t\r\n")
+        if b"=" in raw.rstrip(b"="):
+            self.problem("base64 padding inside the body")
+        return _base64(raw[: budget // 3 * 4 + 4])
 
     def _text(self) -> str:
         limit = self.limits.max_text_chars
