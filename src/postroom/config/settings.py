@@ -309,6 +309,8 @@ class ProtectionSettings:
     rspamd_password: str = ""  # the controller's password, if it has one
     malware_engine: str = "builtin"  # "builtin" or "clamd"
     clamd_socket: str = "/run/clamav/clamd.ctl"  # a Unix socket path, or host:port for clamd's TCP socket
+    # clamd's StreamMaxLength (its default, 25 MiB): a larger message is scanned part by part; keep equal
+    clamd_max_stream: int = 26_214_400
     engine_timeout: float = 30.0  # seconds one scan may take; then the engine counts as unavailable
     # An engine that is down or timed out: "defer" (451 4.7.x, the sender retries) or "deliver" (with
     # a header that says the message was not scanned). Never silently through, never lost.
