@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import time
 
+import dkim
 import pytest
+from dkim.canonicalization import CanonicalizationPolicy
 
 from postroom.dns import DnsResolver
 from postroom.model.verdicts import DkimResult
 from postroom.protection.authentication import Authenticator
-from postroom.protection.dkim import MAX_SIGNATURES
+from postroom.protection.dkim import MAX_SIGNATURES, canonical_body, canonical_headers, without_signature
 from tests.protection.conftest import AUTHSERV_ID, message, spf
 from tests.support.dns_server import DnsTestServer
 from tests.support.mail_auth import SigningKey, ed25519_key, rsa_key
@@ -172,3 +174,56 @@ async def test_signatures_past_the_limit_are_not_verified_and_the_from_domains_c
     assert len(verdict.dkim) == MAX_SIGNATURES
     assert [v.domain for v in verdict.dkim].count("contoso.com") == 1
     assert verdict.dmarc.dkim_aligned
+
+
+BODIES = [
+    b"",
+    b"\r\n",
+    b"\r\n\r\n\r\n",
+    b"one line without end",
+    b"a  b\t\tc \t d \r\n\r\n",
+    b"trailing \t \r\nwhite  \r\n \r\n\t\r\n",
+    b" leading space\r\n\tleading tab\r\n",
+    b"lone\rCR and  double  spaces\r\n" * 3,
+]
+HEADERS = [
+    [b"Subject", b"  Quarterly \t figures \r\n"],
+    [b"SUBJECT ", b" folded\r\n  over\r\n\tlines\r\n"],
+    [b"X-Bare-Lf", b" a\n b\r\n"],
+    [b"From", b"Ann <ann@contoso.com>\r\n"],
+]
+
+
+@pytest.mark.parametrize("c", [b"relaxed/relaxed", b"simple/simple", b"relaxed/simple", b"simple/relaxed"])
+def test_canonicalization_is_dkimpys(c: bytes) -> None:
+    # The verifier's own canonicalization (made once per message) must equal dkimpy's byte for byte.
+    policy = CanonicalizationPolicy.from_c_value(c)
+    for body in BODIES:
+        assert canonical_body(policy, body) == policy.canonicalize_body(body), body
+    assert canonical_headers(policy, HEADERS) == [tuple(h) for h in policy.canonicalize_headers(HEADERS)]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b" v=1; a=rsa-sha256; d=contoso.com; s=s1; h=from; bh=abc=;\r\n b=dGVz\r\n dA==\r\n",
+        b" v=1; b=dGVzdA==; a=rsa-sha256; d=contoso.com; bh=abc=\r\n",
+        b" v=1;\tb = dGVz dA== ; d=contoso.com\r\n",
+        b" b=\r\n",
+        b" v=1; bh=dGVzdA==; d=b.example\r\n",  # bh= is not b=
+    ],
+)
+def test_the_signature_value_is_erased_as_dkimpy_does(value: bytes) -> None:
+    assert without_signature(value) == dkim.RE_BTAG.sub(b"\\1", value)
+
+
+async def test_rsa_sha1_is_never_valid(authenticator: Authenticator, rsa: SigningKey) -> None:
+    field = dkim.sign(
+        message(), rsa.selector.encode(), rsa.domain.encode(), rsa.private, signature_algorithm=b"rsa-sha1"
+    )
+    [verdict] = (await authenticator.authenticate(bytes(field) + message(), spf())).dkim
+    assert (verdict.result, verdict.reason, verdict.algorithm) == (
+        DkimResult.PERMERROR,
+        "insecure algorithm",
+        "rsa-sha1",
+    )

@@ -44,7 +44,15 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from postroom.model.verdicts import ArcResult, ArcVerdict, AuthVerdict
-from postroom.protection.dkim import DKIMPY_LOG, MIN_KEY_BITS, Keys, dns_name, key_name, parse_tags
+from postroom.protection.dkim import (
+    DKIMPY_LOG,
+    MIN_KEY_BITS,
+    ArcVerifier,
+    Keys,
+    dns_name,
+    key_name,
+    parse_tags,
+)
 from postroom.protection.results_header import is_own_results, without_fields
 
 log = logging.getLogger(__name__)
@@ -100,7 +108,7 @@ def verify_arc(headers: list[list[bytes]], body: bytes, keys: Keys) -> ArcVerdic
     instances = max((int(m.group(1)) for v in seals if (m := _INSTANCE.search(v))), default=0)
     if instances > MAX_INSTANCES or len(seals) > MAX_INSTANCES:
         return ArcVerdict(ArcResult.FAIL, instances, reason=TOO_LONG)
-    arc = dkim.ARC(None, minkey=MIN_KEY_BITS, logger=DKIMPY_LOG)
+    arc = ArcVerifier(None, minkey=MIN_KEY_BITS, logger=DKIMPY_LOG)
     arc.headers, arc.body = headers, body
     try:
         status, results, detail = arc.verify(dnsfunc=keys.dnsfunc)

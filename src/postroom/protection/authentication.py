@@ -52,7 +52,6 @@ from email.utils import getaddresses
 
 import dkim
 
-from postroom.dns.organizational import organizational_domain
 from postroom.dns.resolver import Resolver
 from postroom.model.address import Address, AddressError
 from postroom.model.verdicts import (
@@ -80,7 +79,14 @@ from postroom.protection.dkim import (
     verifier,
     verify_signatures,
 )
-from postroom.protection.dmarc import PolicyLookup, Sample, aligned, evaluate, find_policy
+from postroom.protection.dmarc import (
+    PolicyLookup,
+    Sample,
+    aligned,
+    evaluate,
+    find_policy,
+    organizational_domain,
+)
 from postroom.protection.headers import INTERNAL_PREFIX
 from postroom.protection.results_header import (
     field_name,
@@ -94,6 +100,11 @@ from postroom.protection.results_header import (
 INLINE_VERIFY_OCTETS = 262_144  # larger messages are verified in a worker thread
 UNREADABLE = "header section unreadable"
 ARC_OVERRIDE = 130
+# The From fields most mail has, `Name <local@domain>` or `local@domain`, read without the general
+# RFC 5322 address parser (anything else: groups, comments, quoted commas, goes through it).
+_SIMPLE_FROM = re.compile(
+    r'(?:[^<>",;:@()\\]*|"[^"\\]*")\s*<([^<>\s@",;:()]+@[A-Za-z0-9.-]+)>|([^<>\s@",;:()]+@[A-Za-z0-9.-]+)'
+)
 _INTERNAL = INTERNAL_PREFIX.lower().encode("ascii")
 
 
@@ -131,9 +142,12 @@ class Authenticator:
         names = {name for s in found if (name := s.key_name)}
         if chain:
             names |= arc_chain.key_names(headers)
-        keys, lookup = await asyncio.gather(
-            fetch_keys(self._resolver, names), find_policy(self._resolver, from_domain)
-        )
+        if names:
+            keys, lookup = await asyncio.gather(
+                fetch_keys(self._resolver, names), find_policy(self._resolver, from_domain)
+            )
+        else:  # the usual unsigned message: no task to spawn
+            keys, lookup = Keys({}), await find_policy(self._resolver, from_domain)
         dkim_verdicts: tuple[DkimVerdict, ...] = UNSIGNED
         arc = ArcVerdict(ArcResult.NONE)
         if found or chain:
@@ -252,8 +266,10 @@ def from_domain_of(headers: Sequence[Sequence[bytes]]) -> tuple[str, str]:
     if len(values) > 1:
         return "", "several From header fields"
     text = " ".join(values[0].decode("utf-8", "replace").split())
+    simple = _SIMPLE_FROM.fullmatch(text)
+    addresses = [simple.group(1) or simple.group(2)] if simple else [a for _, a in getaddresses([text])]
     domains: set[str] = set()
-    for _, address in getaddresses([text]):
+    for address in addresses:
         if not address:
             continue
         try:

@@ -24,12 +24,13 @@ when absent).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from postroom.dns.dmarc import DmarcRecord, DmarcSyntaxError, is_dmarc_record, parse_dmarc
-from postroom.dns.organizational import organizational_domain
+from postroom.dns.organizational import organizational_domain as _organizational_domain
 from postroom.dns.resolver import DnsTemporaryError, NxDomain, Resolver
 from postroom.model.verdicts import (
     DkimResult,
@@ -43,6 +44,9 @@ from postroom.model.verdicts import (
 )
 
 log = logging.getLogger(__name__)
+
+# Asked several times per message for the same few names (the From domain, each signer's d=).
+organizational_domain = functools.lru_cache(maxsize=4096)(_organizational_domain)
 
 Sample = Callable[[], float]
 """A uniform draw in [0, 1): the pct= sampling (`random.random`; tests inject their own)."""
