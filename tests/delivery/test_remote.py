@@ -20,8 +20,15 @@ import pytest_asyncio
 from postroom.app.setup import write_self_signed
 from postroom.config.settings import DeliverySettings
 from postroom.delivery.remote import LocalEndpoints, RemoteDelivery
+from postroom.directory.dkim import generate_key_pair
 from postroom.dns import DnsResolver
-from postroom.model.outbound import DeliveryAttempt, OutboundMessage, OutboundRecipient, RecipientResult
+from postroom.model.outbound import (
+    DeliveryAttempt,
+    DkimSigner,
+    OutboundMessage,
+    OutboundRecipient,
+    RecipientResult,
+)
 from postroom.model.replies import Reply
 from postroom.storage import BlobStore, FileBlobStore
 from tests.support.dns_server import DnsTestServer
@@ -480,3 +487,44 @@ async def test_an_address_with_a_line_break_is_refused_not_sent(network: Network
     assert codes(results) == [(250, "2.0.0"), (501, "5.1.3")]
     assert network.piped.connections[0].reads[1] == ["MAIL", "RCPT", "DATA"]
     assert [m[1] for m in network.piped.messages] == [("bob@piped.remote.test",)]
+
+
+async def test_a_forward_is_sealed_over_the_octets_sent_then_signed(network: Network) -> None:
+    # The hooks stand in for the app's: the tenant seals what carries our results, the From domain signs.
+    sealed: list[bytes] = []
+    asked: list[tuple[int | None, bytes]] = []
+
+    def sealer(content: bytes) -> bytes:
+        sealed.append(content)
+        return b"ARC-Seal: i=1; cv=none; d=contoso.com\r\n"
+
+    def arc_sealer(tenant_id: int | None, head: bytes):  # type: ignore[no-untyped-def]
+        asked.append((tenant_id, head))
+        return sealer if b"Authentication-Results: mx.postroom.test;" in head else None
+
+    pair = generate_key_pair()
+    base = network.agent()
+    forwarding = RemoteDelivery(
+        base.settings,
+        base.resolver,
+        network.blobs,
+        helo_name=HELO,
+        max_hops=30,
+        local=base.local,
+        arc_sealer=arc_sealer,
+        dkim_signer=lambda tenant, domain: DkimSigner("contoso.com", "s1", pair.private_key_pem),
+    )
+    forwarded = (
+        b"Authentication-Results: mx.postroom.test; spf=pass smtp.mailfrom=contoso.com\r\n" + message()
+    )
+    results = await forwarding.deliver(
+        [network.attempt(["bob@remote.test"], forwarded), network.attempt(["carol@remote.test"])]
+    )
+    assert codes(results) == [(250, "2.6.0"), (250, "2.6.0")]
+    assert [tenant for tenant, _ in asked] == [1, 1]
+    [forward, ordinary] = sorted(network.mx1.messages, key=lambda m: m.recipients)
+    assert forward.content.startswith(b"DKIM-Signature: ")  # signed last, over the sealed message
+    signature_end = forward.content.index(b"ARC-Seal: ")
+    assert forward.content[signature_end:] == b"ARC-Seal: i=1; cv=none; d=contoso.com\r\n" + sealed[0]
+    assert sealed[0].startswith(b"Received: from client") and sealed[0].endswith(b"Hi there.\r\n")
+    assert b"ARC-Seal" not in ordinary.content  # no results of ours: not a forward, not sealed

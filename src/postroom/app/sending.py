@@ -7,23 +7,38 @@ tenant's key), `remote_domain` (`Directory.remote_domain_for`: the tenant's remo
 the destination, read at once so an administrator's change applies to the next delivery; the agent
 asks once per tenant per call) and `hosted_here` (a destination another tenant of this service hosts:
 its MX is this service, which is then no loop), which asks the node's directory cache (the MX
-endpoint's) since the scheduler asks it for every batch. All are called by the agent from a worker
-thread, never on the event loop.
+endpoint's) since the scheduler asks it for every batch, and `arc_sealer`: a message that carries the
+node's own Authentication-Results came from outside and was authenticated here, so one that leaves
+again is a forward (mailbox forwarding, a contact or a member of another organization), and it leaves
+sealed (ARC, RFC 8617) with the forwarding tenant's key (`Directory.arc_sealing_key`): the next hop
+can trust what we saw before anything changed it. A seal that cannot be made is logged and the
+message goes unsealed. All are called by the agent from a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import partial
 
 from postroom.config import Settings
-from postroom.delivery.remote import LocalEndpoints, RemoteDelivery
+from postroom.delivery.remote import LocalEndpoints, RemoteDelivery, Sealer
 from postroom.directory import CachedDirectory, Directory
 from postroom.directory.errors import NotFoundError
 from postroom.dns import Resolver
 from postroom.dns.mta_sts_cache import StsPolicyCache
 from postroom.model.outbound import DkimSigner
 from postroom.model.scope import TenantScope
+from postroom.protection.arc import NotSealed, arc_seal
+from postroom.protection.authentication import carries_results
 from postroom.storage import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+def authserv_id(settings: Settings) -> str:
+    """The node's Authentication-Results authserv-id: `[protection] authserv_id`, else its host name."""
+    return settings.protection.authserv_id or settings.service.hostname
 
 
 def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -> DkimSigner | None:
@@ -35,6 +50,32 @@ def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -
     except NotFoundError:
         return None
     return DkimSigner(from_domain.lower(), selector, pem)
+
+
+def arc_sealer(directory: Directory, authserv_id: str, tenant_id: int | None, head: bytes) -> Sealer | None:
+    """The tenant's ARC seal for a message it forwards from outside (see the module docstring)."""
+    if tenant_id is None or not carries_results(head, authserv_id):
+        return None
+    key = directory.arc_sealing_key(TenantScope(tenant_id))
+    if key is None:
+        return None
+    return partial(_seal, key, authserv_id)
+
+
+def _seal(key: DkimSigner, authserv_id: str, content: bytes) -> bytes:
+    try:
+        return arc_seal(
+            content,
+            None,
+            domain=key.domain,
+            selector=key.selector,
+            private_key=key.private_key_pem.encode("ascii"),
+            authserv_id=authserv_id,
+            now=time.time(),
+        )
+    except NotSealed as error:
+        log.warning("forwarded message sent without an ARC seal of %s: %s", key.domain, error.reason)
+        return b""
 
 
 def hosted_here(cache: CachedDirectory, destination: str) -> bool:
@@ -62,6 +103,7 @@ def remote_delivery(
             sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
         ),
         dkim_signer=partial(dkim_signer, directory),
+        arc_sealer=partial(arc_sealer, directory, authserv_id(settings)),
         hosted_here=partial(hosted_here, cache),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),

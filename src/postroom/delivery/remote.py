@@ -7,7 +7,9 @@ problem. Per destination it:
 1. prepares each message once: reads `prefix` + blob from the blob store (once per message, however
    many attempts share it), refuses a message with more than `max_hops` Received headers (554 5.4.14,
    the loop guard), and asks the app's hooks (in a worker thread: they read the directory) for the
-   destination's remote domain settings and the From domain's DKIM signer;
+   destination's remote domain settings, the From domain's DKIM signer and, for a message the tenant
+   forwards from outside (it carries our Authentication-Results), the tenant's ARC sealer (RFC 8617:
+   the set is made over the octets sent, after any conversion, then the DKIM signature on top);
 2. finds the mail hosts (`dns.mail_hosts`: MX by preference, random among equals, implicit MX, null
    MX, NXDOMAIN, DNS failure; a list that points at this service fails 5.4.14);
 3. sends the messages over at most `max_connections_per_destination` concurrent connections (a bound
@@ -120,6 +122,11 @@ RemoteDomainLookup = Callable[[int | None, str], RemoteDomainSettings]
 """(tenant id, destination domain) -> the remote domain settings that apply; runs in a worker thread."""
 DkimSignerLookup = Callable[[int | None, str], DkimSigner | None]
 """(tenant id, From domain) -> the key to sign with, None to send unsigned; runs in a worker thread."""
+Sealer = Callable[[bytes], bytes]
+"""The octets to send -> the ARC set to prepend (b"" when no seal could be made: sent unsealed)."""
+ArcSealerLookup = Callable[[int | None, bytes], Sealer | None]
+"""(tenant id, header section) -> the tenant's ARC seal for a message it forwards from outside, None
+for any other message; runs in a worker thread."""
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -130,6 +137,10 @@ def _default_remote_domain(tenant_id: int | None, destination: str) -> RemoteDom
 
 
 def _no_signer(tenant_id: int | None, from_domain: str) -> DkimSigner | None:
+    return None
+
+
+def _no_sealer(tenant_id: int | None, head: bytes) -> Sealer | None:
     return None
 
 
@@ -167,6 +178,7 @@ class _Message:
     seven_bit: bytes | None = None  # the converted form, made at most once
     signed: dict[bool, bytes] = field(default_factory=dict)  # by "7-bit converted": the octets sent
     refused: Reply | None = None  # the message fails for every recipient (loop, unreadable)
+    sealer: Sealer | None = None  # the forwarding tenant's ARC seal
 
 
 @dataclass(slots=True)
@@ -234,6 +246,7 @@ class RemoteDelivery:
         local: LocalEndpoints | None = None,
         remote_domain: RemoteDomainLookup = _default_remote_domain,
         dkim_signer: DkimSignerLookup = _no_signer,
+        arc_sealer: ArcSealerLookup = _no_sealer,
         sts: StsPolicyCache | None = None,
         hosted_here: Callable[[str], bool] = _nowhere,
     ) -> None:
@@ -248,6 +261,7 @@ class RemoteDelivery:
         self.local = local or LocalEndpoints()
         self.remote_domain = remote_domain
         self.dkim_signer = dkim_signer
+        self.arc_sealer = arc_sealer
         self._slots = _DestinationSlots(settings.max_connections_per_destination)
         # Connections kept open after a batch, per destination, until their time (the connection cache).
         self._idle: dict[str, list[tuple[_Connection, float]]] = {}
@@ -358,6 +372,7 @@ class RemoteDelivery:
                     domain_settings,
                     utf8_headers=not head.isascii() or not attempt.sender.isascii(),
                     eight_bit=not content[len(head) :].isascii(),
+                    sealer=self.arc_sealer(tenant, head),
                 )
             )
         return prepared
@@ -749,17 +764,26 @@ class RemoteDelivery:
         self._log_sent(connection, outcome, message, accepted)
 
     async def _signed(self, message: _Message, content: bytes, seven_bit: bool) -> bytes:
-        """The octets to send: signed by the From domain's key when it has one (after any 7-bit
-        conversion, so the signature covers what the server receives); unsigned when signing fails."""
-        if message.signer is None:
+        """The octets to send: sealed (ARC) by the forwarding tenant and signed by the From domain's
+        key when they have one (after any 7-bit conversion, so both cover what the server receives);
+        unsealed or unsigned when that fails."""
+        if message.signer is None and message.sealer is None:
             return content
         if seven_bit not in message.signed:
-            try:
-                message.signed[seven_bit] = await asyncio.to_thread(sign, content, message.signer)
-            except NotSigned as error:
-                log.warning("message %s sent unsigned: %s", message.attempt.message.id, error.reason)
-                message.signed[seven_bit] = content
+            message.signed[seven_bit] = await asyncio.to_thread(self._seal_and_sign, message, content)
         return message.signed[seven_bit]
+
+    @staticmethod
+    def _seal_and_sign(message: _Message, content: bytes) -> bytes:
+        if message.sealer is not None:
+            content = message.sealer(content) + content
+        if message.signer is None:
+            return content
+        try:
+            return sign(content, message.signer)
+        except NotSigned as error:
+            log.warning("message %s sent unsigned: %s", message.attempt.message.id, error.reason)
+            return content
 
     def _settle_all(
         self,

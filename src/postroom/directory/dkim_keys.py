@@ -17,9 +17,11 @@ from sqlalchemy import insert, select, update
 
 from postroom.directory.base import DirectoryBase
 from postroom.directory.dkim import DKIM_SELECTORS, RETIRED_KEY_SECONDS, DkimKey, generate_key_pair
-from postroom.directory.records import AcceptedDomain
-from postroom.model.scope import Scope
-from postroom.storage.schema import dkim_keys, domain_history
+from postroom.directory.lookups import DOMAIN_COLUMNS, domain_from_row
+from postroom.directory.records import AcceptedDomain, DomainStatus
+from postroom.model.outbound import DkimSigner
+from postroom.model.scope import Scope, TenantScope
+from postroom.storage.schema import dkim_keys, domain_history, domains, tenants
 
 
 class DkimKeys(DirectoryBase):
@@ -79,6 +81,25 @@ class DkimKeys(DirectoryBase):
                 )
             ).scalar_one()
         return active.selector, pem
+
+    def arc_sealing_key(self, scope: TenantScope) -> DkimSigner | None:
+        """The key the tenant seals the mail it forwards with (ARC): the active DKIM key of its default
+        domain when verified, else of its first verified domain by name; None when it has none."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(*DOMAIN_COLUMNS)
+                .join(tenants, tenants.c.id == domains.c.tenant_id)
+                .where(
+                    domains.c.tenant_id == scope.tenant_id, domains.c.status == DomainStatus.VERIFIED.value
+                )
+                .order_by(domains.c.is_default.desc(), domains.c.name)
+                .limit(1)
+            ).all()
+        if not rows:
+            return None
+        domain = domain_from_row(rows[0])
+        selector, pem = self.dkim_signing_key(scope, domain.name)
+        return DkimSigner(domain.name, selector, pem)
 
     def _scoped_domain(self, scope: Scope, name: str) -> AcceptedDomain:
         with self._db.read() as conn:

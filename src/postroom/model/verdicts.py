@@ -124,6 +124,9 @@ class ArcVerdict:
     # The Authentication-Results the trusted sealer nearest to us recorded (ARC-Authentication-Results),
     # when the chain passed: what the pipeline honours when SPF/DKIM broke in transit.
     recorded: str = ""
+    # Whether an SPF or DKIM pass in `recorded` aligns with the From domain (under its DMARC record's
+    # adkim/aspf): what a tenant that trusts the newest sealer honours when ours broke in transit.
+    recorded_aligned: bool = False
     reason: str = ""
 
 
