@@ -18,13 +18,30 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import partial
+from ipaddress import ip_address
 
 from sqlalchemy import Connection
 
+from postroom.app.sending import authserv_id
+from postroom.config import Settings
+from postroom.dns import Resolver
+from postroom.dns.resolver import DnsError
 from postroom.model import Reply
 from postroom.model.flow import EventKind, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
-from postroom.model.verdicts import FilterAction, FilterVerdict
-from postroom.protection.pipeline import Disposition, Inspection
+from postroom.model.verdicts import FilterAction, FilterVerdict, SpfVerdict
+from postroom.protection.authentication import Authenticator, strip_foreign
+from postroom.protection.malware import (
+    ArchiveLimits,
+    BuiltinMalwareEngine,
+    ClamdEngine,
+    MalwareEngine,
+    attachment_filter,
+)
+from postroom.protection.mime import MimeLimits
+from postroom.protection.pipeline import Disposition, Inspection, Protection
+from postroom.protection.spam import BuiltinSpamEngine, LearnedStore, RspamdEngine, SpamEngine
+from postroom.protection.spf import check_spf
 from postroom.queue import SpoolEntry
 
 
@@ -131,3 +148,68 @@ def hold_copies(
 ) -> tuple[list[TraceEvent], list[TraceRecipient]]:
     """Put the held copies into quarantine in the commit's transaction; their trace rows."""
     raise NotImplementedError("quarantine lands with the quarantine room")
+
+
+def build_protection(settings: Settings, resolver: Resolver) -> Protection | None:
+    """The node's filtering stack from `[protection]` (None when it is off): the built-in engines for
+    the embedded default, Rspamd and clamd when the settings name them."""
+    protection = settings.protection
+    if not protection.enabled:
+        return None
+    receiver = settings.service.hostname
+    server_id = authserv_id(settings)
+
+    async def spf(client_ip: str, mail_from: str, helo: str) -> SpfVerdict:
+        return await check_spf(resolver, client_ip, mail_from, helo, receiver=receiver)
+
+    async def reverse(client_ip: str) -> str:
+        return await verified_ptr(resolver, client_ip)
+
+    malware: MalwareEngine
+    if protection.malware_engine == "clamd":
+        malware = ClamdEngine(
+            protection.clamd_socket, timeout=protection.engine_timeout, max_stream=protection.clamd_max_stream
+        )
+    else:
+        malware = BuiltinMalwareEngine()
+    spam: SpamEngine
+    if protection.spam_engine == "rspamd":
+        spam = RspamdEngine(
+            protection.rspamd_url,
+            protection.rspamd_controller_url,
+            password=protection.rspamd_password,
+            timeout=protection.engine_timeout,
+        )
+    else:
+        store = LearnedStore(settings.data_dir / "spam-reports.json")
+        spam = BuiltinSpamEngine(hostnames=(receiver,), store=store)
+    limits = ArchiveLimits(
+        protection.max_archive_depth, protection.max_archive_members, protection.max_archive_octets
+    )
+    return Protection(
+        authserv_id=server_id,
+        spf=spf,
+        authentication=Authenticator(resolver, server_id),
+        malware=malware,
+        spam=spam,
+        attachments=partial(attachment_filter, limits=limits),
+        strip=strip_foreign,
+        mime_limits=MimeLimits(max_depth=protection.max_mime_depth, max_parts=protection.max_mime_parts),
+        deliver_unscanned=protection.engine_unavailable == "deliver",
+        engine_timeout=protection.engine_timeout,
+        reverse=reverse,
+    )
+
+
+async def verified_ptr(resolver: Resolver, client_ip: str) -> str:
+    """The client's forward-confirmed reverse name (FCrDNS), or "" when it has none or DNS failed."""
+    try:
+        names = await resolver.ptr(client_ip)
+        for name in names[:3]:
+            kind = ip_address(client_ip)
+            found = await (resolver.aaaa(name) if kind.version == 6 else resolver.a(name))
+            if any(address == kind for address in found):
+                return name.rstrip(".")
+    except (DnsError, ValueError):
+        pass
+    return ""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -58,7 +58,9 @@ from postroom.model.verdicts import (
     SpfVerdict,
 )
 from postroom.protection import headers
+from postroom.protection.malware import MalwareEngine
 from postroom.protection.mime import MimeLimits, ParsedMessage, parse_message
+from postroom.protection.spam import SpamEngine
 
 # Replies of the filtering stack (spec §10, §12).
 ENGINE_UNAVAILABLE = Reply(451, "4.7.0", "Temporary content scanning failure, try again later")
@@ -85,20 +87,6 @@ class Authentication(Protocol):
     async def authenticate(self, message: bytes, spf: SpfVerdict) -> AuthVerdict: ...
 
     def trusting(self, verdict: AuthVerdict, sealers: frozenset[str]) -> AuthVerdict: ...
-
-
-class MalwareEngine(Protocol):
-    name: str
-
-    async def scan(self, message: bytes, parsed: ParsedMessage) -> MalwareVerdict: ...
-
-
-class SpamEngine(Protocol):
-    name: str
-
-    async def check(self, message: bytes, parsed: ParsedMessage, facts: MessageFacts) -> SpamVerdict: ...
-
-    async def learn(self, message: bytes, *, spam: bool) -> None: ...
 
 
 # The common attachment filter (spec §10.3): the parsed message and the policy's file types in, a
@@ -176,6 +164,7 @@ class Protection:
         mime_limits: MimeLimits,
         deliver_unscanned: bool = False,
         engine_timeout: float = 30.0,
+        reverse: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.authserv_id = authserv_id
         self._spf = spf
@@ -187,6 +176,7 @@ class Protection:
         self._mime_limits = mime_limits
         self._deliver_unscanned = deliver_unscanned
         self._engine_timeout = engine_timeout
+        self._reverse = reverse  # the client's verified reverse name (the report's PTR)
 
     async def inspect(
         self,
@@ -206,6 +196,8 @@ class Protection:
         stripped = self._strip(message, self.authserv_id)
         body = stripped if stripped is not None else message
         parsed = parse_message(body, self._mime_limits)
+        if not facts.ptr and self._reverse is not None:
+            facts = replace(facts, ptr=await self._reverse(facts.client_ip))
         spf = await self._spf(facts.client_ip, facts.mail_from, facts.helo)
         auth = await self._authentication.authenticate(body, spf)
         unscanned: list[str] = []
