@@ -41,6 +41,7 @@ class MimePart:
     disposition: str  # "attachment", "inline" or ""
     payload: bytes  # the decoded body (base64 / quoted-printable undone)
     depth: int  # nesting depth of the part (0: the message itself)
+    charset: str = ""  # Content-Type charset=, lower case; "" when none (a reader decodes text with it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +118,11 @@ def _walk(
     if not isinstance(filename, str):
         filename = str(filename)
     disposition = (node.get_content_disposition() or "").lower()
-    parts.append(MimePart(node.get_content_type().lower(), filename, disposition, data, depth))
+    try:
+        charset = node.get_content_charset() or ""
+    except Exception:
+        charset = ""  # an RFC 2231 value it cannot decode: the reader's default applies
+    parts.append(MimePart(node.get_content_type().lower(), filename, disposition, data, depth, charset))
 
 
 def _unfold(value: object) -> str:
