@@ -159,7 +159,7 @@ _BLOCKS = frozenset(
 _VOID = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 )
-_SPACES = re.compile(r"[ \t\f\v\r\n]+")
+_SPACES = re.compile(r"[ \t\f\v\r\n\xa0]+")  # HTML's white space, and &nbsp; read as a space
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
 
 

@@ -288,14 +288,14 @@ class QuarantineService:
     def request_release(self, scope: Scope, quarantine_id: int, user: QuarantineUser | None) -> int:
         """A recipient asks an administrator to release a high-confidence phish held for them;
         returns how many of their rows were newly marked (0: asked before)."""
-        if user is None:
-            raise QuarantineRequestError(
-                "a release request is a recipient's: as an administrator, release the message instead"
-            )
         now = self._clock()
         r = quarantine_recipients
         with self._db.write() as conn:
             row = self._row(conn, scope, quarantine_id, user)
+            if user is None:
+                raise QuarantineRequestError(
+                    "a release request is a recipient's: as an administrator, release the message instead"
+                )
             if not _admin_only(row.access, row.reason):
                 raise QuarantineRequestError(
                     f"you may release quarantined message {quarantine_id} yourself: release it instead"
