@@ -4,6 +4,7 @@ render as inert text; nothing is executed or fetched; every dimension is bounded
 from __future__ import annotations
 
 import socket
+import time
 import unicodedata
 
 import pytest
@@ -128,3 +129,12 @@ def test_html_to_text_never_raises_on_broken_markup() -> None:
         "<![CDATA[",
     ):
         assert dangerous(inert(html_to_text(broken))) == []
+
+
+@pytest.mark.parametrize("unit", ["<!--", "<script", "<", "<a '", "<![CDATA[", "<b>", "&#x41;", "<?"])
+def test_hostile_markup_costs_linear_time(unit: str) -> None:
+    """256 KB of unclosed markup renders in well under a second a core (quadratic: minutes)."""
+    message = b"Content-Type: text/html\r\n\r\n" + (unit * (262_144 // len(unit))).encode()
+    started = time.process_time()
+    render(message)
+    assert time.process_time() - started < 5.0

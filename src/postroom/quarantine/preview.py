@@ -21,18 +21,18 @@ result is plain text meant to be printed as is.
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
 from dataclasses import dataclass
 from email.header import decode_header, make_header
-from html.parser import HTMLParser
 
 from postroom.protection.mime import MimePart, parse_message
 
 PREVIEW_CHARS = 32_768  # of the rendered text
 PREVIEW_HEADERS = 200  # header fields shown
 PREVIEW_HEADER_CHARS = 2_000  # of one header field's value
-PREVIEW_HTML_OCTETS = 1_048_576  # of an HTML part tokenized
+PREVIEW_HTML_OCTETS = 262_144  # of an HTML part tokenized (a second at worst, on a busy core)
 PREVIEW_ATTACHMENTS = 100  # attachments listed
 _LINK_CHARS = 500  # of a link target shown after its text
 
@@ -148,7 +148,10 @@ def _decode(payload: bytes, charset: str) -> str:
         return payload.decode("utf-8", "replace")
 
 
-_SKIPPED = frozenset({"script", "style", "head", "template", "svg", "math", "object", "iframe", "noembed"})
+# Elements whose content is not shown. Raw text ones (script, style, ...) end only at their end tag;
+# the others hold markup, skipped while they are open.
+_RAW_TEXT = frozenset({"script", "style", "iframe", "noembed", "noframes", "xmp", "plaintext"})
+_HIDDEN = frozenset({"head", "template", "svg", "math", "object"})
 _BLOCKS = frozenset(
     {
         "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption",
@@ -156,77 +159,74 @@ _BLOCKS = frozenset(
         "ol", "p", "pre", "section", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
     }
 )  # fmt: skip
-_VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+# One token at a time, each alternative linear in what it consumes (an unclosed comment, quote or tag
+# runs to the end of the input), so the whole walk is linear: the standard library's HTMLParser is
+# quadratic on unclosed comments and declarations (64 KB of "<!--" took 30 s).
+_TOKEN = re.compile(
+    r"(?P<comment><!--.*?(?:-->|\Z))"
+    r"|<(?P<close>/?)(?P<name>[a-zA-Z][a-zA-Z0-9:-]*)"
+    r"(?P<attrs>[^>\"']*(?:(?:\"[^\"]*(?:\"|\Z)|'[^']*(?:'|\Z))[^>\"']*)*)>?"
+    r"|(?P<other><[!?/][^>]*>?)"
+    r"|(?P<text>[^<]+|<)",
+    re.DOTALL,
 )
+_ATTRIBUTE = re.compile(r"""([a-zA-Z_:][-a-zA-Z0-9_:.]*)\s*=\s*(?:"([^"]*)"?|'([^']*)'?|([^\s"'>]+))""")
 _SPACES = re.compile(r"[ \t\f\v\r\n\xa0]+")  # HTML's white space, and &nbsp; read as a space
 _BLANK_LINES = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
 
 
-class _TextOnly(HTMLParser):
-    """Collects the text an HTML document shows; markup is only dropped, never acted on."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self._skipping: list[str] = []  # the open elements whose content is not shown
-        self._links: list[str] = []  # the href of each open <a>, "" when none
-        self._size = 0
-
-    def _add(self, text: str) -> None:
-        if self._size <= PREVIEW_CHARS:
-            self.chunks.append(text)
-            self._size += len(text)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIPPED:
-            self._skipping.append(tag)
-            return
-        if self._skipping:
-            return
-        if tag in _BLOCKS:
-            self._add("\n")
-        if tag == "li":
-            self._add("- ")
-        elif tag == "a":
-            href = next((v for k, v in attrs if k == "href" and v), "")
-            self._links.append(" ".join(href.split())[:_LINK_CHARS])
-        elif tag == "img":
-            alt = " ".join((next((v for k, v in attrs if k == "alt" and v), "")).split())
-            self._add(f"[image: {alt}]" if alt else "[image]")
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
-        if tag not in _VOID:
-            self.handle_endtag(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if self._skipping:
-            if tag == self._skipping[-1]:
-                self._skipping.pop()
-            elif tag in self._skipping:
-                del self._skipping[self._skipping.index(tag) :]
-            return
-        if tag == "a" and self._links:
-            href = self._links.pop()
-            if href:
-                self._add(f" <{href}>")
-        if tag in _BLOCKS:
-            self._add("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self._skipping:
-            self._add(_SPACES.sub(" ", data))
+def _attribute(attrs: str, wanted: str) -> str:
+    for match in _ATTRIBUTE.finditer(attrs):
+        if match[1].lower() == wanted:
+            value = next((v for v in match.groups()[1:] if v is not None), "")
+            return " ".join(html.unescape(value).split())
+    return ""
 
 
-def html_to_text(html: str) -> str:
-    """The text an HTML document shows, with line breaks where its blocks are; never raises."""
-    reader = _TextOnly()
-    try:
-        reader.feed(html)
-        reader.close()
-    except Exception:  # the tokenizer is lenient; this is a last guard, keeping what it read
-        pass
-    text = "".join(reader.chunks)
-    lines = "\n".join(line.strip() for line in text.split("\n"))
+def html_to_text(document: str) -> str:
+    """The text an HTML document shows, with line breaks where its blocks are; linear, never raises."""
+    chunks: list[str] = []
+    size = 0
+    hidden: list[str] = []  # the open _HIDDEN elements
+    links: list[str] = []  # the href of each open <a>, "" when none
+    position, end = 0, len(document)
+    while position < end and size <= PREVIEW_CHARS:
+        token = _TOKEN.match(document, position)
+        assert token is not None  # the last alternative matches any character
+        position = token.end()
+        shown = ""
+        name = (token["name"] or "").lower()
+        if token["text"] is not None:
+            if not hidden:
+                shown = _SPACES.sub(" ", html.unescape(token["text"][: PREVIEW_CHARS * 10]))
+        elif not name:
+            continue  # a comment, a declaration, CDATA, a processing instruction
+        elif token["close"]:
+            if name in _HIDDEN and name in hidden:
+                del hidden[len(hidden) - 1 - hidden[::-1].index(name) :]
+            elif hidden:
+                continue
+            elif name == "a" and links:
+                href = links.pop()
+                shown = f" <{href}>" if href else ""
+            elif name in _BLOCKS:
+                shown = "\n"
+        elif name in _RAW_TEXT:
+            closing = re.compile(rf"</{name}[\s/>]|</{name}\Z", re.IGNORECASE).search(document, position)
+            position = closing.end() if closing else end
+        elif name in _HIDDEN:
+            if not token["attrs"].rstrip().endswith("/"):
+                hidden.append(name)
+        elif not hidden:
+            if name in _BLOCKS:
+                shown = "\n- " if name == "li" else "\n"
+            if name == "a":
+                links.append(_attribute(token["attrs"], "href")[:_LINK_CHARS])
+            elif name == "img":
+                alt = _attribute(token["attrs"], "alt")
+                shown += f"[image: {alt}]" if alt else "[image]"
+        if shown:
+            chunks.append(shown)
+            size += len(shown)
+    lines = "\n".join(line.strip() for line in "".join(chunks).split("\n"))
     return _BLANK_LINES.sub("\n\n", lines).strip()
