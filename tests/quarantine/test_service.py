@@ -380,15 +380,11 @@ def test_purge_removes_only_expired_messages(
 
 
 @pytest.mark.parametrize(
-    ("learn", "report", "taught"),
+    ("engine", "report", "taught"),
     [
-        (Learned(), "learned as not spam", True),
-        (None, "not learned: this node has no spam engine that learns", False),
-        (
-            Learned(EngineUnavailable("rspamd", "connection refused")),
-            "not learned: rspamd: connection refused",
-            False,
-        ),
+        ("learns", "learned as not spam", True),
+        ("none", "not learned: this node has no spam engine that learns", False),
+        ("down", "not learned: rspamd: connection refused", False),
     ],
 )
 async def test_a_false_positive_report_teaches_the_spam_engine(
@@ -396,10 +392,15 @@ async def test_a_false_positive_report_teaches_the_spam_engine(
     blobs: BlobStore,
     org: Org,
     clock: Clock,
-    learn: Learned | None,
+    engine: str,
     report: str,
     taught: bool,
 ) -> None:
+    learn = {
+        "learns": Learned(),
+        "none": None,
+        "down": Learned(EngineUnavailable("rspamd", "connection refused")),
+    }[engine]
     service = QuarantineService(database, blobs, clock, learn)
     found = held(database, blobs, org.contoso, [("alice@contoso.com", org.alice)])
     released = await service.release(OPERATOR, found, report_false_positive=True)
