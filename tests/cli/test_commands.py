@@ -68,6 +68,11 @@ COMMANDS = [
     *[["mailbox", "send-as", c] for c in ("add", "remove", "list")],
     ["queue"],
     *[["queue", c] for c in ("list", "show", "retry", "hold", "release", "delete", "summary")],
+    ["quarantine"],
+    *[
+        ["quarantine", c]
+        for c in ("list", "show", "preview", "release", "request-release", "delete", "purge")
+    ],
 ]
 
 

@@ -1,21 +1,22 @@
-"""The blob sweep: remove the blobs that no stored or spooled message points at any more.
+"""The blob sweep: remove the blobs that no stored, spooled or quarantined message points at any more.
 
 Nothing else removes them. Blobs are content-addressed and shared, so deleting a message or a spool
 entry never deletes its blob: a remotely delivered message's spooled body, a blob whose put committed
 but whose message never did (a crash, a refusal after the put), and the blobs of removed messages
-stay until this sweep (tenant removal deletes its own at once). `postroom blobs sweep` runs it, on
-either store.
+(deleted or expired quarantined ones too) stay until this sweep (tenant removal deletes its own at
+once). `postroom blobs sweep` runs it, on either store.
 
 For each batch of blobs last stored more than `grace` ago, the owners of the rows that point at blobs
-say which are still used (`mailstore.referenced_blobs`, `queue.spooled_blobs`, each a read after
-every commit so far); the rest go through `BlobStore.discard_unused`, which keeps any of them stored
-again since the cutoff. A blob is put seconds before the commit of the message that points at it, so
-a blob that old with no row is garbage; `grace` (an hour) is far past the slowest commit.
+say which are still used (`mailstore.referenced_blobs`, `queue.spooled_blobs`,
+`quarantine.quarantined_blobs`, each a read after every commit so far); the rest go through
+`BlobStore.discard_unused`, which keeps any of them stored again since the cutoff. A blob is put
+seconds before the commit of the message that points at it, so a blob that old with no row is
+garbage; `grace` (an hour) is far past the slowest commit.
 
-Cost: each batch is one read per owner with the batch's ids (`SWEEP_BATCH`); neither `messages.blob_id`
-nor `spool_messages.blob_id` is indexed (an index would cost every received message a write), so on a
-large mailstore each batch scans those tables once: a sweep is an operator's occasional job, not
-something to run every minute.
+Cost: each batch is one read per owner with the batch's ids (`SWEEP_BATCH`); none of
+`messages.blob_id`, `spool_messages.blob_id` and `quarantine.blob_id` is indexed (an index would cost
+every received message a write), so on a large mailstore each batch scans those tables once: a sweep
+is an operator's occasional job, not something to run every minute.
 
 Failure: an error stops the sweep where it is and raises; what it removed stays removed, what it had
 not reached stays, and the next sweep starts over. A dry run (`apply=False`) only counts.
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from postroom.mailstore import referenced_blobs
+from postroom.quarantine import quarantined_blobs
 from postroom.queue import spooled_blobs
 from postroom.storage import BlobStore, Database
 
@@ -40,7 +42,7 @@ class BlobSweep:
     """What one sweep found (and, when applied, removed)."""
 
     examined: int  # blobs last stored before the cutoff
-    unused: int  # of those, the ones no message or spooled message points at
+    unused: int  # of those, the ones no message, spooled or quarantined message points at
     removed: int  # of those, the ones deleted (0 in a dry run)
 
 
@@ -57,7 +59,7 @@ def sweep_blobs(
     for batch in blobs.stored_before(cutoff, batch=SWEEP_BATCH):
         ids = frozenset(batch)
         with database.read() as conn:
-            used = referenced_blobs(conn, ids) | spooled_blobs(conn, ids)
+            used = referenced_blobs(conn, ids) | spooled_blobs(conn, ids) | quarantined_blobs(conn, ids)
         unused = ids - used
         examined += len(ids)
         unused_count += len(unused)

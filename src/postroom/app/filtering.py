@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import ip_address
@@ -42,6 +43,7 @@ from postroom.protection.mime import MimeLimits
 from postroom.protection.pipeline import Disposition, Inspection, Protection
 from postroom.protection.spam import BuiltinSpamEngine, LearnedStore, RspamdEngine, SpamEngine
 from postroom.protection.spf import check_spf
+from postroom.quarantine import Hold, hold
 from postroom.queue import SpoolEntry
 
 
@@ -62,11 +64,12 @@ class Filtered:
     statuses: list[TraceRecipient] = field(default_factory=list)
     refusal: Reply | None = None  # every recipient rejected: refuse the message at DATA with this
     subject_prefixes: dict[int, str] = field(default_factory=dict)  # index in `routes`: its prefix
+    detail: dict[str, object] = field(default_factory=dict)  # the message's verdicts (quarantine keeps them)
 
 
 def apply_inspection(message_id: str, inspection: Inspection, routes: list[RoutedRecipient]) -> Filtered:
     """What becomes of each route under its disposition (`inspection.dispositions[i]` is `routes[i]`'s)."""
-    filtered = Filtered(routes=[])
+    filtered = Filtered(routes=[], detail=dict(inspection.detail))
     actions: dict[int | None, Counter[str]] = {}
     rejected: list[Reply] = []
     for route, disposition in zip(routes, inspection.dispositions, strict=True):
@@ -144,10 +147,61 @@ def prepend_subject(message: bytes, text: str) -> bytes:
 
 
 def hold_copies(
-    conn: Connection, entry: SpoolEntry, held: list[Held]
+    conn: Connection, entry: SpoolEntry, held: list[Held], detail: Mapping[str, object] | None = None
 ) -> tuple[list[TraceEvent], list[TraceRecipient]]:
-    """Put the held copies into quarantine in the commit's transaction; their trace rows."""
-    raise NotImplementedError("quarantine lands with the quarantine room")
+    """Put the held copies into quarantine in the commit's transaction; their trace rows.
+
+    One quarantine row per tenant (`quarantine.hold`) with each copy's recipient as given and its
+    mailbox, the first copy's protection headers above the node's prefix, the message's verdicts
+    (`detail`) and the disposition's; the longest retention of the tenant's copies. A copy of no
+    tenant cannot be held (no one could release it): the commit fails and the sender retries."""
+    events: list[TraceEvent] = []
+    statuses: list[TraceRecipient] = []
+    by_tenant: dict[int, list[Held]] = {}
+    for copy in held:
+        if copy.route.tenant_id is None:
+            raise ValueError(
+                f"protection held the copy for {copy.route.recipient}, which belongs to no tenant"
+            )
+        by_tenant.setdefault(copy.route.tenant_id, []).append(copy)
+    for tenant_id, copies in by_tenant.items():
+        first = copies[0]
+        headers = first.route.headers
+        verdicts: dict[str, object] = {
+            **(detail or {}),
+            "verdict": first.disposition.verdict.name.lower().replace("_", "-"),
+            "scl": first.disposition.scl,
+            "sfv": first.disposition.sfv,
+        }
+        held_events, held_statuses = hold(
+            conn,
+            Hold(
+                message_id=entry.id,
+                tenant_id=tenant_id,
+                blob_id=entry.blob_id,
+                prefix=headers + entry.prefix,
+                size=entry.size + len(headers),
+                sender=entry.sender,
+                from_header=entry.summary.from_header,
+                subject=entry.summary.subject,
+                message_id_header=entry.summary.message_id,
+                reason=first.disposition.quarantine_reason,
+                policy=first.disposition.policy,
+                access=first.disposition.access,
+                detail=verdicts,
+                received_at=entry.received_at,
+                retention_days=max(c.disposition.retention_days for c in copies),
+                recipients=tuple((c.route.original_recipient, c.route.mailbox_id) for c in copies),
+            ),
+        )
+        events += held_events
+        statuses += held_statuses
+        statuses += [  # the other RCPT rows the same copy settles
+            TraceRecipient(entry.id, tenant_id, row, TraceStatus.QUARANTINED, c.route.recipient)
+            for c in copies
+            for row in c.route.also_settles
+        ]
+    return events, statuses
 
 
 def build_protection(settings: Settings, resolver: Resolver) -> Protection | None:

@@ -833,7 +833,7 @@ def _filter_rows(
         return [], []
     events, statuses = list(filtered.events), list(filtered.statuses)
     if filtered.held:
-        held_events, held_statuses = hold_copies(conn, entry, filtered.held)
+        held_events, held_statuses = hold_copies(conn, entry, filtered.held, filtered.detail)
         events += held_events
         statuses += held_statuses
     return events, statuses

@@ -25,7 +25,8 @@ listens: `queue` wakes its scheduler, `directory` refreshes its directory cache 
 registers in the node registry under its lease-token owner once its listeners are up, heart-beats
 every `[node] heartbeat_seconds` through the group committer, and marks itself stopped at the end.
 While serving, the node also purges trace older than `[trace] retention_days` every
-`purge_interval`, one `purge_batch` per writer job, so it never holds the writer long.
+`purge_interval`, one `purge_batch` per writer job, so it never holds the writer long, and expired
+quarantined messages every `[protection] quarantine_purge_interval` the same way.
 
 Failure at start is one `StartupError` (`app.startup`): one line naming the problem and the key to
 change.
@@ -77,6 +78,7 @@ from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.model.ipfilter import Blocklist, IpList
 from postroom.protection import ConnectionFilter, RateLimits
+from postroom.quarantine import QuarantineService, purge_expired
 from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
 from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
@@ -121,6 +123,7 @@ class App:
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
         self.queue = QueueControl(database, write_trace)
+        self.quarantine = QuarantineService(database, self.blobs)
         # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
@@ -208,6 +211,19 @@ class App:
             except Exception:
                 log.exception("trace purge failed; retrying at the next interval")
             await asyncio.sleep(trace.purge_interval)
+
+    async def _keep_quarantine_purged(self, committer: GroupCommitter) -> None:
+        """Purge expired quarantined messages every `quarantine_purge_interval`, one batch per writer job."""
+        while True:
+            try:
+                removed = 0
+                while count := await committer.run(partial(purge_expired, now=time.time())):
+                    removed += count
+                if removed:
+                    log.info("quarantine purge: removed %d expired message(s)", removed)
+            except Exception:
+                log.exception("quarantine purge failed; retrying at the next interval")
+            await asyncio.sleep(self.settings.protection.quarantine_purge_interval)
 
     def _queued(self, wake: Callable[[], None]) -> None:
         """A commit queued remote recipients: wake this process's scheduler, and the others'."""
@@ -380,6 +396,7 @@ class App:
             asyncio.create_task(endpoint.keep_directory_fresh(), name="postroom-directory-refresh"),
             asyncio.create_task(endpoint.keep_refusals_flushed(), name="postroom-refusals"),
             asyncio.create_task(self._keep_trace_purged(committer), name="postroom-trace-purge"),
+            asyncio.create_task(self._keep_quarantine_purged(committer), name="postroom-quarantine-purge"),
             asyncio.create_task(self.notifications.listen(), name="postroom-notifications"),
         ]
         registered = False

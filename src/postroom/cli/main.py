@@ -21,6 +21,7 @@ from postroom.cli import (
     node,
     nodes,
     protection,
+    quarantine,
     queue,
     remote_domains,
     senders,
@@ -48,6 +49,7 @@ app.add_typer(protection.protection_app, name="protection")
 mailboxes.mailbox_app.add_typer(protection.junk_app, name="junk")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
+app.add_typer(quarantine.quarantine_app, name="quarantine")
 app.add_typer(senders.sender_app, name="sender")
 app.add_typer(service.service_app, name="service")
 app.add_typer(nodes.node_app, name="node")

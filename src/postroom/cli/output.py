@@ -66,6 +66,21 @@ def when(timestamp: float | None) -> str:
     return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def moment(text: str | None, option: str) -> float | None:
+    """The time an option names (ISO 8601, UTC unless it says otherwise); exit 2 saying how to write one."""
+    if text is None:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise fail(
+            f"{option} {text!r} is not a date; use ISO 8601, e.g. 2026-11-27 or 2026-11-27T08:00", 2
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    return parsed.timestamp()
+
+
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     shown = Table(title=None if title is None else visible(title), show_lines=False, header_style="bold")
     for column in columns:

@@ -78,7 +78,7 @@ def _what(removal: TenantRemoval) -> str:
     return (
         f"{removal.domains} domain(s), {removal.recipients} recipient(s), {removal.messages} stored "
         f"message(s), trace of {removal.trace_messages} message(s), {removal.queue_recipients} queued "
-        f"recipient(s), {removal.blobs} message file(s)"
+        f"recipient(s), {removal.quarantined} quarantined message(s), {removal.blobs} message file(s)"
     )
 
 

@@ -5,35 +5,19 @@ The node's CLI acts as the service operator (every tenant's rows, and those of n
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Annotated
 
 import typer
 
 from postroom.cli.context import JsonOption, node, refusals, scope_for
-from postroom.cli.output import console, emit_json, fail, fields, table, when
+from postroom.cli.output import console, emit_json, fail, fields, moment, table, when
 from postroom.model.flow import TraceStatus
 from postroom.trace import TraceQuery
 
 DAY = 86_400.0
 
 trace_app = typer.Typer(help="Message trace: what happened to a message.")
-
-
-# --- trace and queue ------------------------------------------------------------------------------
-def _timestamp(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(
-            f"{option} {text!r} is not a date; use ISO 8601, e.g. 2026-11-27 or 2026-11-27T08:00", 2
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp()
 
 
 @trace_app.callback(invoke_without_command=True)
@@ -74,8 +58,8 @@ def trace_search(
             recipient=recipient,
             addresses=addresses,
             message_id_header=message_id,
-            since=_timestamp(since, "--since"),
-            until=_timestamp(until, "--until"),
+            since=moment(since, "--since"),
+            until=moment(until, "--until"),
             status=status,
         ),
         scope,
