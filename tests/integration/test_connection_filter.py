@@ -52,7 +52,9 @@ def filtered(settings: Settings, **protection: object) -> Settings:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     with DnsTestServer({"bl.test": BLOCKLIST}) as dns:
-        settings = make_node(tmp_path_factory.mktemp("filter") / "node", nameservers=(str(dns.address),))
+        settings = make_node(
+            tmp_path_factory.mktemp("filter") / "node", nameservers=(str(dns.address),), protection=True
+        )
         settings = filtered(
             settings,
             ip_allow=("127.0.1.5",),
@@ -210,7 +212,9 @@ def test_a_new_tenant_with_a_removed_tenants_names_has_none_of_its_lists(node: N
 
 def test_a_blocklist_that_never_answers_does_not_refuse(tmp_path_factory: pytest.TempPathFactory) -> None:
     with silent_nameserver() as nameserver:
-        settings = make_node(tmp_path_factory.mktemp("silent") / "node", nameservers=(str(nameserver),))
+        settings = make_node(
+            tmp_path_factory.mktemp("silent") / "node", nameservers=(str(nameserver),), protection=True
+        )
         settings = filtered(replace(settings, dns=replace(settings.dns, timeout=0.5)), dnsbl=("bl.test",))
         app = App.open(settings)
         populate(app)

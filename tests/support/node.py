@@ -16,8 +16,14 @@ from postroom.app import App, InitOptions, Listening, init_node
 from postroom.config import ListenAddress, Settings, SmtpLimits, load_settings
 
 
-def make_node(directory: Path, *, nameservers: tuple[str, ...] = ()) -> Settings:
-    return init_node(
+def make_node(directory: Path, *, nameservers: tuple[str, ...] = (), protection: bool = False) -> Settings:
+    """A node set up in `directory` on ephemeral loopback ports.
+
+    The filtering stack is on in every real node (`postroom init`); here it is off unless a test asks
+    for it (`protection=True`, with the loopback DNS server as `nameservers`): the tests of routing,
+    delivery and trace send bare messages from domains no DNS knows, which the stack would rightly
+    judge, and must not depend on the machine's resolver. Protection has its own suites."""
+    settings = init_node(
         directory,
         InitOptions(
             service_domain="postroom.test",
@@ -29,6 +35,13 @@ def make_node(directory: Path, *, nameservers: tuple[str, ...] = ()) -> Settings
             nameservers=nameservers,
         ),
     )
+    if protection:
+        return settings
+    text = settings.source.read_text(encoding="utf-8")
+    head, table, rest = text.partition("\n[protection]\n")
+    assert table, "postroom init writes a [protection] table"
+    settings.source.write_text(head + table + rest.replace("enabled = true", "enabled = false", 1), "utf-8")
+    return load_settings(settings.source)
 
 
 def with_limits(settings: Settings, **limits: object) -> Settings:

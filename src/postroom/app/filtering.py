@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from ipaddress import ip_address
@@ -226,17 +226,7 @@ def build_protection(settings: Settings, resolver: Resolver) -> Protection | Non
         )
     else:
         malware = BuiltinMalwareEngine()
-    spam: SpamEngine
-    if protection.spam_engine == "rspamd":
-        spam = RspamdEngine(
-            protection.rspamd_url,
-            protection.rspamd_controller_url,
-            password=protection.rspamd_password,
-            timeout=protection.engine_timeout,
-        )
-    else:
-        store = LearnedStore(settings.data_dir / "spam-reports.json")
-        spam = BuiltinSpamEngine(hostnames=(receiver,), store=store)
+    spam = spam_engine(settings)
     limits = ArchiveLimits(
         protection.max_archive_depth, protection.max_archive_members, protection.max_archive_octets
     )
@@ -253,6 +243,34 @@ def build_protection(settings: Settings, resolver: Resolver) -> Protection | Non
         engine_timeout=protection.engine_timeout,
         reverse=reverse,
     )
+
+
+def spam_engine(settings: Settings) -> SpamEngine:
+    """The spam engine `[protection] spam_engine` names: Rspamd, or the built-in scorer (whose junk and
+    not-junk reports live in the data directory, shared by the node's processes)."""
+    protection = settings.protection
+    if protection.spam_engine == "rspamd":
+        return RspamdEngine(
+            protection.rspamd_url,
+            protection.rspamd_controller_url,
+            password=protection.rspamd_password,
+            timeout=protection.engine_timeout,
+        )
+    store = LearnedStore(settings.data_dir / "spam-reports.json")
+    return BuiltinSpamEngine(hostnames=(settings.service.hostname,), store=store)
+
+
+def spam_learner(settings: Settings) -> Callable[[bytes, bool], Awaitable[None]]:
+    """How a false-positive report (a quarantine release) or a junk report trains the spam engine."""
+
+    async def learn(message: bytes, spam: bool) -> None:
+        engine = spam_engine(settings)
+        try:
+            await engine.learn(message, spam=spam)
+        finally:
+            await engine.aclose()
+
+    return learn
 
 
 async def verified_ptr(resolver: Resolver, client_ip: str) -> str:

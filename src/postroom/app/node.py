@@ -53,6 +53,7 @@ import uvloop
 from postroom import __version__
 from postroom.admin import AdminListener, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text
+from postroom.app.filtering import build_protection, spam_learner
 from postroom.app.logins import SharedCounts
 from postroom.app.monitor import NodeMonitor
 from postroom.app.mx import MxEndpoint
@@ -123,7 +124,7 @@ class App:
         self.mailstore = Mailstore(database, self.blobs)
         self.trace = TraceService(database)
         self.queue = QueueControl(database, write_trace)
-        self.quarantine = QuarantineService(database, self.blobs)
+        self.quarantine = QuarantineService(database, self.blobs, learn=spam_learner(settings))
         # What delivers queued remote recipients; None: the node's `delivery.remote.RemoteDelivery`.
         self.remote_agent: RemoteAgent | None = None
         self._resolver: DnsResolver | None = None
@@ -354,6 +355,7 @@ class App:
             srs=srs,
             max_hops=settings.routing.max_hops,
             connection_filter=self.connection_filter(),
+            protection=build_protection(settings, self.resolver),
         )
         memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(
