@@ -23,11 +23,11 @@ from postroom.model.flow import EventKind
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.trace import TraceQuery
 from tests.conftest import Hosted, populate, wait_for
-from tests.integration.test_hosted_flow import inbox
 from tests.protection.test_connection import ManualClock
 from tests.support.connection_policy import set_connection_policy
 from tests.support.dns_server import DnsTestServer, silent_nameserver
 from tests.support.node import RunningNode, make_node
+from tests.support.records import exported, stored_messages
 
 BLOCKLIST = """\
 2.2.0.127 IN A 127.0.0.2
@@ -36,6 +36,17 @@ BLOCKLIST = """\
 """
 RATE_TABLE = 16
 MESSAGE = b"Subject: through\r\n\r\nhi\r\n"
+
+
+def inbox(hosted: Hosted, address: str) -> list[bytes]:
+    """What reached the mailbox: its Inbox and its Junk folder (the filtering stack is on, and the
+    bare test messages of this module may well be judged junk; where they land is not the point)."""
+    app = hosted.app
+    return [
+        exported(app.directory, app.mailstore, address, m.uid, folder)
+        for folder in ("Inbox", "Junk")
+        for m in stored_messages(app.directory, app.mailstore, address, folder)
+    ]
 
 
 @dataclass
