@@ -216,8 +216,9 @@ def test_the_first_matching_enabled_policy_by_priority_wins_and_the_default_take
     assert chosen("alice@contoso.com") == "alice"
     assert chosen("AL@contoso.com") == "alice", "any of the user's addresses, any case"
     assert chosen("partner@contoso.com") == "alice"
-    assert chosen("bob@contoso.com") == "Default"
+    assert chosen("bob@contoso.com") == "sales-or-team", "a member of the group, named by its own address"
     assert chosen("bob@contoso.com", "sales@contoso.com") == "sales-or-team"
+    assert chosen("carol@contoso.com") == "Default"
     assert chosen("x@relay.contoso.com", "team@contoso.com") == "team-relay", "in the group AND the domain"
     assert chosen("x@relay.contoso.com") == "relay"
     assert chosen("y@contoso.com", "team@contoso.com") == "sales-or-team", "the domain filter is not met"
@@ -225,11 +226,26 @@ def test_the_first_matching_enabled_policy_by_priority_wins_and_the_default_take
 
     directory.enable_protection_policy(OPERATOR, "contoso", SPAM, "alice", False)
     protection = loaded(database, org.contoso)
-    assert chosen("alice@contoso.com") == "Default", "a disabled policy applies to no one"
+    assert chosen("alice@contoso.com") == "sales-or-team", "a disabled policy applies to no one"
     [disabled] = [p for p in directory.protection_policies(OPERATOR, "contoso", SPAM) if p.name == "alice"]
     assert (disabled.enabled, disabled.policy.priority) == (False, 0), "it keeps its priority"
     directory.enable_protection_policy(OPERATOR, "contoso", SPAM, "alice", True)
     assert loaded(database, org.contoso).antispam_for("al@contoso.com").name == "alice"
+
+
+def test_a_group_filter_reaches_nested_members_and_follows_membership(
+    database: Database, directory: Directory, org: Org
+) -> None:
+    directory.add_group(OPERATOR, "all@contoso.com", members=["team@contoso.com"])  # team: alice, bob
+    add(directory, "everyone", groups=["all@contoso.com"])
+    assert loaded(database, org.contoso).antispam_for("al@contoso.com").name == "everyone"
+    cache = CachedDirectory(database)
+    cache.refresh()
+    assert cache.protection(org.contoso).antispam_for("bob@contoso.com").name == "everyone"
+    directory.set_recipient(OPERATOR, "team@contoso.com", remove_members=["bob@contoso.com"])
+    cache.refresh()
+    assert cache.protection(org.contoso).antispam_for("bob@contoso.com").name == "Default"
+    assert cache.protection(org.contoso).antispam_for("alice@contoso.com").name == "everyone"
 
 
 def test_a_filter_follows_its_recipient_and_a_removed_one_widens_nothing(

@@ -60,7 +60,7 @@ from sqlalchemy import Connection, Row, bindparam, delete, insert, select, updat
 
 from postroom.directory.base import DirectoryBase, parse_address
 from postroom.directory.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
-from postroom.directory.lookups import find_address, find_domain
+from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.records import RecipientKind, Tenant
 from postroom.model import AddressError, normalize_domain
 from postroom.model.policy import (
@@ -555,13 +555,50 @@ def _addresses_of(conn: Connection, ids: set[int], *, every: bool) -> dict[int, 
     return found
 
 
-def _filter(row: _PolicyRow, named: dict[int, list[str]]) -> RecipientFilter:
-    def resolve(ids: list[int]) -> frozenset[str]:
-        return frozenset(a for i in ids for a in named.get(i, [_REMOVED.format(i)]))
+def _filter(
+    row: _PolicyRow, named: dict[int, list[str]], reach: dict[int, list[str]] | None = None
+) -> RecipientFilter:
+    """The row's recipient filters as addresses; with `reach` (mail flow), a group filter holds
+    every address of the group's members too, nested groups followed (`_group_reach`)."""
 
-    return RecipientFilter(
-        users=resolve(row.users), groups=resolve(row.groups), domains=frozenset(row.domains)
-    )
+    def resolve(ids: list[int], table: dict[int, list[str]]) -> frozenset[str]:
+        return frozenset(a for i in ids for a in table.get(i, [_REMOVED.format(i)]))
+
+    groups = resolve(row.groups, named)
+    if reach is not None:
+        groups |= resolve(row.groups, reach)
+    return RecipientFilter(users=resolve(row.users, named), groups=groups, domains=frozenset(row.domains))
+
+
+MAX_GROUP_REACH = 10_000  # member addresses one policy's group filter holds at most (then cut, logged)
+
+
+def _group_reach(conn: Connection, group_ids: set[int]) -> dict[int, list[str]]:
+    """For each group, every address of every recipient it reaches (members, members of nested
+    groups; each group once), at most `MAX_GROUP_REACH`: a policy scoped to a group applies to the
+    mail of its members, whichever of their addresses the message named."""
+    reach: dict[int, list[str]] = {}
+    for group_id in sorted(group_ids):
+        seen_groups, members, queue = {group_id}, set[int](), [group_id]
+        while queue and len(members) < MAX_GROUP_REACH:
+            for address in group_member_addresses(conn, queue.pop()):
+                owner = find_address(conn, parse_address(address).key)
+                if owner is None or owner.recipient_id in members:
+                    continue
+                if owner.kind is RecipientKind.GROUP:
+                    if owner.recipient_id not in seen_groups:
+                        seen_groups.add(owner.recipient_id)
+                        queue.append(owner.recipient_id)
+                else:
+                    members.add(owner.recipient_id)
+        if len(members) >= MAX_GROUP_REACH:
+            log.warning(
+                "group %d reaches over %d recipients: its policy filter is cut", group_id, MAX_GROUP_REACH
+            )
+        reach[group_id] = [
+            a for addresses in _addresses_of(conn, members, every=True).values() for a in addresses
+        ]
+    return reach
 
 
 class _PolicyRow(NamedTuple):
@@ -602,12 +639,15 @@ def _policy_rows(conn: Connection, tenant_id: int) -> list[_PolicyRow]:
     ]
 
 
-def _build(row: _PolicyRow, named: dict[int, list[str]]) -> AntiSpamPolicy | AntiMalwarePolicy:
+def _build(
+    row: _PolicyRow, named: dict[int, list[str]], reach: dict[int, list[str]] | None = None
+) -> AntiSpamPolicy | AntiMalwarePolicy:
     cls = AntiSpamPolicy if row.kind == PolicyKind.ANTISPAM else AntiMalwarePolicy
     values = _settings_of(cls(), row.settings, f"{row.tenant_id}/{row.kind}/{row.name}")
     if row.priority is None:
         return cls(**values)  # type: ignore[arg-type]
-    return cls(name=row.name, priority=row.priority, recipients=_filter(row, named), **values)  # type: ignore[arg-type]
+    recipients = _filter(row, named, reach)
+    return cls(name=row.name, priority=row.priority, recipients=recipients, **values)  # type: ignore[arg-type]
 
 
 def _connection(settings: str | None, tenant_id: int) -> ConnectionPolicy:
@@ -624,11 +664,12 @@ def load_tenant_protection(conn: Connection, tenant_id: int) -> TenantProtection
     live = [r for r in rows if r.kind != CONNECTION and (r.priority is None or r.enabled)]
     ids = {i for r in live if r.priority is not None for i in (*r.users, *r.groups)}
     named = _addresses_of(conn, ids, every=True)
+    reach = _group_reach(conn, {i for r in live if r.priority is not None for i in r.groups})
     antispam: list[AntiSpamPolicy] = []
     antimalware: list[AntiMalwarePolicy] = []
     spam_default, malware_default = AntiSpamPolicy(), AntiMalwarePolicy()
     for row in live:
-        policy = _build(row, named)
+        policy = _build(row, named, reach)
         if isinstance(policy, AntiSpamPolicy):
             if row.priority is None:
                 spam_default = policy

@@ -198,6 +198,7 @@ class CachedDirectory:
                         self._members.pop(int(key), None)
                         self._external_senders.pop(int(key), None)
                         self._forwardings.pop(int(key), None)
+                        address_changed = True  # a policy's group filter holds the group's members
                     elif kind == ChangeKind.TENANT:
                         self._postmasters.pop(int(key), None)
                         self._auto_forward.pop(int(key), None)

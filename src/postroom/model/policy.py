@@ -39,7 +39,9 @@ class RecipientFilter:
     """Which recipients a custom policy applies to; empty filters are absent (not "nobody")."""
 
     users: frozenset[str] = frozenset()  # addresses, lower case
-    groups: frozenset[str] = frozenset()  # group addresses, lower case: their members (expanded)
+    # Group filters, lower case: the groups' own addresses and (as the directory loads them for mail
+    # flow) every address of every member they reach, nested groups followed.
+    groups: frozenset[str] = frozenset()
     domains: frozenset[str] = frozenset()  # recipient domains, lower case A-labels
 
     def matches(self, recipient: str, member_of: Iterable[str] = ()) -> bool:
@@ -49,7 +51,7 @@ class RecipientFilter:
         if self.users:
             tests.append(recipient in self.users)
         if self.groups:
-            tests.append(any(group.lower() in self.groups for group in member_of))
+            tests.append(recipient in self.groups or any(group.lower() in self.groups for group in member_of))
         if self.domains:
             tests.append(domain in self.domains)
         return bool(tests) and all(tests)
