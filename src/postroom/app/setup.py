@@ -53,6 +53,12 @@ _COMMENTS = {
     "dns.nameservers": 'host:port, e.g. ["127.0.0.1:5353"]; empty: the system\'s resolvers',
     "mx.listen": "host:port; port 0 picks a free port",
     "admin.tls": "true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS",
+    "protection.enabled": "the filtering stack on every message; false only for a lab",
+    "protection.spam_engine": '"builtin" or "rspamd" (rspamd_url, rspamd_controller_url)',
+    "protection.malware_engine": '"builtin" or "clamd" (clamd_socket: a Unix path or host:port)',
+    "protection.engine_unavailable": '"defer" (451 4.7.0) or "deliver" (stamped: not scanned)',
+    "protection.ip_allow": 'addresses, a-b ranges, CIDR /24-/32, e.g. ["192.0.2.0/24"]',
+    "protection.dnsbl": 'e.g. ["zen.example.org=127.0.0.2-127.0.0.11"]',
 }
 
 
