@@ -907,24 +907,7 @@ class ProtectionPolicies(DirectoryBase):
                 found,
             )
             policy = ConnectionPolicy(ip_allow=allow, ip_block=block)
-            if row is None:
-                conn.execute(
-                    insert(protection_policies).values(
-                        tenant_id=found.id,
-                        kind=CONNECTION,
-                        name=DEFAULT_POLICY,
-                        priority=None,
-                        enabled=True,
-                        settings=settings_json(policy),
-                        created_at=self._clock(),
-                    )
-                )
-            else:
-                conn.execute(
-                    update(protection_policies)
-                    .where(protection_policies.c.id == row.id)
-                    .values(settings=settings_json(policy))
-                )
+            self._write_default(conn, found.id, CONNECTION, None if row is None else row.id, policy)
             changes.tenants.add(found.id)
             return ConnectionFilter(found.id, found.name, policy)
 
@@ -1158,24 +1141,35 @@ class ProtectionPolicies(DirectoryBase):
                 & protection_policies.c.priority.is_(None)
             )
         ).scalar_one_or_none()
-        if row is None:
-            conn.execute(
-                insert(protection_policies).values(
-                    tenant_id=tenant_id,
-                    kind=kind.value,
-                    name=DEFAULT_POLICY,
-                    priority=None,
-                    enabled=True,
-                    settings=settings_json(policy),
-                    created_at=self._clock(),
-                )
-            )
-        else:
+        self._write_default(conn, tenant_id, kind.value, row, policy)
+
+    def _write_default(
+        self,
+        conn: Connection,
+        tenant_id: int,
+        kind: str,
+        row_id: int | None,
+        policy: AntiSpamPolicy | AntiMalwarePolicy | ConnectionPolicy,
+    ) -> None:
+        """Store a tenant's Default policy of `kind`: its row (`row_id`) updated, or made."""
+        if row_id is not None:
             conn.execute(
                 update(protection_policies)
-                .where(protection_policies.c.id == row)
+                .where(protection_policies.c.id == row_id)
                 .values(settings=settings_json(policy))
             )
+            return
+        conn.execute(
+            insert(protection_policies).values(
+                tenant_id=tenant_id,
+                kind=kind,
+                name=DEFAULT_POLICY,
+                priority=None,
+                enabled=True,
+                settings=settings_json(policy),
+                created_at=self._clock(),
+            )
+        )
 
     @staticmethod
     def _connection_row(conn: Connection, tenant_id: int) -> Row[Any] | None:
