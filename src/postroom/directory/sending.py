@@ -162,16 +162,7 @@ def charge_recipients(
     where = (sender_counters.c.mailbox_id == mailbox_id) & (sender_counters.c.day == day)
     sent = conn.execute(select(sender_counters.c.recipients).where(where)).scalar_one_or_none()
     if (sent or 0) + count > daily_limit:
-        conn.execute(delete(restricted_senders).where(restricted_senders.c.mailbox_id == mailbox_id))
-        conn.execute(
-            insert(restricted_senders).values(
-                mailbox_id=mailbox_id,
-                tenant_id=tenant_id,
-                restricted_at=now,
-                until=float((day + 1) * DAY),
-                reason=DAILY_LIMIT_REASON,
-            )
-        )
+        _restrict(conn, mailbox_id, tenant_id, now, DAILY_LIMIT_REASON)
         return False
     if sent is None:
         conn.execute(delete(sender_counters).where(sender_counters.c.mailbox_id == mailbox_id))  # old days
@@ -195,17 +186,22 @@ def charge_spam(conn: Connection, mailbox_id: int, tenant_id: int, now: float, d
         conn.execute(update(sender_counters).where(where).values(spam=found + 1))
     if (found or 0) + 1 < daily_limit:
         return False
+    _restrict(conn, mailbox_id, tenant_id, now, OUTBOUND_SPAM_REASON)
+    return True
+
+
+def _restrict(conn: Connection, mailbox_id: int, tenant_id: int, now: float, reason: str) -> None:
+    """Restrict the mailbox until the next UTC day (an administrator may release it sooner)."""
     conn.execute(delete(restricted_senders).where(restricted_senders.c.mailbox_id == mailbox_id))
     conn.execute(
         insert(restricted_senders).values(
             mailbox_id=mailbox_id,
             tenant_id=tenant_id,
             restricted_at=now,
-            until=float((day + 1) * DAY),
-            reason=OUTBOUND_SPAM_REASON,
+            until=float((int(now // DAY) + 1) * DAY),
+            reason=reason,
         )
     )
-    return True
 
 
 def _first(*values: int | None) -> int | None:
