@@ -206,7 +206,6 @@ class _Decided:
 class _Compiled:
     """A parsed record and what its terms need at evaluation, worked out once per record text."""
 
-    record: SpfRecord
     mechanisms: tuple[tuple[SpfTerm, IPv4Network | IPv6Network | tuple[int, int] | None], ...]
     redirect: SpfTerm | None  # None also when the record has `all` (RFC 7208 §6.1)
     exp: SpfTerm | None
@@ -238,7 +237,7 @@ def _compile_record(text: str) -> _Compiled | SpfSyntaxError:
             mechanisms.append((term, None))
     if record.all_term is not None:
         redirect = None
-    return _Compiled(record, tuple(mechanisms), redirect, exp)
+    return _Compiled(tuple(mechanisms), redirect, exp)
 
 
 _compile_cached = lru_cache(maxsize=RECORD_CACHE_SIZE)(_compile_record)
