@@ -76,6 +76,15 @@ def test_a_partial_reject_fails_only_that_route_for_its_ndr() -> None:
     assert {e.tenant_id for e in filtered.events if not e.recipient} == {1, 2}
 
 
+def test_a_copy_of_no_tenant_is_refused_not_held() -> None:
+    """No one could release it: the service postmaster's copy of malware is refused with an NDR."""
+    routes = [RoutedRecipient("postmaster@postroom.test", "postmaster@postroom.test", None, Route.LOCAL, 7)]
+    filtered = apply_inspection(
+        "m4", Inspection(dispositions=(disposition(FilterAction.QUARANTINE, FilterVerdict.MALWARE),)), routes
+    )
+    assert filtered.held == [] and filtered.refusal is not None and filtered.refusal.enhanced == "5.7.1"
+
+
 def test_prepend_subject_touches_only_the_subject() -> None:
     message = b"From: a@x.test\r\nSubject: Hello\r\n\r\nSubject: not a header\r\n"
     assert prepend_subject(message, "[SPAM] ") == (

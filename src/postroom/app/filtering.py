@@ -40,7 +40,7 @@ from postroom.protection.malware import (
     attachment_filter,
 )
 from postroom.protection.mime import MimeLimits
-from postroom.protection.pipeline import Disposition, Inspection, Protection
+from postroom.protection.pipeline import MALWARE_REJECTED, Disposition, Inspection, Protection
 from postroom.protection.spam import BuiltinSpamEngine, LearnedStore, RspamdEngine, SpamEngine
 from postroom.protection.spf import check_spf
 from postroom.quarantine import Hold, hold
@@ -83,6 +83,11 @@ def apply_inspection(message_id: str, inspection: Inspection, routes: list[Route
                 for row in route.trace_rows
             ]
         action = disposition.action
+        if action is FilterAction.QUARANTINE and route.tenant_id is None:
+            # A recipient of no tenant (the service's postmaster): no one could release a held copy,
+            # so it is refused instead (an NDR), never held forever or retried forever.
+            action = FilterAction.REJECT
+            disposition = replace(disposition, reply=MALWARE_REJECTED)
         if action is FilterAction.QUARANTINE:
             filtered.held.append(Held(replace(route, headers=disposition.headers), disposition))
         elif action is FilterAction.DELETE:
