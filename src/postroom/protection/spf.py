@@ -56,7 +56,6 @@ from postroom.dns.spf import (
     MAX_MX_HOSTS,
     MAX_VOID_LOOKUPS,
     MacroValues,
-    SpfRecord,
     SpfSyntaxError,
     SpfTerm,
     expand_domain_spec,
