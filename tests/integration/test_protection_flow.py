@@ -11,6 +11,7 @@ import base64
 import datetime
 import io
 import smtplib
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from postroom.app import App
 from postroom.config import Settings
+from postroom.directory import REFRESH_SECONDS, AntiSpamChange, PolicyChange, PolicyKind
 from postroom.model.flow import TraceStatus
 from postroom.model.scope import OPERATOR
 from postroom.trace import TraceQuery
 from tests.conftest import populate, wait_for
 from tests.support.dns_server import DnsTestServer
+from tests.support.mail_auth import rsa_key, seal_as_forwarder
 from tests.support.node import RunningNode, make_node, running
 from tests.support.records import exported, stored_messages
 
@@ -193,3 +196,44 @@ def test_a_foreign_authentication_results_claiming_our_id_is_removed(world: Worl
 def _held(world: World, subject: str) -> bool:
     result = world.app.trace.search(TraceQuery(status=TraceStatus.QUARANTINED), OPERATOR)
     return any(row.subject == subject for row in result)
+
+
+def test_a_list_forward_with_a_broken_signature_passes_when_the_tenant_trusts_the_sealer(
+    world: World,
+) -> None:
+    """sender.test's signed message through a mailing list (subject tag and footer break the DKIM
+    signature; the list's IP is not in sender.test's SPF): DMARC fails on our own checks, and the
+    list's ARC seal (a valid chain) carries what the list saw. fabrikam trusts the list's sealer:
+    the message passes for carol; contoso does not: alice's copy is spoof, in Junk."""
+    lists = rsa_key("lists.test", "arc", bits=1024)
+    world.dns.set_zone("lists.test", '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"')
+    lists.publish(world.dns)
+    world.app.directory.set_protection_policy(
+        OPERATOR,
+        "fabrikam",
+        PolicyKind.ANTISPAM,
+        "Default",
+        PolicyChange(settings=AntiSpamChange(trusted_arc_sealers=["lists.test"])),
+    )
+    time.sleep(2 * REFRESH_SECONDS)  # a directory change is in force on the node within a refresh
+    original = signed(message(to="team@lists.test", subject="Quarterly figures"), world.key)
+    changed = original.replace(b"Subject: Quarterly figures", b"Subject: [team] Quarterly figures")
+    changed += b"--\r\nteam mailing list\r\n"
+    forwarded = seal_as_forwarder(
+        changed, lists, "mx.lists.test", "spf=pass smtp.mailfrom=sender.test; dkim=pass header.d=sender.test"
+    )
+    with smtplib.SMTP(*world.node.mx) as client:
+        client.ehlo("mx.lists.test")
+        assert (
+            client.sendmail("team-bounces@lists.test", ["alice@contoso.com", "carol@fabrikam.com"], forwarded)
+            == {}
+        )
+    subject = "[team] Quarterly figures"
+    wait_for(lambda: landed(world, "carol@fabrikam.com", subject) is not None)
+    trusted = headers_of(landed(world, "carol@fabrikam.com", subject) or b"")
+    assert "dkim=fail" in trusted and "arc=pass" in trusted
+    assert "compauth=pass reason=130" in trusted and "SFV:NSPM;" in trusted
+    # contoso trusts no sealer: on our own checks the message fails DMARC with a broken signature,
+    # which the spam engine calls phishing: alice's copy is held.
+    wait_for(lambda: _held(world, subject))
+    assert landed(world, "alice@contoso.com", subject) is None

@@ -227,6 +227,10 @@ class Protection:
                 unscanned.append(self.spam_engine.name)
         from_domain = auth.dmarc.from_domain
         blocked_files: dict[tuple[str, ...], MalwareVerdict] = {}
+        # The content verdict as a tenant that trusts an ARC sealer sees it: the engine judged the
+        # message on our own authentication results, which the trusted seal overrides (checked again,
+        # once per distinct view: forwarded mail only).
+        trusted_spam: dict[int, SpamVerdict | None] = {}
         dispositions = []
         for recipient in recipients:
             tenant = tenants.get(recipient.tenant_id) if recipient.tenant_id is not None else None
@@ -235,10 +239,15 @@ class Protection:
             malware_policy = protection.antimalware_for(recipient.recipient, recipient.member_of)
             files = _file_verdict(self._attachments, parsed, malware_policy, blocked_files)
             seen = self._authentication.trusting(auth, spam_policy.trusted_arc_sealers)
+            content = spam
+            if seen is not auth and spam is not None:
+                if id(seen) not in trusted_spam:
+                    trusted_spam[id(seen)] = await self._recheck(body, parsed, replace(spam_facts, auth=seen))
+                content = trusted_spam[id(seen)] or spam
             lists = sender_lists.get(recipient.mailbox_id or -1, MailboxSenderLists())
             listing = listings.get(recipient.tenant_id or 0, facts.connection)
             disposition = decide(
-                Verdicts(seen, malware, files, spam, listing, tuple(unscanned)),
+                Verdicts(seen, malware, files, content, listing, tuple(unscanned)),
                 spam_policy,
                 malware_policy,
                 lists,
@@ -246,7 +255,7 @@ class Protection:
                 header_from=from_domain,
             )
             report = render_headers(
-                seen, disposition, spam, replace(facts, connection=listing), unscanned=tuple(unscanned)
+                seen, disposition, content, replace(facts, connection=listing), unscanned=tuple(unscanned)
             )
             dispositions.append(replace(disposition, headers=report))
         detail = _detail(auth, malware, spam, parsed.problems, unscanned)
@@ -259,6 +268,14 @@ class Protection:
             problems=parsed.problems,
             detail=detail,
         )
+
+    async def _recheck(self, body: bytes, parsed: ParsedMessage, facts: MessageFacts) -> SpamVerdict | None:
+        """The spam engine's verdict on `facts` (another view of authentication), or None when it is
+        unavailable now (the first verdict stands)."""
+        try:
+            return await asyncio.wait_for(self.spam_engine.check(body, parsed, facts), self._engine_timeout)
+        except (EngineUnavailable, TimeoutError):
+            return None
 
 
 def _why(engine: MalwareEngine | SpamEngine, error: BaseException) -> str:
