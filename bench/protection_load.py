@@ -57,7 +57,9 @@ SIGTERM. See bench/README.md, "Protection".
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -67,7 +69,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -80,6 +83,7 @@ import dns.exception
 import dns.message
 import dns.query
 from mx_load import (
+    CLK_TCK,
     HOST,
     PER_RUN_COLUMNS,
     SUMMARY_METRICS,
@@ -87,17 +91,18 @@ from mx_load import (
     PostroomTarget,
     RunResult,
     Target,
+    _cpu_ticks,
+    _fmt,
     alternating,
-    free_port,
     harness_dns,
     interruptible,
     parser,
     print_runs,
     print_summary,
-    proc_tree,
     run_target,
     sender_domain,
     sender_zones,
+    sending_host,
     summarise,
     write_json,
 )
@@ -105,7 +110,7 @@ from mx_load import parse_args as parse_harness_args
 from tests.support.clamd import Clamd
 from tests.support.dns_server import DnsTestServer
 from tests.support.mail_auth import SigningKey, rsa_key
-from tests.support.postfix import PostfixLab
+from tests.support.postfix import PostfixLab, free_port, proc_tree
 from tests.support.rspamd import RspamdLab
 
 from postroom.config.settings import ListenAddress
@@ -475,6 +480,7 @@ class MilterPostfix(PostfixTarget):
     def __init__(self, args: argparse.Namespace, engines: Engines) -> None:
         super().__init__(args.keep, args.postfix_in_flow_delay)
         self.engines = engines
+        self.milter = ""  # smtpd_milters, once Rspamd's proxy is up
 
     def notes(self) -> dict[str, Any]:
         return dns_notes(self.engines.dns)
@@ -483,8 +489,9 @@ class MilterPostfix(PostfixTarget):
         self.engines.start()
         assert self.engines.rspamd is not None
         host, port = self.engines.rspamd.milter_address
+        self.milter = f"inet:{host}:{port}"
         self.lab = MilterPostfixLab(
-            keep=self.lab.keep, in_flow_delay=self.lab.in_flow_delay, milter=f"inet:{host}:{port}"
+            keep=self.lab.keep, in_flow_delay=self.lab.in_flow_delay, milter=self.milter
         )
         super().start()
         self.engines.dns.clear_queries()
@@ -510,14 +517,181 @@ class MilterPostfix(PostfixTarget):
         return self.engines.check(messages)
 
     def describe(self) -> str:
-        return f"{super().describe()}, smtpd_milters {self.lab.milter}: {self.engines.describe()}"
+        return f"{super().describe()}, smtpd_milters {self.milter}: {self.engines.describe()}"
 
 
 # --------------------------------------------------------------------------------------------- stages
 
 
+Stage = Callable[[], Awaitable[object]]
+
+
+@dataclass
+class StageFigure:
+    stage: str
+    cpu_us: float  # CPU of this process per message (time.process_time)
+    wall_us: float
+    engine_cpu_us: float | None = None  # the engine process's own CPU per message (clamd, Rspamd)
+
+
+async def measure(name: str, stage: Stage, n: int, engine_pids: list[int] | None = None) -> StageFigure:
+    """CPU and wall time per call of `stage` over `n` calls, after one call that warms caches."""
+    await stage()
+    ticks = sum(_cpu_ticks(pid)[1] for pid in engine_pids or [])
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(n):
+        await stage()
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    engine = None
+    if engine_pids:
+        engine = (sum(_cpu_ticks(pid)[1] for pid in engine_pids) - ticks) / CLK_TCK / n * 1e6
+    return StageFigure(name, cpu / n * 1e6, wall / n * 1e6, engine)
+
+
+async def stage_figures(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> list[StageFigure]:
+    """Each stage of Postroom's stack on `message`, as `build_protection` composes it from settings."""
+    from postroom.app.filtering import build_protection, spam_engine, verified_ptr
+    from postroom.config.settings import DnsSettings, ProtectionSettings, Settings
+    from postroom.dns import DnsResolver
+    from postroom.model.policy import MailboxSenderLists, TenantProtection
+    from postroom.model.verdicts import MessageFacts
+    from postroom.protection.authentication import Authenticator, strip_foreign
+    from postroom.protection.malware import (
+        ArchiveLimits,
+        BuiltinMalwareEngine,
+        ClamdEngine,
+        attachment_filter,
+    )
+    from postroom.protection.mime import MimeLimits, parse_message
+    from postroom.protection.pipeline import RecipientFacts
+    from postroom.protection.spam import RspamdEngine
+    from postroom.protection.spf import check_spf
+
+    work = Path(tempfile.mkdtemp(prefix="protection-stages-"))
+    built_in = ProtectionSettings()
+    settings = Settings(source=work / "postroom.toml", data_dir=work, dns=DnsSettings((dns.address,)))
+    settings = replace(settings, protection=built_in)
+    resolver = DnsResolver(settings.dns)
+    server_id, hostname = settings.service.hostname, settings.service.hostname
+    recipient = "user@bench.example"
+    facts = MessageFacts(
+        client_ip=HOST,
+        helo=sending_host(args.sender),
+        mail_from=args.sender,
+        recipients=(recipient,),
+        tenant_ids=(1,),
+    )
+    recipients = [RecipientFacts(recipient, 1, 1)]
+    tenants = {1: TenantProtection(1)}
+    lists = {1: MailboxSenderLists()}
+    limits = MimeLimits(max_depth=built_in.max_mime_depth, max_parts=built_in.max_mime_parts)
+    archives = ArchiveLimits(
+        built_in.max_archive_depth, built_in.max_archive_members, built_in.max_archive_octets
+    )
+    parsed = parse_message(message, limits)
+    spf = await check_spf(resolver, HOST, args.sender, facts.helo, receiver=hostname)
+    authenticator = Authenticator(resolver, server_id)
+    auth = await authenticator.authenticate(message, spf)
+    spam_facts = replace(facts, auth=auth, ptr=sending_host(args.sender))
+    builtin_spam = spam_engine(settings)
+    builtin_malware = BuiltinMalwareEngine()
+    protection = build_protection(settings, resolver)
+    assert protection is not None
+    file_types = tenants[1].antimalware_default.file_types
+
+    async def sync(work: Callable[[], object]) -> object:
+        return work()
+
+    n = args.messages
+    figures = [
+        await measure("foreign headers removed", lambda: sync(lambda: strip_foreign(message, server_id)), n),
+        await measure("MIME walk", lambda: sync(lambda: parse_message(message, limits)), n),
+        await measure("client's verified reverse name (cached)", lambda: verified_ptr(resolver, HOST), n),
+        await measure(
+            "SPF (cached)", lambda: check_spf(resolver, HOST, args.sender, facts.helo, receiver=hostname), n
+        ),
+        await measure("DKIM, DMARC, ARC", lambda: authenticator.authenticate(message, spf), n),
+        await measure("malware: built-in engine", lambda: builtin_malware.scan(message, parsed), n),
+        await measure(
+            "attachment filter",
+            lambda: sync(lambda: attachment_filter(parsed, file_types, limits=archives)),
+            n,
+        ),
+        await measure("spam: built-in engine", lambda: builtin_spam.check(message, parsed, spam_facts), n),
+        await measure(
+            "Protection.inspect, built-in engines (all of the above)",
+            lambda: protection.inspect(message, facts, recipients, tenants, lists),
+            n,
+        ),
+    ]
+    if args.comparison == "stages" and args.engines:
+        engines = Engines(dns, milter=False)
+        try:
+            engines.start()
+            assert engines.rspamd is not None
+            clamd_pids = proc_tree(engines.clamd.process.pid) if engines.clamd.process else []
+            clamd = ClamdEngine(str(engines.clamd.socket_path), timeout=30.0)
+            lab = engines.rspamd
+            rspamd = RspamdEngine(lab.url, lab.controller_url, password=lab.password, timeout=30.0)
+            figures.append(
+                await measure("malware: clamd (INSTREAM)", lambda: clamd.scan(message, parsed), n, clamd_pids)
+            )
+            figures.append(
+                await measure(
+                    "spam: Rspamd (/checkv2)",
+                    lambda: rspamd.check(message, parsed, spam_facts),
+                    n,
+                    lab.pids(),
+                )
+            )
+            production = replace(
+                settings,
+                dns=DnsSettings((engines.resolver.address,)),
+                protection=replace(
+                    built_in,
+                    spam_engine="rspamd",
+                    rspamd_url=lab.url,
+                    rspamd_controller_url=lab.controller_url,
+                    rspamd_password=lab.password,
+                    malware_engine="clamd",
+                    clamd_socket=str(engines.clamd.socket_path),
+                ),
+            )
+            stack = build_protection(production, DnsResolver(production.dns))
+            assert stack is not None
+            figures.append(
+                await measure(
+                    "Protection.inspect, Rspamd and clamd",
+                    lambda: stack.inspect(message, facts, recipients, tenants, lists),
+                    n,
+                    clamd_pids + lab.pids(),
+                )
+            )
+            await rspamd.aclose()
+            await stack.spam_engine.aclose()
+        finally:
+            engines.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    return figures
+
+
 def stages(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> int:
-    print("stages: not yet")
+    """Print (and with --json write) the CPU per message of each stage."""
+    load_before = os.getloadavg()
+    figures = asyncio.run(stage_figures(args, message, dns))
+    print(
+        f"Protection stages: {args.messages} calls each on one signed message of {len(message)} octets,"
+        f" load average {' '.join(f'{x:.2f}' for x in load_before)} before"
+    )
+    print(f"{'stage':58}{'CPU µs/msg':>12}{'wall µs/msg':>13}{'engine CPU µs/msg':>19}")
+    for f in figures:
+        engine = "" if f.engine_cpu_us is None else f"{f.engine_cpu_us:.0f}"
+        print(f"{f.stage:58}{f.cpu_us:>12.0f}{f.wall_us:>13.0f}{engine:>19}")
+    parts = sum(f.cpu_us for f in figures[:8])
+    print(f"{'the rest of inspect (decide, headers, verdict detail)':58}{figures[8].cpu_us - parts:>12.0f}")
+    if args.json:
+        doc = {"figures": [asdict(f) for f in figures], "loadavg_before": load_before, "octets": len(message)}
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
 
@@ -531,6 +705,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=("builtin", "production", "stages"),
         help="builtin: built-in engines vs Postfix; production: Rspamd and clamd on both sides; "
         "stages: CPU per message of each protection stage, in process",
+    )
+    p.add_argument(
+        "--engines",
+        action="store_true",
+        help="stages: also clamd, Rspamd and the whole stack with them (starts a private clamd and Rspamd)",
     )
     p.set_defaults(workers=2)
     args = parse_harness_args(argv, p, runs_vs_postfix=3)
@@ -601,12 +780,11 @@ def print_report(
     print_runs(runs, PER_RUN_COLUMNS)
     for run in runs:
         for r in run:
-            print(
-                f"  run {r.run} {r.target}: folders {r.folders}; {r.notes}; CPU s by process {r.server_cpu_by_command};"
-                f" peak PSS MB by process {r.peak_pss_by_command_mb}; peak RSS MB {r.peak_rss_mb:.1f}"
-                if r.peak_rss_mb is not None
-                else f"  run {r.run} {r.target}: folders {r.folders}"
-            )
+            print(f"  run {r.run} {r.target}: folders {r.folders}; {r.notes}")
+            print(f"    CPU s by process {r.server_cpu_by_command}")
+            print(f"    at the peak, PSS MB by process {r.peak_pss_by_command_mb}")
+            rss = r.peak_rss_by_command_mb
+            print(f"    at the peak, RSS MB by process {rss} (peak sum {_fmt(r.peak_rss_mb)})")
     print_summary(summary, SUMMARY_METRICS, {"accepted_per_s": "accepted", "delivered_per_s": "delivered"})
 
 
