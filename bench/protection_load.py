@@ -63,18 +63,19 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
@@ -116,6 +117,8 @@ from tests.support.rspamd import RspamdLab
 from postroom.config.settings import ListenAddress
 
 UNBOUND = "/usr/sbin/unbound"
+ROUNDS = 5  # stages: each stack is measured in this many rounds, the stacks taking turns
+T = TypeVar("T")
 SELECTOR = "s1"
 AUTH_PASS = ("spf=pass", "dkim=pass", "dmarc=pass")
 RSPAMD_PASS = ("R_SPF_ALLOW", "R_DKIM_ALLOW", "DMARC_POLICY_ALLOW")
@@ -523,38 +526,62 @@ class MilterPostfix(PostfixTarget):
 # --------------------------------------------------------------------------------------------- stages
 
 
-Stage = Callable[[], Awaitable[object]]
+class Seams:
+    """The CPU this process spends in each seam of a `Protection` (what its constructor takes: SPF,
+    the reverse name, authentication, the engines, the attachment filter, the header strip), summed
+    over calls; `time.process_time` around each call, the event loop running nothing else."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+
+    def timed(self, name: str, work: Callable[..., Awaitable[T]]) -> Callable[..., Coroutine[Any, Any, T]]:
+        async def call(*args: Any, **kwargs: Any) -> T:
+            began = time.process_time()
+            try:
+                return await work(*args, **kwargs)
+            finally:
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - began
+
+        return call
+
+    def timed_sync(self, name: str, work: Callable[..., T]) -> Callable[..., T]:
+        def call(*args: Any, **kwargs: Any) -> T:
+            began = time.process_time()
+            try:
+                return work(*args, **kwargs)
+            finally:
+                self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - began
+
+        return call
 
 
-@dataclass
-class StageFigure:
-    stage: str
-    cpu_us: float  # CPU of this process per message (time.process_time)
-    wall_us: float
-    engine_cpu_us: float | None = None  # the engine process's own CPU per message (clamd, Rspamd)
+class _TimedAuthentication:
+    def __init__(self, inner: Any, seams: Seams) -> None:
+        self.authenticate = seams.timed("DKIM, DMARC, ARC", inner.authenticate)
+        self.trusting = inner.trusting
 
 
-async def measure(name: str, stage: Stage, n: int, engine_pids: list[int] | None = None) -> StageFigure:
-    """CPU and wall time per call of `stage` over `n` calls, after one call that warms caches."""
-    await stage()
-    ticks = sum(_cpu_ticks(pid)[1] for pid in engine_pids or [])
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(n):
-        await stage()
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    engine = None
-    if engine_pids:
-        engine = (sum(_cpu_ticks(pid)[1] for pid in engine_pids) - ticks) / CLK_TCK / n * 1e6
-    return StageFigure(name, cpu / n * 1e6, wall / n * 1e6, engine)
+class _TimedMalware:
+    def __init__(self, inner: Any, seams: Seams) -> None:
+        self.name = inner.name
+        self.scan = seams.timed(f"malware: {inner.name}", inner.scan)
 
 
-async def stage_figures(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> list[StageFigure]:
-    """Each stage of Postroom's stack on `message`, as `build_protection` composes it from settings."""
-    from postroom.app.filtering import build_protection, spam_engine, verified_ptr
-    from postroom.config.settings import DnsSettings, ProtectionSettings, Settings
-    from postroom.dns import DnsResolver
-    from postroom.model.policy import MailboxSenderLists, TenantProtection
-    from postroom.model.verdicts import MessageFacts
+class _TimedSpam:
+    def __init__(self, inner: Any, seams: Seams) -> None:
+        self.name = inner.name
+        self.check = seams.timed(f"spam: {inner.name}", inner.check)
+        self.learn = inner.learn
+        self.aclose = inner.aclose
+
+
+def timed_protection(settings: Any, resolver: Any, seams: Seams) -> Any:
+    """A `Protection` composed from `settings` as `app.filtering.build_protection` composes it, with
+    each seam timed into `seams` (the MIME walk, the verdict and the headers are the rest)."""
+    from functools import partial
+
+    from postroom.app.filtering import spam_engine, verified_ptr
+    from postroom.app.sending import authserv_id
     from postroom.protection.authentication import Authenticator, strip_foreign
     from postroom.protection.malware import (
         ArchiveLimits,
@@ -562,93 +589,83 @@ async def stage_figures(args: argparse.Namespace, message: bytes, dns: DnsTestSe
         ClamdEngine,
         attachment_filter,
     )
-    from postroom.protection.mime import MimeLimits, parse_message
-    from postroom.protection.pipeline import RecipientFacts
-    from postroom.protection.spam import RspamdEngine
+    from postroom.protection.mime import MimeLimits
+    from postroom.protection.pipeline import Protection
     from postroom.protection.spf import check_spf
 
+    config = settings.protection
+    receiver, server_id = settings.service.hostname, authserv_id(settings)
+
+    async def spf(client_ip: str, mail_from: str, helo: str) -> Any:
+        return await check_spf(resolver, client_ip, mail_from, helo, receiver=receiver)
+
+    async def reverse(client_ip: str) -> str:
+        return await verified_ptr(resolver, client_ip)
+
+    if config.malware_engine == "clamd":
+        malware: Any = ClamdEngine(config.clamd_socket, timeout=config.engine_timeout)
+    else:
+        malware = BuiltinMalwareEngine()
+    limits = ArchiveLimits(config.max_archive_depth, config.max_archive_members, config.max_archive_octets)
+    return Protection(
+        authserv_id=server_id,
+        spf=seams.timed("SPF (answers cached)", spf),
+        authentication=_TimedAuthentication(Authenticator(resolver, server_id), seams),
+        malware=_TimedMalware(malware, seams),
+        spam=_TimedSpam(spam_engine(settings), seams),
+        attachments=seams.timed_sync("attachment filter", partial(attachment_filter, limits=limits)),
+        strip=seams.timed_sync("foreign headers removed", strip_foreign),
+        mime_limits=MimeLimits(max_depth=config.max_mime_depth, max_parts=config.max_mime_parts),
+        engine_timeout=config.engine_timeout,
+        reverse=seams.timed("client's verified reverse name (cached)", reverse),
+    )
+
+
+@dataclass
+class StackFigures:
+    """One stack's figures per message: the whole `inspect` (this process's CPU and the wall time),
+    each seam's CPU, and the engine processes' own CPU (clamd, Rspamd, Redis)."""
+
+    stack: str
+    inspect_cpu_us: float
+    wall_us: float
+    seams_us: dict[str, float]
+    engine_cpu_us: float | None = None
+    mime_walk_us: float = 0.0  # `parse_message` alone (inside the rest)
+
+
+async def stage_figures(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> list[StackFigures]:
+    """Postroom's stack on `message` (built-in engines; with --engines also Rspamd and clamd), -n
+    inspections each in ROUNDS rounds, the stacks taking turns; each figure the median round."""
+    from postroom.config.settings import DnsSettings, ProtectionSettings, Settings
+    from postroom.dns import DnsResolver
+    from postroom.model.policy import MailboxSenderLists, TenantProtection
+    from postroom.model.verdicts import MessageFacts
+    from postroom.protection.mime import MimeLimits, parse_message
+    from postroom.protection.pipeline import RecipientFacts
+
     work = Path(tempfile.mkdtemp(prefix="protection-stages-"))
-    built_in = ProtectionSettings()
     settings = Settings(source=work / "postroom.toml", data_dir=work, dns=DnsSettings((dns.address,)))
-    settings = replace(settings, protection=built_in)
-    resolver = DnsResolver(settings.dns)
-    server_id, hostname = settings.service.hostname, settings.service.hostname
     recipient = "user@bench.example"
     facts = MessageFacts(
-        client_ip=HOST,
-        helo=sending_host(args.sender),
-        mail_from=args.sender,
-        recipients=(recipient,),
-        tenant_ids=(1,),
+        client_ip=HOST, helo=sending_host(args.sender), mail_from=args.sender, recipients=(recipient,)
     )
-    recipients = [RecipientFacts(recipient, 1, 1)]
-    tenants = {1: TenantProtection(1)}
-    lists = {1: MailboxSenderLists()}
-    limits = MimeLimits(max_depth=built_in.max_mime_depth, max_parts=built_in.max_mime_parts)
-    archives = ArchiveLimits(
-        built_in.max_archive_depth, built_in.max_archive_members, built_in.max_archive_octets
+    inputs = ([RecipientFacts(recipient, 1, 1)], {1: TenantProtection(1)}, {1: MailboxSenderLists()})
+    stacks: list[tuple[str, Any, Seams, list[int]]] = []
+    seams = Seams()
+    stacks.append(
+        ("built-in engines", timed_protection(settings, DnsResolver(settings.dns), seams), seams, [])
     )
-    parsed = parse_message(message, limits)
-    spf = await check_spf(resolver, HOST, args.sender, facts.helo, receiver=hostname)
-    authenticator = Authenticator(resolver, server_id)
-    auth = await authenticator.authenticate(message, spf)
-    spam_facts = replace(facts, auth=auth, ptr=sending_host(args.sender))
-    builtin_spam = spam_engine(settings)
-    builtin_malware = BuiltinMalwareEngine()
-    protection = build_protection(settings, resolver)
-    assert protection is not None
-    file_types = tenants[1].antimalware_default.file_types
-
-    async def sync(work: Callable[[], object]) -> object:
-        return work()
-
-    n = args.messages
-    figures = [
-        await measure("foreign headers removed", lambda: sync(lambda: strip_foreign(message, server_id)), n),
-        await measure("MIME walk", lambda: sync(lambda: parse_message(message, limits)), n),
-        await measure("client's verified reverse name (cached)", lambda: verified_ptr(resolver, HOST), n),
-        await measure(
-            "SPF (cached)", lambda: check_spf(resolver, HOST, args.sender, facts.helo, receiver=hostname), n
-        ),
-        await measure("DKIM, DMARC, ARC", lambda: authenticator.authenticate(message, spf), n),
-        await measure("malware: built-in engine", lambda: builtin_malware.scan(message, parsed), n),
-        await measure(
-            "attachment filter",
-            lambda: sync(lambda: attachment_filter(parsed, file_types, limits=archives)),
-            n,
-        ),
-        await measure("spam: built-in engine", lambda: builtin_spam.check(message, parsed, spam_facts), n),
-        await measure(
-            "Protection.inspect, built-in engines (all of the above)",
-            lambda: protection.inspect(message, facts, recipients, tenants, lists),
-            n,
-        ),
-    ]
-    if args.comparison == "stages" and args.engines:
-        engines = Engines(dns, milter=False)
-        try:
+    engines = Engines(dns, milter=False) if args.engines else None
+    try:
+        if engines is not None:
             engines.start()
-            assert engines.rspamd is not None
-            clamd_pids = proc_tree(engines.clamd.process.pid) if engines.clamd.process else []
-            clamd = ClamdEngine(str(engines.clamd.socket_path), timeout=30.0)
+            assert engines.rspamd is not None and engines.clamd.process is not None
             lab = engines.rspamd
-            rspamd = RspamdEngine(lab.url, lab.controller_url, password=lab.password, timeout=30.0)
-            figures.append(
-                await measure("malware: clamd (INSTREAM)", lambda: clamd.scan(message, parsed), n, clamd_pids)
-            )
-            figures.append(
-                await measure(
-                    "spam: Rspamd (/checkv2)",
-                    lambda: rspamd.check(message, parsed, spam_facts),
-                    n,
-                    lab.pids(),
-                )
-            )
             production = replace(
                 settings,
                 dns=DnsSettings((engines.resolver.address,)),
-                protection=replace(
-                    built_in,
+                protection=ProtectionSettings(
                     spam_engine="rspamd",
                     rspamd_url=lab.url,
                     rspamd_controller_url=lab.controller_url,
@@ -657,22 +674,56 @@ async def stage_figures(args: argparse.Namespace, message: bytes, dns: DnsTestSe
                     clamd_socket=str(engines.clamd.socket_path),
                 ),
             )
-            stack = build_protection(production, DnsResolver(production.dns))
-            assert stack is not None
-            figures.append(
-                await measure(
-                    "Protection.inspect, Rspamd and clamd",
-                    lambda: stack.inspect(message, facts, recipients, tenants, lists),
-                    n,
-                    clamd_pids + lab.pids(),
+            seams = Seams()
+            stack = timed_protection(production, DnsResolver(production.dns), seams)
+            stacks.append(("Rspamd and clamd", stack, seams, engines.pids()))
+        limits = MimeLimits()
+        rounds: dict[str, list[StackFigures]] = {name: [] for name, *_ in stacks}
+        for _name, stack, _seams, _pids in stacks:
+            await stack.inspect(message, facts, *inputs)  # warms the caches and the connections
+        per_round = max(1, args.messages // ROUNDS)
+        for _ in range(ROUNDS):
+            for name, stack, seams, pids in stacks:
+                seams.cpu.clear()
+                ticks = sum(_cpu_ticks(pid)[1] for pid in pids)
+                cpu, wall = time.process_time(), time.perf_counter()
+                for _ in range(per_round):
+                    await stack.inspect(message, facts, *inputs)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                engine = (sum(_cpu_ticks(pid)[1] for pid in pids) - ticks) / CLK_TCK if pids else None
+                mime = time.process_time()
+                for _ in range(per_round):
+                    parse_message(message, limits)
+                mime = time.process_time() - mime
+                rounds[name].append(
+                    StackFigures(
+                        name,
+                        cpu / per_round * 1e6,
+                        wall / per_round * 1e6,
+                        {seam: spent / per_round * 1e6 for seam, spent in seams.cpu.items()},
+                        None if engine is None else engine / per_round * 1e6,
+                        mime / per_round * 1e6,
+                    )
                 )
-            )
-            await rspamd.aclose()
+        for _name, stack, _seams, _pids in stacks:
             await stack.spam_engine.aclose()
-        finally:
+    finally:
+        if engines is not None:
             engines.stop()
-    shutil.rmtree(work, ignore_errors=True)
-    return figures
+        shutil.rmtree(work, ignore_errors=True)
+    return [_median_round(figures) for figures in rounds.values()]
+
+
+def _median_round(figures: list[StackFigures]) -> StackFigures:
+    engine = [f.engine_cpu_us for f in figures if f.engine_cpu_us is not None]
+    return StackFigures(
+        figures[0].stack,
+        statistics.median(f.inspect_cpu_us for f in figures),
+        statistics.median(f.wall_us for f in figures),
+        {seam: statistics.median(f.seams_us.get(seam, 0.0) for f in figures) for seam in figures[0].seams_us},
+        statistics.median(engine) if engine else None,
+        statistics.median(f.mime_walk_us for f in figures),
+    )
 
 
 def stages(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> int:
@@ -680,17 +731,21 @@ def stages(args: argparse.Namespace, message: bytes, dns: DnsTestServer) -> int:
     load_before = os.getloadavg()
     figures = asyncio.run(stage_figures(args, message, dns))
     print(
-        f"Protection stages: {args.messages} calls each on one signed message of {len(message)} octets,"
-        f" load average {' '.join(f'{x:.2f}' for x in load_before)} before"
+        f"Protection stages: {args.messages} inspections a stack ({ROUNDS} rounds, the median) of one"
+        f" signed message of {len(message)} octets; load average {' '.join(f'{x:.2f}' for x in load_before)}"
     )
-    print(f"{'stage':58}{'CPU µs/msg':>12}{'wall µs/msg':>13}{'engine CPU µs/msg':>19}")
     for f in figures:
-        engine = "" if f.engine_cpu_us is None else f"{f.engine_cpu_us:.0f}"
-        print(f"{f.stage:58}{f.cpu_us:>12.0f}{f.wall_us:>13.0f}{engine:>19}")
-    parts = sum(f.cpu_us for f in figures[:8])
-    print(f"{'the rest of inspect (decide, headers, verdict detail)':58}{figures[8].cpu_us - parts:>12.0f}")
+        print(f"\n{f.stack}: Protection.inspect {f.inspect_cpu_us:.0f} µs CPU a message", end="")
+        print(f" ({f.wall_us:.0f} µs wall)")
+        for seam, us in sorted(f.seams_us.items(), key=lambda kv: -kv[1]):
+            print(f"  {seam:52}{us:>8.0f} µs")
+        rest = f.inspect_cpu_us - sum(f.seams_us.values())
+        label = "the rest: MIME walk, verdict, headers, tasks"
+        print(f"  {label:52}{rest:>8.0f} µs (MIME walk alone {f.mime_walk_us:.0f})")
+        if f.engine_cpu_us is not None:
+            print(f"  {'engine processes (Rspamd, Redis, clamd, unbound)':52}{f.engine_cpu_us:>8.0f} µs")
     if args.json:
-        doc = {"figures": [asdict(f) for f in figures], "loadavg_before": load_before, "octets": len(message)}
+        doc = {"stacks": [asdict(f) for f in figures], "loadavg_before": load_before, "octets": len(message)}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
     return 0
 
