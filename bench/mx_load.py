@@ -200,6 +200,7 @@ class PostroomTarget:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path()
         self.log_level = ""
+        self._threads_at_start: dict[str, int] = {}
 
     def _cli(self, *args: str, timeout: float = 60.0, stdin: str | None = None) -> str:
         res = subprocess.run(
@@ -251,6 +252,7 @@ class PostroomTarget:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postroom serve exited ({self.proc.returncode}): {self._log_tail()}")
             if wait_port(self.port, 0.5):
+                self._threads_at_start = self._thread_ticks()
                 return
         raise RuntimeError(f"postroom serve did not listen on {HOST}:{self.port}: {self._log_tail()}")
 
@@ -362,8 +364,20 @@ class PostroomTarget:
         return None
 
     def notes(self) -> dict[str, Any]:
-        """More figures of the run for the JSON (bench/protection_load.py's targets)."""
-        return {}
+        """CPU seconds since the server listened, of its processes' main threads (each one's event loop:
+        the SMTP sessions, protection) and of their other threads (the group commit's writer, lookups,
+        blob writes)."""
+        now, then = self._thread_ticks(), self._threads_at_start
+        return {f"cpu_{kind}_s": round((now[kind] - then.get(kind, 0)) / CLK_TCK, 2) for kind in now}
+
+    def _thread_ticks(self) -> dict[str, int]:
+        ticks = {"event_loops": 0, "other_threads": 0}
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    kind = "event_loops" if int(tid) == pid else "other_threads"
+                    ticks[kind] += _cpu_ticks_of(f"/proc/{pid}/task/{tid}/stat")
+        return ticks
 
     def queue_summary(self) -> dict[str, Any]:
         out = self._cli("-c", str(self.cfg), "queue", "summary", "--json", timeout=60)
@@ -446,6 +460,16 @@ def _cpu_ticks(pid: int) -> tuple[str, int]:
         return head.partition(b"(")[2].decode(errors="replace"), int(fields[11]) + int(fields[12])
     except (OSError, ValueError, IndexError):
         return "", 0
+
+
+def _cpu_ticks_of(stat: str) -> int:
+    """utime + stime in clock ticks from a /proc stat file (a process's or a thread's); 0 if gone."""
+    try:
+        with open(stat, "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class ProcSampler(threading.Thread):

@@ -413,7 +413,7 @@ class ProtectedPostroom(PostroomTarget):
         self.dns.clear_queries()
 
     def notes(self) -> dict[str, Any]:
-        return dns_notes(self.dns)
+        return super().notes() | dns_notes(self.dns)
 
     def stop(self) -> None:
         try:
