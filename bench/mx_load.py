@@ -217,7 +217,7 @@ class PostroomTarget:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
         node = self.base / "node"
         self.port = free_port()
-        submission, imap, admin = (free_port() for _ in range(3))
+        submission, submissions, imap, admin = (free_port() for _ in range(4))
         self._cli(
             "init",
             str(node),
@@ -227,6 +227,8 @@ class PostroomTarget:
             f"{HOST}:{self.port}",
             "--submission-listen",
             f"{HOST}:{submission}",
+            "--submission-tls-listen",  # not the default 2465: another node may hold it
+            f"{HOST}:{submissions}",
             "--imap-listen",
             f"{HOST}:{imap}",
             "--admin-listen",
