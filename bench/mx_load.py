@@ -374,7 +374,7 @@ class PostroomTarget:
 
     def _thread_ticks(self) -> dict[str, int]:
         ticks = {"event_loops": 0, "other_threads": 0}
-        for pid in self.pids():
+        for pid in PostroomTarget.pids(self):  # Postroom's own processes (a subclass adds its engines)
             with contextlib.suppress(OSError):
                 for tid in os.listdir(f"/proc/{pid}/task"):
                     kind = "event_loops" if int(tid) == pid else "other_threads"
