@@ -6,8 +6,9 @@ DATA   ?= ./var
 STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS='-n 1000 --runs 2 --json out.json'
 BENCH      ?= mx  # make bench BENCH=outbound = make bench-outbound; BENCH=rcpt|trace|scheduler: bench/scale.py
+# BENCH=protection|protection-production|protection-stages: bench/protection_load.py builtin|production|stages
 
-.PHONY: install run test lint typecheck unit bench bench-outbound bench-postfix clean
+.PHONY: install run test lint typecheck unit bench bench-outbound bench-postfix bench-engines clean
 
 install: $(STAMP)
 
@@ -37,6 +38,12 @@ test: install lint typecheck unit
 bench-postfix:
 	@command -v postfix >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix; }
 
+# bench/protection_load.py production: Rspamd (with Redis), clamd and a caching resolver beside Rspamd
+bench-engines:
+	@for pkg in rspamd:/usr/bin/rspamd redis-server:/usr/bin/redis-server clamav-daemon:/usr/sbin/clamd \
+	    unbound:/usr/sbin/unbound; do test -x $${pkg#*:} || missing="$$missing $${pkg%%:*}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
 SCALE_BENCHES := rcpt trace scheduler  # bench/scale.py, on the PostgreSQL server at 127.0.0.1:5432
 
 ifeq ($(strip $(BENCH)),outbound)
@@ -44,6 +51,15 @@ bench: bench-outbound
 else ifneq ($(filter $(strip $(BENCH)),$(SCALE_BENCHES)),)
 bench: install
 	$(BIN)/python bench/scale.py $(strip $(BENCH)) $(BENCH_ARGS)
+else ifeq ($(strip $(BENCH)),protection)
+bench: install bench-postfix
+	$(BIN)/python bench/protection_load.py builtin --vs-postfix $(BENCH_ARGS)
+else ifeq ($(strip $(BENCH)),protection-production)
+bench: install bench-postfix bench-engines
+	$(BIN)/python bench/protection_load.py production --vs-postfix $(BENCH_ARGS)
+else ifeq ($(strip $(BENCH)),protection-stages)
+bench: install bench-engines
+	$(BIN)/python bench/protection_load.py stages --engines $(BENCH_ARGS)
 else
 bench: install bench-postfix
 	$(BIN)/python bench/mx_load.py --vs-postfix $(BENCH_ARGS)

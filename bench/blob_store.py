@@ -63,7 +63,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repository: tests.support
 
-from mx_load import HOST, SMTP_SOURCE, PostroomTarget, _cpu_ticks, free_port
+from mx_load import HOST, SMTP_SOURCE, PostroomTarget, _cpu_ticks
 from tests.support.postgres import fresh_database
 
 from postroom.storage import BlobStore, Database, DatabaseBlobStore, FileBlobStore
@@ -156,9 +156,6 @@ class PostgresNode(PostroomTarget):
         super().__init__(exe, keep=False, count="api")
         self.url = url
         self.blob_store = blob_store
-
-    def init_options(self) -> list[str]:
-        return ["--submission-tls-listen", f"{HOST}:{free_port()}"]  # not the default 2465: runs overlap
 
     def populate(self, config: str) -> None:
         text = Path(config).read_text()

@@ -39,6 +39,7 @@ class LoadSpec:
     sender: str
     recipient: str
     helo: str = "loadgen.bench.test"
+    message_file: str | None = None  # smtp-source -F: this pre-formatted message instead of -l size
 
 
 @dataclass

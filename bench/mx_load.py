@@ -26,7 +26,15 @@ are cleaned up on exit, Ctrl-C and SIGTERM (exit 130), and only processes this r
 With ``--workers N`` Postroom is started as ``postroom serve --workers N`` (without it, ``serve`` as
 configured: ``[node] workers``). Server CPU is the sum over the server's whole process tree (for
 Postroom the supervisor and every worker; a process started during the load counts from zero).
-See bench/README.md.
+
+Postroom runs with its filtering stack as ``postroom init`` writes it (``[protection]`` on, the built-in
+engines), so it asks the DNS about every message's sender (SPF, DMARC, the client's reverse name): its
+``[dns] nameservers`` is a loopback DNS server run by this harness (tests/support/dns_server.py, on a free
+127.0.0.1 port), holding the sending host ``mx.<sender's domain>`` (A 127.0.0.1 and the PTR of
+127.0.0.1, as a legitimate sender has) and nothing else: unsigned mail without SPF or DMARC records.
+``--no-protection`` turns the stack off (``[protection] enabled = false``), as the figures measured
+before protection existed were. bench/protection_load.py reuses this harness with signed mail and the
+production engines. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # the repositor
 
 
 from loadgen import LoadResult, LoadSpec, run_in_process
+from tests.support.dns_server import DnsTestServer
 from tests.support.postfix import PostfixLab, free_port, proc_tree, wait_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +100,9 @@ class Target(Protocol):
     def queue_summary(self) -> dict[str, Any]: ...
     def log_lines(self) -> int: ...
     def describe(self) -> str: ...
+    def folder_counts(self) -> dict[str, int]: ...
+    def check(self, messages: int) -> str | None: ...
+    def notes(self) -> dict[str, Any]: ...
 
 
 def _count_lines(path: Path) -> int:
@@ -133,6 +145,17 @@ class PostfixTarget:
     def log_lines(self) -> int:
         return _count_lines(self.lab.base / "log" / "maillog")
 
+    def folder_counts(self) -> dict[str, int]:
+        return {"Maildir": self.lab.delivered()}
+
+    def check(self, messages: int) -> str | None:
+        """What else a complete run must show beyond the count (bench/protection_load.py's targets)."""
+        return None
+
+    def notes(self) -> dict[str, Any]:
+        """More figures of the run for the JSON (bench/protection_load.py's targets)."""
+        return {}
+
     def describe(self) -> str:
         v = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True, check=False)
         delay = self.lab.in_flow_delay or "1s (as shipped)"
@@ -152,9 +175,20 @@ class PostroomTarget:
     name = "postroom"
     PASSWORD = "bench-load-password"
 
-    def __init__(self, exe: str, keep: bool, count: str, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        exe: str,
+        keep: bool,
+        count: str,
+        workers: int | None = None,
+        *,
+        nameserver: str | None = None,
+        protection: bool = True,
+    ) -> None:
         self.exe = exe
         self.workers = workers  # `serve --workers N`; None: as configured ([node] workers)
+        self.nameserver = nameserver  # `init --nameserver HOST:PORT`; None: the system's resolvers
+        self.protection = protection  # False: `[protection] enabled = false`
         self.keep = keep
         self.count_mode = count  # api | cli
         self._app: Any = None  # postroom.app.App, opened on the first API count
@@ -166,6 +200,7 @@ class PostroomTarget:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = Path()
         self.log_level = ""
+        self._threads_at_start: dict[str, int] = {}
 
     def _cli(self, *args: str, timeout: float = 60.0, stdin: str | None = None) -> str:
         res = subprocess.run(
@@ -182,7 +217,7 @@ class PostroomTarget:
         self.base = Path(tempfile.mkdtemp(prefix="postroom-bench-"))
         node = self.base / "node"
         self.port = free_port()
-        submission, imap, admin = (free_port() for _ in range(3))
+        submission, submissions, imap, admin = (free_port() for _ in range(4))
         self._cli(
             "init",
             str(node),
@@ -192,6 +227,8 @@ class PostroomTarget:
             f"{HOST}:{self.port}",
             "--submission-listen",
             f"{HOST}:{submission}",
+            "--submission-tls-listen",  # not the default 2465: another node may hold it
+            f"{HOST}:{submissions}",
             "--imap-listen",
             f"{HOST}:{imap}",
             "--admin-listen",
@@ -199,7 +236,7 @@ class PostroomTarget:
             *self.init_options(),
         )
         self.cfg = node / "postroom.toml"
-        self._unthrottle()
+        self._configure()
         self._check_log_level()
         c = str(self.cfg)
         self.populate(c)
@@ -217,6 +254,7 @@ class PostroomTarget:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"postroom serve exited ({self.proc.returncode}): {self._log_tail()}")
             if wait_port(self.port, 0.5):
+                self._threads_at_start = self._thread_ticks()
                 return
         raise RuntimeError(f"postroom serve did not listen on {HOST}:{self.port}: {self._log_tail()}")
 
@@ -225,8 +263,8 @@ class PostroomTarget:
         return [] if self.workers is None else ["--workers", str(self.workers)]
 
     def init_options(self) -> list[str]:
-        """More `postroom init` options (bench/outbound_relay.py adds its DNS server); none here."""
-        return []
+        """More `postroom init` options: the harness's DNS server (bench/outbound_relay.py has its own)."""
+        return [] if self.nameserver is None else ["--nameserver", self.nameserver]
 
     def populate(self, config: str) -> None:
         """The directory the load needs, through the CLI: tenant, domain, the recipient's mailbox."""
@@ -236,15 +274,24 @@ class PostroomTarget:
             "-c", config, "mailbox", "add", self.recipient, "--password-stdin", stdin=self.PASSWORD + "\n"
         )
 
-    def _unthrottle(self) -> None:
-        """Lift the connection filter's rate limits per client: the load comes from one address that
-        stands for many senders (Postfix's defaults limit no client rate either)."""
+    def config_changes(self) -> dict[str, dict[str, Any]]:
+        """What the harness changes in the generated config, by section: the connection filter's rate
+        limits per client are lifted (the load comes from one address that stands for many senders;
+        Postfix's defaults limit no client rate either), and with protection off the stack is off."""
+        protection: dict[str, Any] = {
+            "connections_per_minute": 1_000_000_000,
+            "messages_per_minute": 1_000_000_000,
+        }
+        if not self.protection:
+            protection["enabled"] = False
+        return {"protection": protection}
+
+    def _configure(self) -> None:
         import tomli_w
 
         document = tomllib.loads(self.cfg.read_text())
-        document.setdefault("protection", {}).update(
-            connections_per_minute=1_000_000_000, messages_per_minute=1_000_000_000
-        )
+        for section, values in self.config_changes().items():
+            document.setdefault(section, {}).update(values)
         self.cfg.write_text(tomli_w.dumps(document))
 
     def _check_log_level(self) -> None:
@@ -284,8 +331,9 @@ class PostroomTarget:
     def delivered(self) -> int:
         return self._api_count() if self.count_mode == "api" else self.final_count()
 
-    def _api_count(self) -> int:
-        """Count through Postroom's own mailstore service, in this process (one SQL query a poll)."""
+    def app(self) -> Any:
+        """Postroom's services opened in this process (`postroom.app.App`), and the recipient's mailbox
+        id: opened once, closed by `stop`."""
         from postroom.model.scope import OPERATOR
 
         if self._app is None:
@@ -294,13 +342,44 @@ class PostroomTarget:
 
             self._app = App.open(load_settings(self.cfg))
             self._mailbox_id = self._app.directory.get_recipient(OPERATOR, self.recipient).id
-        return sum(folder.messages for folder in self._app.mailstore.folders(OPERATOR, self._mailbox_id))
+        return self._app
+
+    def _api_count(self) -> int:
+        """Count through Postroom's own mailstore service, in this process (one SQL query a poll)."""
+        from postroom.model.scope import OPERATOR
+
+        folders = self.app().mailstore.folders(OPERATOR, self._mailbox_id)
+        return sum(folder.messages for folder in folders)
+
+    def folder_counts(self) -> dict[str, int]:
+        """Messages per folder of the mailbox, by the CLI contract (`mailbox show --json`)."""
+        out = self._cli("-c", str(self.cfg), "mailbox", "show", self.recipient, "--json", timeout=60)
+        data = json.loads(out)
+        return {str(f.get("name", "?")): int(f.get("messages", 0)) for f in data.get("folders", [])}
 
     def final_count(self) -> int:
         """Messages in all folders of the mailbox, by the CLI contract (`mailbox show --json`)."""
-        out = self._cli("-c", str(self.cfg), "mailbox", "show", self.recipient, "--json", timeout=60)
-        data = json.loads(out)
-        return sum(int(f.get("messages", 0)) for f in data.get("folders", []))
+        return sum(self.folder_counts().values())
+
+    def check(self, messages: int) -> str | None:
+        """What else a complete run must show beyond the count (bench/protection_load.py's targets)."""
+        return None
+
+    def notes(self) -> dict[str, Any]:
+        """CPU seconds since the server listened, of its processes' main threads (each one's event loop:
+        the SMTP sessions, protection) and of their other threads (the group commit's writer, lookups,
+        blob writes)."""
+        now, then = self._thread_ticks(), self._threads_at_start
+        return {f"cpu_{kind}_s": round((now[kind] - then.get(kind, 0)) / CLK_TCK, 2) for kind in now}
+
+    def _thread_ticks(self) -> dict[str, int]:
+        ticks = {"event_loops": 0, "other_threads": 0}
+        for pid in PostroomTarget.pids(self):  # Postroom's own processes (a subclass adds its engines)
+            with contextlib.suppress(OSError):
+                for tid in os.listdir(f"/proc/{pid}/task"):
+                    kind = "event_loops" if int(tid) == pid else "other_threads"
+                    ticks[kind] += _cpu_ticks_of(f"/proc/{pid}/task/{tid}/stat")
+        return ticks
 
     def queue_summary(self) -> dict[str, Any]:
         out = self._cli("-c", str(self.cfg), "queue", "summary", "--json", timeout=60)
@@ -312,10 +391,41 @@ class PostroomTarget:
 
     def describe(self) -> str:
         workers = "as configured" if self.workers is None else str(self.workers)
+        protection = "on, built-in engines" if self.protection else "off"
         return (
-            f"Postroom ({self.exe}, log_level {self.log_level}, workers {workers}), dir {self.base}, "
-            f"delivered counted by {self.count_mode}"
+            f"Postroom ({self.exe}, log_level {self.log_level}, workers {workers}, protection {protection}),"
+            f" dir {self.base}, delivered counted by {self.count_mode}"
         )
+
+
+# --------------------------------------------------------------------------------------------- DNS
+
+
+def sender_domain(sender: str) -> str:
+    return sender.rpartition("@")[2].lower()
+
+
+def sending_host(sender: str) -> str:
+    """The name the load's sending host greets with and has in the DNS: mx.<sender's domain>."""
+    return f"mx.{sender_domain(sender)}"
+
+
+def sender_zones(sender: str, records: str = "") -> dict[str, str]:
+    """The harness DNS server's zones: the sender's domain with its sending host (A 127.0.0.1) and
+    `records` (BIND text relative to the domain), the PTR of 127.0.0.1 naming that host, so the client
+    has forward-confirmed reverse DNS as a legitimate sender does, and the root: any other name does
+    not exist."""
+    host = sending_host(sender)
+    return {
+        ".": "",  # every other name: NXDOMAIN, as on the Internet (not REFUSED)
+        sender_domain(sender): f"{host.partition('.')[0]} A {HOST}\n{records}",
+        "127.in-addr.arpa": f"1.0.0 PTR {host}.\n",
+    }
+
+
+def harness_dns(zones: dict[str, str]) -> DnsTestServer:
+    """The loopback DNS server Postroom's `[dns] nameservers` names (started; stop it when done)."""
+    return DnsTestServer(zones, host=HOST).start()
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -354,6 +464,16 @@ def _cpu_ticks(pid: int) -> tuple[str, int]:
         return "", 0
 
 
+def _cpu_ticks_of(stat: str) -> int:
+    """utime + stime in clock ticks from a /proc stat file (a process's or a thread's); 0 if gone."""
+    try:
+        with open(stat, "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 class ProcSampler(threading.Thread):
     """Samples the target's process tree: peak of the summed VmRSS, per-process VmHWM, CPU ticks, and
     every `pss_every` samples the summed PSS (shared pages divided among their users; a fairer sum for
@@ -374,16 +494,26 @@ class ProcSampler(threading.Thread):
         self.pss_every = pss_every
         self.samples = 0
         self.peak_pss_kb = 0
+        self.peak_pss_by_command: dict[str, int] = {}  # KB by command name, at the sample of the peak
+        self.peak_rss_by_command: dict[str, int] = {}  # KB by command name, at the sample of the peak
         self.baselined = False  # after `baseline`, a process seen for the first time counts from zero
 
     def sample(self) -> None:
         pids = self.target.pids()
         if self.samples % self.pss_every == 0:
-            self.peak_pss_kb = max(self.peak_pss_kb, sum(_pss_kb(p) for p in pids))
+            by_command: dict[str, int] = {}
+            for p in pids:
+                name = self.comm.get(p) or _cpu_ticks(p)[0] or "?"
+                by_command[name] = by_command.get(name, 0) + _pss_kb(p)
+            if sum(by_command.values()) > self.peak_pss_kb:
+                self.peak_pss_kb = sum(by_command.values())
+                self.peak_pss_by_command = by_command
         self.samples += 1
         total = 0
+        rss_by_command: dict[str, int] = {}
         for pid in pids:
-            total += _status_kb(pid, b"VmRSS:")
+            rss = _status_kb(pid, b"VmRSS:")
+            total += rss
             hwm = _status_kb(pid, b"VmHWM:")
             if hwm > self.hwm_kb.get(pid, 0):
                 self.hwm_kb[pid] = hwm
@@ -391,10 +521,13 @@ class ProcSampler(threading.Thread):
             if not comm:
                 continue  # gone
             self.comm[pid] = comm
+            rss_by_command[comm] = rss_by_command.get(comm, 0) + rss
             self.cpu_base.setdefault(pid, 0 if self.baselined else ticks)
             self.cpu[pid] = max(self.cpu.get(pid, 0), ticks)
         self.current_rss_kb = total
-        self.peak_rss_kb = max(self.peak_rss_kb, total)
+        if total > self.peak_rss_kb:
+            self.peak_rss_kb = total
+            self.peak_rss_by_command = rss_by_command
         self.nprocs_peak = max(self.nprocs_peak, len(pids))
 
     def baseline(self) -> None:
@@ -461,21 +594,15 @@ class SmtpSourceClient:
     """Postfix's smtp-source (C); progress from its -c counter; no per-transaction latency.
 
     Without `reuse` it opens a new connection per message (as most internet senders do); with it, `-d`.
+    It greets with the spec's HELO name (`-M`) and sends `-l size` octets of its own, or with the spec's
+    `message_file` that pre-formatted message (`-F`: the same message every time).
     Its CPU comes from wait4() on its own pid, so nothing else the harness runs is counted.
     """
 
     def __init__(self, spec: LoadSpec, reuse: bool) -> None:
-        self.cmd = [
-            SMTP_SOURCE,
-            "-c",
-            "-l",
-            str(spec.size),
-            "-m",
-            str(spec.messages),
-            "-s",
-            str(spec.sessions),
-        ]
-        self.cmd += ["-f", spec.sender, "-t", spec.recipient]
+        content = ["-F", spec.message_file] if spec.message_file else ["-l", str(spec.size)]
+        self.cmd = [SMTP_SOURCE, "-c", *content, "-m", str(spec.messages), "-s", str(spec.sessions)]
+        self.cmd += ["-M", spec.helo, "-f", spec.sender, "-t", spec.recipient]
         if reuse:
             self.cmd.append("-d")
         self.cmd.append(f"{spec.host}:{spec.port}")
@@ -572,6 +699,8 @@ class RunResult:
     max_ms: float | None = None
     peak_rss_mb: float | None = None
     peak_pss_mb: float | None = None
+    peak_rss_by_command_mb: dict[str, float] = field(default_factory=dict)  # at the sample of the peak
+    peak_pss_by_command_mb: dict[str, float] = field(default_factory=dict)  # at the sample of the peak
     peak_processes: int = 0
     server_cpu_seconds: float | None = None
     server_cpu_ms_per_message: float | None = None  # server CPU s x 1000 / N
@@ -580,6 +709,8 @@ class RunResult:
     server_log_lines: int | None = None
     queue_after: dict[str, Any] | None = None
     server_cpu_by_command: dict[str, float] = field(default_factory=dict)
+    folders: dict[str, int] = field(default_factory=dict)  # the final count by folder (Postfix: Maildir)
+    notes: dict[str, Any] = field(default_factory=dict)  # the target's own figures (Target.notes)
     startup_seconds: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -603,6 +734,10 @@ def _merge(results: list[LoadResult]) -> LoadResult:
         for k, v in r.errors.items():
             m.errors[k] = m.errors.get(k, 0) + v
     return m
+
+
+def _mb(kb_by_name: dict[str, int]) -> dict[str, float]:
+    return {name: round(kb / 1024, 1) for name, kb in sorted(kb_by_name.items(), key=lambda kv: -kv[1])}
 
 
 def _own_cpu() -> float:
@@ -651,7 +786,15 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
         poller = DeliveryPoller(target, poll_interval, args.messages)
         poller.start()
         spec = LoadSpec(
-            HOST, target.port, args.messages, args.size, args.concurrency, args.sender, target.recipient
+            HOST,
+            target.port,
+            args.messages,
+            args.size,
+            args.concurrency,
+            args.sender,
+            target.recipient,
+            helo=sending_host(args.sender),
+            message_file=getattr(args, "message_file", None),
         )
         if args.client == "smtp-source":
             client = SmtpSourceClient(spec, args.source_reuse)
@@ -715,11 +858,15 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
             res.p50_ms = percentile(lat, 50) * 1000
             res.p99_ms = percentile(lat, 99) * 1000
             res.max_ms = lat[-1] * 1000
-        res.final_count = target.final_count()
+        res.folders = target.folder_counts()
+        res.final_count = sum(res.folders.values())
         if res.final_count != args.messages:
             res.error = f"final mailbox count {res.final_count} != N={args.messages}"
         elif poller.reached_at is None:
             res.error = "the polled count never reached N"
+        elif problem := target.check(args.messages):
+            res.error = problem
+        res.notes = target.notes()
     except BenchTimeout as exc:
         res.error = str(exc)
         _sent, res.accepted, res.failed = client.progress()
@@ -739,6 +886,8 @@ def run_target(target: Target, args: argparse.Namespace, run: int, position: int
         if sampler is not None:
             res.peak_rss_mb = sampler.peak_rss_kb / 1024
             res.peak_pss_mb = sampler.peak_pss_kb / 1024
+            res.peak_rss_by_command_mb = _mb(sampler.peak_rss_by_command)
+            res.peak_pss_by_command_mb = _mb(sampler.peak_pss_by_command)
             res.peak_processes = sampler.nprocs_peak
             if res.server_cpu_seconds is None:
                 res.server_cpu_seconds = sampler.cpu_seconds()
@@ -897,6 +1046,7 @@ def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: arg
         + (" -d" if args.client == "smtp-source" and args.source_reuse else "")
         + f", {len(runs)} run(s), Postfix in_flow_delay {args.postfix_in_flow_delay or '1s (as shipped)'}"
         + f", Postroom workers {'as configured' if args.workers is None else args.workers}"
+        + f", protection {'off' if args.no_protection else 'on (built-in engines, unsigned mail)'}"
     )
     print_runs(runs, PER_RUN_COLUMNS)
     print_summary(summary, SUMMARY_METRICS, {"accepted_per_s": "accepted", "delivered_per_s": "delivered"})
@@ -905,9 +1055,14 @@ def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: arg
 # --------------------------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("-n", "--messages", type=int, default=5000, help="messages in total (default 5000)")
+def parser(description: str | None = None, messages: int = 5000) -> argparse.ArgumentParser:
+    """The harness's options (bench/protection_load.py adds its own and its defaults)."""
+    if description is None and __doc__:
+        description = __doc__.split("\n\n")[0]
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "-n", "--messages", type=int, default=messages, help=f"messages in total (default {messages})"
+    )
     p.add_argument("-s", "--size", type=int, default=4096, help="message size in bytes (default 4096)")
     p.add_argument("-c", "--concurrency", type=int, default=20, help="concurrent SMTP sessions (default 20)")
     p.add_argument(
@@ -966,15 +1121,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="poll interval when counting with the CLI (default 2)",
     )
+    p.add_argument(
+        "--no-protection",
+        action="store_true",
+        help="Postroom with [protection] enabled = false (default: on, as postroom init writes it)",
+    )
     p.add_argument("--sender", default="load@loadgen.bench.test", help="envelope sender")
     p.add_argument("--postroom", default=str(REPO / ".venv" / "bin" / "postroom"), help="postroom executable")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (for inspection)")
     p.add_argument(
         "--json", metavar="PATH", help="also write every run and the summary as JSON ('-' = stdout)"
     )
+    return p
+
+
+def parse_args(
+    argv: list[str] | None = None, p: argparse.ArgumentParser | None = None, runs_vs_postfix: int = 5
+) -> argparse.Namespace:
+    """The options, checked; `--runs` defaults to `runs_vs_postfix` with --vs-postfix, else 1."""
+    p = p or parser()
     a = p.parse_args(argv)
     if a.runs is None:
-        a.runs = 5 if a.vs_postfix else 1
+        a.runs = runs_vs_postfix if a.vs_postfix else 1
     if min(a.messages, a.size, a.concurrency, a.gen_procs, a.runs) < 1 or a.timeout <= 0:
         p.error("--messages, --size, --concurrency, --gen-procs, --runs and --timeout must be positive")
     if a.workers is not None and not 1 <= a.workers <= 64:
@@ -990,10 +1158,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-def make_target(name: str, args: argparse.Namespace) -> Target:
+def make_target(name: str, args: argparse.Namespace, nameserver: str) -> Target:
     if name == "postfix":
         return PostfixTarget(args.keep, args.postfix_in_flow_delay)
-    return PostroomTarget(args.postroom, args.keep, args.postroom_count, args.workers)
+    return PostroomTarget(
+        args.postroom,
+        args.keep,
+        args.postroom_count,
+        args.workers,
+        nameserver=nameserver,
+        protection=not args.no_protection,
+    )
 
 
 def interruptible(names: list[str], runs: int, timeout: float) -> tuple[float, float, float]:
@@ -1075,15 +1250,33 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
     load_before = interruptible(names, args.runs, args.timeout)
-    runs = alternating(
-        names, args.runs, lambda name: make_target(name, args), lambda t, k, p: run_target(t, args, k, p)
-    )
+    dns = harness_dns(sender_zones(args.sender))
+    try:
+        nameserver = f"{HOST}:{dns.port}"
+        runs = alternating(
+            names,
+            args.runs,
+            lambda name: make_target(name, args, nameserver),
+            lambda t, k, p: run_target(t, args, k, p),
+        )
+    finally:
+        dns.stop()
     if runs is None:
         return 130
     summary = summarise(runs, names)
     print_report(runs, summary, args)
     if args.json:
-        params = ("messages", "size", "concurrency", "client", "source_reuse", "gen_procs", "runs", "workers")
+        params = (
+            "messages",
+            "size",
+            "concurrency",
+            "client",
+            "source_reuse",
+            "gen_procs",
+            "runs",
+            "workers",
+            "no_protection",
+        )
         in_flow_delay = {"postfix_in_flow_delay": args.postfix_in_flow_delay or "1s (as shipped)"}
         write_json(
             args.json, {k: getattr(args, k) for k in params} | in_flow_delay, runs, summary, load_before
