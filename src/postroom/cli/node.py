@@ -131,6 +131,9 @@ def serve(
         format=f"%(asctime)s %(levelname)s %(name)s{label}: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at info: with Rspamd as the spam engine, a second line per message
+    # (the mail log has its own); its warnings and errors still show.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if worker is not None:
         try:
             run_worker(loaded, worker)
