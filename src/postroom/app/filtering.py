@@ -20,14 +20,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
-from ipaddress import ip_address
 
 from sqlalchemy import Connection
 
 from postroom.app.sending import authserv_id
 from postroom.config import Settings
-from postroom.dns import Resolver
-from postroom.dns.resolver import DnsError
+from postroom.dns import Resolver, verified_ptr
 from postroom.model import Reply
 from postroom.model.flow import EventKind, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.verdicts import FilterAction, FilterVerdict, SpfVerdict
@@ -276,17 +274,3 @@ def spam_learner(settings: Settings) -> Callable[[bytes, bool], Awaitable[None]]
             await engine.aclose()
 
     return learn
-
-
-async def verified_ptr(resolver: Resolver, client_ip: str) -> str:
-    """The client's forward-confirmed reverse name (FCrDNS), or "" when it has none or DNS failed."""
-    try:
-        names = await resolver.ptr(client_ip)
-        for name in names[:3]:
-            kind = ip_address(client_ip)
-            found = await (resolver.aaaa(name) if kind.version == 6 else resolver.a(name))
-            if any(address == kind for address in found):
-                return name.rstrip(".")
-    except (DnsError, ValueError):
-        pass
-    return ""

@@ -46,6 +46,7 @@ from postroom.dns.resolver import (
     TlsaAnswer,
     TlsaRecord,
     TxtRecord,
+    verified_ptr,
 )
 
 __all__ = [
@@ -81,4 +82,5 @@ __all__ = [
     "fetch_sts_policy",
     "mta_sts_policy",
     "service_records",
+    "verified_ptr",
 ]

@@ -440,3 +440,17 @@ class DnsResolver:
             return _Found(answer.canonical_name, (), authenticated), _negative_ttl(answer.response)
         ttl = max(0, min(answer.chaining_result.minimum_ttl, MAX_POSITIVE_TTL))
         return _Found(answer.canonical_name, tuple(answer.rrset), authenticated), ttl
+
+
+async def verified_ptr(resolver: Resolver, client_ip: str) -> str:
+    """The client's forward-confirmed reverse name (FCrDNS), or "" when it has none or DNS failed."""
+    try:
+        names = await resolver.ptr(client_ip)
+        for name in names[:3]:
+            kind = ipaddress.ip_address(client_ip)
+            found = await (resolver.aaaa(name) if kind.version == 6 else resolver.a(name))
+            if any(address == kind for address in found):
+                return name.rstrip(".")
+    except (DnsError, ValueError):
+        pass
+    return ""
