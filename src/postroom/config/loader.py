@@ -465,6 +465,10 @@ def load_settings(path: Path) -> Settings:
         tls=TlsSettings(
             certificate=relative(reader.get("tls", "certificate", str, str(tls.certificate))),
             key=relative(reader.get("tls", "key", str, str(tls.key))),
+            request_client_certificate=reader.get(
+                "tls", "request_client_certificate", bool, tls.request_client_certificate
+            ),
+            client_ca_file=_optional_path(relative, reader.get("tls", "client_ca_file", str, "")),
         ),
         mx=mx,
         submission=submission,

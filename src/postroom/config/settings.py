@@ -166,6 +166,12 @@ class TlsSettings:
 
     certificate: Path = Path("tls/cert.pem")
     key: Path = Path("tls/key.pem")
+    # Client certificates (inbound connectors identified by certificate, spec §3.4): the MX listener
+    # asks every client for one after STARTTLS and verifies it against these CAs (PEM; "": the
+    # system's CAs); a verified certificate's names attribute the connection to a connector. A client
+    # that sends none is served as before.
+    request_client_certificate: bool = True
+    client_ca_file: str = ""
 
 
 @dataclass(frozen=True, slots=True)

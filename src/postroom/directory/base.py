@@ -43,6 +43,7 @@ class ChangeKind:
     GROUP = "group"
     TENANT = "tenant"  # a tenant-wide setting the caches hold (its postmaster, its default limits)
     RECIPIENT = "recipient"  # a recipient's own setting the caches hold (a mailbox's receive limit)
+    CONNECTORS = "connectors"  # a tenant's connectors (key: its id): the inbound table, its outbound list
     EVERYTHING = "all"
 
 
@@ -55,6 +56,7 @@ class DirectoryChanges:
     groups: set[int] = field(default_factory=set)
     tenants: set[int] = field(default_factory=set)
     recipients: set[int] = field(default_factory=set)
+    connectors: set[int] = field(default_factory=set)  # tenants whose connectors changed
 
     def rows(self) -> list[tuple[str, str]]:
         rows = [(ChangeKind.DOMAIN, name) for name in sorted(self.domains)]
@@ -62,6 +64,7 @@ class DirectoryChanges:
         rows += [(ChangeKind.GROUP, str(group)) for group in sorted(self.groups)]
         rows += [(ChangeKind.TENANT, str(tenant)) for tenant in sorted(self.tenants)]
         rows += [(ChangeKind.RECIPIENT, str(recipient)) for recipient in sorted(self.recipients)]
+        rows += [(ChangeKind.CONNECTORS, str(tenant)) for tenant in sorted(self.connectors)]
         return rows if len(rows) <= CHANGE_LOG_MAX_KEYS else [(ChangeKind.EVERYTHING, "")]
 
 

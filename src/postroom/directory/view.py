@@ -28,7 +28,9 @@ as a group change); a tenant's auto-forwarding policy, remote domains and protec
 tenant's entry (its policies also whenever any address changes, if they name users or groups: they
 hold those recipients' addresses); a mailbox's safe and blocked senders go with the mailbox's entry; a
 mailbox's receive limit goes when the mailbox's settings change, and all of them when any tenant's do
-(a mailbox may inherit its tenant's).
+(a mailbox may inherit its tenant's). Connectors: the service's inbound connectors are one entry (a
+connection is attributed before its tenant is known) and a tenant's outbound connectors one entry
+each; a change to a tenant's connectors drops the inbound table and that tenant's outbound list.
 
 Guarantees: an answer loaded while a refresh ran is not kept (it may predate the change the refresh
 dropped); each table holds at most `MAX_ENTRIES` answers (it is emptied when full).
@@ -43,6 +45,7 @@ from typing import Protocol, TypeVar
 from sqlalchemy import Connection, select
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, ChangeKind
+from postroom.directory.connectors import load_inbound_table, load_outbound_connectors
 from postroom.directory.forwarding import find_forwarding
 from postroom.directory.lookups import find_address, find_domain, group_member_addresses
 from postroom.directory.organization import find_auto_forward, find_postmaster, group_allows_external_senders
@@ -50,6 +53,7 @@ from postroom.directory.protection import load_sender_lists, load_tenant_protect
 from postroom.directory.records import AcceptedDomain, AddressOwner, AutoForward, MailboxForwarding
 from postroom.directory.remote_domains import match_remote_domain, remote_domains_of
 from postroom.directory.sending import find_receive_limit
+from postroom.model.connectors import ConnectorTable, OutboundConnector
 from postroom.model.outbound import RemoteDomainSettings
 from postroom.model.policy import MailboxSenderLists, TenantProtection
 from postroom.storage import Database
@@ -80,6 +84,10 @@ class DirectoryView(Protocol):
     def protection(self, tenant_id: int) -> TenantProtection: ...
 
     def sender_lists(self, mailbox_id: int) -> MailboxSenderLists: ...
+
+    def inbound_connectors(self) -> ConnectorTable: ...
+
+    def outbound_connectors(self, tenant_id: int) -> tuple[OutboundConnector, ...]: ...
 
 
 class NotCached(LookupError):
@@ -125,6 +133,12 @@ class ConnectionView:
     def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
         return load_sender_lists(self._conn, mailbox_id)
 
+    def inbound_connectors(self) -> ConnectorTable:
+        return load_inbound_table(self._conn)
+
+    def outbound_connectors(self, tenant_id: int) -> tuple[OutboundConnector, ...]:
+        return load_outbound_connectors(self._conn, tenant_id)
+
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -147,6 +161,8 @@ class CachedDirectory:
         self._remote_domains: dict[int, tuple[RemoteDomainSettings, ...]] = {}
         self._protection: dict[int, TenantProtection] = {}
         self._sender_lists: dict[int, MailboxSenderLists] = {}
+        self._inbound: dict[None, ConnectorTable] = {}  # one entry: the service's inbound connectors
+        self._outbound: dict[int, tuple[OutboundConnector, ...]] = {}
         self.generation = -1
 
     def refresh(self) -> bool:
@@ -185,6 +201,8 @@ class CachedDirectory:
                 self._receive_limits.clear()
                 self._protection.clear()
                 self._sender_lists.clear()
+                self._inbound.clear()
+                self._outbound.clear()
             else:
                 address_changed = False
                 for _, kind, key in changes:
@@ -208,6 +226,9 @@ class CachedDirectory:
                     elif kind == ChangeKind.RECIPIENT:
                         self._receive_limits.pop(int(key), None)
                         self._sender_lists.pop(int(key), None)
+                    elif kind == ChangeKind.CONNECTORS:
+                        self._inbound.clear()
+                        self._outbound.pop(int(key), None)
                 if address_changed:
                     self._drop_named_recipients()
             self.generation = generation
@@ -262,6 +283,12 @@ class CachedDirectory:
 
     def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
         return self._cached(self._sender_lists, mailbox_id, load_sender_lists)
+
+    def inbound_connectors(self) -> ConnectorTable:
+        return self._cached(self._inbound, None, lambda conn, _: load_inbound_table(conn))
+
+    def outbound_connectors(self, tenant_id: int) -> tuple[OutboundConnector, ...]:
+        return self._cached(self._outbound, tenant_id, load_outbound_connectors)
 
     def _cached(self, table: dict[K, V], key: K, load: Callable[[Connection, K], V]) -> V:
         """The answer from `table`, or loaded from the database and kept if still current."""
@@ -323,6 +350,12 @@ class _InMemory:
 
     def sender_lists(self, mailbox_id: int) -> MailboxSenderLists:
         return _held(self._cache._sender_lists, mailbox_id)
+
+    def inbound_connectors(self) -> ConnectorTable:
+        return _held(self._cache._inbound, None)
+
+    def outbound_connectors(self, tenant_id: int) -> tuple[OutboundConnector, ...]:
+        return _held(self._cache._outbound, tenant_id)
 
 
 def _held(table: dict[K, V], key: K) -> V:

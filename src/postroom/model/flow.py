@@ -39,6 +39,9 @@ class RoutedRecipient:
     folder: str = "Inbox"
     blob_id: str = ""  # "": the message's blob (local copies only: the queue sends the message's)
     blob_size: int = 0  # the size of `blob_id`'s content
+    # Connectors (issue 11): the outbound connector a remote copy leaves by (`queue_recipients.
+    # connector_id`; its smart hosts or MX and its TLS settings), None: MX delivery.
+    connector_id: int | None = None
 
     @property
     def trace_rows(self) -> tuple[str, ...]:

@@ -101,6 +101,14 @@ def _widest(version: int) -> int:
     return WIDEST_IPV4 if version == 4 else WIDEST_IPV6
 
 
+def entry_range(entry: str) -> tuple[int, int, int]:
+    """(version, first, last) of one list entry as integers; raises `IpListError` naming the problem."""
+    try:
+        return _range(entry)
+    except _Bad as bad:
+        raise IpListError([bad.problem]) from None
+
+
 def _range(entry: str) -> tuple[int, int, int]:
     """(version, first, last) of one entry as integers; raises _Bad."""
     text = entry.strip()

@@ -43,6 +43,7 @@ class DeliveryAttempt:
     sender: str  # MAIL FROM; "" for the null sender <>
     message: OutboundMessage
     recipients: tuple[OutboundRecipient, ...]
+    connector_id: int | None = None  # the outbound connector the recipients leave by; None: by MX
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,6 +176,31 @@ EIGHT_BIT_REFUSED = Reply(
     554, "5.6.7", "The destination cannot receive 8-bit or UTF-8 mail and it cannot be converted"
 )
 ROUTING_LOOP = Reply(554, "5.4.14", "Hop count exceeded - possible mail loop")
+
+# --- connectors (spec §3.6) ---------------------------------------------------------------------
+# At RCPT: relaying from an on-premises source, and a partner connector's restrictions.
+RELAY_ACCESS_DENIED_ATTR = Reply(550, "5.7.64", "Relay Access Denied ATTR36")
+TENANT_ATTRIBUTION_DENIED = Reply(550, "5.7.64", "TenantAttribution; Relay Access Denied")
+PARTNER_RESTRICTED = Reply(
+    550,
+    "5.7.51",
+    "TenantInboundAttribution; the message does not meet the security restrictions of the recipient "
+    "organization's partner connector",
+)
+CONNECTOR_TLS_REQUIRED = Reply(
+    451, "4.7.321", "TenantInboundAttribution; the recipient organization's connector requires TLS"
+)
+# Delivery over an outbound connector: retried for `[queue] connector_expiration` (24 h), then an NDR.
+CONNECTOR_DNS_FAILED = Reply(450, "4.4.312", "DNS query failed for the connector's destination")
+CONNECTOR_TIMEOUT = Reply(450, "4.4.315", "Connection to the connector's destination timed out")
+CONNECTOR_REFUSED = Reply(450, "4.4.316", "Connection refused by the connector's destination")
+CONNECTOR_CANNOT_CONNECT = Reply(
+    450, "4.4.317", "Cannot connect to the connector's destination, or TLS is required and was not offered"
+)
+CONNECTOR_CLOSED = Reply(450, "4.4.318", "Connection closed abruptly by the connector's destination")
+CONNECTOR_CERTIFICATE_FAILED = Reply(
+    450, "4.7.320", "Certificate validation failed for the connector's destination"
+)
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )
@@ -187,12 +212,25 @@ AUTH_NOT_WAITED = Reply(503, "5.5.1", "Send the authentication response only aft
 
 # --- TLS policy failures (spec §12.3; delivery.tls_policy) -------------------------------------------
 TLS_POLICY_RETRY_PERIOD = 86_400.0  # seconds: MTA-STS and DANE failures retry for 24 h, not the 2 days
-_TLS_POLICY_CODES = frozenset({TLS_POLICY_FAILED.enhanced, DANE_FAILED.enhanced})
+_TLS_POLICY_CODES = frozenset(
+    {
+        TLS_POLICY_FAILED.enhanced,
+        DANE_FAILED.enhanced,
+        # Connector delivery failures (spec §3.6): queued and retried 24 h, then an NDR.
+        CONNECTOR_DNS_FAILED.enhanced,
+        CONNECTOR_TIMEOUT.enhanced,
+        CONNECTOR_REFUSED.enhanced,
+        CONNECTOR_CANNOT_CONNECT.enhanced,
+        CONNECTOR_CLOSED.enhanced,
+        CONNECTOR_CERTIFICATE_FAILED.enhanced,
+    }
+)
 
 
 def retry_period(reply: Reply) -> float | None:
     """How long a recipient deferred with `reply` keeps retrying when that is not the queue's usual
-    expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323), else None."""
+    expiry: `TLS_POLICY_RETRY_PERIOD` for a TLS policy failure (4.7.5, 4.7.323) and for a connector
+    delivery failure (4.4.312-318, 4.7.320), else None."""
     return TLS_POLICY_RETRY_PERIOD if reply.is_temporary and reply.enhanced in _TLS_POLICY_CODES else None
 
 

@@ -248,6 +248,19 @@ def _6_protection(ops: Ops) -> None:
     ops.add_column("sender_counters", Column("spam", Integer, nullable=False, server_default="0"))
 
 
+def _7_connectors(ops: Ops) -> None:
+    """Connectors: inbound and outbound connectors, validation history, a tenant's scenario; the
+    outbound connector a queued recipient leaves by."""
+    for table in (
+        schema.inbound_connectors,
+        schema.outbound_connectors,
+        schema.connector_validations,
+        schema.tenant_scenarios,
+    ):
+        ops.create_table(table)
+    ops.add_column("queue_recipients", Column("connector_id", Integer))
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
@@ -291,6 +304,7 @@ STEPS: Mapping[int, Step] = {
     4: _4_sending,
     5: _5_scale_out,
     6: _6_protection,
+    7: _7_connectors,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

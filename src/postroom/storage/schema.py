@@ -37,7 +37,7 @@ from sqlalchemy import (
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
 # 5: scale-out (the node registry; the database blob store; indexes for trace search and the
 # scheduler's turn at scale); 6: protection (policies, mailbox safe and blocked senders, quarantine)
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -346,6 +346,10 @@ queue_recipients = Table(
     # Protection (step 6), appended: this recipient's protection headers (Authentication-Results,
     # the antispam report), sent above the message's prefix.
     Column("headers", LargeBinary, nullable=False, server_default=""),
+    # Connectors (step 7), appended: the outbound connector this recipient leaves by (its smart hosts
+    # or MX, its TLS settings, its failure codes and 24-hour expiry); NULL: MX delivery. Not a foreign
+    # key: a connector removed while mail waits leaves the row to be routed by MX (delivery.remote).
+    Column("connector_id", Integer),
     Index("ix_queue_due", "state", "next_attempt_at"),
     Index("ix_queue_message", "message_id"),
     Index("ix_queue_destination", "destination"),
@@ -529,4 +533,87 @@ quarantine_recipients = Table(
     Column("released_at", Float),
     Column("released_by", String(320)),
     Column("release_requested_at", Float),
+)
+
+# Connectors (directory/connectors.py, spec §3): a tenant's inbound and outbound connectors. List
+# settings are JSON arrays of strings; names are unique per tenant, compared case-insensitively
+# (`name_key` is the lower-cased name).
+inbound_connectors = Table(
+    "inbound_connectors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("name_key", String(64), nullable=False),
+    Column("type", String(20), nullable=False),  # partner | on-premises
+    Column("enabled", Boolean, nullable=False),
+    Column("sender_domains", Text, nullable=False, default='["*"]'),
+    Column("sender_ips", Text, nullable=False, default="[]"),
+    Column("tls_certificate_name", String(255), nullable=False, default=""),
+    Column("require_tls", Boolean, nullable=False),
+    Column("restrict_domains_to_ips", Boolean, nullable=False),
+    Column("restrict_domains_to_certificate", Boolean, nullable=False),
+    Column("treat_messages_as_internal", Boolean, nullable=False),
+    Column("associated_accepted_domains", Text, nullable=False, default="[]"),
+    Column("ef_skip_last_ip", Boolean, nullable=False),
+    Column("ef_skip_ips", Text, nullable=False, default="[]"),
+    Column("ef_users", Text, nullable=False, default="[]"),
+    Column("comment", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name_key"),
+    sqlite_autoincrement=True,
+)
+
+outbound_connectors = Table(
+    "outbound_connectors",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("name_key", String(64), nullable=False),
+    Column("type", String(20), nullable=False),  # partner | on-premises
+    Column("enabled", Boolean, nullable=False),
+    Column("recipient_domains", Text, nullable=False, default="[]"),
+    Column("all_accepted_domains", Boolean, nullable=False),
+    Column("smart_hosts", Text, nullable=False, default="[]"),
+    Column("tls", String(30), nullable=False),  # model.connectors.OutboundTls
+    Column("tls_domain", String(255), nullable=False, default=""),
+    Column("rule_scoped", Boolean, nullable=False),
+    Column("route_all_via_on_premises", Boolean, nullable=False),
+    Column("sender_rewriting", Boolean, nullable=False),
+    Column("validation_recipients", Text, nullable=False, default="[]"),
+    Column("comment", Text, nullable=False, default=""),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name_key"),
+    sqlite_autoincrement=True,
+)
+
+# The validation history of outbound connectors (spec §3.5): one row per validation run and
+# recipient, newest kept; `steps` is JSON: [{"step": "dns", "ok": true, "detail": "...", "reply": ""}, ...].
+connector_validations = Table(
+    "connector_validations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("connector_id", Integer, ForeignKey("outbound_connectors.id", ondelete="CASCADE"), nullable=False),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("run", String(40), nullable=False),  # one validation run (several recipients share it)
+    Column("recipient", String(320), nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("reply", String(512), nullable=False, default=""),  # the failure's reply, with its code
+    Column("steps", Text, nullable=False, default="[]"),
+    Column("at", Float, nullable=False),
+    Index("ix_connector_validations_connector", "connector_id", "at"),
+    sqlite_autoincrement=True,
+)
+
+# The scenario a tenant applied (`postroom scenario apply`, spec §4): which row of the table its mail
+# flow follows, and the parameters it was applied with (JSON), so `scenario check` and `domain check`
+# judge its DNS by that scenario (an MX at on-premises or a third party is then expected).
+tenant_scenarios = Table(
+    "tenant_scenarios",
+    metadata,
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("scenario", String(40), nullable=False),
+    Column("parameters", Text, nullable=False, default="{}"),
+    Column("applied_at", Float, nullable=False),
 )
