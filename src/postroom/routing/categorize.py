@@ -56,6 +56,7 @@ from dataclasses import dataclass, field, replace
 
 from postroom.directory import AddressOwner, DirectoryView, RecipientKind
 from postroom.model import Address, AddressError, replies
+from postroom.model.connectors import Source
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.routing.resolve import Accepted, Relayed
 from postroom.routing.srs import Srs
@@ -91,9 +92,11 @@ def categorize(
     max_recipients: int,
     sender: str = "",
     srs: Srs | None = None,
+    source: Source | None = None,
 ) -> Categorized:
     """Route the accepted recipients of a message from `sender` ("" for <>); `srs` rewrites the sender
-    of external forwards (None: they keep it)."""
+    of external forwards (None: they keep it); `source` is where the message came from (its inbound
+    connector attribution; None: an ordinary client)."""
     result = Categorized()
     routed: dict[tuple[int | None, str], int] = {}  # (tenant, final recipient key) -> index in routes
     trace_rows: set[str] = set()

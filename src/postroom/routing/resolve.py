@@ -50,6 +50,7 @@ from enum import StrEnum
 
 from postroom.directory import AddressOwner, DirectoryView, DomainStatus, DomainType, RecipientKind
 from postroom.model import Address, Reply, replies
+from postroom.model.connectors import Source
 from postroom.routing.srs import Srs, SrsError
 
 
@@ -124,10 +125,13 @@ def resolve_recipient(
     srs: Srs | None = None,
     null_sender: bool = False,
     authenticated_tenant: int | None = None,
+    source: Source | None = None,
 ) -> Resolution:
     """Decide one RCPT. `sender_internal_to` is the tenant the sender is inside of (None on MX);
     `srs` decodes bounces to SRS addresses, which only the null sender (`null_sender`) may send;
-    `authenticated_tenant` is the tenant of an SMTP AUTH sender (None: not authenticated, no relay)."""
+    `authenticated_tenant` is the tenant of an SMTP AUTH sender (None: not authenticated, no relay);
+    `source` is where the transaction comes from (its inbound connector attribution; None: nowhere
+    special)."""
     if srs is not None and srs.names(recipient):
         return _resolve_srs(directory, recipient, srs, null_sender, sender_internal_to)
     if service_postmaster.names(recipient) and directory.domain(recipient.domain) is None:
