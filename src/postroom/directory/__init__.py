@@ -1,8 +1,13 @@
 """Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients,
 groups, organization settings, sending settings and send-as, remote domains, mailbox forwarding,
-protection policies and mailboxes' safe and blocked senders)."""
+protection policies and mailboxes' safe and blocked senders, connectors and the tenant's scenario)."""
 
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
+from postroom.directory.connectors import (
+    INBOUND_SETTINGS,
+    MAX_VALIDATIONS,
+    OUTBOUND_SETTINGS,
+)
 from postroom.directory.credentials import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, PasswordPolicy
 from postroom.directory.dkim import DKIM_SELECTORS, RETIRED_KEY_SECONDS, DkimKey
 from postroom.directory.errors import (
@@ -91,13 +96,16 @@ __all__ = [
     "CHANGE_LOG_MAX_KEYS",
     "DEFAULT_REMOTE_DOMAIN",
     "DKIM_SELECTORS",
+    "INBOUND_SETTINGS",
     "MAX_IP_ENTRIES",
     "MAX_MESSAGE_SIZE",
     "MAX_PASSWORD_LENGTH",
     "MAX_POLICIES",
     "MAX_RECIPIENTS_LIMIT",
     "MAX_SENDER_ENTRIES",
+    "MAX_VALIDATIONS",
     "MIN_PASSWORD_LENGTH",
+    "OUTBOUND_SETTINGS",
     "REFRESH_SECONDS",
     "RESERVED_TENANT_NAMES",
     "RETIRED_KEY_SECONDS",

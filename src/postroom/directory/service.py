@@ -11,6 +11,7 @@
 | `RemoteDomains`     | `remote_domains.py` | a tenant's remote domains (Default `*` and specific ones) |
 | `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
 | `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
+| `Connectors`        | `connectors.py` | connectors, their validation history, the scenario |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterable
 
 from argon2 import PasswordHasher
 
+from postroom.directory.connectors import Connectors
 from postroom.directory.credentials import PasswordPolicy
 from postroom.directory.dkim_keys import DkimKeys
 from postroom.directory.forwarding import Forwarding
@@ -53,6 +55,7 @@ class Directory(
     RemoteDomains,
     Forwarding,
     ProtectionPolicies,
+    Connectors,
 ):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 

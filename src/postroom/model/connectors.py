@@ -22,6 +22,11 @@ certificate it presented and that the node verified (`tls_certificate_name`: a d
 picks the connector for a recipient: an exact recipient-domain match, else an "all accepted domains"
 connector (for a recipient in one of the tenant's accepted domains), else the longest wildcard match.
 Rule-scoped connectors and disabled ones are never chosen here (a mail flow rule names them).
+`parse_smart_host` reads a smart host as the directory stores it (host or IP literal, optional port).
+
+**Records** (values the directory stores and reads back): `ValidationResult` and its `ValidationStep`s,
+one per recipient of a connector validation run (spec §3.5); `TenantScenario`, the scenario of spec §4
+a tenant applied.
 """
 
 from __future__ import annotations
@@ -347,3 +352,61 @@ class Source:
     def on_premises_tenant(self) -> int | None:
         """The tenant whose OnPremises connector the connection is attributed to, or None."""
         return self.attribution.tenant_id
+
+
+def parse_smart_host(text: str) -> tuple[str, int | None]:
+    """(host, port) of an outbound connector's smart host as stored: `mail.x.com`, `mail.x.com:2525`,
+    `192.0.2.7`, `192.0.2.7:25`, `[2001:db8::7]` or `[2001:db8::7]:25` (an IPv6 address comes back
+    without its brackets). The port is None when not given (25). ValueError when it is none of these;
+    the directory checks smart hosts when they are written, so a stored one parses."""
+    value = text.strip()
+    if value.startswith("["):
+        literal, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: write an IPv6 smart host as [2001:db8::7] or [2001:db8::7]:25")
+        return literal, _port(rest[1:], text) if rest else None
+    if value.count(":") > 1:
+        return value, None  # a bare IPv6 address: no port can follow it unbracketed
+    host, colon, port = value.partition(":")
+    return host, _port(port, text) if colon else None
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationStep:
+    """One step of validating an outbound connector for one recipient (spec §3.5): `dns`, `tcp`,
+    `tls` or `message`; `reply` is the failure's reply with its code (the §3.6 codes), "" when ok."""
+
+    step: str
+    ok: bool
+    detail: str
+    reply: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """One recipient's outcome in one validation run of an outbound connector (spec §3.5). Several
+    recipients validated together share `run`; `reply` is the failing step's reply, "" when ok."""
+
+    connector_id: int
+    run: str
+    recipient: str
+    ok: bool
+    reply: str
+    steps: tuple[ValidationStep, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenantScenario:
+    """The scenario of spec §4 a tenant applied (`postroom scenario apply`), with its parameters."""
+
+    tenant_id: int
+    scenario: str
+    parameters: dict[str, object]
+    applied_at: float
