@@ -14,6 +14,7 @@ import typer
 from postroom import __version__
 from postroom.cli import (
     blobs,
+    connectors,
     contacts,
     domains,
     groups,
@@ -46,6 +47,7 @@ app.add_typer(groups.group_app, name="group")
 app.add_typer(contacts.contact_app, name="contact")
 app.add_typer(remote_domains.remote_domain_app, name="remote-domain")
 app.add_typer(protection.protection_app, name="protection")
+app.add_typer(connectors.connector_app, name="connector")
 mailboxes.mailbox_app.add_typer(protection.junk_app, name="junk")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")
