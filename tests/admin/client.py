@@ -5,7 +5,7 @@ from __future__ import annotations
 import http.client
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from postroom.dns.mta_sts import POLICY_PATH
 
@@ -15,6 +15,7 @@ class Reply:
     status: int
     content_type: str | None
     body: bytes
+    headers: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 def request(
@@ -26,9 +27,10 @@ def request(
     context: ssl.SSLContext | None = None,
     address: str = "127.0.0.1",
     source: str | None = None,
+    headers: Sequence[tuple[str, str]] = (),
 ) -> Reply:
-    """One request with exactly these Host headers (none, one or several), on a new connection (from
-    the local address `source` when given)."""
+    """One request with exactly these Host headers (none, one or several) and `headers`, on a new
+    connection (from the local address `source` when given)."""
     bind = (source, 0) if source is not None else None
     connection = (
         http.client.HTTPSConnection(address, port, context=context, timeout=10, source_address=bind)
@@ -39,8 +41,11 @@ def request(
         connection.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
         for host in hosts:
             connection.putheader("Host", host)
+        for field, value in headers:
+            connection.putheader(field, value)
         connection.endheaders()
         response = connection.getresponse()
-        return Reply(response.status, response.getheader("content-type"), response.read())
+        body = response.read()
+        return Reply(response.status, response.getheader("content-type"), body, tuple(response.getheaders()))
     finally:
         connection.close()

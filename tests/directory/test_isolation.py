@@ -142,6 +142,7 @@ def test_every_tenant_data_method_requires_a_scope() -> None:
 
     # Mail-flow lookups that take the tenant id the message already carries (the queue, delivery).
     unscoped = {
+        "authenticate_api_token",  # how an admin API request gets its scope
         "check_password",
         "delete_tenant",
         "external_postmaster",

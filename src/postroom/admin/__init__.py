@@ -1,4 +1,5 @@
-"""The admin HTTP listener and its app: the MTA-STS policies of the hosted domains, health and metrics.
+"""The admin HTTP listener and its app: the MTA-STS policies of the hosted domains, health and metrics,
+the tenant admin API and the admin center's connectors page (`postroom.admin.api`).
 
 The public face is re-exported here; see `postroom.admin.app` for what is served and
 `postroom.admin.listener` for how uvicorn runs inside the node.

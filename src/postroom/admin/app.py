@@ -4,7 +4,10 @@ A sending MTA fetches `https://mta-sts.<domain>/.well-known/mta-sts.txt` (RFC 84
 host names point at the service, so the request's Host header says which domain is asked for; the
 app asks `policy_for(domain)` (the domain as an A-label, lower-case) and serves the text it returns
 with `200 text/plain; charset=utf-8`, or `404` when it returns None or the host is not `mta-sts.*`.
-Any other path is `404` (never a redirect). The REST API and the admin center will be routes beside it.
+Any other path is `404` (never a redirect).
+
+With a `directory` (the node passes its own), the tenant admin API and the admin center's connectors
+page are served beside it: `admin.api` (each request acts for the tenant of the API token it presents).
 
 Monitoring (with a `Monitor`; `GET` only, `text/plain`):
 
@@ -46,6 +49,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from postroom.admin.api import ConnectorDirectory, connector_routes
 from postroom.admin.status import NodeStatus, render_status
 from postroom.config.settings import AdminSettings, Network
 from postroom.dns.mta_sts import POLICY_PATH
@@ -159,10 +163,14 @@ def _monitoring_routes(monitor: Monitor, allow: tuple[Network, ...]) -> list[Rou
 
 
 def build_admin_app(
-    policy_for: PolicyLookup, monitor: Monitor | None = None, monitor_allow: tuple[Network, ...] = LOOPBACK
+    policy_for: PolicyLookup,
+    monitor: Monitor | None = None,
+    monitor_allow: tuple[Network, ...] = LOOPBACK,
+    directory: ConnectorDirectory | None = None,
 ) -> Starlette:
     """The ASGI app of the admin listener; `policy_for(domain)` gives a domain's MTA-STS policy text,
-    `monitor` (when given) answers `/readyz` and `/metrics` for the clients in `monitor_allow`."""
+    `monitor` (when given) answers `/readyz` and `/metrics` for the clients in `monitor_allow`,
+    `directory` (when given) the tenant admin API (`admin.api`)."""
 
     async def mta_sts_policy(request: Request) -> Response:
         host = request_host(request.headers["host"]) or ""
@@ -175,6 +183,8 @@ def build_admin_app(
     routes = [Route(POLICY_PATH, mta_sts_policy, methods=["GET"])]
     if monitor is not None:
         routes += _monitoring_routes(monitor, monitor_allow)
+    if directory is not None:
+        routes += connector_routes(directory)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_RequireValidHost)],

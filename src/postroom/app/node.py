@@ -5,13 +5,13 @@ uses it as is. `App.serve()` removes the temporary files of blob writes that nev
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
 every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, and
 the admin HTTP listener that serves the hosted domains' MTA-STS policies, `/healthz`, `/readyz` and
-`/metrics`: `app.monitor`), prints where it listens, and runs until SIGTERM or SIGINT; then it
-drains: `/readyz` turns 503 at once, the SMTP listeners stop accepting (the admin listener keeps
-answering until they have drained, so a load balancer sees the 503, then stops too), transactions
-and HTTP requests in flight finish (bounded by `[node] drain_seconds`; a session still in a
-transaction then is cut with 421 4.3.2), the scheduler finishes its round, the
-refusal aggregates are written and the writer commits what it was given. Nothing acknowledged is
-left uncommitted.
+`/metrics`: `app.monitor`, and the tenant admin API: `admin.api`), prints where it listens, and
+runs until SIGTERM or SIGINT; then it drains: `/readyz` turns 503 at once, the SMTP listeners stop
+accepting (the admin listener keeps answering until they have drained, so a load balancer sees the
+503, then stops too), transactions and HTTP requests in flight finish (bounded by `[node]
+drain_seconds`; a session still in a transaction then is cut with 421 4.3.2), the scheduler finishes
+its round, the refusal aggregates are written and the writer commits what it was given. Nothing
+acknowledged is left uncommitted.
 
 Local recipients are delivered inside the spool commit (`delivery.deliver_at_commit`), so the
 scheduler has no round for them; what the queue keeps is remote mail. The scheduler
@@ -375,7 +375,10 @@ class App:
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
             build_admin_app(
-                partial(mta_sts_policy_text, self.directory, settings), monitor, settings.admin.metrics_allow
+                partial(mta_sts_policy_text, self.directory, settings),
+                monitor,
+                settings.admin.metrics_allow,
+                directory=self.directory,
             ),
             settings.admin.listen,
             ssl_context=tls if settings.admin.tls else None,

@@ -32,6 +32,8 @@ from postroom.model.connectors import (
     OutboundConnector,
     OutboundTls,
     ValidationResult,
+    last_validation_run,
+    validation_state,
 )
 from postroom.model.scope import OPERATOR
 
@@ -307,23 +309,6 @@ def _tls_text(connector: OutboundConnector) -> str:
     return connector.tls.value
 
 
-def last_run(results: Sequence[ValidationResult]) -> list[ValidationResult]:
-    """The results of the newest validation run (`results` newest first), in recipient order."""
-    if not results:
-        return []
-    newest = results[0].run
-    return sorted((r for r in results if r.run == newest), key=lambda r: r.recipient)
-
-
-def validation_state(results: Sequence[ValidationResult]) -> str:
-    run = last_run(results)
-    if not run:
-        return "never validated"
-    failed = sum(1 for r in run if not r.ok)
-    outcome = "ok" if not failed else f"{failed} of {len(run)} failed"
-    return f"{outcome} at {when(max(r.at for r in run))}"
-
-
 def _show_outbound(connector: OutboundConnector, tenant: str, results: Sequence[ValidationResult]) -> None:
     fields(
         [
@@ -345,7 +330,7 @@ def _show_outbound(connector: OutboundConnector, tenant: str, results: Sequence[
             ("validation", validation_state(results)),
         ]
     )
-    run = last_run(results)
+    run = last_validation_run(results)
     if run:
         table(
             None,
@@ -359,7 +344,7 @@ def _outbound_json(
 ) -> dict[str, object]:
     row = _row(connector, tenant)
     row["validation"] = validation_state(results)
-    row["last_validation"] = last_run(results)
+    row["last_validation"] = last_validation_run(results)
     return row
 
 

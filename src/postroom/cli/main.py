@@ -13,6 +13,7 @@ import typer
 
 from postroom import __version__
 from postroom.cli import (
+    api_tokens,
     blobs,
     connectors,
     contacts,
@@ -48,6 +49,7 @@ app.add_typer(contacts.contact_app, name="contact")
 app.add_typer(remote_domains.remote_domain_app, name="remote-domain")
 app.add_typer(protection.protection_app, name="protection")
 app.add_typer(connectors.connector_app, name="connector")
+app.add_typer(api_tokens.api_token_app, name="api-token")
 mailboxes.mailbox_app.add_typer(protection.junk_app, name="junk")
 app.add_typer(trace.trace_app, name="trace")
 app.add_typer(queue.queue_app, name="queue")

@@ -2,6 +2,7 @@
 groups, organization settings, sending settings and send-as, remote domains, mailbox forwarding,
 protection policies and mailboxes' safe and blocked senders, connectors and the tenant's scenario)."""
 
+from postroom.directory.api_tokens import ApiCaller, ApiToken
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
 from postroom.directory.connectors import (
     INBOUND_SETTINGS,
@@ -113,6 +114,8 @@ __all__ = [
     "AddressOwner",
     "AntiMalwareChange",
     "AntiSpamChange",
+    "ApiCaller",
+    "ApiToken",
     "AutoForward",
     "CachedDirectory",
     "ConflictError",

@@ -12,6 +12,7 @@
 | `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
 | `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
 | `Connectors`        | `connectors.py` | connectors, their validation history, the scenario |
+| `ApiTokens`         | `api_tokens.py` | the admin API's tenant tokens                        |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterable
 
 from argon2 import PasswordHasher
 
+from postroom.directory.api_tokens import ApiTokens
 from postroom.directory.connectors import Connectors
 from postroom.directory.credentials import PasswordPolicy
 from postroom.directory.dkim_keys import DkimKeys
@@ -56,6 +58,7 @@ class Directory(
     Forwarding,
     ProtectionPolicies,
     Connectors,
+    ApiTokens,
 ):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 

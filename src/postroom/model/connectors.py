@@ -24,14 +24,15 @@ connector (for a recipient in one of the tenant's accepted domains), else the lo
 Rule-scoped connectors and disabled ones are never chosen here (a mail flow rule names them).
 `parse_smart_host` reads a smart host as the directory stores it (host or IP literal, optional port).
 
-**Records** (values the directory stores and reads back): `ValidationResult` and its `ValidationStep`s,
-one per recipient of a connector validation run (spec §3.5); `TenantScenario`, the scenario of spec §4
-a tenant applied.
+**Records** (values the directory stores and reads back): `ValidationResult` and its
+`ValidationStep`s, one per recipient of a connector validation run (spec §3.5), read with
+`last_validation_run` and `validation_state`; `TenantScenario`, the scenario of spec §4 a tenant applied.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -400,6 +401,27 @@ class ValidationResult:
     reply: str
     steps: tuple[ValidationStep, ...]
     at: float
+
+
+def last_validation_run(results: Sequence[ValidationResult]) -> list[ValidationResult]:
+    """The results of the newest run among `results` (as the directory gives them: newest first), in
+    recipient order; [] for a connector never validated."""
+    if not results:
+        return []
+    newest = results[0].run
+    return sorted((r for r in results if r.run == newest), key=lambda r: r.recipient)
+
+
+def validation_state(results: Sequence[ValidationResult]) -> str:
+    """An outbound connector's validation state as the CLI and the admin center show it: "never
+    validated", "ok at <time>" or "<n> of <m> failed at <time>" (the newest run; time in UTC)."""
+    run = last_validation_run(results)
+    if not run:
+        return "never validated"
+    failed = sum(1 for r in run if not r.ok)
+    outcome = "ok" if not failed else f"{failed} of {len(run)} failed"
+    at = datetime.datetime.fromtimestamp(max(r.at for r in run), datetime.UTC)
+    return f"{outcome} at {at:%Y-%m-%d %H:%M:%S} UTC"
 
 
 @dataclass(frozen=True, slots=True)

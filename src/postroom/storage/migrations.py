@@ -261,6 +261,11 @@ def _7_connectors(ops: Ops) -> None:
     ops.add_column("queue_recipients", Column("connector_id", Integer))
 
 
+def _8_api_tokens(ops: Ops) -> None:
+    """The admin API: tenant administrators' bearer tokens."""
+    ops.create_table(schema.api_tokens)
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
@@ -305,6 +310,7 @@ STEPS: Mapping[int, Step] = {
     5: _5_scale_out,
     6: _6_protection,
     7: _7_connectors,
+    8: _8_api_tokens,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -36,8 +36,9 @@ from sqlalchemy import (
 # group delivery restrictions, trace_recipients.resolved; 4: sending (submission settings, send-as,
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
 # 5: scale-out (the node registry; the database blob store; indexes for trace search and the
-# scheduler's turn at scale); 6: protection (policies, mailbox safe and blocked senders, quarantine)
-SCHEMA_VERSION = 7
+# scheduler's turn at scale); 6: protection (policies, mailbox safe and blocked senders, quarantine);
+# 7: connectors (inbound, outbound, validation history, a tenant's scenario); 8: the admin API's tokens
+SCHEMA_VERSION = 8
 
 metadata = MetaData()
 
@@ -616,4 +617,20 @@ tenant_scenarios = Table(
     Column("scenario", String(40), nullable=False),
     Column("parameters", Text, nullable=False, default="{}"),
     Column("applied_at", Float, nullable=False),
+)
+
+# The admin API's credentials (directory/api_tokens.py): a tenant administrator's bearer tokens, which
+# the operator hands out. Only the SHA-256 of a token is kept (tokens are 256 random bits, so a slow hash
+# would add nothing); the token itself is shown once, when made.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("tenant_id", Integer, ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("name_key", String(64), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("tenant_id", "name_key"),
+    sqlite_autoincrement=True,
 )
