@@ -69,7 +69,7 @@ def test_an_inbound_connector_is_stored_in_its_normal_form_and_attributes_mail(
         tls_certificate_name="*.CONTOSO.com",
         treat_messages_as_internal=True,
         ef_users=["Alice@Contoso.com"],
-        associated_accepted_domains=["relay.contoso.com"],
+        associated_accepted_domains=["Relay.Contoso.com."],
         comment="  Exchange 2019  ",
     )
     assert (added.tenant_id, added.name, added.type, added.enabled) == (
@@ -83,6 +83,7 @@ def test_an_inbound_connector_is_stored_in_its_normal_form_and_attributes_mail(
     assert added.tls_certificate_name == "*.contoso.com"
     assert added.require_tls, "TLS is required unless said otherwise (spec §3.1 default)"
     assert (added.ef_users, added.comment) == (("alice@contoso.com",), "Exchange 2019")
+    assert added.associated_accepted_domains == ("relay.contoso.com",)
     assert directory.inbound_connector(OPERATOR, "contoso", "FROM ON-PREMISES") == added
     assert directory.inbound_connectors(OPERATOR, "contoso") == [added]
     assert table_of(database) == [(org.contoso, "From on-premises")]
@@ -262,6 +263,25 @@ def test_a_certificate_name_whose_domain_went_away_is_warned_about(directory: Di
     directory.remove_domain(OPERATOR, "eu.example")
     [warning] = directory.inbound_connector_warnings(TenantScope(org.fabrikam), "fabrikam", "eu")
     assert "*.eu.example is no longer under a verified accepted domain of fabrikam" in warning
+    assert not directory.set_inbound_connector(OPERATOR, "fabrikam", "eu", enabled=False).enabled, (
+        "an admin can always turn a connector off"
+    )
+    with pytest.raises(InvalidInputError, match="is not under a verified accepted domain"):
+        directory.set_inbound_connector(OPERATOR, "fabrikam", "eu", enabled=True)
+
+
+def test_a_disabled_on_premises_connector_may_wait_for_its_domains_verification(
+    directory: Directory, org: Org
+) -> None:
+    directory.add_domain(OPERATOR, "later.example", "fabrikam")
+    fabrikam = TenantScope(org.fabrikam)
+    directory.add_inbound_connector(
+        fabrikam, "fabrikam", "later", ON_PREMISES, tls_certificate_name="*.later.example", enabled=False
+    )
+    with pytest.raises(InvalidInputError, match="is not under a verified accepted domain"):
+        directory.set_inbound_connector(fabrikam, "fabrikam", "later", enabled=True)
+    directory.mark_verified(OPERATOR, "later.example", "test")
+    assert directory.set_inbound_connector(fabrikam, "fabrikam", "later", enabled=True).enabled
 
 
 def test_tenants_sharing_an_on_premises_ip_are_told_to_the_operator_only(

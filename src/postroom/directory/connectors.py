@@ -19,9 +19,11 @@ message names the setting and the fix; nothing is written then. The rules (spec 
 - inbound: sender domains `*`, `x.com` or `*.x.com`, at least one; sender IPs as `model.ipfilter` takes
   them (every bad entry named); a certificate name `x.com` or `*.x.com`. An OnPremises connector
   identifies its source by IP or certificate (a Partner connector may match by sender domain alone).
-  An OnPremises connector's certificate name must be, or be under, one of the tenant's **verified**
-  accepted domains (spec §3.4): otherwise anyone holding a certificate for another organization's
-  name could present it and be taken for this tenant's on-premises server. Restricting domains to IPs
+  An enabled OnPremises connector's certificate name must be, or be under, one of the tenant's
+  **verified** accepted domains (spec §3.4): otherwise anyone holding a certificate for another
+  organization's name could present it and be taken for this tenant's on-premises server. (A disabled
+  one may wait for its domain's verification; turning it on checks the name. Turning one off is always
+  allowed, also when its domain has gone since.) Restricting domains to IPs
   or to the certificate is for Partner connectors and needs the IPs or the certificate name; treating
   messages as internal is for OnPremises connectors; enhanced filtering skips the last IP or listed IPs,
   not both; its users are addresses; associated accepted domains are the tenant's accepted domains;
@@ -228,6 +230,15 @@ def domain_pattern(text: str, what: str, *, star: bool = False) -> str:
     return f"*.{name}" if wildcard else name
 
 
+def _domain_name(text: str, what: str) -> str:
+    try:
+        return normalize_domain(text)
+    except AddressError as error:
+        raise InvalidInputError(
+            f"{text!r} is not {what} ({error}); write a name such as contoso.com"
+        ) from None
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -365,7 +376,7 @@ def checked_inbound(
     ef_skip_ips = _ip_entries(connector.ef_skip_ips, "enhanced filtering IPs to skip")
     ef_users = _addresses(connector.ef_users, "enhanced filtering users")
     associated = tuple(
-        dict.fromkeys(d.strip().lower().rstrip(".") for d in connector.associated_accepted_domains)
+        dict.fromkeys(_domain_name(d, "an accepted domain") for d in connector.associated_accepted_domains)
     )
     for name in associated:
         if name not in accepted:
@@ -406,7 +417,7 @@ def checked_inbound(
             "an on-premises connector identifies your server by its IP addresses or by the name on its "
             "TLS certificate; give sender IPs or a certificate name"
         )
-    if not partner and certificate and not _under(certificate, verified):
+    if not partner and certificate and connector.enabled and not _under(certificate, verified):
         raise InvalidInputError(
             f"the certificate name {certificate} is not under a verified accepted domain of the tenant: "
             "an on-premises server's certificate must name one of your own domains (*.contoso.com); "
