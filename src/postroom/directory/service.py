@@ -11,6 +11,7 @@
 | `RemoteDomains`     | `remote_domains.py` | a tenant's remote domains (Default `*` and specific ones) |
 | `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
 | `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
+| `AppliedScenarios`  | `scenarios.py`  | the scenario a tenant applied, parsed (the spec §4 table, plans) |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -36,6 +37,7 @@ from postroom.directory.organization import OrganizationSettings
 from postroom.directory.protection import ProtectionPolicies
 from postroom.directory.recipients import Recipients
 from postroom.directory.remote_domains import RemoteDomains
+from postroom.directory.scenarios import AppliedScenarios
 from postroom.directory.sending import Sending
 from postroom.directory.tenants import TenantsAndDomains
 from postroom.model import normalize_domain
@@ -53,6 +55,7 @@ class Directory(
     RemoteDomains,
     Forwarding,
     ProtectionPolicies,
+    AppliedScenarios,
 ):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 
