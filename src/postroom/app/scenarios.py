@@ -3,7 +3,9 @@
 `apply_scenario` plans the scenario (`directory.scenarios.plan_scenario`), then makes it true through
 the directory service: the connectors it needs are created, or updated to the plan's settings and
 enabled (`<scenario>-<role>` names); the previous scenario's connectors that this one does not reuse
-are disabled (not removed: their settings stay for a way back); the domains get the scenario's type;
+are disabled (their settings stay for a way back), except an outbound one that routes the same
+domains, which is removed (the directory keeps one connector per recipient domain, spec §3.3, and
+applying that scenario again makes it anew); the domains get the scenario's type;
 the scenario and its parameters are recorded for the tenant (so `scenario check` and `domain check`
 judge its DNS by it). It returns what changed and, per domain, the DNS records to publish: the MX (the
 service's per-domain host, or the on-premises or third-party host the scenario puts first) and the ONE
@@ -11,8 +13,9 @@ SPF record with the scenario's senders (`dns.records`). With `dry_run` nothing i
 directory is only read for the tenant's domains and scenario.
 
 Order and failure: every parameter is checked and every conflict found (a connector of the planned
-name but another type) before the first write. The writes then go connectors first, domain types
-after (a domain turns internal-relay only once its on-premises connector exists), the record last;
+name but another type, another connector routing a planned domain) before the first write. The
+writes then go: the previous scenario's connectors, the planned ones, domain types (a domain turns
+internal-relay only once its on-premises connector exists), the record last;
 each is one directory transaction. A write the directory refuses stops the apply with
 `ApplyInterrupted`, which names the refused step and the changes made before it; the apply is
 idempotent, so running the same command again after the fix completes it.
@@ -39,6 +42,7 @@ from postroom.directory.scenarios import (
     MX_AT_WORDS,
     OPTIONS,
     AppliedScenario,
+    ConnectorPlan,
     ConnectorSide,
     MxAt,
     ScenarioError,
@@ -97,6 +101,8 @@ class ScenarioDirectory(Protocol):
     def set_outbound_connector(
         self, scope: Scope, tenant: str, name: str, **settings: object
     ) -> OutboundConnector: ...
+
+    def remove_outbound_connector(self, scope: Scope, tenant: str, name: str) -> None: ...
 
     def connector_validations(
         self, scope: Scope, tenant: str, name: str, limit: int = 20
@@ -218,26 +224,47 @@ def _write(
 ) -> list[Change]:
     inbound = {c.name.lower(): c for c in directory.inbound_connectors(scope, tenant)}
     outbound = {c.name.lower(): c for c in directory.outbound_connectors(scope, tenant)}
-    for planned in plan.connectors:  # every conflict before the first write
-        existing = (inbound if planned.side is ConnectorSide.INBOUND else outbound).get(planned.name.lower())
-        if existing is not None and existing.type is not planned.type:
-            raise ScenarioError(
-                f"the tenant has a {existing.type.value} {planned.side.value} connector named "
-                f"{existing.name}; {plan.recorded_name} needs one of type {planned.type.value} by that "
-                f"name: remove or rename it (`postroom connector {planned.side.value} remove "
-                f"{existing.name}`), then apply again"
-            )
+    planned_names = {c.name.lower() for c in plan.connectors}
+    # A previous scenario's connectors give way when another replaces it; devices replace nothing.
+    previous = (
+        frozenset() if plan.additive else planned_connector_names() - {DEVICE_CONNECTOR} - planned_names
+    )
+    routed = {d for c in plan.connectors if c.side is ConnectorSide.OUTBOUND for d in _domains(c)}
+    # One connector per recipient domain (spec §3.3): a previous scenario's that routes the same
+    # domains is removed (applying that scenario again makes it anew), not only disabled.
+    removed = [c for k, c in outbound.items() if k in previous and routed & set(c.recipient_domains)]
+    _conflicts(plan, inbound, outbound, routed, removed)
     changes: list[Change] = []
     current = ""  # the step being written, for the message when the directory refuses it
     try:
+        for gone in removed:
+            current = f"outbound connector {gone.name}"
+            directory.remove_outbound_connector(scope, tenant, gone.name)
+            changes.append(
+                Change("outbound connector", gone.name, "removed", "a previous scenario's, same domains")
+            )
+        for key, inbound_one in inbound.items():
+            if key in previous and inbound_one.enabled:
+                current = f"inbound connector {inbound_one.name}"
+                directory.set_inbound_connector(scope, tenant, inbound_one.name, enabled=False)
+                changes.append(
+                    Change("inbound connector", inbound_one.name, "disabled", "a previous scenario's")
+                )
+        for key, outbound_one in outbound.items():
+            if key in previous and outbound_one.enabled and outbound_one not in removed:
+                current = f"outbound connector {outbound_one.name}"
+                directory.set_outbound_connector(scope, tenant, outbound_one.name, enabled=False)
+                changes.append(
+                    Change("outbound connector", outbound_one.name, "disabled", "a previous scenario's")
+                )
         for planned in plan.connectors:
             what = f"{planned.side.value} connector"
             current = f"{what} {planned.name}"
-            existing_one: InboundConnector | OutboundConnector | None = (
+            existing: InboundConnector | OutboundConnector | None = (
                 inbound if planned.side is ConnectorSide.INBOUND else outbound
             ).get(planned.name.lower())
             values = planned.values
-            if existing_one is None:
+            if existing is None:
                 comment = f"created by `postroom scenario apply {plan.recorded_name}`"
                 if planned.side is ConnectorSide.INBOUND:
                     directory.add_inbound_connector(
@@ -249,10 +276,8 @@ def _write(
                     )
                 changes.append(Change(what, planned.name, "created", planned.purpose))
                 continue
-            differing = [
-                k for k, v in values.items() if not same_setting(k, getattr(existing_one, k, None), v)
-            ]
-            if not differing and existing_one.enabled:
+            differing = [k for k, v in values.items() if not same_setting(k, getattr(existing, k, None), v)]
+            if not differing and existing.enabled:
                 changes.append(Change(what, planned.name, "unchanged"))
                 continue
             if planned.side is ConnectorSide.INBOUND:
@@ -261,19 +286,6 @@ def _write(
                 directory.set_outbound_connector(scope, tenant, planned.name, enabled=True, **values)
             detail = ", ".join(differing) if differing else "was disabled"
             changes.append(Change(what, planned.name, "updated", detail))
-        planned_names = {c.name.lower() for c in plan.connectors}
-        others = planned_connector_names() - {DEVICE_CONNECTOR}
-        for side, table in (("inbound", inbound), ("outbound", outbound)):
-            for key, connector in table.items():
-                if key in others and key not in planned_names and connector.enabled:
-                    current = f"{side} connector {connector.name}"
-                    if side == "inbound":
-                        directory.set_inbound_connector(scope, tenant, connector.name, enabled=False)
-                    else:
-                        directory.set_outbound_connector(scope, tenant, connector.name, enabled=False)
-                    changes.append(
-                        Change(f"{side} connector", connector.name, "disabled", "a previous scenario's")
-                    )
         if plan.domain_type is not None:
             for domain in domains:
                 if domain.type is not plan.domain_type:
@@ -293,6 +305,41 @@ def _write(
             changes,
         ) from error
     return changes
+
+
+def _domains(planned: ConnectorPlan) -> set[str]:
+    value = planned.values.get("recipient_domains", ())
+    return {str(d) for d in value} if isinstance(value, tuple) else set()
+
+
+def _conflicts(
+    plan: ScenarioPlan,
+    inbound: Mapping[str, InboundConnector],
+    outbound: Mapping[str, OutboundConnector],
+    routed: set[str],
+    removed: Sequence[OutboundConnector],
+) -> None:
+    """`ScenarioError` for what the plan cannot do around the tenant's own connectors, before any write:
+    a connector of a planned name but another type, another connector routing a planned domain."""
+    for planned in plan.connectors:
+        existing = (inbound if planned.side is ConnectorSide.INBOUND else outbound).get(planned.name.lower())
+        if existing is not None and existing.type is not planned.type:
+            raise ScenarioError(
+                f"the tenant has a {existing.type.value} {planned.side.value} connector named "
+                f"{existing.name}; {plan.recorded_name} needs one of type {planned.type.value} by that "
+                f"name: remove or rename it (`postroom connector {planned.side.value} remove "
+                f"{existing.name}`), then apply again"
+            )
+    planned_names = {c.name.lower() for c in plan.connectors}
+    for key, connector in outbound.items():
+        shared = sorted(routed & set(connector.recipient_domains))
+        if shared and key not in planned_names and connector not in removed and not connector.rule_scoped:
+            raise ScenarioError(
+                f"the outbound connector {connector.name} already routes {shared[0]}, which "
+                f"{plan.recorded_name}'s on-premises connector must route (one connector per recipient "
+                f"domain): remove it (`postroom connector outbound remove {connector.name}`) or change its "
+                "recipient domains, then apply again"
+            )
 
 
 def scenario_dns(service: ServiceSettings, plan: ScenarioPlan, domain: AcceptedDomain) -> DomainDns:

@@ -154,11 +154,11 @@ def _show_applied(applied: Applied) -> None:
         markup=False,
     )
     for dns in applied.dns:
-        for record in dns.records:
-            console.print(f"  ; {record.purpose}", markup=False)
-            console.print(f"  {record.zone_line()}", markup=False)
+        for record in dns.records:  # zone-file lines, tabs kept: people paste them
+            typer.echo(f"; {record.purpose}")
+            typer.echo(record.zone_line())
         for note in dns.notes:
-            console.print(f"  note: {note}", markup=False)
+            console.print(f"note: {note}", markup=False)
 
 
 @scenario_app.command("check")

@@ -27,7 +27,9 @@ The rows (names are the CLI's; EF: enhanced filtering, spec §3.7):
 Decisions the spec leaves open, made here:
 - Connector names are `<scenario>-<role>` (`hybrid-1-on-premises-inbound`): applying the same scenario
   again updates them; applying another disables the previous scenario's connectors it does not reuse
-  (a third-party lock-down left enabled would refuse every message once the MX moves back).
+  (a third-party lock-down left enabled would refuse every message once the MX moves back), and
+  removes a previous outbound connector that routes the same domains (one connector per recipient
+  domain).
 - `devices` adds to the scenario a tenant has (a hybrid organization has printers too): it creates its
   relay connector, keeps the recorded scenario and adds the devices' addresses to its SPF. Applying
   another scenario later keeps the devices' addresses.
@@ -356,6 +358,7 @@ class ScenarioPlan:
     spf_includes: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     recorded: str = ""  # the scenario name recorded for the tenant ("" = scenario.name)
+    additive: bool = False  # devices: the plan adds its connectors and leaves every other one alone
 
     @property
     def recorded_name(self) -> str:
@@ -473,6 +476,7 @@ def plan_scenario(
         spf_includes=p.spf_includes,
         warnings=tuple(warnings),
         recorded=row.name,
+        additive=scenario.additive,
     )
 
 
@@ -738,7 +742,9 @@ def _smart_host(text: str, option: str) -> str:
         raise ScenarioError(f"{option} {text!r}: the port must be 1-65535")
     if _is_address(host):
         address = ipaddress.ip_address(host)
-        shown = f"[{address}]" if address.version == 6 and port is not None else str(address)
+        shown = (
+            f"[{address.compressed}]" if address.version == 6 else str(address)
+        )  # as the directory keeps it
     else:
         try:
             shown = normalize_domain(host)
