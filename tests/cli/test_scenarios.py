@@ -50,13 +50,14 @@ def config(tmp_path: Path) -> Iterator[Path]:
     contoso = d.add_tenant(OPERATOR, "contoso")
     d.add_domain(OPERATOR, "contoso.com", "contoso", verified=True)
     d.add_mailbox(OPERATOR, "alice@contoso.com")
-    d.add_tenant(OPERATOR, "fabrikam")
+    fabrikam = d.add_tenant(OPERATOR, "fabrikam")
     d.add_domain(OPERATOR, "fabrikam.com", "fabrikam", verified=True)
-    # A third party that filters contoso's mail (a Partner connector locked to its address) and
+    d.add_mailbox(OPERATOR, "carol@fabrikam.com")
+    # A third party that filters fabrikam's mail (a Partner connector locked to its address) and
     # contoso's on-premises server known by its certificate: rows as the connector service writes them.
     insert_inbound(
         opened.database,
-        contoso.id,
+        fabrikam.id,
         "filter",
         ConnectorType.PARTNER,
         sender_ips=["198.51.100.7"],
@@ -203,13 +204,13 @@ def test_explain_a_relay_from_a_tenants_domain_without_its_connector_is_refused(
 
 def test_explain_shows_the_partner_connector_an_address_matches(config: Path) -> None:
     report = explain(
-        config, "--from", "news@sender.example", "--to", "alice@contoso.com", "--client-ip", "198.51.100.7"
+        config, "--from", "news@sender.example", "--to", "carol@fabrikam.com", "--client-ip", "198.51.100.7"
     )
     attribution = report["attribution"]
     assert attribution["connector"] is None  # type: ignore[index]
-    assert attribution["matched"] == [{"name": "filter", "type": "partner", "tenant": "contoso"}]  # type: ignore[index]
+    assert attribution["matched"] == [{"name": "filter", "type": "partner", "tenant": "fabrikam"}]  # type: ignore[index]
     assert "Partner connectors match" in attribution["summary"]  # type: ignore[index]
-    assert recipients(report) == [("alice@contoso.com", "accepted", "250 2.1.5 Recipient OK")]
+    assert recipients(report) == [("carol@fabrikam.com", "accepted", "250 2.1.5 Recipient OK")]
 
 
 def test_explain_attributes_a_certificate_to_the_on_premises_connector(config: Path) -> None:
