@@ -89,7 +89,7 @@ def test_list_shows_every_row(config: Path) -> None:
     unsupported = next(r for r in rows if not r["supported"])
     assert unsupported["name"] == "third-party-no-filtering" and "SPF" in unsupported["why_unsupported"]
     shown = cli(config, "scenario", "list")
-    assert shown.exit_code == 0 and "filtering-only" in shown.output and "(unsupported)" in shown.output
+    assert shown.exit_code == 0 and "hosted" in shown.output and "scenario apply NAME" in shown.output
 
 
 def test_dry_run_prints_the_plan_and_the_records_and_changes_nothing(config: Path) -> None:
