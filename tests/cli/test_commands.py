@@ -47,7 +47,7 @@ COMMANDS = [
     ["tenant"],
     *[["tenant", c] for c in ("add", "list", "show", "set", "remove")],
     ["domain"],
-    *[["domain", c] for c in ("add", "list", "show", "verify", "records", "check", "remove")],
+    *[["domain", c] for c in ("add", "set", "list", "show", "verify", "records", "check", "remove")],
     ["domain", "dkim"],
     *[["domain", "dkim", c] for c in ("show", "rotate")],
     ["service"],
@@ -73,6 +73,9 @@ COMMANDS = [
         ["quarantine", c]
         for c in ("list", "show", "preview", "release", "request-release", "delete", "purge")
     ],
+    ["scenario"],
+    *[["scenario", c] for c in ("list", "apply", "check")],
+    ["explain"],
 ]
 
 

@@ -2,7 +2,8 @@
 
 The `dns` room knows records and checks but not the directory; this module gives it the facts of one
 accepted domain (`domain_facts`: its domainKey, ownership state and DKIM public keys, the keys made
-on first use) and the service's own (`service_dns_records`). The CLI and the admin listener call
+on first use, and the MX and SPF senders its tenant's scenario expects) and the service's own
+(`service_dns_records`). The CLI and the admin listener call
 these; nothing here prints.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 
+from postroom.app.scenarios import under_scenario
 from postroom.config import Settings
 from postroom.directory import AcceptedDomain, Directory, DirectoryError, DkimKey, DomainStatus
 from postroom.dns import (
@@ -53,9 +55,11 @@ def dkim_selector(key: DkimKey) -> DkimSelector:
 
 
 def domain_facts(directory: Directory, name: str) -> DomainFacts:
-    """The facts of an accepted domain's records (DKIM keys made now when it has none yet)."""
+    """The facts of an accepted domain's records (DKIM keys made now when it has none yet), under its
+    tenant's scenario (its MX at on-premises or a third party, its SPF senders: `app.scenarios`)."""
     domain = directory.get_domain(OPERATOR, name)
-    return _facts(domain, tuple(dkim_selector(key) for key in directory.dkim_keys(OPERATOR, domain.name)))
+    facts = _facts(domain, tuple(dkim_selector(key) for key in directory.dkim_keys(OPERATOR, domain.name)))
+    return under_scenario(facts, directory.applied_scenario(OPERATOR, domain.tenant))
 
 
 def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -> str | None:
@@ -66,8 +70,9 @@ def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -
         return None
     if accepted.status is not DomainStatus.VERIFIED:
         return None
+    facts = under_scenario(_facts(accepted), directory.applied_scenario(OPERATOR, accepted.tenant))
     try:
-        return mta_sts_policy(settings.service, _facts(accepted))
+        return mta_sts_policy(settings.service, facts)
     except NotADomainName:  # stored before the directory refused such names: it has no policy
         return None
 

@@ -1,9 +1,11 @@
-"""`postroom domain ...`: accepted domains, ownership proof, the DNS records to publish, live checks, DKIM."""
+"""`postroom domain ...`: accepted domains and their type, ownership proof, the DNS records to publish,
+live checks, DKIM."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -18,6 +20,7 @@ from postroom.directory import RETIRED_KEY_SECONDS, DkimKey, DomainType
 from postroom.dns import (
     DnsRecord,
     DomainDiagnosis,
+    Finding,
     NotADomainName,
     Severity,
     check_dkim_selector,
@@ -63,6 +66,24 @@ def domain_add(
         f" check them with `postroom domain check {added.name}`.",
         markup=False,
     )
+
+
+@domain_app.command("set")
+def domain_set(
+    domain: str,
+    type_: Annotated[
+        DomainType,
+        typer.Option(
+            "--type",
+            help="authoritative: unknown recipients are refused (DBEB); internal-relay: they go to the "
+            "on-premises connector.",
+        ),
+    ],
+) -> None:
+    """Change a domain's type (a scenario sets it for you: `postroom scenario apply`)."""
+    with refusals():
+        changed = node().directory.set_domain_type(OPERATOR, domain, type_)
+    console.print(f"{changed.name} is {changed.type.value}", markup=False)
 
 
 @domain_app.command("list")
@@ -235,8 +256,16 @@ def domain_check(
 
 
 def _show_diagnosis(diagnosis: DomainDiagnosis) -> None:
+    show_findings(diagnosis.findings)
+    console.print(
+        f"{diagnosis.domain}: {len(diagnosis.errors)} error(s), {len(diagnosis.warnings)} warning(s)"
+    )
+
+
+def show_findings(findings: Sequence[Finding]) -> None:
+    """Findings as `domain check` prints them: mark, code, message, what was found, the fix."""
     marks = {Severity.ERROR: "[red]error[/red]", Severity.WARNING: "[yellow]warning[/yellow]"}
-    for finding in diagnosis.findings:
+    for finding in findings:
         # Messages quote what DNS holds: never read as markup.
         mark = marks.get(finding.severity, "[green]ok[/green]")
         console.print(f"{mark}  {finding.code.value}  {escape(finding.message)}")
@@ -246,9 +275,6 @@ def _show_diagnosis(diagnosis: DomainDiagnosis) -> None:
             console.print(f"    fix:   {finding.fix}", markup=False)
             for record in finding.publish:
                 console.print(f"           {record.zone_line()}", markup=False)
-    console.print(
-        f"{diagnosis.domain}: {len(diagnosis.errors)} error(s), {len(diagnosis.warnings)} warning(s)"
-    )
 
 
 @dkim_app.command("show")

@@ -18,6 +18,7 @@ from postroom.cli import (
     connectors,
     contacts,
     domains,
+    explain,
     groups,
     mailboxes,
     node,
@@ -26,6 +27,7 @@ from postroom.cli import (
     quarantine,
     queue,
     remote_domains,
+    scenarios,
     senders,
     service,
     tenants,
@@ -58,7 +60,9 @@ app.add_typer(senders.sender_app, name="sender")
 app.add_typer(service.service_app, name="service")
 app.add_typer(nodes.node_app, name="node")
 app.add_typer(blobs.blob_app, name="blobs")
+app.add_typer(scenarios.scenario_app, name="scenario")
 node.register(app)
+explain.register(app)
 
 
 def _version(value: bool) -> None:

@@ -13,6 +13,7 @@
 | `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
 | `Connectors`        | `connectors.py` | connectors, their validation history, the scenario |
 | `ApiTokens`         | `api_tokens.py` | the admin API's tenant tokens                        |
+| `AppliedScenarios`  | `scenarios.py`  | the scenario a tenant applied, parsed (the spec §4 table, plans) |
 
 They share `base.DirectoryBase` (the store, the clock, scoped lookups, the write transaction that
 logs changes for caching nodes). Callers hold one `Directory`; the parts keep each job in its file.
@@ -40,6 +41,7 @@ from postroom.directory.organization import OrganizationSettings
 from postroom.directory.protection import ProtectionPolicies
 from postroom.directory.recipients import Recipients
 from postroom.directory.remote_domains import RemoteDomains
+from postroom.directory.scenarios import AppliedScenarios
 from postroom.directory.sending import Sending
 from postroom.directory.tenants import TenantsAndDomains
 from postroom.model import normalize_domain
@@ -59,6 +61,7 @@ class Directory(
     ProtectionPolicies,
     Connectors,
     ApiTokens,
+    AppliedScenarios,
 ):
     """Organization configuration as data, for the CLI, the admin API and the app."""
 

@@ -13,6 +13,9 @@ does not name the other tenant.
 Only the service operator creates and removes tenants and adds a domain as verified without proof;
 a tenant scope sees and changes its own tenant and domains only.
 
+A domain's type (`set_domain_type`) is Authoritative or InternalRelay; a tenant's default domain stays
+Authoritative.
+
 Removal: `delete_tenant` deletes the tenant's directory rows (domains, their history and DKIM keys,
 recipients, addresses, group members) in the caller's transaction; `app.remove_tenant` runs it
 together with the other rooms' removals (mail, queue, trace) in one transaction. Rows are deleted,
@@ -227,6 +230,32 @@ class TenantsAndDomains(DirectoryBase):
                     domain_id=domain.id, at=self._clock(), event=event, detail=detail
                 )
             )
+
+    def set_domain_type(self, scope: Scope, name: str, domain_type: DomainType) -> AcceptedDomain:
+        """Change how an accepted domain treats recipients the directory does not know (spec §1.2):
+        Authoritative refuses them at RCPT (DBEB); InternalRelay relays them to the tenant's on-premises
+        connector. The default domain stays Authoritative: its recipients are all hosted here."""
+        with self._write() as (conn, changes):
+            domain = self._domain(conn, scope, name)
+            if domain.type is not domain_type:
+                if domain.is_default:
+                    raise InvalidInputError(
+                        f"{domain.name} is the tenant's default domain: every recipient in it is hosted "
+                        "here, so it stays authoritative"
+                    )
+                conn.execute(update(domains).where(domains.c.id == domain.id).values(type=domain_type.value))
+                conn.execute(
+                    insert(domain_history).values(
+                        domain_id=domain.id,
+                        at=self._clock(),
+                        event="type",
+                        detail=f"{domain.type.value} -> {domain_type.value}",
+                    )
+                )
+                changes.domains.add(domain.name)
+            changed = find_domain(conn, domain.name)
+        assert changed is not None
+        return changed
 
     def remove_domain(self, scope: Scope, name: str) -> None:
         """Remove an accepted domain that no address uses any more."""

@@ -5,7 +5,10 @@ ownership state, DKIM public keys): no I/O, the same answer every time for the s
 `postroom domain records`, the live checks (`postroom.dns.diagnosis`) and the admin center agree on
 what "correct" means. Values follow spec §1 under Postroom's names:
 
-- MX `0 <domainKey>.<MX suffix>` and nothing else (the MX is the service's own host for this domain);
+- MX `0 <domainKey>.<MX suffix>` and nothing else (the MX is the service's own host for this domain),
+  unless the tenant's scenario (spec §4) puts the MX at its on-premises server or a third party
+  (`DomainFacts.mx_elsewhere`): then that host, and the MTA-STS policy names it (no MTA-STS records
+  when the third party's host is not known);
 - one SPF record, `v=spf1 [ip4:/ip6: of the organization's own senders] [include:s] include:<SPF host>
   -all`;
 - DKIM: TXT records with the key (`v=DKIM1; k=rsa; p=...`) at both selectors. Postroom does not run
@@ -130,6 +133,17 @@ class DkimSelector:
 
 
 @dataclass(frozen=True, slots=True)
+class MxElsewhere:
+    """The domain's MX is not Postroom's: the tenant's scenario (spec §4) puts its on-premises server
+    or a third-party filtering service in front. `host` is the MX exchange to publish ("" when the
+    third party's host was not given: any MX but Postroom's is then right)."""
+
+    scenario: str  # "hybrid-3", "third-party-filtering", ...
+    at: str  # in words: "the on-premises server", "the third-party filtering service"
+    host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class DomainFacts:
     """What the records of one accepted domain depend on, as the directory holds it."""
 
@@ -141,6 +155,7 @@ class DomainFacts:
     spf_senders: tuple[str, ...] = ()  # the organization's own sending IPs or networks (ip4/ip6)
     spf_includes: tuple[str, ...] = ()  # third-party senders' SPF hosts
     is_default: bool = False  # the tenant's default domain, in the service's zone
+    mx_elsewhere: MxElsewhere | None = None  # the tenant's scenario puts the MX at another server
 
 
 def txt_strings(text: str) -> list[str]:
@@ -167,6 +182,46 @@ def spf_value(service: ServiceSettings, facts: DomainFacts) -> str:
     return " ".join(terms)
 
 
+def mx_exchange(service: ServiceSettings, facts: DomainFacts) -> str:
+    """The host the domain's MX must name: Postroom's per-domain host, or the scenario's ("" when the
+    scenario's third party was not named)."""
+    if facts.mx_elsewhere is not None:
+        return facts.mx_elsewhere.host
+    return service.mx_host(facts.domain_key)
+
+
+def mx_record(service: ServiceSettings, facts: DomainFacts) -> DnsRecord | None:
+    """The one MX record to publish; None when the scenario's third party gave a host not named here."""
+    elsewhere = facts.mx_elsewhere
+    if elsewhere is None:
+        return DnsRecord(
+            "MX",
+            facts.name,
+            service.mx_host(facts.domain_key),
+            priority=0,
+            purpose="delivers the domain's mail to Postroom; delete every other MX record",
+        )
+    if not elsewhere.host:
+        return None
+    return DnsRecord(
+        "MX",
+        facts.name,
+        elsewhere.host,
+        priority=0,
+        purpose=f"scenario {elsewhere.scenario}: the domain's mail reaches {elsewhere.at} first, which "
+        "relays it to Postroom; keep this MX, and no MX at Postroom",
+    )
+
+
+def spf_record(service: ServiceSettings, facts: DomainFacts) -> DnsRecord:
+    return DnsRecord(
+        "TXT",
+        facts.name,
+        spf_value(service, facts),
+        purpose="SPF: the only v=spf1 record of the domain (merge, never publish two)",
+    )
+
+
 def dkim_record(domain: str, selector: DkimSelector) -> DnsRecord:
     """The TXT record that publishes one DKIM selector's key (RFC 6376 §3.6.1)."""
     return DnsRecord(
@@ -188,11 +243,16 @@ def tls_rpt_value(domain: str) -> str:
     return f"v=TLSRPTv1; rua=mailto:postmaster@{domain}"
 
 
-def mta_sts_policy(service: ServiceSettings, facts: DomainFacts) -> str:
-    """The MTA-STS policy text the admin listener serves at `mta-sts.<domain>/.well-known/mta-sts.txt`;
-    `NotADomainName` when the domain's name cannot publish records."""
+def mta_sts_policy(service: ServiceSettings, facts: DomainFacts) -> str | None:
+    """The MTA-STS policy text the admin listener serves at `mta-sts.<domain>/.well-known/mta-sts.txt`
+    (it names the MX the domain publishes: the scenario's when it is elsewhere); None when that MX is
+    a third party's not named here (no policy can be right). `NotADomainName` when the domain's name
+    cannot publish records."""
     check_domain_name(facts.name)
-    return render_sts_policy(service.mta_sts_mode, [service.mx_host(facts.domain_key)], MTA_STS_MAX_AGE)
+    exchange = mx_exchange(service, facts)
+    if not exchange:
+        return None
+    return render_sts_policy(service.mta_sts_mode, [exchange], MTA_STS_MAX_AGE)
 
 
 def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsRecord]:
@@ -212,23 +272,10 @@ def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsReco
                 purpose="proves you own the domain; `postroom domain verify` looks for it (delete it after)",
             )
         )
-    records += [
-        DnsRecord(
-            "MX",
-            name,
-            service.mx_host(facts.domain_key),
-            priority=0,
-            purpose="delivers the domain's mail to Postroom; delete every other MX record",
-        ),
-        DnsRecord(
-            "TXT",
-            name,
-            spf_value(service, facts),
-            purpose="SPF: the only v=spf1 record of the domain (merge, never publish two)",
-        ),
-    ]
+    mx = mx_record(service, facts)
+    records += [mx] if mx is not None else []
+    records.append(spf_record(service, facts))
     records += [dkim_record(name, selector) for selector in facts.dkim]
-    policy = mta_sts_policy(service, facts)
     records += [
         DnsRecord(
             "TXT",
@@ -243,25 +290,31 @@ def domain_records(service: ServiceSettings, facts: DomainFacts) -> list[DnsReco
         DnsRecord(
             "CNAME", f"autoconfig.{name}", service.hostname, purpose="mail clients find their settings"
         ),
-        DnsRecord(
-            "CNAME",
-            f"mta-sts.{name}",
-            service.hostname,
-            purpose="MTA-STS: the host that serves the policy over HTTPS",
-        ),
-        DnsRecord(
-            "TXT",
-            f"_mta-sts.{name}",
-            f"v=STSv1; id={policy_id(policy)}",
-            purpose="MTA-STS: tells senders to fetch the policy and require TLS to the MX",
-        ),
+    ]
+    policy = mta_sts_policy(service, facts)
+    if policy is not None:
+        records += [
+            DnsRecord(
+                "CNAME",
+                f"mta-sts.{name}",
+                service.hostname,
+                purpose="MTA-STS: the host that serves the policy over HTTPS",
+            ),
+            DnsRecord(
+                "TXT",
+                f"_mta-sts.{name}",
+                f"v=STSv1; id={policy_id(policy)}",
+                purpose="MTA-STS: tells senders to fetch the policy and require TLS to the MX",
+            ),
+        ]
+    records.append(
         DnsRecord(
             "TXT",
             f"_smtp._tls.{name}",
             tls_rpt_value(name),
             purpose="TLS reporting: senders report TLS failures to the postmaster",
-        ),
-    ]
+        )
+    )
     return records
 
 

@@ -40,6 +40,8 @@ class FindingCode(StrEnum):
     MX_EXTRA = "mx.extra"
     MX_PRIORITY = "mx.priority"
     MX_HOST_NO_ADDRESS = "mx.host-no-address"
+    MX_AT_SCENARIO_HOST = "mx.scenario-host"  # the MX is where the tenant's scenario puts it
+    MX_NOT_AT_SCENARIO_HOST = "mx.scenario-mismatch"
     SPF_OK = "spf.ok"
     SPF_MISSING = "spf.missing"
     SPF_MULTIPLE = "spf.multiple"
@@ -81,6 +83,23 @@ class FindingCode(StrEnum):
     TLS_RPT_OK = "tls-rpt.ok"
     TLS_RPT_MISSING = "tls-rpt.missing"
     TLS_RPT_SYNTAX = "tls-rpt.syntax"
+    # `scenario check` (`scenario.py`): the tenant against the scenario it applied.
+    SCENARIO_NONE = "scenario.none"
+    SCENARIO_INVALID = "scenario.invalid"
+    SPF_SCENARIO_SENDERS = "spf.scenario-senders"
+    DOMAIN_TYPE_OK = "domain-type.ok"
+    DOMAIN_TYPE_WRONG = "domain-type.wrong"
+    DOMAIN_PENDING = "domain.pending"
+    CONNECTOR_OK = "connector.ok"
+    CONNECTOR_MISSING = "connector.missing"
+    CONNECTOR_WRONG_TYPE = "connector.wrong-type"
+    CONNECTOR_DISABLED = "connector.disabled"
+    CONNECTOR_MISMATCH = "connector.mismatch"
+    CONNECTOR_DIFFERS = "connector.differs"
+    CONNECTOR_VALIDATED = "connector.validated"
+    CONNECTOR_NEVER_VALIDATED = "connector.never-validated"
+    CONNECTOR_VALIDATION_FAILED = "connector.validation-failed"
+    CONNECTOR_PREVIOUS_SCENARIO = "connector.previous-scenario"
 
 
 @dataclass(frozen=True, slots=True)

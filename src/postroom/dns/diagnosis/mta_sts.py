@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from postroom.dns.diagnosis.common import Check, FindingCode, Severity, publish_hint, quote
 from postroom.dns.mta_sts import MtaStsError, parse_sts_txt
-from postroom.dns.records import DnsRecord
+from postroom.dns.records import DnsRecord, mx_exchange
 from postroom.dns.resolver import DnsTemporaryError, NxDomain
 
 
 async def check_mta_sts(check: Check) -> None:
     domain = check.facts.name
+    if not mx_exchange(check.service, check.facts):
+        return  # the MX is a third party's not named here: no policy can be judged (`mta_sts_policy`)
     name = f"_mta-sts.{domain}"
     expected_txt = check.expect("TXT", name)
     expected = (*check.expect("CNAME", f"mta-sts.{domain}"), *expected_txt)
@@ -61,7 +63,7 @@ async def check_mta_sts(check: Check) -> None:
             publish=publish,
         )
         return
-    mx_host = check.service.mx_host(check.facts.domain_key)
+    mx_host = mx_exchange(check.service, check.facts)
     if not fetched.policy.matches(mx_host):
         check.add(
             FindingCode.MTA_STS_POLICY_MX,

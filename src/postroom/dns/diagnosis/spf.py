@@ -16,7 +16,7 @@ from postroom.dns.spf import SpfProblemCode, SpfRecord, SpfSyntaxError, analyze_
 _SPF_WARNINGS = {SpfProblemCode.PTR_USED}
 
 
-def _merged_spf(check: Check, published: Sequence[str]) -> DnsRecord:
+def merged_spf(check: Check, published: Sequence[str]) -> DnsRecord:
     """One SPF record: the senders of the published records (in a stable order, whatever order DNS
     answered in), then the terms Postroom needs (its include last), then -all. No valid sender is lost:
     a `redirect=` in effect (a record without `all`) becomes an include of the same domain; only broken
@@ -51,7 +51,7 @@ async def check_spf(check: Check) -> None:
         return
     spf_records = [r for r in records if is_spf_record(r.text)]
     texts = [r.text for r in spf_records]
-    merged = _merged_spf(check, texts)
+    merged = merged_spf(check, texts)
     if not spf_records:
         check.add(
             FindingCode.SPF_MISSING,
@@ -85,7 +85,7 @@ async def check_spf(check: Check) -> None:
     # of a term. A record that parses may be exactly that long on purpose: it is judged as it stands.
     if len(record.strings[-1]) == TXT_STRING_MAX and parsed is None:
         cut = record.text.rpartition(" ")[2]
-        kept = _merged_spf(check, [record.text])  # every term that parses is kept
+        kept = merged_spf(check, [record.text])  # every term that parses is kept
         check.add(
             FindingCode.SPF_TRUNCATED,
             Severity.ERROR,
