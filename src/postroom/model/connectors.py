@@ -139,15 +139,37 @@ def certificate_matches(pattern: str, names: Iterable[str]) -> bool:
 
 
 def certificate_names(subject: str | None, sans: Sequence[str]) -> tuple[str, ...]:
-    """The DNS names of a verified client certificate: its DNS SANs, else its CN (`TlsInfo` form)."""
+    """The DNS names of a verified client certificate: its DNS SANs, else its CN (`TlsInfo` form:
+    `CN=...,O=...` with values escaped as RFC 4514 does, so an escaped `,CN=x` inside another
+    attribute's value is part of that value, never a CN of its own)."""
     dns = tuple(san[4:] for san in sans if san.startswith("DNS:"))
     if dns:
         return dns
-    for part in (subject or "").split(","):
+    for part in _rdns(subject or ""):
         key, _, value = part.strip().partition("=")
         if key.upper() == "CN" and value:
             return (value,)
     return ()
+
+
+def _rdns(subject: str) -> list[str]:
+    """A subject string's `KEY=value` parts: split at unescaped commas, with the escapes removed."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in subject:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +207,9 @@ class ConnectorTable:
         # most a /24 or a /48 wide, so overlaps are few and the scan is short.
         self._intervals: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
         self._by_name: list[int] = []
+        self._by_tenant: dict[int, tuple[InboundConnector, ...]] = {}
+        for connector in self.connectors:
+            self._by_tenant[connector.tenant_id] = (*self._by_tenant.get(connector.tenant_id, ()), connector)
         for index, connector in enumerate(self.connectors):
             for entry in connector.sender_ips:
                 interval = _interval(entry)
@@ -218,7 +243,8 @@ class ConnectorTable:
         ]
 
     def of_tenant(self, tenant_id: int) -> tuple[InboundConnector, ...]:
-        return tuple(c for c in self.connectors if c.tenant_id == tenant_id)
+        """The tenant's enabled connectors (asked at every RCPT: held by tenant, not scanned)."""
+        return self._by_tenant.get(tenant_id, ())
 
     def __len__(self) -> int:
         return len(self.connectors)

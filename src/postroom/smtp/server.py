@@ -76,6 +76,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -954,8 +955,29 @@ def _write_parts(spool: BinaryIO, digest: hashlib._Hash, parts: list[bytes]) -> 
         digest.update(part)
 
 
+# The attribute names `getpeercert()` spells out, as RFC 4514 abbreviates them in a subject string.
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def _rdn_value(value: object) -> str:
+    """An attribute value escaped as RFC 4514 §2.4 asks (`\\`, `,`, `+`, `"`, `;`, `<`, `>`, `=`), so a
+    value holding `,CN=other.example` cannot pass for another attribute of the subject."""
+    return re.sub(r'([\\,+";<>=])', r"\\\1", str(value))
+
+
 def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]]:
-    """Subject (`CN=...,O=...`) and subjectAltNames (`DNS:name`) of a verified peer certificate.
+    """Subject (`CN=...,O=...`, values escaped as RFC 4514 does) and subjectAltNames (`DNS:name`) of a
+    verified peer certificate (`getpeercert()` is empty when the client sent none).
 
     The dict from `getpeercert()` nests tuples of pairs; anything not of that shape is skipped.
     """
@@ -963,7 +985,11 @@ def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]
         return None, ()
     names: list[str] = []
     for rdn in certificate.get("subject", ()):
-        names += [f"{pair[0]}={pair[1]}" for pair in rdn if isinstance(pair, tuple) and len(pair) == 2]
+        names += [
+            f"{_SHORT_NAMES.get(str(pair[0]), str(pair[0]))}={_rdn_value(pair[1])}"
+            for pair in rdn
+            if isinstance(pair, tuple) and len(pair) == 2
+        ]
     sans = tuple(
         f"{pair[0]}:{pair[1]}"
         for pair in certificate.get("subjectAltName", ())
