@@ -6,8 +6,9 @@ The MX session (`app.mx`) asks these at three moments; each is a question to the
 - **Connect** (`claimed_on_premises`): the client's IP is named by a tenant's OnPremises inbound
   connector, so the connection filter does not count it against its rates (spec §3.6).
 - **MAIL** (`attribute_source`): after STARTTLS and with the sender known, the connection is
-  attributed (`model.connectors.attribute`: the verified client certificate's names, then the IP;
-  the sender's domain picks among several tenants' connectors) and becomes the transaction's
+  attributed (`model.connectors.attribute`: the verified client certificate's names, for a tenant
+  only when they name one of its verified domains, then the IP; the sender's domain picks among
+  several tenants' connectors) and becomes the transaction's
   `Source`, which routing decides every RCPT with. `Attributed.inside` is the tenant the sender is
   inside of (attributed to that tenant's OnPremises connector and sending from one of its verified
   accepted domains: group delivery restrictions let it in), `Attributed.internal` the tenant for
@@ -40,7 +41,7 @@ from postroom.model.connectors import (
 from postroom.model.ipfilter import client_address
 from postroom.protection.enhanced import OriginalSender, original_sender, scope_matches
 from postroom.protection.received import received_hops
-from postroom.routing import partner_connector
+from postroom.routing import names_tenant_domain, partner_connector
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +98,11 @@ def attribute_source(
     attribution = NOT_ATTRIBUTED
     if len(table):
         owners = {sender_domain: sender_tenant} if sender_tenant is not None else {}
-        attribution = attribute(table, peer_ip, certificate, sender_domain, owners)
+        claimed = {
+            c.tenant_id for c in table.by_certificate(certificate) if c.type is ConnectorType.ON_PREMISES
+        }
+        named = {t for t in sorted(claimed) if names_tenant_domain(directory, certificate, t)}
+        attribution = attribute(table, peer_ip, certificate, sender_domain, owners, named)
     return Attributed(Source(peer_ip, sender_domain, tls, certificate, attribution), sender_tenant)
 
 

@@ -98,6 +98,7 @@ class TenantsAndDomains(DirectoryBase):
         )
         recipient_ids = list(conn.execute(owned).scalars())
         changes.groups.update(recipient_ids)
+        changes.connectors.add(tenant.id)  # the service's inbound table held its connectors
         conn.execute(delete(tenants).where(tenants.c.id == tenant.id))  # the rest cascades
         log_changes(conn, changes)
         return TenantRows(tenant, len(changes.domains), len(recipient_ids))

@@ -27,7 +27,7 @@ Rule-scoped connectors and disabled ones are never chosen here (a mail flow rule
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -267,14 +267,18 @@ def attribute(
     certificate: Sequence[str],
     sender_domain: str,
     tenant_of_domain: dict[str, int] | None = None,
+    certificate_tenants: Collection[int] | None = None,
 ) -> Attribution:
     """Attribute a connection (at MAIL, once TLS and the sender are known).
 
     `certificate`: the names of the client certificate the node verified (() for none);
     `tenant_of_domain`: for the sender's domain, which tenant has it as a verified accepted domain
-    ({} when none does). The order (spec §3.4 (impl)): OnPremises by certificate, then OnPremises by
-    IP; among several tenants' connectors, the one whose tenant owns the sender's domain; a
-    certificate-matched connector beats an IP-matched one of another tenant."""
+    ({} when none does); `certificate_tenants`: the tenants of which the certificate names a
+    verified accepted domain (spec §3.4: the CN/SAN must contain a domain registered in the tenant),
+    so that a tenant whose OnPremises connector claims another tenant's certificate name never gets
+    that tenant's server (None: not checked). The order (spec §3.4 (impl)): OnPremises by
+    certificate, then OnPremises by IP; among several tenants' connectors, the one whose tenant owns
+    the sender's domain; a certificate-matched connector beats an IP-matched one of another tenant."""
     address = client_address(peer_ip)
     by_name = table.by_certificate(certificate)
     by_ip = table.by_ip(address) if address is not None else []
@@ -282,6 +286,8 @@ def attribute(
     owner = (tenant_of_domain or {}).get(sender_domain.lower())
     for pool, cert in ((by_name, True), (by_ip, False)):
         on_premises = [c for c in pool if c.type is ConnectorType.ON_PREMISES]
+        if cert and certificate_tenants is not None:
+            on_premises = [c for c in on_premises if c.tenant_id in certificate_tenants]
         tenants = {c.tenant_id for c in on_premises}
         if not tenants:
             continue
