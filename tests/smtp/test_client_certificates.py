@@ -1,6 +1,7 @@
 """Client certificates on a STARTTLS listener that asks for one (the MX role, inbound connectors by
 certificate): what the session is told of a verified certificate, of none, and what becomes of a
-certificate that does not verify. Real TLS on loopback, smtplib as the client, a test CA."""
+certificate that does not verify (that handshake fails; the client is not asked again, so its retry
+gets through). Real TLS on loopback, smtplib as the client, a test CA."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from postroom.model.connectors import certificate_names
+from postroom.smtp import ClientCertificates
 from tests.support.pki import Issued, TestCa, untrusted
 
 from .conftest import CertificateFiles
@@ -28,13 +30,16 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCa:
     return TestCa(tmp_path_factory.mktemp("pki"))
 
 
-def asking_context(certificate_files: CertificateFiles, ca: TestCa) -> ssl.SSLContext:
-    """A server context as `app.startup.mx_tls_context` builds it with a `client_ca_file`."""
+def asking(
+    certificate_files: CertificateFiles, ca: TestCa, clock: list[float] | None = None
+) -> ClientCertificates:
+    """The request as `app.startup.mx_tls_context` builds its context with a `client_ca_file`."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certificate_files.certificate, certificate_files.key)
     context.verify_mode = ssl.CERT_OPTIONAL
     context.load_verify_locations(cafile=str(ca.certificate))
-    return context
+    now = clock if clock is not None else [0.0]
+    return ClientCertificates(context, retry_seconds=3600, clock=lambda: now[0])
 
 
 def client_context(certificate_files: CertificateFiles, presented: Issued | None) -> ssl.SSLContext:
@@ -54,10 +59,12 @@ def send(port: int, context: ssl.SSLContext) -> None:
 
 
 async def test_a_verified_client_certificate_reaches_the_session(
-    office: MemoryPostOffice, certificate_files: CertificateFiles, ca: TestCa
+    office: MemoryPostOffice, server_tls: ssl.SSLContext, certificate_files: CertificateFiles, ca: TestCa
 ) -> None:
     issued = ca.issue("onprem", ("mail.contoso.com", "*.contoso.com"), organization="Contoso")
-    async with serving(office, ssl_context=asking_context(certificate_files, ca)) as listener:
+    async with serving(
+        office, ssl_context=server_tls, client_certificates=asking(certificate_files, ca)
+    ) as listener:
         await asyncio.to_thread(send, listener.bound[0].port, client_context(certificate_files, issued))
     [stored] = office.messages
     assert stored.tls is not None
@@ -70,12 +77,14 @@ async def test_a_verified_client_certificate_reaches_the_session(
 
 
 async def test_a_subject_value_cannot_pass_for_another_common_name(
-    office: MemoryPostOffice, certificate_files: CertificateFiles, ca: TestCa
+    office: MemoryPostOffice, server_tls: ssl.SSLContext, certificate_files: CertificateFiles, ca: TestCa
 ) -> None:
     # No SANs: the CN names the certificate. An organization name that reads like a CN comes first
     # in the subject and must stay part of the organization.
     issued = ca.issue("cn-only", (), common_name="relay.fabrikam.com", organization="x,CN=mail.contoso.com")
-    async with serving(office, ssl_context=asking_context(certificate_files, ca)) as listener:
+    async with serving(
+        office, ssl_context=server_tls, client_certificates=asking(certificate_files, ca)
+    ) as listener:
         await asyncio.to_thread(send, listener.bound[0].port, client_context(certificate_files, issued))
     [stored] = office.messages
     assert stored.tls is not None and stored.tls.peer_sans == ()
@@ -84,24 +93,52 @@ async def test_a_subject_value_cannot_pass_for_another_common_name(
 
 
 async def test_a_client_without_a_certificate_is_served_as_before(
-    office: MemoryPostOffice, certificate_files: CertificateFiles, ca: TestCa
+    office: MemoryPostOffice, server_tls: ssl.SSLContext, certificate_files: CertificateFiles, ca: TestCa
 ) -> None:
-    async with serving(office, ssl_context=asking_context(certificate_files, ca)) as listener:
+    async with serving(
+        office, ssl_context=server_tls, client_certificates=asking(certificate_files, ca)
+    ) as listener:
         await asyncio.to_thread(send, listener.bound[0].port, client_context(certificate_files, None))
     [stored] = office.messages
     assert stored.tls is not None and stored.tls.version.startswith("TLS")
     assert (stored.tls.peer_subject, stored.tls.peer_sans) == (None, ())
 
 
-async def test_a_certificate_that_does_not_verify_fails_the_handshake(
-    office: MemoryPostOffice, certificate_files: CertificateFiles, ca: TestCa, tmp_path: Path
+async def test_a_certificate_that_does_not_verify_fails_the_handshake_once(
+    office: MemoryPostOffice,
+    server_tls: ssl.SSLContext,
+    certificate_files: CertificateFiles,
+    ca: TestCa,
+    tmp_path: Path,
 ) -> None:
-    """The trade-off of asking (docs/smtp.md): OpenSSL refuses the handshake; nothing is received
-    over that connection, and the client must retry without its certificate or without TLS."""
+    """The trade-off of asking (docs/smtp.md): OpenSSL refuses the handshake and nothing is received
+    over that connection; the client is not asked again for `retry_seconds`, so its retry (with the
+    same certificate) gets through, as if nobody had asked; after that it is asked again."""
     stranger = untrusted(tmp_path, "stranger", ("mail.contoso.com",))
-    async with serving(office, ssl_context=asking_context(certificate_files, ca)) as listener:
+    clock = [0.0]
+    request = asking(certificate_files, ca, clock)
+    client = client_context(certificate_files, stranger)
+    async with serving(office, ssl_context=server_tls, client_certificates=request) as listener:
+        port = listener.bound[0].port
         with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
-            await asyncio.to_thread(send, listener.bound[0].port, client_context(certificate_files, stranger))
-    assert office.messages == []
-    [session] = office.sessions
-    assert "tls_started" not in session.calls and "mail" not in session.calls
+            await asyncio.to_thread(send, port, client)
+        assert office.messages == []
+        assert "tls_started" not in office.sessions[0].calls and "mail" not in office.sessions[0].calls
+        assert not request.asks("127.0.0.1") and request.asks("127.0.0.2")
+        await asyncio.to_thread(send, port, client)  # the retry
+        [stored] = office.messages
+        assert stored.tls is not None and (stored.tls.peer_subject, stored.tls.peer_sans) == (None, ())
+        clock[0] = 3601.0
+        assert request.asks("127.0.0.1")
+        with pytest.raises((ssl.SSLError, smtplib.SMTPServerDisconnected, ConnectionError)):
+            await asyncio.to_thread(send, port, client)
+
+
+def test_the_clients_not_asked_are_bounded(certificate_files: CertificateFiles, ca: TestCa) -> None:
+    request = asking(certificate_files, ca)
+    request.max_clients = 3
+    for n in range(5):
+        request.failed(f"192.0.2.{n}", ssl.SSLError("bad certificate"))
+    assert [request.asks(f"192.0.2.{n}") for n in range(5)] == [True, True, False, False, False]
+    with pytest.raises(ValueError, match="CERT_OPTIONAL"):
+        ClientCertificates(ssl.create_default_context(ssl.Purpose.CLIENT_AUTH))

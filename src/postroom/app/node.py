@@ -83,7 +83,7 @@ from postroom.protection import ConnectionFilter, RateLimits
 from postroom.quarantine import QuarantineService, purge_expired
 from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
+from postroom.smtp import AuthPolicy, ClientCertificates, MemoryBudget, SmtpListener, TrustedProxies
 from postroom.storage import Database, GroupCommitter, open_blob_store
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -244,8 +244,9 @@ class App:
         """The TLS context of submission, IMAP and admin (`[tls]`)."""
         return tls_context(self.settings)
 
-    def mx_tls_context(self) -> ssl.SSLContext:
-        """The MX listener's: `tls_context`, asking clients for a certificate (inbound connectors)."""
+    def mx_tls_context(self) -> ssl.SSLContext | None:
+        """The MX listener's asking context: `tls_context` asking clients for a certificate (inbound
+        connectors by certificate); None when `[tls] request_client_certificate` is off."""
         return mx_tls_context(self.settings)
 
     def run(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
@@ -374,11 +375,12 @@ class App:
             limits=settings.mx.limits,
             hostname=settings.service.hostname,
             factory=endpoint.session,
-            ssl_context=mx_tls,
+            ssl_context=tls,
             spool_dir=settings.spool_dir,
             memory=memory,
             sockets=self.sockets.get("mx", ()),
             proxies=_trusted_proxies(settings.mx),
+            client_certificates=ClientCertificates(mx_tls) if mx_tls is not None else None,
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         monitor = NodeMonitor(self.database, committer)

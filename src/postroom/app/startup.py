@@ -103,23 +103,22 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def mx_tls_context(settings: Settings) -> ssl.SSLContext:
-    """The MX listener's TLS context: `tls_context`, and, with `[tls] request_client_certificate`
-    (the default), a request for a client certificate after STARTTLS (`CERT_OPTIONAL`), verified
-    against `[tls] client_ca_file` when set, else the system's CAs. A client that sends none is
-    served as before; a verified certificate's names can attribute the connection to an inbound
-    connector (spec §3.4). StartupError when the CA file is missing or holds no certificate.
+def mx_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The context the MX listener asks STARTTLS clients for a certificate with, or None when
+    `[tls] request_client_certificate` is off: `tls_context`, with `CERT_OPTIONAL` and the CAs of
+    `[tls] client_ca_file` when set, else the system's. A client that sends none is served as before;
+    a verified certificate's names can attribute the connection to an inbound connector (spec
+    §3.4). StartupError when the CA file is missing or holds no certificate.
 
-    The trade-off (docs/smtp.md): OpenSSL fails the handshake when a client sends a certificate that
-    does not verify (Python's ssl has no verify callback that could accept it and let the session
-    ignore it). Postfix then delivers that message without TLS on its next try (its plaintext
-    fallback after a failed opportunistic handshake); swaks and other clients that insist on TLS
-    fail. Operators whose partners send self-signed client certificates add their CA to
-    `client_ca_file` or set `request_client_certificate = false`."""
-    context = tls_context(settings)
+    The trade-off (docs/smtp.md, `smtp.client_certificates`): OpenSSL fails the handshake when a
+    client sends a certificate that does not verify (self-signed, an unknown CA, no TLS client
+    purpose); Python's ssl has no verify callback to accept it. The listener then stops asking that
+    client for a day, so its next try gets through. Operators whose partners' servers send such
+    certificates add their CA to `client_ca_file` or set `request_client_certificate = false`."""
     tls = settings.tls
     if not tls.request_client_certificate:
-        return context
+        return None
+    context = tls_context(settings)
     context.verify_mode = ssl.CERT_OPTIONAL
     if not tls.client_ca_file:
         context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
@@ -146,6 +145,7 @@ def check(settings: Settings) -> None:
     problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
     within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
     check_data_dir(settings)
+    tls_context(settings)
     mx_tls_context(settings)
     if settings.database.url.startswith("postgresql"):
         try:

@@ -197,6 +197,7 @@ class Supervisor:
         empty metrics directory. Each problem is a StartupError, as for a node run as one process."""
         node = App.open(self.settings)
         try:
+            node.tls_context()
             node.mx_tls_context()
             node.srs()
         finally:
