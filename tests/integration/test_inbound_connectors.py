@@ -37,6 +37,7 @@ from postroom.model.connectors import ConnectorType
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.trace import TraceQuery, TraceRow
 from tests.conftest import populate, wait_for
+from tests.support.connection_policy import set_connection_policy
 from tests.support.connectors import add_inbound, add_outbound
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node, running
@@ -58,6 +59,7 @@ POSTFIX_ON_PREM = "127.0.11.60"
 DEVICE = "127.0.11.70"
 STRANGER = "127.0.11.99"
 ORIGINAL = "198.51.100.7"  # the internet sender behind the third party (its SPF names it)
+BLOCKED_ORIGINAL = "198.51.100.66"  # on tailspin's IP Block list
 
 ZONES = {
     "elsewhere.example": f"@ MX 10 mx\nmx A {INTERNET_MX}\n",
@@ -154,6 +156,20 @@ def set_up(app: App, certificates: Certificates) -> dict[str, int]:
         tls_certificate_name="*.filter.example",
         restrict_domains_to_certificate=True,
     )
+    # tailspin blocks an address by its IP Block list: behind the third party, enhanced filtering
+    # finds it all the same.
+    tailspin = add_tenant(app, "tailspin", "tailspin.example", "jo@tailspin.example")
+    add_inbound(
+        db,
+        tailspin,
+        "filter",
+        partner,
+        sender_ips=[THIRD_PARTY],
+        restrict_domains_to_ips=True,
+        require_tls=False,
+        ef_skip_last_ip=True,
+    )
+    set_connection_policy(app, "tailspin", ip_block=[BLOCKED_ORIGINAL])
     woodgrove = add_tenant(app, "woodgrove", "woodgrove.example", "ivan@woodgrove.example")
     for domain in ("relay.woodgrove.example", "loop.woodgrove.example", "fail.woodgrove.example"):
         d.add_domain(OPERATOR, domain, "woodgrove", DomainType.INTERNAL_RELAY, verified=True)
@@ -168,6 +184,7 @@ def set_up(app: App, certificates: Certificates) -> dict[str, int]:
         "wingtip": wingtip,
         "adatum": adatum,
         "woodgrove": woodgrove,
+        "tailspin": tailspin,
         "adventure": adventure,
         "ghost": ghost,
     }
@@ -461,6 +478,22 @@ def test_enhanced_filtering_judges_the_original_sender_not_the_third_party(world
     off = head_of(landed(world, "erin@litware.example", "ef off") or b"")
     assert "spf=fail" in off and f"CIP:{THIRD_PARTY};" in off
     assert "SkipListedInternetSender" not in off and "ExternalOriginalInternetSender" not in off
+
+
+def test_enhanced_filtering_applies_the_tenants_ip_block_list_to_the_original_sender(world: World) -> None:
+    blocked_hop = ORIGINAL_HOP.replace(ORIGINAL, BLOCKED_ORIGINAL)
+    with smtp(world, THIRD_PARTY) as client:
+        client.mail("<news@origin.example>")
+        assert said(client.rcpt("jo@tailspin.example")) == "250 2.1.5 Recipient OK"  # the third party's IP
+        refused = said(
+            client.data(message("blocked behind", "news@origin.example", "jo@tailspin.example", blocked_hop))
+        )
+    assert refused.startswith("550 5.7.513") and refused.endswith(
+        f"Client host [{BLOCKED_ORIGINAL}] blocked using Customer Block list"
+    )
+    send_through(world, THIRD_PARTY, "jo@tailspin.example", "not blocked behind")
+    wait_for(lambda: landed(world, "jo@tailspin.example", "not blocked behind") is not None)
+    assert landed(world, "jo@tailspin.example", "blocked behind") is None
 
 
 def test_a_forged_received_from_a_stranger_is_not_trusted(world: World) -> None:
