@@ -40,12 +40,26 @@ blocklist listing); a recipient it refuses is a `Rejected` like routing's refusa
 way. Its verdicts are kept for the rest of the stack: the session's `connection_verdict` (service-wide)
 and the envelope's `tenant_listing` (per tenant). Submission sessions are not filtered.
 
-Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
-delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
-inbound connectors (later) set it for their sessions.
+Inbound connectors (spec §3, `app.inbound`): at each MAIL (after STARTTLS, with the sender known)
+the transaction is attributed to a tenant's OnPremises connector by the verified client
+certificate or the client's IP, and becomes the `Source` that routing decides every RCPT with (the
+anti-relay rule, Partner connector restrictions, internal-relay unknown recipients; for those with
+no on-premises connector the session asks the DNS whether the domain's MX is this service). An
+attributed connector that requires TLS refuses a plaintext MAIL (451 4.7.321: the server keeps the
+mail and retries once TLS is fixed). Whether the sender is inside a tenant's organization
+(`MxSession.sender_internal_to`) decides group delivery restrictions at RCPT: on the MX endpoint
+nobody is, except a sender from a tenant's own domain over that tenant's OnPremises connector (SMTP
+AUTH sets it for submission). A connector that treats messages as internal makes them internal to
+its tenant: its copies skip anti-spam (`SFV:SKI`, `DIR:INT`). The connection filter neither counts
+an OnPremises connector's client against its rates nor judges the tenant's own relay by its lists.
+At DATA, enhanced filtering (`protection.enhanced`) judges the original internet sender behind a
+connector's trusted gateway (SPF, the report's CIP, the lists and blocklists; a tenant's list that
+refuses it fails that tenant's copies) and stamps what it found. Each recipient tenant's Receive
+trace event names the connector the message came over (only its own).
 
-Security: every input here was parsed and bounded by the SMTP core. The session never relays: a
-recipient outside the service's verified accepted domains is refused by routing.
+Security: every input here was parsed and bounded by the SMTP core. The session never relays by
+itself: a recipient outside the service's verified accepted domains is refused by routing unless the
+transaction's source meets the anti-relay rule there.
 """
 
 from __future__ import annotations

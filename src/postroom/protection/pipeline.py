@@ -9,7 +9,9 @@ each recipient by the spec's precedence (malware, high-confidence phish, phish, 
 spoof, spam, bulk) under the recipient's policies (the tenant's anti-spam and anti-malware policy
 that matches the recipient, the mailbox's safe and blocked senders, the tenant's trusted ARC sealers)
 and renders the recipient's protection headers: `Authentication-Results`, the antispam report and
-the BCL (`protection.headers`).
+the BCL (`protection.headers`). A message internal to a recipient's tenant (over its OnPremises
+connector that treats messages as internal, `internal`) skips anti-spam for that tenant's copies
+(`SFV:SKI`, `DIR:INT`); malware is scanned all the same.
 
 Failure behaviour: an engine that cannot give a verdict (`EngineUnavailable`) never lets mail through
 silently: by `[protection] engine_unavailable` the whole message is deferred (451 4.7.0, the client
