@@ -354,6 +354,14 @@ def test_a_certificate_connector_relays_ndrs_and_senders_of_domains_the_tenant_d
     wait_for(lambda: sunk(world, "internet", "forwarded by certificate") is not None)
     bounce = sunk(world, "internet", "undeliverable: by certificate")
     assert bounce is not None and bounce.sender == ""
+    [row] = traced(world, "fwd@elsewhere.example", "forwarded by certificate")
+    detail = world.app.trace.detail(row.message_id, TenantScope(world.tenants["contoso"]))
+    assert detail is not None
+    [receive] = [e for e in detail.events if e.event == "Receive"]
+    assert (receive.detail["connector"], receive.detail["connector_match"]) == (
+        "contoso by certificate",
+        "certificate",
+    )
 
 
 def test_ip_drift_is_refused_with_tenant_attribution(world: World) -> None:

@@ -37,6 +37,7 @@ from postroom.model.connectors import (
     InboundConnector,
     Source,
     attribute,
+    certificate_matches,
 )
 from postroom.model.ipfilter import client_address
 from postroom.protection.enhanced import OriginalSender, original_sender, scope_matches
@@ -117,10 +118,13 @@ def connector_of(directory: DirectoryView, source: Source, tenant_id: int) -> In
 
 def receive_detail(connector: InboundConnector, source: Source) -> dict[str, object]:
     """What the tenant's Receive trace event says about the connector the message came over."""
-    identified = any(c.id == connector.id for c in source.attribution.candidates)
     by = "sender-domain"
-    if identified:
-        by = "certificate" if source.attribution.by_certificate or not connector.sender_ips else "ip"
+    if connector.tls_certificate_name and certificate_matches(
+        connector.tls_certificate_name, source.certificate
+    ):
+        by = "certificate"
+    elif any(c.id == connector.id for c in source.attribution.candidates):
+        by = "ip"
     return {
         "connector": connector.name,
         "connector_type": connector.type.value,
