@@ -399,6 +399,7 @@ TRICKS = [
     ("victim@xn--bcher-kva.example", None),
     ("victim@contoso.com.elsewhere.example", None),
     ("victim@pending.example", None),  # another tenant's unverified domain
+    ("nobody@fabrikam.com", "550 5.4.1"),  # another tenant's domain: its inbound mail, never a relay
     ("nobody@relay.contoso.com", None),  # an internal-relay domain from its own on-premises: a loop
 ]
 
