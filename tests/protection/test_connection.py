@@ -307,3 +307,55 @@ async def test_a_flood_from_many_addresses_keeps_the_table_within_its_bound() ->
     clock.advance(60)
     assert connection_filter.check("127.2.0.1").connect() is None
     assert len(connection_filter.rates) == 1, "expired minutes are dropped as new ones come"
+
+
+async def test_an_on_premises_connectors_client_is_not_counted_against_the_rates() -> None:
+    connection_filter = build(connections=1, messages=1)
+    exempt = [code(connection_filter.check("127.0.0.9").connect(exempt=True)) for _ in range(3)]
+    assert exempt == [None, None, None]
+    check = connection_filter.check("127.0.0.9")
+    assert check.connect() is None, "the first counted connection"
+    check.exempt()  # attributed at MAIL (by certificate, say)
+    assert [check.mail(), check.mail()] == [None, None]
+    assert code(connection_filter.check("127.0.0.9").connect()) == (421, "4.7.0")
+
+
+# --- an original sender that did not connect (enhanced filtering) -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("ip", "policy", "listing", "refused", "text"),
+    [
+        ("192.0.2.99", ConnectionPolicy(), IpListing.NOT_LISTED, None, ""),
+        ("192.0.2.7", ConnectionPolicy(), IpListing.BLOCKED, (550, "5.7.1"), "blocked using bl.test"),
+        ("192.0.2.7", ConnectionPolicy(ip_allow=("192.0.2.0/24",)), IpListing.ALLOWED, None, ""),
+        (
+            "192.0.2.8",
+            ConnectionPolicy(ip_block=("192.0.2.8",)),
+            IpListing.BLOCKED,
+            (550, "5.7.513"),
+            "Customer",
+        ),
+        ("198.51.100.1", ConnectionPolicy(), IpListing.BLOCKED, (554, "5.7.513"), "service block list"),
+        ("198.51.100.2", ConnectionPolicy(), IpListing.ALLOWED, None, ""),
+        ("not an address", ConnectionPolicy(), IpListing.NOT_LISTED, None, ""),
+    ],
+)
+async def test_judging_an_address_that_did_not_connect(
+    dns: DnsTestServer,
+    ip: str,
+    policy: ConnectionPolicy,
+    listing: IpListing,
+    refused: tuple[int, str] | None,
+    text: str,
+) -> None:
+    connection_filter = build(
+        allow=("198.51.100.2",), block=("198.51.100.0/24",), zones=("bl.test",), dns=dns, connections=1
+    )
+    for _ in range(3):  # the rates do not count it
+        outcome = await connection_filter.judge(ip, 7, policy)
+        assert outcome.verdict.listing is listing
+        assert code(outcome.refusal) == refused
+        if outcome.refusal is not None:
+            assert text in outcome.refusal.text and ip in outcome.refusal.text
+    assert len(connection_filter.rates) == 0

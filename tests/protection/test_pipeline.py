@@ -308,6 +308,37 @@ def test_decide(
     assert (disposition.verdict, disposition.action, disposition.sfv) == (verdict, action, sfv)
 
 
+def test_internal_mail_skips_anti_spam_but_not_malware() -> None:
+    """A message internal to the recipient's tenant (an OnPremises connector that treats messages as
+    internal): SKI whatever the content verdict, spoof or lists say; malware is still held."""
+    for content, auth in (
+        (spam(9, SpamCategory.HIGH_CONFIDENCE_SPAM), PASS_AUTH),
+        (spam(1), dmarc_fail(DmarcPolicy.REJECT, DmarcAction.REJECT)),
+    ):
+        inside = replace(verdicts(auth=auth, content=content), internal=True)
+        disposition = decide(
+            inside,
+            DEFAULT,
+            MALWARE_DEFAULT,
+            MailboxSenderLists(blocked=SenderList(addresses=frozenset({"a@contoso.com"}))),
+            sender="a@contoso.com",
+            header_from="contoso.com",
+        )
+        assert (disposition.verdict, disposition.action, disposition.sfv, disposition.scl) == (
+            FilterVerdict.CLEAN,
+            FilterAction.INBOX,
+            "SKI",
+            -1,
+        )
+    infected = replace(
+        verdicts(malware=MalwareVerdict(MalwareResult.INFECTED, "clamd", ("Eicar",))), internal=True
+    )
+    held = decide(
+        infected, DEFAULT, MALWARE_DEFAULT, NO_LISTS, sender="a@contoso.com", header_from="contoso.com"
+    )
+    assert held.action is FilterAction.QUARANTINE
+
+
 def test_quarantine_access_follows_the_verdict() -> None:
     malware = decide(
         verdicts(malware=MalwareVerdict(MalwareResult.INFECTED, "clamd", ("Eicar",))),

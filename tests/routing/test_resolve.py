@@ -53,7 +53,7 @@ def test_known_recipients_are_accepted(
     [
         ("nobody@contoso.com", 550, "5.4.1", RejectReason.UNKNOWN_RECIPIENT, "contoso"),
         ("nobody@contoso.postroom.test", 550, "5.4.1", RejectReason.UNKNOWN_RECIPIENT, "contoso"),
-        ("nobody@relay.contoso.com", 550, "5.4.1", RejectReason.UNKNOWN_RECIPIENT, "contoso"),
+        ("nobody@relay.contoso.com", 550, "5.4.1", RejectReason.INTERNAL_RELAY_UNROUTED, "contoso"),
         ("someone@pending.example", 550, "5.7.1", RejectReason.UNVERIFIED_DOMAIN, "fabrikam"),
         ("someone@foreign.example", 550, "5.7.1", RejectReason.RELAY_DENIED, None),
         ("alice@contoso.com.evil.example", 550, "5.7.1", RejectReason.RELAY_DENIED, None),

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from postroom.config.settings import ListenAddress, SmtpLimits
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
+from postroom.smtp import AuthPolicy, ClientCertificates, MemoryBudget, SmtpListener, TrustedProxies
 
 from .twin import MemoryPostOffice
 
@@ -32,6 +32,7 @@ async def serving(
     memory_budget: int = 268_435_456,
     auth: AuthPolicy | None = None,
     proxies: TrustedProxies | None = None,
+    client_certificates: ClientCertificates | None = None,
 ) -> AsyncIterator[SmtpListener]:
     """A listener on 127.0.0.1, port 0, serving `office`, spooling into a temporary directory."""
     with tempfile.TemporaryDirectory(prefix="postroom-spool-") as spool_dir:
@@ -47,6 +48,7 @@ async def serving(
             memory=MemoryBudget(memory_budget),
             auth=auth,
             proxies=proxies,
+            client_certificates=client_certificates,
         )
         await listener.start()
         try:

@@ -84,10 +84,19 @@ def lab_main_cf(
     return changes
 
 
-def main_cf(base: Path, uid: int, gid: int, in_flow_delay: str | None, domain: str = DOMAIN) -> str:
-    """Debian's main.cf with the lab's changes applied in place (each key written once)."""
+def main_cf(
+    base: Path,
+    uid: int,
+    gid: int,
+    in_flow_delay: str | None,
+    domain: str = DOMAIN,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """Debian's main.cf with the lab's changes applied in place (each key written once), then a
+    test's `extra` settings (an on-premises server's relayhost and client certificate, say)."""
     settings = dict(DEBIAN_MAIN_CF)
     settings.update(lab_main_cf(base, uid, gid, in_flow_delay, domain))
+    settings.update(extra or {})
     return "".join(f"{k} = {v}\n" for k, v in settings.items())
 
 
@@ -151,6 +160,7 @@ class PostfixLab:
     in_flow_delay: str | None = None  # None: as shipped (1s)
     host: str = HOST  # the loopback address it listens on
     domain: str = DOMAIN  # the domain of its one mailbox, user@<domain>
+    extra: dict[str, str] = field(default_factory=dict)  # main.cf settings a test adds (`main_cf`)
     base: Path = field(default_factory=lambda: Path())
     started: bool = False
 
@@ -182,7 +192,9 @@ class PostfixLab:
             d.mkdir(mode=0o755)
         (self.base / "data").chmod(0o700)
         shutil.chown(self.base / "data", "postfix")
-        (etc / "main.cf").write_text(main_cf(self.base, uid, gid, self.in_flow_delay, self.domain))
+        (etc / "main.cf").write_text(
+            main_cf(self.base, uid, gid, self.in_flow_delay, self.domain, self.extra)
+        )
         (etc / "master.cf").write_text(master_cf(self.port, self.host))
         (etc / "vmailbox").write_text(f"{self.recipient} {self.domain}/{USER}/\n")
         for sub in ("tmp", "new", "cur"):
@@ -215,6 +227,12 @@ class PostfixLab:
             env=env,
             check=False,
         )
+
+    def flush(self) -> None:
+        """Try the deferred mail now (`postfix flush`), not at its next retry time."""
+        result = self._postfix("flush")
+        if result.returncode != 0:
+            raise RuntimeError(f"postfix flush failed: {result.stderr.strip() or result.stdout.strip()}")
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of this instance's maillog (empty when logging is off)."""

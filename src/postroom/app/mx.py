@@ -40,12 +40,26 @@ blocklist listing); a recipient it refuses is a `Rejected` like routing's refusa
 way. Its verdicts are kept for the rest of the stack: the session's `connection_verdict` (service-wide)
 and the envelope's `tenant_listing` (per tenant). Submission sessions are not filtered.
 
-Whether the sender is inside a tenant's organization (`MxSession.sender_internal_to`) decides group
-delivery restrictions at RCPT; on the MX endpoint every sender is outside (None). SMTP AUTH and
-inbound connectors (later) set it for their sessions.
+Inbound connectors (spec §3, `app.inbound`): at each MAIL (after STARTTLS, with the sender known)
+the transaction is attributed to a tenant's OnPremises connector by the verified client
+certificate or the client's IP, and becomes the `Source` that routing decides every RCPT with (the
+anti-relay rule, Partner connector restrictions, internal-relay unknown recipients; for those with
+no on-premises connector the session asks the DNS whether the domain's MX is this service). An
+attributed connector that requires TLS refuses a plaintext MAIL (451 4.7.321: the server keeps the
+mail and retries once TLS is fixed). Whether the sender is inside a tenant's organization
+(`MxSession.sender_internal_to`) decides group delivery restrictions at RCPT: on the MX endpoint
+nobody is, except a sender from a tenant's own domain over that tenant's OnPremises connector (SMTP
+AUTH sets it for submission). A connector that treats messages as internal makes them internal to
+its tenant: its copies skip anti-spam (`SFV:SKI`, `DIR:INT`). The connection filter neither counts
+an OnPremises connector's client against its rates nor judges the tenant's own relay by its lists.
+At DATA, enhanced filtering (`protection.enhanced`) judges the original internet sender behind a
+connector's trusted gateway (SPF, the report's CIP, the lists and blocklists; a tenant's list that
+refuses it fails that tenant's copies) and stamps what it found. Each recipient tenant's Receive
+trace event names the connector the message came over (only its own).
 
-Security: every input here was parsed and bounded by the SMTP core. The session never relays: a
-recipient outside the service's verified accepted domains is refused by routing.
+Security: every input here was parsed and bounded by the SMTP core. The session never relays by
+itself: a recipient outside the service's verified accepted domains is refused by routing unless the
+transaction's source meets the anti-relay rule there.
 """
 
 from __future__ import annotations
@@ -68,15 +82,29 @@ from sqlalchemy import Connection
 
 from postroom import metrics
 from postroom.app.filtering import Filtered, apply_inspection, hold_copies, prepend_subject
+from postroom.app.inbound import (
+    Attributed,
+    EnhancedView,
+    attribute_source,
+    claimed_on_premises,
+    connector_of,
+    enhanced_views,
+    receive_detail,
+)
 from postroom.delivery import deliver_at_commit
+from postroom.delivery.remote import LocalEndpoints
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
+from postroom.dns import Resolver
+from postroom.dns.mail_hosts import MailHostError, mail_hosts
 from postroom.model import Address, Reply, replies
+from postroom.model.connectors import Source, certificate_names
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.model.policy import MailboxSenderLists, TenantProtection
 from postroom.model.verdicts import ConnectionVerdict, Direction, MessageFacts
 from postroom.protection import ConnectionCheck, ConnectionFilter
-from postroom.protection.pipeline import Inspection, Protection, RecipientFacts
+from postroom.protection.enhanced import stamps
+from postroom.protection.pipeline import Disposition, Inspection, Protection, RecipientFacts
 from postroom.queue import SpoolEntry, new_message_id, write_spool
 from postroom.routing import (
     NO_SERVICE_POSTMASTER,
@@ -142,8 +170,16 @@ class MxEndpoint:
         clock: Callable[[], float] = time.time,
         protection: Protection | None = None,
         connection_filter: ConnectionFilter | None = None,
+        resolver: Resolver | None = None,
+        local_endpoints: LocalEndpoints | None = None,
+        smtp_port: int = 25,
     ) -> None:
         self.hostname = hostname
+        # Where an internal-relay domain's MX is looked up (None: never, its unknown recipients
+        # go only to an on-premises connector), and what of that MX is this service.
+        self._resolver = resolver
+        self._local = local_endpoints or LocalEndpoints()
+        self._smtp_port = smtp_port
         self.protection = protection  # the filtering stack; None: mail is not filtered (a lab)
         self.directory = directory
         self._blobs = blobs
@@ -189,6 +225,8 @@ class MxEndpoint:
         authenticated_tenant: int | None = None,
         *,
         null_sender: bool = False,
+        source: Source | None = None,
+        mx_elsewhere: frozenset[str] = frozenset(),
     ) -> Resolution:
         """Decide a RCPT (`routing.resolve_recipient`)."""
         return await self.ask(
@@ -200,8 +238,38 @@ class MxEndpoint:
                 srs=self._srs,
                 null_sender=null_sender,
                 authenticated_tenant=authenticated_tenant,
+                source=source,
+                mx_elsewhere=mx_elsewhere,
             )
         )
+
+    async def attribute(self, peer_ip: str, tls: TlsInfo | None, sender: Address | None) -> Attributed:
+        """The transaction's source: the connection attributed to an inbound connector (`app.inbound`)."""
+        certificate = certificate_names(tls.peer_subject, tls.peer_sans) if tls is not None else ()
+        question = partial(
+            attribute_source,
+            peer_ip=peer_ip,
+            tls=tls is not None,
+            certificate=certificate,
+            sender_domain=sender.domain if sender is not None else "",
+        )
+        return await self.ask(question)
+
+    async def claimed_on_premises(self, peer_ip: str) -> bool:
+        """Whether a tenant's OnPremises inbound connector names the client's IP."""
+        return await self.ask(partial(claimed_on_premises, peer_ip))
+
+    async def mx_elsewhere(self, domain: str) -> bool | Reply:
+        """Whether `domain`'s MX is not this service (True: an unknown recipient of the internal-relay
+        domain may go there by MX); False when it is, or when the domain has no usable MX (550 5.4.1
+        stands); a temporary reply (451 4.4.3) when the DNS failed."""
+        if self._resolver is None:
+            return False
+        try:
+            hosts = await mail_hosts(self._resolver, domain)
+        except MailHostError as error:
+            return error.reply if error.reply.enhanced == replies.DNS_TEMPORARY.enhanced else False
+        return not any(self._local.holds(host, self._smtp_port) for host in hosts)
 
     async def categorize(
         self, message_id: str, accepted: list[Accepted | Relayed], sender: str = ""
@@ -327,8 +395,14 @@ class MxSession:
         self.extended = False
         self.tls: TlsInfo | None = None
         self.envelope: Envelope | None = None
-        self.sender_internal_to: int | None = None  # the MX endpoint: every sender is outside
+        # Whose organization the sender is inside of (group delivery restrictions): on the MX
+        # endpoint nobody's, unless the transaction came over the tenant's OnPremises connector
+        # from one of its domains (set at each MAIL).
+        self.sender_internal_to: int | None = None
         self.authenticated_tenant: int | None = None  # the MX endpoint: nobody is authenticated
+        # The transaction's source (set at each MAIL): its inbound connector attribution, which
+        # routing decides each RCPT with; None on an authenticated session.
+        self.attributed: Attributed | None = None
         self.refusals_traced = 0  # refused recipients of this session traced one by one
         # The connection filter's service-wide verdict (service lists, DNS blocklists): final once
         # the first recipient was decided, so before DATA.
@@ -342,7 +416,8 @@ class MxSession:
         if connection_filter is None or not self.connection_filtered:
             return None
         check = self._connection_check = connection_filter.check(self.connection.peer_ip)
-        refusal = check.connect()
+        exempt = await self._endpoint.claimed_on_premises(self.connection.peer_ip)
+        refusal = check.connect(exempt=exempt)
         self.connection_verdict = check.verdict
         return refusal
 
@@ -361,16 +436,49 @@ class MxSession:
     async def mail_from(self, sender: Address | None, params: MailParams) -> Reply:
         if not self._endpoint.committer.alive:
             return replies.STORAGE_UNAVAILABLE  # nothing could be committed: say so now, and close
+        if self.authenticated_tenant is None:
+            refusal = await self._attribute(sender)
+            if refusal is not None:
+                return refusal
         refusal = self._connection_check.mail() if self._connection_check is not None else None
         if refusal is not None:
             return refusal
         self.envelope = Envelope(new_message_id(self._endpoint.clock()), sender, params)
         return replies.SENDER_OK
 
+    async def _attribute(self, sender: Address | None) -> Reply | None:
+        """Attribute the transaction to an inbound connector (spec §3.4), once TLS and the sender are
+        known: its `Source` for routing, whether the sender is inside a tenant; the refusal of an
+        attributed OnPremises connector that requires TLS the client did not start."""
+        attributed = await self._endpoint.attribute(self.connection.peer_ip, self.tls, sender)
+        self.attributed = attributed
+        self.sender_internal_to = attributed.inside
+        connector = attributed.connector
+        if connector is None:
+            return None
+        if self._connection_check is not None:
+            self._connection_check.exempt()
+        if connector.require_tls and self.tls is None:
+            log.info(
+                "refused MAIL from %s: connector %r of tenant %d requires TLS",
+                self.connection.peer_ip,
+                connector.name,
+                connector.tenant_id,
+            )
+            return replies.CONNECTOR_TLS_REQUIRED
+        return None
+
+    @property
+    def source(self) -> Source | None:
+        """The transaction's source as routing sees it (None: an authenticated session)."""
+        return self.attributed.source if self.attributed is not None else None
+
     async def rcpt_to(self, recipient: Address, params: RcptParams) -> Reply:
         envelope = self.envelope
         assert envelope is not None, "the SMTP core sends RCPT only after MAIL"
         resolution = await self._resolve(recipient, null_sender=envelope.sender is None)
+        if isinstance(resolution, Rejected) and resolution.reason is RejectReason.INTERNAL_RELAY_UNROUTED:
+            resolution = await self._by_mx(recipient, resolution, null_sender=envelope.sender is None)
         if not isinstance(resolution, Rejected):
             resolution = await self._filter_connection(envelope, resolution)
         if isinstance(resolution, Relayed):
@@ -386,9 +494,29 @@ class MxSession:
             envelope.rejected.append(resolution)
         return resolution.reply
 
-    async def _resolve(self, recipient: Address, *, null_sender: bool) -> Resolution:
+    async def _resolve(
+        self, recipient: Address, *, null_sender: bool, mx_elsewhere: frozenset[str] = frozenset()
+    ) -> Resolution:
         return await self._endpoint.resolve(
-            recipient, self.sender_internal_to, self.authenticated_tenant, null_sender=null_sender
+            recipient,
+            self.sender_internal_to,
+            self.authenticated_tenant,
+            null_sender=null_sender,
+            source=self.source,
+            mx_elsewhere=mx_elsewhere,
+        )
+
+    async def _by_mx(self, recipient: Address, unrouted: Rejected, *, null_sender: bool) -> Resolution:
+        """An unknown recipient of an internal-relay domain with no on-premises connector: relayed by
+        MX when the domain's MX is not this service (asked now, off the routing function), else
+        refused as it was; a DNS failure defers it (451 4.4.3)."""
+        elsewhere = await self._endpoint.mx_elsewhere(recipient.domain)
+        if isinstance(elsewhere, Reply):
+            return Rejected(recipient, elsewhere, unrouted.reason, unrouted.tenant_id)
+        if not elsewhere:
+            return unrouted
+        return await self._resolve(
+            recipient, null_sender=null_sender, mx_elsewhere=frozenset({recipient.domain})
         )
 
     async def _filter_connection(self, envelope: Envelope, resolution: Accepted | Relayed) -> Resolution:
@@ -398,6 +526,11 @@ class MxSession:
         if check is None:
             return resolution
         tenant = resolution.tenant_id
+        source = self.source
+        if tenant is not None and source is not None and source.on_premises_tenant == tenant:
+            # The tenant's own on-premises server (its connector vouches for the client): its IP
+            # lists and the blocklists judge strangers, not the tenant's relay.
+            return resolution
         policy = None
         if tenant is not None:
             policy = (await self._endpoint.ask(lambda directory: directory.protection(tenant))).connection
@@ -498,7 +631,15 @@ class MxSession:
             "message_id": summary.message_id,
             "listener": self.connection.listener_name,
         }
-        received = Received(entry, categorized, envelope, receive_detail, self.connection.peer_ip, filtered)
+        received = Received(
+            entry,
+            categorized,
+            envelope,
+            receive_detail,
+            self.connection.peer_ip,
+            filtered,
+            await self._connector_details(envelope),
+        )
         job = self._commit_job(received)
         if inline is not None:
             job = partial(_with_body, partial(self._endpoint.put_inline, inline, blob_id), job)
@@ -539,10 +680,25 @@ class MxSession:
             tenant_ids=tuple(sorted(tenants)),
             connection=self.connection_verdict,
         )
+        listings = dict(envelope.tenant_listing)
+        views = await self._enhanced_views(envelope, message, routes)
+        judged = await self._judge_original_sender(views, routes, facts, listings)
+        if isinstance(judged, Reply):
+            return judged
+        facts = judged
         recipients = [RecipientFacts(r.recipient, r.tenant_id, r.mailbox_id) for r in routes]
+        internal = self.attributed.internal if self.attributed is not None else None
         inspection = await protection.inspect(
-            message, facts, recipients, tenants, lists, envelope.tenant_listing
+            message,
+            facts,
+            recipients,
+            tenants,
+            lists,
+            listings,
+            internal=() if internal is None else (internal,),
         )
+        if views and not inspection.defer:
+            inspection = _stamped(inspection, routes, views, facts.client_ip)
         if inspection.defer is not None:
             log.warning("deferred id=%s: %s", envelope.id, inspection.detail.get("unavailable", ""))
             return inspection.defer
@@ -556,6 +712,63 @@ class MxSession:
         await self._rewrite_subjects(filtered, body if body is not None else message)
         await self._redirect(envelope, filtered)
         return filtered, body
+
+    async def _enhanced_views(
+        self, envelope: Envelope, message: bytes, routes: list[RoutedRecipient]
+    ) -> dict[int, EnhancedView]:
+        """Enhanced filtering's walk (`app.inbound`) for each recipient tenant whose connector has it."""
+        source = self.source
+        if source is None:
+            return {}
+        addresses: dict[int, list[str]] = {}
+        for accepted in envelope.accepted:
+            if accepted.tenant_id is not None:
+                addresses.setdefault(accepted.tenant_id, []).append(accepted.recipient.key)
+        if not any(r.tenant_id in addresses for r in routes):
+            return {}
+        max_hops = self._endpoint.max_hops
+        return await self._endpoint.ask(
+            partial(enhanced_views, source=source, message=message, recipients=addresses, max_hops=max_hops)
+        )
+
+    async def _judge_original_sender(
+        self,
+        views: dict[int, EnhancedView],
+        routes: list[RoutedRecipient],
+        facts: MessageFacts,
+        listings: dict[int, ConnectionVerdict],
+    ) -> MessageFacts | Reply:
+        """With enhanced filtering, the facts the stack judges: the original sender's IP and HELO in
+        place of the gateway's (SPF, the report's CIP and PTR), and the connection filter's verdict on
+        it for each tenant (`listings`, filled in). It applies only when every routed tenant's
+        connector found the same sender and its `ef_users` scope held; else the message is judged on
+        the connecting IP. A tenant's lists or a blocklist that refuse the original sender fail that
+        tenant's routes (their DSN says why); when that is every route, the reply refuses the message."""
+        tenants = {r.tenant_id for r in routes}
+        originals = {views[t].original for t in tenants if t is not None and t in views and views[t].applied}
+        if len(originals) != 1 or None in tenants or any(t not in views for t in tenants):
+            for tenant_id in views:
+                views[tenant_id] = replace(views[tenant_id], applied=False)
+            return facts
+        [original] = originals
+        facts = replace(facts, client_ip=original.ip, helo=original.helo, connection=ConnectionVerdict())
+        connection_filter = self._endpoint.connection_filter
+        if connection_filter is None:
+            return facts
+        refusals: dict[int, Reply] = {}
+        for tenant_id in sorted(t for t in tenants if t is not None):
+            policy = (await self._endpoint.ask(partial(_protection_of, tenant_id))).connection
+            check = await connection_filter.judge(original.ip, tenant_id, policy)
+            listings[tenant_id] = check.verdict
+            if check.refusal is not None:
+                refusals[tenant_id] = check.refusal
+        if refusals and all(r.tenant_id in refusals or r.failure for r in routes):
+            return next(iter(refusals.values()))
+        for index, route in enumerate(routes):
+            refusal = refusals.get(route.tenant_id) if route.tenant_id is not None else None
+            if refusal is not None and not route.failure:
+                routes[index] = replace(route, failure=str(refusal))
+        return facts
 
     async def _rewrite_subjects(self, filtered: Filtered, message: bytes) -> None:
         """Give each local copy whose action prepends the subject a body of its own (the queue sends
@@ -599,6 +812,20 @@ class MxSession:
                 TraceEvent(envelope.id, EventKind.REDIRECT, route.tenant_id, row, detail)
                 for row in route.trace_rows
             ]
+
+    async def _connector_details(self, envelope: Envelope) -> dict[int, dict[str, object]]:
+        """Each recipient tenant's Receive trace detail about the connector the message came over
+        (only that tenant's own connector: connector names are tenant data)."""
+        source = self.source
+        if source is None:
+            return {}
+        tenants = {a.tenant_id for a in envelope.accepted if a.tenant_id is not None}
+        details: dict[int, dict[str, object]] = {}
+        for tenant in sorted(tenants):
+            connector = await self._endpoint.ask(partial(connector_of, source=source, tenant_id=tenant))
+            if connector is not None:
+                details[tenant] = receive_detail(connector, source)
+        return details
 
     async def _judge(self, envelope: Envelope, inspection: Inspection) -> Reply | None:
         """A reply that refuses the whole message for its verdicts (the MX endpoint: none; each
@@ -685,6 +912,22 @@ class MxSession:
         return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 
+def _stamped(
+    inspection: Inspection, routes: list[RoutedRecipient], views: dict[int, EnhancedView], judged_ip: str
+) -> Inspection:
+    """The inspection with enhanced filtering's fields added to the protection headers of each copy
+    of a tenant whose connector's walk found the original sender (and, when it was the IP judged,
+    that it was)."""
+    dispositions: list[Disposition] = []
+    for route, disposition in zip(routes, inspection.dispositions, strict=True):
+        view = views.get(route.tenant_id) if route.tenant_id is not None else None
+        if view is not None:
+            applied = view.applied and view.original.ip == judged_ip
+            disposition = replace(disposition, headers=disposition.headers + stamps(view.original, applied))
+        dispositions.append(disposition)
+    return replace(inspection, dispositions=tuple(dispositions))
+
+
 @functools.lru_cache(maxsize=4)
 def _rfc5322_date(second: int) -> str:
     """The date of a Received header; formatted once per second, however many messages arrive in it."""
@@ -735,6 +978,8 @@ class Received:
     receive_detail: dict[str, object]
     client_ip: str
     filtered: Filtered | None = None  # what protection decided (held, deleted copies; its trace)
+    # What one tenant's own Receive event adds: the inbound connector the message came over.
+    tenant_detail: dict[int, dict[str, object]] = field(default_factory=dict)
 
 
 def _protection_of(tenant_id: int, directory: DirectoryView) -> TenantProtection:
@@ -794,7 +1039,16 @@ def commit_received(
     tenants = {a.tenant_id for a in envelope.accepted} | {r.tenant_id for r in envelope.rejected}
     refused_events, refused_statuses = _refusal_rows(envelope)
     receive = [
-        TraceEvent(entry.id, receive_event, tenant, "", receive_detail) for tenant in sorted(tenants, key=str)
+        TraceEvent(
+            entry.id,
+            receive_event,
+            tenant,
+            "",
+            {**receive_detail, **received.tenant_detail.get(tenant, {})}
+            if tenant is not None
+            else receive_detail,
+        )
+        for tenant in sorted(tenants, key=str)
     ]
     delivered_events, delivered_statuses = deliver_at_commit(
         conn, entry, [route for route in categorized.routes if not route.failure]

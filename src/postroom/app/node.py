@@ -58,13 +58,14 @@ from postroom.app.logins import SharedCounts
 from postroom.app.monitor import NodeMonitor
 from postroom.app.mx import MxEndpoint
 from postroom.app.outbound import build_scheduler, write_trace
-from postroom.app.sending import remote_delivery
+from postroom.app.sending import local_endpoints, remote_delivery
 from postroom.app.startup import (
     StartupError,
     check_data_dir,
     database_error,
     full_disk,
     listen,
+    mx_tls_context,
     srs_secret,
     tls_context,
     unusable_url,
@@ -82,7 +83,7 @@ from postroom.protection import ConnectionFilter, RateLimits
 from postroom.quarantine import QuarantineService, purge_expired
 from postroom.queue import LeaseTokens, QueueControl, QueueSummary, RemoteAgent, Scheduler, queue_summary
 from postroom.routing import ServicePostmaster, Srs
-from postroom.smtp import AuthPolicy, MemoryBudget, SmtpListener, TrustedProxies
+from postroom.smtp import AuthPolicy, ClientCertificates, MemoryBudget, SmtpListener, TrustedProxies
 from postroom.storage import Database, GroupCommitter, open_blob_store
 from postroom.trace import TraceService, purge
 from postroom.trace.refusals import RefusalLimits
@@ -240,7 +241,13 @@ class App:
         self.database.dispose()
 
     def tls_context(self) -> ssl.SSLContext:
+        """The TLS context of submission, IMAP and admin (`[tls]`)."""
         return tls_context(self.settings)
+
+    def mx_tls_context(self) -> ssl.SSLContext | None:
+        """The MX listener's asking context: `tls_context` asking clients for a certificate (inbound
+        connectors by certificate); None when `[tls] request_client_certificate` is off."""
+        return mx_tls_context(self.settings)
 
     def run(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve on a uvloop event loop (libuv: less overhead per socket event) until stopped."""
@@ -302,6 +309,7 @@ class App:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
         tls = self.tls_context()
+        mx_tls = self.mx_tls_context()
         srs = self.srs()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -356,6 +364,9 @@ class App:
             max_hops=settings.routing.max_hops,
             connection_filter=self.connection_filter(),
             protection=build_protection(settings, self.resolver),
+            resolver=self.resolver,
+            local_endpoints=local_endpoints(settings),
+            smtp_port=settings.delivery.smtp_port,
         )
         memory = MemoryBudget(settings.memory_budget)
         mx = SmtpListener(
@@ -369,6 +380,7 @@ class App:
             memory=memory,
             sockets=self.sockets.get("mx", ()),
             proxies=_trusted_proxies(settings.mx),
+            client_certificates=ClientCertificates(mx_tls) if mx_tls is not None else None,
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
         monitor = NodeMonitor(self.database, committer)

@@ -85,6 +85,19 @@ def hosted_here(cache: CachedDirectory, destination: str) -> bool:
     return domain is not None and domain.receives_mail
 
 
+def local_endpoints(settings: Settings) -> LocalEndpoints:
+    """What counts as this service in an MX list: its host name, the suffix of its MX hosts, its
+    public addresses and its listeners' sockets (delivery skips them; the MX endpoint refuses to
+    relay an internal-relay domain whose MX is this service)."""
+    service = settings.service
+    return LocalEndpoints(
+        names=frozenset({service.hostname.lower()}),
+        name_suffixes=(service.mx_host_suffix.lower(),),
+        addresses=frozenset(service.addresses),
+        sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
+    )
+
+
 def remote_delivery(
     settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory, cache: CachedDirectory
 ) -> RemoteDelivery:
@@ -96,12 +109,7 @@ def remote_delivery(
         blobs,
         helo_name=settings.delivery.helo_name or service.hostname,
         max_hops=settings.routing.max_hops,
-        local=LocalEndpoints(
-            names=frozenset({service.hostname.lower()}),
-            name_suffixes=(service.mx_host_suffix.lower(),),
-            addresses=frozenset(service.addresses),
-            sockets=frozenset((a.host, a.port) for a in (*settings.mx.listen, *settings.submission.listen)),
-        ),
+        local=local_endpoints(settings),
         dkim_signer=partial(dkim_signer, directory),
         arc_sealer=partial(arc_sealer, directory, authserv_id(settings)),
         hosted_here=partial(hosted_here, cache),

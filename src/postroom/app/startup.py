@@ -2,10 +2,11 @@
 
 A `StartupError`'s message names the problem and the key or flag to change: a data directory that
 does not exist (`postroom init` makes one; `App.open` never does), a database that cannot be opened or
-reached, a full disk, a `[tls]` certificate or key that is missing, unreadable or not a pair, an
-SRS key file that is missing (when configured), unreadable or empty, a listen address already in
-use. `check(settings)` runs the checks that need no serving (the database briefly), for
-`postroom check-config`; `App.open` and `App.serve` call the rest where they happen.
+reached, a full disk, a `[tls]` certificate or key that is missing, unreadable or not a pair, a
+`[tls] client_ca_file` that is missing or holds no CA certificate, an SRS key file that is missing
+(when configured), unreadable or empty, a listen address already in use. `check(settings)` runs the
+checks that need no serving (the database briefly), for `postroom check-config`; `App.open` and
+`App.serve` call the rest where they happen.
 """
 
 from __future__ import annotations
@@ -102,12 +103,50 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
+def mx_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The context the MX listener asks STARTTLS clients for a certificate with, or None when
+    `[tls] request_client_certificate` is off: `tls_context`, with `CERT_OPTIONAL` and the CAs of
+    `[tls] client_ca_file` when set, else the system's. A client that sends none is served as before;
+    a verified certificate's names can attribute the connection to an inbound connector (spec
+    §3.4). StartupError when the CA file is missing or holds no certificate.
+
+    The trade-off (docs/smtp.md, `smtp.client_certificates`): OpenSSL fails the handshake when a
+    client sends a certificate that does not verify (self-signed, an unknown CA, no TLS client
+    purpose); Python's ssl has no verify callback to accept it. The listener then stops asking that
+    client for a day, so its next try gets through. Operators whose partners' servers send such
+    certificates add their CA to `client_ca_file` or set `request_client_certificate = false`."""
+    tls = settings.tls
+    if not tls.request_client_certificate:
+        return None
+    context = tls_context(settings)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    if not tls.client_ca_file:
+        context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        return context
+    path = Path(tls.client_ca_file)
+    if not path.is_file():
+        raise StartupError(
+            f"[tls] client_ca_file: there is no file {path}; point it at the PEM file of the CAs that "
+            f"sign your connectors' client certificates, or leave it empty, in {settings.source}"
+        )
+    try:
+        context.load_verify_locations(cafile=str(path))
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise StartupError(
+            f"[tls] client_ca_file {path} cannot be used: {reason} (PEM CA certificates are needed); "
+            f"fix [tls] client_ca_file in {settings.source}"
+        ) from None
+    return context
+
+
 def check(settings: Settings) -> None:
     """Check what `App.open` and `serve` need, without serving: raises StartupError naming the first
     problem. The data directory exists; the TLS files load as a pair; a PostgreSQL database answers
     within `DATABASE_PROBE_SECONDS` (a SQLite file is not opened: a check creates nothing)."""
     check_data_dir(settings)
     tls_context(settings)
+    mx_tls_context(settings)
     if settings.database.url.startswith("postgresql"):
         try:
             engine = sqlalchemy.create_engine(

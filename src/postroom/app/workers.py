@@ -198,6 +198,7 @@ class Supervisor:
         node = App.open(self.settings)
         try:
             node.tls_context()
+            node.mx_tls_context()
             node.srs()
         finally:
             node.close()

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -145,15 +145,37 @@ def certificate_matches(pattern: str, names: Iterable[str]) -> bool:
 
 
 def certificate_names(subject: str | None, sans: Sequence[str]) -> tuple[str, ...]:
-    """The DNS names of a verified client certificate: its DNS SANs, else its CN (`TlsInfo` form)."""
+    """The DNS names of a verified client certificate: its DNS SANs, else its CN (`TlsInfo` form:
+    `CN=...,O=...` with values escaped as RFC 4514 does, so an escaped `,CN=x` inside another
+    attribute's value is part of that value, never a CN of its own)."""
     dns = tuple(san[4:] for san in sans if san.startswith("DNS:"))
     if dns:
         return dns
-    for part in (subject or "").split(","):
+    for part in _rdns(subject or ""):
         key, _, value = part.strip().partition("=")
         if key.upper() == "CN" and value:
             return (value,)
     return ()
+
+
+def _rdns(subject: str) -> list[str]:
+    """A subject string's `KEY=value` parts: split at unescaped commas, with the escapes removed."""
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in subject:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +213,9 @@ class ConnectorTable:
         # most a /24 or a /48 wide, so overlaps are few and the scan is short.
         self._intervals: dict[int, list[tuple[int, int, int]]] = {4: [], 6: []}
         self._by_name: list[int] = []
+        self._by_tenant: dict[int, tuple[InboundConnector, ...]] = {}
+        for connector in self.connectors:
+            self._by_tenant[connector.tenant_id] = (*self._by_tenant.get(connector.tenant_id, ()), connector)
         for index, connector in enumerate(self.connectors):
             for entry in connector.sender_ips:
                 interval = _interval(entry)
@@ -224,7 +249,8 @@ class ConnectorTable:
         ]
 
     def of_tenant(self, tenant_id: int) -> tuple[InboundConnector, ...]:
-        return tuple(c for c in self.connectors if c.tenant_id == tenant_id)
+        """The tenant's enabled connectors (asked at every RCPT: held by tenant, not scanned)."""
+        return self._by_tenant.get(tenant_id, ())
 
     def __len__(self) -> int:
         return len(self.connectors)
@@ -247,14 +273,18 @@ def attribute(
     certificate: Sequence[str],
     sender_domain: str,
     tenant_of_domain: dict[str, int] | None = None,
+    certificate_tenants: Collection[int] | None = None,
 ) -> Attribution:
     """Attribute a connection (at MAIL, once TLS and the sender are known).
 
     `certificate`: the names of the client certificate the node verified (() for none);
     `tenant_of_domain`: for the sender's domain, which tenant has it as a verified accepted domain
-    ({} when none does). The order (spec §3.4 (impl)): OnPremises by certificate, then OnPremises by
-    IP; among several tenants' connectors, the one whose tenant owns the sender's domain; a
-    certificate-matched connector beats an IP-matched one of another tenant."""
+    ({} when none does); `certificate_tenants`: the tenants of which the certificate names a
+    verified accepted domain (spec §3.4: the CN/SAN must contain a domain registered in the tenant),
+    so that a tenant whose OnPremises connector claims another tenant's certificate name never gets
+    that tenant's server (None: not checked). The order (spec §3.4 (impl)): OnPremises by
+    certificate, then OnPremises by IP; among several tenants' connectors, the one whose tenant owns
+    the sender's domain; a certificate-matched connector beats an IP-matched one of another tenant."""
     address = client_address(peer_ip)
     by_name = table.by_certificate(certificate)
     by_ip = table.by_ip(address) if address is not None else []
@@ -262,6 +292,8 @@ def attribute(
     owner = (tenant_of_domain or {}).get(sender_domain.lower())
     for pool, cert in ((by_name, True), (by_ip, False)):
         on_premises = [c for c in pool if c.type is ConnectorType.ON_PREMISES]
+        if cert and certificate_tenants is not None:
+            on_premises = [c for c in on_premises if c.tenant_id in certificate_tenants]
         tenants = {c.tenant_id for c in on_premises}
         if not tenants:
             continue

@@ -87,7 +87,7 @@ from postroom.protection.dmarc import (
     find_policy,
     organizational_domain,
 )
-from postroom.protection.headers import INTERNAL_PREFIX
+from postroom.protection.headers import INTERNAL_PREFIX, ORIGINAL_SENDER, SKIP_LISTED_SENDER
 from postroom.protection.results_header import (
     field_name,
     fields,
@@ -106,6 +106,7 @@ _SIMPLE_FROM = re.compile(
     r'(?:[^<>",;:@()\\]*|"[^"\\]*")\s*<([^<>\s@",;:()]+@[A-Za-z0-9.-]+)>|([^<>\s@",;:()]+@[A-Za-z0-9.-]+)'
 )
 _INTERNAL = INTERNAL_PREFIX.lower().encode("ascii")
+_STAMPS = frozenset(name.lower().encode("ascii") for name in (SKIP_LISTED_SENDER, ORIGINAL_SENDER))
 
 
 class Authenticator:
@@ -305,15 +306,17 @@ def composite(
 
 
 def strip_foreign(message: bytes, authserv_id: str) -> bytes | None:
-    """`message` without the Authentication-Results fields that claim `authserv_id` and the fields
-    under `INTERNAL_PREFIX` (RFC 8601 §5); None when it has none (the usual case). The body is
-    byte-identical."""
+    """`message` without the Authentication-Results fields that claim `authserv_id`, the fields
+    under `INTERNAL_PREFIX` and the enhanced-filtering fields (RFC 8601 §5); None when it has none
+    (the usual case). The body is byte-identical."""
     head = message[: head_end(message)].lower()
-    if b"authentication-results" not in head and _INTERNAL not in head:
+    stamped = any(stamp in head for stamp in _STAMPS)
+    if b"authentication-results" not in head and _INTERNAL not in head and not stamped:
         return None
     own = authserv_id.lower()
     return without_fields(
-        message, lambda name, raw: name.startswith(_INTERNAL) or is_own_results(name, raw, own)
+        message,
+        lambda name, raw: name.startswith(_INTERNAL) or name in _STAMPS or is_own_results(name, raw, own),
     )
 
 

@@ -11,7 +11,12 @@ connection to the MX endpoint (`ConnectionFilter.check`). What it decides, in th
   The DNS blocklists are asked now, all zones in parallel through the resolver (which caches), in a
   task the first RCPT awaits: the greeting never waits for the DNS.
 - **At MAIL** (`ConnectionCheck.mail`): one message of the minute; past `messages_per_minute`,
-  `421 4.7.0`. Allow-listed addresses are not counted.
+  `421 4.7.0`. Allow-listed addresses are not counted, nor a client that an OnPremises inbound
+  connector of a tenant claims (by IP at connect, by IP or certificate at MAIL: `exempt`; spec
+  §3.6, connectors avoid the throttling of unknown sources). Its lists and blocklists still apply.
+- **At DATA, for enhanced filtering** (`ConnectionFilter.judge`): the original internet sender
+  behind a tenant's gateway is judged by the same lists and blocklists (not the rates), for the
+  tenant whose connector found it.
 - **At each RCPT** whose recipient routing accepted (`ConnectionCheck.recipient`), for the
   recipient's tenant: its own IP Allow list accepts (`IPV:CAL` for that tenant, whatever the service
   lists and blocklists say); else its IP Block list refuses that tenant's recipients with
@@ -194,6 +199,43 @@ class ConnectionFilter:
         """The check of one connection from `peer_ip`."""
         return ConnectionCheck(self, client_address(peer_ip))
 
+    async def judge(self, ip: str, tenant_id: int | None, policy: ConnectionPolicy | None) -> RecipientCheck:
+        """The lists' and blocklists' word on an address that did not connect: the original internet
+        sender that enhanced filtering found behind a tenant's gateway (spec §3.7). The order of a
+        connection's checks, without the rates: the tenant's Allow list, its Block list, the
+        service's Allow list, the service's Block list, the DNS blocklists. A refusal carries the
+        reply the address would have got had it connected itself."""
+        address = client_address(ip)
+        if address is None:
+            return RecipientCheck(NOT_LISTED)
+        if tenant_id is not None and policy is not None:
+            lists = self.tenant_lists(tenant_id, policy)
+            allowed = lists.allow.match(address)
+            if allowed is not None:
+                return RecipientCheck(ConnectionVerdict(IpListing.ALLOWED, f"tenant:{tenant_id}", allowed))
+            blocked = lists.block.match(address)
+            if blocked is not None:
+                verdict = ConnectionVerdict(IpListing.BLOCKED, f"tenant:{tenant_id}", blocked)
+                reply = replies.CUSTOMER_BLOCKED
+                return RecipientCheck(verdict, reply.with_text(reply.text.format(ip=address)))
+        allowed = self.allow.match(address)
+        if allowed is not None:
+            return RecipientCheck(ConnectionVerdict(IpListing.ALLOWED, SERVICE, allowed))
+        blocked = self.block.match(address)
+        if blocked is not None:
+            verdict = ConnectionVerdict(IpListing.BLOCKED, SERVICE, blocked)
+            reply = replies.SERVICE_BLOCKED
+            return RecipientCheck(verdict, reply.with_text(reply.text.format(ip=address)))
+        if self.blocklists:
+            verdict = await self.blocklisted(address)
+            if verdict.listing is IpListing.BLOCKED:
+                zone = verdict.list_name.removeprefix("dnsbl:")
+                reply = replies.BLOCKLISTED
+                return RecipientCheck(
+                    verdict, reply.with_text(reply.text.format(ip=address, zone=zone)), by_blocklist=True
+                )
+        return RecipientCheck(NOT_LISTED)
+
     def tenant_lists(self, tenant_id: int, policy: ConnectionPolicy) -> TenantLists:
         """The tenant's lists, parsed once per policy: the directory cache hands out the same policy
         object until it changes (compared by identity first: hashing 1,273 entries per RCPT is not free)."""
@@ -241,9 +283,18 @@ class ConnectionCheck:
         self._client = "" if address is None else client_key(address)  # as the rate table counts it
         self.verdict = NOT_LISTED  # the service-wide verdict, final after the first recipient
         self._blocklists: asyncio.Future[ConnectionVerdict] | None = None
+        self._rated = True  # counted against the rates (not: a tenant's on-premises connector's client)
 
-    def connect(self) -> Reply | None:
-        """The reply that refuses the connection, or None (and the blocklists are being asked)."""
+    def exempt(self) -> None:
+        """Count this connection's messages no more: it belongs to a tenant's OnPremises inbound
+        connector (spec §3.6: connectors avoid the throttling unknown sources get)."""
+        self._rated = False
+
+    def connect(self, *, exempt: bool = False) -> Reply | None:
+        """The reply that refuses the connection, or None (and the blocklists are being asked).
+        `exempt`: the client's IP is an OnPremises inbound connector's, not counted against the rates."""
+        if exempt:
+            self.exempt()
         owner, address = self._filter, self.address
         if address is None:
             return None
@@ -255,7 +306,7 @@ class ConnectionCheck:
         if blocked is not None:
             self.verdict = ConnectionVerdict(IpListing.BLOCKED, SERVICE, blocked)
             return _refuse("service-block", replies.SERVICE_BLOCKED, address, f"service block list {blocked}")
-        if not owner.rates.connection(self._client):
+        if self._rated and not owner.rates.connection(self._client):
             return _refuse("connection-rate", replies.CONNECTION_RATE_EXCEEDED, address, "connection rate")
         if owner.blocklists:
             self._blocklists = asyncio.ensure_future(owner.blocklisted(address))
@@ -264,7 +315,7 @@ class ConnectionCheck:
     def mail(self) -> Reply | None:
         """The reply that refuses a MAIL for the client's message rate, or None."""
         address = self.address
-        if address is None or self.verdict.listing is IpListing.ALLOWED:
+        if address is None or self.verdict.listing is IpListing.ALLOWED or not self._rated:
             return None
         if not self._filter.rates.message(self._client):
             return _refuse("message-rate", replies.MESSAGE_RATE_FROM_CLIENT_EXCEEDED, address, "message rate")

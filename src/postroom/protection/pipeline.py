@@ -9,7 +9,9 @@ each recipient by the spec's precedence (malware, high-confidence phish, phish, 
 spoof, spam, bulk) under the recipient's policies (the tenant's anti-spam and anti-malware policy
 that matches the recipient, the mailbox's safe and blocked senders, the tenant's trusted ARC sealers)
 and renders the recipient's protection headers: `Authentication-Results`, the antispam report and
-the BCL (`protection.headers`).
+the BCL (`protection.headers`). A message internal to a recipient's tenant (over its OnPremises
+connector that treats messages as internal, `internal`) skips anti-spam for that tenant's copies
+(`SFV:SKI`, `DIR:INT`); malware is scanned all the same.
 
 Failure behaviour: an engine that cannot give a verdict (`EngineUnavailable`) never lets mail through
 silently: by `[protection] engine_unavailable` the whole message is deferred (451 4.7.0, the client
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -43,6 +45,7 @@ from postroom.model.verdicts import (
     AuthVerdict,
     CompAuthResult,
     ConnectionVerdict,
+    Direction,
     DmarcAction,
     DmarcPolicy,
     DmarcResult,
@@ -112,7 +115,7 @@ class Disposition:
     action: FilterAction
     verdict: FilterVerdict
     headers: bytes  # the protection headers of this recipient's copy, CRLF-terminated
-    sfv: str  # the spam filter verdict field of the report (NSPM, SPM, SKA, SKB, SFE, BLK, SKN, ...)
+    sfv: str  # the spam filter verdict field of the report (NSPM, SPM, SKA, SKB, SFE, BLK, SKN, SKI, ...)
     scl: int
     policy: str = ""  # the policy whose action applies ("" for clean mail)
     reply: Reply | None = None  # REJECT: what the sender is told
@@ -187,12 +190,16 @@ class Protection:
         tenants: Mapping[int, TenantProtection],
         sender_lists: Mapping[int, MailboxSenderLists],
         listings: Mapping[int, ConnectionVerdict] | None = None,
+        internal: Collection[int] = (),
     ) -> Inspection:
         """Run the stack on `message` and decide each recipient's disposition.
 
         `tenants` and `sender_lists` hold the recipients' tenants' policies and their mailboxes'
         lists; `listings` the connection filter's verdict per tenant where a tenant's own IP lists
-        decided (else `facts.connection`, the service-wide one, applies)."""
+        decided (else `facts.connection`, the service-wide one, applies); `internal` the tenants for
+        which the message is internal (it came from the tenant's own on-premises server over an
+        OnPremises connector that treats messages as internal): their copies skip anti-spam
+        (`SFV:SKI`, `DIR:INT`; malware is still scanned)."""
         listings = listings or {}
         stripped = self._strip(message, self.authserv_id)
         body = stripped if stripped is not None else message
@@ -215,7 +222,9 @@ class Protection:
             unscanned.append(self._malware.name)
         spam_facts = replace(facts, auth=auth)
         skip_spam = all(
-            listings.get(r.tenant_id or 0, facts.connection).listing is IpListing.ALLOWED for r in recipients
+            listings.get(r.tenant_id or 0, facts.connection).listing is IpListing.ALLOWED
+            or (r.tenant_id is not None and r.tenant_id in internal)
+            for r in recipients
         )
         spam: SpamVerdict | None = None
         if not skip_spam:
@@ -250,17 +259,19 @@ class Protection:
                 content = trusted_spam[id(seen)] or spam
             lists = sender_lists.get(recipient.mailbox_id or -1, MailboxSenderLists())
             listing = listings.get(recipient.tenant_id or 0, facts.connection)
+            inside = recipient.tenant_id is not None and recipient.tenant_id in internal
             disposition = decide(
-                Verdicts(seen, malware, files, content, listing, tuple(unscanned)),
+                Verdicts(seen, malware, files, content, listing, tuple(unscanned), internal=inside),
                 spam_policy,
                 malware_policy,
                 lists,
                 sender=facts.mail_from,
                 header_from=from_domain,
             )
-            report = render_headers(
-                seen, disposition, content, replace(facts, connection=listing), unscanned=tuple(unscanned)
-            )
+            seen_facts = replace(facts, connection=listing)
+            if inside:
+                seen_facts = replace(seen_facts, direction=Direction.INTRA_ORG)
+            report = render_headers(seen, disposition, content, seen_facts, unscanned=tuple(unscanned))
             dispositions.append(replace(disposition, headers=report))
         detail = _detail(auth, malware, spam, parsed.problems, unscanned)
         return Inspection(
@@ -311,6 +322,7 @@ class Verdicts:
     spam: SpamVerdict | None  # None: spam filtering skipped (IP Allow) or its engine was unavailable
     connection: ConnectionVerdict
     unscanned: tuple[str, ...] = ()
+    internal: bool = False  # the message is internal to the recipient's tenant: no anti-spam (SKI)
 
 
 def decide(
@@ -334,6 +346,10 @@ def decide(
             verdict, name = FilterVerdict.MALWARE, malware_policy.name
             return Disposition(FilterAction.REJECT, verdict, b"", "SPM", 9, name, MALWARE_REJECTED)
         return _held(FilterVerdict.MALWARE, "file-type", malware_policy.name, malware_policy, "SPM", 9)
+    if verdicts.internal:
+        # Internal to the tenant (spec §3.1 TreatMessagesAsInternal): anti-spam, spoof and the
+        # sender lists do not apply; malware did, above.
+        return Disposition(FilterAction.INBOX, FilterVerdict.CLEAN, b"", "SKI", -1)
     from_address = sender.lower()
     authenticated = auth.compauth in (CompAuthResult.PASS, CompAuthResult.SOFTPASS)
     scl = spam.scl if spam is not None else -1

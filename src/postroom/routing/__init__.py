@@ -1,5 +1,5 @@
-"""Routing: recipient resolution at RCPT (accepted domains, DBEB, relay control, SRS bounces) and
-categorizing (expansion, forwarding, SRS rewriting)."""
+"""Routing: recipient resolution at RCPT (accepted domains, DBEB, relay control, inbound connectors'
+relay and Partner restrictions, SRS bounces) and categorizing (expansion, forwarding, SRS rewriting)."""
 
 from postroom.routing.categorize import MAX_FORWARD_HOPS, MAX_GROUP_DEPTH, Categorized, categorize
 from postroom.routing.resolve import (
@@ -10,6 +10,9 @@ from postroom.routing.resolve import (
     Relayed,
     Resolution,
     ServicePostmaster,
+    meets_partner_restrictions,
+    names_tenant_domain,
+    partner_connector,
     resolve_recipient,
 )
 from postroom.routing.srs import Srs, SrsError
@@ -28,5 +31,8 @@ __all__ = [
     "Srs",
     "SrsError",
     "categorize",
+    "meets_partner_restrictions",
+    "names_tenant_domain",
+    "partner_connector",
     "resolve_recipient",
 ]

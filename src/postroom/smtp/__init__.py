@@ -1,7 +1,8 @@
 """SMTP: the server (a sans-IO protocol core, the asyncio listener around it, the session contract)
 and the outbound client connection (`smtp.client`, which `delivery.remote` drives).
 
-The public face: `SmtpListener` (bind, serve, drain; `AuthPolicy` when it offers SMTP AUTH), the
+The public face: `SmtpListener` (bind, serve, drain; `AuthPolicy` when it offers SMTP AUTH,
+`ClientCertificates` when STARTTLS asks for a client certificate), the
 `SmtpSession` protocol the application implements per connection with its values (`ConnectionInfo`,
 `TlsInfo`, `MailParams`, `RcptParams`, `MessageContent`, `SaslCredentials`), `TrustedProxies` for a
 listener behind load balancers that speak the PROXY protocol (`smtp.proxy_protocol`),
@@ -9,6 +10,7 @@ and `SmtpServerProtocol` with its events for whoever drives SMTP without sockets
 transports). Each module's docstring states its guarantees; the smuggling rules are in `protocol`.
 """
 
+from postroom.smtp.client_certificates import ClientCertificates
 from postroom.smtp.params import MailParams, RcptParams
 from postroom.smtp.protocol import (
     AuthReceived,
@@ -41,6 +43,7 @@ from postroom.smtp.session import (
 __all__ = [
     "AuthPolicy",
     "AuthReceived",
+    "ClientCertificates",
     "ConnectionClosing",
     "ConnectionInfo",
     "Decision",

@@ -50,6 +50,12 @@ into the blob store); at `start` the files left in `spool_dir` by a process that
 Metrics: every accepted TCP connection counts in `postroom_smtp_connections_total` (refused ones too),
 and each admitted one in `postroom_smtp_connections_open` while it is served.
 
+Client certificates. With `client_certificates` (the MX role) STARTTLS asks the client for a TLS
+client certificate (`smtp.client_certificates`); a certificate OpenSSL verified reaches the session
+in `TlsInfo` (`peer_subject` as `CN=...,O=...` with RFC 4514 short names and escaped values,
+`peer_sans` as `DNS:name`). A certificate that does not verify fails the handshake; that client is
+then not asked again for a day, so its next try gets through (see that module for why).
+
 Failure behaviour: an exception from a session method is logged with its traceback and the client gets
 451 4.3.0 (421 4.3.0 at connect, and the connection closes); the session continues. A spool file that
 cannot be written (a full disk) ends the connection with 421 4.3.0 (logged) and nothing is
@@ -76,6 +82,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -87,6 +94,7 @@ from postroom import metrics
 from postroom.config.settings import ListenAddress, SmtpLimits
 from postroom.model import replies
 from postroom.model.replies import Reply
+from postroom.smtp.client_certificates import ClientCertificates
 from postroom.smtp.protocol import (
     AuthReceived,
     HeloReceived,
@@ -173,6 +181,7 @@ class SmtpListener:
         hidden_extensions: frozenset[str] = frozenset(),
         sockets: tuple[socket.socket, ...] = (),
         proxies: TrustedProxies | None = None,
+        client_certificates: ClientCertificates | None = None,
     ) -> None:
         if implicit_tls and ssl_context is None:
             raise ValueError(f"listener {name!r}: implicit TLS needs an SSL context (a certificate and key)")
@@ -201,6 +210,8 @@ class SmtpListener:
         self.accepted = metrics.CONNECTIONS.labels(name)  # every TCP connection, refused ones too
         self._open = metrics.CONNECTIONS_OPEN.labels(name)  # the connections served (admitted)
         self.proxies = proxies  # the balancers whose connections start with a PROXY header
+        # STARTTLS asks for a client certificate (the MX role); None: asks for none.
+        self.client_certificates = client_certificates
         self._gates: set[asyncio.Task[None]] = set()  # connections whose header (or TLS) is not read yet
         self._awaiting_header: set[asyncio.Task[None]] = set()  # of those, the balancers' (bounded)
 
@@ -903,6 +914,9 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if context is None or transport is None or self._lost:
             return False
+        asking = self._listener.client_certificates
+        if asking is not None:
+            context = asking.context_for(self.peer_ip, context)
         # From the start_tls() call on, the protocol only sees decrypted input; everything before it
         # was plaintext and has been dropped by the core.
         self._upgrading = []
@@ -912,6 +926,8 @@ class _Connection(asyncio.Protocol):
             )
         except Exception as error:
             logger.info("SMTP %s: TLS handshake with %s failed: %r", self._listener.name, self._peer, error)
+            if asking is not None and context is asking.context:
+                asking.failed(self.peer_ip, error)
             self._lost = True
             transport.abort()
             return False
@@ -954,8 +970,29 @@ def _write_parts(spool: BinaryIO, digest: hashlib._Hash, parts: list[bytes]) -> 
         digest.update(part)
 
 
+# The attribute names `getpeercert()` spells out, as RFC 4514 abbreviates them in a subject string.
+_SHORT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "localityName": "L",
+    "stateOrProvinceName": "ST",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def _rdn_value(value: object) -> str:
+    """An attribute value escaped as RFC 4514 §2.4 asks (`\\`, `,`, `+`, `"`, `;`, `<`, `>`, `=`), so a
+    value holding `,CN=other.example` cannot pass for another attribute of the subject."""
+    return re.sub(r'([\\,+";<>=])', r"\\\1", str(value))
+
+
 def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]]:
-    """Subject (`CN=...,O=...`) and subjectAltNames (`DNS:name`) of a verified peer certificate.
+    """Subject (`CN=...,O=...`, values escaped as RFC 4514 does) and subjectAltNames (`DNS:name`) of a
+    verified peer certificate (`getpeercert()` is empty when the client sent none).
 
     The dict from `getpeercert()` nests tuples of pairs; anything not of that shape is skipped.
     """
@@ -963,7 +1000,11 @@ def _certificate_names(certificate: object) -> tuple[str | None, tuple[str, ...]
         return None, ()
     names: list[str] = []
     for rdn in certificate.get("subject", ()):
-        names += [f"{pair[0]}={pair[1]}" for pair in rdn if isinstance(pair, tuple) and len(pair) == 2]
+        names += [
+            f"{_SHORT_NAMES.get(str(pair[0]), str(pair[0]))}={_rdn_value(pair[1])}"
+            for pair in rdn
+            if isinstance(pair, tuple) and len(pair) == 2
+        ]
     sans = tuple(
         f"{pair[0]}:{pair[1]}"
         for pair in certificate.get("subjectAltName", ())
