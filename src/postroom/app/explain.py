@@ -39,11 +39,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from postroom.app.filtering import build_protection
+from postroom.app.inbound import attribute_source
 from postroom.app.node import App
-from postroom.directory import ConnectionView, DirectoryView, DomainStatus
+from postroom.app.sending import local_endpoints
+from postroom.directory import ConnectionView
 from postroom.dns.mail_hosts import MailHostError, mail_hosts
 from postroom.model import Address, AddressError, replies
-from postroom.model.connectors import Attribution, InboundConnector, OutboundConnector, Source, attribute
+from postroom.model.connectors import Attribution, InboundConnector, OutboundConnector
 from postroom.model.flow import Route, RoutedRecipient
 from postroom.model.policy import MailboxSenderLists, TenantProtection
 from postroom.model.scope import OPERATOR
@@ -56,6 +58,7 @@ from postroom.routing import (
     Rejected,
     RejectReason,
     Relayed,
+    Resolution,
     categorize,
     resolve_recipient,
 )
@@ -205,21 +208,35 @@ async def explain(app: App, request: ExplainRequest) -> Explanation:
     srs = _srs(app)
     with app.database.read() as conn:
         view = ConnectionView(conn)
-        attribution, owner = _attribute(view, request.client_ip, request.certificate, sender_domain)
-        source = Source(request.client_ip, sender_domain, tls, request.certificate, attribution)
-        internal_to = attribution.tenant_id if owner is not None and owner == attribution.tenant_id else None
-        resolutions = [
-            resolve_recipient(
+        attributed = attribute_source(
+            view,
+            peer_ip=request.client_ip,
+            tls=tls,
+            certificate=request.certificate,
+            sender_domain=sender_domain,
+        )
+        source, owner = attributed.source, attributed.sender_tenant
+        attribution = source.attribution
+
+        def resolve(recipient: Address, mx_elsewhere: frozenset[str] = frozenset()) -> Resolution:
+            return resolve_recipient(
                 view,
                 recipient,
-                sender_internal_to=internal_to,
+                sender_internal_to=attributed.inside,
                 service_postmaster=app.service_postmaster(),
                 srs=srs,
                 null_sender=sender is None,
                 source=source,
+                mx_elsewhere=mx_elsewhere,
             )
-            for recipient in wanted
-        ]
+
+        resolutions = [resolve(recipient) for recipient in wanted]
+        for index, found in enumerate(resolutions):
+            # As the MX session does: an unknown internal-relay recipient with no on-premises
+            # connector may still go by MX when that MX is not this service.
+            unrouted = isinstance(found, Rejected) and found.reason is RejectReason.INTERNAL_RELAY_UNROUTED
+            if unrouted and await _mx_elsewhere(app, found.recipient.domain):
+                resolutions[index] = resolve(found.recipient, frozenset({found.recipient.domain}))
         policies = {r.tenant_id: view.protection(r.tenant_id) for r in resolutions if r.tenant_id is not None}
     stage_one = _attribution_stage(attribution, request, tls, sender_domain, owner, tenants)
     resolutions, connection = await _connection_filter(app, request.client_ip, resolutions, policies)
@@ -277,15 +294,14 @@ def _srs(app: App) -> Srs | None:
     return app.srs()
 
 
-def _attribute(
-    view: DirectoryView, client_ip: str, certificate: Sequence[str], sender_domain: str
-) -> tuple[Attribution, int | None]:
-    """The attribution the MX session makes at MAIL, and the tenant whose verified domain the
-    sender's is (None when none)."""
-    domain = view.domain(sender_domain) if sender_domain else None
-    owner = domain.tenant_id if domain is not None and domain.status is DomainStatus.VERIFIED else None
-    owners = {sender_domain.lower(): owner} if owner is not None else {}
-    return attribute(view.inbound_connectors(), client_ip, certificate, sender_domain, owners), owner
+async def _mx_elsewhere(app: App, domain: str) -> bool:
+    """Whether `domain`'s MX is somewhere other than this service (a DNS failure: no)."""
+    try:
+        hosts = await mail_hosts(app.resolver, domain)
+    except MailHostError:
+        return False
+    settings = app.settings
+    return not any(local_endpoints(settings).holds(host, settings.delivery.smtp_port) for host in hosts)
 
 
 def _ref(connector: InboundConnector, tenants: dict[int, str]) -> ConnectorRef:
