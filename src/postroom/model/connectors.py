@@ -22,6 +22,11 @@ certificate it presented and that the node verified (`tls_certificate_name`: a d
 picks the connector for a recipient: an exact recipient-domain match, else an "all accepted domains"
 connector (for a recipient in one of the tenant's accepted domains), else the longest wildcard match.
 Rule-scoped connectors and disabled ones are never chosen here (a mail flow rule names them).
+`split_smart_host` reads a smart host entry (`host`, `host:port`, `[v6]:port`).
+
+**Validation** (spec §3.5): `ValidationResult` is one recipient of one validation run of an outbound
+connector, with its `ValidationStep`s (`dns`, `tcp`, `tls`, `message`), as `delivery.validation`
+makes them and the directory keeps them (`connector_validations`).
 """
 
 from __future__ import annotations
@@ -112,6 +117,28 @@ class OutboundConnector:
     @property
     def requires_tls(self) -> bool:
         return self.tls is not OutboundTls.OPPORTUNISTIC
+
+
+def split_smart_host(entry: str) -> tuple[str, int]:
+    """A smart host entry as (host, port): `host`, `host:port`, `192.0.2.1`, `192.0.2.1:2525`,
+    `[2001:db8::1]:2525`, `[2001:db8::1]` or a bare IPv6 address; port 0: the SMTP port of delivery.
+    Raises ValueError naming what is wrong (the host is not checked further here)."""
+    text = entry.strip()
+    port = ""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{entry!r}: write an IPv6 smart host as [address] or [address]:port")
+        port = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host = text  # a name, an IPv4 address, or a bare IPv6 address (several colons)
+    if not host:
+        raise ValueError(f"{entry!r}: the smart host has no host name or address")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host.rstrip(".").lower(), int(port) if port else 0
 
 
 def domain_matches(pattern: str, domain: str) -> bool:
@@ -347,3 +374,29 @@ class Source:
     def on_premises_tenant(self) -> int | None:
         """The tenant whose OnPremises connector the connection is attributed to, or None."""
         return self.attribution.tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationStep:
+    """One step of validating an outbound connector for one recipient (spec §3.5), in the order a
+    delivery takes them: `dns` (the smart hosts' or the MX hosts' addresses), `tcp` (the connection
+    and the greeting), `tls` (STARTTLS by the connector's `tls` setting), `message` (a test message).
+    `reply` is the failure's reply with its code (the spec §3.6 codes), "" when the step passed."""
+
+    step: str
+    ok: bool
+    detail: str
+    reply: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationResult:
+    """One recipient of one validation run (`run` groups the recipients validated together)."""
+
+    connector_id: int
+    run: str
+    recipient: str
+    ok: bool
+    reply: str  # the failure's reply, with its code; "" when the test message was accepted
+    steps: tuple[ValidationStep, ...]
+    at: float
