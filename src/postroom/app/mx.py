@@ -71,6 +71,7 @@ from postroom.app.filtering import Filtered, apply_inspection, hold_copies, prep
 from postroom.delivery import deliver_at_commit
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
 from postroom.model import Address, Reply, replies
+from postroom.model.connectors import Source
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import count_received, summarize
 from postroom.model.policy import MailboxSenderLists, TenantProtection
@@ -204,13 +205,18 @@ class MxEndpoint:
         )
 
     async def categorize(
-        self, message_id: str, accepted: list[Accepted | Relayed], sender: str = ""
+        self,
+        message_id: str,
+        accepted: list[Accepted | Relayed],
+        sender: str = "",
+        source: Source | None = None,
     ) -> Categorized:
-        """Routes for the accepted recipients (`routing.categorize`) of a message from `sender`."""
+        """Routes for the accepted recipients (`routing.categorize`) of a message from `sender` that
+        came from `source` (its inbound connector attribution; None: an ordinary client)."""
         limit, srs = self._max_expanded_recipients, self._srs
         return await self.ask(
             lambda directory: categorize(
-                directory, message_id, accepted, max_recipients=limit, sender=sender, srs=srs
+                directory, message_id, accepted, max_recipients=limit, sender=sender, srs=srs, source=source
             )
         )
 
