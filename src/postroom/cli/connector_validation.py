@@ -1,0 +1,134 @@
+"""`postroom connector validate NAME --tenant T [--to ADDRESS ...] [--json]`: validate an outbound
+connector (spec §3.5) by sending a test message over it to each address, step by step.
+
+The addresses are the given `--to`s, else the connector's stored validation recipients. For each, the
+command prints the steps a delivery takes (`dns`, `tcp`, `tls`, `message`, see `delivery.validation`)
+with their result and, on failure, the reply with the spec's code (4.4.312 DNS, 4.4.315 timeout,
+4.4.316 refused, 4.4.317 no TLS or no connection, 4.4.318 closed, 4.7.320 certificate). The run is
+kept in the connector's validation history (`connector_validations`), and the command exits 1 when
+any address failed, so a script can gate on it.
+
+`register(connector_app)` adds the command to the `postroom connector` group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+from sqlalchemy import insert
+
+from postroom.app.sending import helo_name, local_endpoints
+from postroom.cli.context import JsonOption, node, refusals
+from postroom.cli.output import emit_json, fail, table, when
+from postroom.delivery.validation import validate_connector
+from postroom.directory.connectors import load_outbound_connectors
+from postroom.model import Address, AddressError
+from postroom.model.connectors import OutboundConnector, ValidationResult
+from postroom.model.scope import OPERATOR
+from postroom.storage import Database
+from postroom.storage.schema import connector_validations
+
+
+def register(connector_app: typer.Typer) -> None:
+    """Add `validate` to the `postroom connector` command group."""
+    connector_app.command("validate")(validate)
+
+
+def validate(
+    name: Annotated[str, typer.Argument(help="The outbound connector's name.")],
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant whose connector it is.")],
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            help="An address at the connector's destination to send a test message to (repeatable; "
+            "default: the connector's validation recipients).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Validate an outbound connector: DNS, TCP, TLS and a test message to each address, step by step."""
+    app = node()
+    with refusals():
+        tenant_id = app.directory.get_tenant(OPERATOR, tenant).id
+    connector = _outbound_connector(app.database, tenant_id, name)
+    if connector is None:
+        raise fail(
+            f"tenant {tenant} has no outbound connector named {name!r}; "
+            f"`postroom connector outbound list --tenant {tenant}` shows them"
+        )
+    recipients = list(to or connector.validation_recipients)
+    if not recipients:
+        raise fail(
+            "no address to validate with: give --to ADDRESS (an address the connector's destination "
+            f"accepts), or store some with `postroom connector outbound set {name} --tenant {tenant} "
+            "--validation-recipient ADDRESS`",
+            2,
+        )
+    for recipient in recipients:
+        try:
+            Address.parse(recipient)
+        except AddressError as error:
+            raise fail(f"--to {recipient!r} is not an address: {error}", 2) from None
+    settings = app.settings
+    results = asyncio.run(
+        validate_connector(
+            connector,
+            recipients,
+            settings=settings.delivery,
+            resolver=app.resolver,
+            helo_name=helo_name(settings),
+            local=local_endpoints(settings),
+            sender=app.directory.external_postmaster(tenant_id),
+        )
+    )
+    record_validation(app.database, tenant_id, results)
+    if json_output:
+        emit_json(results)
+    else:
+        _print(connector, results)
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
+
+
+def _outbound_connector(database: Database, tenant_id: int, name: str) -> OutboundConnector | None:
+    """The tenant's outbound connector of that name (names compare case-insensitively)."""
+    with database.read() as conn:
+        connectors = load_outbound_connectors(conn, tenant_id)
+    return next((c for c in connectors if c.name.lower() == name.strip().lower()), None)
+
+
+def record_validation(database: Database, tenant_id: int, results: Sequence[ValidationResult]) -> None:
+    """Keep a run in the connector's validation history (one row per recipient)."""
+    rows = [
+        {
+            "connector_id": result.connector_id,
+            "tenant_id": tenant_id,
+            "run": result.run,
+            "recipient": result.recipient,
+            "ok": result.ok,
+            "reply": result.reply[:512],
+            "steps": json.dumps(
+                [{"step": s.step, "ok": s.ok, "detail": s.detail, "reply": s.reply} for s in result.steps]
+            ),
+            "at": result.at,
+        }
+        for result in results
+    ]
+    if rows:
+        with database.write() as conn:
+            conn.execute(insert(connector_validations), rows)
+
+
+def _print(connector: OutboundConnector, results: Sequence[ValidationResult]) -> None:
+    for result in results:
+        verdict = "passed" if result.ok else f"failed: {result.reply}"
+        table(
+            f"{connector.name} -> {result.recipient}: {verdict} ({when(result.at)})",
+            ["step", "result", "detail"],
+            [(s.step, "ok" if s.ok else s.reply or "failed", s.detail) for s in result.steps],
+        )
