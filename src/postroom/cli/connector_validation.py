@@ -130,5 +130,10 @@ def _print(connector: OutboundConnector, results: Sequence[ValidationResult]) ->
         table(
             f"{connector.name} -> {result.recipient}: {verdict} ({when(result.at)})",
             ["step", "result", "detail"],
-            [(s.step, "ok" if s.ok else s.reply or "failed", s.detail) for s in result.steps],
+            [(s.step, "ok" if s.ok else _code(s.reply), s.detail) for s in result.steps],
         )
+
+
+def _code(reply: str) -> str:
+    """`failed 450 4.4.316` from a stored reply (its text is in the run's heading)."""
+    return " ".join(["failed", *reply.split(" ", 2)[:2]])

@@ -730,7 +730,7 @@ class RemoteDelivery:
         settings = self.settings
         connector, trail = plan.connector, plan.trail
         port = host.port or settings.smtp_port
-        where = f"{host.name}[{address}]:{port}"
+        where = _where(host, address, port)
         timeouts = ClientTimeouts(settings.connect_timeout, settings.command_timeout, settings.data_timeout)
         try:
             client = await SmtpClient.connect(address, port, timeouts)
@@ -1201,14 +1201,25 @@ def _with_where(reply: Reply, where: str, detail: str) -> Reply:
 
 
 def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
     if isinstance(error, TimeoutError | ReplyTimeout) and not str(error):
         return "timed out"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     return str(error) or type(error).__name__
+
+
+def _where(host: MailHost, address: str, port: int) -> str:
+    """`name[address]:port`, as Postfix logs a peer; `[address]:port` for a host given as an address."""
+    return f"{'' if host.name == address else host.name}[{address}]:{port}"
 
 
 def _hosts_text(hosts: Sequence[MailHost], default_port: int) -> str:
     return ", ".join(
-        f"{host.name} {' '.join(host.addresses)} port {host.port or default_port}" for host in hosts
+        f"{host.name}{'' if host.addresses == (host.name,) else ' (' + ', '.join(host.addresses) + ')'}"
+        f" port {host.port or default_port}"
+        for host in hosts
     )
 
 
@@ -1220,7 +1231,7 @@ def _tls_text(connection: _Connection, connector: OutboundConnector | None) -> s
         )
     setting = connector.tls if connector is not None else OutboundTls.OPPORTUNISTIC
     checked = {
-        OutboundTls.OPPORTUNISTIC: "opportunistic, certificate not required to validate",
+        OutboundTls.OPPORTUNISTIC: "opportunistic, the certificate not checked",
         OutboundTls.ENCRYPTION_ONLY: "encryption only, certificate not checked",
         OutboundTls.CERTIFICATE_VALIDATION: "certificate chain validated",
         OutboundTls.DOMAIN_VALIDATION: "certificate validated for "
