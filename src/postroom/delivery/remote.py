@@ -24,7 +24,8 @@ connector removed or disabled since routing, or not the sending tenant's, is log
 delivered by MX as if none had been chosen. Otherwise:
 
 - hosts: the connector's smart hosts in their order (`host`, `host:port`, `[v6]:port`, IP literals;
-  a name by its A/AAAA records), or with `use_mx` the destination's MX hosts. A host that is this
+  a name by its A/AAAA records; at most `MAX_SMART_HOSTS`), or with `use_mx` the destination's MX
+  hosts. A host that is this
   service (`LocalEndpoints`) is never used: with none left, 554 5.4.14 (never deliver to ourselves;
   unlike MX delivery, not even for a domain another tenant hosts here);
 - TLS by the connector's `tls`: opportunistic as MX delivery (a connector using MX keeps the
@@ -165,6 +166,8 @@ class BlobReader(Protocol):
 
     def get(self, blob_id: str) -> bytes: ...
 
+
+MAX_SMART_HOSTS = 20  # smart hosts of one connector tried per delivery, in their order
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -488,7 +491,7 @@ class RemoteDelivery:
         settings = self.settings
         hosts: list[MailHost] = []
         problems: list[str] = []
-        for index, entry in enumerate(connector.smart_hosts):
+        for index, entry in enumerate(connector.smart_hosts[:MAX_SMART_HOSTS]):
             try:
                 name, port = split_smart_host(entry)
             except ValueError as error:
