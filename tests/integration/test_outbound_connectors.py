@@ -29,6 +29,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner, Result
 
 from postroom.app import App
+from postroom.cli import output
 from postroom.cli.connector_validation import register
 from postroom.cli.context import state
 from postroom.cli.main import app as postroom_cli
@@ -308,10 +309,14 @@ _CLI.add_typer(_CONNECTOR, name="connector")
 def cli(node: RunningNode, *args: str, app: typer.Typer = postroom_cli) -> Result:
     """A `postroom` command against the node's config, in this process (as the CLI opens the node)."""
     state.config, state.node = str(node.settings.source), None
+    # A 200-column terminal, as tests/cli give their subprocesses: the console reads COLUMNS only once,
+    # when it is made, so a narrower one inherited by this process would fold the tables.
+    width, output.console.width = output.console.width, 200
     try:
         prefix = ["-c", state.config] if app is postroom_cli else []  # its root option sets the config
-        return CliRunner().invoke(app, [*prefix, *args], env={"COLUMNS": "200"})
+        return CliRunner().invoke(app, [*prefix, *args])
     finally:
+        output.console.width = width
         if state.node is not None:
             state.node.close()
         state.config, state.node = None, None
@@ -364,7 +369,8 @@ def test_a_certificate_for_another_name_defers_4_7_320_and_the_queue_names_the_c
     listed = cli(node, "queue", "list", "--json")
     [entry] = [m for m in json.loads(listed.stdout) if m["id"] == message_id]
     assert entry["routes"] == ["wrongname.test via Wrong name"]
-    assert entry["recipients"][0]["connector_id"] == world.connectors["wrong name"]
+    [row] = entry["recipients"]
+    assert (row["connector_id"], row["connector"]) == (world.connectors["wrong name"], "Wrong name")
     node.app.queue.delete(OPERATOR, message_id)
 
 
