@@ -272,13 +272,18 @@ class MxEndpoint:
         return not any(self._local.holds(host, self._smtp_port) for host in hosts)
 
     async def categorize(
-        self, message_id: str, accepted: list[Accepted | Relayed], sender: str = ""
+        self,
+        message_id: str,
+        accepted: list[Accepted | Relayed],
+        sender: str = "",
+        source: Source | None = None,
     ) -> Categorized:
-        """Routes for the accepted recipients (`routing.categorize`) of a message from `sender`."""
+        """Routes for the accepted recipients (`routing.categorize`) of a message from `sender` that
+        came from `source` (its inbound connector attribution; None: an ordinary client)."""
         limit, srs = self._max_expanded_recipients, self._srs
         return await self.ask(
             lambda directory: categorize(
-                directory, message_id, accepted, max_recipients=limit, sender=sender, srs=srs
+                directory, message_id, accepted, max_recipients=limit, sender=sender, srs=srs, source=source
             )
         )
 
@@ -593,7 +598,7 @@ class MxSession:
         summary = summarize(head)
         prefix = self._received_header(envelope, now)
         sender = str(envelope.sender) if envelope.sender else ""
-        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, sender)
+        categorized = await self._endpoint.categorize(envelope.id, envelope.accepted, sender, self.source)
         size = content.size + len(prefix)
         categorized.routes = await self._endpoint.over_receive_limits(categorized.routes, size)
         filtered: Filtered | None = None
@@ -797,7 +802,7 @@ class MxSession:
                 filtered.routes.append(replace(route, folder="Junk"))
                 continue
             sender = str(envelope.sender) if envelope.sender else ""
-            redirected = await self._endpoint.categorize(envelope.id, [target], sender)
+            redirected = await self._endpoint.categorize(envelope.id, [target], sender, self.source)
             for new in redirected.routes:
                 filtered.routes.append(
                     replace(

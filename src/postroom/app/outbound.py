@@ -10,7 +10,9 @@ another), the NDR hook of remote domains (`ndr_allowed`, default: allowed), and 
 body goes to the blob store, the recipient is resolved over the directory as the connection sees it
 (`routing.resolve_recipient`, then `routing.categorize`): a sender inside one of our tenants gets the
 DSN in their mailbox at once (`delivery.deliver_at_commit`); an external one gets a queued remote
-row (the scheduler sends it like any message, with the null sender). A DSN whose recipient is
+row (the scheduler sends it like any message, with the null sender), by the tenant's outbound
+connector for that domain when it has one (an on-premises sender of an internal-relay domain gets
+it over the on-premises connector). A DSN whose recipient is
 refused (an address of ours that no longer exists) is traced as failed and goes nowhere: a DSN is
 never bounced. The DSN's own trace starts with a Receive event that says it was generated and for
 which message.
@@ -43,7 +45,7 @@ from postroom.queue import (
     TraceRows,
     write_spool,
 )
-from postroom.routing import Accepted, RejectReason, Relayed, Srs, categorize, resolve_recipient
+from postroom.routing import Rejected, RejectReason, Relayed, Srs, categorize, resolve_recipient
 from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 
@@ -168,24 +170,16 @@ class DsnSink:
         resolution = resolve_recipient(
             view, address, sender_internal_to=message.tenant_id, srs=self._srs, null_sender=not message.sender
         )
-        if isinstance(resolution, Relayed):
-            target = str(resolution.target)
-            rows.statuses.append(
-                TraceRecipient(message.id, message.tenant_id, str(address), TraceStatus.PENDING, target)
-            )
-            return [RoutedRecipient(target, str(address), message.tenant_id, Route.REMOTE)]
-        if isinstance(resolution, Accepted):
-            categorized = categorize(view, message.id, [resolution], max_recipients=self._max_recipients)
-            rows.events += categorized.events
-            rows.statuses += categorized.statuses
-            return categorized.routes
-        if resolution.reason is RejectReason.RELAY_DENIED:  # outside every tenant: by MX
-            rows.statuses.append(
-                TraceRecipient(message.id, message.tenant_id, str(address), TraceStatus.PENDING, str(address))
-            )
-            return [RoutedRecipient(str(address), str(address), message.tenant_id, Route.REMOTE)]
-        self._refused(message, rows, str(resolution.reply))
-        return []
+        if isinstance(resolution, Rejected):
+            if resolution.reason is not RejectReason.RELAY_DENIED:
+                self._refused(message, rows, str(resolution.reply))
+                return []
+            # Outside every tenant: sent on as the tenant's mail (by MX, or its outbound connector).
+            resolution = Relayed(address, address, message.tenant_id)
+        categorized = categorize(view, message.id, [resolution], max_recipients=self._max_recipients)
+        rows.events += categorized.events
+        rows.statuses += categorized.statuses
+        return categorized.routes
 
     @staticmethod
     def _refused(message: GeneratedMessage, rows: TraceRows, reply: str) -> None:

@@ -1,9 +1,9 @@
 """Outbound sending, composed: the remote delivery agent built from the node's settings and services.
 
-`remote_delivery(settings, resolver, blobs, directory, cache)` builds the `RemoteDelivery` the scheduler
-hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the From domain
-when it is an accepted domain of the sending tenant, else None: mail is never signed with another
-tenant's key), `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that covers
+`remote_delivery(settings, resolver, blobs, directory, cache, database)` builds the `RemoteDelivery`
+the scheduler hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the
+From domain when it is an accepted domain of the sending tenant, else None: mail is never signed with
+another tenant's key), `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that covers
 the destination, read at once so an administrator's change applies to the next delivery; the agent
 asks once per tenant per call) and `hosted_here` (a destination another tenant of this service hosts:
 its MX is this service, which is then no loop), which asks the node's directory cache (the MX
@@ -12,7 +12,14 @@ node's own Authentication-Results came from outside and was authenticated here, 
 again is a forward (mailbox forwarding, a contact or a member of another organization), and it leaves
 sealed (ARC, RFC 8617) with the forwarding tenant's key (`Directory.arc_sealing_key`): the next hop
 can trust what we saw before anything changed it. A seal that cannot be made is logged and the
-message goes unsealed. All are called by the agent from a worker thread, never on the event loop.
+message goes unsealed. `outbound_connector` answers an outbound connector by id as the database
+holds it now (`directory.connectors.find_outbound_connector`), so a connector edited, disabled or
+removed while mail waited applies to the next attempt (the agent then delivers by MX). All are called
+by the agent from a worker thread, never on the event loop.
+
+`local_endpoints(settings)` is what counts as this service (its names, addresses and listeners): the
+agent never delivers to itself through an MX or a connector's smart host; connector validation
+(`postroom connector validate`) uses the same.
 """
 
 from __future__ import annotations
@@ -24,14 +31,16 @@ from functools import partial
 from postroom.config import Settings
 from postroom.delivery.remote import LocalEndpoints, RemoteDelivery, Sealer
 from postroom.directory import CachedDirectory, Directory
+from postroom.directory.connectors import find_outbound_connector
 from postroom.directory.errors import NotFoundError
 from postroom.dns import Resolver
 from postroom.dns.mta_sts_cache import StsPolicyCache
+from postroom.model.connectors import OutboundConnector
 from postroom.model.outbound import DkimSigner
 from postroom.model.scope import TenantScope
 from postroom.protection.arc import NotSealed, arc_seal
 from postroom.protection.authentication import carries_results
-from postroom.storage import BlobStore
+from postroom.storage import BlobStore, Database
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +94,15 @@ def hosted_here(cache: CachedDirectory, destination: str) -> bool:
     return domain is not None and domain.receives_mail
 
 
+def outbound_connector(database: Database, connector_id: int) -> OutboundConnector | None:
+    """The outbound connector `connector_id` as stored now (None: removed)."""
+    with database.read() as conn:
+        return find_outbound_connector(conn, connector_id)
+
+
 def local_endpoints(settings: Settings) -> LocalEndpoints:
-    """What counts as this service in an MX list: its host name, the suffix of its MX hosts, its
-    public addresses and its listeners' sockets (delivery skips them; the MX endpoint refuses to
-    relay an internal-relay domain whose MX is this service)."""
+    """What counts as this service: its host name, its MX hosts' suffix, its public addresses and the
+    sockets its SMTP listeners are bound to."""
     service = settings.service
     return LocalEndpoints(
         names=frozenset({service.hostname.lower()}),
@@ -98,16 +112,25 @@ def local_endpoints(settings: Settings) -> LocalEndpoints:
     )
 
 
+def helo_name(settings: Settings) -> str:
+    """The name the node says in EHLO: `[delivery] helo_name`, else its host name."""
+    return settings.delivery.helo_name or settings.service.hostname
+
+
 def remote_delivery(
-    settings: Settings, resolver: Resolver, blobs: BlobStore, directory: Directory, cache: CachedDirectory
+    settings: Settings,
+    resolver: Resolver,
+    blobs: BlobStore,
+    directory: Directory,
+    cache: CachedDirectory,
+    database: Database,
 ) -> RemoteDelivery:
-    """The node's remote delivery agent."""
-    service = settings.service
+    """The node's remote delivery agent (`database` answers its outbound connectors)."""
     return RemoteDelivery(
         settings.delivery,
         resolver,
         blobs,
-        helo_name=settings.delivery.helo_name or service.hostname,
+        helo_name=helo_name(settings),
         max_hops=settings.routing.max_hops,
         local=local_endpoints(settings),
         dkim_signer=partial(dkim_signer, directory),
@@ -115,4 +138,5 @@ def remote_delivery(
         hosted_here=partial(hosted_here, cache),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),
+        outbound_connector=partial(outbound_connector, database),
     )

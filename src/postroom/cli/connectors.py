@@ -24,6 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
+from postroom.cli import connector_validation
 from postroom.cli.context import JsonOption, as_dict, node, refusals
 from postroom.cli.output import console, emit_json, fail, fields, table, when
 from postroom.model.connectors import (
@@ -51,6 +52,7 @@ outbound_app = typer.Typer(
 )
 connector_app.add_typer(inbound_app, name="inbound")
 connector_app.add_typer(outbound_app, name="outbound")
+connector_validation.register(connector_app)
 
 Texts = list[str] | None
 TenantOption = Annotated[str, typer.Option("--tenant", help="The tenant whose connectors these are.")]

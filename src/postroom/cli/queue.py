@@ -36,6 +36,7 @@ def _message_json(message: QueuedMessage) -> dict[str, object]:
         **as_dict(message),
         "states": message.states,
         "destinations": message.destinations,
+        "routes": message.routes,
         "next_attempt_at": message.next_attempt_at,
     }
 
@@ -67,7 +68,7 @@ def queue_list(
                 m.sender or "<>",
                 len(m.recipients),
                 ", ".join(f"{state} {count}" for state, count in sorted(m.states.items())),
-                ", ".join(m.destinations),
+                ", ".join(m.routes),
                 when(m.next_attempt_at),
                 next((r.last_reply for r in m.recipients if r.last_reply), ""),
             )
@@ -78,7 +79,8 @@ def queue_list(
 
 @queue_app.command("show")
 def queue_show(message_id: str, tenant: TenantScopeOption = None, json_output: JsonOption = False) -> None:
-    """One queued message and every recipient row: state, attempts, next attempt, last reply, lease."""
+    """One queued message and every recipient row: state, route (the destination and the outbound
+    connector it leaves by), attempts, next attempt, last reply, lease."""
     with _found():
         message = node().queue.show(scope_for(tenant), message_id)
     if json_output:
@@ -94,13 +96,24 @@ def queue_show(message_id: str, tenant: TenantScopeOption = None, json_output: J
     )
     table(
         None,
-        ["recipient", "state", "attempts", "next attempt", "last reply", "remote", "lease", "expires"],
+        [
+            "recipient",
+            "state",
+            "route",
+            "attempts",
+            "next attempt",
+            "last reply",
+            "remote",
+            "lease",
+            "expires",
+        ],
         [
             (
                 r.recipient
                 if r.recipient == r.original_recipient
                 else f"{r.recipient} ({r.original_recipient})",
                 r.state,
+                r.route,
                 r.attempts,
                 when(r.next_attempt_at) if r.state in ("pending", "deferred") else "-",
                 r.last_reply,

@@ -1,8 +1,8 @@
 """Remote delivery: the outbound SMTP client that sends queued mail to other organizations' servers.
 
 `RemoteDelivery` is the queue's `RemoteAgent`. `deliver(attempts)` is given attempts for one
-destination domain and answers one `RecipientResult` per recipient, never raising for a delivery
-problem. Per destination it:
+destination domain (by MX, or over one outbound connector) and answers one `RecipientResult` per
+recipient, never raising for a delivery problem. Per destination it:
 
 1. prepares each message once: reads `prefix` + blob from the blob store (once per message, however
    many attempts share it), refuses a message with more than `max_hops` Received headers (554 5.4.14,
@@ -16,6 +16,30 @@ problem. Per destination it:
    shared by every `deliver` call of this agent), each carrying at most `max_messages_per_connection`
    messages with RSET between them. A connection tries the hosts in order and each host's addresses;
    a refused or timed-out connection or a greeting other than 220 moves on to the next.
+
+**Outbound connectors** (spec §3.2, §3.6). An attempt whose recipients routing sent over an outbound
+connector (`DeliveryAttempt.connector_id`) is delivered per route, (destination, connector): the
+`outbound_connector` hook (a worker thread; the directory) gives the connector as it is now. A
+connector removed or disabled since routing, or not the sending tenant's, is logged and the route is
+delivered by MX as if none had been chosen. Otherwise:
+
+- hosts: the connector's smart hosts in their order (`host`, `host:port`, `[v6]:port`, IP literals;
+  a name by its A/AAAA records; at most `MAX_SMART_HOSTS`), or with `use_mx` the destination's MX
+  hosts. A host that is this
+  service (`LocalEndpoints`) is never used: with none left, 554 5.4.14 (never deliver to ourselves;
+  unlike MX delivery, not even for a domain another tenant hosts here);
+- TLS by the connector's `tls`: opportunistic as MX delivery (a connector using MX keeps the
+  destination's MTA-STS and DANE; smart hosts consult neither); encryption-only: STARTTLS required,
+  any certificate; certificate-validation: the chain verified (system CAs and `tls_ca_file`), names
+  not checked; domain-validation: the chain and a certificate name matching `tls_domain`
+  (`tls_domain_matches`, wildcards either side). Never a plaintext fallback when TLS is required;
+- failures answer the spec's codes, which the queue retries for 24 hours and then bounces with:
+  DNS failure 4.4.312, timeout 4.4.315, connection refused 4.4.316, no STARTTLS where TLS is required
+  or no connection 4.4.317, closed abruptly 4.4.318 (also mid-transaction), a certificate that fails
+  validation 4.7.320. A remote server's own replies (RCPT, DATA) settle recipients as usual.
+
+`deliver_traced(attempts, trail)` is `deliver` noting each step (`dns`, `tcp`, `tls`, `message`) in a
+`Trail`: connector validation (`delivery.validation`) runs a real delivery through the same code.
 
 Each connection says EHLO with `helo_name` (HELO when EHLO is refused) and STARTTLS whenever the
 server offers it. TLS by the destination's policy (`delivery.tls_policy`), per host:
@@ -87,15 +111,21 @@ from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.utils import parseaddr
 from enum import Enum
+from ipaddress import ip_address
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from postroom.config.settings import DeliverySettings
 from postroom.delivery.conversion import convert_for_remote_domain
 from postroom.delivery.dkim_signing import NotSigned, sign
 from postroom.delivery.tls_policy import OutboundTlsPolicy, TlsMode, outbound_tls_policy, verify_dane
-from postroom.dns.mail_hosts import MailHost, MailHostError, mail_hosts, without_local
-from postroom.dns.mta_sts_cache import StsPolicyCache
-from postroom.dns.resolver import Resolver
+from postroom.dns.mail_hosts import MailHost, MailHostError, host_addresses, mail_hosts, without_local
+from postroom.dns.mta_sts_cache import StsLookup, StsPolicyCache, StsSource
+from postroom.dns.resolver import DnsTemporaryError, NxDomain, Resolver
 from postroom.model import replies
+from postroom.model.connectors import OutboundConnector, OutboundTls, split_smart_host
 from postroom.model.message import count_received, header_section, summarize
 from postroom.model.outbound import (
     DeliveryAttempt,
@@ -109,12 +139,12 @@ from postroom.smtp.client import (
     ClientTimeouts,
     ProtocolViolation,
     ReplyTimeout,
+    ServerDisconnected,
     ServerReply,
     SmtpClient,
     SmtpClientError,
     TlsFailed,
 )
-from postroom.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +157,17 @@ Sealer = Callable[[bytes], bytes]
 ArcSealerLookup = Callable[[int | None, bytes], Sealer | None]
 """(tenant id, header section) -> the tenant's ARC seal for a message it forwards from outside, None
 for any other message; runs in a worker thread."""
+OutboundConnectorLookup = Callable[[int], OutboundConnector | None]
+"""connector id -> the outbound connector as it is now (None: removed); runs in a worker thread."""
+
+
+class BlobReader(Protocol):
+    """Where the agent reads message bodies (`storage.BlobStore` is one)."""
+
+    def get(self, blob_id: str) -> bytes: ...
+
+
+MAX_SMART_HOSTS = 20  # smart hosts of one connector tried per delivery, in their order
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -146,6 +187,51 @@ def _no_sealer(tenant_id: int | None, head: bytes) -> Sealer | None:
 
 def _nowhere(destination: str) -> bool:
     return False
+
+
+def _no_connector(connector_id: int) -> OutboundConnector | None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class TrailNote:
+    """One thing a delivery did: its `step` (`dns`, `tcp`, `tls`, `message`), whether it went well,
+    what happened, and the reply its recipients got when it was the failure."""
+
+    step: str
+    ok: bool
+    detail: str
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class Trail:
+    """The steps of one delivery, in order, for connector validation (`delivery.validation`), which
+    passes one to `RemoteDelivery.deliver_traced`; an ordinary delivery keeps none."""
+
+    notes: list[TrailNote] = field(default_factory=list)
+
+    def note(self, step: str, ok: bool, detail: str, reply: Reply | None = None) -> None:
+        self.notes.append(TrailNote(step, ok, detail, reply))
+
+
+def _note(trail: Trail | None, step: str, ok: bool, detail: str, reply: Reply | None = None) -> None:
+    if trail is not None:
+        trail.note(step, ok, detail, reply)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How one route's attempts go: the key its connections are bounded and cached under (the
+    destination, or the destination and the connector), the hosts to try in order, the TLS policy
+    (the destination's for MX; none for a connector's smart hosts), and the outbound connector whose
+    TLS settings and failure codes apply (None: MX delivery)."""
+
+    key: str
+    hosts: list[MailHost]
+    policy: OutboundTlsPolicy
+    connector: OutboundConnector | None = None
+    trail: Trail | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,10 +278,19 @@ class _Outcome:
 class _Connection:
     """One SMTP client connection to one address of one mail host, after EHLO (and STARTTLS)."""
 
-    def __init__(self, client: SmtpClient, host: MailHost, address: str) -> None:
+    def __init__(
+        self,
+        client: SmtpClient,
+        host: MailHost,
+        address: str,
+        connector: OutboundConnector | None = None,
+        where: str = "",
+    ) -> None:
         self.client = client
         self.host = host
         self.address = address
+        self.connector = connector  # the outbound connector it serves: its failure codes apply
+        self.where = where or f"{host.name}[{address}]"  # host[address]:port, for replies and logs
         self.tls = ""
         self.used = False  # a transaction was begun: the next one starts with RSET
         self.sent = 0  # messages sent over it (bounded by max_messages_per_connection)
@@ -239,7 +334,7 @@ class RemoteDelivery:
         self,
         settings: DeliverySettings,
         resolver: Resolver,
-        blobs: BlobStore,
+        blobs: BlobReader,
         *,
         helo_name: str,
         max_hops: int,
@@ -249,8 +344,10 @@ class RemoteDelivery:
         arc_sealer: ArcSealerLookup = _no_sealer,
         sts: StsPolicyCache | None = None,
         hosted_here: Callable[[str], bool] = _nowhere,
+        outbound_connector: OutboundConnectorLookup = _no_connector,
     ) -> None:
         self.settings = settings
+        self.outbound_connector = outbound_connector
         # Whether a destination domain is one this service hosts (for another tenant): then its MX is
         # this service, and mail crosses the tenant boundary through it as mail from outside would.
         self.hosted_here = hosted_here
@@ -269,17 +366,38 @@ class RemoteDelivery:
         self.sts = sts
         self._opportunistic = _opportunistic_context()
         self._verified = _verified_context(settings.tls_ca_file)
+        self._chain_verified = _verified_context(settings.tls_ca_file, check_hostname=False)
 
     async def deliver(self, attempts: Sequence[DeliveryAttempt]) -> list[RecipientResult]:
-        by_destination: dict[str, list[DeliveryAttempt]] = {}
+        return await self._deliver(attempts, None)
+
+    async def deliver_traced(
+        self, attempts: Sequence[DeliveryAttempt], trail: Trail
+    ) -> list[RecipientResult]:
+        """`deliver`, noting each step it takes in `trail` (connector validation)."""
+        return await self._deliver(attempts, trail)
+
+    async def _deliver(
+        self, attempts: Sequence[DeliveryAttempt], trail: Trail | None
+    ) -> list[RecipientResult]:
+        by_route: dict[tuple[str, int | None], list[DeliveryAttempt]] = {}
         for attempt in attempts:
-            by_destination.setdefault(attempt.destination.lower(), []).append(attempt)
+            by_route.setdefault((attempt.destination.lower(), attempt.connector_id), []).append(attempt)
         outcomes = await asyncio.gather(
-            *(self._deliver_to(destination, group) for destination, group in by_destination.items())
+            *(
+                self._deliver_to(destination, connector_id, group, trail)
+                for (destination, connector_id), group in by_route.items()
+            )
         )
         return [result for outcome in outcomes for result in outcome]
 
-    async def _deliver_to(self, destination: str, attempts: list[DeliveryAttempt]) -> list[RecipientResult]:
+    async def _deliver_to(
+        self,
+        destination: str,
+        connector_id: int | None,
+        attempts: list[DeliveryAttempt],
+        trail: Trail | None,
+    ) -> list[RecipientResult]:
         messages = await self._prepare(destination, attempts)
         results = [
             RecipientResult(r.queue_id, m.refused)
@@ -290,7 +408,52 @@ class RemoteDelivery:
         ready = [m for m in messages if m.refused is None]
         if not ready:
             return results
+        connector = None if connector_id is None else await self._connector(connector_id, ready)
+        plan = await self._plan(destination, connector, trail)
+        if isinstance(plan, Reply):
+            return results + [RecipientResult(r.queue_id, plan) for m in ready for r in m.attempt.recipients]
+        per_connection = self.settings.max_messages_per_connection
+        batches = [ready[i : i + per_connection] for i in range(0, len(ready), per_connection)]
+        slot = await self._slots(plan.key)
+        try:
+            sent = await asyncio.gather(*(self._send_batch(slot, plan, batch) for batch in batches))
+        finally:
+            self._slots.release(plan.key)
+        return results + [result for batch_results in sent for result in batch_results]
+
+    # --- where a route goes -----------------------------------------------------------------------
+
+    async def _connector(self, connector_id: int, messages: list[_Message]) -> OutboundConnector | None:
+        """The outbound connector routing chose, as it is now; None (the route is delivered by MX, as
+        if none had been chosen) when it was removed or disabled since, or is not the messages'
+        tenant's (never another organization's settings)."""
+        connector = await asyncio.to_thread(self.outbound_connector, connector_id)
+        tenants = {m.attempt.message.tenant_id for m in messages}
+        if connector is None:
+            log.warning("outbound connector %d was removed after routing: delivering by MX", connector_id)
+        elif not connector.enabled:
+            log.warning("outbound connector %r is disabled: delivering by MX", connector.name)
+        elif tenants != {connector.tenant_id}:
+            log.error("outbound connector %d is not the sending tenant's: delivering by MX", connector_id)
+        else:
+            return connector
+        return None
+
+    async def _plan(
+        self, destination: str, connector: OutboundConnector | None, trail: Trail | None
+    ) -> _Plan | Reply:
+        """The hosts and TLS rules for `destination`: a connector's smart hosts (its TLS setting
+        rules; MTA-STS and DANE are not consulted), else the destination's MX hosts with its TLS
+        policy (a connector that uses MX with opportunistic TLS keeps the destination's MTA-STS and
+        DANE, one that requires TLS applies its own setting instead). A route over a connector never
+        goes to this service itself (5.4.14), and its DNS failures answer 4.4.312."""
         settings = self.settings
+        key = destination if connector is None else f"{destination} via connector {connector.id}"
+        if connector is not None and not connector.use_mx:
+            found = await self._smart_hosts(connector, trail)
+            if isinstance(found, Reply):
+                return found
+            return _Plan(key, found, _no_policy(destination), connector, trail)
         try:
             hosts = await mail_hosts(
                 self.resolver,
@@ -298,33 +461,82 @@ class RemoteDelivery:
                 max_hosts=settings.max_mail_hosts,
                 max_addresses=settings.max_host_addresses,
             )
-            if not await asyncio.to_thread(self.hosted_here, destination):
+            if connector is not None or not await asyncio.to_thread(self.hosted_here, destination):
                 hosts = without_local(hosts, lambda host: self.local.holds(host, settings.smtp_port))
         except MailHostError as error:
-            log.info("no route to %s: %s (%s)", destination, error.reply, error)
-            return results + [
-                RecipientResult(r.queue_id, error.reply) for m in ready for r in m.attempt.recipients
-            ]
+            reply = error.reply
+            if connector is not None and reply not in (replies.NULL_MX, replies.MAIL_HOST_IS_LOCAL):
+                reply = replies.CONNECTOR_DNS_FAILED.with_text(
+                    f"{replies.CONNECTOR_DNS_FAILED.text}: {error}"
+                )
+            log.info("no route to %s: %s (%s)", destination, reply, error)
+            _note(trail, "dns", False, f"MX of {destination}: {error}", reply)
+            return reply
+        _note(trail, "dns", True, f"MX of {destination}: {_hosts_text(hosts, settings.smtp_port)}")
+        if connector is not None and connector.requires_tls:
+            return _Plan(key, hosts, _no_policy(destination), connector, trail)
         policy = await outbound_tls_policy(
             self.resolver, destination, [h.name for h in hosts], sts=self.sts, port=settings.smtp_port
         )
         allowed = _allowed_hosts(policy, hosts)
         if isinstance(allowed, Reply):
             log.info("no host of %s meets its TLS policy: %s", destination, allowed)
-            return results + [
-                RecipientResult(r.queue_id, allowed) for m in ready for r in m.attempt.recipients
-            ]
-        hosts = allowed
-        per_connection = settings.max_messages_per_connection
-        batches = [ready[i : i + per_connection] for i in range(0, len(ready), per_connection)]
-        slot = await self._slots(destination)
-        try:
-            sent = await asyncio.gather(
-                *(self._send_batch(slot, destination, hosts, policy, batch) for batch in batches)
+            _note(trail, "tls", False, f"no MX host of {destination} meets its TLS policy", allowed)
+            return allowed
+        return _Plan(key, allowed, policy, connector, trail)
+
+    async def _smart_hosts(self, connector: OutboundConnector, trail: Trail | None) -> list[MailHost] | Reply:
+        """The connector's smart hosts in order, each with its addresses (an IP as given, a name by its
+        A/AAAA records) and port; 4.4.312 when none resolves, 5.4.14 when each is this service."""
+        settings = self.settings
+        hosts: list[MailHost] = []
+        problems: list[str] = []
+        for index, entry in enumerate(connector.smart_hosts[:MAX_SMART_HOSTS]):
+            try:
+                name, port = split_smart_host(entry)
+            except ValueError as error:
+                problems.append(str(error))
+                continue
+            try:
+                addresses: tuple[str, ...] = (str(ip_address(name)),)
+            except ValueError:
+                try:
+                    addresses = await host_addresses(self.resolver, name, settings.max_host_addresses)
+                except NxDomain:
+                    problems.append(f"{name}: no such domain (NXDOMAIN)")
+                    continue
+                except DnsTemporaryError as error:
+                    problems.append(f"{name}: {error}")
+                    continue
+                if not addresses:
+                    problems.append(f"{name}: no A or AAAA record")
+                    continue
+            hosts.append(MailHost(name, index, addresses, port))
+        if not hosts:
+            reply = replies.CONNECTOR_DNS_FAILED.with_text(
+                f"{replies.CONNECTOR_DNS_FAILED.text}: {'; '.join(problems) or 'no smart host'}"
             )
-        finally:
-            self._slots.release(destination)
-        return results + [result for batch_results in sent for result in batch_results]
+            log.info("connector %r: %s", connector.name, reply)
+            _note(trail, "dns", False, "; ".join(problems), reply)
+            return reply
+        kept = [h for h in hosts if not self.local.holds(h, h.port or settings.smtp_port)]
+        for host in hosts:
+            if host not in kept:
+                log.warning(
+                    "connector %r: smart host %s is this service: not used", connector.name, host.name
+                )
+        if not kept:
+            _note(
+                trail,
+                "dns",
+                False,
+                f"{_hosts_text(hosts, settings.smtp_port)}: this service",
+                replies.SMART_HOST_IS_LOCAL,
+            )
+            return replies.SMART_HOST_IS_LOCAL
+        unresolved = f" (not found: {'; '.join(problems)})" if problems else ""
+        _note(trail, "dns", True, f"smart hosts: {_hosts_text(kept, settings.smtp_port)}{unresolved}")
+        return kept
 
     # --- preparing messages -------------------------------------------------------------------------
 
@@ -380,13 +592,9 @@ class RemoteDelivery:
     # --- connections ------------------------------------------------------------------------------
 
     async def _send_batch(
-        self,
-        slot: asyncio.Semaphore,
-        destination: str,
-        hosts: list[MailHost],
-        policy: OutboundTlsPolicy,
-        batch: list[_Message],
+        self, slot: asyncio.Semaphore, plan: _Plan, batch: list[_Message]
     ) -> list[RecipientResult]:
+        destination = plan.key
         async with slot:
             results: list[RecipientResult] = []
             connection: _Connection | Reply | None = None
@@ -397,7 +605,7 @@ class RemoteDelivery:
                         await connection.client.quit()
                         connection = None
                     if connection is None:
-                        connection = await self._cached(destination) or await self._connect(hosts, policy)
+                        connection = await self._cached(destination) or await self._connect(plan)
                     if isinstance(connection, Reply):
                         failed = connection
                         return results + [
@@ -408,6 +616,7 @@ class RemoteDelivery:
                     outcome = await self._send(connection, message)
                     connection.sent += 1
                     results += outcome.results
+                    _note_outcome(plan.trail, connection, outcome)
                     if outcome.broken is not None:
                         settled = {result.queue_id for result in outcome.results}
                         results += [
@@ -496,16 +705,17 @@ class RemoteDelivery:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def _connect(self, hosts: list[MailHost], policy: OutboundTlsPolicy) -> _Connection | Reply:
-        """A connection to the first host and address that greets with 220 and meets the TLS policy,
-        or the reply for all (a TLS policy failure outranks a connection failure)."""
+    async def _connect(self, plan: _Plan) -> _Connection | Reply:
+        """A connection to the first host and address that greets with 220 and meets the TLS policy
+        (or the connector's TLS setting), or the reply for all (a TLS failure outranks a connection
+        failure)."""
         last: Reply = replies.CONNECT_FAILED
-        for host in hosts:
+        for host in plan.hosts:
             for address in host.addresses:
-                level = _first_level(policy, host.name)
+                level = _first_level(plan.policy, host.name)
                 while True:
                     try:
-                        return await self._open(host, address, policy, level)
+                        return await self._open(host, address, plan, level)
                     except _Downgrade as downgrade:
                         log.warning("%s[%s]: %s", host.name, address, downgrade)
                         level = downgrade.level
@@ -516,69 +726,135 @@ class RemoteDelivery:
                         break
         return last
 
-    async def _open(
-        self, host: MailHost, address: str, policy: OutboundTlsPolicy, level: _TlsLevel
-    ) -> _Connection:
+    async def _open(self, host: MailHost, address: str, plan: _Plan, level: _TlsLevel) -> _Connection:
         """One connection at `level`: raises `_Refused` (try the next address) or `_Downgrade` (try this
-        address again at a lower level: only where the policy does not require TLS)."""
+        address again at a lower level: only where neither the policy nor the connector requires TLS).
+        Over a connector, failures answer the spec's codes (`_connector_failure`)."""
         settings = self.settings
+        connector, trail = plan.connector, plan.trail
+        port = host.port or settings.smtp_port
+        where = _where(host, address, port)
         timeouts = ClientTimeouts(settings.connect_timeout, settings.command_timeout, settings.data_timeout)
         try:
-            client = await SmtpClient.connect(address, settings.smtp_port, timeouts)
+            client = await SmtpClient.connect(address, port, timeouts)
         except (OSError, TimeoutError) as error:
-            raise _Refused(replies.CONNECT_FAILED, f"connect failed: {error or 'timeout'}") from error
-        connection = _Connection(client, host, address)
-        records = policy.tlsa(host.name)
-        required = policy.tls_required(host.name)
-        failure = replies.DANE_FAILED if records or policy.dane.get(host.name) else replies.TLS_POLICY_FAILED
+            reply = replies.CONNECT_FAILED if connector is None else _connector_failure(error, where)
+            _note(trail, "tcp", False, f"{where}: {_describe(error)}", reply)
+            raise _Refused(reply, f"connect failed: {_describe(error)}") from error
+        connection = _Connection(client, host, address, connector, where)
+        step = "tcp"  # what a failure is noted as: the connection and greeting, then TLS
         try:
             greeting = await client.read_reply()
             if greeting.code != 220:
-                raise _Refused(_reply(greeting.code, greeting.text), "greeting refused")
+                reply = _reply(greeting.code, greeting.text)
+                if connector is not None:
+                    reply = _with_where(replies.CONNECTOR_CANNOT_CONNECT, where, f"greeted with {reply}")
+                raise _Refused(reply, f"greeting refused: {greeting.code} {greeting.text[:200]}")
             await self._hello(connection)
-            if level is _TlsLevel.PLAIN:
+            banner = greeting.text.split("\n", 1)[0][:200]
+            _note(trail, "tcp", True, f"{where}: {banner}")
+            step = "tls"
+            if connector is not None and connector.requires_tls:
+                await self._connector_tls(connection, connector, where)
+                _note(trail, "tls", True, _tls_text(connection, connector))
                 return connection
-            if not client.supports("starttls"):
-                if required:
-                    raise _Refused(failure, "TLS is required but the server does not offer STARTTLS")
-                return connection
-            reply = await client.command(b"STARTTLS")
-            if reply.code != 220:
-                if required:
-                    raise _Refused(
-                        failure, f"TLS required by policy refused: {_reply(reply.code, reply.text)}"
-                    )
-                log.warning(
-                    "%s[%s]: STARTTLS refused (%s), sending in plaintext", host.name, address, reply.code
-                )
-                return connection
-            context = self._verified if level is _TlsLevel.VERIFIED else self._opportunistic
-            try:
-                await client.starttls(context, host.name)
-            except TlsFailed as error:
-                if required:
-                    raise _Refused(failure, f"TLS required by policy failed: {error}") from error
-                if level is _TlsLevel.VERIFIED:  # MTA-STS testing: report, then deliver as usual
-                    raise _Downgrade(
-                        _TlsLevel.OPPORTUNISTIC,
-                        f"MTA-STS testing: the policy of {policy.destination} would refuse this host: {error}"
-                        " (sent anyway)",
-                    ) from error
-                raise _Downgrade(
-                    _TlsLevel.PLAIN, f"{error}; retrying in plaintext (opportunistic TLS)"
-                ) from error
-            certificate = client.peer_certificate()
-            if records and not verify_dane([certificate] if certificate else [], records, host.name):
-                raise _Refused(replies.DANE_FAILED, "no TLSA record matches the server's certificate")
-            connection.tls = client.tls
-            await self._hello(connection)
-        except (_Refused, _Downgrade):
+            await self._policy_tls(connection, plan.policy, level)
+            _note(trail, "tls", True, _tls_text(connection, connector))
+        except _Refused as refused:
+            _note(trail, step, False, f"{where}: {refused}", refused.reply)
+            await client.quit()
+            raise
+        except _Downgrade as downgrade:
+            _note(trail, "tls", False, f"{where}: {downgrade}")
             await client.quit()
             raise
         except SmtpClientError as error:
             await client.quit()
-            raise _Refused(replies.CONNECT_FAILED, f"session set-up failed: {error}") from error
+            reply = replies.CONNECT_FAILED if connector is None else _connector_failure(error, where)
+            _note(trail, step, False, f"{where}: {error}", reply)
+            raise _Refused(reply, f"session set-up failed: {error}") from error
         return connection
+
+    async def _policy_tls(self, connection: _Connection, policy: OutboundTlsPolicy, level: _TlsLevel) -> None:
+        """STARTTLS by the destination's TLS policy (MTA-STS, DANE, else opportunistic)."""
+        client, host, address = connection.client, connection.host, connection.address
+        records = policy.tlsa(host.name)
+        required = policy.tls_required(host.name)
+        failure = replies.DANE_FAILED if records or policy.dane.get(host.name) else replies.TLS_POLICY_FAILED
+        if level is _TlsLevel.PLAIN:
+            return
+        if not client.supports("starttls"):
+            if required:
+                raise _Refused(failure, "TLS is required but the server does not offer STARTTLS")
+            return
+        reply = await client.command(b"STARTTLS")
+        if reply.code != 220:
+            if required:
+                raise _Refused(failure, f"TLS required by policy refused: {_reply(reply.code, reply.text)}")
+            log.warning("%s[%s]: STARTTLS refused (%s), sending in plaintext", host.name, address, reply.code)
+            return
+        context = self._verified if level is _TlsLevel.VERIFIED else self._opportunistic
+        try:
+            await client.starttls(context, host.name)
+        except TlsFailed as error:
+            if required:
+                raise _Refused(failure, f"TLS required by policy failed: {error}") from error
+            if level is _TlsLevel.VERIFIED:  # MTA-STS testing: report, then deliver as usual
+                raise _Downgrade(
+                    _TlsLevel.OPPORTUNISTIC,
+                    f"MTA-STS testing: the policy of {policy.destination} would refuse this host: {error}"
+                    " (sent anyway)",
+                ) from error
+            raise _Downgrade(
+                _TlsLevel.PLAIN, f"{error}; retrying in plaintext (opportunistic TLS)"
+            ) from error
+        certificate = client.peer_certificate()
+        if records and not verify_dane([certificate] if certificate else [], records, host.name):
+            raise _Refused(replies.DANE_FAILED, "no TLSA record matches the server's certificate")
+        connection.tls = client.tls
+        await self._hello(connection)
+
+    async def _connector_tls(self, connection: _Connection, connector: OutboundConnector, where: str) -> None:
+        """STARTTLS as a connector that requires TLS says (spec §3.2 `TlsSettings`), never a plaintext
+        fallback: encryption-only takes any certificate; certificate-validation needs a chain to a
+        trusted CA (the system's and `tls_ca_file`), whatever its names; domain-validation needs that
+        and a name matching `tls_domain`. Not offered or refused: 4.4.317; a certificate that fails:
+        4.7.320."""
+        client = connection.client
+        setting = connector.tls
+        if not client.supports("starttls"):
+            reply = _with_where(
+                replies.CONNECTOR_CANNOT_CONNECT, where, f"TLS is required ({setting}), STARTTLS not offered"
+            )
+            raise _Refused(
+                reply, f"the connector requires TLS ({setting}); the server does not offer STARTTLS"
+            )
+        answer = await client.command(b"STARTTLS")
+        if answer.code != 220:
+            refused = _reply(answer.code, answer.text)
+            reply = _with_where(replies.CONNECTOR_CANNOT_CONNECT, where, f"STARTTLS refused: {refused}")
+            raise _Refused(reply, f"the connector requires TLS ({setting}); STARTTLS refused: {refused}")
+        context = self._opportunistic if setting is OutboundTls.ENCRYPTION_ONLY else self._chain_verified
+        try:
+            await client.starttls(context, connection.host.name)
+        except TlsFailed as error:
+            if isinstance(error.__cause__, ssl.SSLCertVerificationError):
+                detail = f"certificate not trusted: {error.__cause__.verify_message}"
+                reply = _with_where(replies.CONNECTOR_CERTIFICATE_FAILED, where, detail)
+            else:
+                reply = _with_where(replies.CONNECTOR_CANNOT_CONNECT, where, str(error))
+            raise _Refused(reply, f"the connector requires TLS ({setting}): {error}") from error
+        if setting is OutboundTls.DOMAIN_VALIDATION:
+            names = certificate_dns_names(client.peer_certificate())
+            if not tls_domain_matches(connector.tls_domain, names):
+                shown = ", ".join(names[:5]) or "no DNS name"
+                detail = f"the certificate names {shown}, not {connector.tls_domain}"
+                raise _Refused(
+                    _with_where(replies.CONNECTOR_CERTIFICATE_FAILED, where, detail),
+                    f"the connector validates the domain {connector.tls_domain}: {detail}",
+                )
+        connection.tls = client.tls
+        await self._hello(connection)
 
     async def _hello(self, connection: _Connection) -> None:
         client = connection.client
@@ -651,7 +927,7 @@ class RemoteDelivery:
             else:
                 await self._one_by_one(connection, outcome, message, mail, rcpts, recipients, content)
         except SmtpClientError as error:
-            outcome.broken = _broken(error)
+            outcome.broken = _broken(error, connection)
         return outcome
 
     async def _pipelined(
@@ -802,11 +1078,12 @@ class RemoteDelivery:
     ) -> None:
         reply = outcome.results[-1].reply
         log.info(
-            "%s id=%s relay=%s[%s] tls=%s from=<%s> %s (%s)",
+            "%s id=%s relay=%s[%s]%s tls=%s from=<%s> %s (%s)",
             "sent" if reply.is_positive else "deferred" if reply.is_temporary else "bounced",
             message.attempt.message.id,
             connection.host.name,
             connection.address,
+            f" connector={connection.connector.name}" if connection.connector is not None else "",
             connection.tls or "none",
             message.attempt.sender,
             " ".join(f"to=<{r.recipient}>" for r in accepted),
@@ -854,13 +1131,129 @@ def _opportunistic_context() -> ssl.SSLContext:
     return context
 
 
-def _verified_context(ca_file: str) -> ssl.SSLContext:
+def _verified_context(ca_file: str, *, check_hostname: bool = True) -> ssl.SSLContext:
     """TLS with the certificate verified against the system's CAs (and `ca_file`) and the MX host name:
-    MTA-STS enforce (RFC 8461 §4.2)."""
+    MTA-STS enforce (RFC 8461 §4.2); without `check_hostname`, the chain only (an outbound connector's
+    certificate validation; its domain validation checks `tls_domain` itself)."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if ca_file:
         context.load_verify_locations(cafile=ca_file)
+    context.check_hostname = check_hostname
     return context
+
+
+def _no_policy(destination: str) -> OutboundTlsPolicy:
+    """Opportunistic TLS and nothing else: a connector's smart hosts, whose TLS its own setting rules."""
+    return OutboundTlsPolicy(destination, TlsMode.OPPORTUNISTIC, StsLookup(destination, None, StsSource.NONE))
+
+
+def certificate_dns_names(der: bytes | None) -> list[str]:
+    """The DNS names of a certificate (DER): its subjectAltName dNSNames, else its CN; [] when none
+    or when it does not parse."""
+    if not der:
+        return []
+    try:
+        certificate = x509.load_der_x509_certificate(der)
+    except ValueError:
+        return []
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns = [str(name) for name in names.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        dns = []
+    if dns:
+        return dns
+    return [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+
+
+def tls_domain_matches(tls_domain: str, names: Sequence[str]) -> bool:
+    """Whether a certificate naming `names` passes an outbound connector's domain validation of
+    `tls_domain`: the same name; for `*.x.com`, any name under x.com (or the certificate's own
+    `*.x.com`); for a plain name, a certificate wildcard `*.` standing for its leftmost label."""
+    wanted = tls_domain.lower().rstrip(".")
+    for name in names:
+        name = name.lower().rstrip(".")
+        if name == wanted:
+            return True
+        if wanted.startswith("*.") and not name.startswith("*") and name.endswith(wanted[1:]):
+            return True
+        if name.startswith("*.") and not wanted.startswith("*"):
+            label, dot, parent = wanted.partition(".")
+            if label and dot and parent == name[2:]:
+                return True
+    return False
+
+
+def _connector_failure(error: BaseException, where: str) -> Reply:
+    """The spec's reply (§3.6) for a connection over an outbound connector that failed with `error`."""
+    if isinstance(error, ConnectionRefusedError):
+        reply = replies.CONNECTOR_REFUSED
+    elif isinstance(error, TimeoutError | ReplyTimeout):
+        reply = replies.CONNECTOR_TIMEOUT
+    elif isinstance(
+        error, ServerDisconnected | ConnectionResetError | ConnectionAbortedError | BrokenPipeError
+    ):
+        reply = replies.CONNECTOR_CLOSED
+    else:
+        reply = replies.CONNECTOR_CANNOT_CONNECT
+    return _with_where(reply, where, _describe(error))
+
+
+def _with_where(reply: Reply, where: str, detail: str) -> Reply:
+    return reply.with_text(f"{reply.text} ({where}: {detail})"[:400])
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, TimeoutError | ReplyTimeout) and not str(error):
+        return "timed out"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__
+
+
+def _where(host: MailHost, address: str, port: int) -> str:
+    """`name[address]:port`, as Postfix logs a peer; `[address]:port` for a host given as an address."""
+    return f"{'' if host.name == address else host.name}[{address}]:{port}"
+
+
+def _hosts_text(hosts: Sequence[MailHost], default_port: int) -> str:
+    return ", ".join(
+        f"{host.name}{'' if host.addresses == (host.name,) else ' (' + ', '.join(host.addresses) + ')'}"
+        f" port {host.port or default_port}"
+        for host in hosts
+    )
+
+
+def _tls_text(connection: _Connection, connector: OutboundConnector | None) -> str:
+    """What a connection's TLS came to, for a validation's `tls` step."""
+    if not connection.tls:
+        return (
+            "no TLS: the server did not offer it, or the handshake failed; not required (opportunistic TLS)"
+        )
+    setting = connector.tls if connector is not None else OutboundTls.OPPORTUNISTIC
+    checked = {
+        OutboundTls.OPPORTUNISTIC: "opportunistic, the certificate not checked",
+        OutboundTls.ENCRYPTION_ONLY: "encryption only, certificate not checked",
+        OutboundTls.CERTIFICATE_VALIDATION: "certificate chain validated",
+        OutboundTls.DOMAIN_VALIDATION: "certificate validated for "
+        + (connector.tls_domain if connector is not None else ""),
+    }[setting]
+    return f"{connection.tls}: {checked}"
+
+
+def _note_outcome(trail: Trail | None, connection: _Connection, outcome: _Outcome) -> None:
+    """The `message` step of a traced delivery: each recipient's reply, or why the connection broke."""
+    if trail is None:
+        return
+    for result in outcome.results:
+        reply = result.reply
+        trail.note(
+            "message", reply.is_positive, f"{connection.where}: {reply}", None if reply.is_positive else reply
+        )
+    if outcome.broken is not None:
+        trail.note("message", False, f"{connection.where}: {outcome.broken}", outcome.broken)
 
 
 def _allowed_hosts(policy: OutboundTlsPolicy, hosts: list[MailHost]) -> list[MailHost] | Reply:
@@ -893,11 +1286,15 @@ def _reply(code: int, message: str) -> Reply:
     return Reply(code, enhanced, "\n".join(lines)[:2000])
 
 
-def _broken(error: SmtpClientError) -> Reply:
-    if isinstance(error, ReplyTimeout):
-        return replies.REMOTE_TIMEOUT
+def _broken(error: SmtpClientError, connection: _Connection) -> Reply:
+    """The reply for recipients left unsettled when a connection broke: over a connector, the spec's
+    timeout (4.4.315) or closed-abruptly (4.4.318) code."""
     if isinstance(error, ProtocolViolation):
         return replies.REMOTE_PROTOCOL_ERROR
+    if connection.connector is not None:
+        return _connector_failure(error, connection.where)
+    if isinstance(error, ReplyTimeout):
+        return replies.REMOTE_TIMEOUT
     return replies.REMOTE_DISCONNECTED
 
 

@@ -46,11 +46,13 @@ class MailHostError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class MailHost:
-    """One host to try: its name, MX preference, and addresses (IPv4 first)."""
+    """One host to try: its name, MX preference, and addresses (IPv4 first); `port` 0 is the delivery's
+    SMTP port (an outbound connector's smart host may name its own)."""
 
     name: str
     preference: int
     addresses: tuple[str, ...]
+    port: int = 0
 
 
 async def mail_hosts(
@@ -68,7 +70,7 @@ async def mail_hosts(
         if any(record.is_null for record in records):
             raise MailHostError(replies.NULL_MX, f"{domain} publishes a null MX (RFC 7505)")
         if not records:
-            addresses = await _addresses(resolver, domain, max_addresses)
+            addresses = await host_addresses(resolver, domain, max_addresses)
             if not addresses:
                 raise MailHostError(replies.NO_MAIL_HOST, f"{domain} has no MX and no A/AAAA record")
             return [MailHost(domain, IMPLICIT_MX_PREFERENCE, addresses)]
@@ -88,7 +90,7 @@ async def mail_hosts(
     temporary: DnsTemporaryError | None = None
     for preference, name in ordered[:max_hosts]:
         try:
-            addresses = await _addresses(resolver, name, max_addresses)
+            addresses = await host_addresses(resolver, name, max_addresses)
         except NxDomain:
             continue  # a dangling MX host: the others may still take the mail
         except DnsTemporaryError as error:
@@ -116,8 +118,9 @@ def without_local(hosts: Sequence[MailHost], is_local: Callable[[MailHost], bool
     return kept
 
 
-async def _addresses(resolver: Resolver, name: str, limit: int) -> tuple[str, ...]:
-    """A then AAAA addresses of `name`; NXDOMAIN of the name raises, NODATA of both is ()."""
+async def host_addresses(resolver: Resolver, name: str, limit: int) -> tuple[str, ...]:
+    """A then AAAA addresses of `name`, at most `limit`; NXDOMAIN of the name raises `NxDomain`, a
+    failure with nothing found raises `DnsTemporaryError`, NODATA of both is ()."""
     found = [str(address) for address in await resolver.a(name)]
     try:
         found += [str(address) for address in await resolver.aaaa(name)]

@@ -22,11 +22,13 @@ certificate it presented and that the node verified (`tls_certificate_name`: a d
 picks the connector for a recipient: an exact recipient-domain match, else an "all accepted domains"
 connector (for a recipient in one of the tenant's accepted domains), else the longest wildcard match.
 Rule-scoped connectors and disabled ones are never chosen here (a mail flow rule names them).
-`parse_smart_host` reads a smart host as the directory stores it (host or IP literal, optional port).
+`parse_smart_host` reads a smart host as the directory stores it (`host`, `host:port`, `[v6]:port`).
 
-**Records** (values the directory stores and reads back): `ValidationResult` and its
-`ValidationStep`s, one per recipient of a connector validation run (spec §3.5), read with
-`last_validation_run` and `validation_state`; `TenantScenario`, the scenario of spec §4 a tenant applied.
+**Records** (values the directory stores and reads back): `ValidationResult` is one recipient of one
+validation run of an outbound connector (spec §3.5), with its `ValidationStep`s (`dns`, `tcp`, `tls`,
+`message`), as `delivery.validation` makes them and the directory keeps them (`connector_validations`),
+read with `last_validation_run` and `validation_state`; `TenantScenario`, the scenario of spec §4 a
+tenant applied.
 """
 
 from __future__ import annotations
@@ -118,6 +120,15 @@ class OutboundConnector:
     @property
     def requires_tls(self) -> bool:
         return self.tls is not OutboundTls.OPPORTUNISTIC
+
+
+def split_smart_host(entry: str) -> tuple[str, int]:
+    """A smart host entry as delivery connects to it: (host lower-cased, port), port 0 for the SMTP
+    port of delivery (`parse_smart_host` reads it). Raises ValueError naming what is wrong."""
+    host, port = parse_smart_host(entry)
+    if not host:
+        raise ValueError(f"{entry!r}: the smart host has no host name or address")
+    return host.rstrip(".").lower(), port or 0
 
 
 def domain_matches(pattern: str, domain: str) -> bool:
@@ -412,8 +423,10 @@ def _port(text: str, entry: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ValidationStep:
-    """One step of validating an outbound connector for one recipient (spec §3.5): `dns`, `tcp`,
-    `tls` or `message`; `reply` is the failure's reply with its code (the §3.6 codes), "" when ok."""
+    """One step of validating an outbound connector for one recipient (spec §3.5), in the order a
+    delivery takes them: `dns` (the smart hosts' or the MX hosts' addresses), `tcp` (the connection
+    and the greeting), `tls` (STARTTLS by the connector's `tls` setting), `message` (a test message).
+    `reply` is the failure's reply with its code (the spec §3.6 codes), "" when the step passed."""
 
     step: str
     ok: bool

@@ -201,6 +201,7 @@ CONNECTOR_CLOSED = Reply(450, "4.4.318", "Connection closed abruptly by the conn
 CONNECTOR_CERTIFICATE_FAILED = Reply(
     450, "4.7.320", "Certificate validation failed for the connector's destination"
 )
+SMART_HOST_IS_LOCAL = Reply(554, "5.4.14", "Routing loop: the connector's smart host is this service")
 FORWARDING_DENIED = Reply(
     550, "5.7.520", "Access denied, your organization does not allow external forwarding"
 )

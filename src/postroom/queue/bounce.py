@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, select, update
 
+from postroom.model import replies
 from postroom.model.flow import EventKind, TraceEvent, TraceRecipient, TraceStatus
 from postroom.model.message import header_section
 from postroom.queue.leases import TraceRows
@@ -277,6 +278,20 @@ def status_of(reply: str, action: str) -> str:
     return "4.0.0" if action == "delayed" or reply.startswith("4") else "5.0.0"
 
 
+# Outbound connector failures (spec §3.6), which fail with their own code after 24 hours of retries.
+CONNECTOR_STATUSES = frozenset(
+    str(reply.enhanced)
+    for reply in (
+        replies.CONNECTOR_DNS_FAILED,
+        replies.CONNECTOR_TIMEOUT,
+        replies.CONNECTOR_REFUSED,
+        replies.CONNECTOR_CANNOT_CONNECT,
+        replies.CONNECTOR_CLOSED,
+        replies.CONNECTOR_CERTIFICATE_FAILED,
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Advice:
     what: str
@@ -300,6 +315,16 @@ def advice(status: str, action: str) -> _Advice:
             "for a while, until the retries ran out.",
             "The recipient's email administrator.",
             "Try again later, or ask the recipient's administrator to check their mail server.",
+        )
+    if status in CONNECTOR_STATUSES:
+        return _Advice(
+            "The message was to leave over a connector of your organization (to its own servers or a "
+            "partner's), and the connector's destination could not take it for a day of retries: "
+            "it was not found in DNS, did not answer, refused the connection, did not offer the TLS "
+            "the connector requires, or presented a certificate that failed validation.",
+            "Your email administrator.",
+            "Forward this report to your email administrator; `postroom connector validate` tests the "
+            "connector step by step.",
         )
     if status.startswith("5.1."):
         return _Advice(

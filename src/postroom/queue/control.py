@@ -1,6 +1,10 @@
 """Queue control: what an administrator sees of the queue and does to it (list, show, retry, hold,
 release, delete, summary). Every admin surface (the CLI, later the admin API) uses this service.
 
+A recipient that leaves by an outbound connector shows it (`connector_id`, and its `connector` name,
+read with the row: the name of the row's own tenant's connector only; a connector removed since shows
+its id, and the row is then sent by MX).
+
 Scoped: each method takes a `Scope` first. A `TenantScope` sees and changes only its own recipient
 rows (a message shared with another tenant shows only the tenant's rows; one with none of them is
 "not found", never "forbidden"); `OPERATOR` sees all, including rows of no tenant.
@@ -37,7 +41,7 @@ from postroom.queue.leases import TraceRows
 from postroom.queue.scheduler import TraceWriter
 from postroom.queue.spool import QueueState, QueueSummary, queue_summary, settle
 from postroom.storage import Database
-from postroom.storage.schema import queue_recipients, spool_messages
+from postroom.storage.schema import outbound_connectors, queue_recipients, spool_messages
 
 # Ages of queued messages in `overview` (upper bounds in seconds; the last bucket is everything older).
 AGE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -70,6 +74,16 @@ class QueuedRecipient:
     lease_owner: str | None
     lease_until: float | None
     expires_at: float | None
+    connector_id: int | None = None  # the outbound connector it leaves by; None: by MX
+    connector: str = ""  # that connector's name; "" by MX, or when it was removed since
+
+    @property
+    def route(self) -> str:
+        """Where it goes: its destination, and the connector it leaves by (`x.com via on-prem`)."""
+        if self.connector_id is None:
+            return self.destination
+        name = self.connector or f"connector {self.connector_id} (removed: sent by MX)"
+        return f"{self.destination} via {name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,11 @@ class QueuedMessage:
     @property
     def destinations(self) -> list[str]:
         return sorted({r.destination for r in self.recipients})
+
+    @property
+    def routes(self) -> list[str]:
+        """Its destinations with the connectors they leave by (`QueuedRecipient.route`)."""
+        return sorted({r.route for r in self.recipients})
 
     @property
     def next_attempt_at(self) -> float | None:
@@ -197,10 +216,12 @@ class QueueControl:
     ) -> list[QueuedMessage]:
         if not ids:
             return []
-        q, m = queue_recipients, spool_messages
+        q, m, c = queue_recipients, spool_messages, outbound_connectors
         rows = conn.execute(
-            select(q, m.c.sender, m.c.subject, m.c.size)
+            select(q, m.c.sender, m.c.subject, m.c.size, c.c.name.label("connector_name"))
             .join(m, m.c.id == q.c.message_id)
+            # The connector's name, only ever the row's own tenant's (a removed one has none).
+            .outerjoin(c, (c.c.id == q.c.connector_id) & (c.c.tenant_id == q.c.tenant_id))
             .where(q.c.message_id.in_(list(ids)))
             .where(condition)
             .order_by(q.c.id)
@@ -345,4 +366,6 @@ def _recipient(r: Row[Any]) -> QueuedRecipient:
         lease_owner=r.lease_owner,
         lease_until=r.lease_until,
         expires_at=r.expires_at,
+        connector_id=r.connector_id,
+        connector=r.connector_name or "",
     )

@@ -18,7 +18,10 @@ and the rows are due again for anyone. Nothing is lost: a row leaves the queue o
   result then finds no row), so a 250 once committed is never delivered again.
 - `4xx`: deferred, due again after the next step of the retry schedule (Defer event). Past the
   row's expiry (`expires_at`, set at the first deferral: receipt + `message_expiration`) it fails
-  with `4.4.7` instead.
+  with `4.4.7` instead. A reply that `model.replies.retry_period` gives a shorter period (an outbound
+  connector's failure, 4.4.312-318 and 4.7.320; an MTA-STS or DANE failure) brings the expiry to
+  receipt + that period (24 h), and the recipient then fails with that reply's own code (550 4.4.316
+  ...; retried for 24 hours), so the NDR says what went wrong.
 - `5xx`: failed with the reply (Fail event); the DSN round (`queue.bounce`) reports it.
 
 A 4xx or 5xx is applied only while the row still carries our lease token: a result for a row we
@@ -102,6 +105,7 @@ class LeasedRecipient:
     prefix: bytes
     size: int
     received_at: float
+    connector_id: int | None = None  # the outbound connector it leaves by; None: by MX
 
     @property
     def trace_rows(self) -> tuple[str, ...]:
@@ -159,6 +163,7 @@ def lease_due(conn: Connection, *, token: str, now: float, lease_seconds: float,
                 prefix=bytes(r.headers) + bytes(r.prefix),
                 size=r.size + len(r.headers),
                 received_at=r.received_at,
+                connector_id=r.connector_id,
             )
             for r in rows
         )
@@ -240,6 +245,8 @@ def settle_results(
             "remote_ip": result.remote_ip,
             "tls": result.tls or "none",
         }
+        if leased.connector_id is not None:
+            detail["connector_id"] = leased.connector_id
         if reply.is_positive:
             delivered.add(leased.queue_id)
             trace.settled.append((EventKind.SEND, reply))
@@ -261,6 +268,9 @@ def settle_results(
         expires_at = (
             row.expires_at if row.expires_at is not None else leased.received_at + policy.message_expiration
         )
+        retry_for = replies.retry_period(reply)
+        if retry_for is not None:  # a connector or TLS policy failure: retried for a day, not two
+            expires_at = min(expires_at, leased.received_at + retry_for)
         if reply.is_temporary and now < expires_at:
             if row.state != QueueState.HELD.value:
                 values["state"] = QueueState.DEFERRED.value
@@ -269,7 +279,7 @@ def settle_results(
             trace.extend(_rows(leased, EventKind.DEFER, {**detail, "attempts": attempts}, None))
             trace.settled.append((EventKind.DEFER, reply))
         else:
-            final = reply if reply.is_permanent else _expired(reply)
+            final = reply if reply.is_permanent else _expired(reply, retry_for)
             values["state"] = QueueState.FAILED.value
             values["last_reply"] = str(final)[:512]
             trace.extend(_rows(leased, EventKind.FAIL, {**detail, "reply": str(final)}, TraceStatus.FAILED))
@@ -279,8 +289,13 @@ def settle_results(
     return trace
 
 
-def _expired(last: Reply) -> Reply:
-    """The 4.4.7 a recipient fails with when its retries ran out; says what the last attempt got."""
+def _expired(last: Reply, retry_for: float | None = None) -> Reply:
+    """What a recipient fails with when its retries ran out: 4.4.7 saying what the last attempt got;
+    after a connector or TLS policy failure (`retry_for`, 24 h), that failure's own code, so the
+    NDR names the cause (spec §3.6: "retried 24 h, then NDR")."""
+    if retry_for is not None and last.enhanced is not None:
+        hours = round(retry_for / 3600)
+        return Reply(550, last.enhanced, f"{last.text}; retried for {hours} hours, message expired"[:400])
     return replies.MESSAGE_EXPIRED.with_text(f"{replies.MESSAGE_EXPIRED.text}; last reply: {last}"[:400])
 
 

@@ -8,8 +8,9 @@ One loop per node. Each turn it:
    on SQLite, a READ COMMITTED transaction of its own on PostgreSQL: `lease_with`), at most
    `delivery_batch_max` and never more than `max_deliveries_in_flight` held unsettled in all;
 3. groups them into `DeliveryAttempt`s (one message, one envelope sender, one destination domain,
-   one tenant) and starts one delivery per destination: the agent is given that destination's
-   attempts together (so it can reuse a connection; it bounds connections per destination itself);
+   one tenant, one outbound connector) and starts one delivery per route, a destination by MX or
+   over one connector: the agent is given that route's attempts together (so it can reuse a
+   connection; it bounds connections per route itself);
 4. when a delivery answers, settles each recipient in a writer job (`queue.leases.settle_results`:
    2xx delivered, 4xx deferred on the retry schedule until expiry, 5xx failed) with its trace, and
    once that job committed counts each in `postroom.metrics` (delivered, deferred or failed by reason).
@@ -99,13 +100,19 @@ class DeliveryPolicy:
     delay_notification: float = 14_400.0
 
 
-def attempts_for(leased: Sequence[LeasedRecipient]) -> dict[str, list[DeliveryAttempt]]:
-    """Group leased recipients into attempts (message, sender, destination, tenant), by destination."""
-    grouped: dict[tuple[str, str, str, int | None], list[LeasedRecipient]] = {}
+RouteKey = tuple[str, int | None]
+"""Where a group of recipients goes: (destination domain, outbound connector id or None for MX)."""
+
+
+def attempts_for(leased: Sequence[LeasedRecipient]) -> dict[RouteKey, list[DeliveryAttempt]]:
+    """Group leased recipients into attempts (message, sender, destination, tenant, connector), by
+    route: one destination over one connector (or by MX)."""
+    grouped: dict[tuple[str, int | None, str, str, int | None], list[LeasedRecipient]] = {}
     for item in leased:
-        grouped.setdefault((item.destination, item.message_id, item.sender, item.tenant_id), []).append(item)
-    by_destination: dict[str, list[DeliveryAttempt]] = {}
-    for (destination, _, sender, tenant_id), items in grouped.items():
+        key = (item.destination, item.connector_id, item.message_id, item.sender, item.tenant_id)
+        grouped.setdefault(key, []).append(item)
+    by_route: dict[RouteKey, list[DeliveryAttempt]] = {}
+    for (destination, connector_id, _, sender, tenant_id), items in grouped.items():
         first = items[0]
         message = OutboundMessage(
             first.message_id, first.blob_id, first.prefix, first.size, first.received_at, tenant_id
@@ -113,10 +120,10 @@ def attempts_for(leased: Sequence[LeasedRecipient]) -> dict[str, list[DeliveryAt
         recipients = tuple(
             OutboundRecipient(i.queue_id, i.recipient, i.original_recipient, i.attempts) for i in items
         )
-        by_destination.setdefault(destination, []).append(
-            DeliveryAttempt(destination, sender, message, recipients)
+        by_route.setdefault((destination, connector_id), []).append(
+            DeliveryAttempt(destination, sender, message, recipients, connector_id)
         )
-    return by_destination
+    return by_route
 
 
 class Scheduler:
@@ -238,15 +245,16 @@ class Scheduler:
             return None
 
     def _start(self, lease: Lease) -> list[asyncio.Task[int]]:
-        """Start one delivery per destination of the lease."""
+        """Start one delivery per route of the lease: a destination, by MX or over one connector."""
         tasks = []
-        by_destination: dict[str, list[LeasedRecipient]] = {}
+        by_route: dict[RouteKey, list[LeasedRecipient]] = {}
         for item in lease.recipients:
-            by_destination.setdefault(item.destination, []).append(item)
-        for destination, items in by_destination.items():
+            by_route.setdefault((item.destination, item.connector_id), []).append(item)
+        for (destination, connector_id), items in by_route.items():
             self._in_flight += len(items)
+            via = "" if connector_id is None else f"-connector-{connector_id}"
             task = asyncio.create_task(
-                self._deliver(lease.token, items), name=f"postroom-deliver-{destination}"
+                self._deliver(lease.token, items), name=f"postroom-deliver-{destination}{via}"
             )
             self._deliveries.add(task)
             task.add_done_callback(self._deliveries.discard)

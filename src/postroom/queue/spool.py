@@ -14,8 +14,9 @@ same durable path. A settled recipient (delivered, or failed and reported) leave
 message with no recipients left leaves the spool (its blob stays while the mailstore uses it).
 
 Each row keeps its `destination` (the recipient's domain, ASCII lower case: what delivery groups by
-and `queue list --destination` filters on) and its own `envelope_sender` (NULL: the message's). The
-lease columns are `queue.leases`'.
+and `queue list --destination` filters on), its own `envelope_sender` (NULL: the message's) and the
+outbound connector it leaves by (`connector_id`, NULL: by MX; routing chose it). The lease columns
+are `queue.leases`'.
 
 This module owns the spool and queue tables: a delivery agent settles its recipients with `settle`
 in its own unit of work (the transaction it delivered in), never by writing the tables itself.
@@ -97,6 +98,7 @@ _INSERT_QUEUE = PreparedInsert(
         "remote_mta",
         "received_at",
         "headers",
+        "connector_id",
     ],
 )
 
@@ -142,6 +144,7 @@ def write_spool(conn: Connection, entry: SpoolEntry, recipients: list[RoutedReci
                 "remote_mta": "",
                 "received_at": entry.received_at,
                 "headers": r.headers,
+                "connector_id": r.connector_id,
             }
             for r in recipients
         ],

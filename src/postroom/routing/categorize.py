@@ -39,9 +39,29 @@ the mailbox's row is `forwarded` unless the mailbox keeps a copy.
   primary address, so the queue's NDR goes to the owner who set the forwarding up, and the mailbox
   keeps the message.
 
-A `Relayed` recipient routes remote: a remote recipient of an authenticated sender as its tenant's
-mail, and a bounce to one of our SRS addresses to the decoded address, mail of no tenant when it leaves
-the service, with a Resolve event.
+A `Relayed` recipient routes remote: a remote recipient of an authenticated sender (or of a source
+attributed to the tenant's on-premises connector) as its tenant's mail, an unknown recipient of an
+internal-relay domain as its tenant's mail (its on-premises connector takes it), and a bounce to one
+of our SRS addresses to the decoded address, mail of no tenant when it leaves the service, with a
+Resolve event.
+
+**Outbound connectors** (spec §3.3, `model.connectors`): every remote route of a tenant T (an
+internet recipient, another organization's, a contact, an external forward, a Relayed one) leaves by
+`choose_outbound(T's connectors, its domain, accepted_domain=<the domain is one of T's verified
+accepted domains>)`: an exact recipient-domain match, else an all-accepted-domains connector, else
+the longest wildcard; none: by MX. The route carries `connector_id` (the queue keeps it, delivery
+follows the connector's smart hosts and TLS settings) and a Resolve event names the connector. Mail
+of no tenant never uses a connector. A route that failed while it was routed takes none.
+
+- **Centralized mail transport** (`route_all_via_on_premises`, spec §4 hybrid 2): when T has an
+  enabled OnPremises connector with it, every route of T, its own mailboxes included, goes to that
+  connector (a mailbox's copy is addressed to its primary address), unless the message came from
+  T's on-premises servers (`source.on_premises_tenant == T`): mail on its way back is delivered as
+  usual, so it never loops. A Redirect event says so (`connector`, `centralized_mail_transport`).
+- **Sender rewriting** (`sender_rewriting`, OnPremises): a route over such a connector whose envelope
+  sender is not in one of T's accepted domains leaves with the SRS sender (`srs.forward`), so the
+  on-premises server's SPF check of an outside sender passes and its bounces come back; the null
+  sender and a sender already at the SRS domain are kept.
 
 Every outcome is typed: `Categorized.routes` to queue, `events` for trace, `statuses` for the trace
 summary (a group's row is `expanded`, each route's row `pending`, a member that cannot be resolved
@@ -56,7 +76,14 @@ from dataclasses import dataclass, field, replace
 
 from postroom.directory import AddressOwner, DirectoryView, RecipientKind
 from postroom.model import Address, AddressError, replies
-from postroom.model.connectors import Source
+from postroom.model.address import destination_of
+from postroom.model.connectors import (
+    ConnectorType,
+    OutboundConnector,
+    Source,
+    choose_outbound,
+    on_premises_route,
+)
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
 from postroom.routing.resolve import Accepted, Relayed
 from postroom.routing.srs import Srs
@@ -103,6 +130,7 @@ def categorize(
     expanded: set[int] = set()
     forwarded: set[int] = set()  # mailboxes that forwarded this message already
     past_limit: dict[int | None, list[str]] = {}  # tenant -> the recipients past the limit, in order
+    connectors: dict[int, tuple[OutboundConnector, ...]] = {}  # tenant -> its outbound connectors
 
     def event(kind: EventKind, tenant_id: int | None, address: str, detail: dict[str, object]) -> None:
         result.events.append(TraceEvent(message_id, kind, tenant_id, address, detail))
@@ -112,6 +140,49 @@ def categorize(
             trace_rows.add(recipient.lower())
             result.statuses.append(TraceRecipient(message_id, tenant_id, recipient, value, resolved))
 
+    def own_domain(tenant_id: int, domain: str) -> bool:
+        found = directory.domain(domain)
+        return found is not None and found.tenant_id == tenant_id and found.receives_mail
+
+    def outbound_of(tenant_id: int) -> tuple[OutboundConnector, ...]:
+        if tenant_id not in connectors:
+            connectors[tenant_id] = directory.outbound_connectors(tenant_id)
+        return connectors[tenant_id]
+
+    def via_connector(new: RoutedRecipient) -> RoutedRecipient:
+        """The route with the outbound connector it leaves by, if any (see the module docstring)."""
+        tenant_id = new.tenant_id
+        if tenant_id is None or new.failure:
+            return new
+        domain = destination_of(new.recipient)
+        connector = None
+        if source is None or source.on_premises_tenant != tenant_id:
+            connector = on_premises_route(outbound_of(tenant_id))
+        centralized = connector is not None
+        if connector is None and new.route is Route.REMOTE:
+            connector = choose_outbound(outbound_of(tenant_id), domain, own_domain(tenant_id, domain))
+        if connector is None:
+            return new
+        detail: dict[str, object] = {"connector": connector.name, "to": new.recipient}
+        envelope_sender = new.envelope_sender
+        if connector.type is ConnectorType.ON_PREMISES and connector.sender_rewriting and srs is not None:
+            current = sender if envelope_sender is None else envelope_sender
+            current_domain = destination_of(current)
+            if current and current_domain != srs.domain and not own_domain(tenant_id, current_domain):
+                envelope_sender = srs.forward(current)
+                detail["envelope_sender"] = envelope_sender
+        if centralized:
+            detail["centralized_mail_transport"] = True
+        kind = EventKind.REDIRECT if centralized else EventKind.RESOLVE
+        event(kind, tenant_id, new.original_recipient, detail)
+        return replace(
+            new,
+            route=Route.REMOTE,
+            mailbox_id=None,
+            connector_id=connector.id,
+            envelope_sender=envelope_sender,
+        )
+
     def route(new: RoutedRecipient, key: str, direct: bool) -> None:
         """Route a final recipient once; a direct RCPT that repeats one shares its delivery."""
         index = routed.get((new.tenant_id, key))
@@ -120,7 +191,7 @@ def categorize(
                 past_limit.setdefault(new.tenant_id, []).append(new.original_recipient)
                 return
             routed[(new.tenant_id, key)] = len(result.routes)
-            result.routes.append(new)
+            result.routes.append(via_connector(new))
         elif direct and new.original_recipient.lower() not in trace_rows:
             first = result.routes[index]
             result.routes[index] = replace(first, also_settles=(*first.also_settles, new.original_recipient))
