@@ -452,7 +452,7 @@ def test_postfix_down_defers_4_4_316_and_validation_says_so_then_both_recover(wo
 def test_validate_refuses_what_it_cannot_do(world: World) -> None:
     node = world.node
     unknown = validate(node, "Nope", "--tenant", "contoso")
-    assert unknown.exit_code == 1 and "no outbound connector named 'Nope'" in unknown.output
+    assert unknown.exit_code == 1 and "no outbound connector 'Nope'" in unknown.output
     theirs = validate(node, "Partner by name", "--tenant", "contoso")  # fabrikam's, not contoso's
     assert theirs.exit_code == 1 and "no outbound connector" in theirs.output
     nobody = validate(node, "Wrong name", "--tenant", "contoso")
