@@ -75,9 +75,11 @@ import dataclasses
 import datetime
 import ipaddress
 import os
+import re
 import smtplib
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -89,8 +91,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from postroom.app import App
+from postroom.app.domain_dns import domain_facts
 from postroom.app.setup import render_config
 from postroom.config import ListenAddress, Settings
+from postroom.dns import domain_records
+from postroom.model.scope import OPERATOR
+from postroom.trace import StoredTraceEvent, TraceQuery, TraceRow
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import make_node, reload
 from tests.support.postfix import DEBIAN_MAIN_CF, PostfixLab, lab_main_cf
@@ -399,6 +406,7 @@ def role_main_cf(lab: ScenarioPostfix, uid: int, gid: int) -> dict[str, str]:
             "minimal_backoff_time": "2s",
             "maximal_backoff_time": "10s",
             "queue_run_delay": "2s",
+            "smtpd_tls_received_header": "yes",  # its Received header says whether the hop was TLS
             "smtp_tls_loglevel": "1",
             "smtpd_tls_loglevel": "1",
         }
@@ -558,6 +566,77 @@ def scenario_node(directory: Path, net: LabNet, ca: LabCa, *, protection: bool =
     )
     settings.source.write_text(render_config(settings), encoding="utf-8")
     return reload(settings)
+
+
+def publish_service(dns: DnsTestServer, settings: Settings, net: LabNet) -> None:
+    """Serve the service's own zone as `postroom service records` would have it: every per-domain MX
+    host (`<domainKey>.<mx suffix>`) and the node's host name at .10, and the SPF host listing .10 and
+    127.0.0.1 (where the node's own deliveries come from: it does not bind its client side)."""
+    service = settings.service
+    origin = service.domain
+    suffix = service.mx_host_suffix.removesuffix(f".{origin}")
+    hostname = service.hostname.removesuffix(f".{origin}")
+    spf = service.spf_include.removesuffix(f".{origin}")
+    dns.set_zone(
+        origin,
+        f"*.{suffix} A {net.postroom}\n{hostname} A {net.postroom}\n"
+        f'{spf} TXT "v=spf1 ip4:{net.postroom} ip4:127.0.0.1 -all"\n',
+    )
+
+
+def postroom_mx(app: App, domain: str) -> str:
+    """The MX host `postroom domain records` gives `domain` (the service's per-domain host)."""
+    records = domain_records(app.settings.service, domain_facts(app.directory, domain))
+    return next(record.value for record in records if record.type == "MX")
+
+
+def public_client() -> str | None:
+    """A local IPv4 address outside 127/8 and the private and shared ranges, for an internet sender
+    whose address enhanced filtering must find: it skips hops from non-public addresses as the
+    gateway's own network (spec §3.7), so a loopback original sender would never be found. None when
+    the machine has no such address (its tests then skip, saying so). Connections from it to the
+    loopback labs stay on `lo`."""
+    listed = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False)
+    for match in re.finditer(r"\binet (\d+\.\d+\.\d+\.\d+)/", listed.stdout):
+        address = ipaddress.ip_address(match.group(1))
+        if not any(address in network for network in _NOT_PUBLIC):
+            return str(address)
+    return None
+
+
+_NOT_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    )
+)
+
+
+def inbox(app: App, address: str, folder: str = "Inbox") -> list[bytes]:
+    """A Postroom mailbox's messages in `folder`, oldest first, as exported (CRLF)."""
+    d, store = app.directory, app.mailstore
+    mailbox = d.get_recipient(OPERATOR, address).id
+    return [
+        store.export(OPERATOR, mailbox, m.uid, folder) for m in store.list_messages(OPERATOR, mailbox, folder)
+    ]
+
+
+def traced(app: App, recipient: str, subject: str) -> list[TraceRow]:
+    """Message trace rows of the messages to `recipient` (as given or resolved) with `subject`."""
+    return [
+        row for row in app.trace.search(TraceQuery(recipient=recipient), OPERATOR) if row.subject == subject
+    ]
+
+
+def events(app: App, message_id: str) -> list[StoredTraceEvent]:
+    detail = app.trace.detail(message_id, OPERATOR)
+    return list(detail.events) if detail is not None else []
 
 
 # --------------------------------------------------------------------------------------------- SMTP
