@@ -161,7 +161,7 @@ def test_the_on_premises_server_hosts_its_mailboxes(labs: Labs) -> None:
         source=labs.net.internet_client,
     )
     assert sent.data is not None and sent.data.code == 250, sent
-    [arrived] = [m for m in labs.onprem.wait_for(ONPREM1) if b"Subject: to on-premises" in m]
+    [arrived] = labs.onprem.wait_for(ONPREM1, containing=b"Subject: to on-premises")
     [received] = header_values(arrived, "Received")
     assert f"[{labs.net.internet_client}]" in received and "by mail.contoso.test (Postfix)" in received
 
@@ -222,7 +222,7 @@ def test_postroom_reaches_the_internet_by_mx(labs: Labs) -> None:
         client.starttls(context=context)
         client.login(ANN, PASSWORD)
         assert client.sendmail(ANN, [BOB], message(ANN, BOB, "to the internet")) == {}
-    [arrived] = [m for m in labs.internet.wait_for(BOB) if b"Subject: to the internet" in m]
+    [arrived] = labs.internet.wait_for(BOB, containing=b"Subject: to the internet")
     assert header_values(arrived, "Delivered-To") == [BOB]
     assert "by mx.internet.test (Postfix)" in header_values(arrived, "Received")[0]
 
@@ -264,5 +264,5 @@ def test_an_outage_refuses_connections_and_the_server_comes_back_with_its_mail(l
         source=labs.net.internet_client,
     )
     assert sent.data is not None and sent.data.code == 250
-    arrived = labs.onprem.wait_for(ONPREM1, before + 1)
+    arrived = labs.onprem.wait_for(ONPREM1, count=before + 1)
     assert len(arrived) == before + 1 and b"Subject: after the outage" in arrived[-1]

@@ -81,10 +81,11 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -107,6 +108,7 @@ DNS_PORT = 53  # resolv.conf cannot name another
 POSTROOM, INTERNET, DNS, THIRD_PARTY = 10, 25, 53, 4
 INTERNET_CLIENT, ATTACKER, DEVICE, APPLICATION = 50, 66, 60, 61
 CATCH_ALL = "_catch_all"  # the Maildir of a catch-all domain
+T = TypeVar("T")
 WAIT_SECONDS = 30.0  # for mail to arrive somewhere; Postfix's first delivery attempt is immediate
 
 
@@ -344,18 +346,21 @@ class ScenarioPostfix(PostfixLab):
         files = [p for sub in ("new", "cur") for p in (path / sub).iterdir()]
         return [p.read_bytes() for p in sorted(files, key=lambda p: (p.stat().st_mtime, p.name))]
 
-    def wait_for(self, address: str, count: int = 1, timeout: float = WAIT_SECONDS) -> list[bytes]:
-        """The messages delivered to `address` once there are at least `count`; AssertionError with the
-        lab's log when they do not arrive within `timeout`."""
+    def wait_for(
+        self, address: str, *, containing: str | bytes = b"", count: int = 1, timeout: float = WAIT_SECONDS
+    ) -> list[bytes]:
+        """The messages delivered to `address` that contain `containing` (a subject, say), once there
+        are at least `count`; AssertionError with the lab's log when they do not arrive in time."""
+        needle = containing.encode() if isinstance(containing, str) else containing
         deadline = time.monotonic() + timeout
         while True:
-            found = self.messages(address)
+            found = [m for m in self.messages(address) if needle in m]
             if len(found) >= count:
                 return found
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"{self.hostname}: {len(found)} message(s) for {address}, not {count}, after "
-                    f"{timeout:g} s; queue {self.queue_size()}; log:\n{self.log_tail(30)}"
+                    f"{self.hostname}: {len(found)} message(s) for {address} containing {needle!r}, not "
+                    f"{count}, after {timeout:g} s; queue {self.queue_size()}; log:\n{self.log_tail(30)}"
                 )
             time.sleep(0.1)
 
@@ -486,16 +491,24 @@ def internet(net: LabNet, domains: Sequence[str]) -> ScenarioPostfix:
 
 
 @contextlib.contextmanager
-def started(*labs: PostfixLab) -> Iterator[None]:
-    """Start the labs at once (each takes a second or two), stop them all at the end; when one fails to
-    start, the others are stopped and its error raised."""
+def started(*labs: PostfixLab, meanwhile: Callable[[], T] | None = None) -> Iterator[T | None]:
+    """Start the labs at once (each takes a second or two), and stop them all at the end. `meanwhile`
+    runs in this thread while they start (the node's configuration, say); what it returns is yielded.
+    When a lab fails to start or `meanwhile` raises, every lab is stopped and the error raised."""
     with ThreadPoolExecutor(max(len(labs), 1)) as pool:
-        outcomes = list(pool.map(_start, labs))
+        starting = [pool.submit(_start, lab) for lab in labs]
+        failure: BaseException | None = None
+        value: T | None = None
+        try:
+            value = meanwhile() if meanwhile is not None else None
+        except BaseException as error:  # raised below, once the labs are stopped
+            failure = error
+        outcomes = [future.result() for future in starting]
     try:
-        for error in outcomes:
+        for error in (failure, *outcomes):
             if error is not None:
                 raise error
-        yield
+        yield value
     finally:
         with ThreadPoolExecutor(max(len(labs), 1)) as pool:
             list(pool.map(lambda lab: lab.stop(), labs))
@@ -582,6 +595,16 @@ def publish_service(dns: DnsTestServer, settings: Settings, net: LabNet) -> None
         f"*.{suffix} A {net.postroom}\n{hostname} A {net.postroom}\n"
         f'{spf} TXT "v=spf1 ip4:{net.postroom} ip4:127.0.0.1 -all"\n',
     )
+
+
+def applied_records(applied: Mapping[str, object]) -> dict[str, dict[str, str]]:
+    """What `postroom scenario apply --json` (or `Applied.as_json()`) says each domain must publish:
+    domain -> {record type: value}, e.g. {"contoso.com": {"MX": "...", "TXT": "v=spf1 ... -all"}}."""
+    published: dict[str, dict[str, str]] = {}
+    for entry in applied["dns"]:  # type: ignore[attr-defined]
+        records = {str(r["type"]): str(r["value"]) for r in entry["records"]}
+        published[str(entry["domain"])] = records
+    return published
 
 
 def postroom_mx(app: App, domain: str) -> str:
@@ -711,6 +734,12 @@ def exchange(
         if message is not None and any(reply.code == 250 for reply in rcpt.values()):
             data = Reply(*_decoded(client.data(message)))
         return Exchange(mail, rcpt, data, tls)
+
+
+def with_subject(messages: Sequence[bytes], subject: str) -> list[bytes]:
+    """The messages whose Subject field is `subject` (CRLF or LF line ends, as stored)."""
+    wanted = f"subject: {subject}".lower()
+    return [m for m in messages if any(f"{k}: {v}".lower() == wanted for k, v in headers(m))]
 
 
 def _decoded(reply: tuple[int, bytes]) -> tuple[int, str]:
