@@ -34,6 +34,7 @@ from postroom.app.scenarios import apply_scenario
 from postroom.directory.scenarios import ScenarioParameters
 
 from postroom.app import App
+from postroom.app.tenants import remove_tenant
 from postroom.config import Settings
 from postroom.directory import DomainType
 from postroom.model.connectors import ConnectorType
@@ -45,6 +46,7 @@ from tests.support.node import RunningNode, running
 from tests.support.onprem import (
     LabCa,
     LabNet,
+    Reply,
     ScenarioPostfix,
     applied_records,
     exchange,
@@ -70,6 +72,7 @@ FOURTHCOFFEE, PROSEWARE = "fc@fourthcoffee.test", "pw@proseware.test"
 RC_CLOUD, RC_ONPREM, RC_PASSWORD = "rc1@relecloud.test", "rcop@relecloud.test", "rc1-password-1"
 ANN, ANN_PASSWORD = "ann@northwind.test", "ann-password-1"
 TIM = "tim@tailwind.test"  # a hosted tenant with no connector at all
+OLDCO_SERVER = NET.at(62)  # oldco's server, named by oldco's relay connector until oldco is removed
 DAVE = "dave@fabrikam.test"
 SPF_INCLUDE = "include:spf.protection.postroom.test"
 PUBLIC = public_client()
@@ -111,7 +114,7 @@ def configure(settings: Settings) -> dict[str, dict[str, dict[str, str]]]:
     app = App.open(settings)
     try:
         d = app.directory
-        for tenant in ("fourthcoffee", "proseware", "relecloud", "northwind", "tailwind"):
+        for tenant in ("fourthcoffee", "proseware", "relecloud", "northwind", "tailwind", "oldco"):
             d.add_tenant(OPERATOR, tenant)
             d.add_domain(OPERATOR, f"{tenant}.test", tenant, verified=True)
         d.add_mailbox(OPERATOR, FOURTHCOFFEE)
@@ -127,6 +130,14 @@ def configure(settings: Settings) -> dict[str, dict[str, dict[str, str]]]:
             sender_domains=("*",),
             sender_ips=(NET.third_party,),
             restrict_domains_to_ips=True,
+            require_tls=False,
+        )
+        d.add_inbound_connector(
+            OPERATOR,
+            "oldco",
+            "relay",
+            ConnectorType.ON_PREMISES,
+            sender_ips=(OLDCO_SERVER,),
             require_tls=False,
         )
         applied = {}
@@ -368,6 +379,25 @@ def test_devices_smtp_relay_through_the_ip_connector_reaches_internal_and_extern
 def test_devices_the_relay_connector_relays_only_the_tenants_senders(world: World) -> None:
     tried = exchange(world.node.mx, "someone@evil.test", [DAVE], source=NET.application)
     assert (tried.rcpt[DAVE].code, tried.rcpt[DAVE].enhanced) == (550, "5.7.64")
+
+
+def test_a_tenant_that_reuses_a_removed_tenants_name_inherits_none_of_its_connectors(world: World) -> None:
+    def relay_from_oldco_server(subject: str | None = None) -> Reply:
+        mail = message("app@oldco.test", DAVE, subject) if subject else None
+        tried = exchange(
+            world.node.mx, "app@oldco.test", [DAVE], mail, source=OLDCO_SERVER, helo="server.oldco.test"
+        )
+        return tried.rcpt[DAVE]
+
+    assert relay_from_oldco_server("oldco before").code == 250  # its connector relays it
+    world.internet.wait_for(DAVE, containing="Subject: oldco before")
+    app = world.app
+    remove_tenant(app.database, app.blobs, app.directory, OPERATOR, "oldco", apply=True)
+    app.directory.add_tenant(OPERATOR, "oldco")
+    app.directory.add_domain(OPERATOR, "oldco.test", "oldco", verified=True)
+    replies: list[Reply] = []
+    wait_for(lambda: replies.append(relay_from_oldco_server()) or replies[-1].code != 250)
+    assert (replies[-1].code, replies[-1].enhanced) == (550, "5.7.1"), replies[-1]  # no connector at all
 
 
 # --- the unsupported row ----------------------------------------------------------------------------------
