@@ -240,7 +240,7 @@ def test_hybrid1_internet_mail_for_an_on_premises_mailbox_goes_over_the_outbound
     assert "by mail.contoso.test (Postfix)" in onprem_hop and "using TLS" in onprem_hop
     assert f"[{NET.internet_client}]" in postroom_hop and "by mx.postroom.test" in postroom_hop
     assert any("spf=pass" in v for v in header_values(got, "Authentication-Results"))  # Postroom filtered
-    wait_for(lambda: any(e.event == "Send" for e in events(world.app, message_id)))
+    wait_for(lambda: any(e.event == "Send" for e in events(world.app, message_id)), timeout=30)
     assert any(
         e.detail.get("connector") == "hybrid-1-on-premises-outbound" for e in events(world.app, message_id)
     )
@@ -306,12 +306,13 @@ def test_hybrid2_internet_mail_goes_through_on_premises_and_reaches_the_cloud_ma
 ) -> None:
     from_the_internet(world, CLOUD2, "h2 inbound via on-premises")
     wait_for(lambda: with_subject(inbox(world.app, CLOUD2), "h2 inbound via on-premises"), timeout=30)
-    wait_for(lambda: world.tailspin.queue_size() == 0)
+    wait_for(lambda: world.tailspin.queue_size() == 0, timeout=30)
     wait_for(
         lambda: all(
             r.status is not TraceStatus.PENDING
             for r in traced(world.app, CLOUD2, "h2 inbound via on-premises")
-        )
+        ),
+        timeout=30,
     )
     [got] = with_subject(inbox(world.app, CLOUD2), "h2 inbound via on-premises")
     received = header_values(got, "Received")
@@ -356,4 +357,4 @@ def test_on_premises_down_the_message_waits_with_4_4_316_and_is_delivered_when_i
         world.contoso.resume()
     assert world.app.queue.retry(OPERATOR, message_id) == 1  # what `postroom queue retry` does
     assert world.contoso.wait_for(ONPREM1, containing="Subject: h1 while on-premises is down")
-    wait_for(lambda: any(e.event == "Send" for e in events(world.app, message_id)))
+    wait_for(lambda: any(e.event == "Send" for e in events(world.app, message_id)), timeout=30)
