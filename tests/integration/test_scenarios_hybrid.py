@@ -12,8 +12,10 @@ organization's on-premises server (tests/support/onprem.py) and another Postfix 
 
 What is asserted is what a user sees: where each message landed (a Postroom mailbox, an on-premises
 Maildir, the internet's), the headers every hop wrote, the replies a sender got, and message trace.
-The last test stops contoso's Postfix: the message waits in Postroom's queue with 4.4.316 and is
-delivered once the server is back.
+Connector failures against the real servers: contoso's Postfix stopped (the message waits in
+Postroom's queue with 4.4.316 and is delivered once the server is back); **wingtip**'s connectors,
+wrong on purpose, meet a certificate of another name (4.7.320) and a server that offers no STARTTLS to
+a connector that requires TLS (4.4.317): deferred, and nothing is sent in the clear.
 """
 
 from __future__ import annotations
@@ -132,6 +134,24 @@ def configure(settings: Settings) -> dict[str, dict[str, str]]:
             route_all_via_on_premises=True,
         )
         d.set_domain_type(OPERATOR, "tailspin.test", DomainType.INTERNAL_RELAY)
+        # wingtip's connectors are wrong on purpose: one names a certificate contoso's server does not
+        # have, the other wants TLS from a server (the internet's) that does not offer it.
+        d.add_tenant(OPERATOR, "wingtip")
+        for domain, host, tls, name in (
+            ("wingtip.test", CONTOSO_ONPREM, OutboundTls.DOMAIN_VALIDATION, "mail.wingtip.test"),
+            ("plain.wingtip.test", NET.internet, OutboundTls.ENCRYPTION_ONLY, ""),
+        ):
+            d.add_domain(OPERATOR, domain, "wingtip", DomainType.INTERNAL_RELAY, verified=True)
+            d.add_outbound_connector(
+                OPERATOR,
+                "wingtip",
+                f"to-{domain}",
+                ConnectorType.ON_PREMISES,
+                recipient_domains=(domain,),
+                smart_hosts=(host,),
+                tls=tls,
+                tls_domain=name,
+            )
     finally:
         app.close()
     applied = postroom(*HYBRID_1, config=settings.source)
@@ -358,3 +378,21 @@ def test_on_premises_down_the_message_waits_with_4_4_316_and_is_delivered_when_i
     assert world.app.queue.retry(OPERATOR, message_id) == 1  # what `postroom queue retry` does
     assert world.contoso.wait_for(ONPREM1, containing="Subject: h1 while on-premises is down")
     wait_for(lambda: any(e.event == "Send" for e in events(world.app, message_id)), timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("recipient", "code"),
+    [
+        ("someone@wingtip.test", "4.7.320"),  # the certificate is mail.contoso.test, not mail.wingtip.test
+        ("someone@plain.wingtip.test", "4.4.317"),  # TLS required, STARTTLS not offered
+    ],
+)
+def test_a_connector_whose_tls_cannot_be_met_defers_and_never_sends_in_the_clear(
+    world: World, recipient: str, code: str
+) -> None:
+    message_id = from_the_internet(world, recipient, f"wt to {recipient}")
+    wait_for(lambda: any(e.event == "Defer" for e in events(world.app, message_id)), timeout=30)
+    [defer] = [e for e in events(world.app, message_id) if e.event == "Defer"]
+    assert code in str(defer.detail.get("reply")), defer.detail
+    assert not [e for e in events(world.app, message_id) if e.event == "Send"]
+    assert "wingtip" not in world.internet.log() and f"to=<{recipient}>" not in world.contoso.log()
