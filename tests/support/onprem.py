@@ -18,6 +18,11 @@ before it and a scenario's connectors and SPF records can name it (`LabNet`):
 | .60 .61   | devices (a multifunction printer, an application)                                       |
 | .66       | an attacker: an address no connector and no SPF record names                            |
 
+Enhanced filtering (spec §3.7) skips hops from non-public addresses as the gateway's own network, so
+an original internet sender on 127/8 is never found behind a gateway: `public_client()` gives the
+machine's own address outside 127/8 and the private ranges (connections from it to the block stay on
+`lo`) for the tests that need it, or None (they then skip, saying why).
+
 Why not 127.0.0.1: Postfix refuses a next hop at one of its own interface addresses ("mail for X loops
 back to myself"), and 127.0.0.1 is its `inet_interfaces`; the other 127/8 addresses are only routed to
 `lo`, so smtpd binds to them in master.cf and smtp(8) binds its client side to them
@@ -53,14 +58,20 @@ Roles:
   `@domain` maps), which Postroom finds by MX through the lab DNS server.
 
 Every lab resolves through the lab DNS server (its chroot's resolv.conf), names itself `hostname` in HELO
-and Received (`myhostname`), and retries deferred mail after seconds, not minutes (`minimal_backoff_time`,
-`maximal_backoff_time`, `queue_run_delay`): a lab waits on the test, never the other way round.
+and Received (`myhostname`), says in its Received header whether the hop was TLS
+(`smtpd_tls_received_header`), and retries deferred mail after seconds, not minutes
+(`minimal_backoff_time`, `maximal_backoff_time`, `queue_run_delay`): a lab waits on the test, never the
+other way round. `started(*labs, meanwhile=...)` starts several at once (a second or two each) while
+the node is configured; `halt`/`resume` stop and restart one with its queue and Maildirs (an outage).
 
 `LabCa` issues certificates with `cryptography` (a CA, and leaf certificates for server and client use).
 `scenario_node` makes a Postroom node for a block: its MX on .10:25, the lab DNS server as its resolver,
 the lab CA trusted for client certificates (`[tls] client_ca_file`) and for outbound connectors' TLS
-(`[delivery] tls_ca_file`), the filtering stack on. `exchange` is an SMTP client that keeps every
-reply, for tests that assert what a sender was told.
+(`[delivery] tls_ca_file`), the filtering stack on; `publish_service` serves the service's zone (its
+per-domain MX hosts, its SPF host) and `publish` a customer's or the internet's domain, as a DNS
+provider would (`applied_records` reads what `scenario apply --json` says to publish). `exchange` is an
+SMTP client that keeps every reply, for tests that assert what a sender was told; `inbox`, `traced`
+and `events` read a Postroom mailbox and message trace.
 
 Needs root (Postfix's master; ports 25 and 53). Fails with RuntimeError (and leaves nothing running)
 when Postfix will not start, like `PostfixLab`.
