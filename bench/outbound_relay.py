@@ -37,9 +37,20 @@ Postfix's smtp(8) asks that server for every delivery (MX, A, AAAA) where Postro
 runs in this process and its CPU is the harness's, so ``--postfix-transport`` (a ``transport_maps``
 nexthop ``[127.0.0.25]:25``, no DNS) is there to show what that costs Postfix.
 
+**The hybrid-4 path** (``--hybrid4``, spec §4: MX at on-premises, outbound via the service): smtp-source
+plays the organization's on-premises server and sends ``app@bench.example`` -> ``user@sink.example``
+itself, so the relay relays for a source it trusts rather than sending to a contact. Postroom: tenant
+bench with bench.example verified and an OnPremises inbound connector for 127.0.0.1/32 (``postroom
+connector inbound add on-premises --tenant bench --type on-premises --sender-ip 127.0.0.1/32
+--no-require-tls``: smtp-source speaks no TLS), so the connection is attributed to the tenant and,
+the sender's domain being the tenant's, relayed (spec §3.6 (a)). Postfix: the same lab with no alias,
+relaying for its own networks as shipped (``permit_mynetworks``; 127.0.0.0/8 is in ``mynetworks``).
+bench.example is served (empty) by the DNS server, so a lookup of the sender's domain is answered.
+
     .venv/bin/python bench/outbound_relay.py --vs-postfix            # 5 runs, N=2000 S=4096 C=10
     .venv/bin/python bench/outbound_relay.py --vs-postfix -n 200 --runs 1
     .venv/bin/python bench/outbound_relay.py --target postroom
+    .venv/bin/python bench/outbound_relay.py --vs-postfix --hybrid4  # on-premises -> relay -> sink
 
 Guarantees: a run counts only if the sink received exactly N messages for every target (else the exit
 status is 1 and the summary says which run failed); everything listens on and is sent to loopback only;
@@ -100,6 +111,8 @@ SINK_DOMAIN = "sink.example"
 SINK_RECIPIENT = f"user@{SINK_DOMAIN}"
 RELAY_DOMAIN = "bench.example"
 RELAY_ADDRESS = f"relay@{RELAY_DOMAIN}"  # Postroom: a mail contact; Postfix: a virtual alias
+HYBRID4_SENDER = f"app@{RELAY_DOMAIN}"  # --hybrid4: on-premises mail from the tenant's domain
+ON_PREMISES_CONNECTOR = "on-premises"  # --hybrid4: Postroom's inbound connector for smtp-source
 SINK_ZONE = "@ 300 IN MX 10 mx\nmx 300 IN A " + SINK_HOST + "\n"
 SENDER_DOMAIN = "loadgen.bench.test"  # served empty: a lookup of it is answered, never timed out
 SETTLE_SECONDS = 1.0  # after the sink counted N: wait, and the sink must still hold N
@@ -245,11 +258,13 @@ class Relay(Protocol):
 
 class PostroomRelay(PostroomTarget):
     """Postroom set up by its CLI (mx_load.PostroomTarget) with the test DNS server and a mail contact
-    `relay@bench.example` -> `user@sink.example`; nothing else of the generated config is changed."""
+    `relay@bench.example` -> `user@sink.example`, or with `hybrid4` an OnPremises inbound connector
+    for 127.0.0.1/32 and the sink's address itself; nothing else of the generated config is changed."""
 
-    def __init__(self, exe: str, keep: bool) -> None:
+    def __init__(self, exe: str, keep: bool, hybrid4: bool = False) -> None:
         super().__init__(exe, keep, "cli")
-        self.recipient = RELAY_ADDRESS
+        self.hybrid4 = hybrid4
+        self.recipient = SINK_RECIPIENT if hybrid4 else RELAY_ADDRESS
 
     def init_options(self) -> list[str]:
         return ["--nameserver", f"{DNS_HOST}:{DNS_PORT}"]
@@ -262,17 +277,36 @@ class PostroomRelay(PostroomTarget):
             raise RuntimeError(f"{config}: [delivery] smtp_port is {settings.delivery.smtp_port}, not 25")
         self._cli("-c", config, "tenant", "add", "bench")
         self._cli("-c", config, "domain", "add", RELAY_DOMAIN, "--tenant", "bench", "--verified")
+        if self.hybrid4:
+            self._cli(
+                "-c",
+                config,
+                "connector",
+                "inbound",
+                "add",
+                ON_PREMISES_CONNECTOR,
+                "--tenant",
+                "bench",
+                "--type",
+                "on-premises",
+                "--sender-ip",
+                f"{HOST}/32",
+                "--no-require-tls",
+            )
+            return
         self._cli(
             "-c", config, "contact", "add", RELAY_ADDRESS, "--external", SINK_RECIPIENT, "--tenant", "bench"
         )
 
     def describe(self) -> str:
-        return f"Postroom ({self.exe}, log_level {self.log_level}, contact {RELAY_ADDRESS}), dir {self.base}"
+        route = f"OnPremises connector {HOST}/32" if self.hybrid4 else f"contact {RELAY_ADDRESS}"
+        return f"Postroom ({self.exe}, log_level {self.log_level}, {route}), dir {self.base}"
 
 
-def relay_main_cf(base: Path, uid: int, gid: int, transport: bool) -> str:
+def relay_main_cf(base: Path, uid: int, gid: int, transport: bool, alias: bool = True) -> str:
     """Debian's main.cf with the lab's changes, the lab's virtual mailbox replaced by one virtual alias
-    that sends RELAY_ADDRESS on to SINK_RECIPIENT (bench/README.md lists every setting); with
+    that sends RELAY_ADDRESS on to SINK_RECIPIENT (bench/README.md lists every setting), or by nothing
+    without `alias` (--hybrid4: the client sends to the sink's address, relayed for mynetworks); with
     `transport`, sink.example is routed to [SINK_HOST]:25 by transport_maps (no DNS lookups)."""
     settings = dict(DEBIAN_MAIN_CF)
     changes = {
@@ -280,8 +314,9 @@ def relay_main_cf(base: Path, uid: int, gid: int, transport: bool) -> str:
         for k, v in lab_main_cf(base, uid, gid, None, RELAY_DOMAIN).items()
         if not k.startswith("virtual_")
     }
-    changes["virtual_alias_domains"] = RELAY_DOMAIN
-    changes["virtual_alias_maps"] = f"texthash:{base / 'etc' / 'virtual'}"
+    if alias:
+        changes["virtual_alias_domains"] = RELAY_DOMAIN
+        changes["virtual_alias_maps"] = f"texthash:{base / 'etc' / 'virtual'}"
     if transport:
         changes["transport_maps"] = f"texthash:{base / 'etc' / 'transport'}"
     settings.update(changes)
@@ -293,11 +328,12 @@ class PostfixRelayLab(PostfixLab):
     """The lab Postfix as a relay: `relay_main_cf`, and its chroot resolving through the test DNS server."""
 
     transport: bool = False  # route the sink by transport_maps instead of its MX
+    alias: bool = True  # relay@bench.example -> the sink (False: --hybrid4, the client names the sink)
 
     def setup(self) -> None:
         super().setup()
         owner = self.maildir.stat()  # the lab's Maildir belongs to `nobody`; the relay has no mailbox
-        main_cf = relay_main_cf(self.base, owner.st_uid, owner.st_gid, self.transport)
+        main_cf = relay_main_cf(self.base, owner.st_uid, owner.st_gid, self.transport, self.alias)
         (self.config_dir / "main.cf").write_text(main_cf)
         (self.config_dir / "virtual").write_text(f"{RELAY_ADDRESS} {SINK_RECIPIENT}\n")
         (self.config_dir / "transport").write_text(f"{SINK_DOMAIN} smtp:[{SINK_HOST}]:{SINK_PORT}\n")
@@ -309,14 +345,15 @@ class PostfixRelayLab(PostfixLab):
 
 
 class PostfixRelay:
-    """Postfix (tests/support/postfix.py) relaying RELAY_ADDRESS to the sink by MX lookup."""
+    """Postfix (tests/support/postfix.py) relaying RELAY_ADDRESS (or with `hybrid4` the sink's address,
+    for its own networks) to the sink by MX lookup."""
 
     name = "postfix"
 
-    def __init__(self, keep: bool, transport: bool) -> None:
-        self.lab = PostfixRelayLab(keep=keep, domain=RELAY_DOMAIN, transport=transport)
+    def __init__(self, keep: bool, transport: bool, hybrid4: bool = False) -> None:
+        self.lab = PostfixRelayLab(keep=keep, domain=RELAY_DOMAIN, transport=transport, alias=not hybrid4)
         self.port = 0
-        self.recipient = RELAY_ADDRESS
+        self.recipient = SINK_RECIPIENT if hybrid4 else RELAY_ADDRESS
 
     def start(self) -> None:
         self.lab.start()
@@ -337,7 +374,8 @@ class PostfixRelay:
     def describe(self) -> str:
         v = subprocess.run(["postconf", "-h", "mail_version"], capture_output=True, text=True, check=False)
         route = f"transport_maps [{SINK_HOST}]:{SINK_PORT}" if self.lab.transport else "MX lookup"
-        return f"Postfix {v.stdout.strip()} (virtual alias -> smtp(8) by {route}), dir {self.lab.base}"
+        how = "virtual alias" if self.lab.alias else "relay for mynetworks"
+        return f"Postfix {v.stdout.strip()} ({how} -> smtp(8) by {route}), dir {self.lab.base}"
 
 
 # --------------------------------------------------------------------------------------------- a run
@@ -587,8 +625,9 @@ def summarise(runs: list[list[RunResult]], names: list[str]) -> dict[str, Any]:
 
 def print_report(runs: list[list[RunResult]], summary: dict[str, Any], args: argparse.Namespace) -> None:
     print()
+    what = "Hybrid-4 relay (on-premises as the client)" if args.hybrid4 else "Outbound relay"
     print(
-        f"Outbound relay: N={args.messages} x S={args.size} bytes, C={args.concurrency} sessions"
+        f"{what}: N={args.messages} x S={args.size} bytes, C={args.concurrency} sessions"
         f" (smtp-source, a connection per message) -> relay -> smtp-sink {SINK_HOST}:{SINK_PORT},"
         f" {len(runs)} run(s)"
     )
@@ -623,13 +662,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"route {SINK_DOMAIN} in Postfix by transport_maps to [{SINK_HOST}]:{SINK_PORT} (no DNS);"
         " default: MX lookup through the test DNS server, as Postroom",
     )
-    p.add_argument("--sender", default=f"load@{SENDER_DOMAIN}", help="envelope sender")
+    p.add_argument(
+        "--hybrid4",
+        action="store_true",
+        help=f"the hybrid-4 path: smtp-source is the on-premises server sending {HYBRID4_SENDER} ->"
+        f" {SINK_RECIPIENT}; Postroom relays for its OnPremises connector ({HOST}/32), Postfix for"
+        " mynetworks",
+    )
+    p.add_argument(
+        "--sender",
+        help=f"envelope sender (default load@{SENDER_DOMAIN}; with --hybrid4 {HYBRID4_SENDER})",
+    )
     p.add_argument("--postroom", default=str(REPO / ".venv" / "bin" / "postroom"), help="postroom executable")
     p.add_argument("--keep", action="store_true", help="keep the temp dirs (for inspection)")
     p.add_argument(
         "--json", metavar="PATH", help="also write every run and the summary as JSON ('-' = stdout)"
     )
     a = p.parse_args(argv)
+    if a.sender is None:
+        a.sender = HYBRID4_SENDER if a.hybrid4 else f"load@{SENDER_DOMAIN}"
     if a.runs is None:
         a.runs = 5 if a.vs_postfix else 1
     if min(a.messages, a.size, a.concurrency, a.runs) < 1 or a.timeout <= 0:
@@ -646,15 +697,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_relay(name: str, args: argparse.Namespace) -> Relay:
     if name == "postfix":
-        return PostfixRelay(args.keep, args.postfix_transport)
-    return PostroomRelay(args.postroom, args.keep)
+        return PostfixRelay(args.keep, args.postfix_transport, args.hybrid4)
+    return PostroomRelay(args.postroom, args.keep, args.hybrid4)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
     load_before = interruptible(names, args.runs, args.timeout)
-    dns = DnsTestServer({SINK_DOMAIN: SINK_ZONE, SENDER_DOMAIN: ""}, host=DNS_HOST)
+    zones = {SINK_DOMAIN: SINK_ZONE, SENDER_DOMAIN: ""} | ({RELAY_DOMAIN: ""} if args.hybrid4 else {})
+    dns = DnsTestServer(zones, host=DNS_HOST)
     dns.port = DNS_PORT
     try:
         dns.start()
@@ -673,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         params = {
             k: getattr(args, k)
-            for k in ("messages", "size", "concurrency", "runs", "sender", "postfix_transport")
+            for k in ("messages", "size", "concurrency", "runs", "sender", "postfix_transport", "hybrid4")
         }
         params |= {
             "client": "smtp-source (a connection per message)",
