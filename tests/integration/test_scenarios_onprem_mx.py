@@ -27,13 +27,13 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from postroom.app.scenarios import apply_scenario
-from postroom.directory.scenarios import ScenarioParameters
 
 from postroom.app import App
+from postroom.app.scenarios import apply_scenario
 from postroom.app.setup import write_self_signed
 from postroom.config import Settings
 from postroom.directory import DirectoryError, DomainType
+from postroom.directory.scenarios import ScenarioParameters
 from postroom.model.flow import TraceStatus
 from postroom.model.scope import OPERATOR
 from tests.cli.test_commands import postroom

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from functools import partial
 
 import pytest
-from postroom.app.scenarios import apply_scenario
-from postroom.directory.scenarios import ScenarioParameters
 
 from postroom.app import App
+from postroom.app.scenarios import apply_scenario
 from postroom.app.tenants import remove_tenant
 from postroom.config import Settings
 from postroom.directory import DomainType
+from postroom.directory.scenarios import ScenarioParameters
 from postroom.model.connectors import ConnectorType
 from postroom.model.scope import OPERATOR
 from tests.cli.test_commands import postroom
