@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from postroom.app.sending import arc_sealer, authserv_id, dkim_signer, remote_delivery
+from postroom.app.sending import (
+    SIGNING_KEY_SECONDS,
+    SigningKeys,
+    arc_sealer,
+    authserv_id,
+    dkim_signer,
+    remote_delivery,
+)
 from postroom.directory import CachedDirectory
 from postroom.dns import DnsResolver
 from postroom.dns.records import DkimSelector, dkim_record
@@ -23,7 +30,7 @@ def tenant_id(hosted: Hosted, name: str) -> int:
 
 def test_the_from_domain_of_the_sending_tenant_signs_with_its_active_key(hosted: Hosted) -> None:
     contoso = tenant_id(hosted, "contoso")
-    signer = dkim_signer(hosted.app.directory, contoso, "Contoso.com")
+    signer = dkim_signer(SigningKeys(hosted.app.directory), contoso, "Contoso.com")
     assert signer is not None
     selector, pem = hosted.app.directory.dkim_signing_key(OPERATOR, "contoso.com")
     assert (signer.domain, signer.selector, signer.private_key_pem) == ("contoso.com", selector, pem)
@@ -31,9 +38,9 @@ def test_the_from_domain_of_the_sending_tenant_signs_with_its_active_key(hosted:
 
 def test_another_tenants_domain_or_an_unknown_one_is_not_signed(hosted: Hosted) -> None:
     fabrikam = tenant_id(hosted, "fabrikam")
-    assert dkim_signer(hosted.app.directory, fabrikam, "contoso.com") is None
-    assert dkim_signer(hosted.app.directory, fabrikam, "gmail.example") is None
-    assert dkim_signer(hosted.app.directory, None, "contoso.com") is None
+    assert dkim_signer(SigningKeys(hosted.app.directory), fabrikam, "contoso.com") is None
+    assert dkim_signer(SigningKeys(hosted.app.directory), fabrikam, "gmail.example") is None
+    assert dkim_signer(SigningKeys(hosted.app.directory), None, "contoso.com") is None
 
 
 def test_the_agent_is_built_from_the_node_settings(hosted: Hosted) -> None:
@@ -61,7 +68,7 @@ async def test_a_forward_from_outside_is_sealed_with_the_forwarding_tenants_key(
     directory = hosted.app.directory
     contoso = tenant_id(hosted, "contoso")
     queued = OUR_RESULTS + FROM_OUTSIDE
-    sealer = arc_sealer(directory, AUTHSERV, contoso, header_section(queued))
+    sealer = arc_sealer(SigningKeys(directory), AUTHSERV, contoso, header_section(queued))
     assert sealer is not None
     arc_set = sealer(queued)
     # The tenant's default domain (the service's own name for it) seals: its keys are always published.
@@ -86,11 +93,12 @@ async def test_a_forward_from_outside_is_sealed_with_the_forwarding_tenants_key(
 def test_only_forwards_of_mail_from_outside_are_sealed(hosted: Hosted) -> None:
     directory = hosted.app.directory
     contoso = tenant_id(hosted, "contoso")
+    keys = SigningKeys(directory)
     queued = header_section(OUR_RESULTS + FROM_OUTSIDE)
-    assert arc_sealer(directory, AUTHSERV, None, queued) is None  # mail of no tenant
-    assert arc_sealer(directory, AUTHSERV, contoso, header_section(FROM_OUTSIDE)) is None  # submitted
+    assert arc_sealer(keys, AUTHSERV, None, queued) is None  # mail of no tenant
+    assert arc_sealer(keys, AUTHSERV, contoso, header_section(FROM_OUTSIDE)) is None  # submitted
     claimed = header_section(OUR_RESULTS.replace(b"mx.postroom.test", b"mx.other.example") + FROM_OUTSIDE)
-    assert arc_sealer(directory, AUTHSERV, contoso, claimed) is None  # another server's results
+    assert arc_sealer(keys, AUTHSERV, contoso, claimed) is None  # another server's results
 
 
 def test_the_sealing_key_is_the_default_domains_when_verified(hosted: Hosted) -> None:
@@ -109,3 +117,18 @@ def test_the_authserv_id_is_the_setting_or_the_host_name(hosted: Hosted) -> None
     assert authserv_id(settings) == settings.service.hostname
     configured = replace(settings, protection=replace(settings.protection, authserv_id="auth.postroom.test"))
     assert authserv_id(configured) == "auth.postroom.test"
+
+
+def test_a_signing_key_is_read_again_once_its_time_is_up(hosted: Hosted) -> None:
+    """Keys are kept `SIGNING_KEY_SECONDS` (the agent asks per message); a rotation is in force after."""
+    directory = hosted.app.directory
+    contoso = tenant_id(hosted, "contoso")
+    now = [1000.0]
+    keys = SigningKeys(directory, clock=lambda: now[0])
+    before = dkim_signer(keys, contoso, "contoso.com")
+    assert before is not None
+    directory.rotate_dkim(OPERATOR, "contoso.com")
+    assert dkim_signer(keys, contoso, "contoso.com") == before  # within its time: the key read before
+    now[0] += SIGNING_KEY_SECONDS
+    after = dkim_signer(keys, contoso, "contoso.com")
+    assert after is not None and after.selector != before.selector

@@ -17,6 +17,11 @@ holds it now (`directory.connectors.find_outbound_connector`), so a connector ed
 removed while mail waited applies to the next attempt (the agent then delivers by MX). All are called
 by the agent from a worker thread, never on the event loop.
 
+The signing keys (`dkim_signer`, `arc_sealer`) are read from the directory at most once per
+`SIGNING_KEY_SECONDS` per tenant and domain (`SigningKeys`): the key lookups are several queries, and
+the agent asks per batch and, for the seal, per message (it was a tenth of a relay's CPU). A rotated
+or removed key is so in force within that time; mail in flight is signed by the key published before.
+
 `local_endpoints(settings)` is what counts as this service (its names, addresses and listeners): the
 agent never delivers to itself through an MX or a connector's smart host; connector validation
 (`postroom connector validate`) uses the same.
@@ -25,7 +30,9 @@ agent never delivers to itself through an MX or a connector's smart host; connec
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 from postroom.config import Settings
@@ -50,10 +57,44 @@ def authserv_id(settings: Settings) -> str:
     return settings.protection.authserv_id or settings.service.hostname
 
 
-def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -> DkimSigner | None:
-    """The key `from_domain` signs with, when it is an accepted domain of tenant `tenant_id`."""
-    if tenant_id is None or not from_domain:
-        return None
+SIGNING_KEY_SECONDS = 30.0  # how long a tenant's signing key, once read, is used without asking again
+MAX_SIGNING_KEYS = 10_000  # keys held; the table is emptied when full
+
+
+class SigningKeys:
+    """The directory's signing-key answers, kept `SIGNING_KEY_SECONDS` (see the module docstring);
+    safe to use from the agent's worker threads."""
+
+    def __init__(self, directory: Directory, clock: Callable[[], float] = time.monotonic) -> None:
+        self._directory = directory
+        self._clock = clock
+        self._held: dict[tuple[str, int, str], tuple[float, DkimSigner | None]] = {}
+        self._lock = threading.Lock()
+
+    def dkim(self, tenant_id: int, from_domain: str) -> DkimSigner | None:
+        return self._recent(
+            ("dkim", tenant_id, from_domain), lambda: _dkim_key(self._directory, tenant_id, from_domain)
+        )
+
+    def arc(self, tenant_id: int) -> DkimSigner | None:
+        return self._recent(
+            ("arc", tenant_id, ""), lambda: self._directory.arc_sealing_key(TenantScope(tenant_id))
+        )
+
+    def _recent(self, key: tuple[str, int, str], read: Callable[[], DkimSigner | None]) -> DkimSigner | None:
+        now = self._clock()
+        held = self._held.get(key)
+        if held is not None and now - held[0] < SIGNING_KEY_SECONDS:
+            return held[1]
+        found = read()
+        with self._lock:
+            if len(self._held) >= MAX_SIGNING_KEYS:
+                self._held.clear()
+            self._held[key] = (now, found)
+        return found
+
+
+def _dkim_key(directory: Directory, tenant_id: int, from_domain: str) -> DkimSigner | None:
     try:
         selector, pem = directory.dkim_signing_key(TenantScope(tenant_id), from_domain)
     except NotFoundError:
@@ -61,11 +102,18 @@ def dkim_signer(directory: Directory, tenant_id: int | None, from_domain: str) -
     return DkimSigner(from_domain.lower(), selector, pem)
 
 
-def arc_sealer(directory: Directory, authserv_id: str, tenant_id: int | None, head: bytes) -> Sealer | None:
+def dkim_signer(keys: SigningKeys, tenant_id: int | None, from_domain: str) -> DkimSigner | None:
+    """The key `from_domain` signs with, when it is an accepted domain of tenant `tenant_id`."""
+    if tenant_id is None or not from_domain:
+        return None
+    return keys.dkim(tenant_id, from_domain.lower())
+
+
+def arc_sealer(keys: SigningKeys, authserv_id: str, tenant_id: int | None, head: bytes) -> Sealer | None:
     """The tenant's ARC seal for a message it forwards from outside (see the module docstring)."""
     if tenant_id is None or not carries_results(head, authserv_id):
         return None
-    key = directory.arc_sealing_key(TenantScope(tenant_id))
+    key = keys.arc(tenant_id)
     if key is None:
         return None
     return partial(_seal, key, authserv_id)
@@ -126,6 +174,7 @@ def remote_delivery(
     database: Database,
 ) -> RemoteDelivery:
     """The node's remote delivery agent (`database` answers its outbound connectors)."""
+    keys = SigningKeys(directory)
     return RemoteDelivery(
         settings.delivery,
         resolver,
@@ -133,8 +182,8 @@ def remote_delivery(
         helo_name=helo_name(settings),
         max_hops=settings.routing.max_hops,
         local=local_endpoints(settings),
-        dkim_signer=partial(dkim_signer, directory),
-        arc_sealer=partial(arc_sealer, directory, authserv_id(settings)),
+        dkim_signer=partial(dkim_signer, keys),
+        arc_sealer=partial(arc_sealer, keys, authserv_id(settings)),
         hosted_here=partial(hosted_here, cache),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),
