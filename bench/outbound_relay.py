@@ -45,7 +45,12 @@ connector inbound add on-premises --tenant bench --type on-premises --sender-ip 
 --no-require-tls``: smtp-source speaks no TLS), so the connection is attributed to the tenant and,
 the sender's domain being the tenant's, relayed (spec §3.6 (a)). Postfix: the same lab with no alias,
 relaying for its own networks as shipped (``permit_mynetworks``; 127.0.0.0/8 is in ``mynetworks``).
-bench.example is served (empty) by the DNS server, so a lookup of the sender's domain is answered.
+The DNS server holds what the organization publishes for its on-premises server (``HYBRID4_ZONES``):
+``mail.bench.example A 127.0.0.1``, the PTR of 127.0.0.1 naming it (forward-confirmed reverse DNS, as
+a real mail server has and as bench/mx_load.py gives its sender) and bench.example's SPF record with
+the on-premises address (``v=spf1 ip4:127.0.0.1 -all``, the record `scenario apply hybrid-4` prints
+has that term). Without them every message's reverse lookup is an NXDOMAIN the test server sends
+without an SOA, which no resolver may cache: a DNS query per message that no real deployment pays.
 
     .venv/bin/python bench/outbound_relay.py --vs-postfix            # 5 runs, N=2000 S=4096 C=10
     .venv/bin/python bench/outbound_relay.py --vs-postfix -n 200 --runs 1
@@ -701,11 +706,17 @@ def make_relay(name: str, args: argparse.Namespace) -> Relay:
     return PostroomRelay(args.postroom, args.keep, args.hybrid4)
 
 
+HYBRID4_ZONES = {
+    "bench.example": 'mail A 127.0.0.1\n@ TXT "v=spf1 ip4:127.0.0.1 -all"\n',
+    "127.in-addr.arpa": "1.0.0 PTR mail.bench.example.\n",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     names = ["postroom", "postfix"] if args.vs_postfix else [args.target]
     load_before = interruptible(names, args.runs, args.timeout)
-    zones = {SINK_DOMAIN: SINK_ZONE, SENDER_DOMAIN: ""} | ({RELAY_DOMAIN: ""} if args.hybrid4 else {})
+    zones = {SINK_DOMAIN: SINK_ZONE, SENDER_DOMAIN: ""} | (HYBRID4_ZONES if args.hybrid4 else {})
     dns = DnsTestServer(zones, host=DNS_HOST)
     dns.port = DNS_PORT
     try:
