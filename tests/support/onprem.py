@@ -109,6 +109,7 @@ from postroom.app.setup import render_config
 from postroom.config import ListenAddress, Settings
 from postroom.dns import domain_records
 from postroom.model.scope import OPERATOR
+from postroom.protection.enhanced import is_public
 from postroom.trace import StoredTraceEvent, TraceQuery, TraceRow
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import make_node, reload
@@ -633,23 +634,9 @@ def public_client() -> str | None:
     listed = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False)
     for match in re.finditer(r"\binet (\d+\.\d+\.\d+\.\d+)/", listed.stdout):
         address = ipaddress.ip_address(match.group(1))
-        if not any(address in network for network in _NOT_PUBLIC):
+        if is_public(address):
             return str(address)
     return None
-
-
-_NOT_PUBLIC = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-    )
-)
 
 
 def inbox(app: App, address: str, folder: str = "Inbox") -> list[bytes]:

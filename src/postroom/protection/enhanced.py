@@ -67,6 +67,7 @@ class OriginalSender:
 
 
 def is_public(address: IpAddress) -> bool:
+    """Whether `address` can be an internet sender: not loopback, private, shared or link-local."""
     return not any(address.version == net.version and address in net for net in _NOT_PUBLIC)
 
 
