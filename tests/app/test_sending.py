@@ -132,3 +132,13 @@ def test_a_signing_key_is_read_again_once_its_time_is_up(hosted: Hosted) -> None
     now[0] += SIGNING_KEY_SECONDS
     after = dkim_signer(keys, contoso, "contoso.com")
     assert after is not None and after.selector != before.selector
+
+
+def test_the_tenants_own_mail_is_not_sealed(hosted: Hosted) -> None:
+    """Mail From the tenant's own domain (its on-premises server relays it; hybrid 4) carries our
+    Authentication-Results from its receipt, yet leaves with only the tenant's aligned DKIM signature."""
+    contoso = tenant_id(hosted, "contoso")
+    own = FROM_OUTSIDE.replace(b"dana@outside.example", b"ann@contoso.com")
+    keys = SigningKeys(hosted.app.directory)
+    assert arc_sealer(keys, AUTHSERV, contoso, header_section(OUR_RESULTS + own)) is None
+    assert arc_sealer(keys, AUTHSERV, contoso, header_section(OUR_RESULTS + FROM_OUTSIDE)) is not None

@@ -11,11 +11,16 @@ endpoint's) since the scheduler asks it for every batch, and `arc_sealer`: a mes
 node's own Authentication-Results came from outside and was authenticated here, so one that leaves
 again is a forward (mailbox forwarding, a contact or a member of another organization), and it leaves
 sealed (ARC, RFC 8617) with the forwarding tenant's key (`Directory.arc_sealing_key`): the next hop
-can trust what we saw before anything changed it. A seal that cannot be made is logged and the
-message goes unsealed. `outbound_connector` answers an outbound connector by id as the database
-holds it now (`directory.connectors.find_outbound_connector`), so a connector edited, disabled or
-removed while mail waited applies to the next attempt (the agent then delivers by MX). All are called
-by the agent from a worker thread, never on the event loop.
+can trust what we saw before anything changed it. Not sealed: a message From one of the tenant's own
+domains (mail its on-premises server relays, hybrid 4; a colleague's message a mailbox forwards out):
+the tenant's DKIM signature on it is aligned with its From, so DMARC passes at the next hop without a
+seal, and the seal's two signatures were a quarter of a relayed message's CPU. A seal that cannot be
+made is logged and the message goes unsealed.
+
+`outbound_connector` answers an outbound connector by id as the database holds it now
+(`directory.connectors.find_outbound_connector`), so a connector edited, disabled or removed while
+mail waited applies to the next attempt (the agent then delivers by MX). All the hooks are called by
+the agent from a worker thread, never on the event loop.
 
 The signing keys (`dkim_signer`, `arc_sealer`) are read from the directory at most once per
 `SIGNING_KEY_SECONDS` per tenant and domain (`SigningKeys`): the key lookups are several queries, and
@@ -33,6 +38,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from email.utils import parseaddr
 from functools import partial
 
 from postroom.config import Settings
@@ -43,6 +49,7 @@ from postroom.directory.errors import NotFoundError
 from postroom.dns import Resolver
 from postroom.dns.mta_sts_cache import StsPolicyCache
 from postroom.model.connectors import OutboundConnector
+from postroom.model.message import summarize
 from postroom.model.outbound import DkimSigner
 from postroom.model.scope import TenantScope
 from postroom.protection.arc import NotSealed, arc_seal
@@ -113,6 +120,11 @@ def arc_sealer(keys: SigningKeys, authserv_id: str, tenant_id: int | None, head:
     """The tenant's ARC seal for a message it forwards from outside (see the module docstring)."""
     if tenant_id is None or not carries_results(head, authserv_id):
         return None
+    from_domain = parseaddr(summarize(head).from_header)[1].rpartition("@")[2].lower()
+    if from_domain and keys.dkim(tenant_id, from_domain) is not None:
+        return (
+            None  # the tenant's own mail (its on-premises server's): its aligned DKIM signature says it all
+        )
     key = keys.arc(tenant_id)
     if key is None:
         return None
