@@ -46,7 +46,7 @@ def test_another_tenants_domain_or_an_unknown_one_is_not_signed(hosted: Hosted) 
 def test_the_agent_is_built_from_the_node_settings(hosted: Hosted) -> None:
     app = hosted.app
     agent = remote_delivery(
-        app.settings, app.resolver, app.blobs, app.directory, CachedDirectory(app.database), app.database
+        app.settings, app.resolver, app.blobs, app.directory, CachedDirectory(app.database)
     )
     assert agent.helo_name == hosted.settings.service.hostname
     assert agent.max_hops == 30

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from postroom.app.filtering import build_protection
-from postroom.app.inbound import attribute_source
+from postroom.app.inbound import attribute_source, mx_elsewhere
 from postroom.app.node import App
 from postroom.app.sending import local_endpoints
 from postroom.directory import ConnectionView
@@ -296,12 +296,9 @@ def _srs(app: App) -> Srs | None:
 
 async def _mx_elsewhere(app: App, domain: str) -> bool:
     """Whether `domain`'s MX is somewhere other than this service (a DNS failure: no)."""
-    try:
-        hosts = await mail_hosts(app.resolver, domain)
-    except MailHostError:
-        return False
     settings = app.settings
-    return not any(local_endpoints(settings).holds(host, settings.delivery.smtp_port) for host in hosts)
+    found = await mx_elsewhere(app.resolver, local_endpoints(settings), settings.delivery.smtp_port, domain)
+    return found is True
 
 
 def _ref(connector: InboundConnector, tenants: dict[int, str]) -> ConnectorRef:

@@ -30,7 +30,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from postroom.delivery.remote import LocalEndpoints
 from postroom.directory import DirectoryView, DomainStatus
+from postroom.dns import Resolver
+from postroom.dns.mail_hosts import MailHostError, mail_hosts
+from postroom.model import Reply, replies
 from postroom.model.connectors import (
     NOT_ATTRIBUTED,
     ConnectorType,
@@ -165,3 +169,16 @@ def enhanced_views(
         if original is not None:
             views[tenant_id] = EnhancedView(connector, original, scope_matches(connector, addresses))
     return views
+
+
+async def mx_elsewhere(
+    resolver: Resolver, local: LocalEndpoints, smtp_port: int, domain: str
+) -> bool | Reply:
+    """Whether `domain`'s MX is not this service (True: an unknown recipient of the internal-relay
+    domain may go there by MX); False when it is, or when the domain has no usable MX (550 5.4.1
+    stands); a temporary reply (451 4.4.3) when the DNS failed."""
+    try:
+        hosts = await mail_hosts(resolver, domain)
+    except MailHostError as error:
+        return error.reply if error.reply.enhanced == replies.DNS_TEMPORARY.enhanced else False
+    return not any(local.holds(host, smtp_port) for host in hosts)

@@ -89,13 +89,13 @@ from postroom.app.inbound import (
     claimed_on_premises,
     connector_of,
     enhanced_views,
+    mx_elsewhere,
     receive_detail,
 )
 from postroom.delivery import deliver_at_commit
 from postroom.delivery.remote import LocalEndpoints
 from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
 from postroom.dns import Resolver
-from postroom.dns.mail_hosts import MailHostError, mail_hosts
 from postroom.model import Address, Reply, replies
 from postroom.model.connectors import Source, certificate_names
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
@@ -265,11 +265,7 @@ class MxEndpoint:
         stands); a temporary reply (451 4.4.3) when the DNS failed."""
         if self._resolver is None:
             return False
-        try:
-            hosts = await mail_hosts(self._resolver, domain)
-        except MailHostError as error:
-            return error.reply if error.reply.enhanced == replies.DNS_TEMPORARY.enhanced else False
-        return not any(self._local.holds(host, self._smtp_port) for host in hosts)
+        return await mx_elsewhere(self._resolver, self._local, self._smtp_port, domain)
 
     async def categorize(
         self,

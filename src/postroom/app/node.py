@@ -335,7 +335,7 @@ class App:
         )  # the directory as mail flow reads it: MX, submission, delivery
         agent = self.remote_agent
         if agent is None:
-            agent = remote_delivery(settings, self.resolver, self.blobs, self.directory, cache, self.database)
+            agent = remote_delivery(settings, self.resolver, self.blobs, self.directory, cache)
         scheduler = build_scheduler(
             settings,
             self.database,

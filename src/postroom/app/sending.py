@@ -1,6 +1,6 @@
 """Outbound sending, composed: the remote delivery agent built from the node's settings and services.
 
-`remote_delivery(settings, resolver, blobs, directory, cache, database)` builds the `RemoteDelivery`
+`remote_delivery(settings, resolver, blobs, directory, cache)` builds the `RemoteDelivery`
 the scheduler hands leased recipients to, with the app's hooks: `dkim_signer` (the active key of the
 From domain when it is an accepted domain of the sending tenant, else None: mail is never signed with
 another tenant's key), `remote_domain` (`Directory.remote_domain_for`: the tenant's remote domain that covers
@@ -18,7 +18,7 @@ seal, and the seal's two signatures were a quarter of a relayed message's CPU. A
 made is logged and the message goes unsealed.
 
 `outbound_connector` answers an outbound connector by id as the database holds it now
-(`directory.connectors.find_outbound_connector`), so a connector edited, disabled or removed while
+(`Directory.outbound_connector_by_id`), so a connector edited, disabled or removed while
 mail waited applies to the next attempt (the agent then delivers by MX). All the hooks are called by
 the agent from a worker thread, never on the event loop.
 
@@ -44,17 +44,15 @@ from functools import partial
 from postroom.config import Settings
 from postroom.delivery.remote import LocalEndpoints, RemoteDelivery, Sealer
 from postroom.directory import CachedDirectory, Directory
-from postroom.directory.connectors import find_outbound_connector
 from postroom.directory.errors import NotFoundError
 from postroom.dns import Resolver
 from postroom.dns.mta_sts_cache import StsPolicyCache
-from postroom.model.connectors import OutboundConnector
 from postroom.model.message import summarize
 from postroom.model.outbound import DkimSigner
 from postroom.model.scope import TenantScope
 from postroom.protection.arc import NotSealed, arc_seal
 from postroom.protection.authentication import carries_results
-from postroom.storage import BlobStore, Database
+from postroom.storage import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +152,6 @@ def hosted_here(cache: CachedDirectory, destination: str) -> bool:
     return domain is not None and domain.receives_mail
 
 
-def outbound_connector(database: Database, connector_id: int) -> OutboundConnector | None:
-    """The outbound connector `connector_id` as stored now (None: removed)."""
-    with database.read() as conn:
-        return find_outbound_connector(conn, connector_id)
-
-
 def local_endpoints(settings: Settings) -> LocalEndpoints:
     """What counts as this service: its host name, its MX hosts' suffix, its public addresses and the
     sockets its SMTP listeners are bound to."""
@@ -183,9 +175,8 @@ def remote_delivery(
     blobs: BlobStore,
     directory: Directory,
     cache: CachedDirectory,
-    database: Database,
 ) -> RemoteDelivery:
-    """The node's remote delivery agent (`database` answers its outbound connectors)."""
+    """The node's remote delivery agent."""
     keys = SigningKeys(directory)
     return RemoteDelivery(
         settings.delivery,
@@ -199,5 +190,5 @@ def remote_delivery(
         hosted_here=partial(hosted_here, cache),
         remote_domain=directory.remote_domain_for,
         sts=StsPolicyCache.from_settings(settings.mta_sts),
-        outbound_connector=partial(outbound_connector, database),
+        outbound_connector=directory.outbound_connector_by_id,
     )
