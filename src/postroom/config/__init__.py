@@ -22,6 +22,7 @@ from postroom.config.settings import (
     ServiceSettings,
     Settings,
     SmtpLimits,
+    ImapSettings,
     SubmissionSettings,
     TlsSettings,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ServiceSettings",
     "Settings",
     "SmtpLimits",
+    "ImapSettings",
     "SubmissionSettings",
     "TlsSettings",
     "config_document",
