@@ -117,9 +117,13 @@ class ImapEndpoint:
             lambda: max(failed.count(f"ip:{client}"), failed.count(f"account:{key}"))
         )
         if failures >= self.disconnect_after:
-            return await self._failed(client, key, "too many failed logins; disconnecting", LoginRefused.DISCONNECT)
+            return await self._failed(
+                client, key, "too many failed logins; disconnecting", LoginRefused.DISCONNECT
+            )
         if failures >= self.throttle_after:
-            return await self._failed(client, key, "too many failed logins; throttled", LoginRefused.THROTTLED)
+            return await self._failed(
+                client, key, "too many failed logins; throttled", LoginRefused.THROTTLED
+            )
         account = await asyncio.to_thread(self._account, key)
         if account is not None and self.verified_logins.holds(key, password, account[1]):
             return account[0]
@@ -166,7 +170,9 @@ class ImapEndpoint:
         if self._background:
             await asyncio.wait(list(self._background), timeout=10.0)
 
-    async def report_junk(self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool) -> None:
+    async def report_junk(
+        self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool
+    ) -> None:
         kind = "junk" if spam else "not junk"
         for record in records:
             result = "learned as spam" if spam else "learned as not spam"

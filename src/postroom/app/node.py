@@ -75,11 +75,11 @@ from postroom.app.startup import (
 from postroom.app.submission import MINUTE, SubmissionEndpoint, SubmissionLimits
 from postroom.cluster import DIRECTORY, QUEUE, NodeRegistry, notifications_for
 from postroom.config import ListenerSettings, Settings, SubmissionSettings
-from postroom.imap.server import ImapListener
-from postroom.imap.session import SessionLimits
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
+from postroom.imap.server import ImapListener
+from postroom.imap.session import SessionLimits
 from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.model.ipfilter import Blocklist, IpList
@@ -309,7 +309,9 @@ class App:
             if addresses
         ]
 
-    def _imap(self, committer: GroupCommitter, tls: ssl.SSLContext) -> tuple[ImapEndpoint, list[ImapListener]]:
+    def _imap(
+        self, committer: GroupCommitter, tls: ssl.SSLContext
+    ) -> tuple[ImapEndpoint, list[ImapListener]]:
         """The IMAP endpoint and its listeners: `listen` (STARTTLS, the 143 role) and `tls_listen`
         (implicit TLS, the 993 role), each left out when it has no address."""
         imap = self.settings.imap

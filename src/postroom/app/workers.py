@@ -442,7 +442,9 @@ def worker_share(settings: Settings, workers: int) -> Settings:
         memory_budget=max(1, settings.memory_budget // workers),
         mx=dataclasses.replace(settings.mx, limits=limits(settings.mx.limits)),
         submission=dataclasses.replace(settings.submission, limits=limits(settings.submission.limits)),
-        imap=dataclasses.replace(settings.imap, max_connections=max(1, settings.imap.max_connections // workers)),
+        imap=dataclasses.replace(
+            settings.imap, max_connections=max(1, settings.imap.max_connections // workers)
+        ),
         admin=dataclasses.replace(
             settings.admin,
             limits=dataclasses.replace(

@@ -139,7 +139,10 @@ class ImapListener:
         assert task is not None
         peer = writer.get_extra_info("peername")
         client = str(peer[0]) if peer else ""
-        if len(self._tasks) >= self.max_connections or self._per_ip.get(client, 0) >= self.max_connections_per_ip:
+        if (
+            len(self._tasks) >= self.max_connections
+            or self._per_ip.get(client, 0) >= self.max_connections_per_ip
+        ):
             with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
                 writer.write(b"* BYE Too many connections; try again later\r\n")
                 await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)

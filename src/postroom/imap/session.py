@@ -46,7 +46,6 @@ in-memory mailbox and lack CONDSTORE, MOVE and the bounds above.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import datetime
 import enum
@@ -59,11 +58,10 @@ from typing import Literal, Protocol, TypeVar
 from sqlalchemy import Connection
 
 from postroom import __version__
-from postroom.imap.fetch import FetchError, FetchRequest, parse_fetch, render_fetch
+from postroom.imap.fetch import FetchError, parse_fetch, render_fetch
 from postroom.imap.folder_names import decode_name, encode_name, list_matcher
 from postroom.imap.message import MessageView
 from postroom.imap.response import (
-    Raw,
     Value,
     continuation,
     encode,
@@ -687,9 +685,7 @@ class ImapSession:
                 attributes.append(Atom(folder.special_use))
             if folder.subscribed and ("SUBSCRIBED" in returns or "SUBSCRIBED" in selection):
                 attributes.append(Atom("\\Subscribed"))
-            self._send(
-                untagged(Atom(command.name), tuple(attributes), store.SEPARATOR, encode_name(shown))
-            )
+            self._send(untagged(Atom(command.name), tuple(attributes), store.SEPARATOR, encode_name(shown)))
         await self._done(command)
 
     async def _status(self, command: Command) -> None:
@@ -1016,7 +1012,11 @@ class ImapSession:
             unchanged_since = int(_atom_text(modifier[1]))
             self.condstore = True
         item = _atom_text(arguments.pop(0)).upper()
-        modes: dict[str, Literal["set", "add", "remove"]] = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}
+        modes: dict[str, Literal["set", "add", "remove"]] = {
+            "FLAGS": "set",
+            "+FLAGS": "add",
+            "-FLAGS": "remove",
+        }
         silent = item.endswith(".SILENT")
         mode = modes.get(item.removesuffix(".SILENT"))
         if mode is None or not arguments:
@@ -1090,6 +1090,7 @@ class ImapSession:
             raise _Bad(str(error)) from None
         if program.uses_modseq:
             self.condstore = True
+        await self._updates(expunges=False)  # search what arrived too (the client is told of it first)
         records = await self._records(selected.uids)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         found: list[int] = []
@@ -1214,7 +1215,7 @@ def _date_time(argument: String) -> float:
         month = _MONTHS.index(month_text.capitalize()) + 1
         parsed = datetime.datetime.strptime(f"{int(day_text):02d}-{month:02d}-{rest}", "%d-%m-%Y %H:%M:%S %z")
     except (UnicodeDecodeError, ValueError):
-        raise _Bad("Invalid date-time (like \"17-Jul-1996 02:44:25 -0700\")") from None
+        raise _Bad('Invalid date-time (like "17-Jul-1996 02:44:25 -0700")') from None
     return parsed.timestamp()
 
 
