@@ -233,7 +233,9 @@ def test_list_shows_special_use_and_folders_are_created_renamed_subscribed_delet
         assert "Archive 2026/2026" in names and "Projects/2026" not in names
         imap.unsubscribe_folder("Entwürfe")
         assert "Entwürfe" not in [name for _, _, name in imap.list_sub_folders()]
-        status = imap.folder_status("INBOX", ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"])
+        status = imap.folder_status(
+            "INBOX", ["MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"]
+        )
         assert status[b"MESSAGES"] == 0 and status[b"UIDVALIDITY"] > 0
         imap.delete_folder("Entwürfe")
         with pytest.raises(imapclient_error(), match="NONEXISTENT"):
@@ -303,7 +305,9 @@ def test_condstore_fetch_changedsince_and_store_unchangedsince(node: RunningNode
         changed = imap.fetch("1:*", ["FLAGS"], modifiers=[f"CHANGEDSINCE {highest}"])
         assert list(changed) == [2] and changed[2][b"MODSEQ"][0] > highest
     sock = raw(node, ca)
-    sock.sendall(b"c1 LOGIN condstore@contoso.com " + PASSWORD.encode() + b"\r\nc2 SELECT INBOX (CONDSTORE)\r\n")
+    sock.sendall(
+        b"c1 LOGIN condstore@contoso.com " + PASSWORD.encode() + b"\r\nc2 SELECT INBOX (CONDSTORE)\r\n"
+    )
     assert b"[HIGHESTMODSEQ " in read_until(sock, b"c2 OK [READ-WRITE] SELECT completed\r\n")
     sock.sendall(b"c3 UID STORE 1:2 (UNCHANGEDSINCE %d) +FLAGS (\\Flagged)\r\n" % highest)
     answer = read_until(sock, b"\r\n")
@@ -313,7 +317,9 @@ def test_condstore_fetch_changedsince_and_store_unchangedsince(node: RunningNode
     assert b"UID 1 FLAGS (\\Flagged) MODSEQ" in answer
 
 
-def test_append_over_the_limit_gets_toobig_and_over_quota_gets_overquota(node: RunningNode, ca: TestCa) -> None:
+def test_append_over_the_limit_gets_toobig_and_over_quota_gets_overquota(
+    node: RunningNode, ca: TestCa
+) -> None:
     address = mailbox(node, "limits@contoso.com", quota=4096)
     imap = imaps(node, ca)
     imap.login(address, PASSWORD)
@@ -368,7 +374,9 @@ def test_idle_is_woken_by_an_smtp_delivery_within_a_second(node: RunningNode, ca
         woken = time.monotonic()
         imap.idle_done()
         assert (1, b"EXISTS") in responses
-        assert woken - sent < 1.0, f"IDLE woke {woken - sent:.2f} s after the delivery (sent at {sent - started:.2f})"
+        assert woken - sent < 1.0, (
+            f"IDLE woke {woken - sent:.2f} s after the delivery (sent at {sent - started:.2f})"
+        )
 
 
 def test_two_sessions_see_each_others_flags_new_mail_and_expunges(node: RunningNode, ca: TestCa) -> None:
@@ -412,7 +420,9 @@ def test_one_mailbox_and_tenant_never_reaches_another(node: RunningNode, ca: Tes
 
 
 # --- junk reports -------------------------------------------------------------------------------
-def test_moving_into_junk_is_a_junk_report_and_out_of_it_a_not_junk_report(node: RunningNode, ca: TestCa) -> None:
+def test_moving_into_junk_is_a_junk_report_and_out_of_it_a_not_junk_report(
+    node: RunningNode, ca: TestCa
+) -> None:
     address = mailbox(node, "reporter@contoso.com")
     deliver(node, address, "cheap pills")
     with client(node, ca, address) as imap:

@@ -205,7 +205,9 @@ async def test_a_literal_before_login_is_bounded_and_a_refused_one_is_never_read
     assert await wire.send(b"a1 LOGIN {100000}\r\n") == [b"a1 BAD Literal too large"]
     # LITERAL+: the client sends it anyway; its octets are dropped, not run
     hidden = b"a9 LOGIN alice@contoso.com alice-pw\r\n"
-    lines = await wire.send(b"a2 LOGIN {9000+}\r\n" + hidden * (9000 // len(hidden)) + b"x" * (9000 % len(hidden)))
+    lines = await wire.send(
+        b"a2 LOGIN {9000+}\r\n" + hidden * (9000 // len(hidden)) + b"x" * (9000 % len(hidden))
+    )
     assert lines == [b"a2 BAD Literal too large"]
     assert await wire.send(b"\r\na3 NOOP\r\n") == [b"a3 OK NOOP completed"]
     assert wire.twin.logins == []
@@ -225,7 +227,10 @@ async def test_id_namespace_enable_logout() -> None:
     (line, done) = await wire.send(b'a1 ID ("name" "imaplib")\r\n')
     assert line.startswith(b'* ID ("name" "Postroom" "version" ') and done == b"a1 OK ID completed"
     await wire.send(login_line())
-    assert await wire.send(b"a2 NAMESPACE\r\n") == [b'* NAMESPACE (("" "/")) NIL NIL', b"a2 OK NAMESPACE completed"]
+    assert await wire.send(b"a2 NAMESPACE\r\n") == [
+        b'* NAMESPACE (("" "/")) NIL NIL',
+        b"a2 OK NAMESPACE completed",
+    ]
     assert await wire.send(b"a3 ENABLE CONDSTORE X-UNKNOWN\r\n") == [
         b"* ENABLED CONDSTORE",
         b"a3 OK ENABLE completed",

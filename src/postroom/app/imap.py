@@ -36,6 +36,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import Connection
@@ -194,7 +195,11 @@ class ImapEndpoint:
                     account.address,
                     {"report": "junk" if spam else "not-junk", "by": account.address, "result": result},
                 )
-                await self.committer.run(lambda conn, event=event: record_traced(conn, [event], time.time()))
+                await self.committer.run(partial(_record, event))
+
+
+def _record(event: TraceEvent, conn: Connection) -> None:
+    record_traced(conn, [event], time.time())
 
 
 class NodeMailAccess:

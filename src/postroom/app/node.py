@@ -473,9 +473,10 @@ class App:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
             await listen("admin", admin.start(), settings)
+            listeners: list[SmtpListener | ImapListener] = [*smtp_listeners, *imap_listeners]
             started: list[SmtpListener | ImapListener] = []
             try:
-                for listener in [*smtp_listeners, *imap_listeners]:
+                for listener in listeners:
                     await listen(listener.name, listener.start(), settings)
                     started.append(listener)
             except BaseException:
@@ -508,9 +509,7 @@ class App:
             await stop.wait()
             monitor.draining = True  # /readyz says 503 from now on; the admin listener stops last
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(
-                *(listener.stop(settings.drain_seconds) for listener in [*smtp_listeners, *imap_listeners])
-            )
+            await asyncio.gather(*(listener.stop(settings.drain_seconds) for listener in listeners))
             await imap.close()
             await admin.stop(settings.drain_seconds)
         finally:
@@ -551,7 +550,8 @@ def _load(
 ) -> dict[str, int]:
     """What this process's heartbeat reports as its load."""
     return {
-        "connections": sum(listener.connection_count for listener in [*listeners, *imap]),
+        "connections": sum(listener.connection_count for listener in listeners)
+        + sum(listener.connection_count for listener in imap),
         "memory_in_use": memory.held,
         "deliveries_in_flight": scheduler.in_flight,
     }

@@ -29,6 +29,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from postroom.config import ListenAddress
 from postroom.imap.session import ImapSession
@@ -121,8 +122,7 @@ class ImapListener:
         for server in self._servers:
             server.close()
         for session in list(self._sessions):
-            if session.idling is not None or not session.busy:
-                session.shutdown.set()
+            session.shutdown.set()  # said at its next pause: now, or after the command in progress
         if self._tasks:
             _, late = await asyncio.wait(list(self._tasks), timeout=grace)
             for task in late:
@@ -178,9 +178,7 @@ class ImapListener:
         try:
             await write(session.greeting())
             while not session.closed:
-                session.busy = True
                 await session.process()
-                session.busy = False
                 if session.closed:
                     break
                 if session.wants_starttls:
@@ -192,14 +190,13 @@ class ImapListener:
                     break
                 if reading is None:
                     reading = asyncio.ensure_future(reader.read(READ_CHUNK))
-                waiting: set[asyncio.Future[object]] = {reading}  # type: ignore[arg-type]
                 shutdown = asyncio.ensure_future(session.shutdown.wait())
-                waiting.add(shutdown)  # type: ignore[arg-type]
+                waiting: set[asyncio.Future[Any]] = {reading, shutdown}
                 timeout = session.timeout()
-                woken: asyncio.Future[bool] | None = None
+                woken: asyncio.Future[Any] | None = None
                 if session.idling is not None:
                     woken = asyncio.ensure_future(session.woken.wait())
-                    waiting.add(woken)  # type: ignore[arg-type]
+                    waiting.add(woken)
                     timeout = min(timeout, session.poll_due())
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for pending in (shutdown, woken):

@@ -250,7 +250,6 @@ class ImapSession:
         self.idle_since = 0.0
         self.woken = asyncio.Event()  # the selected folder's mailbox changed (a hint)
         self.shutdown = asyncio.Event()  # the node stops: say BYE at the next pause
-        self.busy = False  # a command is being acted on (the listener's drain waits for it)
         self._unwatch: Callable[[], None] | None = None
         self._out = bytearray()
         self._auth_tag: str | None = None  # an AUTHENTICATE waiting for its response line
@@ -638,8 +637,10 @@ class ImapSession:
         arguments = list(command.arguments)
         selection: set[str] = set()
         returns: set[str] = set()
-        if arguments and isinstance(arguments[0], tuple):
-            selection = {_atom_text(item).upper() for item in arguments.pop(0)}
+        first = arguments[0] if arguments else None
+        if isinstance(first, tuple):
+            selection = {_atom_text(item).upper() for item in first}
+            arguments.pop(0)
         if len(arguments) == 4 and isinstance(arguments[2], Atom) and arguments[2].text.upper() == "RETURN":
             options = arguments[3]
             if not isinstance(options, tuple):
@@ -717,13 +718,19 @@ class ImapSession:
         if len(arguments) < 2 or not isinstance(arguments[-1], String):
             raise _Bad("APPEND takes a folder name, optional flags and date, and the message literal")
         name = _folder_name(arguments.pop(0))
-        content = arguments.pop().octets
+        literal = arguments.pop()
+        assert isinstance(literal, String)
+        content = literal.octets
         flags: list[str] = []
         internal_date = time.time()
-        if arguments and isinstance(arguments[0], tuple):
-            flags = [_flag(item) for item in arguments.pop(0)]
-        if arguments and isinstance(arguments[0], String) and not arguments[0].literal:
-            internal_date = _date_time(arguments.pop(0))
+        given = arguments[0] if arguments else None
+        if isinstance(given, tuple):
+            flags = [_flag(item) for item in given]
+            arguments.pop(0)
+        given = arguments[0] if arguments else None
+        if isinstance(given, String) and not given.literal:
+            internal_date = _date_time(given)
+            arguments.pop(0)
         if arguments:
             raise _Bad("APPEND takes a folder name, optional flags and date, and the message literal")
         if len(content) > self.limits.max_append_size:
@@ -833,15 +840,15 @@ class ImapSession:
             await self._send_soon(untagged(len(selected.uids), Atom("EXISTS")))
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         for record in changed:
-            seq = positions.get(record.uid)
-            if seq is None:
+            position = positions.get(record.uid)
+            if position is None:
                 continue
             if record.uid in selected.flags and selected.flags[record.uid] == record.flags:
                 continue
             selected.flags[record.uid] = record.flags
             if record.uid in new_uids:
                 continue
-            await self._send_soon(self._flags_line(seq, record, with_uid=True))
+            await self._send_soon(self._flags_line(position, record, with_uid=True))
         if expunges or set(present).issuperset(selected.uids):
             selected.modseq = status.highestmodseq  # else: the expunges are still to be told
 
@@ -1001,8 +1008,9 @@ class ImapSession:
             raise _Bad("STORE takes a sequence set, an item and flags")
         uids = self._chosen(_atom_text(arguments.pop(0)), by_uid)
         unchanged_since: int | None = None
-        if isinstance(arguments[0], tuple):
-            modifier = arguments.pop(0)
+        modifier = arguments[0]
+        if isinstance(modifier, tuple):
+            arguments.pop(0)
             if (
                 len(modifier) != 2
                 or _atom_text(modifier[0]).upper() != "UNCHANGEDSINCE"
