@@ -95,6 +95,7 @@ class MessageView:
         self._root: _Entity | None = None
         self._tree_read = False
         self._parts = 0
+        self._body_text: str | None = None
 
     # --- header -----------------------------------------------------------------------------------
     @property
@@ -212,11 +213,12 @@ class MessageView:
         return b""
 
     def body_text(self) -> str:
-        """The decoded text of the message's text parts (for SEARCH BODY), bounded."""
-        pieces: list[str] = []
-        budget = [MAX_SEARCH_TEXT]
-        _collect_text(self.raw, self._tree, pieces, budget)
-        return "\n".join(pieces)
+        """The decoded text of the message's text parts (for SEARCH BODY), bounded; kept once read."""
+        if self._body_text is None:
+            pieces: list[str] = []
+            _collect_text(self.raw, self._tree, pieces, [MAX_SEARCH_TEXT])
+            self._body_text = "\n".join(pieces)
+        return self._body_text
 
 
 # --- header scanning ----------------------------------------------------------------------------
