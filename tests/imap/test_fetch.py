@@ -260,3 +260,15 @@ def test_a_hostile_keyword_cannot_break_the_line() -> None:
 def test_items_compare_by_value() -> None:
     assert FetchItem("FLAGS") == FetchItem("FLAGS")
     assert fetch(b"(FLAGS FLAGS)").items == (FetchItem("FLAGS"),)
+
+
+def test_uid_fetch_answers_uid_first_when_rendering_too() -> None:
+    line = render_fetch(fetch(b"FLAGS"), 2, Record(), None, uid=True)
+    assert line == b"* 2 FETCH (UID 7 FLAGS (\\Seen $Work))\r\n"
+    assert render_fetch(fetch(b"(FLAGS UID)"), 2, Record(), None, uid=True).count(b"UID") == 1
+
+
+def test_condstore_use_is_reported() -> None:
+    assert fetch(b"(FLAGS MODSEQ)").uses_modseq
+    assert fetch(b"FLAGS (CHANGEDSINCE 3)").uses_modseq
+    assert not fetch(b"FLAGS").uses_modseq

@@ -154,6 +154,7 @@ def test_another_charset_is_no_badcharset() -> None:
     with pytest.raises(SearchError) as refused:
         program(b"CHARSET ISO-8859-1 SUBJECT x")
     assert (refused.value.status, refused.value.code) == ("NO", BADCHARSET)
+    assert refused.value.bad_charset
 
 
 @pytest.mark.parametrize(

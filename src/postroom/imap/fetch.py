@@ -125,6 +125,11 @@ class FetchRequest:
     def sets_seen(self) -> bool:
         return any(not item.peek for item in self.items)
 
+    @property
+    def uses_modseq(self) -> bool:
+        """MODSEQ or CHANGEDSINCE: the client uses CONDSTORE (RFC 7162 §3.1 enables it)."""
+        return FetchItem("MODSEQ") in self.items
+
 
 def _most(needs: Iterable[Needs]) -> Needs:
     found = set(needs)
@@ -267,12 +272,16 @@ def render_fetch(
     record: FetchRecord,
     view: MessageView | None,
     *,
+    uid: bool = False,
     flags_changed: bool = False,
 ) -> bytes:
     """`* <seq> FETCH (...)`: `view` is needed when `request.needs_for(record)` is not "none";
-    `flags_changed` adds FLAGS when reading set \\Seen and FLAGS was not asked (RFC 3501 §6.4.5)."""
+    `uid` (UID FETCH) answers UID first whether asked or not (RFC 3501 §6.4.8); `flags_changed` adds
+    FLAGS when reading set \\Seen and FLAGS was not asked (RFC 3501 §6.4.5)."""
     out = bytearray(b"* %d FETCH (" % seq)
     items = request.items
+    if uid and FetchItem("UID") not in items:
+        items = (FetchItem("UID"), *items)
     if flags_changed and FetchItem("FLAGS") not in items:
         items = (*items, FetchItem("FLAGS"))
     for index, item in enumerate(items):

@@ -76,6 +76,11 @@ class SearchError(ValueError):
         self.status = status
         self.code = code
 
+    @property
+    def bad_charset(self) -> bool:
+        """The charset is not one of CHARSETS: NO [BADCHARSET (UTF-8 US-ASCII)] (RFC 3501 §6.4.4)."""
+        return self.code == BADCHARSET
+
 
 class SearchSubject(Protocol):
     """One message as a search sees it (the session's record plus its position)."""
