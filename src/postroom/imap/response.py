@@ -16,6 +16,7 @@ room built itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,7 +25,7 @@ from postroom.imap.syntax import Atom
 MAX_QUOTED = 1024  # octets of the longest string written quoted; longer strings go as literals
 
 _ATOM_OCTETS = frozenset(range(0x21, 0x7F)) - frozenset(b'(){ "%*')  # atoms here: \flags, BODY[..]<..>
-_QUOTE_OCTETS = frozenset(range(0x01, 0x80)) - frozenset(b"\r\n")
+_NOT_QUOTABLE = re.compile(rb"[^\x01-\x09\x0b\x0c\x0e-\x7f]")  # NUL, CR, LF, 8-bit
 _TEXT_TABLE = bytes(
     (octet if 0x20 <= octet < 0x7F else 0x20 if octet < 0x80 else 0x3F) for octet in range(256)
 )
@@ -48,7 +49,9 @@ def encode(value: Value) -> bytes:
 
 
 def _encode(value: Value, out: bytearray) -> None:
-    if value is None:
+    if isinstance(value, bytes):
+        _string(value, out)
+    elif value is None:
         out += b"NIL"
     elif isinstance(value, bool):
         raise TypeError("a bool is not an IMAP value")
@@ -58,8 +61,6 @@ def _encode(value: Value, out: bytearray) -> None:
         out += b"%d" % value
     elif isinstance(value, str):
         _string(value.encode("utf-8"), out)
-    elif isinstance(value, bytes):
-        _string(value, out)
     elif isinstance(value, Atom):
         octets = value.text.encode("utf-8")
         if octets and _ATOM_OCTETS.issuperset(octets) and octets.upper() != b"NIL":
@@ -78,7 +79,7 @@ def _encode(value: Value, out: bytearray) -> None:
 
 
 def _string(octets: bytes, out: bytearray) -> None:
-    if len(octets) <= MAX_QUOTED and _QUOTE_OCTETS.issuperset(octets):
+    if len(octets) <= MAX_QUOTED and not _NOT_QUOTABLE.search(octets):
         out += b'"' + octets.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     else:
         out += b"{%d}\r\n" % len(octets) + octets
