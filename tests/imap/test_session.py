@@ -86,6 +86,8 @@ class Wire:
         start = len(self.written)
         self.session.receive_data(data)
         await self.session.process()
+        if self.session.wants_starttls:
+            await self.session.flush()  # the listener does it once it stopped reading
         return bytes(self.written[start:]).split(b"\r\n")[:-1]
 
 

@@ -295,7 +295,8 @@ class ImapSession:
                 await self._line(event)
             else:
                 await self._command(event)
-        await self.flush()
+        if not self.wants_starttls:
+            await self.flush()
 
     async def wake(self) -> None:
         """The mailbox changed or the poll interval passed: during IDLE, tell the client at once."""
@@ -440,8 +441,8 @@ class ImapSession:
         _no_arguments(command)
         if not self._starttls or self.tls:
             raise _Bad("TLS is already active" if self.tls else "STARTTLS is not offered here")
+        # Not flushed here: the listener stops reading first, then writes it and starts the handshake.
         self._send(tagged(command.tag, "OK", "Begin TLS negotiation now"))
-        await self.flush()
         self.wants_starttls = True
         self.reader = CommandReader(self.reader.limits)  # nothing sent before TLS is read after it
 
@@ -954,7 +955,7 @@ class ImapSession:
             raise _Bad("FETCH takes a sequence set and items")
         uids = self._chosen(_atom_text(command.arguments[0]), by_uid)
         try:
-            request = parse_fetch(command.arguments[1:])
+            request = parse_fetch(command.arguments[1:], uid=by_uid)
         except FetchError as error:
             raise _Bad(str(error)) from None
         if request.uses_modseq:
@@ -962,28 +963,36 @@ class ImapSession:
         records = await self._records(uids)
         if request.changed_since is not None:
             records = [record for record in records if record.modseq > request.changed_since]
+        seen: set[int] = set()
         if request.sets_seen and not selected.read_only:
-            records = await self._mark_seen(records)
+            records, seen = await self._mark_seen(records)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         to_cache: list[tuple[int, bytes, bytes]] = []
         for record in records:
             view = None
-            if request.needs != "none":
-                content = await self.access.message_bytes(record, header_only=request.needs == "header")
+            needs = request.needs_for(record)
+            if needs != "none":
+                content = await self.access.message_bytes(record, header_only=needs == "header")
                 view = MessageView(content)
-                if request.needs == "full" and record.envelope is None:
+                if needs == "full" and record.envelope is None:
                     to_cache.append((record.uid, view.envelope(), view.bodystructure(True)))
-            await self._send_soon(render_fetch(request, positions[record.uid], record, view, uid=by_uid))
+            line = render_fetch(
+                request, positions[record.uid], record, view, uid=by_uid, flags_changed=record.uid in seen
+            )
+            await self._send_soon(line)
         if to_cache:
             self.access.cache_structure(selected.folder.id, to_cache)
         await self._done(command)
 
-    async def _mark_seen(self, records: list[store.MessageRecord]) -> list[store.MessageRecord]:
+    async def _mark_seen(
+        self, records: list[store.MessageRecord]
+    ) -> tuple[list[store.MessageRecord], set[int]]:
+        """Set \\Seen on what a non-PEEK fetch reads; the records after, and the UIDs that changed."""
         selected = self.selected
         assert selected is not None
         unseen = [record.uid for record in records if "\\Seen" not in record.flags]
         if not unseen:
-            return records
+            return records, set()
         folder_id = selected.folder.id
         update = await self.access.write(
             lambda conn: store.store_flags(conn, folder_id, unseen, ["\\Seen"], "add")
@@ -993,7 +1002,7 @@ class ImapSession:
         changed = {record.uid: record for record in update.updated}
         for record in update.updated:
             selected.flags[record.uid] = record.flags
-        return [changed.get(record.uid, record) for record in records]
+        return [changed.get(record.uid, record) for record in records], set(changed)
 
     def _own_write(self, highestmodseq: int) -> None:
         """After this session's own flag write: when nobody else wrote in between, it knows it all."""
@@ -1093,19 +1102,24 @@ class ImapSession:
         try:
             program = parse_search(command.arguments, utf8=False)
         except SearchError as error:
-            if error.bad_charset:
-                raise _No(str(error), "BADCHARSET (US-ASCII UTF-8)") from None
+            if error.status == "NO":
+                raise _No(str(error), error.code) from None
             raise _Bad(str(error)) from None
         if program.uses_modseq:
             self.condstore = True
         await self._updates(expunges=False)  # search what arrived too (the client is told of it first)
         records = await self._records(selected.uids)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
+        messages, highest_uid = len(selected.uids), selected.uids[-1] if selected.uids else 0
         found: list[int] = []
         highest_modseq = 0
         for record in records:
-            subject = _Subject(self, positions[record.uid], record, program.needs)
-            if await subject.matches(program):
+            view = None
+            if program.needs != "none":
+                content = await self.access.message_bytes(record, header_only=program.needs == "header")
+                view = MessageView(content)
+            subject = _Subject(positions[record.uid], record, view)
+            if program.matches(subject, messages=messages, highest_uid=highest_uid):
                 found.append(record.uid if by_uid else positions[record.uid])
                 highest_modseq = max(highest_modseq, record.modseq)
         line = b"* SEARCH" + b"".join(b" %d" % number for number in found)
@@ -1116,27 +1130,16 @@ class ImapSession:
 
 
 class _Subject:
-    """One message as SEARCH sees it; its bytes are read only when a key needs them."""
+    """One message as SEARCH sees it (`search.SearchSubject`)."""
 
-    def __init__(self, session: ImapSession, seq: int, record: store.MessageRecord, needs: str) -> None:
+    def __init__(self, seq: int, record: store.MessageRecord, view: MessageView | None) -> None:
         self.seq = seq
         self.uid = record.uid
         self.flags = record.flags
         self.internal_date = record.internal_date
         self.size = record.size
         self.modseq = record.modseq
-        self._record = record
-        self._session = session
-        self._needs = needs
-        self._view: MessageView | None = None
-
-    async def matches(self, program: object) -> bool:
-        if self._needs != "none":
-            content = await self._session.access.message_bytes(
-                self._record, header_only=self._needs == "header"
-            )
-            self._view = MessageView(content)
-        return bool(program.matches(self))  # type: ignore[attr-defined]
+        self._view = view
 
     def view(self) -> MessageView:
         assert self._view is not None, "SearchProgram.needs said the bytes were not needed"
@@ -1206,13 +1209,20 @@ def _folder_name(argument: Argument) -> str:
     return stored_name(name)
 
 
+_SYSTEM_FLAGS = {flag.casefold(): flag for flag in store.SYSTEM_FLAGS}
+
+
 def _flag(argument: Argument) -> str:
+    """A flag from the client: a system flag in its usual case, or a keyword as given."""
     text = _atom_text(argument)
-    if text.startswith("\\") and text.capitalize() not in store.SYSTEM_FLAGS:
-        if text.lower() == "\\recent":
-            raise _Bad("\\Recent cannot be set")
-        raise _Bad(f"Unknown system flag {text[:32]}")
-    return text.capitalize() if text.startswith("\\") else text
+    if not text.startswith("\\"):
+        return text
+    flag = _SYSTEM_FLAGS.get(text.casefold())
+    if flag is None:
+        raise _Bad(
+            f"{text[:32]} cannot be set" if text.casefold() == "\\recent" else f"Unknown flag {text[:32]}"
+        )
+    return flag
 
 
 def _date_time(argument: String) -> float:
