@@ -46,9 +46,6 @@ class LoginTwin:
     async def message_bytes(self, record: store.MessageRecord, *, header_only: bool) -> bytes:
         raise AssertionError("no message is read here")
 
-    def changed(self, mailbox_id: int, folder: str) -> None:
-        raise AssertionError("nothing changes here")
-
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:
         return lambda: None
 

@@ -15,9 +15,10 @@ session gets (`imap.session`):
 - **Storage**: reads run in a worker thread on a read connection; writes run in the group committer,
   so a session answers OK after the durable commit. Message octets come from the blob store (the
   service's prefix, then the blob).
-- **Notifications**: after its writes a session publishes `mailbox:<id>` (`mailstore.mailbox.
-  change_topic`) on `App.notifications`, which reaches every process of every node; sessions watch
-  the topic of their mailbox while a folder is selected.
+- **Notifications**: every write to a mailbox (delivery, another session, this one) is announced
+  after its commit as `mailbox:<id>` (`mailstore.mailbox.change_topic`) on `App.notifications`,
+  which reaches every process of every node; sessions watch the topic of their mailbox while a
+  folder is selected.
 - **Junk reports**: a message moved or copied into the Junk folder is learned as spam, one moved out
   of it (not to Trash) as not spam, by the node's spam learner (`app.filtering.spam_learner`: Rspamd's
   learn endpoints or the built-in scorer), in a background task: the command's OK does not wait, and
@@ -233,9 +234,6 @@ class NodeMailAccess:
         else:
             content = await asyncio.to_thread(blobs.get, record.blob_id)
         return record.prefix + content
-
-    def changed(self, mailbox_id: int, folder: str) -> None:
-        self._endpoint.notifications.publish(store.change_topic(mailbox_id), folder)
 
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:
         return self._endpoint.notifications.subscribe(store.change_topic(mailbox_id), lambda _: callback())

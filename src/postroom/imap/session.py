@@ -21,8 +21,8 @@ After every command (and during IDLE, when the notification `mailbox:<id>` arriv
 `poll_seconds` without one: notifications are hints) it reads the folder's status; when the
 highestmodseq moved it reports new messages (`EXISTS`), changed flags (`FETCH (FLAGS ...)`) and
 removed messages (`EXPUNGE`, never during FETCH, STORE or SEARCH by sequence number, RFC 3501 §7.4.1).
-Its own writes publish that notification after they commit, and APPEND answers OK only after its
-commit (the group committer's durable transaction).
+Its own writes are announced the same way (the mailstore announces every write after its commit),
+and APPEND answers OK only after its commit (the group committer's durable transaction).
 
 Bounds, each answered: the reader's (`syntax.SyntaxLimits`: line, literal, nesting; before login a
 literal is at most `PRE_LOGIN_LITERAL` octets), `commands_before_login` (then `* BYE`), `max_errors`
@@ -140,10 +140,6 @@ class MailAccess(Protocol):
     async def store_blob(self, content: bytes) -> str: ...
 
     async def message_bytes(self, record: store.MessageRecord, *, header_only: bool) -> bytes: ...
-
-    def changed(self, mailbox_id: int, folder: str) -> None:
-        """Tell every session of the mailbox (this process, other workers, other nodes)."""
-        ...
 
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` on the event loop when the mailbox changes; returns the unsubscribe."""
@@ -609,7 +605,6 @@ class ImapSession:
             raise _No("The Inbox exists", "ALREADYEXISTS")
         mailbox, now = self._mailbox, time.time()
         await self.access.write(lambda conn: store.create_folder(conn, mailbox, folder_name, now))
-        self.access.changed(mailbox, folder_name)
         await self._done(command)
 
     async def _delete(self, command: Command) -> None:
@@ -618,14 +613,12 @@ class ImapSession:
         if self.selected is not None and self.selected.folder.name == folder_name:
             self._unselect()
         await self.access.write(lambda conn: store.delete_folder(conn, mailbox, folder_name))
-        self.access.changed(mailbox, folder_name)
         await self._done(command)
 
     async def _rename(self, command: Command) -> None:
         old, new = (_folder_name(argument) for argument in _arguments(command, 2))
         mailbox, now = self._mailbox, time.time()
         await self.access.write(lambda conn: store.rename_folder(conn, mailbox, old, new, now))
-        self.access.changed(mailbox, new)
         await self._done(command)
 
     async def _subscribe(self, command: Command) -> None:
@@ -758,7 +751,6 @@ class ImapSession:
             )
 
         uidvalidity, uid = await self.access.write(job)
-        self.access.changed(mailbox, folder.name)
         await self._updates(expunges=True)
         self._send(tagged(command.tag, "OK", "APPEND completed", f"APPENDUID {uidvalidity} {uid}"))
 
@@ -887,9 +879,7 @@ class ImapSession:
         assert selected is not None
         if not selected.read_only:
             folder_id = selected.folder.id
-            removed = await self.access.write(lambda conn: store.expunge(conn, folder_id))
-            if removed:
-                self.access.changed(self._mailbox, selected.folder.name)
+            await self.access.write(lambda conn: store.expunge(conn, folder_id))
         self._unselect()
         self._send(tagged(command.tag, "OK", "CLOSE completed"))
 
@@ -925,8 +915,6 @@ class ImapSession:
             raise _Bad("EXPUNGE takes no arguments")
         folder_id = selected.folder.id
         removed = await self.access.write(lambda conn: store.expunge(conn, folder_id, only))
-        if removed:
-            self.access.changed(self._mailbox, selected.folder.name)
         await self._remove(removed)
         await self._done(command)
 
@@ -998,7 +986,6 @@ class ImapSession:
             lambda conn: store.store_flags(conn, folder_id, unseen, ["\\Seen"], "add")
         )
         self._own_write(update.highestmodseq)
-        self.access.changed(self._mailbox, selected.folder.name)
         changed = {record.uid: record for record in update.updated}
         for record in update.updated:
             selected.flags[record.uid] = record.flags
@@ -1045,8 +1032,6 @@ class ImapSession:
             lambda conn: store.store_flags(conn, folder_id, uids, flags, mode, unchanged_since)
         )
         self._own_write(update.highestmodseq)
-        if update.updated:
-            self.access.changed(self._mailbox, selected.folder.name)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         for record in update.updated:
             selected.flags[record.uid] = record.flags
@@ -1078,7 +1063,6 @@ class ImapSession:
         records = await self._records(uids) if report is not None and uids else []
         operation = store.move_messages if move else store.copy_messages
         pairs = await self.access.write(lambda conn: operation(conn, mailbox, source.id, uids, target.id))
-        self.access.changed(mailbox, target.name)
         if report is not None and records:
             assert self.account is not None
             self.access.junk_report(self.account, records, report)
