@@ -24,6 +24,8 @@ from imapclient import IMAPClient
 from sqlalchemy import select, update
 
 from postroom.app import App, remove_tenant
+from postroom.mailstore import mailbox as mailstore
+from postroom.model.message import summarize
 from postroom.model.scope import OPERATOR
 from postroom.storage.schema import recipients, trace_events
 from tests.conftest import populate, wait_for
@@ -52,6 +54,9 @@ def node(tmp_path_factory: pytest.TempPathFactory, ca: TestCa) -> Iterator[Runni
             max_append_size=200_000,
             max_errors=5,
             poll_seconds=5.0,
+            login_timeout=1.0,  # the bounds tests wait for these; no other test pauses before login
+            idle_max=2.0,
+            max_connections_per_ip=6,
         ),
     )
     app = App.open(settings)
@@ -365,6 +370,43 @@ def test_malformed_commands_get_bad_and_the_session_stays_until_the_error_limit(
     assert sock.recv(100) == b""  # closed
 
 
+# --- bounds, from a client that never logged in -------------------------------------------------
+def test_a_long_line_is_refused_and_the_session_goes_on(node: RunningNode, ca: TestCa) -> None:
+    sock = raw(node, ca)
+    sock.sendall(b"l1 NOOP " + b"x" * 20_000 + b"\r\nl2 NOOP\r\n")
+    answer = read_until(sock, b"l2 OK NOOP completed\r\n")
+    assert answer.startswith(b"l1 BAD Command line too long\r\n")
+
+
+def test_a_silent_client_is_logged_out_before_login(node: RunningNode, ca: TestCa) -> None:
+    sock = raw(node, ca)
+    assert read_until(sock, b"\r\n") == b"* BYE Autologout; idle for too long\r\n"  # login_timeout
+    assert sock.recv(100) == b""
+
+
+def test_connections_from_one_address_are_bounded(node: RunningNode) -> None:
+    host, port = node.address("imap")
+    held = [socket.create_connection((host, port), timeout=15, source_address=("127.0.50.200", 0))]
+    for _ in range(5):
+        held.append(socket.create_connection((host, port), timeout=15, source_address=("127.0.50.200", 0)))
+    for sock in held:
+        assert read_until(sock, b"\r\n").startswith(b"* OK [CAPABILITY")
+    extra = socket.create_connection((host, port), timeout=15, source_address=("127.0.50.200", 0))
+    assert read_until(extra, b"\r\n") == b"* BYE Too many connections; try again later\r\n"
+    other = socket.create_connection((host, port), timeout=15, source_address=("127.0.50.201", 0))
+    assert read_until(other, b"\r\n").startswith(b"* OK")
+    for sock in (*held, extra, other):
+        sock.close()
+
+
+def test_an_idle_past_its_limit_is_ended_with_bye(node: RunningNode, ca: TestCa) -> None:
+    address = mailbox(node, "long-idle@contoso.com")
+    sock = raw(node, ca)
+    sock.sendall(f"i1 LOGIN {address} {PASSWORD}\r\ni2 SELECT INBOX\r\ni3 IDLE\r\n".encode())
+    assert read_until(sock, b"+ idling\r\n").endswith(b"+ idling\r\n")
+    assert read_until(sock, b"\r\n") == b"* BYE IDLE for too long\r\n"  # idle_max
+
+
 # --- several sessions ---------------------------------------------------------------------------
 def test_idle_is_woken_by_an_smtp_delivery_within_a_second(node: RunningNode, ca: TestCa) -> None:
     address = mailbox(node, "idler@contoso.com")
@@ -381,6 +423,56 @@ def test_idle_is_woken_by_an_smtp_delivery_within_a_second(node: RunningNode, ca
         assert woken - sent < 1.0, (
             f"IDLE woke {woken - sent:.2f} s after the delivery (sent at {sent - started:.2f})"
         )
+
+
+def test_idle_is_woken_by_a_change_made_in_another_process(node: RunningNode, ca: TestCa) -> None:
+    """Another process of the node (here a second `App` on the same data directory, as a worker or
+    a CLI command is) appends: its announcement crosses the notification channel."""
+    address = mailbox(node, "crossing@contoso.com")
+    with client(node, ca, address) as imap:
+        imap.select_folder("INBOX")
+        imap.idle()
+        other = App.open(node.settings)
+        try:
+            recipient = other.directory.get_recipient(OPERATOR, address)
+            content = message("from another process")
+            blob_id = other.blobs.put(content)
+            with other.database.write() as conn:
+                inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
+                assert inbox is not None
+                mailstore.append(
+                    conn,
+                    recipient.id,
+                    inbox.id,
+                    blob_id=blob_id,
+                    size=len(content),
+                    flags=(),
+                    internal_date=time.time(),
+                    summary=summarize(content),
+                )
+        finally:
+            other.close()  # sends what it published before it exits
+        responses = imap.idle_check(timeout=5)
+        imap.idle_done()
+        assert (1, b"EXISTS") in responses
+
+
+def test_fetch_fills_the_structure_cache_in_the_background(node: RunningNode, ca: TestCa) -> None:
+    address = mailbox(node, "cached@contoso.com")
+    with client(node, ca, address) as imap:
+        imap.append("INBOX", message("cache me"))
+        imap.select_folder("INBOX")
+        first = imap.fetch([1], ["ENVELOPE", "BODYSTRUCTURE"])[1]
+        recipient = node.app.directory.get_recipient(OPERATOR, address)
+
+        def cached() -> bool:
+            with node.app.database.read() as conn:
+                inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
+                assert inbox is not None
+                return mailstore.folder_messages(conn, inbox.id)[0].envelope is not None
+
+        wait_for(cached, timeout=10)
+        assert imap.fetch([1], ["ENVELOPE", "BODYSTRUCTURE"])[1] == first  # from the cache, the same
 
 
 def test_two_sessions_see_each_others_flags_new_mail_and_expunges(node: RunningNode, ca: TestCa) -> None:
