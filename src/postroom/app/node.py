@@ -479,7 +479,10 @@ class App:
             started: list[SmtpListener | ImapListener] = []
             try:
                 for listener in listeners:
-                    await listen(listener.name, listener.start(), settings)
+                    table = (
+                        "imap" if isinstance(listener, ImapListener) else listener.name
+                    )  # its config table
+                    await listen(table, listener.start(), settings)
                     started.append(listener)
             except BaseException:
                 await asyncio.gather(*(listener.stop(0) for listener in started), admin.stop(0))
