@@ -268,3 +268,16 @@ async def test_selected_commands_are_refused_without_a_folder() -> None:
         assert await wire.send(b"t " + command + b"\r\n") == [
             b"t BAD " + name + b" is not allowed in the authenticated state"
         ]
+
+
+async def test_an_append_over_the_limit_is_refused_before_its_literal_is_sent() -> None:
+    wire = Wire(tls=True, max_append_size=100)
+    await wire.send(login_line())
+    assert await wire.send(b"a2 APPEND INBOX {200}\r\n") == [b"a2 NO [TOOBIG] Message too large"]
+    # LITERAL+: the octets come anyway; they are dropped, never read as commands
+    hidden = b"a9 LOGOUT\r\n" * 20
+    assert await wire.send(b"a3 APPEND INBOX {220+}\r\n" + hidden + b"\r\na4 NOOP\r\n") == [
+        b"a3 NO [TOOBIG] Message too large",
+        b"a4 OK NOOP completed",
+    ]
+    assert not wire.session.closed
