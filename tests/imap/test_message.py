@@ -169,3 +169,19 @@ def test_garbage_never_raises() -> None:
         view.section("HEADER.FIELDS (FROM)")
         view.header_value("to")
         view.body_text()
+
+
+def test_sender_and_reply_to_absent_or_empty_are_from() -> None:
+    raw = b"From: Ann <ann@fabrikam.test>\r\nSender:\r\nReply-To: team@fabrikam.test\r\nTo: ,\r\n\r\n"
+    value = read_value(MessageView(raw).envelope())
+    assert isinstance(value, list)
+    ann = [[b"Ann", None, b"ann", b"fabrikam.test"]]
+    assert value[2:6] == [ann, ann, [[None, None, b"team", b"fabrikam.test"]], None]
+
+
+def test_a_line_without_a_colon_goes_with_the_field_before() -> None:
+    raw = b"Subject: one\r\ngarbage line\r\nTo: bob@contoso.test\r\n\r\nbody"
+    view = MessageView(raw)
+    assert view.section("HEADER.FIELDS (SUBJECT)") == b"Subject: one\r\ngarbage line\r\n\r\n"
+    assert view.header_value("to") == ["bob@contoso.test"]
+    assert view.section("TEXT") == b"body"

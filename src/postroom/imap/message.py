@@ -39,7 +39,7 @@ from __future__ import annotations
 import binascii
 import re
 
-from postroom.imap.response import encode
+from postroom.imap.response import encode, string
 
 MAX_DEPTH = 16  # levels of multipart / message/rfc822 nesting read as structure
 MAX_PARTS = 1000  # MIME parts per message
@@ -51,6 +51,7 @@ MAX_SEARCH_TEXT = 4 * 1024 * 1024  # characters of decoded body text one search 
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]{1,75})\?([QqBb])\?([^?\s]*)\?=")
 _WORD_GAP = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 _FOLD = re.compile(rb"\r?\n")
+_FIELD_START = re.compile(rb"^([^ \t\r\n:][^:\r\n]*):", re.MULTILINE)
 _WHITESPACE = b" \t\r\n"
 
 
@@ -236,22 +237,16 @@ def _scan_header(raw: bytes, start: int, end: int) -> tuple[int, list[tuple[byte
         header_end, body = crlf + 1, crlf + 3
     else:
         header_end = body = end
+    # A field starts at a line that does not start with white space; it runs to the next one (its
+    # folded lines, and a line without a colon, go with it).
     fields: list[tuple[bytes, int, int]] = []
-    position = start
-    while position < header_end and len(fields) <= MAX_FIELDS:
-        newline = raw.find(b"\n", position, header_end)
-        line_end = header_end if newline < 0 else newline + 1
-        first = raw[position]
-        if first in (0x20, 0x09):
-            if fields:
-                name, field_start, _ = fields[-1]
-                fields[-1] = (name, field_start, line_end)
-        else:
-            colon = raw.find(b":", position, line_end)
-            if colon > position:
-                fields.append((raw[position:colon].rstrip(b" \t").lower(), position, line_end))
-        position = line_end
-    del fields[MAX_FIELDS:]
+    for match in _FIELD_START.finditer(raw, start, header_end):
+        if fields:
+            name, field_start, _ = fields[-1]
+            fields[-1] = (name, field_start, match.start())
+        if len(fields) == MAX_FIELDS:
+            return body, fields
+        fields.append((match.group(1).rstrip(b" \t").lower(), match.start(), header_end))
     return body, fields
 
 
@@ -260,29 +255,50 @@ def _unfold(value: bytes) -> bytes:
 
 
 # --- ENVELOPE -----------------------------------------------------------------------------------
-def _envelope(raw: bytes, entity: _Entity) -> bytes:
-    def nstring(name: bytes) -> bytes:
-        value = entity.field(raw, name)
-        return b"NIL" if value is None else encode(value)
+_ENVELOPE_FIELDS = frozenset(
+    (
+        b"date",
+        b"subject",
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"in-reply-to",
+        b"message-id",
+    )
+)
 
-    def addresses(name: bytes, fallback: bytes = b"") -> bytes:
-        value = entity.field(raw, name)
-        if value is None and fallback:
-            value = entity.field(raw, fallback)
-        if value is None:
-            return b"NIL"
-        found = parse_addresses(value)
+
+def _envelope(raw: bytes, entity: _Entity) -> bytes:
+    values: dict[bytes, bytes] = {}
+    for name, start, end in entity.fields:
+        if name in _ENVELOPE_FIELDS and name not in values:
+            values[name] = _unfold(raw[start + len(name) : end].lstrip(b" \t")[1:])
+
+    def nstring(name: bytes) -> bytes:
+        value = values.get(name)
+        return b"NIL" if value is None else _nstring(value)
+
+    def addresses(name: bytes) -> bytes:
+        value = values.get(name)
+        found = parse_addresses(value) if value else []
         if not found:
             return b"NIL"
-        return b"(" + b"".join(encode(list(address)) for address in found) + b")"
+        return b"(" + b"".join(b"(%s %s %s %s)" % tuple(map(_nstring, address)) for address in found) + b")"
 
+    from_ = addresses(b"from")
+    # Sender and Reply-To absent or empty are From (RFC 3501 §7.4.2).
+    sender = addresses(b"sender") if b"sender" in values else from_
+    reply_to = addresses(b"reply-to") if b"reply-to" in values else from_
     return b"(%s)" % b" ".join(
         [
             nstring(b"date"),
             nstring(b"subject"),
-            addresses(b"from"),
-            addresses(b"sender", b"from"),
-            addresses(b"reply-to", b"from"),
+            from_,
+            from_ if sender == b"NIL" else sender,
+            from_ if reply_to == b"NIL" else reply_to,
             addresses(b"to"),
             addresses(b"cc"),
             addresses(b"bcc"),
@@ -587,7 +603,7 @@ def _lines(raw: bytes, start: int, end: int) -> int:
 
 
 def _nstring(value: bytes | None) -> bytes:
-    return b"NIL" if value is None else encode(value)
+    return b"NIL" if value is None else string(value)
 
 
 def _params(params: list[tuple[bytes, bytes]]) -> bytes:
