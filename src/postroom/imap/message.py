@@ -677,7 +677,7 @@ def _collect_text(raw: bytes, entity: _Entity, pieces: list[str], budget: list[i
         return
     if entity.type.lower() not in (b"text", b"message"):
         return
-    body = raw[entity.body : entity.end]
+    body = raw[entity.body : min(entity.end, entity.body + 4 * budget[0])]  # at most 4 octets a character
     encoding = (entity.field(raw, b"content-transfer-encoding") or b"").lower()
     try:
         if encoding == b"base64":

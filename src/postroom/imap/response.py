@@ -100,8 +100,7 @@ def _status_line(prefix: bytes, status: str, value: str, code: str | None) -> by
     line = bytearray(prefix + text(status))
     if code:
         line += b" [" + text(code).replace(b"]", b" ") + b"]"
-    if value or not code:
-        line += b" " + text(value or status)
+    line += b" " + text(value or status)  # resp-text needs text after the code (RFC 3501 §9)
     return bytes(line) + b"\r\n"
 
 
