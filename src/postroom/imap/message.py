@@ -309,6 +309,11 @@ def _envelope(raw: bytes, entity: _Entity) -> bytes:
 
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]  # name, adl, mailbox, host
+# A host of NIL means a group (RFC 3501 §7.4.2): an address without its mailbox or domain names the
+# missing piece instead, with Dovecot's words, so that clients never read it as a group.
+MISSING_MAILBOX = b"MISSING_MAILBOX"
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+SYNTAX_ERROR = b"SYNTAX_ERROR"
 
 
 _TOKEN = re.compile(
@@ -392,10 +397,14 @@ def parse_addresses(value: bytes) -> list[Address]:
             local: list[bytes] = []
             domain: list[bytes] = []
             target = local
+            closed = False
             while position < count:
                 kind, text = tokens[position]
+                if kind == "special" and text in (b",", b";") and target is not route:
+                    break  # an unclosed <: the next address starts here
                 position += 1
                 if kind == "special" and text == b">":
+                    closed = True
                     break
                 if kind == "special" and text == b"@":
                     if not local and target is not domain:
@@ -413,17 +422,11 @@ def parse_addresses(value: bytes) -> list[Address]:
             while position < count and tokens[position][0] == "comment":
                 position += 1
             name = b" ".join(words) or None
-            found.append(
-                (
-                    name,
-                    b"".join(route) or None,
-                    b"".join(local) if local else b"",
-                    b"".join(domain) if domain else None,
-                )
-            )
+            host = (b"".join(domain) or MISSING_DOMAIN) if closed else SYNTAX_ERROR
+            found.append((name, b"".join(route) or None, b"".join(local) or MISSING_MAILBOX, host))
             continue
         local_part = b"".join(words)
-        host: bytes | None = None
+        host = b""
         if stop == b"@":
             position += 1
             domain_words: list[bytes] = []
@@ -440,7 +443,7 @@ def parse_addresses(value: bytes) -> list[Address]:
         elif stop not in (b",", b";", b""):
             position += 1  # a stray special: skip it
         if local_part or host:
-            found.append((comment, None, local_part, host))
+            found.append((comment, None, local_part or MISSING_MAILBOX, host or MISSING_DOMAIN))
     if in_group and len(found) < MAX_ADDRESSES:
         found.append((None, None, None, None))
     return found
@@ -490,7 +493,38 @@ def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         if text.startswith(b'"') and text.endswith(b'"') and len(text) >= 2:
             text = text[1:-1]
         params.append((name, text))
-    return kind, params
+    return kind, _continued(params)
+
+
+_SEGMENT = re.compile(rb"(.+?)\*(\d{1,3})(\*?)")
+
+
+def _continued(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """RFC 2231 continuations (`name*0*=...; name*1*=...`) joined into one `name*` (or `name`) value,
+    at the first segment's place, as Dovecot shows them; the value stays encoded."""
+    if not any(b"*" in name for name, _ in params):
+        return params
+    segments: dict[bytes, list[tuple[int, bool, bytes]]] = {}
+    order: list[tuple[bytes, bytes] | bytes] = []  # a parameter, or the base name of a continued one
+    for name, value in params:
+        match = _SEGMENT.fullmatch(name)
+        if match is None:
+            order.append((name, value))
+            continue
+        base = match.group(1)
+        if base.lower() not in segments:
+            segments[base.lower()] = []
+            order.append(base)
+        segments[base.lower()].append((int(match.group(2)), bool(match.group(3)), value))
+    result: list[tuple[bytes, bytes]] = []
+    for entry in order:
+        if isinstance(entry, tuple):
+            result.append(entry)
+            continue
+        pieces = sorted(segments[entry.lower()], key=lambda piece: piece[0])
+        extended = any(piece[1] for piece in pieces)
+        result.append((entry + b"*" if extended else entry, b"".join(piece[2] for piece in pieces)))
+    return result
 
 
 def _parameter(params: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
