@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from postroom.imap.message import MAX_DEPTH, MAX_FIELDS, MAX_PARTS, MessageView, decode_words
+from postroom.imap.message import MAX_DEPTH, MAX_FIELDS, MAX_PARTS, MessageView, decode_words, parse_addresses
 from tests.imap.imap_values import read_value
 
 MESSAGES = Path(__file__).parent / "messages"
@@ -185,3 +185,22 @@ def test_a_line_without_a_colon_goes_with_the_field_before() -> None:
     assert view.section("HEADER.FIELDS (SUBJECT)") == b"Subject: one\r\ngarbage line\r\n\r\n"
     assert view.header_value("to") == ["bob@contoso.test"]
     assert view.section("TEXT") == b"body"
+
+
+def test_any_address_field_reads_as_addresses_and_well_formed_groups() -> None:
+    """A NIL host means a group's start (RFC 3501 §7.4.2): every address has one, groups close."""
+    pieces = [b"a", b"b.c", b"@", b"<", b">", b",", b";", b":", b" ", b'"q q"', b"(c)", b"[1.2]", b"\\", b"("]
+    generator = random.Random(7)
+    for _ in range(2000):
+        value = b"".join(generator.choice(pieces) for _ in range(generator.randrange(1, 14)))
+        open_group = False
+        for name, _adl, mailbox, host in parse_addresses(value):
+            if host is not None:
+                assert mailbox, value
+            elif mailbox is not None:
+                assert name is None and not open_group, value  # a group starts
+                open_group = True
+            else:
+                assert open_group, value  # a group ends
+                open_group = False
+        assert not open_group, value
