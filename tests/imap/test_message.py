@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from postroom.imap.message import MAX_DEPTH, MAX_FIELDS, MAX_PARTS, MessageView, decode_words, parse_addresses
+from postroom.imap.message import (
+    MAX_DEPTH,
+    MAX_FIELDS,
+    MAX_PARTS,
+    MessageView,
+    _addresses_by_tokens,
+    _simple_addresses,
+    decode_words,
+    parse_addresses,
+)
 from tests.imap.imap_values import read_value
 
 MESSAGES = Path(__file__).parent / "messages"
@@ -204,3 +213,18 @@ def test_any_address_field_reads_as_addresses_and_well_formed_groups() -> None:
                 assert open_group, value  # a group ends
                 open_group = False
         assert not open_group, value
+
+
+def test_the_common_address_shapes_read_alike_by_the_fast_pattern_and_the_tokenizer() -> None:
+    names = [b"", b"Ann Lee", b'"Doe, Ann"', b'""', b"  Bob  ", b"J. R. R.", b'"x"', b"O'Neil"]
+    mailboxes = [b"ann@fabrikam.test", b"a.b+c@x.y", b"x@[1.2.3.4]", b"@y", b"z@", b"q"]
+    generator = random.Random(3)
+    for _ in range(2000):
+        parts = []
+        for _ in range(generator.randrange(1, 4)):
+            name, mailbox = generator.choice(names), generator.choice(mailboxes)
+            parts.append(name + b" <" + mailbox + b">" if name or generator.random() < 0.5 else mailbox)
+        value = generator.choice([b",", b", ", b" , "]).join(parts)
+        fast = _simple_addresses(value)
+        assert fast is None or fast == _addresses_by_tokens(value), value
+        assert parse_addresses(value) == _addresses_by_tokens(value), value

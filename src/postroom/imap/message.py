@@ -51,7 +51,7 @@ MAX_SEARCH_TEXT = 4 * 1024 * 1024  # characters of decoded body text one search 
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]{1,75})\?([QqBb])\?([^?\s]*)\?=")
 _WORD_GAP = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 _FOLD = re.compile(rb"\r?\n")
-_FIELD_START = re.compile(rb"^([^ \t\r\n:][^:\r\n]*):", re.MULTILINE)
+_FOLDING = b" \t\r"  # a line starting with one of these continues the field before
 _WHITESPACE = b" \t\r\n"
 
 
@@ -237,16 +237,20 @@ def _scan_header(raw: bytes, start: int, end: int) -> tuple[int, list[tuple[byte
         header_end, body = crlf + 1, crlf + 3
     else:
         header_end = body = end
-    # A field starts at a line that does not start with white space; it runs to the next one (its
-    # folded lines, and a line without a colon, go with it).
+    # A field starts at a line that does not start with white space and holds a colon; it runs to the
+    # next one (its folded lines, and a line without a colon, go with it).
     fields: list[tuple[bytes, int, int]] = []
-    for match in _FIELD_START.finditer(raw, start, header_end):
-        if fields:
-            name, field_start, _ = fields[-1]
-            fields[-1] = (name, field_start, match.start())
-        if len(fields) == MAX_FIELDS:
-            return body, fields
-        fields.append((match.group(1).rstrip(b" \t").lower(), match.start(), header_end))
+    position = start
+    for line in raw[start:header_end].split(b"\n"):
+        colon = line.find(b":")
+        if colon > 0 and line[0] not in _FOLDING:
+            if fields:
+                name, field_start, _ = fields[-1]
+                fields[-1] = (name, field_start, position)
+            if len(fields) == MAX_FIELDS:
+                return body, fields
+            fields.append((line[:colon].rstrip(b" \t").lower(), position, header_end))
+        position += len(line) + 1
     return body, fields
 
 
@@ -357,8 +361,48 @@ def _tokens(value: bytes) -> list[tuple[str, bytes]]:
     return found
 
 
+# The common field, `Name <a@b>, "Last, First" <c@d>, e@f`, read by one pattern; anything else
+# (comments, groups, routes, escapes, missing parts) by the tokenizer below, which gives the same.
+_PART = rb'[^<>@\s",;:()\[\]\\]+'
+_SIMPLE_ADDRESS = re.compile(
+    rb'[ \t]*(?:(?:"([^"\\]*)"|([A-Za-z0-9!#$%&\'*+/=?^_`{|}~.\- \t]*?))[ \t]*<('
+    + _PART
+    + rb")@("
+    + _PART
+    + rb")>|("
+    + _PART
+    + rb")@("
+    + _PART
+    + rb"))[ \t]*(?:,|$)"
+)
+
+
+def _simple_addresses(value: bytes) -> list[Address] | None:
+    found: list[Address] = []
+    position, length = 0, len(value)
+    while position < length:
+        match = _SIMPLE_ADDRESS.match(value, position)
+        if match is None or match.end() == position:
+            return None
+        quoted, phrase, local, domain, bare_local, bare_domain = match.groups()
+        if local is not None:
+            name = quoted if quoted is not None else b" ".join(phrase.split())
+            found.append((name or None, None, local, domain))
+        else:
+            found.append((None, None, bare_local, bare_domain))
+        position = match.end()
+        if value.endswith(b",", 0, position) and not value[position:].strip(b" \t"):
+            return None  # a trailing comma: the general reader decides
+    return found if len(found) <= MAX_ADDRESSES else None
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """An address-list field value as IMAP ENVELOPE addresses (groups as start and end markers)."""
+    simple = _simple_addresses(value)
+    return simple if simple is not None else _addresses_by_tokens(value)
+
+
+def _addresses_by_tokens(value: bytes) -> list[Address]:
     tokens = _tokens(value)
     found: list[Address] = []
     position, count = 0, len(tokens)
@@ -450,8 +494,9 @@ def parse_addresses(value: bytes) -> list[Address]:
 
 
 # --- BODYSTRUCTURE ------------------------------------------------------------------------------
-def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """`type/subtype; a=b; c="d"` as (b"type/subtype", [(b"a", b"b"), (b"c", b"d")])."""
+def _split_parameters(value: bytes) -> list[bytes]:
+    """A field's `;`-separated pieces, with quoted strings unescaped (kept in quotes) and comments
+    dropped."""
     pieces: list[bytes] = []
     current = bytearray()
     position, length = 0, len(value)
@@ -482,6 +527,15 @@ def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
             current.append(octet)
         position += 1
     pieces.append(bytes(current))
+    return pieces
+
+
+def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """`type/subtype; a=b; c="d"` as (b"type/subtype", [(b"a", b"b"), (b"c", b"d")])."""
+    if b'"' in value or b"(" in value:
+        pieces = _split_parameters(value)
+    else:  # the common field: no quoted string, no comment
+        pieces = value.split(b";", MAX_PARAMETERS + 1)[: MAX_PARAMETERS + 1]
     kind = pieces[0].strip(_WHITESPACE).replace(b" ", b"").replace(b"\t", b"")
     params: list[tuple[bytes, bytes]] = []
     for piece in pieces[1 : MAX_PARAMETERS + 1]:
@@ -534,8 +588,11 @@ def _parameter(params: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+_MIME_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token
+
+
 def _is_token(text: bytes) -> bool:
-    return bool(text) and all(0x20 < octet < 0x7F and octet not in b'()<>@,;:\\"/[]?=' for octet in text)
+    return _MIME_TOKEN.fullmatch(text) is not None
 
 
 def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
