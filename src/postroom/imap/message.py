@@ -96,7 +96,7 @@ class MessageView:
         self._root: _Entity | None = None
         self._tree_read = False
         self._parts = 0
-        self._body_text: str | None = None
+        self._texts: dict[str, str] = {}  # decoded text for SEARCH, read once per message
 
     # --- header -----------------------------------------------------------------------------------
     @property
@@ -118,10 +118,19 @@ class MessageView:
             if field_name == wanted
         ]
 
-    def header_text(self) -> str:
-        """The whole header section decoded (for SEARCH TEXT)."""
-        raw = self.raw
-        return "\n".join(decode_words(_unfold(raw[start:end])) for _, start, end in self._header.fields)
+    def header_text(self, *, folded: bool = False) -> str:
+        """The whole header section decoded (for SEARCH TEXT); `folded`: case-folded. Kept once read."""
+        key = "header folded" if folded else "header"
+        if key not in self._texts:
+            if folded:
+                self._texts[key] = self.header_text().casefold()
+            else:
+                raw = self.raw
+                fields = self._header.fields
+                self._texts[key] = "\n".join(
+                    decode_words(_unfold(raw[start:end])) for _, start, end in fields
+                )
+        return self._texts[key]
 
     # --- MIME tree --------------------------------------------------------------------------------
     @property
@@ -213,13 +222,18 @@ class MessageView:
             return chosen + b"\r\n"
         return b""
 
-    def body_text(self) -> str:
-        """The decoded text of the message's text parts (for SEARCH BODY), bounded; kept once read."""
-        if self._body_text is None:
-            pieces: list[str] = []
-            _collect_text(self.raw, self._tree, pieces, [MAX_SEARCH_TEXT])
-            self._body_text = "\n".join(pieces)
-        return self._body_text
+    def body_text(self, *, folded: bool = False) -> str:
+        """The decoded text of the message's text parts (for SEARCH BODY), bounded; `folded`:
+        case-folded. Kept once read, so that many keys on one message decode it once."""
+        key = "body folded" if folded else "body"
+        if key not in self._texts:
+            if folded:
+                self._texts[key] = self.body_text().casefold()
+            else:
+                pieces: list[str] = []
+                _collect_text(self.raw, self._tree, pieces, [MAX_SEARCH_TEXT])
+                self._texts[key] = "\n".join(pieces)
+        return self._texts[key]
 
 
 # --- header scanning ----------------------------------------------------------------------------
