@@ -31,27 +31,20 @@ import datetime
 import email.utils
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
+from postroom.imap.fetch import MAX_MODSEQ, MONTHS, Needs
 from postroom.imap.message import MessageView
 from postroom.imap.sequence import SequenceError, SequenceSet
 from postroom.imap.syntax import Argument, Atom, String
 
-Needs = Literal["none", "header", "full"]
-
 MAX_KEYS = 1000  # search keys in one program
 MAX_TEXT_KEYS = 64  # keys that search text (FROM ... TEXT): each reads decoded text of every message
 MAX_DEPTH = 64  # levels of NOT, OR and parentheses
-MAX_MODSEQ = 9223372036854775807
 CHARSETS = ("UTF-8", "US-ASCII")
 BADCHARSET = "BADCHARSET (UTF-8 US-ASCII)"
 
-_MONTHS = {
-    name: index
-    for index, name in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
-    )
-}
+_MONTHS = {name.upper(): index for index, name in enumerate(MONTHS, 1)}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
