@@ -107,3 +107,9 @@ def test_the_pattern_length_is_bounded() -> None:
     list_matcher("", "x" * MAX_PATTERN)
     with pytest.raises(ValueError, match="at most"):
         list_matcher("ref/", "x" * MAX_PATTERN)
+
+
+def test_a_stored_name_with_line_ends_is_written_as_printable_ascii() -> None:
+    wire = encode_name("Evil\r\n* BYE")
+    assert wire == "Evil&AA0ACg-* BYE"
+    assert all(" " <= char <= "~" for char in wire)

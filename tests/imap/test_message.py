@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from postroom.imap.message import MAX_DEPTH, MAX_FIELDS, MAX_PARTS, MessageView, decode_words
+from postroom.imap.message import (
+    MAX_DEPTH,
+    MAX_FIELDS,
+    MAX_PARTS,
+    MessageView,
+    _addresses_by_tokens,
+    _simple_addresses,
+    decode_words,
+    parse_addresses,
+)
 from tests.imap.imap_values import read_value
 
 MESSAGES = Path(__file__).parent / "messages"
@@ -169,3 +178,53 @@ def test_garbage_never_raises() -> None:
         view.section("HEADER.FIELDS (FROM)")
         view.header_value("to")
         view.body_text()
+
+
+def test_sender_and_reply_to_absent_or_empty_are_from() -> None:
+    raw = b"From: Ann <ann@fabrikam.test>\r\nSender:\r\nReply-To: team@fabrikam.test\r\nTo: ,\r\n\r\n"
+    value = read_value(MessageView(raw).envelope())
+    assert isinstance(value, list)
+    ann = [[b"Ann", None, b"ann", b"fabrikam.test"]]
+    assert value[2:6] == [ann, ann, [[None, None, b"team", b"fabrikam.test"]], None]
+
+
+def test_a_line_without_a_colon_goes_with_the_field_before() -> None:
+    raw = b"Subject: one\r\ngarbage line\r\nTo: bob@contoso.test\r\n\r\nbody"
+    view = MessageView(raw)
+    assert view.section("HEADER.FIELDS (SUBJECT)") == b"Subject: one\r\ngarbage line\r\n\r\n"
+    assert view.header_value("to") == ["bob@contoso.test"]
+    assert view.section("TEXT") == b"body"
+
+
+def test_any_address_field_reads_as_addresses_and_well_formed_groups() -> None:
+    """A NIL host means a group's start (RFC 3501 §7.4.2): every address has one, groups close."""
+    pieces = [b"a", b"b.c", b"@", b"<", b">", b",", b";", b":", b" ", b'"q q"', b"(c)", b"[1.2]", b"\\", b"("]
+    generator = random.Random(7)
+    for _ in range(2000):
+        value = b"".join(generator.choice(pieces) for _ in range(generator.randrange(1, 14)))
+        open_group = False
+        for name, _adl, mailbox, host in parse_addresses(value):
+            if host is not None:
+                assert mailbox, value
+            elif mailbox is not None:
+                assert name is None and not open_group, value  # a group starts
+                open_group = True
+            else:
+                assert open_group, value  # a group ends
+                open_group = False
+        assert not open_group, value
+
+
+def test_the_common_address_shapes_read_alike_by_the_fast_pattern_and_the_tokenizer() -> None:
+    names = [b"", b"Ann Lee", b'"Doe, Ann"', b'""', b"  Bob  ", b"J. R. R.", b'"x"', b"O'Neil"]
+    mailboxes = [b"ann@fabrikam.test", b"a.b+c@x.y", b"x@[1.2.3.4]", b"@y", b"z@", b"q"]
+    generator = random.Random(3)
+    for _ in range(2000):
+        parts = []
+        for _ in range(generator.randrange(1, 4)):
+            name, mailbox = generator.choice(names), generator.choice(mailboxes)
+            parts.append(name + b" <" + mailbox + b">" if name or generator.random() < 0.5 else mailbox)
+        value = generator.choice([b",", b", ", b" , "]).join(parts)
+        fast = _simple_addresses(value)
+        assert fast is None or fast == _addresses_by_tokens(value), value
+        assert parse_addresses(value) == _addresses_by_tokens(value), value

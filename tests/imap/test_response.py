@@ -56,7 +56,7 @@ def test_values_imap_has_no_form_for_are_refused(value: Value) -> None:
 def test_status_lines() -> None:
     assert tagged("a1", "OK", "LOGIN completed") == b"a1 OK LOGIN completed\r\n"
     assert tagged("a2", "NO", "No such folder", "NONEXISTENT") == b"a2 NO [NONEXISTENT] No such folder\r\n"
-    assert tagged("a3", "OK", "", "READ-WRITE") == b"a3 OK [READ-WRITE]\r\n"
+    assert tagged("a3", "OK", "", "READ-WRITE") == b"a3 OK [READ-WRITE] OK\r\n"
     assert untagged_status("OK", "Ready", "CAPABILITY IMAP4rev1") == b"* OK [CAPABILITY IMAP4rev1] Ready\r\n"
     assert untagged_status("BYE", "Logging out") == b"* BYE Logging out\r\n"
     assert continuation() == b"+ Ready\r\n"

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from postroom.imap.message import MessageView
-from postroom.imap.search import BADCHARSET, MAX_DEPTH, MAX_KEYS, SearchError, SearchProgram, parse_search
+from postroom.imap.search import (
+    BADCHARSET,
+    MAX_DEPTH,
+    MAX_KEYS,
+    MAX_TEXT_KEYS,
+    SearchError,
+    SearchProgram,
+    parse_search,
+)
 from postroom.imap.syntax import Argument, Atom, Command, CommandReader, String
 
 MESSAGES = Path(__file__).parent / "messages"
@@ -251,3 +259,9 @@ def test_nesting_and_key_count_are_bounded() -> None:
 def test_string_arguments_may_be_literals() -> None:
     search = parse_search((Atom("SUBJECT"), String(b"menu", literal=True)), utf8=False)
     assert search.matches(folder()[0])
+
+
+def test_text_keys_are_bounded() -> None:
+    program(b" ".join([b"BODY x"] * MAX_TEXT_KEYS))
+    with pytest.raises(SearchError, match="text keys"):
+        program(b" ".join([b"SUBJECT x"] * MAX_TEXT_KEYS) + b" (FROM y)")

@@ -30,6 +30,7 @@ from typing import Literal, Protocol
 
 from postroom.imap.message import MessageView
 from postroom.imap.response import encode, flag_list
+from postroom.imap.sequence import MAX_NUMBER
 from postroom.imap.syntax import Argument, Atom
 
 Needs = Literal["none", "header", "full"]
@@ -37,7 +38,6 @@ Needs = Literal["none", "header", "full"]
 MAX_ITEMS = 64  # attributes in one FETCH
 MAX_PART_DEPTH = 32  # numbers in one section part ("1.2.3...")
 MAX_FIELD_NAMES = 256  # header-field names in one HEADER.FIELDS list
-MAX_NUMBER = 4294967295
 MAX_MODSEQ = 9223372036854775807  # mod-sequence-value (RFC 7162 §7)
 
 _MACROS = {
@@ -53,7 +53,7 @@ _SECTION_ITEM = re.compile(r"(BODY|BODY\.PEEK)\[([^\]]*)\](?:<(\d{1,10})\.(\d{1,
 _PART = re.compile(r"[1-9]\d{0,9}(?:\.[1-9]\d{0,9})*")
 _FIELD_NAME = re.compile(r'[^\x00-\x20\x7f-\uffff:(){%*"\\\]]+')  # ftext that an atom may hold
 _FIELD_NAMES = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s"()]+)')
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 class FetchError(ValueError):
@@ -261,7 +261,7 @@ def internal_date(epoch: float) -> str:
     """INTERNALDATE as IMAP writes it: "17-Jul-1996 02:44:25 +0000" (kept in UTC)."""
     moment = time.gmtime(epoch)
     return (
-        f"{moment.tm_mday:02d}-{_MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d} "
+        f"{moment.tm_mday:02d}-{MONTHS[moment.tm_mon - 1]}-{moment.tm_year:04d} "
         f"{moment.tm_hour:02d}:{moment.tm_min:02d}:{moment.tm_sec:02d} +0000"
     )
 

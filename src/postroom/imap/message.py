@@ -39,7 +39,7 @@ from __future__ import annotations
 import binascii
 import re
 
-from postroom.imap.response import encode
+from postroom.imap.response import encode, string
 
 MAX_DEPTH = 16  # levels of multipart / message/rfc822 nesting read as structure
 MAX_PARTS = 1000  # MIME parts per message
@@ -51,6 +51,7 @@ MAX_SEARCH_TEXT = 4 * 1024 * 1024  # characters of decoded body text one search 
 _ENCODED_WORD = re.compile(rb"=\?([^?\s]{1,75})\?([QqBb])\?([^?\s]*)\?=")
 _WORD_GAP = re.compile(rb"(\?=)[ \t\r\n]+(?==\?)")
 _FOLD = re.compile(rb"\r?\n")
+_FOLDING = b" \t\r"  # a line starting with one of these continues the field before
 _WHITESPACE = b" \t\r\n"
 
 
@@ -95,7 +96,7 @@ class MessageView:
         self._root: _Entity | None = None
         self._tree_read = False
         self._parts = 0
-        self._body_text: str | None = None
+        self._texts: dict[str, str] = {}  # decoded text for SEARCH, read once per message
 
     # --- header -----------------------------------------------------------------------------------
     @property
@@ -117,10 +118,19 @@ class MessageView:
             if field_name == wanted
         ]
 
-    def header_text(self) -> str:
-        """The whole header section decoded (for SEARCH TEXT)."""
-        raw = self.raw
-        return "\n".join(decode_words(_unfold(raw[start:end])) for _, start, end in self._header.fields)
+    def header_text(self, *, folded: bool = False) -> str:
+        """The whole header section decoded (for SEARCH TEXT); `folded`: case-folded. Kept once read."""
+        key = "header folded" if folded else "header"
+        if key not in self._texts:
+            if folded:
+                self._texts[key] = self.header_text().casefold()
+            else:
+                raw = self.raw
+                fields = self._header.fields
+                self._texts[key] = "\n".join(
+                    decode_words(_unfold(raw[start:end])) for _, start, end in fields
+                )
+        return self._texts[key]
 
     # --- MIME tree --------------------------------------------------------------------------------
     @property
@@ -212,13 +222,18 @@ class MessageView:
             return chosen + b"\r\n"
         return b""
 
-    def body_text(self) -> str:
-        """The decoded text of the message's text parts (for SEARCH BODY), bounded; kept once read."""
-        if self._body_text is None:
-            pieces: list[str] = []
-            _collect_text(self.raw, self._tree, pieces, [MAX_SEARCH_TEXT])
-            self._body_text = "\n".join(pieces)
-        return self._body_text
+    def body_text(self, *, folded: bool = False) -> str:
+        """The decoded text of the message's text parts (for SEARCH BODY), bounded; `folded`:
+        case-folded. Kept once read, so that many keys on one message decode it once."""
+        key = "body folded" if folded else "body"
+        if key not in self._texts:
+            if folded:
+                self._texts[key] = self.body_text().casefold()
+            else:
+                pieces: list[str] = []
+                _collect_text(self.raw, self._tree, pieces, [MAX_SEARCH_TEXT])
+                self._texts[key] = "\n".join(pieces)
+        return self._texts[key]
 
 
 # --- header scanning ----------------------------------------------------------------------------
@@ -236,22 +251,20 @@ def _scan_header(raw: bytes, start: int, end: int) -> tuple[int, list[tuple[byte
         header_end, body = crlf + 1, crlf + 3
     else:
         header_end = body = end
+    # A field starts at a line that does not start with white space and holds a colon; it runs to the
+    # next one (its folded lines, and a line without a colon, go with it).
     fields: list[tuple[bytes, int, int]] = []
     position = start
-    while position < header_end and len(fields) <= MAX_FIELDS:
-        newline = raw.find(b"\n", position, header_end)
-        line_end = header_end if newline < 0 else newline + 1
-        first = raw[position]
-        if first in (0x20, 0x09):
+    for line in raw[start:header_end].split(b"\n"):
+        colon = line.find(b":")
+        if colon > 0 and line[0] not in _FOLDING:
             if fields:
                 name, field_start, _ = fields[-1]
-                fields[-1] = (name, field_start, line_end)
-        else:
-            colon = raw.find(b":", position, line_end)
-            if colon > position:
-                fields.append((raw[position:colon].rstrip(b" \t").lower(), position, line_end))
-        position = line_end
-    del fields[MAX_FIELDS:]
+                fields[-1] = (name, field_start, position)
+            if len(fields) == MAX_FIELDS:
+                return body, fields
+            fields.append((line[:colon].rstrip(b" \t").lower(), position, header_end))
+        position += len(line) + 1
     return body, fields
 
 
@@ -260,29 +273,50 @@ def _unfold(value: bytes) -> bytes:
 
 
 # --- ENVELOPE -----------------------------------------------------------------------------------
-def _envelope(raw: bytes, entity: _Entity) -> bytes:
-    def nstring(name: bytes) -> bytes:
-        value = entity.field(raw, name)
-        return b"NIL" if value is None else encode(value)
+_ENVELOPE_FIELDS = frozenset(
+    (
+        b"date",
+        b"subject",
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"in-reply-to",
+        b"message-id",
+    )
+)
 
-    def addresses(name: bytes, fallback: bytes = b"") -> bytes:
-        value = entity.field(raw, name)
-        if value is None and fallback:
-            value = entity.field(raw, fallback)
-        if value is None:
-            return b"NIL"
-        found = parse_addresses(value)
+
+def _envelope(raw: bytes, entity: _Entity) -> bytes:
+    values: dict[bytes, bytes] = {}
+    for name, start, end in entity.fields:
+        if name in _ENVELOPE_FIELDS and name not in values:
+            values[name] = _unfold(raw[start + len(name) : end].lstrip(b" \t")[1:])
+
+    def nstring(name: bytes) -> bytes:
+        value = values.get(name)
+        return b"NIL" if value is None else _nstring(value)
+
+    def addresses(name: bytes) -> bytes:
+        value = values.get(name)
+        found = parse_addresses(value) if value else []
         if not found:
             return b"NIL"
-        return b"(" + b"".join(encode(list(address)) for address in found) + b")"
+        return b"(" + b"".join(b"(%s %s %s %s)" % tuple(map(_nstring, address)) for address in found) + b")"
 
+    from_ = addresses(b"from")
+    # Sender and Reply-To absent or empty are From (RFC 3501 §7.4.2).
+    sender = addresses(b"sender") if b"sender" in values else from_
+    reply_to = addresses(b"reply-to") if b"reply-to" in values else from_
     return b"(%s)" % b" ".join(
         [
             nstring(b"date"),
             nstring(b"subject"),
-            addresses(b"from"),
-            addresses(b"sender", b"from"),
-            addresses(b"reply-to", b"from"),
+            from_,
+            from_ if sender == b"NIL" else sender,
+            from_ if reply_to == b"NIL" else reply_to,
             addresses(b"to"),
             addresses(b"cc"),
             addresses(b"bcc"),
@@ -293,6 +327,11 @@ def _envelope(raw: bytes, entity: _Entity) -> bytes:
 
 
 Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]  # name, adl, mailbox, host
+# A host of NIL means a group (RFC 3501 §7.4.2): an address without its mailbox or domain names the
+# missing piece instead, with Dovecot's words, so that clients never read it as a group.
+MISSING_MAILBOX = b"MISSING_MAILBOX"
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+SYNTAX_ERROR = b"SYNTAX_ERROR"
 
 
 _TOKEN = re.compile(
@@ -336,8 +375,48 @@ def _tokens(value: bytes) -> list[tuple[str, bytes]]:
     return found
 
 
+# The common field, `Name <a@b>, "Last, First" <c@d>, e@f`, read by one pattern; anything else
+# (comments, groups, routes, escapes, missing parts) by the tokenizer below, which gives the same.
+_PART = rb'[^<>@\s",;:()\[\]\\]+'
+_SIMPLE_ADDRESS = re.compile(
+    rb'[ \t]*(?:(?:"([^"\\]*)"|([A-Za-z0-9!#$%&\'*+/=?^_`{|}~.\- \t]*?))[ \t]*<('
+    + _PART
+    + rb")@("
+    + _PART
+    + rb")>|("
+    + _PART
+    + rb")@("
+    + _PART
+    + rb"))[ \t]*(?:,|$)"
+)
+
+
+def _simple_addresses(value: bytes) -> list[Address] | None:
+    found: list[Address] = []
+    position, length = 0, len(value)
+    while position < length:
+        match = _SIMPLE_ADDRESS.match(value, position)
+        if match is None or match.end() == position:
+            return None
+        quoted, phrase, local, domain, bare_local, bare_domain = match.groups()
+        if local is not None:
+            name = quoted if quoted is not None else b" ".join(phrase.split())
+            found.append((name or None, None, local, domain))
+        else:
+            found.append((None, None, bare_local, bare_domain))
+        position = match.end()
+        if value.endswith(b",", 0, position) and not value[position:].strip(b" \t"):
+            return None  # a trailing comma: the general reader decides
+    return found if len(found) <= MAX_ADDRESSES else None
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """An address-list field value as IMAP ENVELOPE addresses (groups as start and end markers)."""
+    simple = _simple_addresses(value)
+    return simple if simple is not None else _addresses_by_tokens(value)
+
+
+def _addresses_by_tokens(value: bytes) -> list[Address]:
     tokens = _tokens(value)
     found: list[Address] = []
     position, count = 0, len(tokens)
@@ -376,10 +455,14 @@ def parse_addresses(value: bytes) -> list[Address]:
             local: list[bytes] = []
             domain: list[bytes] = []
             target = local
+            closed = False
             while position < count:
                 kind, text = tokens[position]
+                if kind == "special" and text in (b",", b";") and target is not route:
+                    break  # an unclosed <: the next address starts here
                 position += 1
                 if kind == "special" and text == b">":
+                    closed = True
                     break
                 if kind == "special" and text == b"@":
                     if not local and target is not domain:
@@ -397,17 +480,11 @@ def parse_addresses(value: bytes) -> list[Address]:
             while position < count and tokens[position][0] == "comment":
                 position += 1
             name = b" ".join(words) or None
-            found.append(
-                (
-                    name,
-                    b"".join(route) or None,
-                    b"".join(local) if local else b"",
-                    b"".join(domain) if domain else None,
-                )
-            )
+            host = (b"".join(domain) or MISSING_DOMAIN) if closed else SYNTAX_ERROR
+            found.append((name, b"".join(route) or None, b"".join(local) or MISSING_MAILBOX, host))
             continue
         local_part = b"".join(words)
-        host: bytes | None = None
+        host = b""
         if stop == b"@":
             position += 1
             domain_words: list[bytes] = []
@@ -424,15 +501,16 @@ def parse_addresses(value: bytes) -> list[Address]:
         elif stop not in (b",", b";", b""):
             position += 1  # a stray special: skip it
         if local_part or host:
-            found.append((comment, None, local_part, host))
+            found.append((comment, None, local_part or MISSING_MAILBOX, host or MISSING_DOMAIN))
     if in_group and len(found) < MAX_ADDRESSES:
         found.append((None, None, None, None))
     return found
 
 
 # --- BODYSTRUCTURE ------------------------------------------------------------------------------
-def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    """`type/subtype; a=b; c="d"` as (b"type/subtype", [(b"a", b"b"), (b"c", b"d")])."""
+def _split_parameters(value: bytes) -> list[bytes]:
+    """A field's `;`-separated pieces, with quoted strings unescaped (kept in quotes) and comments
+    dropped."""
     pieces: list[bytes] = []
     current = bytearray()
     position, length = 0, len(value)
@@ -463,6 +541,15 @@ def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
             current.append(octet)
         position += 1
     pieces.append(bytes(current))
+    return pieces
+
+
+def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """`type/subtype; a=b; c="d"` as (b"type/subtype", [(b"a", b"b"), (b"c", b"d")])."""
+    if b'"' in value or b"(" in value:
+        pieces = _split_parameters(value)
+    else:  # the common field: no quoted string, no comment
+        pieces = value.split(b";", MAX_PARAMETERS + 1)[: MAX_PARAMETERS + 1]
     kind = pieces[0].strip(_WHITESPACE).replace(b" ", b"").replace(b"\t", b"")
     params: list[tuple[bytes, bytes]] = []
     for piece in pieces[1 : MAX_PARAMETERS + 1]:
@@ -474,7 +561,38 @@ def _parameters(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         if text.startswith(b'"') and text.endswith(b'"') and len(text) >= 2:
             text = text[1:-1]
         params.append((name, text))
-    return kind, params
+    return kind, _continued(params)
+
+
+_SEGMENT = re.compile(rb"(.+?)\*(\d{1,3})(\*?)")
+
+
+def _continued(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """RFC 2231 continuations (`name*0*=...; name*1*=...`) joined into one `name*` (or `name`) value,
+    at the first segment's place, as Dovecot shows them; the value stays encoded."""
+    if not any(b"*" in name for name, _ in params):
+        return params
+    segments: dict[bytes, list[tuple[int, bool, bytes]]] = {}
+    order: list[tuple[bytes, bytes] | bytes] = []  # a parameter, or the base name of a continued one
+    for name, value in params:
+        match = _SEGMENT.fullmatch(name)
+        if match is None:
+            order.append((name, value))
+            continue
+        base = match.group(1)
+        if base.lower() not in segments:
+            segments[base.lower()] = []
+            order.append(base)
+        segments[base.lower()].append((int(match.group(2)), bool(match.group(3)), value))
+    result: list[tuple[bytes, bytes]] = []
+    for entry in order:
+        if isinstance(entry, tuple):
+            result.append(entry)
+            continue
+        pieces = sorted(segments[entry.lower()], key=lambda piece: piece[0])
+        extended = any(piece[1] for piece in pieces)
+        result.append((entry + b"*" if extended else entry, b"".join(piece[2] for piece in pieces)))
+    return result
 
 
 def _parameter(params: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -484,8 +602,11 @@ def _parameter(params: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+_MIME_TOKEN = re.compile(rb"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")  # RFC 2045 token
+
+
 def _is_token(text: bytes) -> bool:
-    return bool(text) and all(0x20 < octet < 0x7F and octet not in b'()<>@,;:\\"/[]?=' for octet in text)
+    return _MIME_TOKEN.fullmatch(text) is not None
 
 
 def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
@@ -587,7 +708,7 @@ def _lines(raw: bytes, start: int, end: int) -> int:
 
 
 def _nstring(value: bytes | None) -> bytes:
-    return b"NIL" if value is None else encode(value)
+    return b"NIL" if value is None else string(value)
 
 
 def _params(params: list[tuple[bytes, bytes]]) -> bytes:
@@ -661,7 +782,7 @@ def _collect_text(raw: bytes, entity: _Entity, pieces: list[str], budget: list[i
         return
     if entity.type.lower() not in (b"text", b"message"):
         return
-    body = raw[entity.body : entity.end]
+    body = raw[entity.body : min(entity.end, entity.body + 4 * budget[0])]  # at most 4 octets a character
     encoding = (entity.field(raw, b"content-transfer-encoding") or b"").lower()
     try:
         if encoding == b"base64":

@@ -79,10 +79,16 @@ def _encode(value: Value, out: bytearray) -> None:
 
 
 def _string(octets: bytes, out: bytearray) -> None:
-    if len(octets) <= MAX_QUOTED and not _NOT_QUOTABLE.search(octets):
-        out += b'"' + octets.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-    else:
-        out += b"{%d}\r\n" % len(octets) + octets
+    out += string(octets)
+
+
+def string(octets: bytes) -> bytes:
+    """A string value: quoted when it can be, else a literal (`encode` for bytes, without the walk)."""
+    if len(octets) > MAX_QUOTED or _NOT_QUOTABLE.search(octets):
+        return b"{%d}\r\n" % len(octets) + octets
+    if b'"' in octets or b"\\" in octets:
+        octets = octets.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+    return b'"' + octets + b'"'
 
 
 def text(value: str) -> bytes:
@@ -94,8 +100,7 @@ def _status_line(prefix: bytes, status: str, value: str, code: str | None) -> by
     line = bytearray(prefix + text(status))
     if code:
         line += b" [" + text(code).replace(b"]", b" ") + b"]"
-    if value or not code:
-        line += b" " + text(value or status)
+    line += b" " + text(value or status)  # resp-text needs text after the code (RFC 3501 §9)
     return bytes(line) + b"\r\n"
 
 

@@ -19,8 +19,9 @@ flags, internal date, size, modseq and `view()` (the session loads the bytes onl
 folder's message count and highest UID stand for `*` in sets. `uses_modseq` tells the session to end
 its SEARCH response with `(MODSEQ n)` (RFC 7162 §3.1.5).
 
-*Security:* the keys are a logged-in client's; the program is bounded (`MAX_KEYS` keys, `MAX_DEPTH`
-levels of NOT / OR / parentheses), every fault is a `SearchError` with its reply, and matching is
+*Security:* the keys are a logged-in client's; the program is bounded (`MAX_KEYS` keys of which
+`MAX_TEXT_KEYS` search text, `MAX_DEPTH` levels of NOT / OR / parentheses; a message's decoded text is
+made once however many keys read it), every fault is a `SearchError` with its reply, and matching is
 substring search over bounded text (no pattern a client writes is compiled into a regex).
 """
 
@@ -30,26 +31,20 @@ import datetime
 import email.utils
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
+from postroom.imap.fetch import MAX_MODSEQ, MONTHS, Needs
 from postroom.imap.message import MessageView
 from postroom.imap.sequence import SequenceError, SequenceSet
 from postroom.imap.syntax import Argument, Atom, String
 
-Needs = Literal["none", "header", "full"]
-
 MAX_KEYS = 1000  # search keys in one program
+MAX_TEXT_KEYS = 64  # keys that search text (FROM ... TEXT): each reads decoded text of every message
 MAX_DEPTH = 64  # levels of NOT, OR and parentheses
-MAX_MODSEQ = 9223372036854775807
 CHARSETS = ("UTF-8", "US-ASCII")
 BADCHARSET = "BADCHARSET (UTF-8 US-ASCII)"
 
-_MONTHS = {
-    name: index
-    for index, name in enumerate(
-        ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"), 1
-    )
-}
+_MONTHS = {name.upper(): index for index, name in enumerate(MONTHS, 1)}
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True),
     "DELETED": ("\\Deleted", True),
@@ -163,6 +158,7 @@ class _Reader:
         self.position = position
         self.utf8 = utf8
         self.keys = 0
+        self.text_keys = 0
         self.needs: Needs = "none"
         self.uses_modseq = False
         self.uses_star = False
@@ -179,6 +175,9 @@ class _Reader:
             self.needs = needs
 
     def _string(self) -> str:
+        self.text_keys += 1
+        if self.text_keys > MAX_TEXT_KEYS:
+            raise SearchError(f"SEARCH takes at most {MAX_TEXT_KEYS} text keys")
         argument = self._next("search text")
         if isinstance(argument, Atom):
             octets = argument.text.encode()
@@ -229,11 +228,11 @@ class _Reader:
             if not argument:
                 raise SearchError("Empty parentheses in SEARCH")
             inner = _Reader(argument, 0, utf8=self.utf8)
-            inner.keys = self.keys
+            inner.keys, inner.text_keys = self.keys, self.text_keys
             tests = []
             while inner.position < len(argument):
                 tests.append(inner.key(depth + 1))
-            self.keys = inner.keys
+            self.keys, self.text_keys = inner.keys, inner.text_keys
             self._need(inner.needs)
             self.uses_modseq = self.uses_modseq or inner.uses_modseq
             self.uses_star = self.uses_star or inner.uses_star
@@ -278,13 +277,13 @@ class _Reader:
         if name == "BODY":
             self._need("full")
             needle = self._string()
-            return lambda subject, folder: needle in subject.view().body_text().casefold()
+            return lambda subject, folder: needle in subject.view().body_text(folded=True)
         if name == "TEXT":
             self._need("full")
             needle = self._string()
             return lambda subject, folder: (
-                needle in subject.view().header_text().casefold()
-                or needle in subject.view().body_text().casefold()
+                needle in subject.view().header_text(folded=True)
+                or needle in subject.view().body_text(folded=True)
             )
         if name == "UID":
             members = self._set(_text(self._next("UID set"), "UID set"))
