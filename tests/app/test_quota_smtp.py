@@ -6,6 +6,7 @@ One node serves the module; each test fills its own mailbox, so no test's quota 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import smtplib
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from postroom.app import App
+from postroom.app.explain import ExplainRequest, explain
 from postroom.model.scope import OPERATOR
 from postroom.storage.schema import queue_recipients, trace_events
 from tests.app.test_submission import PASSWORD, auth, connect, message
@@ -129,3 +131,17 @@ def test_submission_refuses_a_full_internal_mailbox_at_rcpt(node: RunningNode) -
     assert code == 250, text
     assert "memo" in inbox(node, "alice@contoso.com")
     assert inbox(node, "full2@contoso.com") == ["the last one in"]
+
+
+def test_explain_says_a_full_mailbox_is_refused_at_rcpt(node: RunningNode) -> None:
+    full_mailbox(node, "full3@contoso.com")
+    request = ExplainRequest("news@partner.example", ("full3@contoso.com", "bob@contoso.com"))
+    found = asyncio.run(explain(node.app, request))
+    outcomes = {stage.recipient: (stage.outcome, stage.reply, stage.detail) for stage in found.recipients}
+    assert outcomes["full3@contoso.com"] == (
+        "rejected",
+        "552 5.2.2 Mailbox full: the recipient's mailbox is full",
+        "mailbox-full",
+    )
+    assert outcomes["bob@contoso.com"][0] == "accepted"
+    assert [route.recipient for route in found.routes] == ["bob@contoso.com"]

@@ -308,18 +308,15 @@ class MxEndpoint:
         return limit if limit is not None else self._max_receive_size
 
     async def mailbox_full(self, owner: AddressOwner, size: int | None) -> bool:
-        """Whether the mailbox is at or over its quota, or a message of MAIL's declared SIZE= would pass
-        it. Its usage is one aggregate query, in a worker thread, and only for a mailbox that has a
-        quota (the quota came with the cached address owner)."""
-        quota = owner.quota_bytes
-        if quota is None:
+        """`mailbox_full` off the event loop, and only for a mailbox that has a quota (the quota came
+        with the cached address owner: a mailbox without one costs no query)."""
+        if owner.quota_bytes is None:
             return False
-        usage = await self.lookup(partial(self._usage, owner.recipient_id))
-        return usage >= quota or (size is not None and usage + size > quota)
+        return await self.lookup(partial(self._mailbox_full, owner, size))
 
-    def _usage(self, mailbox_id: int) -> int:
+    def _mailbox_full(self, owner: AddressOwner, size: int | None) -> bool:
         with self._database.read() as conn:
-            return mailbox_usage(conn, mailbox_id)
+            return mailbox_full(conn, owner, size)
 
     async def over_receive_limits(self, routes: list[RoutedRecipient], size: int) -> list[RoutedRecipient]:
         """`routes` with each local recipient whose receive limit `size` exceeds failed (5.2.3): it is
@@ -593,7 +590,7 @@ class MxSession:
         """A mailbox recipient refused at RCPT because its mailbox is full (552 5.2.2): the sending
         server tells its sender, and Postroom writes no bounce (no backscatter)."""
         owner = accepted.owner
-        if owner.kind is not RecipientKind.MAILBOX or not await self._endpoint.mailbox_full(owner, size):
+        if not await self._endpoint.mailbox_full(owner, size):
             return None
         return Rejected(accepted.recipient, replies.MAILBOX_FULL, RejectReason.MAILBOX_FULL, owner.tenant_id)
 
@@ -1167,6 +1164,17 @@ def _last_per_row(statuses: list[TraceRecipient]) -> list[TraceRecipient]:
             status = replace(status, resolved=earlier.resolved)
         latest[key] = status
     return list(latest.values())
+
+
+def mailbox_full(conn: Connection, owner: AddressOwner, size: int | None) -> bool:
+    """Whether the recipient's mailbox is at or over its quota, or a message of `size` octets (MAIL's
+    declared SIZE=; None: not declared) would take it past it. One aggregate query (its usage), only
+    when it has a quota."""
+    quota = owner.quota_bytes
+    if quota is None or owner.kind is not RecipientKind.MAILBOX:
+        return False
+    usage = mailbox_usage(conn, owner.recipient_id)
+    return usage >= quota or (size is not None and usage + size > quota)
 
 
 def _record_refusals(envelope: Envelope, client_ip: str, now: float, conn: Connection) -> None:
