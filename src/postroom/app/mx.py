@@ -34,7 +34,7 @@ would pass it with a message of MAIL's declared SIZE=, is refused at RCPT with 5
 and the submission endpoint alike), traced like routing's refusals; the other recipients of the
 transaction are not affected, and since the sending server reports it, Postroom writes no bounce.
 The quota comes with the cached address owner; the usage is one aggregate query off the loop, only
-for a mailbox that has a quota. It is checked at RCPT: a message accepted just before the mailbox
+for a mailbox that has a quota, and at most once per `USAGE_SECONDS` per mailbox. It is checked at RCPT: a message accepted just before the mailbox
 filled is still delivered at commit, as are copies that reach the mailbox through a group or
 forwarding (their RCPT named someone else).
 
@@ -142,6 +142,8 @@ from postroom.trace import TraceMessage, record_events, record_message, set_stat
 from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
 
 HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
+USAGE_SECONDS = 5.0  # a mailbox's usage, read for its quota at RCPT, is reused this long
+USAGE_ENTRIES = 10_000  # mailboxes whose usage is kept; past it the cache starts again
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -201,6 +203,7 @@ class MxEndpoint:
         self.protection = protection  # the filtering stack; None: mail is not filtered (a lab)
         self.directory = directory
         self._database = database  # read off the loop: a mailbox's usage, for its quota at RCPT
+        self._usage: dict[int, tuple[int, float]] = {}  # mailbox id -> (usage, when read; monotonic)
         self._blobs = blobs
         self.committer = committer
         self._on_queued = on_queued
@@ -308,15 +311,27 @@ class MxEndpoint:
         return limit if limit is not None else self._max_receive_size
 
     async def mailbox_full(self, owner: AddressOwner, size: int | None) -> bool:
-        """`mailbox_full` off the event loop, and only for a mailbox that has a quota (the quota came
-        with the cached address owner: a mailbox without one costs no query)."""
-        if owner.quota_bytes is None:
+        """Whether the mailbox is at or over its quota, or `size` would take it past (see
+        `mailbox_full`). Only a mailbox that has a quota costs anything (the quota came with the cached
+        address owner), and its usage is read at most once per `USAGE_SECONDS` (kept for at most
+        `USAGE_ENTRIES` mailboxes): a stranger repeating RCPT to a full mailbox costs no queries."""
+        quota = owner.quota_bytes
+        if quota is None or owner.kind is not RecipientKind.MAILBOX:
             return False
-        return await self.lookup(partial(self._mailbox_full, owner, size))
+        now = time.monotonic()
+        cached = self._usage.get(owner.recipient_id)
+        if cached is None or now - cached[1] > USAGE_SECONDS:
+            usage = await self.lookup(partial(self._mailbox_usage, owner.recipient_id))
+            if len(self._usage) >= USAGE_ENTRIES:
+                self._usage.clear()
+            self._usage[owner.recipient_id] = (usage, now)
+        else:
+            usage = cached[0]
+        return usage >= quota or (size is not None and usage + size > quota)
 
-    def _mailbox_full(self, owner: AddressOwner, size: int | None) -> bool:
+    def _mailbox_usage(self, mailbox_id: int) -> int:
         with self._database.read() as conn:
-            return mailbox_full(conn, owner, size)
+            return mailbox_usage(conn, mailbox_id)
 
     async def over_receive_limits(self, routes: list[RoutedRecipient], size: int) -> list[RoutedRecipient]:
         """`routes` with each local recipient whose receive limit `size` exceeds failed (5.2.3): it is
