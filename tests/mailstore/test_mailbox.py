@@ -221,3 +221,15 @@ def test_delivery_gives_the_folder_a_new_modseq_and_announces(
             after.highestmodseq
         ] * 2
     assert heard == [mb.change_topic(alice)]
+
+
+def test_expunge_and_unseen_match_the_system_flag_not_a_keyword_that_contains_its_name(
+    database: Database, blobs: BlobStore, alice: int
+) -> None:
+    # On PostgreSQL a backslash in LIKE is an escape: "\\Deleted" would match a keyword "NotDeleted".
+    keep = _append(database, blobs, alice, "Inbox", ("NotDeleted", "Seen"))
+    with database.write() as conn:
+        inbox = _folder_id(conn, alice, "Inbox")
+        assert mb.expunge(conn, inbox) == []
+        assert mb.folder_uids(conn, inbox) == [keep]
+        assert mb.folder_status(conn, inbox).unseen == 1

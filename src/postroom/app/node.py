@@ -402,6 +402,7 @@ class App:
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=cache,
+            database=self.database,
             blobs=self.blobs,
             committer=committer,
             on_queued=partial(self._queued, scheduler.wake),

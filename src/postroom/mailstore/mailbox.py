@@ -368,7 +368,7 @@ def folder_uids(conn: Connection, folder_id: int) -> list[int]:
 
 def folder_status(conn: Connection, folder_id: int) -> FolderStatus:
     """The folder's counts (STATUS), from one aggregate query."""
-    unseen = func.sum(case((messages.c.flags.contains("\\Seen"), 0), else_=1))
+    unseen = func.sum(case((messages.c.flags.contains("\\Seen", autoescape=True), 0), else_=1))
     row = conn.execute(
         select(
             func.count(messages.c.id),
@@ -647,7 +647,7 @@ def _remove(conn: Connection, folder_id: int, uids: Sequence[int]) -> None:
 def expunge(conn: Connection, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
     """Remove the folder's \\Deleted messages (only among `uids` when given: UID EXPUNGE); their UIDs."""
     query = select(messages.c.uid).where(
-        (messages.c.folder_id == folder_id) & messages.c.flags.contains("\\Deleted")
+        (messages.c.folder_id == folder_id) & messages.c.flags.contains("\\Deleted", autoescape=True)
     )
     found = [int(uid) for uid in conn.execute(query.order_by(messages.c.uid)).scalars()]
     if uids is not None:

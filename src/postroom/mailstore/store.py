@@ -216,7 +216,7 @@ class Mailstore:
                         func.sum(
                             case(
                                 (messages.c.id.is_(None), 0),
-                                (messages.c.flags.contains("\\Seen"), 0),
+                                (messages.c.flags.contains("\\Seen", autoescape=True), 0),
                                 else_=1,
                             )
                         ),
