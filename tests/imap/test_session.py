@@ -52,7 +52,7 @@ class LoginTwin:
     def junk_report(self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool) -> None:
         raise AssertionError("no report here")
 
-    def cache_structure(self, folder_id: int, items: Sequence[tuple[int, bytes, bytes]]) -> None:
+    def cache_structure(self, folder_id: int, records: Sequence[store.MessageRecord]) -> None:
         raise AssertionError("no cache here")
 
 

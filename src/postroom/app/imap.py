@@ -24,8 +24,9 @@ session gets (`imap.session`):
   learn endpoints or the built-in scorer), in a background task: the command's OK does not wait, and
   a failure is logged. Each report is traced (`EventKind.JUNK_REPORT`) on the message's trace when
   the message has one (mail appended by a client has none).
-- **Structure cache**: ENVELOPE and BODYSTRUCTURE texts a FETCH computed are stored
-  (`mailbox.cache_structure`) in a background writer job.
+- **Structure cache**: the messages a FETCH of ENVELOPE, BODY or BODYSTRUCTURE found uncached get
+  both texts computed from their bytes in a worker thread and stored (`mailbox.cache_structure`) in
+  background writer jobs of `CACHE_BATCH` messages; one folder is filled by one task at a time.
 
 Security: `login` is the only way to an `ImapAccount`; everything after it is keyed by that
 account's mailbox id, which the session never takes from the client.
@@ -45,16 +46,18 @@ from sqlalchemy import Connection
 from postroom.app.logins import VerifiedLogins, WindowCounts
 from postroom.cluster import Notifications
 from postroom.directory import Directory, find_submission_account
+from postroom.imap.message import MessageView
 from postroom.imap.session import ImapAccount, ImapSession, LoginRefused, SessionLimits
 from postroom.mailstore import mailbox as store
 from postroom.model import Address, AddressError
 from postroom.model.flow import EventKind, TraceEvent
 from postroom.quarantine.hold import record_traced
-from postroom.storage import BlobStore, Database, GroupCommitter
+from postroom.storage import BlobMissingError, BlobStore, Database, GroupCommitter
 
 T = TypeVar("T")
 
 HEADER_OCTETS = 262_144  # octets of a blob read for a header-only FETCH or SEARCH
+CACHE_BATCH = 500  # messages whose ENVELOPE and BODYSTRUCTURE one writer job stores
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class ImapEndpoint:
         self.plaintext_login = plaintext_login
         self._learn = learn
         self._background: set[asyncio.Task[None]] = set()
+        self.filling: set[int] = set()  # folders whose structure cache a background task is filling
 
     def session(
         self, client: str, tls: bool, starttls: bool, write: Callable[[bytes], Awaitable[None]]
@@ -172,6 +176,27 @@ class ImapEndpoint:
         if self._background:
             await asyncio.wait(list(self._background), timeout=10.0)
 
+    async def fill_cache(self, folder_id: int, records: list[store.MessageRecord]) -> None:
+        """Compute ENVELOPE and BODYSTRUCTURE from each message's bytes (in a worker thread) and store
+        them, `CACHE_BATCH` messages per writer job (the writer is never held long)."""
+        try:
+            for start in range(0, len(records), CACHE_BATCH):
+                batch = records[start : start + CACHE_BATCH]
+                items = await asyncio.to_thread(self._structures, batch)
+                await self.committer.run(partial(_cache, folder_id, items))
+        finally:
+            self.filling.discard(folder_id)
+
+    def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, bytes, bytes]]:
+        found = []
+        for record in records:
+            try:
+                view = MessageView(record.prefix + self.blobs.get(record.blob_id))
+            except BlobMissingError:
+                continue  # expunged and swept meanwhile
+            found.append((record.uid, view.envelope(), view.bodystructure(True)))
+        return found
+
     async def report_junk(
         self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool
     ) -> None:
@@ -197,6 +222,11 @@ class ImapEndpoint:
                     {"report": "junk" if spam else "not-junk", "by": account.address, "result": result},
                 )
                 await self.committer.run(partial(_record, event))
+
+
+def _cache(folder_id: int, items: list[tuple[int, bytes, bytes]], conn: Connection) -> None:
+    for uid, envelope, bodystructure in items:
+        store.cache_structure(conn, folder_id, uid, envelope, bodystructure)
 
 
 def _record(event: TraceEvent, conn: Connection) -> None:
@@ -242,13 +272,12 @@ class NodeMailAccess:
         endpoint = self._endpoint
         endpoint.background(endpoint.report_junk(account, list(records), spam), "junk-report")
 
-    def cache_structure(self, folder_id: int, items: Sequence[tuple[int, bytes, bytes]]) -> None:
-        def job(conn: Connection) -> None:
-            for uid, envelope, bodystructure in items:
-                store.cache_structure(conn, folder_id, uid, envelope, bodystructure)
-
-        committer = self._endpoint.committer
-        self._endpoint.background(committer.run(job), "structure-cache")
+    def cache_structure(self, folder_id: int, records: Sequence[store.MessageRecord]) -> None:
+        endpoint = self._endpoint
+        if folder_id in endpoint.filling:
+            return  # another session's FETCH is filling this folder's cache now
+        endpoint.filling.add(folder_id)
+        endpoint.background(endpoint.fill_cache(folder_id, list(records)), "structure-cache")
 
 
 __all__ = ["ImapEndpoint", "NodeMailAccess"]

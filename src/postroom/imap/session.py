@@ -149,8 +149,8 @@ class MailAccess(Protocol):
         """Train the spam engine with these messages and trace it, in the background."""
         ...
 
-    def cache_structure(self, folder_id: int, items: Sequence[tuple[int, bytes, bytes]]) -> None:
-        """Store computed (uid, ENVELOPE, BODYSTRUCTURE) texts, in the background."""
+    def cache_structure(self, folder_id: int, records: Sequence[store.MessageRecord]) -> None:
+        """Compute and store the ENVELOPE and BODYSTRUCTURE of these messages, in the background."""
         ...
 
 
@@ -187,6 +187,7 @@ _AUTHENTICATED = frozenset({State.AUTHENTICATED, State.SELECTED})
 _SELECTED = frozenset({State.SELECTED})
 _PRE_LOGIN = frozenset({State.NOT_AUTHENTICATED})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY"})  # what `cache_structure` spares
 _COMMANDS_WITHOUT_EXPUNGE = frozenset({"FETCH", "STORE", "SEARCH"})  # RFC 3501 §7.4.1 (by sequence)
 
 
@@ -955,21 +956,21 @@ class ImapSession:
         if request.sets_seen and not selected.read_only:
             records, seen = await self._mark_seen(records)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
-        to_cache: list[tuple[int, bytes, bytes]] = []
+        uncached: list[store.MessageRecord] = []
         for record in records:
             view = None
             needs = request.needs_for(record)
             if needs != "none":
                 content = await self.access.message_bytes(record, header_only=needs == "header")
                 view = MessageView(content)
-                if needs == "full" and record.envelope is None:
-                    to_cache.append((record.uid, view.envelope(), view.bodystructure(True)))
+                if record.envelope is None:
+                    uncached.append(record)
             line = render_fetch(
                 request, positions[record.uid], record, view, uid=by_uid, flags_changed=record.uid in seen
             )
             await self._send_soon(line)
-        if to_cache:
-            self.access.cache_structure(selected.folder.id, to_cache)
+        if uncached and any(item.name in _STRUCTURE_ITEMS for item in request.items):
+            self.access.cache_structure(selected.folder.id, uncached)  # the next FETCH reads no bytes
         await self._done(command)
 
     async def _mark_seen(
