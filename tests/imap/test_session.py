@@ -43,7 +43,9 @@ class LoginTwin:
     async def store_blob(self, content: bytes) -> str:
         raise AssertionError("nothing is stored here")
 
-    async def message_bytes(self, record: store.MessageRecord, *, header_only: bool) -> bytes:
+    async def message_bytes(
+        self, records: Sequence[store.MessageRecord], *, header_only: bool
+    ) -> list[bytes]:
         raise AssertionError("no message is read here")
 
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:

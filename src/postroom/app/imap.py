@@ -257,13 +257,25 @@ class NodeMailAccess:
     async def store_blob(self, content: bytes) -> str:
         return await asyncio.to_thread(self._endpoint.blobs.put, content)
 
-    async def message_bytes(self, record: store.MessageRecord, *, header_only: bool) -> bytes:
+    async def message_bytes(
+        self, records: Sequence[store.MessageRecord], *, header_only: bool
+    ) -> list[bytes]:
         blobs = self._endpoint.blobs
-        if header_only:
-            content = await asyncio.to_thread(blobs.head, record.blob_id, HEADER_OCTETS)
-        else:
-            content = await asyncio.to_thread(blobs.get, record.blob_id)
-        return record.prefix + content
+
+        def read() -> list[bytes]:
+            found = []
+            for record in records:
+                try:
+                    if header_only:
+                        content = blobs.head(record.blob_id, HEADER_OCTETS)
+                    else:
+                        content = blobs.get(record.blob_id)
+                except BlobMissingError:  # expunged and swept while the command ran
+                    content = b""
+                found.append(record.prefix + content)
+            return found
+
+        return await asyncio.to_thread(read)
 
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:
         return self._endpoint.notifications.subscribe(store.change_topic(mailbox_id), lambda _: callback())

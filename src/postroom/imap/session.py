@@ -92,7 +92,7 @@ T = TypeVar("T")
 PRE_LOGIN_LITERAL = 8192  # octets of a literal before login (a user name, a password)
 PRE_LOGIN_COMMAND = 65_536  # octets of one command before login
 WRITE_CHUNK = 262_144  # octets of responses held before they are handed to `write`
-HEADER_OCTETS = 262_144  # octets of a message read for a header-only FETCH or SEARCH
+READ_BATCH = 200  # messages whose octets one worker-thread call reads for FETCH or SEARCH
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,12 @@ class MailAccess(Protocol):
 
     async def store_blob(self, content: bytes) -> str: ...
 
-    async def message_bytes(self, record: store.MessageRecord, *, header_only: bool) -> bytes: ...
+    async def message_bytes(
+        self, records: Sequence[store.MessageRecord], *, header_only: bool
+    ) -> list[bytes]:
+        """The messages' octets (only about their header with `header_only`), in one worker-thread
+        call for all of them."""
+        ...
 
     def watch(self, mailbox_id: int, callback: Callable[[], None]) -> Callable[[], None]:
         """Call `callback` on the event loop when the mailbox changes; returns the unsubscribe."""
@@ -957,21 +962,37 @@ class ImapSession:
             records, seen = await self._mark_seen(records)
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         uncached: list[store.MessageRecord] = []
-        for record in records:
-            view = None
-            needs = request.needs_for(record)
-            if needs != "none":
-                content = await self.access.message_bytes(record, header_only=needs == "header")
-                view = MessageView(content)
-                if record.envelope is None:
+        for start in range(0, len(records), READ_BATCH):
+            batch = records[start : start + READ_BATCH]
+            needs = [request.needs_for(record) for record in batch]
+            views = await self._views(batch, needs)
+            for record, view in zip(batch, views, strict=True):
+                if view is not None and record.envelope is None:
                     uncached.append(record)
-            line = render_fetch(
-                request, positions[record.uid], record, view, uid=by_uid, flags_changed=record.uid in seen
-            )
-            await self._send_soon(line)
+                position = positions[record.uid]
+                flags_changed = record.uid in seen
+                await self._send_soon(
+                    render_fetch(request, position, record, view, uid=by_uid, flags_changed=flags_changed)
+                )
         if uncached and any(item.name in _STRUCTURE_ITEMS for item in request.items):
             self.access.cache_structure(selected.folder.id, uncached)  # the next FETCH reads no bytes
         await self._done(command)
+
+    async def _views(
+        self, records: Sequence[store.MessageRecord], needs: Sequence[str]
+    ) -> list[MessageView | None]:
+        """Each message's view as far as `needs` asks ("none": no view), read in one go."""
+        views: list[MessageView | None] = [None] * len(records)
+        for kind in ("header", "full"):
+            wanted = [index for index, need in enumerate(needs) if need == kind]
+            if not wanted:
+                continue
+            contents = await self.access.message_bytes(
+                [records[index] for index in wanted], header_only=kind == "header"
+            )
+            for index, content in zip(wanted, contents, strict=True):
+                views[index] = MessageView(content)
+        return views
 
     async def _mark_seen(
         self, records: list[store.MessageRecord]
@@ -1098,15 +1119,14 @@ class ImapSession:
         messages, highest_uid = len(selected.uids), selected.uids[-1] if selected.uids else 0
         found: list[int] = []
         highest_modseq = 0
-        for record in records:
-            view = None
-            if program.needs != "none":
-                content = await self.access.message_bytes(record, header_only=program.needs == "header")
-                view = MessageView(content)
-            subject = _Subject(positions[record.uid], record, view)
-            if program.matches(subject, messages=messages, highest_uid=highest_uid):
-                found.append(record.uid if by_uid else positions[record.uid])
-                highest_modseq = max(highest_modseq, record.modseq)
+        for start in range(0, len(records), READ_BATCH):
+            batch = records[start : start + READ_BATCH]
+            views = await self._views(batch, [program.needs] * len(batch))
+            for record, view in zip(batch, views, strict=True):
+                subject = _Subject(positions[record.uid], record, view)
+                if program.matches(subject, messages=messages, highest_uid=highest_uid):
+                    found.append(record.uid if by_uid else positions[record.uid])
+                    highest_modseq = max(highest_modseq, record.modseq)
         line = b"* SEARCH" + b"".join(b" %d" % number for number in found)
         if program.uses_modseq and found:
             line += b" (MODSEQ %d)" % highest_modseq
