@@ -92,6 +92,7 @@ T = TypeVar("T")
 PRE_LOGIN_LITERAL = 8192  # octets of a literal before login (a user name, a password)
 PRE_LOGIN_COMMAND = 65_536  # octets of one command before login
 WRITE_CHUNK = 262_144  # octets of responses held before they are handed to `write`
+BY_UID_MOST = 500  # a FETCH, STORE or SEARCH of at most this many messages reads only their rows
 READ_BATCH = 200  # messages whose octets one worker-thread call reads for FETCH or SEARCH
 
 log = logging.getLogger(__name__)
@@ -938,6 +939,9 @@ class ImapSession:
         selected = self.selected
         assert selected is not None
         folder_id = selected.folder.id
+        if len(uids) <= BY_UID_MOST:  # a few messages of a large folder: read only their rows
+            chosen = list(uids)
+            return await self.access.read(lambda conn: store.messages_by_uid(conn, folder_id, chosen))
         records = await self.access.read(lambda conn: store.folder_messages(conn, folder_id))
         wanted = set(uids)
         return [record for record in records if record.uid in wanted]
