@@ -527,6 +527,29 @@ def test_submission_settings_load(tmp_path: Path) -> None:
     assert settings.submission.listen == SubmissionSettings().listen
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[imap]\nauth_failures_before_disconnect = 5\n", "imap.auth_failures_before_disconnect"),
+        ("[imap]\nidle_timeout = 600\n", "imap.idle_timeout"),
+        ("[imap]\nmax_errors = 0\n", "imap.max_errors"),
+        ('[imap]\nallow_plaintext_login = "yes"\n', "imap.allow_plaintext_login"),
+        ('[imap]\ntls_listen = "993"\n', "imap.tls_listen"),
+        ("[imap]\nmax_literal = 5\n", "imap.max_literal"),
+    ],
+)
+def test_bad_imap_settings_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    assert key in problems_of(write(tmp_path, text))
+
+
+def test_imap_settings_load(tmp_path: Path) -> None:
+    text = '[imap]\ntls_listen = ["0.0.0.0:993"]\nallow_plaintext_login = true\nmax_append_size = 1000000\n'
+    imap = load_settings(write(tmp_path, text)).imap
+    assert imap.tls_listen == (ListenAddress("0.0.0.0", 993),)
+    assert imap.allow_plaintext_login and imap.max_append_size == 1_000_000
+    assert imap.listen == (ListenAddress("127.0.0.1", 2143),)
+
+
 def test_proxy_protocol_settings_load(tmp_path: Path) -> None:
     text = (
         '[mx]\nproxy_protocol = true\ntrusted_proxies = ["10.0.0.0/8", "127.0.0.1", "2001:db8::/32"]\n'
