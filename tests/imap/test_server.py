@@ -496,6 +496,26 @@ def test_two_sessions_see_each_others_flags_new_mail_and_expunges(node: RunningN
         assert second.search("ALL") == [2, 3]
 
 
+def test_a_folder_deleted_under_a_session_ends_it_and_a_renamed_one_goes_on(
+    node: RunningNode, ca: TestCa
+) -> None:
+    address = mailbox(node, "doomed@contoso.com")
+    with client(node, ca, address) as first, client(node, ca, address) as second:
+        first.create_folder("Doomed")
+        first.create_folder("Renamed")
+        first.select_folder("Renamed")
+        second.rename_folder("Renamed", "Renamed twice")
+        second.append("Renamed twice", message("still here"))
+        assert (1, b"EXISTS") in first.noop()[1]
+        sock = raw(node, ca)
+        sock.sendall(f"d1 LOGIN {address} {PASSWORD}\r\nd2 SELECT Doomed\r\n".encode())
+        read_until(sock, b"d2 OK [READ-WRITE] SELECT completed\r\n")
+        second.delete_folder("Doomed")
+        sock.sendall(b"d3 NOOP\r\n")
+        assert read_until(sock, b"\r\n") == b"* BYE The selected folder was deleted\r\n"
+        assert sock.recv(100) == b""
+
+
 def test_one_mailbox_and_tenant_never_reaches_another(node: RunningNode, ca: TestCa) -> None:
     mine = mailbox(node, "mine@contoso.com")
     node.app.directory.add_mailbox(OPERATOR, "theirs@fabrikam.com", password=PASSWORD)

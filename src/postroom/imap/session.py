@@ -18,7 +18,7 @@ EXPUNGE; CONDSTORE (RFC 7162: MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE, HIGHESTMODSE
 
 Consistency between sessions: a selected session knows the folder's highestmodseq it last reported.
 After every command (and during IDLE, when the notification `mailbox:<id>` arrives or every
-`poll_seconds` without one: notifications are hints) it reads the folder's status; when the
+`poll_seconds` without one: notifications are hints) it reads the folder's row; when its
 highestmodseq moved it reports new messages (`EXISTS`), changed flags (`FETCH (FLAGS ...)`) and
 removed messages (`EXPUNGE`, never during FETCH, STORE or SEARCH by sequence number, RFC 3501 §7.4.1).
 Its own writes are announced the same way (the mailstore announces every write after its commit),
@@ -323,7 +323,8 @@ class ImapSession:
 
     # --- output ----------------------------------------------------------------------------------
     def _send(self, data: bytes) -> None:
-        self._out += data
+        if self.state is not State.LOGOUT:  # after BYE nothing more is said
+            self._out += data
 
     async def flush(self) -> None:
         if self._out:
@@ -331,7 +332,7 @@ class ImapSession:
             await self._write(data)
 
     async def _send_soon(self, data: bytes) -> None:
-        self._out += data
+        self._send(data)
         if len(self._out) >= WRITE_CHUNK:
             await self.flush()
 
@@ -814,9 +815,16 @@ class ImapSession:
         self._last_check = self._clock()
         if selected is None:
             return
-        folder_id = selected.folder.id
-        status = await self.access.read(lambda conn: store.folder_status(conn, folder_id))
-        if status.highestmodseq == selected.modseq:
+        folder_id, mailbox = selected.folder.id, self._mailbox
+        # The folder's row, found by id: one of at most a few hundred rows, where a count of its
+        # messages would scan them all after every command.
+        folders = await self.access.read(lambda conn: store.list_folders(conn, mailbox))
+        current = next((folder for folder in folders if folder.id == folder_id), None)
+        if current is None:
+            await self._bye("The selected folder was deleted")
+            return
+        selected.folder = current  # renamed by another session: the same folder, a new name
+        if current.highestmodseq == selected.modseq:
             return
         known = selected.modseq
 
@@ -850,7 +858,7 @@ class ImapSession:
                 continue
             await self._send_soon(self._flags_line(position, record, with_uid=True))
         if expunges or set(present).issuperset(selected.uids):
-            selected.modseq = status.highestmodseq  # else: the expunges are still to be told
+            selected.modseq = current.highestmodseq  # else: the expunges are still to be told
 
     def _flags_line(self, seq: int, record: store.MessageRecord, *, with_uid: bool) -> bytes:
         items: list[Value] = []
