@@ -8,8 +8,8 @@ fails the whole batch before anything is copied, naming the column and the fix. 
 passed through as written, so a Dovecot master login (`user*admin`) works.
 
 Bounds (the service's): at most `MAX_ROWS` rows and `MAX_BYTES` octets; UTF-8 (a byte order mark is
-allowed). A file past a bound, or not UTF-8, fails the batch. A row with a missing value fails only
-that row.
+allowed). A file past a bound, or not UTF-8, fails the batch. A row with a missing value (or more values than
+columns) fails only that row.
 
 *Security:* the file holds passwords. They are kept only in the `BatchRow`s of this run (never in
 a `repr`, a log or the report) and never written anywhere.
@@ -124,8 +124,8 @@ def _row(line: int, values: list[str], column: dict[str, int], width: int) -> Ba
         user_root=value("UserRoot"),
     )
     problem = ""
-    if len(values) != width:
-        problem = f"line {line} has {len(values)} values for {width} columns; fix the row"
+    if len(values) > width:
+        problem = f"line {line} has {len(values)} values for {width} columns; fix the row's quoting"
     elif not row.email_address or not row.user_name or not row.password:
         empty = [title for title in REQUIRED if not (value(title) if title != "Password" else row.password)]
         problem = f"line {line} leaves {', '.join(empty)} empty; fill it in"
