@@ -35,6 +35,7 @@ Passwords are never reported.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from postroom.directory import Directory, DirectoryError, RecipientKind
 from postroom.mailstore import mailbox as mailstore
@@ -62,6 +63,7 @@ COMMIT_OCTETS = 16 * 1024 * 1024  # octets of message content per transaction
 MAX_NOTES = 50  # notes kept per mailbox (skipped folders and messages); the rest are counted
 
 _ATOM = re.compile(r"^[!#$&'+-\[^-z|}~]{1,64}$")  # an IMAP flag keyword: atom characters, no "]"
+log = logging.getLogger(__name__)
 _SYSTEM = {flag.lower(): flag for flag in mailstore.SYSTEM_FLAGS if flag != "\\Deleted"}
 
 
@@ -177,6 +179,11 @@ class Migration:
                         self._copy(source, mailbox_id, f"{self._server.host} {row.user_name}", report)
         except SourceError as error:
             report.fail(str(error))
+        except SQLAlchemyError as error:
+            log.exception("migration of %s: the database failed", row.email_address)
+            report.fail(
+                f"the database failed ({type(error).__name__}); see the log, then run the batch again"
+            )
         report.seconds = time.monotonic() - started
         self._progress.mailbox_finished(report)
         return report
@@ -412,6 +419,8 @@ class Migration:
                 conn.execute(insert(migrated_messages), records)
         except mailstore.OverQuotaError as error:
             raise _MailboxStopped(f"{error}; raise the mailbox's quota, then run the batch again") from None
+        except mailstore.FolderError as error:
+            raise _MailboxStopped(f"the mailstore refused a copy into {target.name!r}: {error}") from None
         except IntegrityError:
             raise _MailboxStopped(
                 "another migration run is copying this mailbox; let it finish, then run the batch again"
