@@ -90,6 +90,7 @@ ssl_dh = </usr/share/dovecot/dh.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+auth_failure_delay = 0  # a wrong password is answered at once: the tests try some
 auth_master_user_separator = *
 mail_location = maildir:{base}/mail/%u/Maildir
 first_valid_uid = 1
@@ -132,6 +133,10 @@ service imap-login {{
 }}
 service anvil {{
   chroot =
+  # No growing penalty for an address after failed logins: the tests fail some on purpose.
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
 }}
 service imap-login {{
   chroot =
