@@ -32,7 +32,7 @@ from tests.support.dovecot import Dovecot, Fixture
 from tests.support.node import make_node
 
 NODE_LIMIT = 100_000  # the node's largest message (mx.limits.max_message_size), below the service's 35 MB
-CONTOSO = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan")
+CONTOSO = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy")
 
 
 def message(subject: str, body_octets: int = 200, sender: str = "someone@example.org") -> bytes:
@@ -372,3 +372,27 @@ def test_a_killed_run_resumes_without_duplicates(config: Path, source: Dovecot, 
         raw.split(b"Subject: ")[1].split(b"\r\n")[0] for raw, _, _ in stored("carol@contoso.test")["Inbox"]
     ]
     assert sorted(subjects) == sorted(f"carol {n}".encode() for n in range(total))
+
+
+def test_a_folder_recreated_on_the_source_is_copied_again_without_duplicates(
+    config: Path, source: Dovecot, tmp_path: Path
+) -> None:
+    csv = batch(tmp_path, ("judy@contoso.test", "judy", "judy-pw"))
+    with source.client("judy", "judy-pw") as client:
+        client.create("Work")
+        for n in range(2):
+            client.append("Work", "", None, message(f"work {n}"))
+    assert summary(migrate(config, source, csv, "--json"))["total"]["copied"] == 2
+    with source.client("judy", "judy-pw") as client:  # a new folder of the same name: a new UIDVALIDITY
+        client.delete("Work")
+        client.create("Work")
+        for n in range(3):
+            client.append("Work", "(\\Seen)", None, message(f"work again {n}"))
+
+    report = summary(migrate(config, source, csv, "--json"))
+
+    assert report["total"]["copied"] == 3
+    assert any("new UIDVALIDITY" in note for note in report["mailboxes"][0]["notes"])
+    assert sorted(raw for raw, _, _ in stored("judy@contoso.test")["Work"]) == sorted(
+        message(f"work again {n}") for n in range(3)
+    )
