@@ -74,7 +74,7 @@ def test_an_announced_literal_over_the_limit_is_refused_before_it_is_read(
     with stranger(answer).open("user", "password", max_literal=100_000) as mailbox:
         assert mailbox.select("INBOX") == 7
         with pytest.raises(SourceError, match="literal of 99999999999 octets"):
-            mailbox.message(1)
+            mailbox.bodies([1])
 
 
 def test_a_line_without_end_is_refused(stranger: Callable[[Answer], SourceServer]) -> None:

@@ -23,9 +23,9 @@ unique key): the second run's transaction fails and that mailbox is reported fai
 UIDVALIDITY changed on the source cannot be matched by UID any more: the copies recorded under the old
 UIDVALIDITY that are still in their folder are removed and the folder is copied again (noted).
 
-Durability: appends are committed in groups (`COMMIT_MESSAGES` messages or `COMMIT_OCTETS` octets) in
-one durable transaction each; after each commit `mailbox:<id>` is published, so open IMAP sessions of
-the mailbox see the new messages.
+Durability: messages are fetched and appended in groups (`COMMIT_MESSAGES` messages or
+`COMMIT_OCTETS` octets by their sizes; one FETCH each), each group in one durable transaction; after
+each commit `mailbox:<id>` is published, so open IMAP sessions of the mailbox see the new messages.
 
 *Security:* everything read from the source is bounded (`migration.source`, `migration.folders`);
 a message's size is checked against the limit before its bytes are asked for and again on the bytes.
@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -307,25 +307,23 @@ class Migration:
             raise _MailboxStopped(
                 f"the UIDVALIDITY of {item.planned.source!r} changed during the run; run the batch again"
             )
-        group: list[tuple[SourceMessage, bytes]] = []
-        octets = 0
-        for message in item.messages:
-            body = source.message(message.uid)
-            if body is None:
-                report.skipped += 1
-                report.note(f"message UID {message.uid} of {item.planned.source!r} left the source meanwhile")
-                continue
-            if len(body) > self._max_size:
-                report.skipped += 1
-                report.note(_too_large(item.planned.source, message.uid, len(body), self._max_size))
-                continue
-            group.append((message, body))
-            octets += len(body)
-            if len(group) >= COMMIT_MESSAGES or octets >= COMMIT_OCTETS:
-                self._commit(mailbox_id, source_key, item, target, group, report)
-                group, octets = [], 0
-        if group:
-            self._commit(mailbox_id, source_key, item, target, group, report)
+        for group in _groups(item.messages):
+            bodies = source.bodies([message.uid for message in group])
+            fetched: list[tuple[SourceMessage, bytes]] = []
+            for message in group:
+                body = bodies.get(message.uid)
+                if body is None:
+                    report.skipped += 1
+                    report.note(
+                        f"message UID {message.uid} of {item.planned.source!r} left the source meanwhile"
+                    )
+                elif len(body) > self._max_size:
+                    report.skipped += 1
+                    report.note(_too_large(item.planned.source, message.uid, len(body), self._max_size))
+                else:
+                    fetched.append((message, body))
+            if fetched:
+                self._commit(mailbox_id, source_key, item, target, fetched, report)
 
     def _target_folder(self, mailbox_id: int, planned: PlannedFolder) -> mailstore.Folder:
         """The Postroom folder to copy into: the mailbox's folder of the special use, or by name (made
@@ -434,6 +432,21 @@ class Migration:
 
 class _MailboxStopped(Exception):
     """This mailbox cannot go on in this run; the message says why and what to do."""
+
+
+def _groups(messages: list[SourceMessage]) -> Iterator[list[SourceMessage]]:
+    """Consecutive groups of at most COMMIT_MESSAGES messages and (by their sizes) COMMIT_OCTETS
+    octets; a message larger than that is a group alone."""
+    group: list[SourceMessage] = []
+    octets = 0
+    for message in messages:
+        if group and (len(group) == COMMIT_MESSAGES or octets + message.size > COMMIT_OCTETS):
+            yield group
+            group, octets = [], 0
+        group.append(message)
+        octets += message.size
+    if group:
+        yield group
 
 
 def _too_large(folder: str, uid: int, size: int, limit: int) -> str:

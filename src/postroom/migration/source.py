@@ -4,8 +4,8 @@
 context that checks the server's certificate and name). `SourceServer.open(user, password)` logs in
 and gives a `SourceMailbox`: its folders (`folders`, from LIST with the server's special-use flags),
 a folder's UIDVALIDITY and messages (`select`, `messages`: UID, flags, internal date, size, in
-chunks of `FETCH_CHUNK` UIDs) and one message's bytes (`message`, `BODY.PEEK[]`, so nothing is
-marked \\Seen on the source). Nothing is ever written to the source server.
+chunks of `FETCH_CHUNK` UIDs) and a group of messages' bytes (`bodies`, `BODY.PEEK[]`, so nothing
+is marked \\Seen on the source). Nothing is ever written to the source server.
 
 Failure: a refused login raises `SourceLoginError`, every other problem (refused connection, TLS,
 a NO or BAD, a dropped connection, a bound passed) `SourceError`, each with a message that says
@@ -266,11 +266,16 @@ class SourceMailbox:
                 )
         return found
 
-    def message(self, uid: int) -> bytes | None:
-        """The message's bytes exactly as stored on the source; None when it has gone meanwhile."""
-        answer = self._call(f"FETCH of UID {uid}", self._client.fetch, [uid], ["BODY.PEEK[]"])
-        body = answer.get(uid, {}).get(b"BODY[]")
-        return bytes(body) if isinstance(body, bytes) else None
+    def bodies(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The messages' bytes exactly as stored on the source, in one FETCH (the caller keeps their
+        sizes within `MAX_RESPONSE`); a UID that has gone meanwhile is missing from the answer."""
+        answer = self._call("FETCH of message bodies", self._client.fetch, list(uids), ["BODY.PEEK[]"])
+        found: dict[int, bytes] = {}
+        for uid, items in answer.items():
+            body = items.get(b"BODY[]")
+            if isinstance(body, bytes):
+                found[int(uid)] = bytes(body)
+        return found
 
 
 def _text(value: object) -> str:
