@@ -110,6 +110,8 @@ class App:
             settings.blob_store, settings.blob_dir, database, inline_limit=settings.blob_inline_limit
         )
         self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
+        # Committed changes others should hear of (a mailbox's new mail: IMAP IDLE) go out on it.
+        database.announce = self.notifications.publish
         self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
         self.worker = 1  # this process's number under its supervisor (1-based; `app.workers` sets it)
         service = settings.service
