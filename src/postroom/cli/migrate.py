@@ -149,7 +149,6 @@ def migrate_imap(
             directory=current.directory,
             scope=scope,
             server=server,
-            publish=current.notifications.publish,
             max_message_size=current.settings.mx.limits.max_message_size,
             progress=watcher,
         ).run(rows)

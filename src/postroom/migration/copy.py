@@ -25,7 +25,8 @@ UIDVALIDITY that are still in their folder are removed and the folder is copied 
 
 Durability: messages are fetched and appended in groups (`COMMIT_MESSAGES` messages or
 `COMMIT_OCTETS` octets by their sizes; one FETCH each), each group in one durable transaction; after
-each commit `mailbox:<id>` is published, so open IMAP sessions of the mailbox see the new messages.
+each commit the mailstore announces `mailbox:<id>` (`announce_after_commit`, sent by the app's
+notification channel), so open IMAP sessions of the mailbox see the new messages.
 
 *Security:* everything read from the source is bounded (`migration.source`, `migration.folders`);
 a message's size is checked against the limit before its bytes are asked for and again on the bytes.
@@ -60,6 +61,7 @@ MAX_MESSAGE_SIZE = 36_700_160  # octets: the largest message the service migrate
 MAX_FLAGS_TEXT = 200  # characters of a message's flags, space-separated (the mailstore's column)
 COMMIT_MESSAGES = 100  # appends per transaction
 COMMIT_OCTETS = 16 * 1024 * 1024  # octets of message content per transaction
+MAX_SOURCE_KEY = 600  # characters of "host:port user" (what `migrated_messages` records)
 MAX_NOTES = 50  # notes kept per mailbox (skipped folders and messages); the rest are counted
 
 _ATOM = re.compile(r"^[!#$&'+-\[^-z|}~]{1,64}$")  # an IMAP flag keyword: atom characters, no "]"
@@ -145,7 +147,6 @@ class Migration:
         directory: Directory,
         scope: Scope,
         server: SourceServer,
-        publish: Callable[[str, str], None],
         max_message_size: int = MAX_MESSAGE_SIZE,
         progress: Progress | None = None,
         clock: Callable[[], float] = time.time,
@@ -155,7 +156,6 @@ class Migration:
         self._directory = directory
         self._scope = scope
         self._server = server
-        self._publish = publish
         self._max_size = min(max_message_size, MAX_MESSAGE_SIZE)
         self._progress = progress or Silent()
         self._clock = clock
@@ -174,9 +174,12 @@ class Migration:
                 report.fail(row.problem)
             else:
                 mailbox_id = self._target(row, report)
-                if mailbox_id is not None:
+                source_key = f"{self._server.name} {row.user_name}"  # host:port user
+                if mailbox_id is not None and len(source_key) > MAX_SOURCE_KEY:
+                    report.fail(f"the UserName on line {row.line} is too long; at most 256 characters")
+                elif mailbox_id is not None:
                     with self._server.open(row.user_name, row.password, self._max_size) as source:
-                        self._copy(source, mailbox_id, f"{self._server.host} {row.user_name}", report)
+                        self._copy(source, mailbox_id, source_key, report)
         except SourceError as error:
             report.fail(str(error))
         except SQLAlchemyError as error:
@@ -214,6 +217,9 @@ class Migration:
         for item in work:
             try:
                 self._copy_folder(source, mailbox_id, source_key, item, report)
+            except _FolderSkipped as skipped:
+                report.note(str(skipped))
+                report.skipped += len(item.messages)
             except (SourceError, _MailboxStopped) as error:
                 report.fail(str(error))
                 report.failed = planned - report.copied - (report.skipped - skipped_before)
@@ -341,7 +347,7 @@ class Migration:
                     conn, mailbox_id, planned.target, self._clock(), special_use=planned.special_use
                 )
             except mailstore.FolderError as error:
-                raise _MailboxStopped(f"cannot create the folder {planned.target!r}: {error}") from None
+                raise _FolderSkipped(f"folder {planned.source!r} skipped: {error}") from None
 
     def _forget_stale(self, mailbox_id: int, source_key: str, item: _FolderWork) -> None:
         """Remove the copies recorded under an old UIDVALIDITY (those still in their folder) and their
@@ -352,7 +358,6 @@ class Migration:
             & (migrated_messages.c.folder == item.planned.source)
             & (migrated_messages.c.uidvalidity != item.uidvalidity)
         )
-        touched: set[str] = set()
         with self._db.write() as conn:
             by_folder: dict[int, list[int]] = {}
             for folder_id, uid in conn.execute(
@@ -367,10 +372,7 @@ class Migration:
                 if present:
                     mailstore.store_flags(conn, folder_id, sorted(present), ["\\Deleted"], "add")
                     mailstore.expunge(conn, folder_id, sorted(present))
-                    touched.add(mine[folder_id])
             conn.execute(delete(migrated_messages).where(matches))
-        for name in touched:
-            self._publish(mailstore.change_topic(mailbox_id), name)
 
     def _commit(
         self,
@@ -426,12 +428,15 @@ class Migration:
         copied_octets = sum(len(body) for _, body in group)
         report.copied += len(group)
         report.octets += copied_octets
-        self._publish(mailstore.change_topic(mailbox_id), target.name)
         self._progress.copied(report.address, target.name, len(group), copied_octets)
 
 
 class _MailboxStopped(Exception):
     """This mailbox cannot go on in this run; the message says why and what to do."""
+
+
+class _FolderSkipped(Exception):
+    """This folder cannot be copied (the mailstore refused to make it); the rest of the mailbox goes on."""
 
 
 def _groups(messages: list[SourceMessage]) -> Iterator[list[SourceMessage]]:

@@ -9,9 +9,10 @@
 - Every other folder keeps its name and hierarchy: the source's separator becomes "/" ("Projects.2026"
   on a server whose separator is "." becomes "Projects/2026").
 - Skipped, and reported: a folder with "/" in a level of its name (spec §2: the service skips them),
-  one with an empty level, one whose name is longer than `MAX_NAME` characters, and the folders past
-  the first `MAX_FOLDERS`. Folders that cannot hold messages (`\\Noselect`) are not copied: their
-  children's hierarchy makes them.
+  one with an empty level, a level with spaces around it or control characters, one whose name is
+  longer than the mailstore's `MAX_NAME` characters or `MAX_DEPTH` levels, and the folders past the
+  mailstore's `MAX_FOLDERS` for a mailbox. Folders that cannot hold messages (`\\Noselect`) are not
+  copied: their children's hierarchy makes them.
 
 *Security:* names and flags come from the source server. Each name is bounded here (length, levels)
 before anything is created; the mailstore checks it again. The number of folders the plan holds is
@@ -23,11 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from postroom.mailstore.mailbox import INBOX, SEPARATOR, SPECIAL_USES
+from postroom.mailstore.mailbox import INBOX, MAX_DEPTH, MAX_FOLDERS, MAX_NAME, SEPARATOR, SPECIAL_USES
 from postroom.migration.source import SourceFolder
 
-MAX_FOLDERS = 5_000  # folders of one mailbox the migration copies; the rest are skipped and reported
-MAX_NAME = 255  # characters of a folder's full name (the mailstore's bound)
+MAX_SOURCE_NAME = 1000  # characters of a source folder's name (what `migrated_messages` records)
 
 # The Postroom folder of each special use (the standard folders every mailbox is created with).
 STANDARD = {
@@ -120,6 +120,8 @@ def _named_use(folder: SourceFolder, flagged: set[str]) -> str:
 
 def _target_name(folder: SourceFolder) -> tuple[str, str]:
     """The Postroom name of an ordinary folder, or ("", why it is skipped)."""
+    if len(folder.name) > MAX_SOURCE_NAME:
+        return "", f"its name is longer than {MAX_SOURCE_NAME} characters; rename it on the source to copy it"
     levels = folder.name.split(folder.separator) if folder.separator else [folder.name]
     if folder.separator != SEPARATOR and any(SEPARATOR in level for level in levels):
         return "", 'its name has "/" in it, which the migration skips; rename it on the source to copy it'
@@ -127,6 +129,10 @@ def _target_name(folder: SourceFolder) -> tuple[str, str]:
         return "", "its name has control characters; rename it on the source to copy it"
     if any(not level.strip() for level in levels):
         return "", "its name has an empty level; rename it on the source to copy it"
+    if any(level != level.strip() for level in levels):
+        return "", "a level of its name begins or ends with a space; rename it on the source to copy it"
+    if len(levels) > MAX_DEPTH:
+        return "", f"it is more than {MAX_DEPTH} levels deep; move it up on the source to copy it"
     if levels[0].upper() == "INBOX":
         levels[0] = INBOX
     target = SEPARATOR.join(levels)
