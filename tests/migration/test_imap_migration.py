@@ -396,3 +396,11 @@ def test_a_folder_recreated_on_the_source_is_copied_again_without_duplicates(
     assert sorted(raw for raw, _, _ in stored("judy@contoso.test")["Work"]) == sorted(
         message(f"work again {n}") for n in range(3)
     )
+
+
+def test_the_command_is_in_the_help_with_its_options() -> None:
+    assert "migrate" in CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    shown = CliRunner().invoke(app, ["migrate", "imap", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    for option in ("--csv", "--host", "--port", "--security", "--ca-file", "--json", "--tenant"):
+        assert option in shown.output
