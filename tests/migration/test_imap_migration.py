@@ -73,6 +73,10 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         ["domain", "add", "fabrikam.test", "--tenant", "fabrikam", "--verified"],
         *(["mailbox", "add", f"{user}@contoso.test", "--tenant", "contoso"] for user in CONTOSO),
         ["mailbox", "add", "mallory@fabrikam.test", "--tenant", "fabrikam"],
+        ["tenant", "add", "northwind"],  # removed at once: its address must fail like any unknown one
+        ["domain", "add", "northwind.test", "--tenant", "northwind", "--verified"],
+        ["mailbox", "add", "oscar@northwind.test", "--tenant", "northwind"],
+        ["tenant", "remove", "northwind", "--yes"],
     ):
         assert cli(path, *command).exit_code == 0, command
     yield path
@@ -238,6 +242,7 @@ def test_one_mailboxs_failure_does_not_stop_the_batch(config: Path, source: Dove
         ("dave@contoso.test", "dave", "not-the-password"),
         ("nobody@contoso.test", "erin", "erin-pw"),  # no such mailbox
         ("erin@elsewhere.test", "erin", "erin-pw"),  # a domain no tenant has accepted
+        ("oscar@northwind.test", "erin", "erin-pw"),  # a removed tenant's mailbox
         ("erin@contoso.test", "erin", "erin-pw"),
     )
     report = summary(migrate(config, source, batch(tmp_path, *rows), "--json"), exit_code=1)
@@ -246,13 +251,14 @@ def test_one_mailboxs_failure_does_not_stop_the_batch(config: Path, source: Dove
         ("dave@contoso.test", False, 0),
         ("nobody@contoso.test", False, 0),
         ("erin@elsewhere.test", False, 0),
+        ("oscar@northwind.test", False, 0),
         ("erin@contoso.test", True, 1),
     ]
     errors = [b["error"] for b in report["mailboxes"]]
     assert "refused the login of 'dave'" in errors[0]
-    assert "must exist first" in errors[1] and "must exist first" in errors[2]
+    assert all("must exist first" in error for error in errors[1:4])
     assert "not-the-password" not in json.dumps(report)
-    assert report["total"]["failed_mailboxes"] == 3
+    assert report["total"]["failed_mailboxes"] == 4
     assert sum(len(messages) for messages in stored("dave@contoso.test").values()) == 0
 
 
