@@ -331,7 +331,7 @@ def test_a_tenant_scoped_batch_never_writes_another_tenants_mailbox(
 
 
 def test_a_killed_run_resumes_without_duplicates(config: Path, source: Dovecot, tmp_path: Path) -> None:
-    total = 600
+    total = 1000  # ten commit groups: the kill lands long before the last
     source.fill(
         "carol", "INBOX", [Fixture(message(f"carol {n}"), (), 1_600_000_000.0 + n) for n in range(total)]
     )
