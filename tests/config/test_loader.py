@@ -117,7 +117,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 587),)
     assert settings.submission.limits == SubmissionSettings().limits
     assert settings.submission.limits.max_recipients == 1000  # the per-mailbox ceiling (spec §8)
-    assert settings.imap_listen == ()
+    assert settings.imap.listen == ()
     assert settings.admin.listen == (ListenAddress("127.0.0.1", 8443),)
     assert settings.queue == QueueSettings(retry_schedule=(60.0, 120.5), delay_notification=7200.0)
     assert settings.blob_dir == base / "data" / "blobs"
@@ -146,7 +146,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{path.parent.resolve() / 'postroom.db'}"
     assert settings.mx.listen == (ListenAddress("127.0.0.1", 2525),)
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 2587),)
-    assert settings.imap_listen == (ListenAddress("127.0.0.1", 2143),)
+    assert settings.imap.listen == (ListenAddress("127.0.0.1", 2143),)
+    assert settings.imap.tls_listen == (ListenAddress("127.0.0.1", 2993),)
     assert settings.mx.limits == SmtpLimits()
     assert settings.queue == QueueSettings()
     assert settings.drain_seconds == 30.0

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postroom.config.settings import (
+    ImapSettings,
     ListenAddress,
     Network,
     ProtectionSettings,
@@ -392,6 +393,30 @@ def _submission(reader: _Reader, default: SubmissionSettings, limits: SmtpLimits
     return settings
 
 
+def _imap(reader: _Reader, default: ImapSettings) -> ImapSettings:
+    """`[imap]`: its two listeners, its limits and the login limits that go together."""
+    table = "imap"
+    settings = reader.dataclass_table(
+        table,
+        default,
+        listen=reader.listen(table, "listen", tuple(map(str, default.listen))),
+        tls_listen=reader.listen(table, "tls_listen", tuple(map(str, default.tls_listen))),
+    )
+    found = []
+    if settings.auth_failures_before_disconnect <= settings.auth_failures_before_throttle:
+        found.append(
+            (
+                "auth_failures_before_disconnect",
+                "must be more than auth_failures_before_throttle",
+                "use twice auth_failures_before_throttle",
+            )
+        )
+    if settings.idle_timeout < 1800.0:
+        found.append(("idle_timeout", "must be at least 1800 (RFC 3501 §5.4: 30 minutes)", "raise it"))
+    reader.problems += [Problem(f"{table}.{key}", complaint, fix) for key, complaint, fix in found]
+    return settings
+
+
 def find_config(explicit: str | None) -> Path | None:
     """The config file named by `-c`, else by $POSTROOM_CONFIG; None when neither is set."""
     chosen = explicit or os.environ.get(CONFIG_ENV)
@@ -472,7 +497,7 @@ def load_settings(path: Path) -> Settings:
         ),
         mx=mx,
         submission=submission,
-        imap_listen=reader.listen("imap", "listen", tuple(map(str, defaults.imap_listen))),
+        imap=_imap(reader, defaults.imap),
         admin=reader.dataclass_table(
             "admin",
             defaults.admin,
@@ -604,7 +629,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "tls": _toml(settings.tls),
         "mx": _toml(settings.mx),
         "submission": _toml(settings.submission),
-        "imap": {"listen": _toml(settings.imap_listen)},
+        "imap": _toml(settings.imap),
         "admin": _toml(settings.admin),
         "queue": _toml(settings.queue),
         "delivery": _toml(settings.delivery),
