@@ -34,9 +34,9 @@ would pass it with a message of MAIL's declared SIZE=, is refused at RCPT with 5
 and the submission endpoint alike), traced like routing's refusals; the other recipients of the
 transaction are not affected, and since the sending server reports it, Postroom writes no bounce.
 The quota comes with the cached address owner; the usage is one aggregate query off the loop, only
-for a mailbox that has a quota, and at most once per `USAGE_SECONDS` per mailbox. It is checked at RCPT: a message accepted just before the mailbox
-filled is still delivered at commit, as are copies that reach the mailbox through a group or
-forwarding (their RCPT named someone else).
+for a mailbox that has a quota, and at most once per `USAGE_SECONDS` per mailbox. It is checked at
+RCPT: a message accepted just before the mailbox filled is still delivered at commit, as are copies
+that reach the mailbox through a group or forwarding (their RCPT named someone else).
 
 Forwarding and SRS: categorizing follows mailbox forwarding and rewrites the sender of external
 forwards with the node's `Srs`; at RCPT a bounce (the null sender) to a valid SRS address of ours is
