@@ -283,3 +283,15 @@ async def test_an_append_over_the_limit_is_refused_before_its_literal_is_sent() 
         b"a4 OK NOOP completed",
     ]
     assert not wire.session.closed
+
+
+async def test_a_line_too_long_for_done_or_a_sasl_response_ends_the_exchange_with_bad() -> None:
+    wire = Wire(tls=True)
+    assert await wire.send(b"a1 AUTHENTICATE PLAIN\r\n") == [b"+ "]
+    assert await wire.send(b"A" * 9000 + b"\r\n") == [b"a1 BAD Invalid PLAIN response"]
+    await wire.send(login_line())
+    assert await wire.send(b"a2 IDLE\r\n") == [b"+ idling"]
+    assert await wire.send(b"x" * 9000 + b"\r\na3 NOOP\r\n") == [
+        b"a2 BAD Expected DONE to end IDLE",
+        b"a3 OK NOOP completed",
+    ]

@@ -347,6 +347,9 @@ class ImapSession:
         await self.flush()
 
     async def _refused(self, event: CommandRefused) -> None:
+        if self.idling is not None or self._auth_tag is not None:  # the awaited line was too long
+            await self._line(Line(b""))
+            return
         if event.too_big and self.state is not State.NOT_AUTHENTICATED:
             self._send(tagged(event.tag, "NO", "Message too large", "TOOBIG"))
             return
