@@ -563,22 +563,22 @@ class ImapSession:
         name = _folder_name(arguments[0])
         self._unselect()
         folder = await self._folder(name)
-        records = await self.access.read(lambda conn: store.folder_messages(conn, folder.id))
+        rows = await self.access.read(lambda conn: store.folder_flags(conn, folder.id))
         selected = _Selected(
             folder=folder,
             read_only=read_only,
-            uids=[record.uid for record in records],
+            uids=[uid for uid, _, _ in rows],
             modseq=folder.highestmodseq,
-            flags={record.uid: record.flags for record in records},
+            flags={uid: flags for uid, flags, _ in rows},
         )
-        keywords = sorted({flag for record in records for flag in record.flags if not flag.startswith("\\")})
+        keywords = sorted({flag for _, flags, _ in rows for flag in flags if not flag.startswith("\\")})
         flags = flag_list([*store.SYSTEM_FLAGS, *keywords])
         self._send(untagged(Atom("FLAGS"), flags))
         permanent = () if read_only else (*flags, Atom("\\*"))
         self._send(untagged_status("OK", "Flags permitted", "PERMANENTFLAGS " + encode(permanent).decode()))
-        self._send(untagged(len(records), Atom("EXISTS")))
+        self._send(untagged(len(rows), Atom("EXISTS")))
         self._send(untagged(0, Atom("RECENT")))
-        unseen = next((seq for seq, record in enumerate(records, 1) if "\\Seen" not in record.flags), 0)
+        unseen = next((seq for seq, (_, flags, _) in enumerate(rows, 1) if "\\Seen" not in flags), 0)
         if unseen:
             self._send(untagged_status("OK", "First unseen", f"UNSEEN {unseen}"))
         self._send(untagged_status("OK", "UIDs valid", f"UIDVALIDITY {folder.uidvalidity}"))

@@ -336,6 +336,17 @@ def folder_messages(conn: Connection, folder_id: int) -> list[MessageRecord]:
     return [_record(row) for row in rows]
 
 
+def folder_flags(conn: Connection, folder_id: int) -> list[tuple[int, frozenset[str], int]]:
+    """(uid, flags, modseq) of every message of the folder, by UID: what SELECT needs, without the
+    rows' prefix and cached structure (a tenth of the octets on a 10,000-message folder)."""
+    rows = conn.execute(
+        select(messages.c.uid, messages.c.flags, messages.c.modseq)
+        .where(messages.c.folder_id == folder_id)
+        .order_by(messages.c.uid)
+    )
+    return [(int(uid), frozenset(str(flags).split()), int(modseq)) for uid, flags, modseq in rows]
+
+
 def messages_by_uid(conn: Connection, folder_id: int, uids: Sequence[int]) -> list[MessageRecord]:
     """The folder's messages of these UIDs (those that exist), by UID."""
     found: list[MessageRecord] = []
