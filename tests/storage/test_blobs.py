@@ -113,6 +113,29 @@ def test_missing_blob_raises(store: BlobStore, blob_id: str) -> None:
         store.head(blob_id, 100)
 
 
+def test_get_many_and_head_many_read_many_blobs_and_leave_out_the_missing(store: BlobStore) -> None:
+    contents = [b"", b"one\r\n", bytes(range(256)) * 40, LARGE, *(b"message %d\r\n" % n for n in range(450))]
+    ids = [store.put(content) for content in contents]
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    asked = [missing, *reversed(ids), ids[1]]  # more than one query's batch, a repeat, a missing one
+    assert store.get_many(asked) == dict(zip(ids, contents, strict=True))
+    heads = store.head_many(asked, 5)
+    assert heads == {blob_id: content[:5] for blob_id, content in zip(ids, contents, strict=True)}
+    assert store.head_many([ids[3]], CHUNK_OCTETS + 3) == {ids[3]: LARGE[: CHUNK_OCTETS + 3]}
+    assert store.get_many([]) == {} and store.get_many([missing]) == {}
+
+
+def test_the_tiered_store_reads_many_from_files_and_rows(database: Database, tmp_path: Path) -> None:
+    store = open_blob_store("files", tmp_path / "blobs", database, inline_limit=1024)
+    with database.write() as conn:
+        rows = [store.put_in(conn, b"small %d" % n) for n in range(300)]
+    large = store.put(LARGE)
+    missing = "ab" * 32
+    found = store.get_many([large, *rows, missing])
+    assert found == {large: LARGE, **{blob_id: b"small %d" % n for n, blob_id in enumerate(rows)}}
+    assert store.head_many([rows[7], large, missing], 4) == {rows[7]: b"smal", large: LARGE[:4]}
+
+
 def test_discard_unused_spares_a_blob_stored_again_since(store: BlobStore) -> None:
     old = store.put(b"nobody points at me")
     reused = store.put(b"a new message has these bytes too")

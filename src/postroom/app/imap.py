@@ -14,7 +14,7 @@ session gets (`imap.session`):
   in, and a new tenant reusing its names gets new mailbox ids.
 - **Storage**: reads run in a worker thread on a read connection; writes run in the group committer,
   so a session answers OK after the durable commit. Message octets come from the blob store (the
-  service's prefix, then the blob).
+  service's prefix, then the blob), a command's batch in one `get_many` / `head_many` call.
 - **Notifications**: every write to a mailbox (delivery, another session, this one) is announced
   after its commit as `mailbox:<id>` (`mailstore.mailbox.change_topic`) on `App.notifications`,
   which reaches every process of every node; sessions watch the topic of their mailbox while a
@@ -52,7 +52,7 @@ from postroom.mailstore import mailbox as store
 from postroom.model import Address, AddressError
 from postroom.model.flow import EventKind, TraceEvent
 from postroom.quarantine.hold import record_traced
-from postroom.storage import BlobMissingError, BlobStore, Database, GroupCommitter
+from postroom.storage import BlobStore, Database, GroupCommitter
 
 T = TypeVar("T")
 
@@ -188,12 +188,13 @@ class ImapEndpoint:
             self.filling.discard(folder_id)
 
     def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, bytes, bytes]]:
+        contents = self.blobs.get_many([record.blob_id for record in records])
         found = []
         for record in records:
-            try:
-                view = MessageView(record.prefix + self.blobs.get(record.blob_id))
-            except BlobMissingError:
+            content = contents.get(record.blob_id)
+            if content is None:
                 continue  # expunged and swept meanwhile
+            view = MessageView(record.prefix + content)
             found.append((record.uid, view.envelope(), view.bodystructure(True)))
         return found
 
@@ -263,17 +264,10 @@ class NodeMailAccess:
         blobs = self._endpoint.blobs
 
         def read() -> list[bytes]:
-            found = []
-            for record in records:
-                try:
-                    if header_only:
-                        content = blobs.head(record.blob_id, HEADER_OCTETS)
-                    else:
-                        content = blobs.get(record.blob_id)
-                except BlobMissingError:  # expunged and swept while the command ran
-                    content = b""
-                found.append(record.prefix + content)
-            return found
+            ids = [record.blob_id for record in records]
+            found = blobs.head_many(ids, HEADER_OCTETS) if header_only else blobs.get_many(ids)
+            # A blob missing was expunged and swept while the command ran: the message reads as empty.
+            return [record.prefix + found.get(record.blob_id, b"") for record in records]
 
         return await asyncio.to_thread(read)
 

@@ -31,6 +31,9 @@ committed with. `put_file` takes a file the caller wrote while receiving (with t
 the files store fsyncs and renames it into place; the database store streams it in chunks, never
 reading it whole, and checks its SHA-256 on the way. Either way the caller's file is gone afterwards.
 `get` returns the whole content; `head` at most its first octets without reading the rest.
+`get_many` and `head_many` read many blobs in one call (IMAP FETCH and SEARCH over a folder): the
+database store reads `MANY_BATCH` small blobs (at most `MANY_OCTETS`) per query, where a `get` each
+cost about 300 µs (one query per blob); a blob missing from the store is left out of the result.
 
 Failure. A `put` that fails (ENOSPC, EIO, the database refusing) leaves nothing behind and raises.
 A crash mid-`put` leaves, in the files store, a `.<id>.<pid>.<thread>.tmp` file that
@@ -51,7 +54,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -68,6 +71,8 @@ LIST_BATCH = 500  # ids per batch of `stored_before`, by default
 _DISCARD_BATCH = 500  # ids per DELETE
 _CHUNKS_PER_READ = 4  # chunks fetched by one query of `get`
 _PUT_ATTEMPTS = 3  # a database put that lost a race with the same content (or the sweep) is retried
+MANY_BATCH = 200  # blob ids per query of `get_many` / `head_many` in the database
+MANY_OCTETS = 262_144  # a database blob up to this size (one chunk) is read in a batch; a larger alone
 
 
 class BlobMissingError(LookupError):
@@ -107,6 +112,14 @@ class BlobStore(Protocol):
 
     def head(self, blob_id: str, limit: int) -> bytes:
         """At most the first `limit` octets, without reading the rest; `BlobMissingError` if missing."""
+        ...
+
+    def get_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        """The whole content of each of these blobs that the store holds (missing ones left out)."""
+        ...
+
+    def head_many(self, blob_ids: Sequence[str], limit: int) -> dict[str, bytes]:
+        """At most the first `limit` octets of each of these blobs that the store holds."""
         ...
 
     def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
@@ -235,6 +248,12 @@ class FileBlobStore:
                 return blob.read(limit)
         except FileNotFoundError:
             raise BlobMissingError(f"blob {blob_id} is missing from {self.root}") from None
+
+    def get_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        return _each(self.get, blob_ids)
+
+    def head_many(self, blob_ids: Sequence[str], limit: int) -> dict[str, bytes]:
+        return _each(lambda blob_id: self.head(blob_id, limit), blob_ids)
 
     def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
         found: list[str] = []
@@ -400,6 +419,26 @@ class DatabaseBlobStore:
             raise BlobMissingError(f"blob {blob_id} is missing from the database")
         return bytes(content)
 
+    def get_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        return self._many(blob_ids, None)
+
+    def head_many(self, blob_ids: Sequence[str], limit: int) -> dict[str, bytes]:
+        return self._many(blob_ids, limit)
+
+    def _many(self, blob_ids: Sequence[str], limit: int | None) -> dict[str, bytes]:
+        """Small blobs (one chunk each) `MANY_BATCH` per query; the others, and the missing, one by one."""
+        wanted = list(dict.fromkeys(blob_ids))
+        found: dict[str, bytes] = {}
+        with self._database.read() as conn:
+            for start in range(0, len(wanted), MANY_BATCH):
+                for blob_id, data in _small_chunks(conn, wanted[start : start + MANY_BATCH]):
+                    found[blob_id] = data if limit is None else data[:limit]
+        for blob_id in wanted:
+            if blob_id not in found:  # larger than MANY_OCTETS, or missing
+                with contextlib.suppress(BlobMissingError):
+                    found[blob_id] = self.get(blob_id) if limit is None else self.head(blob_id, limit)
+        return found
+
     def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
         after = ""
         while True:
@@ -475,6 +514,16 @@ class TieredBlobStore:
         except BlobMissingError:
             return self.rows.head(blob_id, limit)
 
+    def get_many(self, blob_ids: Sequence[str]) -> dict[str, bytes]:
+        found = self.files.get_many(blob_ids)
+        found.update(self.rows.get_many([blob_id for blob_id in blob_ids if blob_id not in found]))
+        return found
+
+    def head_many(self, blob_ids: Sequence[str], limit: int) -> dict[str, bytes]:
+        found = self.files.head_many(blob_ids, limit)
+        found.update(self.rows.head_many([blob_id for blob_id in blob_ids if blob_id not in found], limit))
+        return found
+
     def stored_before(self, cutoff: float, *, batch: int = LIST_BATCH) -> Iterator[list[str]]:
         yield from self.files.stored_before(cutoff, batch=batch)
         yield from self.rows.stored_before(cutoff, batch=batch)
@@ -531,6 +580,38 @@ def _chunks(conn: Connection, blob_id: str) -> Iterator[bytes]:
         if count < _CHUNKS_PER_READ:
             return
         first += _CHUNKS_PER_READ
+
+
+def _each(read: Callable[[str], bytes], blob_ids: Sequence[str]) -> dict[str, bytes]:
+    found: dict[str, bytes] = {}
+    for blob_id in blob_ids:
+        with contextlib.suppress(BlobMissingError):
+            found[blob_id] = read(blob_id)
+    return found
+
+
+_SMALL_READ = (
+    "SELECT c.blob_id, c.data FROM blob_chunks c JOIN blobs b ON b.id = c.blob_id"
+    " WHERE c.blob_id = ANY(%s) AND c.seq = 0 AND b.size <= %s"
+)
+
+
+def _small_chunks(conn: Connection, blob_ids: list[str]) -> list[tuple[str, bytes]]:
+    """(id, content) of those of `blob_ids` that are stored and at most `MANY_OCTETS` (one chunk each,
+    as `MANY_OCTETS` <= `CHUNK_OCTETS`), in one query; binary rows on PostgreSQL (see `_binary_rows`)."""
+    if conn.dialect.name == "postgresql":
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(_SMALL_READ, (blob_ids, MANY_OCTETS))
+            return [(str(row[0]), bytes(row[1])) for row in cursor.fetchall()]
+    c = blob_chunks.c
+    rows = conn.execute(
+        select(c.blob_id, c.data)
+        .join(blobs, blobs.c.id == c.blob_id)
+        .where(c.blob_id.in_(blob_ids) & (c.seq == 0) & (blobs.c.size <= MANY_OCTETS))
+    )
+    return [(str(blob_id), bytes(data)) for blob_id, data in rows]
 
 
 _BINARY_READ = "SELECT data FROM blob_chunks WHERE blob_id = %s AND seq >= %s AND seq < %s ORDER BY seq"
