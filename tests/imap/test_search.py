@@ -13,10 +13,13 @@ from postroom.imap.message import MessageView
 from postroom.imap.search import (
     BADCHARSET,
     MAX_DEPTH,
+    MAX_HEADER_CACHE,
     MAX_KEYS,
     MAX_TEXT_KEYS,
+    CachedHeaders,
     SearchError,
     SearchProgram,
+    header_cache,
     parse_search,
 )
 from postroom.imap.syntax import Argument, Atom, Command, CommandReader, String
@@ -43,6 +46,9 @@ class Message:
     def view(self) -> MessageView:
         self.views.append(1)
         return MessageView((MESSAGES / self.name).read_bytes())
+
+    def header_value(self, name: str) -> list[str]:
+        return self.view().header_value(name)
 
 
 def folder() -> list[Message]:
@@ -265,3 +271,131 @@ def test_text_keys_are_bounded() -> None:
     program(b" ".join([b"BODY x"] * MAX_TEXT_KEYS))
     with pytest.raises(SearchError, match="text keys"):
         program(b" ".join([b"SUBJECT x"] * MAX_TEXT_KEYS) + b" (FROM y)")
+
+
+# --- the header cache (`messages.search_headers`): the same answers as the bytes --------------------
+
+TRICKY = {
+    "encoded": (
+        b"From: =?UTF-8?Q?Ren=C3=A9e_M=C3=BCller?= <renee@example.org>\r\n"
+        b"To: a@example.org\r\n"
+        b"Subject: =?ISO-8859-1?Q?Caf=E9?=\r\n =?UTF-8?B?IOKCrCBtZW51?= =?utf-8?q?_du_jour?=\r\n"
+        b"\r\nbody\r\n"
+    ),
+    "folded": (
+        b"From: plain@example.org\r\n"
+        b"Subject: a subject that goes\r\n\ton over a folded\r\n  line\r\n"
+        b"\r\nbody\r\n"
+    ),
+    "two-to": (
+        b"From: x@example.org\r\nTo: first@example.org\r\nCc: =?bogus?Q?carbon?=\r\n"
+        b"to: Second <second@example.org>\r\nBCC: hidden@example.org\r\n\r\nbody\r\n"
+    ),
+    "eightbit": (
+        "From: Jürgen <jurgen@example.org>\r\nSubject: Grüße aus Köln\r\n\r\nbody\r\n".encode()
+        + b"X-Junk: \xff\r\n"
+    ),
+    "latin1-raw": b"From: caf\xe9 <c@example.org>\nSubject: r\xe9sum\xe9\n\nbody\n",
+    "no-body": b"From: only@example.org\r\nSubject: headers only",
+}
+CACHED_SEARCHES = [
+    b'SUBJECT "caf\xc3\xa9"',
+    b'SUBJECT "\xe2\x82\xac"',
+    b'SUBJECT "goes on over"',
+    b'SUBJECT "folded  line"',
+    b'FROM "ren\xc3\xa9e"',
+    b'FROM "m\xc3\xbcller"',
+    b"FROM example.org",
+    b"TO second",
+    b"TO first",
+    b'HEADER To "Second <"',
+    b'HEADER subject "gr\xc3\xbc\xc3\x9fe"',
+    b'HEADER SUBJECT ""',
+    b"CC carbon",
+    b"CC bogus",
+    b"BCC hidden",
+    b'FROM "\xef\xbf\xbd"',
+    b"SUBJECT r",
+    b"OR FROM only TO first",
+    b"NOT SUBJECT caf",
+    b"(FROM x) (TO second)",
+]
+
+
+class Cached(Message):
+    """A message searched through its header cache (never its bytes)."""
+
+    def __init__(self, seq: int, raw: bytes) -> None:
+        super().__init__(seq, seq, frozenset(), NOV_30, "", 1)
+        self.headers = CachedHeaders(header_cache(MessageView(raw), len(raw)))
+
+    def view(self) -> MessageView:
+        raise AssertionError("a cached search read the bytes")
+
+    def header_value(self, name: str) -> list[str]:
+        return self.headers.header_value(name)
+
+
+class Raw(Message):
+    def __init__(self, seq: int, raw: bytes) -> None:
+        super().__init__(seq, seq, frozenset(), NOV_30, "", 1)
+        self.raw = raw
+
+    def view(self) -> MessageView:
+        return MessageView(self.raw)
+
+
+@pytest.mark.parametrize("text", CACHED_SEARCHES)
+def test_a_cached_header_gives_the_answers_of_the_bytes(text: bytes) -> None:
+    search = program(text, utf8=True)
+    assert search.cached
+    from_bytes = [n for n, raw in enumerate(TRICKY.values()) if search.matches(Raw(n, raw))]
+    from_cache = [n for n, raw in enumerate(TRICKY.values()) if search.matches(Cached(n, raw))]
+    assert from_cache == from_bytes
+
+
+def test_the_cached_answers_are_the_decoded_ones() -> None:
+    names = list(TRICKY)
+
+    def hits(text: bytes) -> list[str]:
+        search = program(text, utf8=True)
+        return [names[n] for n, raw in enumerate(TRICKY.values()) if search.matches(Cached(n, raw))]
+
+    assert hits(b'SUBJECT "caf\xc3\xa9 \xe2\x82\xac menu du jour"') == ["encoded"]  # words joined
+    assert hits(b'FROM "ren\xc3\xa9e m\xc3\xbcller"') == ["encoded"]
+    assert hits(b'SUBJECT "goes\ton over a folded  line"') == ["folded"]  # unfolded, not re-spaced
+    assert hits(b"TO second") == ["two-to"] and hits(b"TO first") == ["two-to"]  # both To fields
+    assert hits(b"CC carbon") == ["two-to"] and hits(b"CC bogus") == []  # an unknown charset: UTF-8
+    assert hits(b'SUBJECT "K\xc3\xb6ln"') == ["eightbit"]  # 8-bit UTF-8 read as UTF-8
+    assert hits(b'FROM "\xef\xbf\xbd"') == ["latin1-raw"]  # other 8-bit octets: U+FFFD, as from the bytes
+    assert hits(b"HEADER Subject headers") == ["no-body"]  # a message without a body or blank line
+
+
+@pytest.mark.parametrize(
+    ("text", "cached"),
+    [
+        (b"FROM a", True),
+        (b"HEADER Subject x", True),
+        (b"OR TO a (CC b BCC c) SEEN", True),
+        (b"SENTON 1-Jan-2026 FROM a", False),  # the Date field is not cached
+        (b"HEADER X-Mailer x", False),
+        (b"FROM a BODY b", False),
+        (b"TEXT a", False),
+        (b"SEEN", False),  # reads nothing at all
+    ],
+)
+def test_which_searches_the_cache_answers(text: bytes, cached: bool) -> None:
+    assert program(text).cached == cached
+
+
+def test_a_header_past_the_read_window_or_over_the_limit_is_not_cached() -> None:
+    raw = TRICKY["folded"]
+    view = MessageView(raw)
+    assert header_cache(view, view.body_offset) != ""
+    assert header_cache(view, view.body_offset - 1) == ""  # a header-only read would see less of it
+    long = b"From: x@example.org\r\nTo: " + b"y@example.org, " * (MAX_HEADER_CACHE // 15) + b"\r\n\r\n"
+    assert header_cache(MessageView(long), len(long)) == ""
+    # Then the message is searched from its bytes: a header-only read of the window answers as the cache
+    # would have.
+    head = MessageView(raw[: view.body_offset])
+    assert head.header_value("subject") == view.header_value("subject")

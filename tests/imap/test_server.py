@@ -475,6 +475,49 @@ def test_fetch_fills_the_structure_cache_in_the_background(node: RunningNode, ca
         assert imap.fetch([1], ["ENVELOPE", "BODYSTRUCTURE"])[1] == first  # from the cache, the same
 
 
+def test_a_header_search_answers_the_same_from_its_cache_without_the_bytes(
+    node: RunningNode, ca: TestCa
+) -> None:
+    address = mailbox(node, "searched@contoso.com")
+    tricky = [
+        b"From: =?UTF-8?Q?Ren=C3=A9e?= <renee@partner.example>\r\nTo: a@contoso.com\r\n"
+        b"Subject: =?ISO-8859-1?Q?Caf=E9?=\r\n =?UTF-8?B?IOKCrCBtZW51?=\r\n\r\nbody\r\n",
+        b"From: b@partner.example\r\nTo: first@contoso.com\r\nto: Second <second@contoso.com>\r\n"
+        b"Subject: folded\r\n line\r\n\r\nbody\r\n",
+        "From: Jürgen <j@partner.example>\r\nSubject: Grüße\r\n\r\nbody\r\n".encode(),
+    ]
+    searches: list[list[str]] = [  # with CHARSET UTF-8
+        ["SUBJECT", "café €"],
+        ["FROM", "renee"],
+        ["TO", "second"],
+        ["HEADER", "Subject", "folded line"],
+        ["FROM", "jürgen"],
+        ["OR", "SUBJECT", "grü", "TO", "first"],
+        ["SENTON", "1-Jan-2026"],  # not cached: reads the bytes
+    ]
+    expected = [[1], [1], [2], [2], [3], [2, 3], []]
+    with client(node, ca, address) as imap:
+        for raw in tricky:
+            imap.append("INBOX", raw)
+        imap.select_folder("INBOX")
+        assert [imap.search(criteria, "UTF-8") for criteria in searches] == expected  # from the bytes
+        recipient = node.app.directory.get_recipient(OPERATOR, address)
+
+        def rows() -> list[mailstore.MessageRecord]:
+            with node.app.database.read() as conn:
+                inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
+                assert inbox is not None
+                return mailstore.folder_messages(conn, inbox.id)
+
+        wait_for(lambda: all(row.search_headers for row in rows()), timeout=10)  # the search filled it
+        assert [imap.search(criteria, "UTF-8") for criteria in searches] == expected  # from the cache
+        # Without the bytes, a cached search still answers; one that reads the bytes finds nothing.
+        blob_ids = [row.blob_id for row in rows()]
+        assert node.app.blobs.discard_unused(blob_ids, stored_before=time.time() + 60) == len(blob_ids)
+        assert imap.search(["TO", "second"]) == [2]
+        assert imap.search(["TEXT", "second"]) == []
+
+
 def test_two_sessions_see_each_others_flags_new_mail_and_expunges(node: RunningNode, ca: TestCa) -> None:
     address = mailbox(node, "shared@contoso.com")
     with client(node, ca, address) as first, client(node, ca, address) as second:

@@ -24,9 +24,11 @@ session gets (`imap.session`):
   learn endpoints or the built-in scorer), in a background task: the command's OK does not wait, and
   a failure is logged. Each report is traced (`EventKind.JUNK_REPORT`) on the message's trace when
   the message has one (mail appended by a client has none).
-- **Structure cache**: the messages a FETCH of ENVELOPE, BODY or BODYSTRUCTURE found uncached get
-  both texts computed from their bytes in a worker thread and stored (`mailbox.cache_structure`) in
-  background writer jobs of `CACHE_BATCH` messages; one folder is filled by one task at a time.
+- **Structure cache**: the messages a FETCH of ENVELOPE, BODY or BODYSTRUCTURE or a SEARCH found
+  uncached get their ENVELOPE, BODYSTRUCTURE and SEARCH header text (`imap.search.header_cache`, over
+  the window a header-only read sees: the prefix and `HEADER_OCTETS`) computed from their bytes in a
+  worker thread and stored (`mailbox.cache_structure`) in background writer jobs of `CACHE_BATCH`
+  messages; one folder is filled by one task at a time.
 
 Security: `login` is the only way to an `ImapAccount`; everything after it is keyed by that
 account's mailbox id, which the session never takes from the client.
@@ -47,6 +49,7 @@ from postroom.app.logins import VerifiedLogins, WindowCounts
 from postroom.cluster import Notifications
 from postroom.directory import Directory, find_submission_account
 from postroom.imap.message import MessageView
+from postroom.imap.search import header_cache
 from postroom.imap.session import ImapAccount, ImapSession, LoginRefused, SessionLimits
 from postroom.mailstore import mailbox as store
 from postroom.model import Address, AddressError
@@ -187,7 +190,7 @@ class ImapEndpoint:
         finally:
             self.filling.discard(folder_id)
 
-    def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, bytes, bytes]]:
+    def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, bytes, bytes, str]]:
         contents = self.blobs.get_many([record.blob_id for record in records])
         found = []
         for record in records:
@@ -195,7 +198,8 @@ class ImapEndpoint:
             if content is None:
                 continue  # expunged and swept meanwhile
             view = MessageView(record.prefix + content)
-            found.append((record.uid, view.envelope(), view.bodystructure(True)))
+            headers = header_cache(view, len(record.prefix) + HEADER_OCTETS)
+            found.append((record.uid, view.envelope(), view.bodystructure(True), headers))
         return found
 
     async def report_junk(
@@ -225,9 +229,9 @@ class ImapEndpoint:
                 await self.committer.run(partial(_record, event))
 
 
-def _cache(folder_id: int, items: list[tuple[int, bytes, bytes]], conn: Connection) -> None:
-    for uid, envelope, bodystructure in items:
-        store.cache_structure(conn, folder_id, uid, envelope, bodystructure)
+def _cache(folder_id: int, items: list[tuple[int, bytes, bytes, str]], conn: Connection) -> None:
+    for uid, envelope, bodystructure, headers in items:
+        store.cache_structure(conn, folder_id, uid, envelope, bodystructure, headers)
 
 
 def _record(event: TraceEvent, conn: Connection) -> None:

@@ -108,6 +108,12 @@ class MessageView:
     def envelope(self) -> bytes:
         return _envelope(self.raw, self._header)
 
+    @property
+    def body_offset(self) -> int:
+        """Where the body starts (after the blank line; the end of `raw` when there is none): a read
+        of the first `body_offset` octets or more sees the same header fields."""
+        return self._header.body
+
     def header_value(self, name: str) -> list[str]:
         """Every field of this name, unfolded and decoded (RFC 2047, UTF-8), in order."""
         wanted = name.lower().encode("ascii", "replace")

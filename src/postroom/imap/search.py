@@ -19,6 +19,15 @@ flags, internal date, size, modseq and `view()` (the session loads the bytes onl
 folder's message count and highest UID stand for `*` in sets. `uses_modseq` tells the session to end
 its SEARCH response with `(MODSEQ n)` (RFC 7162 §3.1.5).
 
+Header cache: `header_cache(view, window)` is the text a message row keeps (`messages.search_headers`)
+of every FROM, TO, CC, BCC and SUBJECT field (`HEADER_CACHE_FIELDS`), decoded by the same
+`MessageView.header_value` a search reads; `CachedHeaders(text)` answers `header_value` from it. A
+program whose `header_fields` are all cached (`program.cached`) runs on a subject's cached headers
+and reads no bytes for it; any other key (SENTON's Date, another HEADER, BODY, TEXT) reads the bytes.
+A header that a header-only read (`window` octets) would not see whole, or whose text is over
+`MAX_HEADER_CACHE` characters, is not cached ("": the bytes are read), so both paths give the same
+answers.
+
 *Security:* the keys are a logged-in client's; the program is bounded (`MAX_KEYS` keys of which
 `MAX_TEXT_KEYS` search text, `MAX_DEPTH` levels of NOT / OR / parentheses; a message's decoded text is
 made once however many keys read it), every fault is a `SearchError` with its reply, and matching is
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -61,6 +71,8 @@ _FLAG_KEYS = {
 }
 _ADDRESS_KEYS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc", "SUBJECT": "subject"}
 _NEEDS_ORDER = {"none": 0, "header": 1, "full": 2}
+HEADER_CACHE_FIELDS = ("from", "to", "cc", "bcc", "subject")  # what FROM ... SUBJECT keys read
+MAX_HEADER_CACHE = 16_384  # characters of a message's cached header text; longer: not cached
 
 
 class SearchError(ValueError):
@@ -93,6 +105,37 @@ class SearchSubject(Protocol):
     @property
     def modseq(self) -> int: ...
     def view(self) -> MessageView: ...
+    def header_value(self, name: str) -> list[str]:
+        """`view().header_value(name)`, or the same values from a cache (`CachedHeaders`)."""
+        ...
+
+
+def _field_key(name: str) -> str:
+    """A header name as `MessageView.header_value` compares it."""
+    return name.lower().encode("ascii", "replace").decode("ascii")
+
+
+def header_cache(view: MessageView, window: int) -> str:
+    """The cached header text of a message whose octets `view` holds ("" when it is not cacheable:
+    its header runs past the first `window` octets, which a header-only read sees, or the text is
+    over `MAX_HEADER_CACHE`)."""
+    if view.body_offset > window:
+        return ""
+    values = {name: view.header_value(name) for name in HEADER_CACHE_FIELDS}
+    text = json.dumps(values, separators=(",", ":"))  # ASCII: any code point survives any database
+    return text if len(text) <= MAX_HEADER_CACHE else ""
+
+
+class CachedHeaders:
+    """`header_value` of the `HEADER_CACHE_FIELDS`, from a message's `header_cache` text."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, text: str) -> None:
+        self._values: dict[str, list[str]] = json.loads(text)
+
+    def header_value(self, name: str) -> list[str]:
+        return list(self._values[_field_key(name)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +153,12 @@ class SearchProgram:
     needs: Needs
     uses_modseq: bool
     uses_star: bool  # a set holds `*`: `matches` needs the folder's size and highest UID
+    header_fields: frozenset[str] = frozenset()  # the header fields the keys read (as `_field_key`)
+
+    @property
+    def cached(self) -> bool:
+        """The program reads no more of a message than its `header_cache` holds."""
+        return self.needs == "header" and self.header_fields <= frozenset(HEADER_CACHE_FIELDS)
 
     def matches(
         self, subject: SearchSubject, *, messages: int | None = None, highest_uid: int | None = None
@@ -135,7 +184,9 @@ def parse_search(arguments: Sequence[Argument], *, utf8: bool) -> SearchProgram:
     tests: list[_Test] = []
     while reader.position < len(arguments):
         tests.append(reader.key(0))
-    return SearchProgram(_all(tests), reader.needs, reader.uses_modseq, reader.uses_star)
+    return SearchProgram(
+        _all(tests), reader.needs, reader.uses_modseq, reader.uses_star, frozenset(reader.fields)
+    )
 
 
 def _all(tests: list[_Test]) -> _Test:
@@ -162,6 +213,7 @@ class _Reader:
         self.needs: Needs = "none"
         self.uses_modseq = False
         self.uses_star = False
+        self.fields: set[str] = set()  # header fields the keys read
 
     def _next(self, what: str) -> Argument:
         if self.position >= len(self.arguments):
@@ -236,6 +288,7 @@ class _Reader:
             self._need(inner.needs)
             self.uses_modseq = self.uses_modseq or inner.uses_modseq
             self.uses_star = self.uses_star or inner.uses_star
+            self.fields |= inner.fields
             return _all(tests)
         if not isinstance(argument, Atom):
             raise SearchError("Expected a search key")
@@ -266,13 +319,16 @@ class _Reader:
             return _by_date(name, self._date(), _internal_day)
         if name in ("SENTBEFORE", "SENTON", "SENTSINCE"):
             self._need("header")
+            self.fields.add("date")
             return _by_date(name[4:], self._date(), _sent_day)
         if name in _ADDRESS_KEYS:
             self._need("header")
+            self.fields.add(_ADDRESS_KEYS[name])
             return _header_contains(_ADDRESS_KEYS[name], self._string())
         if name == "HEADER":
             self._need("header")
             field = _text(self._next("header name"), "header name")
+            self.fields.add(_field_key(field))
             return _header_contains(field, self._string())
         if name == "BODY":
             self._need("full")
@@ -315,7 +371,7 @@ def _internal_day(subject: SearchSubject) -> datetime.date | None:
 
 def _sent_day(subject: SearchSubject) -> datetime.date | None:
     """The day of the Date: header in its own zone (RFC 3501: "disregarding time and timezone")."""
-    values = subject.view().header_value("date")
+    values = subject.header_value("date")
     if not values:
         return None
     try:
@@ -343,7 +399,7 @@ def _by_date(
 
 def _header_contains(field: str, needle: str) -> _Test:
     def test(subject: SearchSubject, folder: _Folder) -> bool:
-        values = subject.view().header_value(field)
+        values = subject.header_value(field)
         return any(needle in value.casefold() for value in values)
 
     return test

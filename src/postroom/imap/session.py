@@ -70,7 +70,7 @@ from postroom.imap.response import (
     untagged,
     untagged_status,
 )
-from postroom.imap.search import SearchError, parse_search
+from postroom.imap.search import CachedHeaders, SearchError, parse_search
 from postroom.imap.sequence import SequenceError, SequenceSet, compact_uid_set
 from postroom.imap.syntax import (
     NIL,
@@ -156,7 +156,8 @@ class MailAccess(Protocol):
         ...
 
     def cache_structure(self, folder_id: int, records: Sequence[store.MessageRecord]) -> None:
-        """Compute and store the ENVELOPE and BODYSTRUCTURE of these messages, in the background."""
+        """Compute and store the ENVELOPE, BODYSTRUCTURE and SEARCH header text of these messages, in
+        the background."""
         ...
 
 
@@ -982,7 +983,7 @@ class ImapSession:
             needs = [request.needs_for(record) for record in batch]
             views = await self._views(batch, needs)
             for record, view in zip(batch, views, strict=True):
-                if view is not None and record.envelope is None:
+                if view is not None and (record.envelope is None or record.search_headers is None):
                     uncached.append(record)
                 position = positions[record.uid]
                 flags_changed = record.uid in seen
@@ -1134,14 +1135,22 @@ class ImapSession:
         messages, highest_uid = len(selected.uids), selected.uids[-1] if selected.uids else 0
         found: list[int] = []
         highest_modseq = 0
+        uncached: list[store.MessageRecord] = []
         for start in range(0, len(records), READ_BATCH):
             batch = records[start : start + READ_BATCH]
-            views = await self._views(batch, [program.needs] * len(batch))
-            for record, view in zip(batch, views, strict=True):
-                subject = _Subject(positions[record.uid], record, view)
+            # A message whose header text is cached is searched without its bytes (`search.CachedHeaders`).
+            cache = [record.search_headers if program.cached else None for record in batch]
+            needs = ["none" if text else program.needs for text in cache]
+            views = await self._views(batch, needs)
+            for record, view, text in zip(batch, views, cache, strict=True):
+                if view is not None and record.search_headers is None:
+                    uncached.append(record)
+                subject = _Subject(positions[record.uid], record, view, CachedHeaders(text) if text else None)
                 if program.matches(subject, messages=messages, highest_uid=highest_uid):
                     found.append(record.uid if by_uid else positions[record.uid])
                     highest_modseq = max(highest_modseq, record.modseq)
+        if uncached and program.needs != "none":
+            self.access.cache_structure(selected.folder.id, uncached)  # the next SEARCH reads no bytes
         line = b"* SEARCH" + b"".join(b" %d" % number for number in found)
         if program.uses_modseq and found:
             line += b" (MODSEQ %d)" % highest_modseq
@@ -1152,7 +1161,9 @@ class ImapSession:
 class _Subject:
     """One message as SEARCH sees it (`search.SearchSubject`)."""
 
-    def __init__(self, seq: int, record: store.MessageRecord, view: MessageView | None) -> None:
+    def __init__(
+        self, seq: int, record: store.MessageRecord, view: MessageView | None, cached: CachedHeaders | None
+    ) -> None:
         self.seq = seq
         self.uid = record.uid
         self.flags = record.flags
@@ -1160,10 +1171,16 @@ class _Subject:
         self.size = record.size
         self.modseq = record.modseq
         self._view = view
+        self._cached = cached
 
     def view(self) -> MessageView:
         assert self._view is not None, "SearchProgram.needs said the bytes were not needed"
         return self._view
+
+    def header_value(self, name: str) -> list[str]:
+        if self._cached is not None:
+            return self._cached.header_value(name)
+        return self.view().header_value(name)
 
 
 def _junk_report(source: str, target: str) -> bool | None:

@@ -113,6 +113,7 @@ class MessageRecord:
     trace_id: str  # "" for appended and migrated messages
     envelope: bytes | None  # the cached IMAP ENVELOPE text, or None
     bodystructure: bytes | None  # the cached IMAP BODYSTRUCTURE text, or None
+    search_headers: str | None = None  # SEARCH's cached header text; None: not yet, "": not cacheable
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,11 +310,12 @@ _RECORD_COLUMNS = (
     messages.c.trace_id,
     messages.c.envelope,
     messages.c.bodystructure,
+    messages.c.search_headers,
 )
 
 
 def _record(row: Sequence[object]) -> MessageRecord:
-    uid, flags, internal_date, size, modseq, blob_id, prefix, trace_id, envelope, bodystructure = row
+    uid, flags, internal_date, size, modseq, blob_id, prefix, trace_id, envelope, bodystructure, headers = row
     return MessageRecord(
         uid=int(uid),  # type: ignore[call-overload]
         flags=frozenset(str(flags).split()),
@@ -325,6 +327,7 @@ def _record(row: Sequence[object]) -> MessageRecord:
         trace_id=str(trace_id),
         envelope=None if envelope is None else bytes(envelope),  # type: ignore[call-overload]
         bodystructure=None if bodystructure is None else bytes(bodystructure),  # type: ignore[call-overload]
+        search_headers=None if headers is None else str(headers),
     )
 
 
@@ -553,6 +556,7 @@ def store_flags(
                 trace_id=record.trace_id,
                 envelope=record.envelope,
                 bodystructure=record.bodystructure,
+                search_headers=record.search_headers,
             )
         )
     if changes:
@@ -627,6 +631,7 @@ def _copy(
                 "modseq": modseq,
                 "envelope": record.envelope,
                 "bodystructure": record.bodystructure,
+                "search_headers": record.search_headers,
             }
         )
     conn.execute(insert(messages), rows)
@@ -669,11 +674,17 @@ def expunge(conn: Connection, folder_id: int, uids: Sequence[int] | None = None)
 
 
 def cache_structure(
-    conn: Connection, folder_id: int, uid: int, envelope: bytes, bodystructure: bytes
+    conn: Connection,
+    folder_id: int,
+    uid: int,
+    envelope: bytes,
+    bodystructure: bytes,
+    search_headers: str | None = None,
 ) -> None:
-    """Keep a message's IMAP ENVELOPE and BODYSTRUCTURE text (not a change: no modseq)."""
+    """Keep a message's IMAP ENVELOPE and BODYSTRUCTURE text and SEARCH's header text (not a change:
+    no modseq)."""
     conn.execute(
         update(messages)
         .where((messages.c.folder_id == folder_id) & (messages.c.uid == uid))
-        .values(envelope=envelope, bodystructure=bodystructure)
+        .values(envelope=envelope, bodystructure=bodystructure, search_headers=search_headers)
     )

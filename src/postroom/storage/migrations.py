@@ -55,6 +55,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    Text,
     false,
     inspect,
     select,
@@ -282,6 +283,7 @@ def _9_mailbox_access(ops: Ops) -> None:
     ops.add_column("messages", Column("modseq", BigInteger, nullable=False, server_default="1"))
     ops.add_column("messages", Column("envelope", LargeBinary))
     ops.add_column("messages", Column("bodystructure", LargeBinary))
+    ops.add_column("messages", Column("search_headers", Text))
     ops.create_index(_index(schema.messages, "ix_messages_folder_modseq"))
     ops.create_table(schema.migrated_messages)
     ops.create_table(schema.mailbox_uidvalidity)

@@ -306,10 +306,13 @@ messages = Table(
     Column("message_id_header", String(512), nullable=False, default=""),
     Column("trace_id", String(40), nullable=False, default=""),
     # Issue 12 (IMAP): the message's modification sequence (RFC 7162), and a cache of its ENVELOPE
-    # and BODYSTRUCTURE as IMAP text, filled on first FETCH (NULL until then).
+    # and BODYSTRUCTURE as IMAP text, filled on first FETCH (NULL until then); and of the decoded
+    # header fields SEARCH's FROM, TO, CC, BCC and SUBJECT read (JSON, `imap.search.header_cache`;
+    # NULL: not computed yet, "": not cacheable, SEARCH reads the bytes).
     Column("modseq", BigInteger, nullable=False, server_default="1"),
     Column("envelope", LargeBinary),
     Column("bodystructure", LargeBinary),
+    Column("search_headers", Text),
     UniqueConstraint("folder_id", "uid"),
     Index("ix_messages_folder_modseq", "folder_id", "modseq"),
 )
