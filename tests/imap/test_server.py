@@ -457,10 +457,55 @@ def test_idle_is_woken_by_a_change_made_in_another_process(node: RunningNode, ca
         assert (1, b"EXISTS") in responses
 
 
+def store_uncached(node: RunningNode, address: str, content: bytes) -> None:
+    """A message in the inbox without its cached IMAP texts (as delivery stores one)."""
+    recipient = node.app.directory.get_recipient(OPERATOR, address)
+    blob_id = node.app.blobs.put(content)
+    with node.app.database.write() as conn:
+        inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
+        assert inbox is not None
+        mailstore.append(
+            conn,
+            recipient.id,
+            inbox.id,
+            blob_id=blob_id,
+            size=len(content),
+            flags=(),
+            internal_date=time.time(),
+            summary=summarize(content),
+        )
+
+
+def inbox_rows(node: RunningNode, address: str) -> list[mailstore.MessageRecord]:
+    recipient = node.app.directory.get_recipient(OPERATOR, address)
+    with node.app.database.read() as conn:
+        inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
+        assert inbox is not None
+        return mailstore.folder_messages(conn, inbox.id)
+
+
+def test_append_caches_the_imap_texts_and_fetch_answers_the_same_from_them(
+    node: RunningNode, ca: TestCa
+) -> None:
+    address = mailbox(node, "appended@contoso.com")
+    content = message("cached at append", body="x" * 300)
+    store_uncached(node, address, content)
+    with client(node, ca, address) as imap:
+        imap.append("INBOX", content)
+        assert [row.envelope is None for row in inbox_rows(node, address)] == [True, False]
+        imap.select_folder("INBOX")
+        fetched = {
+            seq: {key: value for key, value in items.items() if key != b"SEQ"}
+            for seq, items in imap.fetch([1, 2], ["ENVELOPE", "BODYSTRUCTURE"]).items()
+        }
+        assert fetched[1] == fetched[2] and fetched[1]  # from the bytes and from the cache: the same
+        assert imap.search(["SUBJECT", "cached at append"]) == [1, 2]
+
+
 def test_fetch_fills_the_structure_cache_in_the_background(node: RunningNode, ca: TestCa) -> None:
     address = mailbox(node, "cached@contoso.com")
+    store_uncached(node, address, message("cache me"))
     with client(node, ca, address) as imap:
-        imap.append("INBOX", message("cache me"))
         imap.select_folder("INBOX")
         first = imap.fetch([1], ["ENVELOPE", "BODYSTRUCTURE"])[1]
         recipient = node.app.directory.get_recipient(OPERATOR, address)
@@ -496,23 +541,20 @@ def test_a_header_search_answers_the_same_from_its_cache_without_the_bytes(
         ["SENTON", "1-Jan-2026"],  # not cached: reads the bytes
     ]
     expected = [[1], [1], [2], [2], [3], [2, 3], []]
+    for raw in tricky:
+        store_uncached(node, address, raw)
+    assert [row.search_headers for row in inbox_rows(node, address)] == [None] * 3
     with client(node, ca, address) as imap:
-        for raw in tricky:
-            imap.append("INBOX", raw)
         imap.select_folder("INBOX")
         assert [imap.search(criteria, "UTF-8") for criteria in searches] == expected  # from the bytes
-        recipient = node.app.directory.get_recipient(OPERATOR, address)
 
-        def rows() -> list[mailstore.MessageRecord]:
-            with node.app.database.read() as conn:
-                inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
-                assert inbox is not None
-                return mailstore.folder_messages(conn, inbox.id)
+        def filled() -> bool:  # by the search, in the background
+            return all(row.search_headers for row in inbox_rows(node, address))
 
-        wait_for(lambda: all(row.search_headers for row in rows()), timeout=10)  # the search filled it
+        wait_for(filled, timeout=10)
         assert [imap.search(criteria, "UTF-8") for criteria in searches] == expected  # from the cache
         # Without the bytes, a cached search still answers; one that reads the bytes finds nothing.
-        blob_ids = [row.blob_id for row in rows()]
+        blob_ids = [row.blob_id for row in inbox_rows(node, address)]
         assert node.app.blobs.discard_unused(blob_ids, stored_before=time.time() + 60) == len(blob_ids)
         assert imap.search(["TO", "second"]) == [2]
         assert imap.search(["TEXT", "second"]) == []

@@ -233,3 +233,36 @@ def test_expunge_and_unseen_match_the_system_flag_not_a_keyword_that_contains_it
         assert mb.expunge(conn, inbox) == []
         assert mb.folder_uids(conn, inbox) == [keep]
         assert mb.folder_status(conn, inbox).unseen == 1
+
+
+def test_append_many_stores_a_group_with_one_modseq_its_cached_texts_and_a_quota_for_all(
+    database: Database, blobs: BlobStore, alice: int
+) -> None:
+    first = _append(database, blobs, alice, "Inbox")
+    cached = mb.CachedTexts(b"(NIL)", b'("text" "plain")', '{"from":[]}')
+    new = [
+        mb.NewMessage(blobs.put(b"a\r\n"), 3, ["\\seen", "\\Recent", "$Work"], 1.0, SUMMARY, cached=cached),
+        mb.NewMessage(blobs.put(b"bb\r\n"), 4, [], 2.0, SUMMARY),
+    ]
+    with database.write() as conn:
+        inbox = _folder_id(conn, alice, "Inbox")
+        before = mb.folder_status(conn, inbox).highestmodseq
+        uidvalidity, uids = mb.append_many(conn, alice, inbox, new)
+        rows = mb.messages_by_uid(conn, inbox, uids)
+        status = mb.folder_status(conn, inbox)
+    assert uids == [first + 1, first + 2] and uidvalidity == status.uidvalidity
+    assert status.highestmodseq == before + 1 and {row.modseq for row in rows} == {before + 1}
+    assert rows[0].flags == frozenset({"\\Seen", "$Work"}) and rows[1].flags == frozenset()
+    assert (rows[0].envelope, rows[0].bodystructure, rows[0].search_headers) == (
+        b"(NIL)",
+        b'("text" "plain")',
+        '{"from":[]}',
+    )
+    assert (rows[1].envelope, rows[1].search_headers) == (None, None)
+    with database.write() as conn:
+        used = mb.mailbox_usage(conn, alice)
+        conn.execute(update(recipients).where(recipients.c.id == alice).values(quota_bytes=used + 5))
+    with database.read() as conn, pytest.raises(mb.OverQuotaError):  # 7 octets: all or none
+        mb.append_many(conn, alice, _folder_id(conn, alice, "Inbox"), new)
+    with database.read() as conn:
+        assert mb.folder_uids(conn, _folder_id(conn, alice, "Inbox")) == [first, *uids]

@@ -25,10 +25,10 @@ session gets (`imap.session`):
   a failure is logged. Each report is traced (`EventKind.JUNK_REPORT`) on the message's trace when
   the message has one (mail appended by a client has none).
 - **Structure cache**: the messages a FETCH of ENVELOPE, BODY or BODYSTRUCTURE or a SEARCH found
-  uncached get their ENVELOPE, BODYSTRUCTURE and SEARCH header text (`imap.search.header_cache`, over
-  the window a header-only read sees: the prefix and `HEADER_OCTETS`) computed from their bytes in a
-  worker thread and stored (`mailbox.cache_structure`) in background writer jobs of `CACHE_BATCH`
-  messages; one folder is filled by one task at a time.
+  uncached get their ENVELOPE, BODYSTRUCTURE and SEARCH header text (`imap.cache.cached_texts`)
+  computed from their bytes in a worker thread and stored (`mailbox.cache_structure`) in background
+  writer jobs of `CACHE_BATCH` messages; one folder is filled by one task at a time. APPEND and the
+  migration store these texts with the message (they have the bytes in hand).
 
 Security: `login` is the only way to an `ImapAccount`; everything after it is keyed by that
 account's mailbox id, which the session never takes from the client.
@@ -48,8 +48,7 @@ from sqlalchemy import Connection
 from postroom.app.logins import VerifiedLogins, WindowCounts
 from postroom.cluster import Notifications
 from postroom.directory import Directory, find_submission_account
-from postroom.imap.message import MessageView
-from postroom.imap.search import header_cache
+from postroom.imap.cache import HEADER_OCTETS, cached_texts
 from postroom.imap.session import ImapAccount, ImapSession, LoginRefused, SessionLimits
 from postroom.mailstore import mailbox as store
 from postroom.model import Address, AddressError
@@ -59,7 +58,6 @@ from postroom.storage import BlobStore, Database, GroupCommitter
 
 T = TypeVar("T")
 
-HEADER_OCTETS = 262_144  # octets of a blob read for a header-only FETCH or SEARCH
 CACHE_BATCH = 500  # messages whose ENVELOPE and BODYSTRUCTURE one writer job stores
 
 log = logging.getLogger(__name__)
@@ -190,16 +188,14 @@ class ImapEndpoint:
         finally:
             self.filling.discard(folder_id)
 
-    def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, bytes, bytes, str]]:
+    def _structures(self, records: list[store.MessageRecord]) -> list[tuple[int, store.CachedTexts]]:
         contents = self.blobs.get_many([record.blob_id for record in records])
         found = []
         for record in records:
             content = contents.get(record.blob_id)
             if content is None:
                 continue  # expunged and swept meanwhile
-            view = MessageView(record.prefix + content)
-            headers = header_cache(view, len(record.prefix) + HEADER_OCTETS)
-            found.append((record.uid, view.envelope(), view.bodystructure(True), headers))
+            found.append((record.uid, cached_texts(record.prefix + content, len(record.prefix))))
         return found
 
     async def report_junk(
@@ -229,9 +225,9 @@ class ImapEndpoint:
                 await self.committer.run(partial(_record, event))
 
 
-def _cache(folder_id: int, items: list[tuple[int, bytes, bytes, str]], conn: Connection) -> None:
-    for uid, envelope, bodystructure, headers in items:
-        store.cache_structure(conn, folder_id, uid, envelope, bodystructure, headers)
+def _cache(folder_id: int, items: list[tuple[int, store.CachedTexts]], conn: Connection) -> None:
+    for uid, texts in items:
+        store.cache_structure(conn, folder_id, uid, texts.envelope, texts.bodystructure, texts.search_headers)
 
 
 def _record(event: TraceEvent, conn: Connection) -> None:

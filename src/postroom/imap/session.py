@@ -58,6 +58,7 @@ from typing import Literal, Protocol, TypeVar
 from sqlalchemy import Connection
 
 from postroom import __version__
+from postroom.imap.cache import cached_texts
 from postroom.imap.fetch import FetchError, parse_fetch, render_fetch
 from postroom.imap.folder_names import decode_name, encode_name, list_matcher
 from postroom.imap.message import MessageView
@@ -749,6 +750,7 @@ class ImapSession:
             raise _No(f"No folder {display_name(name)}", "TRYCREATE")
         blob_id = await self.access.store_blob(content)
         summary = summarize(content)
+        cached = await asyncio.to_thread(cached_texts, content)  # in hand: FETCH, SEARCH need not read them
 
         def job(conn: Connection) -> tuple[int, int]:
             return store.append(
@@ -760,6 +762,7 @@ class ImapSession:
                 flags=flags,
                 internal_date=internal_date,
                 summary=summary,
+                cached=cached,
             )
 
         uidvalidity, uid = await self.access.write(job)

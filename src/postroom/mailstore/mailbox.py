@@ -117,6 +117,28 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class CachedTexts:
+    """A message's cached IMAP texts (`imap.cache.cached_texts`), stored with it when known."""
+
+    envelope: bytes
+    bodystructure: bytes
+    search_headers: str  # "": not cacheable (SEARCH reads the bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """One message for `append_many` (its blob is stored already)."""
+
+    blob_id: str
+    size: int
+    flags: Iterable[str]
+    internal_date: float
+    summary: HeaderSummary
+    prefix: bytes = b""
+    cached: CachedTexts | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FlagUpdate:
     updated: list[MessageRecord]  # the messages whose flags changed, after the change
     modified: list[int]  # CONDSTORE: UIDs left alone because they changed after UNCHANGEDSINCE
@@ -491,30 +513,50 @@ def append(
     internal_date: float,
     summary: HeaderSummary,
     prefix: bytes = b"",
+    cached: CachedTexts | None = None,
 ) -> tuple[int, int]:
     """Store a message (its blob is stored already) in the folder; (uidvalidity, uid)."""
-    _check_quota(conn, mailbox_id, size)
-    flag_text = _flag_text(normalize_flags(flags))
+    message = NewMessage(blob_id, size, flags, internal_date, summary, prefix, cached)
+    uidvalidity, uids = append_many(conn, mailbox_id, folder_id, [message])
+    return uidvalidity, uids[0]
+
+
+def append_many(
+    conn: Connection, mailbox_id: int, folder_id: int, new: Sequence[NewMessage]
+) -> tuple[int, list[int]]:
+    """Store messages in the folder in one go (one quota check, one modseq, one insert: the migration
+    copies a group per call); (uidvalidity, their UIDs in order). All or none: a refusal raises."""
+    if not new:
+        raise ValueError("append_many needs at least one message")
+    _check_quota(conn, mailbox_id, sum(message.size for message in new))
+    flag_texts = [_flag_text(normalize_flags(message.flags)) for message in new]
     modseq = _bump(conn, folder_id)
-    uidvalidity, uid = _take_uids(conn, folder_id, 1)
-    conn.execute(
-        insert(messages).values(
-            folder_id=folder_id,
-            uid=uid,
-            blob_id=blob_id,
-            prefix=prefix,
-            size=size,
-            internal_date=internal_date,
-            flags=flag_text,
-            from_header=summary.from_header,
-            subject=summary.subject,
-            date_header=summary.date,
-            message_id_header=summary.message_id,
-            trace_id="",
-            modseq=modseq,
+    uidvalidity, first = _take_uids(conn, folder_id, len(new))
+    rows = []
+    for offset, (message, flag_text) in enumerate(zip(new, flag_texts, strict=True)):
+        summary, cached = message.summary, message.cached
+        rows.append(
+            {
+                "folder_id": folder_id,
+                "uid": first + offset,
+                "blob_id": message.blob_id,
+                "prefix": message.prefix,
+                "size": message.size,
+                "internal_date": message.internal_date,
+                "flags": flag_text,
+                "from_header": summary.from_header,
+                "subject": summary.subject,
+                "date_header": summary.date,
+                "message_id_header": summary.message_id,
+                "trace_id": "",
+                "modseq": modseq,
+                "envelope": None if cached is None else cached.envelope,
+                "bodystructure": None if cached is None else cached.bodystructure,
+                "search_headers": None if cached is None else cached.search_headers,
+            }
         )
-    )
-    return uidvalidity, uid
+    conn.execute(insert(messages), rows)
+    return uidvalidity, [first + offset for offset in range(len(new))]
 
 
 def store_flags(

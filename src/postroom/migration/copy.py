@@ -24,7 +24,9 @@ UIDVALIDITY changed on the source cannot be matched by UID any more: the copies 
 UIDVALIDITY that are still in their folder are removed and the folder is copied again (noted).
 
 Durability: messages are fetched and appended in groups (`COMMIT_MESSAGES` messages or
-`COMMIT_OCTETS` octets by their sizes; one FETCH each), each group in one durable transaction; after
+`COMMIT_OCTETS` octets by their sizes; one FETCH each), each group in one durable transaction and one
+`mailbox.append_many` (one modseq, one insert), each message with its IMAP texts cached
+(`imap.cache`: the bytes are in hand, so the first FETCH ENVELOPE or SEARCH reads none); after
 each commit the mailstore announces `mailbox:<id>` (`announce_after_commit`, sent by the app's
 notification channel), so open IMAP sessions of the mailbox see the new messages.
 
@@ -47,6 +49,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from postroom.directory import Directory, DirectoryError, RecipientKind
+from postroom.imap.cache import cached_texts
 from postroom.mailstore import mailbox as mailstore
 from postroom.migration.batch import BatchRow
 from postroom.migration.folders import PlannedFolder, plan_folders
@@ -388,34 +391,36 @@ class Migration:
         now = self._clock()
         try:
             with self._db.write() as conn:
-                records = []
+                new = []
                 for message, body in group:
                     blob_id = stored.get(message.uid) or self._blobs.put_in(conn, body)
                     flags, dropped = target_flags(message.flags)
                     if dropped:
                         report.note(f"message UID {message.uid} of {item.planned.source!r}: {dropped}")
-                    _, uid = mailstore.append(
-                        conn,
-                        mailbox_id,
-                        target.id,
-                        blob_id=blob_id,
-                        size=len(body),
-                        flags=flags,
-                        internal_date=message.internal_date,
-                        summary=summarize(body),
+                    new.append(
+                        mailstore.NewMessage(
+                            blob_id=blob_id,
+                            size=len(body),
+                            flags=flags,
+                            internal_date=message.internal_date,
+                            summary=summarize(body),
+                            cached=cached_texts(body),  # FETCH ENVELOPE and SEARCH need not read it
+                        )
                     )
-                    records.append(
-                        {
-                            "mailbox_id": mailbox_id,
-                            "source": source_key,
-                            "folder": item.planned.source,
-                            "uidvalidity": item.uidvalidity,
-                            "uid": message.uid,
-                            "target_folder_id": target.id,
-                            "target_uid": uid,
-                            "copied_at": now,
-                        }
-                    )
+                _, uids = mailstore.append_many(conn, mailbox_id, target.id, new)
+                records = [
+                    {
+                        "mailbox_id": mailbox_id,
+                        "source": source_key,
+                        "folder": item.planned.source,
+                        "uidvalidity": item.uidvalidity,
+                        "uid": message.uid,
+                        "target_folder_id": target.id,
+                        "target_uid": uid,
+                        "copied_at": now,
+                    }
+                    for (message, _), uid in zip(group, uids, strict=True)
+                ]
                 conn.execute(insert(migrated_messages), records)
         except mailstore.OverQuotaError as error:
             raise _MailboxStopped(f"{error}; raise the mailbox's quota, then run the batch again") from None
