@@ -950,14 +950,18 @@ class ImapSession:
                 selected.flags.pop(selected.uids.pop(seq - 1), None)
                 await self._send_soon(untagged(seq, Atom("EXPUNGE")))
 
-    async def _records(self, uids: Sequence[int]) -> list[store.MessageRecord]:
+    async def _records(self, uids: Sequence[int], *, structure: bool = True) -> list[store.MessageRecord]:
         selected = self.selected
         assert selected is not None
         folder_id = selected.folder.id
         if len(uids) <= BY_UID_MOST:  # a few messages of a large folder: read only their rows
             chosen = list(uids)
-            return await self.access.read(lambda conn: store.messages_by_uid(conn, folder_id, chosen))
-        records = await self.access.read(lambda conn: store.folder_messages(conn, folder_id))
+            return await self.access.read(
+                lambda conn: store.messages_by_uid(conn, folder_id, chosen, structure=structure)
+            )
+        records = await self.access.read(
+            lambda conn: store.folder_messages(conn, folder_id, structure=structure)
+        )
         wanted = set(uids)
         return [record for record in records if record.uid in wanted]
 
@@ -1133,7 +1137,7 @@ class ImapSession:
         if program.uses_modseq:
             self.condstore = True
         await self._updates(expunges=False)  # search what arrived too (the client is told of it first)
-        records = await self._records(selected.uids)
+        records = await self._records(selected.uids, structure=False)  # SEARCH reads no ENVELOPE
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         messages, highest_uid = len(selected.uids), selected.uids[-1] if selected.uids else 0
         found: list[int] = []

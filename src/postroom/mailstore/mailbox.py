@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, case, delete, func, insert, null, select, update
 
 from postroom.model.message import HeaderSummary
 from postroom.storage.database import announce_after_commit
@@ -353,10 +353,21 @@ def _record(row: Sequence[object]) -> MessageRecord:
     )
 
 
-def folder_messages(conn: Connection, folder_id: int) -> list[MessageRecord]:
-    """Every message of the folder, by UID."""
+_UNSTRUCTURED_COLUMNS = tuple(
+    null().label(column.name) if column.name in ("envelope", "bodystructure") else column
+    for column in _RECORD_COLUMNS
+)
+
+
+def _columns(structure: bool) -> tuple[Any, ...]:
+    return _RECORD_COLUMNS if structure else _UNSTRUCTURED_COLUMNS
+
+
+def folder_messages(conn: Connection, folder_id: int, *, structure: bool = True) -> list[MessageRecord]:
+    """Every message of the folder, by UID; without `structure`, their envelope and bodystructure
+    are left unread (None: SEARCH has no use for them, and they are most of a row's octets)."""
     rows = conn.execute(
-        select(*_RECORD_COLUMNS).where(messages.c.folder_id == folder_id).order_by(messages.c.uid)
+        select(*_columns(structure)).where(messages.c.folder_id == folder_id).order_by(messages.c.uid)
     )
     return [_record(row) for row in rows]
 
@@ -372,13 +383,17 @@ def folder_flags(conn: Connection, folder_id: int) -> list[tuple[int, frozenset[
     return [(int(uid), frozenset(str(flags).split()), int(modseq)) for uid, flags, modseq in rows]
 
 
-def messages_by_uid(conn: Connection, folder_id: int, uids: Sequence[int]) -> list[MessageRecord]:
-    """The folder's messages of these UIDs (those that exist), by UID."""
+def messages_by_uid(
+    conn: Connection, folder_id: int, uids: Sequence[int], *, structure: bool = True
+) -> list[MessageRecord]:
+    """The folder's messages of these UIDs (those that exist), by UID (`structure`: `folder_messages`)."""
     found: list[MessageRecord] = []
     for start in range(0, len(uids), _BATCH):
         batch = list(uids[start : start + _BATCH])
         rows = conn.execute(
-            select(*_RECORD_COLUMNS).where((messages.c.folder_id == folder_id) & messages.c.uid.in_(batch))
+            select(*_columns(structure)).where(
+                (messages.c.folder_id == folder_id) & messages.c.uid.in_(batch)
+            )
         )
         found.extend(_record(row) for row in rows)
     found.sort(key=lambda record: record.uid)
