@@ -336,11 +336,17 @@ _RECORD_COLUMNS = (
 )
 
 
-def _record(row: Sequence[object]) -> MessageRecord:
+def _record(row: Sequence[object], flag_sets: dict[object, frozenset[str]] | None = None) -> MessageRecord:
+    """A row as a record; `flag_sets` keeps the flag sets parsed so far (a folder's rows share a few)."""
     uid, flags, internal_date, size, modseq, blob_id, prefix, trace_id, envelope, bodystructure, headers = row
+    flag_set = None if flag_sets is None else flag_sets.get(flags)
+    if flag_set is None:
+        flag_set = frozenset(str(flags).split())
+        if flag_sets is not None:
+            flag_sets[flags] = flag_set
     return MessageRecord(
         uid=int(uid),  # type: ignore[call-overload]
-        flags=frozenset(str(flags).split()),
+        flags=flag_set,
         internal_date=float(internal_date),  # type: ignore[arg-type]
         size=int(size),  # type: ignore[call-overload]
         modseq=int(modseq),  # type: ignore[call-overload]
@@ -368,8 +374,9 @@ def folder_messages(conn: Connection, folder_id: int, *, structure: bool = True)
     are left unread (None: SEARCH has no use for them, and they are most of a row's octets)."""
     rows = conn.execute(
         select(*_columns(structure)).where(messages.c.folder_id == folder_id).order_by(messages.c.uid)
-    )
-    return [_record(row) for row in rows]
+    ).all()
+    flag_sets: dict[object, frozenset[str]] = {}
+    return [_record(row, flag_sets) for row in rows]
 
 
 def folder_flags(conn: Connection, folder_id: int) -> list[tuple[int, frozenset[str], int]]:
@@ -379,8 +386,15 @@ def folder_flags(conn: Connection, folder_id: int) -> list[tuple[int, frozenset[
         select(messages.c.uid, messages.c.flags, messages.c.modseq)
         .where(messages.c.folder_id == folder_id)
         .order_by(messages.c.uid)
-    )
-    return [(int(uid), frozenset(str(flags).split()), int(modseq)) for uid, flags, modseq in rows]
+    ).all()
+    parsed: dict[str, frozenset[str]] = {}  # most messages share one of a few flag texts
+    found = []
+    for uid, flags, modseq in rows:
+        flag_set = parsed.get(flags)
+        if flag_set is None:
+            flag_set = parsed[flags] = frozenset(str(flags).split())
+        found.append((int(uid), flag_set, int(modseq)))
+    return found
 
 
 def messages_by_uid(
