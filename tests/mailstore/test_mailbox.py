@@ -250,6 +250,7 @@ def test_append_many_stores_a_group_with_one_modseq_its_cached_texts_and_a_quota
         uidvalidity, uids = mb.append_many(conn, alice, inbox, new)
         rows = mb.messages_by_uid(conn, inbox, uids)
         unstructured = mb.folder_messages(conn, inbox, structure=False)[1]
+        light = mb.search_rows(conn, inbox)
         status = mb.folder_status(conn, inbox)
     assert uids == [first + 1, first + 2] and uidvalidity == status.uidvalidity
     assert status.highestmodseq == before + 1 and {row.modseq for row in rows} == {before + 1}
@@ -262,6 +263,10 @@ def test_append_many_stores_a_group_with_one_modseq_its_cached_texts_and_a_quota
     assert (rows[1].envelope, rows[1].search_headers) == (None, None)
     assert (unstructured.uid, unstructured.envelope, unstructured.bodystructure) == (uids[0], None, None)
     assert unstructured.search_headers == '{"from":[]}'  # what SEARCH reads, without the structure
+    assert light[1:] == [
+        (uids[0], frozenset({"\\Seen", "$Work"}), 1.0, 3, before + 1, '{"from":[]}'),
+        (uids[1], frozenset(), 2.0, 4, before + 1, None),
+    ]
     with database.write() as conn:
         used = mb.mailbox_usage(conn, alice)
         conn.execute(update(recipients).where(recipients.c.id == alice).values(quota_bytes=used + 5))

@@ -129,12 +129,15 @@ def header_cache(view: MessageView, window: int) -> str:
 class CachedHeaders:
     """`header_value` of the `HEADER_CACHE_FIELDS`, from a message's `header_cache` text."""
 
-    __slots__ = ("_values",)
+    __slots__ = ("_text", "_values")
 
     def __init__(self, text: str) -> None:
-        self._values: dict[str, list[str]] = json.loads(text)
+        self._text = text
+        self._values: dict[str, list[str]] | None = None  # read at the first `header_value`
 
     def header_value(self, name: str) -> list[str]:
+        if self._values is None:
+            self._values = json.loads(self._text)
         return list(self._values[_field_key(name)])
 
 

@@ -1137,27 +1137,55 @@ class ImapSession:
         if program.uses_modseq:
             self.condstore = True
         await self._updates(expunges=False)  # search what arrived too (the client is told of it first)
-        records = await self._records(selected.uids, structure=False)  # SEARCH reads no ENVELOPE
         positions = {uid: seq for seq, uid in enumerate(selected.uids, 1)}
         messages, highest_uid = len(selected.uids), selected.uids[-1] if selected.uids else 0
-        found: list[int] = []
-        highest_modseq = 0
+        matched: list[tuple[int, int]] = []  # (uid, modseq)
+        folder_id = selected.folder.id
+        cached = program.cached
+        if program.needs == "none" or cached:
+            # Flags, dates, sizes and cached header text: six columns a message, no octets; only the
+            # messages without a header cache are read below.
+            rows = await self.access.read(lambda conn: store.search_rows(conn, folder_id))
+            lacking: list[int] = []
+            reads_text = program.needs != "none"
+            for uid, flags, internal_date, size, modseq, text in rows:
+                seq = positions.get(uid)
+                if seq is None:
+                    continue  # arrived after `_updates`: the client does not know it yet
+                if reads_text and not text:
+                    lacking.append(uid)
+                    continue
+                subject = _Subject(seq, uid, flags, internal_date, size, modseq)
+                if cached and text:
+                    subject.cached = CachedHeaders(text)
+                if program.matches(subject, messages=messages, highest_uid=highest_uid):
+                    matched.append((uid, modseq))
+            records = await self._records(lacking, structure=False) if lacking else []
+        else:
+            records = await self._records(selected.uids, structure=False)  # SEARCH reads no ENVELOPE
         uncached: list[store.MessageRecord] = []
         for start in range(0, len(records), READ_BATCH):
             batch = records[start : start + READ_BATCH]
-            # A message whose header text is cached is searched without its bytes (`search.CachedHeaders`).
-            cache = [record.search_headers if program.cached else None for record in batch]
-            needs = ["none" if text else program.needs for text in cache]
-            views = await self._views(batch, needs)
-            for record, view, text in zip(batch, views, cache, strict=True):
+            views = await self._views(batch, [program.needs] * len(batch))
+            for record, view in zip(batch, views, strict=True):
                 if view is not None and record.search_headers is None:
                     uncached.append(record)
-                subject = _Subject(positions[record.uid], record, view, CachedHeaders(text) if text else None)
+                subject = _Subject(
+                    positions[record.uid],
+                    record.uid,
+                    record.flags,
+                    record.internal_date,
+                    record.size,
+                    record.modseq,
+                )
+                subject.loaded = view
                 if program.matches(subject, messages=messages, highest_uid=highest_uid):
-                    found.append(record.uid if by_uid else positions[record.uid])
-                    highest_modseq = max(highest_modseq, record.modseq)
-        if uncached and program.needs != "none":
-            self.access.cache_structure(selected.folder.id, uncached)  # the next SEARCH reads no bytes
+                    matched.append((record.uid, record.modseq))
+        if uncached:
+            self.access.cache_structure(folder_id, uncached)  # the next SEARCH reads no bytes
+        matched.sort()
+        found = [uid if by_uid else positions[uid] for uid, _ in matched]
+        highest_modseq = max((modseq for _, modseq in matched), default=0)
         line = b"* SEARCH" + b"".join(b" %d" % number for number in found)
         if program.uses_modseq and found:
             line += b" (MODSEQ %d)" % highest_modseq
@@ -1168,25 +1196,27 @@ class ImapSession:
 class _Subject:
     """One message as SEARCH sees it (`search.SearchSubject`)."""
 
+    __slots__ = ("cached", "flags", "internal_date", "loaded", "modseq", "seq", "size", "uid")
+
     def __init__(
-        self, seq: int, record: store.MessageRecord, view: MessageView | None, cached: CachedHeaders | None
+        self, seq: int, uid: int, flags: frozenset[str], internal_date: float, size: int, modseq: int
     ) -> None:
         self.seq = seq
-        self.uid = record.uid
-        self.flags = record.flags
-        self.internal_date = record.internal_date
-        self.size = record.size
-        self.modseq = record.modseq
-        self._view = view
-        self._cached = cached
+        self.uid = uid
+        self.flags = flags
+        self.internal_date = internal_date
+        self.size = size
+        self.modseq = modseq
+        self.loaded: MessageView | None = None  # the message's octets, when the search reads them
+        self.cached: CachedHeaders | None = None  # its cached header text, when the search uses it
 
     def view(self) -> MessageView:
-        assert self._view is not None, "SearchProgram.needs said the bytes were not needed"
-        return self._view
+        assert self.loaded is not None, "SearchProgram.needs said the bytes were not needed"
+        return self.loaded
 
     def header_value(self, name: str) -> list[str]:
-        if self._cached is not None:
-            return self._cached.header_value(name)
+        if self.cached is not None:
+            return self.cached.header_value(name)
         return self.view().header_value(name)
 
 
