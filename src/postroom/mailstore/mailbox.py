@@ -418,28 +418,24 @@ def folder_flags(conn: Connection, folder_id: int) -> list[tuple[int, frozenset[
     """(uid, flags, modseq) of every message of the folder, by UID: what SELECT needs, without the
     rows' prefix and cached structure (a tenth of the octets on a 10,000-message folder)."""
     rows = _FOLDER_FLAGS.fetch(conn, {"folder_id": folder_id})
-    parsed: dict[str, frozenset[str]] = {}  # most messages share one of a few flag texts
-    found = []
-    for uid, flags, modseq in rows:
-        flag_set = parsed.get(flags)
-        if flag_set is None:
-            flag_set = parsed[flags] = frozenset(str(flags).split())
-        found.append((int(uid), flag_set, int(modseq)))
-    return found
+    flag_sets = _flag_sets(row[1] for row in rows)
+    return [(uid, flag_sets[flags], modseq) for uid, flags, modseq in rows]
+
+
+def _flag_sets(texts: Iterable[str]) -> dict[str, frozenset[str]]:
+    """Each distinct flag text parsed once (a folder's messages share a few)."""
+    return {text: frozenset(text.split()) for text in set(texts)}
 
 
 def search_rows(conn: Connection, folder_id: int) -> list[SearchRow]:
     """Every message of the folder by UID, as far as a SEARCH on flags, dates, sizes, modseqs and
     cached header text reads it: six columns, not the whole row; plain tuples (`SearchRow`'s order)."""
     rows = _SEARCH_ROWS.fetch(conn, {"folder_id": folder_id})
-    flag_sets: dict[str, frozenset[str]] = {}
-    found: list[SearchRow] = []
-    for uid, flags, internal_date, size, modseq, headers in rows:
-        flag_set = flag_sets.get(flags)
-        if flag_set is None:
-            flag_set = flag_sets[flags] = frozenset(str(flags).split())
-        found.append((uid, flag_set, internal_date, size, modseq, headers))
-    return found
+    flag_sets = _flag_sets(row[1] for row in rows)
+    return [
+        (uid, flag_sets[flags], internal_date, size, modseq, headers)
+        for uid, flags, internal_date, size, modseq, headers in rows
+    ]
 
 
 def messages_by_uid(
