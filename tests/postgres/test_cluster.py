@@ -1,6 +1,7 @@
 """Several nodes on one PostgreSQL database: notifications (LISTEN/NOTIFY, reconnecting), a directory
 change made through one node seen by RCPT on the other within a second, mail queued on one node
-delivered by the other as soon as it is notified, and `postroom node list`.
+delivered by the other as soon as it is notified, `postroom node list`, and an IMAP IDLE session on one
+node woken by mail delivered on the other.
 
 Each node has its own data directory and config; both share the database and one blob directory
 (`[node] blob_dir`). Remote delivery goes to a recording agent (`App.remote_agent`).
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -18,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from imapclient import IMAPClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -149,6 +152,44 @@ def test_mail_accepted_on_either_node_is_delivered_and_queued_mail_wakes_the_oth
         wait_for(lambda: b.app.queue_summary().messages == 0, timeout=5)
     finally:
         gate.set()
+        a.stop()
+        b.stop()
+
+
+def test_idle_on_one_node_is_woken_by_mail_delivered_on_the_other(
+    two_nodes: tuple[Settings, Settings],
+) -> None:
+    """The mailbox's change is announced after the delivery's commit on b (LISTEN/NOTIFY) and wakes
+    the IDLE session on a well before its poll (10 s by default)."""
+    delivered: list[tuple[str, str]] = []
+    a, b = (
+        start(two_nodes[0], RecordingAgent("a", delivered)),
+        start(two_nodes[1], RecordingAgent("b", delivered)),
+    )
+    try:
+        a.app.directory.set_recipient(OPERATOR, "alice@contoso.com", password="alice-password-1")
+        untrusted = ssl.create_default_context()
+        untrusted.check_hostname = False
+        untrusted.verify_mode = ssl.CERT_NONE
+        host, port = a.address("imaps")
+        imap = IMAPClient(host, port, ssl=True, ssl_context=untrusted, timeout=15)
+        try:
+            imap.login("alice@contoso.com", "alice-password-1")
+            imap.select_folder("INBOX")
+            imap.idle()
+            with smtplib.SMTP(*b.mx, timeout=10) as client:
+                client.sendmail("news@partner.example", ["alice@contoso.com"], MESSAGE)
+            sent = time.monotonic()
+            responses = imap.idle_check(timeout=5)
+            woken = time.monotonic() - sent
+            imap.idle_done()
+            assert (1, b"EXISTS") in responses, responses
+            assert woken < 1.0, f"IDLE on node a woke {woken:.2f} s after node b's delivery"
+            fetched = imap.fetch([1], ["BODY.PEEK[TEXT]"])
+            assert b"Hello." in fetched[1][b"BODY[TEXT]"]
+        finally:
+            imap.logout()
+    finally:
         a.stop()
         b.stop()
 
