@@ -12,6 +12,7 @@ from postroom.config.loader import (
 from postroom.config.settings import (
     AdminLimits,
     AdminSettings,
+    ClientSettings,
     DatabaseSettings,
     DnsSettings,
     ListenAddress,
@@ -30,6 +31,7 @@ __all__ = [
     "CONFIG_ENV",
     "AdminLimits",
     "AdminSettings",
+    "ClientSettings",
     "ConfigError",
     "DatabaseSettings",
     "DnsSettings",
