@@ -12,11 +12,12 @@ thread the child lacks) and imports nothing but `postroom.cli`. It is started wi
 of the first command, and each child gets its command's own; a command whose environment differs in
 more than the test pytest names in it (a module may read the environment at import) runs as a plain
 `subprocess.run` instead. `test_version` and the `serve` tests still start the interpreter
-itself. The zygote ends when its test process does (it reads the end of its channel).
+itself. The zygote ends with its test process (it reads the end of its channel, and is waited for).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import locale
@@ -154,5 +155,6 @@ def run_postroom(
             _zygote = None
         if _zygote is None:
             _zygote = _Zygote(env)
+            atexit.register(_zygote.close)
         status, out, err = _zygote.run(args, env, stdin or "", timeout)
     return subprocess.CompletedProcess(command, status, _text(out), _text(err))
