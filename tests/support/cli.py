@@ -8,11 +8,12 @@ second of CPU each, several on this busy 2-core machine, for the suite's hundred
 A zygote process does that once per test process and forks a child for each command.
 
 The zygote is single-threaded (a fork copies only the calling thread, so no lock can be held by a
-thread the child lacks) and imports nothing but `postroom.cli`. It is started with the environment
+thread the child lacks) and imports nothing but `postroom.cli` (and what typer imports when it
+parses). It is started with the environment
 of the first command, and each child gets its command's own; a command whose environment differs in
 more than the test pytest names in it (a module may read the environment at import) runs as a plain
-`subprocess.run` instead. `test_version` and the `serve` tests still start the interpreter
-itself. The zygote ends with its test process (it reads the end of its channel, and is waited for).
+`subprocess.run` instead. `test_version`, `support.process.ServeProcess` and the worker tests
+still start the interpreter itself. The zygote ends with its test process (it reads the end of its channel, and is waited for).
 """
 
 from __future__ import annotations
