@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS='-n 1000 --runs 2 --json out.json'
 BENCH      ?= mx  # make bench BENCH=outbound = make bench-outbound; BENCH=rcpt|trace|scheduler: bench/scale.py
 # BENCH=protection|protection-production|protection-stages: bench/protection_load.py builtin|production|stages
+# BENCH=imap: bench/imap.py (Postroom's IMAP beside Dovecot on a 10,000-message folder; needs dovecot-imapd)
 
 .PHONY: install run test lint typecheck unit bench bench-outbound bench-postfix bench-engines clean
 
@@ -57,6 +58,10 @@ bench: install bench-postfix
 else ifeq ($(strip $(BENCH)),protection-production)
 bench: install bench-postfix bench-engines
 	$(BIN)/python bench/protection_load.py production --vs-postfix $(BENCH_ARGS)
+else ifeq ($(strip $(BENCH)),imap)
+bench: install
+	@test -x /usr/sbin/dovecot || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd; }
+	$(BIN)/python bench/imap.py $(BENCH_ARGS)
 else ifeq ($(strip $(BENCH)),protection-stages)
 bench: install bench-engines
 	$(BIN)/python bench/protection_load.py stages --engines $(BENCH_ARGS)

@@ -43,6 +43,7 @@ async def test_a_dead_writer_refuses_mail_with_421(database: Database, tmp_path:
     endpoint = MxEndpoint(
         hostname="mx.postroom.test",
         directory=CachedDirectory(database),
+        database=database,
         blobs=FileBlobStore(tmp_path / "blobs"),
         committer=committer,
         on_queued=lambda: None,

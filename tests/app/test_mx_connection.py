@@ -48,6 +48,7 @@ async def mx(hosted: Hosted, dns: DnsTestServer) -> AsyncIterator[Mx]:
     endpoint = MxEndpoint(
         hostname="mx.postroom.test",
         directory=CachedDirectory(app.database),
+        database=app.database,
         blobs=FileBlobStore(hosted.settings.blob_dir),
         committer=committer,
         on_queued=lambda: None,

@@ -117,7 +117,7 @@ def test_good_file(tmp_path: Path) -> None:
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 587),)
     assert settings.submission.limits == SubmissionSettings().limits
     assert settings.submission.limits.max_recipients == 1000  # the per-mailbox ceiling (spec §8)
-    assert settings.imap_listen == ()
+    assert settings.imap.listen == ()
     assert settings.admin.listen == (ListenAddress("127.0.0.1", 8443),)
     assert settings.queue == QueueSettings(retry_schedule=(60.0, 120.5), delay_notification=7200.0)
     assert settings.blob_dir == base / "data" / "blobs"
@@ -146,7 +146,8 @@ def test_empty_file_gives_defaults(tmp_path: Path) -> None:
     assert settings.database_url == f"sqlite:///{path.parent.resolve() / 'postroom.db'}"
     assert settings.mx.listen == (ListenAddress("127.0.0.1", 2525),)
     assert settings.submission.listen == (ListenAddress("127.0.0.1", 2587),)
-    assert settings.imap_listen == (ListenAddress("127.0.0.1", 2143),)
+    assert settings.imap.listen == (ListenAddress("127.0.0.1", 2143),)
+    assert settings.imap.tls_listen == (ListenAddress("127.0.0.1", 2993),)
     assert settings.mx.limits == SmtpLimits()
     assert settings.queue == QueueSettings()
     assert settings.drain_seconds == 30.0
@@ -524,6 +525,29 @@ def test_submission_settings_load(tmp_path: Path) -> None:
     assert settings.submission.messages_per_minute == 3
     assert settings.submission.auth_failures_before_throttle == 2
     assert settings.submission.listen == SubmissionSettings().listen
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[imap]\nauth_failures_before_disconnect = 5\n", "imap.auth_failures_before_disconnect"),
+        ("[imap]\nidle_timeout = 600\n", "imap.idle_timeout"),
+        ("[imap]\nmax_errors = 0\n", "imap.max_errors"),
+        ('[imap]\nallow_plaintext_login = "yes"\n', "imap.allow_plaintext_login"),
+        ('[imap]\ntls_listen = "993"\n', "imap.tls_listen"),
+        ("[imap]\nmax_literal = 5\n", "imap.max_literal"),
+    ],
+)
+def test_bad_imap_settings_name_their_key(tmp_path: Path, text: str, key: str) -> None:
+    assert key in problems_of(write(tmp_path, text))
+
+
+def test_imap_settings_load(tmp_path: Path) -> None:
+    text = '[imap]\ntls_listen = ["0.0.0.0:993"]\nallow_plaintext_login = true\nmax_append_size = 1000000\n'
+    imap = load_settings(write(tmp_path, text)).imap
+    assert imap.tls_listen == (ListenAddress("0.0.0.0", 993),)
+    assert imap.allow_plaintext_login and imap.max_append_size == 1_000_000
+    assert imap.listen == (ListenAddress("127.0.0.1", 2143),)
 
 
 def test_proxy_protocol_settings_load(tmp_path: Path) -> None:

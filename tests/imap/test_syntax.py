@@ -14,6 +14,7 @@ from postroom.imap import (
     CommandReader,
     CommandRefused,
     Event,
+    Line,
     LiteralRequested,
     String,
     SyntaxLimits,
@@ -158,7 +159,7 @@ def test_a_long_line_is_refused_once_and_skipped_whole() -> None:
 def test_a_synchronizing_literal_over_the_limit_is_refused_before_it_is_sent() -> None:
     limits = SyntaxLimits(max_literal=10)
     assert events(b"a1 APPEND INBOX {11}\r\nz NOOP\r\n", limits) == [
-        CommandRefused("a1", "Literal too large"),
+        CommandRefused("a1", "Literal too large", too_big=True),
         Command("z", "NOOP", ()),
     ]
 
@@ -172,7 +173,7 @@ def test_a_non_synchronizing_literal_over_the_limit_is_read_and_dropped() -> Non
         + b" rest\r\nz NOOP\r\n"
     )
     assert events(data, limits, chunk=3) == [
-        CommandRefused("a1", "Literal too large"),
+        CommandRefused("a1", "Literal too large", too_big=True),
         Command("z", "NOOP", ()),
     ]
 
@@ -187,12 +188,14 @@ def test_too_many_literals_are_refused() -> None:
 
 
 def test_what_the_reader_holds_is_bounded() -> None:
-    """A client that streams without CRLF makes the reader hold at most about one line."""
+    """A client that streams without CRLF makes the reader hold at most about one line (the driver
+    takes the events after each read, as the session does)."""
     reader = CommandReader(SyntaxLimits(max_line=1024))
+    refused: list[Event] = []
     for _ in range(200):
         reader.receive_data(b"y" * 1000)
-        assert len(reader._buffer) <= 2024
-    refused = list(iter(reader.next_event, None))
+        refused += iter(reader.next_event, None)
+        assert reader.pending <= 2024
     assert refused == [CommandRefused("*", "Command line too long")]
 
 
@@ -212,3 +215,22 @@ def test_random_input_never_raises_and_stays_bounded() -> None:
         while reader.next_event() is not None:
             pass
         assert len(reader._buffer) <= 256 + 512 + 64
+
+
+def test_a_raw_line_is_read_only_when_asked_for_even_when_it_came_with_the_command() -> None:
+    """IDLE's DONE and a SASL response arrive as lines; pipelined with the command, they are still
+    read as lines because the reader parses no further than the event asked for."""
+    reader = CommandReader()
+    reader.receive_data(b"a1 IDLE\r\nDONE\r\na2 NOOP\r\n")
+    assert reader.next_event() == Command("a1", "IDLE", ())
+    reader.expect_line()
+    assert reader.next_event() == Line(b"DONE")
+    assert reader.next_event() == Command("a2", "NOOP", ())
+    assert reader.next_event() is None
+
+
+def test_a_raw_line_over_the_limit_is_refused() -> None:
+    reader = CommandReader(SyntaxLimits(max_line=16))
+    reader.expect_line()
+    reader.receive_data(b"x" * 40 + b"\r\na NOOP\r\n")
+    assert reader.next_event() == CommandRefused("*", "Command line too long")

@@ -32,6 +32,7 @@ def test_no_sql_runs_on_the_event_loop(database: Database, directory: Directory,
     endpoint = MxEndpoint(
         hostname="mx.postroom.test",
         directory=cache,
+        database=database,
         blobs=FileBlobStore(tmp_path / "blobs"),
         committer=GroupCommitter(database),
         on_queued=lambda: None,

@@ -31,7 +31,7 @@ from tests.support.node import make_node
 
 SENDER = "news@partner.example"
 RECIPIENT = "bob@contoso.com"
-_LISTENING = re.compile(r"^(\w+)\s+(SMTPS?|HTTPS?)\s+(\S+):(\d+)\s*$")
+_LISTENING = re.compile(r"^(\w+)\s+(SMTPS?|HTTPS?|IMAPS?)\s+(\S+):(\d+)\s*$")
 
 
 def _children(pid: int) -> set[int]:
@@ -244,6 +244,31 @@ def test_failed_logins_are_counted_by_the_node_not_by_each_worker(served: Served
     assert _login(served.listeners["submission"], "alice-pw") == 421  # the right password too
     workers_that_refused = set(re.findall(r"\[worker (\d)\]: SMTP AUTH failed", served.logged()))
     assert workers_that_refused == {"1", "2"}
+
+
+def test_idle_sessions_on_every_worker_are_woken_by_one_delivery(served: Served) -> None:
+    """The IMAP listeners are shared by the workers; a delivery committed by whichever worker took
+    the SMTP connection wakes IDLE sessions on both (the notification channel between processes)."""
+    host, port = served.listeners["imaps"]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    sessions = []
+    for _ in range(6):  # spread over the workers by whichever accepts first
+        sock = context.wrap_socket(socket.create_connection((host, port), timeout=15), server_hostname=host)
+        sock.sendall(b"a LOGIN alice@contoso.com alice-pw\r\nb SELECT INBOX\r\nc IDLE\r\n")
+        answer = b""
+        while not answer.endswith(b"+ idling\r\n"):
+            answer += sock.recv(65536)
+        sessions.append(sock)
+    with smtplib.SMTP(*served.mx, timeout=15) as smtp:
+        smtp.sendmail(SENDER, ["alice@contoso.com"], b"Subject: wake\r\n\r\nup\r\n")
+    for sock in sessions:
+        woken = b""
+        while b" EXISTS\r\n" not in woken:
+            woken += sock.recv(65536)
+        sock.sendall(b"DONE\r\n")
+        sock.close()
 
 
 def test_a_second_node_on_the_same_port_is_refused_in_one_line(served: Served, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from postroom.app import App
 from postroom.config import Settings
+from postroom.mailstore import mailbox
 from postroom.model.scope import OPERATOR
 from postroom.storage import Database
 from postroom.storage.migrations import STEPS, MigrationError, steps_from
@@ -57,6 +58,14 @@ def test_an_older_node_with_mail_upgrades_to_the_current_schema(
         content = exported(app.directory, app.mailstore, "alice@contoso.com", message.uid)
         assert content.endswith(b"This message was delivered by schema version 2.\r\n")
         assert app.directory.get_recipient(OPERATOR, "al@contoso.com").display_name == "Alice"
+        # Step 9: the old standard folders carry their special use; the old message is at modseq 1.
+        alice = app.directory.get_recipient(OPERATOR, "alice@contoso.com").id
+        with app.database.read() as conn:
+            uses = {folder.name: folder.special_use for folder in mailbox.list_folders(conn, alice)}
+            inbox = mailbox.find_folder(conn, alice, mailbox.INBOX)
+            assert inbox is not None
+            assert [record.modseq for record in mailbox.folder_messages(conn, inbox.id)] == [1]
+        assert uses["Sent"] == "\\Sent" and uses["Junk"] == "\\Junk" and uses["Inbox"] == ""
     finally:
         app.close()
     assert shape(node_settings.database_url) == fresh_shape(tmp_path)

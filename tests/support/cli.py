@@ -13,7 +13,8 @@ parses). It is started with the environment
 of the first command, and each child gets its command's own; a command whose environment differs in
 more than the test pytest names in it (a module may read the environment at import) runs as a plain
 `subprocess.run` instead. `test_version`, `support.process.ServeProcess` and the worker tests
-still start the interpreter itself. The zygote ends with its test process (it reads the end of its channel, and is waited for).
+still start the interpreter itself. The zygote ends with its test process (it reads the end of its
+channel, and is waited for).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ def make_node(directory: Path, *, nameservers: tuple[str, ...] = (), protection:
             submission_listen="127.0.0.1:0",
             submission_tls_listen="127.0.0.1:0",
             imap_listen="127.0.0.1:0",
+            imap_tls_listen="127.0.0.1:0",
             admin_listen="127.0.0.1:0",
             nameservers=nameservers,
         ),

@@ -11,6 +11,7 @@ the kind a partner may send unannounced.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,9 +84,16 @@ class TestCa:
         self.certificate.write_bytes(self._certificate.public_bytes(serialization.Encoding.PEM))
 
     def issue(
-        self, name: str, sans: tuple[str, ...], *, common_name: str = "", organization: str = ""
+        self,
+        name: str,
+        sans: tuple[str, ...],
+        *,
+        common_name: str = "",
+        organization: str = "",
+        ips: tuple[str, ...] = (),
     ) -> Issued:
-        """A certificate for `sans` (DNS names), good for TLS clients and servers, signed by this CA."""
+        """A certificate for `sans` (DNS names) and `ips` (addresses), good for TLS clients and servers,
+        signed by this CA."""
         key = ec.generate_private_key(ec.SECP256R1())
         cn = common_name or (sans[0] if sans else name)
         now = datetime.datetime.now(datetime.UTC)
@@ -102,10 +110,10 @@ class TestCa:
                 critical=False,
             )
         )
-        if sans:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(s) for s in sans]), critical=False
-            )
+        if sans or ips:
+            names: list[x509.GeneralName] = [x509.DNSName(s) for s in sans]
+            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         certificate = builder.sign(self._key, hashes.SHA256())
         issued = Issued(self.directory / f"{name}.pem", self.directory / f"{name}.key")
         issued.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-_LISTENING = re.compile(r"^mx\s+SMTP\s+(\S+):(\d+)\s*$")
+_LISTENING = re.compile(r"^(\S+)\s+[A-Z]+\s+(\S+):(\d+)\s*$")
 
 
 class ServeProcess:
@@ -23,6 +23,7 @@ class ServeProcess:
         self.workers = workers
         self.process: subprocess.Popen[str] | None = None
         self.mx: tuple[str, int] = ("", 0)
+        self.listeners: dict[str, tuple[str, int]] = {}  # name ("mx", "imap", ...) -> its address
 
     def start(self, timeout: float = 20.0) -> ServeProcess:
         self.process = subprocess.Popen(
@@ -49,7 +50,9 @@ class ServeProcess:
                 raise RuntimeError(f"postroom serve exited with {self.process.wait()} before listening")
             match = _LISTENING.match(line.strip())
             if match:
-                self.mx = (match.group(1).strip("[]"), int(match.group(2)))
+                self.listeners[match.group(1)] = (match.group(2).strip("[]"), int(match.group(3)))
+            elif line.startswith("serving") and "mx" in self.listeners:
+                self.mx = self.listeners["mx"]
                 return self
         raise TimeoutError("postroom serve did not report its MX listener")
 

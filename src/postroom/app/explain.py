@@ -10,7 +10,8 @@ stage's answer for an administrator to read before changing DNS or a connector:
    matched. That is the transaction's `Source`.
 2. **recipients** (RCPT): `routing.resolve_recipient` with that `Source`, per recipient: accepted (whose
    recipient), relayed (to where, as whose mail) or refused with its reply; then the connection filter
-   (the service's and the recipient's tenant's IP lists, DNS blocklists) as the MX applies it at RCPT.
+   (the service's and the recipient's tenant's IP lists, DNS blocklists) as the MX applies it at RCPT;
+   then a mailbox's quota (full: `552 5.2.2`).
 3. **protection** (end of DATA): the node's filtering stack (`app.filtering.build_protection`, the
    node's settings and resolver) inspects the message (`--message`, or a minimal one from the sender
    to the recipients): SPF, DKIM, DMARC, composite authentication, the malware and spam verdicts, and
@@ -40,6 +41,7 @@ from pathlib import Path
 
 from postroom.app.filtering import build_protection
 from postroom.app.inbound import attribute_source, mx_elsewhere
+from postroom.app.mx import mailbox_full
 from postroom.app.node import App
 from postroom.app.sending import local_endpoints
 from postroom.directory import ConnectionView
@@ -240,6 +242,13 @@ async def explain(app: App, request: ExplainRequest) -> Explanation:
         policies = {r.tenant_id: view.protection(r.tenant_id) for r in resolutions if r.tenant_id is not None}
     stage_one = _attribution_stage(attribution, request, tls, sender_domain, owner, tenants)
     resolutions, connection = await _connection_filter(app, request.client_ip, resolutions, policies)
+    with app.database.read() as conn:
+        resolutions = [
+            Rejected(r.recipient, replies.MAILBOX_FULL, RejectReason.MAILBOX_FULL, r.tenant_id)
+            if isinstance(r, Accepted) and mailbox_full(conn, r.owner, None)
+            else r
+            for r in resolutions
+        ]
     accepted = [r for r in resolutions if isinstance(r, Accepted | Relayed)]
     message_id = new_message_id(time.time())
     with app.database.read() as conn:

@@ -29,6 +29,15 @@ Each committed message, and each transaction refused at the end of DATA, gets on
 node's log (logger `postroom.app.mx`), the way an MTA's mail log reads: queue id, client IP, sender,
 size, time taken, and every recipient with its outcome (delivered, queued, failed with its reply).
 
+Mailbox quotas (`directory.quota`): a mailbox recipient whose mailbox is at or over its quota, or
+would pass it with a message of MAIL's declared SIZE=, is refused at RCPT with 552 5.2.2 (on the MX
+and the submission endpoint alike), traced like routing's refusals; the other recipients of the
+transaction are not affected, and since the sending server reports it, Postroom writes no bounce.
+The quota comes with the cached address owner; the usage is one aggregate query off the loop, only
+for a mailbox that has a quota, and at most once per `USAGE_SECONDS` per mailbox. It is checked at
+RCPT: a message accepted just before the mailbox filled is still delivered at commit, as are copies
+that reach the mailbox through a group or forwarding (their RCPT named someone else).
+
 Forwarding and SRS: categorizing follows mailbox forwarding and rewrites the sender of external
 forwards with the node's `Srs`; at RCPT a bounce (the null sender) to a valid SRS address of ours is
 accepted and routed back to the original address (`routing.resolve`).
@@ -94,8 +103,16 @@ from postroom.app.inbound import (
 )
 from postroom.delivery import deliver_at_commit
 from postroom.delivery.remote import LocalEndpoints
-from postroom.directory import REFRESH_SECONDS, CachedDirectory, DirectoryView, NotCached, RecipientKind
+from postroom.directory import (
+    REFRESH_SECONDS,
+    AddressOwner,
+    CachedDirectory,
+    DirectoryView,
+    NotCached,
+    RecipientKind,
+)
 from postroom.dns import Resolver
+from postroom.mailstore.mailbox import mailbox_usage
 from postroom.model import Address, Reply, replies
 from postroom.model.connectors import Source, certificate_names
 from postroom.model.flow import EventKind, Route, RoutedRecipient, TraceEvent, TraceRecipient, TraceStatus
@@ -120,11 +137,13 @@ from postroom.routing import (
     resolve_recipient,
 )
 from postroom.smtp import ConnectionInfo, MailParams, MessageContent, RcptParams, SaslCredentials, TlsInfo
-from postroom.storage import BlobStore, GroupCommitter
+from postroom.storage import BlobStore, Database, GroupCommitter
 from postroom.trace import TraceMessage, record_events, record_message, set_statuses
 from postroom.trace.refusals import FLUSH_SECONDS, RefusalLedger, RefusalLimits, record_aggregates
 
 HEAD_OCTETS = 262_144  # octets of a message read for its header summary and hop count
+USAGE_SECONDS = 5.0  # a mailbox's usage, read for its quota at RCPT, is reused this long
+USAGE_ENTRIES = 10_000  # mailboxes whose usage is kept; past it the cache starts again
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -158,6 +177,7 @@ class MxEndpoint:
         *,
         hostname: str,
         directory: CachedDirectory,
+        database: Database,
         blobs: BlobStore,
         committer: GroupCommitter,
         on_queued: Callable[[], None],
@@ -182,6 +202,8 @@ class MxEndpoint:
         self._smtp_port = smtp_port
         self.protection = protection  # the filtering stack; None: mail is not filtered (a lab)
         self.directory = directory
+        self._database = database  # read off the loop: a mailbox's usage, for its quota at RCPT
+        self._usage: dict[int, tuple[int, float]] = {}  # mailbox id -> (usage, when read; monotonic)
         self._blobs = blobs
         self.committer = committer
         self._on_queued = on_queued
@@ -287,6 +309,29 @@ class MxEndpoint:
         """The largest message the mailbox receives: its own, its tenant's, else `[routing]`'s."""
         limit = await self.ask(lambda directory: directory.receive_limit(mailbox_id))
         return limit if limit is not None else self._max_receive_size
+
+    async def mailbox_full(self, owner: AddressOwner, size: int | None) -> bool:
+        """Whether the mailbox is at or over its quota, or `size` would take it past (see
+        `mailbox_full`). Only a mailbox that has a quota costs anything (the quota came with the cached
+        address owner), and its usage is read at most once per `USAGE_SECONDS` (kept for at most
+        `USAGE_ENTRIES` mailboxes): a stranger repeating RCPT to a full mailbox costs no queries."""
+        quota = owner.quota_bytes
+        if quota is None or owner.kind is not RecipientKind.MAILBOX:
+            return False
+        now = time.monotonic()
+        cached = self._usage.get(owner.recipient_id)
+        if cached is None or now - cached[1] > USAGE_SECONDS:
+            usage = await self.lookup(partial(self._mailbox_usage, owner.recipient_id))
+            if len(self._usage) >= USAGE_ENTRIES:
+                self._usage.clear()
+            self._usage[owner.recipient_id] = (usage, now)
+        else:
+            usage = cached[0]
+        return usage >= quota or (size is not None and usage + size > quota)
+
+    def _mailbox_usage(self, mailbox_id: int) -> int:
+        with self._database.read() as conn:
+            return mailbox_usage(conn, mailbox_id)
 
     async def over_receive_limits(self, routes: list[RoutedRecipient], size: int) -> list[RoutedRecipient]:
         """`routes` with each local recipient whose receive limit `size` exceeds failed (5.2.3): it is
@@ -486,11 +531,12 @@ class MxSession:
             envelope.accepted.append(resolution)
             return replies.RECIPIENT_OK
         if isinstance(resolution, Accepted):
-            too_big = await self._over_receive_limit(resolution, envelope.params.size)
-            if too_big is None:
+            refused = await self._over_receive_limit(resolution, envelope.params.size)
+            refused = refused or await self._mailbox_full(resolution, envelope.params.size)
+            if refused is None:
                 envelope.accepted.append(resolution)
                 return replies.RECIPIENT_OK
-            resolution = too_big
+            resolution = refused
         if self._traced_alone(envelope, str(recipient), resolution.reply):
             envelope.rejected.append(resolution)
         return resolution.reply
@@ -554,6 +600,14 @@ class MxSession:
         return Rejected(
             accepted.recipient, replies.RECIPIENT_SIZE_EXCEEDED, RejectReason.RECIPIENT_SIZE, owner.tenant_id
         )
+
+    async def _mailbox_full(self, accepted: Accepted, size: int | None) -> Rejected | None:
+        """A mailbox recipient refused at RCPT because its mailbox is full (552 5.2.2): the sending
+        server tells its sender, and Postroom writes no bounce (no backscatter)."""
+        owner = accepted.owner
+        if not await self._endpoint.mailbox_full(owner, size):
+            return None
+        return Rejected(accepted.recipient, replies.MAILBOX_FULL, RejectReason.MAILBOX_FULL, owner.tenant_id)
 
     async def rcpt_refused(self, recipient: Address, reply: Reply) -> None:
         """The SMTP core refused a RCPT itself (over its recipient limit): traced like routing's refusals."""
@@ -1125,6 +1179,17 @@ def _last_per_row(statuses: list[TraceRecipient]) -> list[TraceRecipient]:
             status = replace(status, resolved=earlier.resolved)
         latest[key] = status
     return list(latest.values())
+
+
+def mailbox_full(conn: Connection, owner: AddressOwner, size: int | None) -> bool:
+    """Whether the recipient's mailbox is at or over its quota, or a message of `size` octets (MAIL's
+    declared SIZE=; None: not declared) would take it past it. One aggregate query (its usage), only
+    when it has a quota."""
+    quota = owner.quota_bytes
+    if quota is None or owner.kind is not RecipientKind.MAILBOX:
+        return False
+    usage = mailbox_usage(conn, owner.recipient_id)
+    return usage >= quota or (size is not None and usage + size > quota)
 
 
 def _record_refusals(envelope: Envelope, client_ip: str, now: float, conn: Connection) -> None:

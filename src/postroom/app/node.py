@@ -3,7 +3,8 @@
 `App.open(settings)` opens the database (migrating it), the blob store and the services; the CLI
 uses it as is. `App.serve()` removes the temporary files of blob writes that never finished (not in
 `open`: a CLI command may run beside a serving node), starts the group committer, the scheduler and
-every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, and
+every listener (the MX endpoint, the submission endpoint's STARTTLS and implicit-TLS listeners, the
+IMAP server's STARTTLS and implicit-TLS listeners (`app.imap`), and
 the admin HTTP listener that serves the hosted domains' MTA-STS policies, `/healthz`, `/readyz` and
 `/metrics`: `app.monitor`, and the tenant admin API: `admin.api`), prints where it listens, and
 runs until SIGTERM or SIGINT; then it drains: `/readyz` turns 503 at once, the SMTP listeners stop
@@ -54,6 +55,7 @@ from postroom import __version__
 from postroom.admin import AdminListener, ClientServers, ClientSetup, build_admin_app
 from postroom.app.domain_dns import mta_sts_policy_text, serves_mail_clients
 from postroom.app.filtering import build_protection, spam_learner
+from postroom.app.imap import ImapEndpoint
 from postroom.app.logins import SharedCounts
 from postroom.app.monitor import NodeMonitor
 from postroom.app.mx import MxEndpoint
@@ -76,6 +78,8 @@ from postroom.config import ListenerSettings, Settings, SubmissionSettings
 from postroom.delivery.remote import RemoteDelivery
 from postroom.directory import CachedDirectory, Directory, PasswordPolicy
 from postroom.dns import DnsResolver
+from postroom.imap.server import ImapListener
+from postroom.imap.session import SessionLimits
 from postroom.mailstore import Mailstore
 from postroom.model import Address
 from postroom.model.ipfilter import Blocklist, IpList
@@ -110,6 +114,8 @@ class App:
             settings.blob_store, settings.blob_dir, database, inline_limit=settings.blob_inline_limit
         )
         self.notifications = notifications_for(database, settings.data_dir)  # to the other processes
+        # Committed changes others should hear of (a mailbox's new mail: IMAP IDLE) go out on it.
+        database.announce = self.notifications.publish
         self.lease_tokens = LeaseTokens()  # its owner is this process's id in the node registry
         self.worker = 1  # this process's number under its supervisor (1-based; `app.workers` sets it)
         service = settings.service
@@ -305,6 +311,53 @@ class App:
             if addresses
         ]
 
+    def _imap(
+        self, committer: GroupCommitter, tls: ssl.SSLContext
+    ) -> tuple[ImapEndpoint, list[ImapListener]]:
+        """The IMAP endpoint and its listeners: `listen` (STARTTLS, the 143 role) and `tls_listen`
+        (implicit TLS, the 993 role), each left out when it has no address."""
+        imap = self.settings.imap
+        counts = self.settings.data_dir / "run" / "imap-counts.sqlite"
+        endpoint = ImapEndpoint(
+            self.database,
+            self.directory,
+            committer,
+            self.blobs,
+            self.notifications,
+            limits=SessionLimits(
+                login_timeout=imap.login_timeout,
+                idle_timeout=imap.idle_timeout,
+                idle_max=imap.idle_max,
+                max_errors=imap.max_errors,
+                commands_before_login=imap.commands_before_login,
+                max_append_size=imap.max_append_size,
+                poll_seconds=imap.poll_seconds,
+            ),
+            # shared by every worker of the node (a file under <data_dir>/run), see app.logins
+            failed_logins=self._shared(SharedCounts(counts, "failed_logins", imap.auth_failure_window)),
+            throttle_after=imap.auth_failures_before_throttle,
+            disconnect_after=imap.auth_failures_before_disconnect,
+            auth_cache_seconds=imap.auth_cache_seconds,
+            plaintext_login=imap.allow_plaintext_login,
+            learn=spam_learner(self.settings),
+        )
+        roles = (("imap", imap.listen, False), ("imaps", imap.tls_listen, True))
+        listeners = [
+            ImapListener(
+                name,
+                addresses,
+                endpoint.session,
+                tls,
+                implicit_tls=implicit,
+                max_connections=imap.max_connections,
+                max_connections_per_ip=imap.max_connections_per_ip,
+                sockets=self.sockets.get(name, ()),
+            )
+            for name, addresses, implicit in roles
+            if addresses
+        ]
+        return endpoint, listeners
+
     async def serve(self, on_ready: Callable[[list[Listening]], None] | None = None) -> None:
         """Serve until SIGTERM/SIGINT (or `stop()`, callable from any thread), then drain and return."""
         settings = self.settings
@@ -349,6 +402,7 @@ class App:
         endpoint = MxEndpoint(
             hostname=settings.service.hostname,
             directory=cache,
+            database=self.database,
             blobs=self.blobs,
             committer=committer,
             on_queued=partial(self._queued, scheduler.wake),
@@ -383,6 +437,7 @@ class App:
             client_certificates=ClientCertificates(mx_tls) if mx_tls is not None else None,
         )
         smtp_listeners = [mx, *self._submission_listeners(endpoint, tls, memory)]
+        imap, imap_listeners = self._imap(committer, tls)
         monitor = NodeMonitor(self.database, committer)
         # The policy lookup reads the directory (the database); the admin app runs it in a worker thread.
         admin = AdminListener(
@@ -425,10 +480,14 @@ class App:
             # The admin listener first: it logs nothing at info, so when the MX endpoint's address is in
             # use the one line of the error is all the operator sees.
             await listen("admin", admin.start(), settings)
-            started: list[SmtpListener] = []
+            listeners: list[SmtpListener | ImapListener] = [*smtp_listeners, *imap_listeners]
+            started: list[SmtpListener | ImapListener] = []
             try:
-                for listener in smtp_listeners:
-                    await listen(listener.name, listener.start(), settings)
+                for listener in listeners:
+                    table = (
+                        "imap" if isinstance(listener, ImapListener) else listener.name
+                    )  # its config table
+                    await listen(table, listener.start(), settings)
                     started.append(listener)
             except BaseException:
                 await asyncio.gather(*(listener.stop(0) for listener in started), admin.stop(0))
@@ -436,6 +495,11 @@ class App:
             listening = [
                 Listening(listener.name, str(address), "SMTPS" if listener.implicit_tls else "SMTP")
                 for listener in smtp_listeners
+                for address in listener.bound
+            ]
+            listening += [
+                Listening(listener.name, str(address), "IMAPS" if listener.implicit_tls else "IMAP")
+                for listener in imap_listeners
                 for address in listener.bound
             ]
             listening += [Listening("admin", str(address), admin.protocol) for address in admin.bound]
@@ -446,7 +510,7 @@ class App:
                 )
             except Exception as error:  # still serving; the next heartbeat writes the row
                 log.warning("could not register in the node registry (retrying at the heartbeat): %s", error)
-            load = partial(_load, smtp_listeners, memory, scheduler)
+            load = partial(_load, smtp_listeners, imap_listeners, memory, scheduler)
             background.append(
                 asyncio.create_task(registry.keep_beating(committer, load), name="postroom-heartbeat")
             )
@@ -455,7 +519,8 @@ class App:
             await stop.wait()
             monitor.draining = True  # /readyz says 503 from now on; the admin listener stops last
             log.info("stopping: draining transactions in flight")
-            await asyncio.gather(*(listener.stop(settings.drain_seconds) for listener in smtp_listeners))
+            await asyncio.gather(*(listener.stop(settings.drain_seconds) for listener in listeners))
+            await imap.close()
             await admin.stop(settings.drain_seconds)
         finally:
             for task in background:
@@ -490,10 +555,13 @@ def _trusted_proxies(listener: ListenerSettings | SubmissionSettings) -> Trusted
     return TrustedProxies.of(listener.trusted_proxies, listener.proxy_header_timeout)
 
 
-def _load(listeners: list[SmtpListener], memory: MemoryBudget, scheduler: Scheduler) -> dict[str, int]:
+def _load(
+    listeners: list[SmtpListener], imap: list[ImapListener], memory: MemoryBudget, scheduler: Scheduler
+) -> dict[str, int]:
     """What this process's heartbeat reports as its load."""
     return {
-        "connections": sum(listener.connection_count for listener in listeners),
+        "connections": sum(listener.connection_count for listener in listeners)
+        + sum(listener.connection_count for listener in imap),
         "memory_in_use": memory.held,
         "deliveries_in_flight": scheduler.in_flight,
     }

@@ -96,6 +96,7 @@ class InitOptions:
     submission_listen: str | None = None
     submission_tls_listen: str | None = None
     imap_listen: str | None = None
+    imap_tls_listen: str | None = None
     admin_listen: str | None = None
     nameservers: tuple[str, ...] = ()
 
@@ -130,7 +131,11 @@ def initial_settings(config_path: Path, options: InitOptions) -> Settings:
                 "submission-tls-listen", options.submission_tls_listen, _DEFAULTS.submission.tls_listen
             ),
         ),
-        imap_listen=_listen("imap-listen", options.imap_listen, _DEFAULTS.imap_listen),
+        imap=dataclasses.replace(
+            _DEFAULTS.imap,
+            listen=_listen("imap-listen", options.imap_listen, _DEFAULTS.imap.listen),
+            tls_listen=_listen("imap-tls-listen", options.imap_tls_listen, _DEFAULTS.imap.tls_listen),
+        ),
         admin=dataclasses.replace(
             _DEFAULTS.admin, listen=_listen("admin-listen", options.admin_listen, _DEFAULTS.admin.listen)
         ),

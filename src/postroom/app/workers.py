@@ -4,7 +4,7 @@
 runs a `Supervisor`. It does what must happen once per node before anyone serves: opens (migrates)
 the database, loads the TLS pair and the SRS key (creating the default key file), empties the
 metrics directory `<data_dir>/run/metrics`, and binds every listener (MX, submission, submissions,
-admin). Then it starts each worker as a fresh interpreter (`python -m postroom -c CONFIG serve
+imap, imaps, admin). Then it starts each worker as a fresh interpreter (`python -m postroom -c CONFIG serve
 --worker K`, never a fork of a process that may hold threads), handing it the listening sockets
 (`pass_fds`), a pipe on which the worker says it is serving, and `PROMETHEUS_MULTIPROC_DIR`. Each
 worker is today's single-process node (`App.run`, its own event loop, its own group committer),
@@ -35,7 +35,7 @@ that dies later is restarted (a new process on the same sockets), at once if it 
 worker the supervisor stops the node with `WorkersFailedError` rather than spin. Each restart is counted
 (`metrics.WORKER_RESTARTS`, by the new worker at its start: the supervisor may have imported
 prometheus_client before it knew the metrics directory, so its own counts would not be shared).
-`[node] memory_budget` and each listener's `max_connections` are the node's: each worker gets its
+`[node] memory_budget` and each listener's `max_connections` (IMAP's too) are the node's: each worker gets its
 share (/ N, `worker_share`), so N workers hold no more message octets in memory, and no more
 connections, than one process did. (The per-address and per-network connection limits stay per
 worker; see docs/operations.md.)
@@ -121,6 +121,8 @@ def _roles(settings: Settings) -> list[_Role]:
             "SMTPS",
             min(submission.limits.max_connections, 4096),
         ),
+        _Role("imap", "imap", settings.imap.listen, "IMAP", min(settings.imap.max_connections, 4096)),
+        _Role("imaps", "imap", settings.imap.tls_listen, "IMAPS", min(settings.imap.max_connections, 4096)),
         _Role(
             "admin",
             "admin",
@@ -440,6 +442,9 @@ def worker_share(settings: Settings, workers: int) -> Settings:
         memory_budget=max(1, settings.memory_budget // workers),
         mx=dataclasses.replace(settings.mx, limits=limits(settings.mx.limits)),
         submission=dataclasses.replace(settings.submission, limits=limits(settings.submission.limits)),
+        imap=dataclasses.replace(
+            settings.imap, max_connections=max(1, settings.imap.max_connections // workers)
+        ),
         admin=dataclasses.replace(
             settings.admin,
             limits=dataclasses.replace(

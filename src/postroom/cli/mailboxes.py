@@ -18,7 +18,8 @@ from postroom.cli.recipients import (
     read_password,
     show_recipient,
 )
-from postroom.directory import MAX_RECIPIENTS_LIMIT, MailboxForwarding, RecipientKind, Switch
+from postroom.directory import MAX_QUOTA, MAX_RECIPIENTS_LIMIT, MailboxForwarding, RecipientKind, Switch
+from postroom.mailstore import FolderSummary
 
 mailbox_app = typer.Typer(help="Mailboxes: create, change, read their messages.", no_args_is_help=True)
 
@@ -52,15 +53,18 @@ def mailbox_list(
 
 @mailbox_app.command("show")
 def mailbox_show(address: str, json_output: JsonOption = False, tenant: TenantScopeOption = None) -> None:
-    """Show a mailbox with its folders."""
+    """Show a mailbox with its folders, forwarding, quota and usage."""
     scope = scope_for(tenant)
     with refusals():
         recipient = node().directory.get_recipient(scope, address)
         folders = node().mailstore.folders(scope, mailbox_id(scope, address))
         forwarding = node().directory.forwarding(scope, address)
-    show_recipient(recipient, json_output, {"folders": folders, "forwarding": forwarding})
+        quota = node().directory.mailbox_quota(scope, address)
+    usage = _usage(folders)
+    storage = {"quota": quota, "usage": usage, "usage_percent": _percent(usage, quota)}
+    show_recipient(recipient, json_output, {"folders": folders, "forwarding": forwarding, **storage})
     if not json_output:
-        fields([("forwarding", _forwarding_text(forwarding))])
+        fields([("forwarding", _forwarding_text(forwarding)), ("quota", _quota_text(quota, usage))])
     if not json_output:
         table(
             "folders",
@@ -105,8 +109,15 @@ def mailbox_set(
     ] = False,
     no_forward: Annotated[bool, typer.Option("--no-forward", help="Stop forwarding.")] = False,
     # --- end forwarding ---
+    quota: Annotated[
+        int | None,
+        typer.Option(
+            help=f"The mailbox's size limit in octets (no unit suffixes: 2 GiB is 2147483648), "
+            f"up to {MAX_QUOTA} (1 TiB); 0: no limit. Mail for a full mailbox is refused (552 5.2.2)."
+        ),
+    ] = None,
 ) -> None:
-    """Change a mailbox: name, password, addresses, forwarding, sending limits."""
+    """Change a mailbox: name, password, addresses, forwarding, sending limits, quota."""
     # --- forwarding ---
     if forward_to is not None and no_forward:
         raise fail("give either --forward-to ADDRESS or --no-forward, not both", 2)
@@ -140,14 +151,33 @@ def mailbox_set(
             node().directory.set_forwarding(scope, address, forward_to or None, keep_copy=keep_copy)
         forwarding = node().directory.forwarding(scope, changed.primary_address)
         # --- end forwarding ---
+        if quota is not None:
+            node().directory.set_mailbox_quota(scope, changed.primary_address, quota)
+        limit = node().directory.mailbox_quota(scope, changed.primary_address)
+        usage = _usage(node().mailstore.folders(scope, mailbox_id(scope, changed.primary_address)))
     show_recipient(changed, False)
-    fields([("forwarding", _forwarding_text(forwarding))])
+    fields([("forwarding", _forwarding_text(forwarding)), ("quota", _quota_text(limit, usage))])
 
 
 def _forwarding_text(forwarding: MailboxForwarding | None) -> str:
     if forwarding is None:
         return "-"
     return forwarding.forward_to + (" (and keeps a copy)" if forwarding.keep_copy else "")
+
+
+def _usage(folders: list[FolderSummary]) -> int:
+    """Octets of all the mailbox's messages: what its quota counts (every folder, Junk included)."""
+    return sum(folder.size for folder in folders)
+
+
+def _percent(usage: int, quota: int | None) -> float | None:
+    return None if quota is None else round(100 * usage / quota, 1)
+
+
+def _quota_text(quota: int | None, usage: int) -> str:
+    if quota is None:
+        return f"none ({usage} octets used)"
+    return f"{quota} octets ({usage} used, {_percent(usage, quota)}%)"
 
 
 send_as_app = typer.Typer(help="Send-as: who may send as a mailbox or group.", no_args_is_help=True)

@@ -21,6 +21,7 @@ from postroom.cli import (
     explain,
     groups,
     mailboxes,
+    migrate,
     node,
     nodes,
     protection,
@@ -61,6 +62,7 @@ app.add_typer(service.service_app, name="service")
 app.add_typer(nodes.node_app, name="node")
 app.add_typer(blobs.blob_app, name="blobs")
 app.add_typer(scenarios.scenario_app, name="scenario")
+app.add_typer(migrate.migrate_app, name="migrate")
 node.register(app)
 explain.register(app)
 

@@ -42,7 +42,12 @@ def init(
         str | None,
         typer.Option(help=_listen_help("submission over implicit TLS", _DEFAULTS.submission.tls_listen)),
     ] = None,
-    imap_listen: Annotated[str | None, typer.Option(help=_listen_help("IMAP", _DEFAULTS.imap_listen))] = None,
+    imap_listen: Annotated[
+        str | None, typer.Option(help=_listen_help("IMAP with STARTTLS", _DEFAULTS.imap.listen))
+    ] = None,
+    imap_tls_listen: Annotated[
+        str | None, typer.Option(help=_listen_help("IMAP over implicit TLS", _DEFAULTS.imap.tls_listen))
+    ] = None,
     admin_listen: Annotated[
         str | None, typer.Option(help=_listen_help("the admin listener", _DEFAULTS.admin.listen))
     ] = None,
@@ -58,6 +63,7 @@ def init(
         submission_listen=submission_listen,
         submission_tls_listen=submission_tls_listen,
         imap_listen=imap_listen,
+        imap_tls_listen=imap_tls_listen,
         admin_listen=admin_listen,
         nameservers=tuple(nameserver or ()),
     )

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from postroom.config.settings import (
     ClientSettings,
+    ImapSettings,
     ListenAddress,
     Network,
     ProtectionSettings,
@@ -428,6 +429,30 @@ def _port_or_off(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be a port number from 1 to 65535, or 0: not offered"
 
 
+def _imap(reader: _Reader, default: ImapSettings) -> ImapSettings:
+    """`[imap]`: its two listeners, its limits and the login limits that go together."""
+    table = "imap"
+    settings = reader.dataclass_table(
+        table,
+        default,
+        listen=reader.listen(table, "listen", tuple(map(str, default.listen))),
+        tls_listen=reader.listen(table, "tls_listen", tuple(map(str, default.tls_listen))),
+    )
+    found = []
+    if settings.auth_failures_before_disconnect <= settings.auth_failures_before_throttle:
+        found.append(
+            (
+                "auth_failures_before_disconnect",
+                "must be more than auth_failures_before_throttle",
+                "use twice auth_failures_before_throttle",
+            )
+        )
+    if settings.idle_timeout < 1800.0:
+        found.append(("idle_timeout", "must be at least 1800 (RFC 3501 §5.4: 30 minutes)", "raise it"))
+    reader.problems += [Problem(f"{table}.{key}", complaint, fix) for key, complaint, fix in found]
+    return settings
+
+
 def find_config(explicit: str | None) -> Path | None:
     """The config file named by `-c`, else by $POSTROOM_CONFIG; None when neither is set."""
     chosen = explicit or os.environ.get(CONFIG_ENV)
@@ -508,7 +533,7 @@ def load_settings(path: Path) -> Settings:
         ),
         mx=mx,
         submission=submission,
-        imap_listen=reader.listen("imap", "listen", tuple(map(str, defaults.imap_listen))),
+        imap=_imap(reader, defaults.imap),
         admin=reader.dataclass_table(
             "admin",
             defaults.admin,
@@ -641,7 +666,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "tls": _toml(settings.tls),
         "mx": _toml(settings.mx),
         "submission": _toml(settings.submission),
-        "imap": {"listen": _toml(settings.imap_listen)},
+        "imap": _toml(settings.imap),
         "admin": _toml(settings.admin),
         "clients": _toml(settings.clients),
         "queue": _toml(settings.queue),

@@ -161,6 +161,34 @@ class SubmissionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """The IMAP server (`[imap]`, docs/imap.md): mailbox owners reading their mail.
+
+    `listen` is the port 143 role (STARTTLS; LOGIN and AUTHENTICATE only after it unless
+    `allow_plaintext_login`, for a lab), `tls_listen` the port 993 role (implicit TLS). Failed logins
+    are counted per client IP and per account as `[submission]` counts them (the same windows, a count
+    of their own): past `auth_failures_before_throttle` every login gets `NO [UNAVAILABLE]` (the right
+    password too), past `auth_failures_before_disconnect` `* BYE` and the connection is closed."""
+
+    listen: tuple[ListenAddress, ...] = _loopback(2143)
+    tls_listen: tuple[ListenAddress, ...] = _loopback(2993)
+    allow_plaintext_login: bool = False  # LOGIN/AUTHENTICATE before TLS on `listen` (a lab only)
+    max_connections: int = 2000  # concurrent connections on each listener, per node
+    max_connections_per_ip: int = 50  # concurrent connections from one client address
+    login_timeout: float = 60.0  # seconds a client may stay without logging in; then `* BYE`
+    idle_timeout: float = 1800.0  # seconds an authenticated client may stay silent (RFC 3501: >= 30 min)
+    idle_max: float = 1800.0  # seconds one IDLE command may last; then `* BYE` (clients re-IDLE sooner)
+    max_errors: int = 20  # BAD replies in one session; then `* BYE` and the connection is closed
+    commands_before_login: int = 20  # commands a client may send before it logs in; then `* BYE`
+    max_append_size: int = 52_428_800  # APPENDLIMIT: octets of one appended message; over it NO [TOOBIG]
+    poll_seconds: float = 10.0  # a selected folder is checked this often even without a notification
+    auth_failure_window: float = 300.0  # seconds over which failed logins are counted
+    auth_failures_before_throttle: int = 5  # failed logins (per IP, per account); then NO [UNAVAILABLE]
+    auth_failures_before_disconnect: int = 10  # failed logins; then `* BYE` and the connection closes
+    auth_cache_seconds: float = 60.0  # a verified login is remembered this long (no Argon2 again)
+
+
+@dataclass(frozen=True, slots=True)
 class TlsSettings:
     """The certificate and key the listeners offer (STARTTLS, implicit TLS, IMAPS)."""
 
@@ -365,7 +393,7 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     mx: ListenerSettings = field(default_factory=lambda: ListenerSettings(_loopback(2525)))
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
-    imap_listen: tuple[ListenAddress, ...] = _loopback(2143)  # [imap] listen
+    imap: ImapSettings = field(default_factory=ImapSettings)  # [imap]
     admin: AdminSettings = field(default_factory=AdminSettings)
     clients: ClientSettings = field(default_factory=ClientSettings)  # [clients]
     queue: QueueSettings = field(default_factory=QueueSettings)

@@ -1,6 +1,7 @@
 """Directory: the organization as data (tenants, accepted domains and their DKIM keys, recipients,
 groups, organization settings, sending settings and send-as, remote domains, mailbox forwarding,
-protection policies and mailboxes' safe and blocked senders, connectors and the tenant's scenario)."""
+mailbox quotas, protection policies and mailboxes' safe and blocked senders, connectors and the
+tenant's scenario)."""
 
 from postroom.directory.api_tokens import ApiCaller, ApiToken
 from postroom.directory.base import CHANGE_LOG_GENERATIONS, CHANGE_LOG_MAX_KEYS
@@ -46,6 +47,7 @@ from postroom.directory.protection import (
     load_tenant_protection,
     normalize_ip_entry,
 )
+from postroom.directory.quota import MAX_QUOTA
 from postroom.directory.records import (
     AcceptedDomain,
     AddressOwner,
@@ -102,6 +104,7 @@ __all__ = [
     "MAX_MESSAGE_SIZE",
     "MAX_PASSWORD_LENGTH",
     "MAX_POLICIES",
+    "MAX_QUOTA",
     "MAX_RECIPIENTS_LIMIT",
     "MAX_SENDER_ENTRIES",
     "MAX_VALIDATIONS",

@@ -3,7 +3,7 @@
 `find_domain`, `find_address` and `group_member_addresses` take the caller's connection, so RCPT
 resolution and group expansion see the directory as their own transaction does. They are not
 scoped: mail flow asks "whose is this address?" before any tenant is known, and the answer says
-which tenant it is.
+which tenant it is. The owner carries the mailbox's quota, so RCPT learns it with no query of its own.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def find_address(conn: Connection, key: str) -> AddressOwner | None:
             recipients.c.kind,
             primary.c.address,
             recipients.c.external_address,
+            recipients.c.quota_bytes,
         )
         .select_from(owner)
         .join(recipients, recipients.c.id == owner.c.recipient_id)
@@ -68,6 +69,7 @@ def find_address(conn: Connection, key: str) -> AddressOwner | None:
         kind=RecipientKind(row[2]),
         primary_address=row[3],
         external_address=row[4],
+        quota_bytes=None if row[5] is None else int(row[5]),
     )
 
 

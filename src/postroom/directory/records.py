@@ -94,6 +94,7 @@ class AddressOwner:
     kind: RecipientKind
     primary_address: str
     external_address: str | None
+    quota_bytes: int | None = None  # a mailbox's size limit in octets (`quota.py`); None: no limit
 
 
 class AutoForward(StrEnum):

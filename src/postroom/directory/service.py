@@ -10,6 +10,7 @@
 | `Sending`           | `sending.py`    | SMTP AUTH switches, size limits, send-as, restricted senders |
 | `RemoteDomains`     | `remote_domains.py` | a tenant's remote domains (Default `*` and specific ones) |
 | `Forwarding`        | `forwarding.py` | mailbox forwarding                                   |
+| `Quotas`            | `quota.py`      | mailbox quotas (size limits)                         |
 | `ProtectionPolicies` | `protection.py` | protection policies, mailboxes' safe and blocked senders |
 | `Connectors`        | `connectors.py` | connectors, their validation history, the scenario |
 | `ApiTokens`         | `api_tokens.py` | the admin API's tenant tokens                        |
@@ -39,6 +40,7 @@ from postroom.directory.forwarding import Forwarding
 from postroom.directory.names import service_labels
 from postroom.directory.organization import OrganizationSettings
 from postroom.directory.protection import ProtectionPolicies
+from postroom.directory.quota import Quotas
 from postroom.directory.recipients import Recipients
 from postroom.directory.remote_domains import RemoteDomains
 from postroom.directory.scenarios import AppliedScenarios
@@ -58,6 +60,7 @@ class Directory(
     Sending,
     RemoteDomains,
     Forwarding,
+    Quotas,
     ProtectionPolicies,
     Connectors,
     ApiTokens,

@@ -5,7 +5,8 @@ address, who are this group's members; some of the organization settings (`organ
 is this tenant's postmaster, does this group take mail from outside, does this mailbox forward
 (`forwarding.py`), may this tenant forward automatically, and which of its remote domains covers a
 destination (`remote_domains.py`; also what delivery asks per destination); and one of the sending
-settings (`sending.py`): how large a message may this mailbox receive. `DirectoryView` is that narrow
+settings (`sending.py`): how large a message may this mailbox receive. A mailbox's quota comes with
+its address owner (`quota.py`): no question of its own. `DirectoryView` is that narrow
 interface. `ConnectionView`
 answers from the database inside the caller's transaction; `CachedDirectory` answers from memory and
 asks the database only on a miss; `CachedDirectory.in_memory()` answers from memory only and raises

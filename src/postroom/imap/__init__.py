@@ -1,4 +1,10 @@
-"""The IMAP room (issue 12): today its command syntax (`syntax.CommandReader`, sans-IO)."""
+"""The IMAP room (issue 12): Postroom's IMAP server over the mailstore (docs/imap.md).
+
+Sans-IO: `syntax` (the command reader), `response` (response encoding), `sequence`, `folder_names`,
+`message` (ENVELOPE, BODYSTRUCTURE, sections), `fetch`, `search`, and `session` (one connection's
+states and commands, asking the node through a `MailAccess`). I/O: `server` (the asyncio listener).
+The node's side (login, storage, notifications, junk reports) is `app.imap`.
+"""
 
 from postroom.imap.syntax import (
     NIL,
@@ -8,6 +14,7 @@ from postroom.imap.syntax import (
     CommandReader,
     CommandRefused,
     Event,
+    Line,
     LiteralRequested,
     String,
     SyntaxLimits,
@@ -21,6 +28,7 @@ __all__ = [
     "CommandReader",
     "CommandRefused",
     "Event",
+    "Line",
     "LiteralRequested",
     "String",
     "SyntaxLimits",

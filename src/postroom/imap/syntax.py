@@ -2,7 +2,9 @@
 
 `CommandReader` is one connection's command reader, the first piece of the IMAP room (issue 12): the
 session driver feeds it what the socket read (`receive_data`) and takes events one at a time
-(`next_event`) until it answers None:
+(`next_event`) until it answers None. Parsing is lazy: `next_event` reads only as far as the next
+event, so the session can switch the reader to a raw line (`expect_line`) between two events and the
+client's next line is read as that, not as a command:
 
 - `Command(tag, name, arguments)`: one complete command. `name` is upper-cased; `arguments` are
   `Atom` (an atom, a number, a sequence set, a flag, a fetch attribute such as
@@ -10,7 +12,11 @@ session driver feeds it what the socket read (`receive_data`) and takes events o
   (quoted or literal, as octets), `NIL`, and tuples for parenthesised lists.
 - `LiteralRequested(tag, size)`: the client announced a synchronizing literal `{n}` within the limit;
   the driver writes the continuation request (`+ Ready`) and the reader then takes its octets.
-- `CommandRefused(tag, reply)`: the command was malformed or over a limit; the driver writes
+- `Line(octets)`: after `expect_line()`, the next line as it came (without its CRLF): a SASL response
+  to an AUTHENTICATE continuation, or the DONE that ends IDLE (RFC 2177). A line over `max_line` is
+  a `CommandRefused` instead.
+- `CommandRefused(tag, reply, too_big)`: the command was malformed or over a limit (`too_big`: a
+  literal over `max_literal`, which APPEND answers `NO [TOOBIG]`, RFC 7889); the driver writes
   `<tag> BAD <reply>` (tag `*` when none could be read) and counts the error. The reader has already
   skipped what belongs to the refused command: the rest of its line, and the octets of a non-synchronizing
   literal `{n+}` it announced (RFC 7888 §4: the client sends them regardless; they are read and dropped,
@@ -93,9 +99,15 @@ class LiteralRequested:
 class CommandRefused:
     tag: str  # "*" when the tag itself could not be read
     reply: str
+    too_big: bool = False  # the refusal is of a literal over `max_literal`
 
 
-Event = Command | LiteralRequested | CommandRefused
+@dataclass(frozen=True, slots=True)
+class Line:
+    octets: bytes
+
+
+Event = Command | LiteralRequested | CommandRefused | Line
 
 _TAG_CHAR = rb"[\x21\x23\x24\x26\x27\x2c-\x5b\x5d-\x7a\x7c-\x7e]"  # ASTRING-CHAR but "+" (RFC 3501 tag)
 _TAG = re.compile(_TAG_CHAR + rb"+")
@@ -124,17 +136,28 @@ class CommandReader:
         self._discard = 0  # octets of a refused non-synchronizing literal still to drop
         self._skip_line = False  # a refused command's line continues: drop up to its CRLF
         self._octets = 0  # octets of the command so far
+        self._raw_line = False  # the next line is a `Line`, not a command
 
     def receive_data(self, data: bytes) -> None:
         self._buffer += data
-        self._advance()
 
     def next_event(self) -> Event | None:
+        if not self._events:
+            self._advance()
         return self._events.popleft() if self._events else None
+
+    def expect_line(self) -> None:
+        """Read the next line as a `Line` (a SASL response, IDLE's DONE), not as a command."""
+        self._raw_line = True
+
+    @property
+    def pending(self) -> int:
+        """Octets received and not yet read as events (the driver reads more only when this is low)."""
+        return len(self._buffer)
 
     # --- reading ---------------------------------------------------------------------------------
     def _advance(self) -> None:
-        while True:
+        while not self._events:
             if self._discard:
                 dropped = min(self._discard, len(self._buffer))
                 del self._buffer[:dropped]
@@ -164,6 +187,13 @@ class CommandReader:
             if self._skip_line:
                 self._skip_line = False
                 continue
+            if self._raw_line and not self._line_parts:
+                self._raw_line = False
+                if len(line) > self.limits.max_line:
+                    self._events.append(CommandRefused("*", "Command line too long"))
+                else:
+                    self._events.append(Line(line))
+                continue
             self._line(line)
 
     def _refuse_long_line(self) -> None:
@@ -171,6 +201,7 @@ class CommandReader:
         self._buffer.clear()
         self._reset()
         self._skip_line = True
+        self._raw_line = False
         self._events.append(CommandRefused(tag, "Command line too long"))
 
     def _line(self, line: bytes) -> None:
@@ -186,11 +217,11 @@ class CommandReader:
         size, non_synchronizing = int(announced.group(1)), bool(announced.group(2))
         self._line_parts.append(line[: announced.start()])
         tag = self._tag_of(self._line_parts[0])
-        problem = ""
+        problem, too_big = "", False
         if len(self._line_parts) == 1 and not _HEAD.match(self._line_parts[0]):
             problem = "A literal needs a tag and a command before it"
         elif size > self.limits.max_literal:
-            problem = "Literal too large"
+            problem, too_big = "Literal too large", True
         elif len(self._literals) >= self.limits.max_literals:
             problem = "Too many literals in one command"
         elif self._octets + size > self.limits.max_command:
@@ -199,7 +230,7 @@ class CommandReader:
             self._reset()
             if non_synchronizing:
                 self._discard = size  # the client sends it anyway (RFC 7888 §4): read and dropped
-            self._events.append(CommandRefused(tag, problem))
+            self._events.append(CommandRefused(tag, problem, too_big))
             return
         self._octets += size
         self._literal_wanted = size

@@ -1,5 +1,6 @@
 """Mailstore: mailboxes by id, folders, messages with UIDs, UIDVALIDITY, flags and internal dates."""
 
+from postroom.mailstore.mailbox import create_mailbox_folders
 from postroom.mailstore.store import (
     MAILBOX_FOLDERS,
     SENT_FOLDER,
@@ -9,7 +10,6 @@ from postroom.mailstore.store import (
     Mailstore,
     RemovedMail,
     StoredMessage,
-    create_mailbox_folders,
     deliver,
     referenced_blobs,
     remove_tenant_mail,

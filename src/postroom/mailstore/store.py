@@ -2,7 +2,7 @@
 
 Mailboxes are addressed by id (the directory's recipient id); callers resolve addresses through the
 directory first. The mailstore owns `folders` and `messages`: the directory asks it for a new
-mailbox's folders (`create_mailbox_folders`) and tenant removal asks it to remove a tenant's mail
+mailbox's folders (`mailbox.create_mailbox_folders`) and tenant removal asks it to remove a tenant's mail
 (`remove_tenant_mail`), each in the caller's transaction.
 
 Scope: every `Mailstore` read takes the caller's `Scope`; a mailbox of another tenant is reported
@@ -15,7 +15,9 @@ ascending per folder (`uidnext` is advanced in the same transaction as the inser
 UIDVALIDITY never changes while it exists.
 
 `deliver` takes the caller's connection: it runs inside the delivery transaction, so a message is
-in the mailbox exactly when its queue row is gone.
+in the mailbox exactly when its queue row is gone. It gives the messages the folder's next
+modification sequence and announces the mailbox's change after the commit (IMAP IDLE wakes). The
+IMAP view of the mailstore (folders, flags, copy, move, expunge, append, quota) is `mailbox`.
 """
 
 from __future__ import annotations
@@ -23,16 +25,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, case, delete, func, select, update
 
+from postroom.mailstore.mailbox import STANDARD_FOLDERS, change_topic
 from postroom.model.message import HeaderSummary
 from postroom.model.scope import Scope
-from postroom.storage import BlobStore, Database
+from postroom.storage import BlobStore, Database, announce_after_commit
 from postroom.storage.prepared import PreparedInsert, PreparedStatement
 from postroom.storage.schema import folders, messages, recipients
 
 SENT_FOLDER = "Sent"  # where a mailbox's submitted messages are copied
-MAILBOX_FOLDERS = ("Inbox", SENT_FOLDER, "Drafts", "Junk", "Trash", "Archive")
+MAILBOX_FOLDERS = tuple(name for name, _ in STANDARD_FOLDERS)
 
 
 class MailboxNotFoundError(LookupError):
@@ -92,15 +95,18 @@ _INSERT_MESSAGE = PreparedInsert(
         "date_header",
         "message_id_header",
         "trace_id",
+        "modseq",
     ],
 )
 _FIND_FOLDER = PreparedStatement(
-    select(folders.c.id, folders.c.uidnext).where(
+    select(folders.c.id, folders.c.uidnext, folders.c.highestmodseq).where(
         (folders.c.mailbox_id == bindparam("mailbox_id")) & (folders.c.name == bindparam("name"))
     )
 )
 _ADVANCE_UIDNEXT = PreparedStatement(
-    update(folders).where(folders.c.id == bindparam("folder_id")).values(uidnext=bindparam("uidnext"))
+    update(folders)
+    .where(folders.c.id == bindparam("folder_id"))
+    .values(uidnext=bindparam("uidnext"), highestmodseq=bindparam("modseq"))
 )
 
 
@@ -110,10 +116,13 @@ def deliver(conn: Connection, deliveries: Sequence[LocalDelivery]) -> set[int]:
     Returns the mailbox ids that have no such folder any more (nothing is stored for them); every
     other delivery gets the folder's next UID, in order.
     """
+    # Each folder: [id, next uid, the modseq of this delivery (its highest + 1)].
     next_uid: dict[tuple[int, str], list[int]] = {}
     for mailbox_id, folder_name in {(item.mailbox_id, item.folder) for item in deliveries}:
-        for folder_id, uidnext in _FIND_FOLDER.fetch(conn, {"mailbox_id": mailbox_id, "name": folder_name}):
-            next_uid[(mailbox_id, folder_name)] = [folder_id, uidnext]
+        found = _FIND_FOLDER.fetch(conn, {"mailbox_id": mailbox_id, "name": folder_name})
+        for folder_id, uidnext, highestmodseq in found:
+            next_uid[(mailbox_id, folder_name)] = [folder_id, uidnext, highestmodseq + 1]
+            announce_after_commit(conn, change_topic(mailbox_id))
     missing: set[int] = set()
     rows = []
     for item in deliveries:
@@ -135,25 +144,19 @@ def deliver(conn: Connection, deliveries: Sequence[LocalDelivery]) -> set[int]:
                 "date_header": item.summary.date,
                 "message_id_header": item.summary.message_id,
                 "trace_id": item.trace_id,
+                "modseq": folder[2],
             }
         )
         folder[1] += 1
     _INSERT_MESSAGE.run(conn, rows)
     _ADVANCE_UIDNEXT.run(
-        conn, [{"folder_id": folder_id, "uidnext": uidnext} for folder_id, uidnext in next_uid.values()]
-    )
-    return missing
-
-
-def create_mailbox_folders(conn: Connection, mailbox_id: int, now: float) -> None:
-    """Make a new mailbox's standard folders, in the caller's (the directory's) transaction."""
-    conn.execute(
-        insert(folders),
+        conn,
         [
-            {"mailbox_id": mailbox_id, "name": name, "uidvalidity": int(now) + index, "uidnext": 1}
-            for index, name in enumerate(MAILBOX_FOLDERS)
+            {"folder_id": folder_id, "uidnext": uidnext, "modseq": modseq}
+            for folder_id, uidnext, modseq in next_uid.values()
         ],
     )
+    return missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,7 @@ class Mailstore:
                         func.sum(
                             case(
                                 (messages.c.id.is_(None), 0),
-                                (messages.c.flags.contains("\\Seen"), 0),
+                                (messages.c.flags.contains("\\Seen", autoescape=True), 0),
                                 else_=1,
                             )
                         ),

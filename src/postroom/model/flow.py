@@ -72,6 +72,7 @@ class EventKind(StrEnum):
     FILTER = "Filter"  # a protection verdict (authentication, connection, malware, spam) and its action
     QUARANTINE = "Quarantine"  # held in quarantine instead of delivered
     RELEASE = "Release"  # released from quarantine (to the Inbox) or deleted from it
+    JUNK_REPORT = "JunkReport"  # its recipient moved it into Junk (spam) or out of it (not spam) over IMAP
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,9 @@ SUBMISSION_QUOTA_EXCEEDED = Reply(
 )
 SENDER_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the sender's send limit")
 RECIPIENT_SIZE_EXCEEDED = Reply(552, "5.2.3", "Message size exceeds the recipient's receive limit")
+# RFC 3463 X.2.2 "mailbox full", refused at RCPT so the sending server reports it (Postroom writes no
+# bounce). The spec's §12.2 row for 5.2.2 is Exchange's submission quota (SUBMISSION_QUOTA_EXCEEDED).
+MAILBOX_FULL = Reply(552, "5.2.2", "Mailbox full: the recipient's mailbox is full")
 
 # --- outbound delivery and DSNs (spec §12.2, RFC 3463) ---------------------------------------------
 # Never sent as an SMTP reply: it is the final status of an expired recipient in trace and DSNs, where

@@ -120,6 +120,7 @@ class RejectReason(StrEnum):
     SENDER_NOT_AUTHENTICATED = "sender-not-authenticated"  # a group that takes mail from inside only
     POSTMASTER_NOT_CONFIGURED = "postmaster-not-configured"
     RECIPIENT_SIZE = "recipient-size"  # MAIL's SIZE= is over the mailbox's receive limit
+    MAILBOX_FULL = "mailbox-full"  # the mailbox is at or over its quota (refused by the endpoint)
     SENDER_RECIPIENT_LIMIT = "sender-recipient-limit"  # past the sender's recipients per message
     SRS_INVALID = "srs-invalid"  # a forged, expired or malformed SRS address
     SRS_NOT_A_BOUNCE = "srs-not-a-bounce"  # a valid SRS address, but the sender is not <>

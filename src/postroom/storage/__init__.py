@@ -7,7 +7,13 @@ from postroom.storage.blobs import (
     FileBlobStore,
     open_blob_store,
 )
-from postroom.storage.database import Database, GroupCommitter, SchemaTooNewError, WriterStoppedError
+from postroom.storage.database import (
+    Database,
+    GroupCommitter,
+    SchemaTooNewError,
+    WriterStoppedError,
+    announce_after_commit,
+)
 
 __all__ = [
     "BlobMissingError",
@@ -18,5 +24,6 @@ __all__ = [
     "GroupCommitter",
     "SchemaTooNewError",
     "WriterStoppedError",
+    "announce_after_commit",
     "open_blob_store",
 ]

@@ -36,6 +36,12 @@ On PostgreSQL every connection runs with `synchronous_commit = on` whatever the 
 `Database`); a job that fails with a serialization
 failure or deadlock is run again (5 attempts in all).
 
+Announcements after commit: a write that others should hear of (a mailbox changed: IMAP sessions
+on every process wake) calls `announce_after_commit(conn, topic)` inside its transaction; once that
+transaction is durable, the group committer and `write()` hand each topic to `Database.announce`
+(the app sets it to its notification channel's `publish`), and a rolled-back transaction's topics
+are dropped. Announcing before the commit would let a listener look too early and miss the change.
+
 Failure: a commit that fails fails every job of its batch (none was acknowledged). A waiter that
 gives up never stops the writer; a writer that dies is logged at CRITICAL and every `run()` then fails
 at once with `WriterStoppedError` (see `GroupCommitter`). `migrate()` refuses a database whose schema
@@ -64,6 +70,20 @@ from postroom.storage.schema import SCHEMA_VERSION, directory_generation, metada
 
 T = TypeVar("T")
 Job = Callable[[Connection], T]
+
+_ANNOUNCE = "postroom.announce"  # Connection.info key: the topics to announce after the commit
+
+
+def announce_after_commit(conn: Connection, topic: str) -> None:
+    """Announce `topic` (`Database.announce`) once the transaction of `conn` is durable; never if it
+    rolls back."""
+    conn.info.setdefault(_ANNOUNCE, set()).add(topic)
+
+
+def _take_announcements(conn: Connection) -> set[str]:
+    topics: set[str] = conn.info.pop(_ANNOUNCE, set())
+    return topics
+
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +177,9 @@ class Database:
             # Reads stay READ COMMITTED: they take no predicate locks and never abort a writer.
             self.read_engine = _postgresql_engine(url)
             self.write_engine = self.read_engine.execution_options(isolation_level="SERIALIZABLE")
+        # Where committed transactions' topics go (`announce_after_commit`); the app sets its
+        # notification channel's `publish`. Called on the committing thread; must not block.
+        self.announce: Callable[[str], None] = lambda topic: None
 
     def migrate(self) -> int:
         """Create or upgrade the schema (see `migrations`); returns the version now in force."""
@@ -244,8 +267,22 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        with self.writer_turn(), self.write_engine.begin() as conn:
-            yield conn
+        with self.writer_turn(), self.write_engine.connect() as conn:
+            try:
+                with conn.begin():
+                    yield conn
+            except BaseException:
+                _take_announcements(conn)
+                raise
+            self.announce_committed(conn)
+
+    def announce_committed(self, conn: Connection) -> None:
+        """Hand the topics of the transaction `conn` just committed to `announce`."""
+        for topic in sorted(_take_announcements(conn)):
+            try:
+                self.announce(topic)
+            except Exception:  # an announcement is a hint: it never fails a commit
+                log.exception("announcing %s failed", topic)
 
     def dispose(self) -> None:
         self.read_engine.dispose()
@@ -397,6 +434,7 @@ class GroupCommitter:
                 for pending in batch:
                     results.append(pending.job(conn))
         except Exception as error:
+            _take_announcements(conn)
             if len(batch) > 1:
                 # One job failed and rolled the batch back: replay alone, so only that job fails.
                 for pending in batch:
@@ -412,6 +450,7 @@ class GroupCommitter:
             return
         self.commits += 1
         self.jobs += len(batch)
+        self._database.announce_committed(conn)
         for pending, result in zip(batch, results, strict=True):
             _answer(pending.future, result=result)
 

@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -57,6 +58,7 @@ from sqlalchemy import (
     false,
     inspect,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import DBAPIError
@@ -138,7 +140,11 @@ class Ops:
         prefix = f"CREATE TABLE {name} ("
         assert ddl.startswith(prefix), ddl
         self.conn.exec_driver_sql(f"CREATE TABLE {staging} (" + ddl[len(prefix) :])
-        columns = ", ".join(preparer.quote(column.name) for column in table.columns)
+        # The table as schema.py has it now may have columns a later step adds: copy those that exist.
+        existing = {column["name"] for column in inspect(self.conn).get_columns(table.name)}
+        columns = ", ".join(
+            preparer.quote(column.name) for column in table.columns if column.name in existing
+        )
         self.conn.exec_driver_sql(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {name}")
         self.conn.exec_driver_sql(f"DROP TABLE {name}")
         self.conn.exec_driver_sql(f"ALTER TABLE {staging} RENAME TO {name}")
@@ -266,6 +272,27 @@ def _8_api_tokens(ops: Ops) -> None:
     ops.create_table(schema.api_tokens)
 
 
+def _9_mailbox_access(ops: Ops) -> None:
+    """IMAP and migration: folders' special use, subscription and modseq; messages' modseq and structure
+    cache; a mailbox's quota; the migration's record. The standard folders get their special use."""
+    ops.add_column("recipients", Column("quota_bytes", BigInteger))
+    ops.add_column("folders", Column("special_use", String(20), nullable=False, server_default=""))
+    ops.add_column("folders", Column("subscribed", Boolean, nullable=False, server_default=true()))
+    ops.add_column("folders", Column("highestmodseq", BigInteger, nullable=False, server_default="1"))
+    ops.add_column("messages", Column("modseq", BigInteger, nullable=False, server_default="1"))
+    ops.add_column("messages", Column("envelope", LargeBinary))
+    ops.add_column("messages", Column("bodystructure", LargeBinary))
+    ops.create_index(_index(schema.messages, "ix_messages_folder_modseq"))
+    ops.create_table(schema.migrated_messages)
+    ops.create_table(schema.mailbox_uidvalidity)
+    for name in ("Sent", "Drafts", "Junk", "Trash", "Archive"):
+        ops.conn.execute(
+            update(schema.folders)
+            .where((schema.folders.c.name == name) & (schema.folders.c.special_use == ""))
+            .values(special_use="\\" + name)
+        )
+
+
 def _index(table: Table, name: str) -> Index:
     return next(index for index in table.indexes if index.name == name)
 
@@ -311,6 +338,7 @@ STEPS: Mapping[int, Step] = {
     6: _6_protection,
     7: _7_connectors,
     8: _8_api_tokens,
+    9: _9_mailbox_access,
 }
 
 FIRST_VERSION = 1  # the oldest schema an upgrade starts from

@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     func,
+    true,
 )
 
 # 2: dkim_keys; 3: ids never reused (SQLite AUTOINCREMENT), directory_changes, organization settings,
@@ -37,8 +38,10 @@ from sqlalchemy import (
 # sender counters and restrictions, remote domains, forwarding, outbound queue columns, DKIM retirement);
 # 5: scale-out (the node registry; the database blob store; indexes for trace search and the
 # scheduler's turn at scale); 6: protection (policies, mailbox safe and blocked senders, quarantine);
-# 7: connectors (inbound, outbound, validation history, a tenant's scenario); 8: the admin API's tokens
-SCHEMA_VERSION = 8
+# 7: connectors (inbound, outbound, validation history, a tenant's scenario); 8: the admin API's tokens;
+# 9: mailbox access (folders' special use, subscription and modification sequence; messages' modseq
+# and IMAP structure cache; a mailbox's quota; the migration's record of copied messages)
+SCHEMA_VERSION = 9
 
 metadata = MetaData()
 
@@ -135,6 +138,8 @@ recipients = Table(
     Column("external_address", String(320)),  # contacts: where mail for them goes
     Column("password_hash", String(200)),
     Column("created_at", Float, nullable=False),
+    # Last: added for issue 12 (mailbox access), appended so an upgraded table equals a fresh one.
+    Column("quota_bytes", BigInteger),  # a mailbox's size limit in octets; NULL: none
     sqlite_autoincrement=True,
 )
 
@@ -276,6 +281,10 @@ folders = Table(
     Column("name", String(255), nullable=False),
     Column("uidvalidity", BigInteger, nullable=False),
     Column("uidnext", BigInteger, nullable=False),
+    # Issue 12 (IMAP): RFC 6154 special use ("" or \\Sent ...), LSUB/LIST-SUBSCRIBED, RFC 7162 modseq.
+    Column("special_use", String(20), nullable=False, server_default=""),
+    Column("subscribed", Boolean, nullable=False, server_default=true()),
+    Column("highestmodseq", BigInteger, nullable=False, server_default="1"),
     UniqueConstraint("mailbox_id", "name"),
     sqlite_autoincrement=True,
 )
@@ -296,7 +305,39 @@ messages = Table(
     Column("date_header", String(100), nullable=False, default=""),
     Column("message_id_header", String(512), nullable=False, default=""),
     Column("trace_id", String(40), nullable=False, default=""),
+    # Issue 12 (IMAP): the message's modification sequence (RFC 7162), and a cache of its ENVELOPE
+    # and BODYSTRUCTURE as IMAP text, filled on first FETCH (NULL until then).
+    Column("modseq", BigInteger, nullable=False, server_default="1"),
+    Column("envelope", LargeBinary),
+    Column("bodystructure", LargeBinary),
     UniqueConstraint("folder_id", "uid"),
+    Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+)
+
+# A mailbox's last UIDVALIDITY given to a folder (mailstore): a folder made again after a delete
+# gets a larger one, even within the same second (RFC 3501 §2.3.1.1).
+mailbox_uidvalidity = Table(
+    "mailbox_uidvalidity",
+    metadata,
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), primary_key=True),
+    Column("last", BigInteger, nullable=False),
+)
+
+# The IMAP migration's record (migration room): each source message copied, so a re-run copies only
+# what is new and an interrupted run resumes. Written in the same transaction as the mailstore copy.
+migrated_messages = Table(
+    "migrated_messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("mailbox_id", Integer, ForeignKey("recipients.id", ondelete="CASCADE"), nullable=False),
+    Column("source", String(600), nullable=False),  # "host:port user" of the source account
+    Column("folder", String(1000), nullable=False),  # the source folder's name as the source gives it
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uid", BigInteger, nullable=False),
+    Column("target_folder_id", Integer, nullable=False),
+    Column("target_uid", BigInteger, nullable=False),
+    Column("copied_at", Float, nullable=False),
+    UniqueConstraint("mailbox_id", "source", "folder", "uidvalidity", "uid"),
 )
 
 # --- queue ----------------------------------------------------------------------------------------
