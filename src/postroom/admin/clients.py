@@ -72,6 +72,8 @@ Security = Literal["SSL", "STARTTLS"]  # implicit TLS, or STARTTLS on a plain co
 
 @dataclass(frozen=True, slots=True)
 class MailServer:
+    """One server as a client is told it: its public name, port, and how TLS starts."""
+
     host: str
     port: int
     security: Security
@@ -110,6 +112,10 @@ class ClientSetup:
 
 class BadRequest(ValueError):
     """The request names no usable address; the message says what the client should send."""
+
+
+class _TooLarge(Exception):
+    """The request body is over `MAX_REQUEST_OCTETS`."""
 
 
 def autoconfig_xml(servers: ClientServers, domain: str) -> str:
@@ -237,10 +243,6 @@ async def _bounded_body(request: Request) -> bytes:
         if len(body) > MAX_REQUEST_OCTETS:
             raise _TooLarge
     return bytes(body)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def _one_query_address(request: Request) -> str | None:
