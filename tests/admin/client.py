@@ -28,9 +28,10 @@ def request(
     address: str = "127.0.0.1",
     source: str | None = None,
     headers: Sequence[tuple[str, str]] = (),
+    body: bytes | None = None,
 ) -> Reply:
-    """One request with exactly these Host headers (none, one or several) and `headers`, on a new
-    connection (from the local address `source` when given)."""
+    """One request with exactly these Host headers (none, one or several), `headers` and `body` (sent
+    with its Content-Length), on a new connection (from the local address `source` when given)."""
     bind = (source, 0) if source is not None else None
     connection = (
         http.client.HTTPSConnection(address, port, context=context, timeout=10, source_address=bind)
@@ -43,9 +44,13 @@ def request(
             connection.putheader("Host", host)
         for field, value in headers:
             connection.putheader(field, value)
-        connection.endheaders()
+        if body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders(body)
         response = connection.getresponse()
-        body = response.read()
-        return Reply(response.status, response.getheader("content-type"), body, tuple(response.getheaders()))
+        answer = response.read()
+        return Reply(
+            response.status, response.getheader("content-type"), answer, tuple(response.getheaders())
+        )
     finally:
         connection.close()

@@ -19,6 +19,7 @@ from postroom import __version__
 from postroom.app.setup import write_self_signed
 from postroom.cli import app
 from postroom.config import Settings
+from tests.support.cli import run_postroom
 from tests.support.dns_server import DnsTestServer
 from tests.support.node import RunningNode, make_node
 
@@ -26,17 +27,11 @@ from tests.support.node import RunningNode, make_node
 def postroom(
     *args: str, config: Path | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`postroom ARGS` in a process of its own (`tests.support.cli`), its output and exit status."""
     env = {k: v for k, v in os.environ.items() if k != "POSTROOM_CONFIG"}
     env["COLUMNS"] = "200"
     prefix = ["-c", str(config)] if config else []
-    return subprocess.run(
-        [sys.executable, "-m", "postroom", *prefix, *args],
-        capture_output=True,
-        text=True,
-        input=stdin,
-        env=env,
-        timeout=60,
-    )
+    return run_postroom([*prefix, *args], env, stdin, timeout=60)
 
 
 COMMANDS = [
@@ -80,9 +75,13 @@ COMMANDS = [
 
 
 def test_version() -> None:
-    result = postroom("--version")
+    # The interpreter itself, started as a user starts it (the other tests fork `postroom` ready-made).
+    result = subprocess.run(
+        [sys.executable, "-m", "postroom", "--version"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0
     assert result.stdout.strip() == f"postroom {__version__}"
+    assert postroom("--version").stdout == result.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "postroom")
@@ -173,6 +172,20 @@ def test_directory_round_trip_with_json(node_settings: Settings) -> None:
     assert json.loads(postroom("trace", "--json", config=config).stdout) == []
 
 
+@pytest.fixture(scope="module")
+def contoso_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A node with contoso, contoso.com and alice, made once with the CLI for the tests whose every
+    command is refused (so none changes what the next one sees)."""
+    config = make_node(tmp_path_factory.mktemp("contoso")).source
+    for command in (
+        ["tenant", "add", "contoso"],
+        ["domain", "add", "contoso.com", "--tenant", "contoso", "--verified"],
+        ["mailbox", "add", "alice@contoso.com"],
+    ):
+        assert postroom(*command, config=config).returncode == 0, command
+    return config
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -184,12 +197,8 @@ def test_directory_round_trip_with_json(node_settings: Settings) -> None:
         (["mailbox", "export", "alice@contoso.com", "7"], "has no message with UID 7"),
     ],
 )
-def test_mistakes_print_what_to_do(node_settings: Settings, args: list[str], message: str) -> None:
-    config = node_settings.source
-    postroom("tenant", "add", "contoso", config=config)
-    postroom("domain", "add", "contoso.com", "--tenant", "contoso", "--verified", config=config)
-    postroom("mailbox", "add", "alice@contoso.com", config=config)
-    result = postroom(*args, config=config)
+def test_mistakes_print_what_to_do(contoso_config: Path, args: list[str], message: str) -> None:
+    result = postroom(*args, config=contoso_config)
     assert result.returncode in (1, 2)
     assert message in result.stderr
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
 
 import pytest
 
+from postroom.app import App
 from postroom.model.flow import TraceStatus
 from postroom.model.scope import OPERATOR, TenantScope
 from postroom.trace import TraceQuery
-from tests.conftest import Hosted, wait_for
-from tests.support.node import RunningNode, running, with_limits
+from tests.conftest import Hosted, populate, wait_for
+from tests.support.node import RunningNode, make_node, running, with_limits
 from tests.support.records import exported, stored_messages
 
 MESSAGE = (
@@ -31,6 +33,20 @@ MESSAGE = (
     b"Trailing spaces stay   \r\n"
 )
 STORED_BODY = MESSAGE  # smtplib dot-stuffs on the wire; the server unstuffs: the bytes come back exact
+
+
+@pytest.fixture(scope="module")
+def refusing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hosted, RunningNode]]:
+    """One node for the module's refusal tests: each is refused before anything is stored, so they
+    share it (and its empty queue) instead of starting one each."""
+    settings = make_node(tmp_path_factory.mktemp("refusing"))
+    app = App.open(settings)
+    populate(app)
+    try:
+        with running(settings) as node:
+            yield Hosted(settings, app), node
+    finally:
+        app.close()
 
 
 def inbox(hosted: Hosted, address: str) -> list[bytes]:
@@ -62,7 +78,8 @@ def test_mail_to_group_alias_and_mailbox_is_delivered_once_each(hosted: Hosted, 
     assert listed.message_id == "<golden-1@partner.example>"
 
 
-def test_unknown_recipient_is_refused_at_rcpt_by_dbeb(mx_node: RunningNode) -> None:
+def test_unknown_recipient_is_refused_at_rcpt_by_dbeb(refusing: tuple[Hosted, RunningNode]) -> None:
+    _, mx_node = refusing
     with smtplib.SMTP(*mx_node.mx) as client:
         client.ehlo("mta.partner.example")
         client.mail("news@partner.example")
@@ -81,7 +98,10 @@ def test_unknown_recipient_is_refused_at_rcpt_by_dbeb(mx_node: RunningNode) -> N
         "alice@sub.contoso.com",  # subdomains are not accepted unless configured
     ],
 )
-def test_relay_is_refused_for_unauthenticated_clients(mx_node: RunningNode, recipient: str) -> None:
+def test_relay_is_refused_for_unauthenticated_clients(
+    refusing: tuple[Hosted, RunningNode], recipient: str
+) -> None:
+    _, mx_node = refusing
     with smtplib.SMTP(*mx_node.mx) as client:
         client.ehlo("spammer.example")
         client.mail("spam@spammer.example")
@@ -302,8 +322,9 @@ def test_smtputf8_mailbox_receives_mail(hosted: Hosted, mx_node: RunningNode) ->
     ids=["percent-hack", "source-route", "quoted", "bang-path", "double-at"],
 )
 def test_relay_tricks_in_the_address_are_refused(
-    hosted: Hosted, mx_node: RunningNode, path: bytes, expected: bytes
+    refusing: tuple[Hosted, RunningNode], path: bytes, expected: bytes
 ) -> None:
+    hosted, mx_node = refusing
     with socket.create_connection(mx_node.mx) as raw:
         reader = raw.makefile("rb")
         reader.readline()

@@ -8,6 +8,8 @@ Any other path is `404` (never a redirect).
 
 With a `directory` (the node passes its own), the tenant admin API and the admin center's connectors
 page are served beside it: `admin.api` (each request acts for the tenant of the API token it presents).
+With a `client_setup`, mail clients set themselves up from an address: Thunderbird autoconfig and
+Outlook Autodiscover (`admin.clients`).
 
 Monitoring (with a `Monitor`; `GET` only, `text/plain`):
 
@@ -50,6 +52,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from postroom.admin.api import ConnectorDirectory, connector_routes
+from postroom.admin.clients import ClientSetup, client_setup_routes
 from postroom.admin.status import NodeStatus, render_status
 from postroom.config.settings import AdminSettings, Network
 from postroom.dns.mta_sts import POLICY_PATH
@@ -167,10 +170,12 @@ def build_admin_app(
     monitor: Monitor | None = None,
     monitor_allow: tuple[Network, ...] = LOOPBACK,
     directory: ConnectorDirectory | None = None,
+    client_setup: ClientSetup | None = None,
 ) -> Starlette:
     """The ASGI app of the admin listener; `policy_for(domain)` gives a domain's MTA-STS policy text,
     `monitor` (when given) answers `/readyz` and `/metrics` for the clients in `monitor_allow`,
-    `directory` (when given) the tenant admin API (`admin.api`)."""
+    `directory` (when given) the tenant admin API (`admin.api`), `client_setup` (when given) mail
+    clients' autoconfig and Autodiscover (`admin.clients`)."""
 
     async def mta_sts_policy(request: Request) -> Response:
         host = request_host(request.headers["host"]) or ""
@@ -185,6 +190,8 @@ def build_admin_app(
         routes += _monitoring_routes(monitor, monitor_allow)
     if directory is not None:
         routes += connector_routes(directory)
+    if client_setup is not None:
+        routes += client_setup_routes(client_setup)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(_RequireValidHost)],

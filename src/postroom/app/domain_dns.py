@@ -3,8 +3,9 @@
 The `dns` room knows records and checks but not the directory; this module gives it the facts of one
 accepted domain (`domain_facts`: its domainKey, ownership state and DKIM public keys, the keys made
 on first use, and the MX and SPF senders its tenant's scenario expects) and the service's own
-(`service_dns_records`). The CLI and the admin listener call
-these; nothing here prints.
+(`service_dns_records`), and which domains' mail clients the admin listener sets up
+(`serves_mail_clients`, what the `autoconfig`/`autodiscover` CNAMEs lead to). The CLI and the admin
+listener call these; nothing here prints.
 """
 
 from __future__ import annotations
@@ -75,6 +76,17 @@ def mta_sts_policy_text(directory: Directory, settings: Settings, domain: str) -
         return mta_sts_policy(settings.service, facts)
     except NotADomainName:  # stored before the directory refused such names: it has no policy
         return None
+
+
+def serves_mail_clients(directory: Directory, domain: str) -> bool:
+    """Whether mail clients are given their settings for `domain` (autoconfig, Autodiscover): a
+    verified accepted domain of any tenant, as for the MTA-STS policy; the answer is the same for
+    every address in it."""
+    try:
+        accepted = directory.get_domain(OPERATOR, domain)  # served to anyone: public by design
+    except DirectoryError:
+        return False
+    return accepted.status is DomainStatus.VERIFIED
 
 
 def service_dns_records(directory: Directory, settings: Settings) -> list[DnsRecord]:

@@ -52,8 +52,8 @@ import sqlalchemy.exc
 import uvloop
 
 from postroom import __version__
-from postroom.admin import AdminListener, build_admin_app
-from postroom.app.domain_dns import mta_sts_policy_text
+from postroom.admin import AdminListener, ClientServers, ClientSetup, build_admin_app
+from postroom.app.domain_dns import mta_sts_policy_text, serves_mail_clients
 from postroom.app.filtering import build_protection, spam_learner
 from postroom.app.imap import ImapEndpoint
 from postroom.app.logins import SharedCounts
@@ -446,6 +446,10 @@ class App:
                 monitor,
                 settings.admin.metrics_allow,
                 directory=self.directory,
+                client_setup=ClientSetup(
+                    ClientServers.from_settings(settings.service, settings.clients),
+                    partial(serves_mail_clients, self.directory),
+                ),
             ),
             settings.admin.listen,
             ssl_context=tls if settings.admin.tls else None,

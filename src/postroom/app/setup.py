@@ -53,6 +53,8 @@ _COMMENTS = {
     "dns.nameservers": 'host:port, e.g. ["127.0.0.1:5353"]; empty: the system\'s resolvers',
     "mx.listen": "host:port; port 0 picks a free port",
     "admin.tls": "true: HTTPS with [tls]; false: HTTP for a reverse proxy that holds TLS",
+    "clients.imap_host": "the IMAP name mail clients are told (autoconfig); empty: [service] hostname",
+    "clients.submission_host": "the submission name mail clients are told; empty: [service] hostname",
     "protection.enabled": "the filtering stack on every message; false only for a lab",
     "protection.spam_engine": '"builtin" or "rspamd" (rspamd_url, rspamd_controller_url)',
     "protection.malware_engine": '"builtin" or "clamd" (clamd_socket: a Unix path or host:port)',

@@ -12,6 +12,7 @@ from postroom.config.loader import (
 from postroom.config.settings import (
     AdminLimits,
     AdminSettings,
+    ClientSettings,
     DatabaseSettings,
     DnsSettings,
     ImapSettings,
@@ -31,6 +32,7 @@ __all__ = [
     "CONFIG_ENV",
     "AdminLimits",
     "AdminSettings",
+    "ClientSettings",
     "ConfigError",
     "DatabaseSettings",
     "DnsSettings",

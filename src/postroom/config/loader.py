@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from postroom.config.settings import (
+    ClientSettings,
     ImapSettings,
     ListenAddress,
     Network,
@@ -271,6 +273,10 @@ class _Reader:
         walk("", self.data)
 
 
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*", re.ASCII | re.IGNORECASE)
+
+
 def _positive(value: int | float) -> str | None:
     return None if value > 0 else "must be greater than 0"
 
@@ -393,6 +399,36 @@ def _submission(reader: _Reader, default: SubmissionSettings, limits: SmtpLimits
     return settings
 
 
+def _clients(reader: _Reader, default: ClientSettings) -> ClientSettings:
+    """`[clients]`: the public names and ports mail clients are told; each pair offers at least one."""
+    table = "clients"
+    settings = reader.dataclass_table(
+        table,
+        default,
+        {
+            "imap_host": _client_host,
+            "submission_host": _client_host,
+            **dict.fromkeys(("imap_port", "imaps_port", "submission_port", "submissions_port"), _port_or_off),
+        },
+    )
+    for first, second in (("imaps_port", "imap_port"), ("submissions_port", "submission_port")):
+        if not getattr(settings, first) and not getattr(settings, second):
+            reader.problems.append(
+                Problem(f"{table}.{second}", f"is 0 while {first} is 0 too", "offer at least one of the two")
+            )
+    return settings
+
+
+def _client_host(value: str) -> str | None:
+    if not value or (len(value) <= 253 and "." in value and _HOST_NAME.fullmatch(value)):
+        return None
+    return 'must be a fully qualified host name, e.g. "imap.example.net", or "" for [service] hostname'
+
+
+def _port_or_off(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be a port number from 1 to 65535, or 0: not offered"
+
+
 def _imap(reader: _Reader, default: ImapSettings) -> ImapSettings:
     """`[imap]`: its two listeners, its limits and the login limits that go together."""
     table = "imap"
@@ -505,6 +541,7 @@ def load_settings(path: Path) -> Settings:
             limits=reader.dataclass_table("admin.limits", defaults.admin.limits),
             metrics_allow=reader.networks("admin", "metrics_allow", defaults.admin.metrics_allow),
         ),
+        clients=_clients(reader, defaults.clients),
         queue=reader.dataclass_table(
             "queue",
             defaults.queue,
@@ -631,6 +668,7 @@ def config_document(settings: Settings) -> dict[str, Any]:
         "submission": _toml(settings.submission),
         "imap": _toml(settings.imap),
         "admin": _toml(settings.admin),
+        "clients": _toml(settings.clients),
         "queue": _toml(settings.queue),
         "delivery": _toml(settings.delivery),
         "passwords": _toml(settings.passwords),

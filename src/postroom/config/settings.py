@@ -229,6 +229,22 @@ class AdminSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """`[clients]`: the servers a mail client is told to use when it sets itself up from an address
+    (Thunderbird autoconfig, Outlook Autodiscover; `admin.clients`). These are the names and ports
+    clients reach, which behind a load balancer are not the listeners' own (`[imap]`, `[submission]`
+    listen on loopback or high ports; the balancer's public ports are the standard ones). An empty
+    host is `[service] hostname`; a port of 0 is not offered (at least one of each pair must be)."""
+
+    imap_host: str = ""  # the IMAP server's public name; "": [service] hostname
+    imaps_port: int = 993  # IMAP over implicit TLS (the 993 role), offered first
+    imap_port: int = 143  # IMAP with STARTTLS (the 143 role)
+    submission_host: str = ""  # the submission server's public name; "": [service] hostname
+    submissions_port: int = 465  # submission over implicit TLS (the 465 role), offered first
+    submission_port: int = 587  # submission with STARTTLS (the 587 role)
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseSettings:
     """Where records live: empty `url` means SQLite in the data directory."""
 
@@ -379,6 +395,7 @@ class Settings:
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
     imap: ImapSettings = field(default_factory=ImapSettings)  # [imap]
     admin: AdminSettings = field(default_factory=AdminSettings)
+    clients: ClientSettings = field(default_factory=ClientSettings)  # [clients]
     queue: QueueSettings = field(default_factory=QueueSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)  # [delivery]
     passwords: PasswordSettings = field(default_factory=PasswordSettings)  # [passwords]
