@@ -24,6 +24,7 @@ from imapclient import IMAPClient
 from sqlalchemy import select, update
 
 from postroom.app import App, remove_tenant
+from postroom.app import imap as imap_endpoint
 from postroom.mailstore import mailbox as mailstore
 from postroom.model.message import summarize
 from postroom.model.scope import OPERATOR
@@ -645,3 +646,29 @@ def test_moving_into_junk_is_a_junk_report_and_out_of_it_a_not_junk_report(
     assert "not-junk" in mine[1]
     learned = Path(node.settings.data_dir / "spam-reports.json")
     wait_for(learned.exists, timeout=10)
+
+
+def test_one_report_learns_a_bounded_number_of_messages(
+    node: RunningNode, ca: TestCa, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dragging a whole folder into Junk does not make the node read and post every message: past
+    `JUNK_REPORT_MOST` the messages are traced as not learned."""
+    monkeypatch.setattr(imap_endpoint, "JUNK_REPORT_MOST", 2)
+    address = mailbox(node, "dragger@contoso.com")
+    for n in range(3):
+        deliver(node, address, f"bulk {n}")
+    with client(node, ca, address) as imap:
+        imap.select_folder("INBOX")
+        wait_for(lambda: imap.search("ALL") == [1, 2, 3], timeout=10)
+        imap.move([1, 2, 3], "Junk")
+
+    def results() -> list[str]:
+        with node.app.database.read() as conn:
+            rows = conn.execute(
+                select(trace_events.c.detail).where(trace_events.c.event == "JunkReport")
+            ).scalars()
+            return [str(row) for row in rows if address in str(row)]
+
+    wait_for(lambda: len(results()) == 3, timeout=10)
+    assert sum("learned as spam" in row for row in results()) == 2
+    assert sum("not learned: only the first 2 messages" in row for row in results()) == 1

@@ -23,7 +23,10 @@ session gets (`imap.session`):
   of it (not to Trash) as not spam, by the node's spam learner (`app.filtering.spam_learner`: Rspamd's
   learn endpoints or the built-in scorer), in a background task: the command's OK does not wait, and
   a failure is logged. Each report is traced (`EventKind.JUNK_REPORT`) on the message's trace when
-  the message has one (mail appended by a client has none).
+  the message has one (mail appended by a client has none). Bounded: at most `JUNK_REPORT_MOST`
+  messages of one command are learned (a user dragging a whole folder into Junk does not make the
+  node read and post every message; the rest are traced "not learned") and at most `JUNK_LEARNERS`
+  reports learn at once in a process, whatever the number of sessions.
 - **Structure cache**: the messages a FETCH of ENVELOPE, BODY or BODYSTRUCTURE or a SEARCH found
   uncached get their ENVELOPE, BODYSTRUCTURE and SEARCH header text (`imap.cache.cached_texts`)
   computed from their bytes in a worker thread and stored (`mailbox.cache_structure`) in background
@@ -59,6 +62,8 @@ from postroom.storage import BlobStore, Database, GroupCommitter
 T = TypeVar("T")
 
 CACHE_BATCH = 500  # messages whose ENVELOPE and BODYSTRUCTURE one writer job stores
+JUNK_REPORT_MOST = 100  # messages of one MOVE or COPY that are learned (the rest: traced, not learned)
+JUNK_LEARNERS = 2  # junk reports a process learns at once (the others wait their turn)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +102,7 @@ class ImapEndpoint:
         self.verified_logins = VerifiedLogins(auth_cache_seconds, clock)
         self.plaintext_login = plaintext_login
         self._learn = learn
+        self._learners = asyncio.Semaphore(JUNK_LEARNERS)
         self._background: set[asyncio.Task[None]] = set()
         self.filling: set[int] = set()  # folders whose structure cache a background task is filling
 
@@ -201,11 +207,19 @@ class ImapEndpoint:
     async def report_junk(
         self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool
     ) -> None:
+        async with self._learners:
+            await self._report_junk(account, records, spam)
+
+    async def _report_junk(
+        self, account: ImapAccount, records: Sequence[store.MessageRecord], spam: bool
+    ) -> None:
         kind = "junk" if spam else "not junk"
-        for record in records:
+        for count, record in enumerate(records):
             result = "learned as spam" if spam else "learned as not spam"
             if self._learn is None:
                 result = "not learned: this node has no spam engine that learns"
+            elif count >= JUNK_REPORT_MOST:
+                result = f"not learned: only the first {JUNK_REPORT_MOST} messages of one report are"
             else:
                 content = await asyncio.to_thread(self.blobs.get, record.blob_id)
                 try:
