@@ -32,7 +32,7 @@ folder name is at most `MAX_NAME` characters and `MAX_DEPTH` levels; a mailbox h
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, bindparam, case, delete, func, insert, null, select, update
@@ -656,21 +656,7 @@ def store_flags(
         if new == record.flags:
             continue
         changes.append({"b_uid": record.uid, "b_flags": _flag_text(new)})
-        updated.append(
-            MessageRecord(
-                uid=record.uid,
-                flags=new,
-                internal_date=record.internal_date,
-                size=record.size,
-                modseq=modseq,
-                blob_id=record.blob_id,
-                prefix=record.prefix,
-                trace_id=record.trace_id,
-                envelope=record.envelope,
-                bodystructure=record.bodystructure,
-                search_headers=record.search_headers,
-            )
-        )
+        updated.append(replace(record, flags=new, modseq=modseq))
     if changes:
         conn.execute(
             update(messages)
