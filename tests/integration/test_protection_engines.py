@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import imaplib
+import json
 import os
 import signal
 import smtplib
+import ssl
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from email.message import EmailMessage
@@ -56,6 +60,7 @@ def production(settings: Settings, clamd: Clamd, rspamd: RspamdLab) -> Settings:
         spam_engine="rspamd",
         rspamd_url=rspamd.url,
         rspamd_controller_url=rspamd.controller_url,
+        rspamd_password=rspamd.password,
         engine_timeout=2.0,
     )
     return replace(settings, protection=protection)
@@ -134,6 +139,45 @@ def test_eicar_is_quarantined_by_clamd_and_an_admin_releases_it(stack: Stack) ->
     assert released is not None
     head = released.partition(b"\r\n\r\n")[0]
     assert b"SFV:SKQ;" in head and b"X-Postroom-Quarantine-Released: by " in head
+
+
+def test_a_message_moved_into_junk_over_imap_is_learned_by_rspamd(stack: Stack) -> None:
+    """The junk report of an IMAP MOVE reaches Rspamd's /learnspam (its learned count goes up) and
+    is traced on the message."""
+    code, _ = send(stack.node, wire(subject="junk by hand", body="Cheap watches, best prices.\n"))
+    assert code == 250
+    wait_for(lambda: landed(stack.app, "junk by hand") is not None)
+    before = _learned(stack.rspamd)
+    untrusted = ssl.create_default_context()
+    untrusted.check_hostname = False
+    untrusted.verify_mode = ssl.CERT_NONE
+    host, port = stack.node.address("imaps")
+    with imaplib.IMAP4_SSL(host, port, ssl_context=untrusted, timeout=15) as imap:
+        imap.login("alice@contoso.com", "alice-pw")
+        imap.select("INBOX")
+        _, found = imap.uid("SEARCH", "SUBJECT", '"junk by hand"')
+        (uid,) = found[0].split()
+        assert imap.uid("MOVE", uid.decode(), "Junk")[0] == "OK"
+    wait_for(lambda: _learned(stack.rspamd) > before, timeout=15)
+    (stored,) = [
+        message
+        for message in stored_messages(stack.app.directory, stack.app.mailstore, "alice@contoso.com", "Junk")
+        if message.subject == "junk by hand"
+    ]
+
+    def reports() -> list[dict[str, object]]:
+        detail = stack.app.trace.detail(stored.trace_id, OPERATOR)
+        return [] if detail is None else [e.detail for e in detail.events if e.event == "JunkReport"]
+
+    wait_for(lambda: len(reports()) == 1)
+    assert reports()[0]["result"] == "learned as spam"
+
+
+def _learned(rspamd: RspamdLab) -> int:
+    """Messages Rspamd's statistics have learned (its controller's /stat)."""
+    request = urllib.request.Request(f"{rspamd.controller_url}/stat", headers={"Password": rspamd.password})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return int(json.loads(answer.read())["learned"])
 
 
 def test_a_clean_message_is_delivered_with_both_engines(stack: Stack) -> None:
