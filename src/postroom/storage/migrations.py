@@ -285,6 +285,7 @@ def _9_mailbox_access(ops: Ops) -> None:
     ops.add_column("messages", Column("bodystructure", LargeBinary))
     ops.add_column("messages", Column("search_headers", Text))
     ops.create_index(_index(schema.messages, "ix_messages_folder_modseq"))
+    ops.create_index(_index(schema.messages, "ix_messages_folder_flags"))
     ops.create_table(schema.migrated_messages)
     ops.create_table(schema.mailbox_uidvalidity)
     for name in ("Sent", "Drafts", "Junk", "Trash", "Archive"):

@@ -315,6 +315,9 @@ messages = Table(
     Column("search_headers", Text),
     UniqueConstraint("folder_id", "uid"),
     Index("ix_messages_folder_modseq", "folder_id", "modseq"),
+    # IMAP SELECT reads (uid, flags, modseq) of a whole folder: from this index alone, not the wide
+    # rows (prefix, cached structure): 24 -> 5 ms for 10,000 messages on SQLite (bench/README.md).
+    Index("ix_messages_folder_flags", "folder_id", "uid", "flags", "modseq"),
 )
 
 # A mailbox's last UIDVALIDITY given to a folder (mailstore): a folder made again after a delete
