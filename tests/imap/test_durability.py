@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import imaplib
 import ssl
-import threading
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
 
 from postroom.app import App
-from tests.conftest import populate, wait_for
+from tests.conftest import populate
+from tests.support.durability import acknowledged_before_kill_9
 from tests.support.node import make_node
 from tests.support.process import ServeProcess
 
@@ -38,41 +39,29 @@ def message(number: int, sequence: int) -> bytes:
     return mail.as_bytes(policy=SMTP)
 
 
+def _append_client(
+    server: ServeProcess, number: int, stopping: Callable[[], bool], acknowledge: Callable[[str], None]
+) -> None:
+    sequence = 0
+    try:
+        imap = imaps(server)
+        while not stopping():
+            sequence += 1
+            typ, _ = imap.append("Drafts", None, None, message(number, sequence))
+            if typ == "OK":
+                acknowledge(f"draft {number}-{sequence}")
+    except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error):
+        return  # the server died under us: this append was not acknowledged
+
+
 def test_appended_messages_survive_kill_9(tmp_path: Path) -> None:
     settings = make_node(tmp_path / "node")
     setup = App.open(settings)
     populate(setup)
     setup.close()
-    server = ServeProcess(settings.source).start()
-    acknowledged: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client(number: int) -> None:
-        sequence = 0
-        try:
-            imap = imaps(server)
-            while not stop.is_set():
-                sequence += 1
-                typ, _ = imap.append("Drafts", None, None, message(number, sequence))
-                if typ == "OK":
-                    with lock:
-                        acknowledged.append(f"draft {number}-{sequence}")
-        except (OSError, imaplib.IMAP4.abort, imaplib.IMAP4.error):
-            return  # the server died under us: this append was not acknowledged
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
-    for thread in threads:
-        thread.start()
-    try:
-        wait_for(lambda: len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, timeout=60)
-    finally:
-        server.kill()
-        stop.set()
-        for thread in threads:
-            thread.join(15)
-    with lock:
-        survivors = list(acknowledged)
+    survivors = acknowledged_before_kill_9(
+        settings, _append_client, clients=CLIENTS, before_kill=ACKNOWLEDGED_BEFORE_KILL
+    )
 
     restarted = ServeProcess(settings.source).start()
     try:

@@ -1,11 +1,14 @@
 """The kill -9 check, shared by every store: stream mail at a real `postroom serve`, SIGKILL it while
 transactions are in flight, restart it, and require every acknowledged message in its mailbox once.
+`acknowledged_before_kill_9` is the load-and-kill half, for any protocol (SMTP here, IMAP APPEND in
+tests/imap/test_durability.py).
 """
 
 from __future__ import annotations
 
 import smtplib
 import threading
+from collections.abc import Callable
 
 from postroom.app import App
 from postroom.config import Settings
@@ -17,35 +20,33 @@ CLIENTS = 6
 ACKNOWLEDGED_BEFORE_KILL = 150
 
 
-def assert_acknowledged_mail_survives_kill_9(settings: Settings) -> None:
-    setup = App.open(settings)
-    populate(setup)
-    setup.close()
+Client = Callable[[ServeProcess, int, Callable[[], bool], Callable[[str], None]], None]
+
+
+def acknowledged_before_kill_9(
+    settings: Settings, client: Client, *, clients: int, before_kill: int
+) -> list[str]:
+    """Start `postroom serve`, run `clients` threads of `client(server, number, stopping, acknowledge)`
+    (each calls `acknowledge(name)` for every message the server acknowledged, and returns when the
+    server dies under it or `stopping()`), SIGKILL the server once `before_kill` were acknowledged;
+    the names acknowledged."""
     server = ServeProcess(settings.source).start()
     acknowledged: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
 
-    def client(number: int) -> None:
-        sequence = 0
-        while not stop.is_set():
-            try:
-                with smtplib.SMTP(*server.mx, timeout=10) as smtp:
-                    while not stop.is_set():
-                        sequence += 1
-                        message_id = f"<durable-{number}-{sequence}@partner.example>"
-                        body = f"Message-ID: {message_id}\r\nSubject: durable\r\n\r\n{'x' * 2000}\r\n"
-                        smtp.sendmail("load@partner.example", ["alice@contoso.com"], body.encode())
-                        with lock:
-                            acknowledged.append(message_id)
-            except (OSError, smtplib.SMTPException):
-                return  # the server died under us: this transaction was not acknowledged
+    def acknowledge(name: str) -> None:
+        with lock:
+            acknowledged.append(name)
 
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    threads = [
+        threading.Thread(target=client, args=(server, number, stop.is_set, acknowledge))
+        for number in range(clients)
+    ]
     for thread in threads:
         thread.start()
     try:
-        wait_for(lambda: len(acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, timeout=60)
+        wait_for(lambda: len(acknowledged) >= before_kill, timeout=60)
     finally:
         server.kill()
         stop.set()
@@ -54,6 +55,32 @@ def assert_acknowledged_mail_survives_kill_9(settings: Settings) -> None:
     with lock:
         survivors = list(acknowledged)
     assert survivors, "the load ran before the kill"
+    return survivors
+
+
+def _smtp_client(
+    server: ServeProcess, number: int, stopping: Callable[[], bool], acknowledge: Callable[[str], None]
+) -> None:
+    sequence = 0
+    try:
+        with smtplib.SMTP(*server.mx, timeout=10) as smtp:
+            while not stopping():
+                sequence += 1
+                message_id = f"<durable-{number}-{sequence}@partner.example>"
+                body = f"Message-ID: {message_id}\r\nSubject: durable\r\n\r\n{'x' * 2000}\r\n"
+                smtp.sendmail("load@partner.example", ["alice@contoso.com"], body.encode())
+                acknowledge(message_id)
+    except (OSError, smtplib.SMTPException):
+        return  # the server died under us: this transaction was not acknowledged
+
+
+def assert_acknowledged_mail_survives_kill_9(settings: Settings) -> None:
+    setup = App.open(settings)
+    populate(setup)
+    setup.close()
+    survivors = acknowledged_before_kill_9(
+        settings, _smtp_client, clients=CLIENTS, before_kill=ACKNOWLEDGED_BEFORE_KILL
+    )
 
     restarted = ServeProcess(settings.source).start()
     try:
