@@ -1,13 +1,14 @@
 """The notification channel: processes and nodes tell each other that something changed.
 
-One shape, two engines. `Notifications.publish(topic, payload)` may be called from any thread (the
-event loop, the writer thread, a synchronous CLI command) and never blocks on I/O: it records the
-notification and a publisher thread sends it, coalescing identical ones still waiting (a burst of
-spool commits is one `queue` notification, never zero after the last). `subscribe(topic, callback)`
-registers a callback run on the event loop of the process that runs `listen()` (a serving
+One shape, two engines. `Notifications.publish(topic, payload)` may be called from any thread (the event
+loop, the writer thread, a synchronous CLI command) and never blocks on I/O: it records the notification
+and a publisher thread sends it, coalescing identical ones still waiting (a burst of spool commits is
+one `queue` notification, never zero after the last); it gathers what is published within
+`COALESCE_SECONDS` of the first into one send, so a peer wakes once per burst. `subscribe(topic,
+callback)` registers a callback run on the event loop of the process that runs `listen()` (a serving
 process); the callback is given the payload, or None when notifications may have been missed (the
-channel reconnected): refresh fully. `close()` sends what is still waiting (bounded by
-`FLUSH_SECONDS`), so a CLI command's change reaches the serving nodes before the command exits.
+channel reconnected): refresh fully. `close()` sends what is still waiting (bounded by `FLUSH_SECONDS`),
+so a CLI command's change reaches the serving nodes before the command exits.
 
 Topics: `queue` (work was queued: wake the scheduler), `directory` (a directory generation moved:
 refresh the cache now); IMAP IDLE will add `mailbox:<id>`. A topic is a word without spaces; a
@@ -65,6 +66,9 @@ DIRECTORY = "directory"
 MAX_PAYLOAD = 200  # characters of a payload
 MAX_DATAGRAM = 512  # octets a local notification may have; longer ones are cut
 FLUSH_SECONDS = 2.0  # how long close() waits for notifications still to send
+# A burst of publishes within this window goes out as one send: one wake-up per peer, not one per
+# commit (at hundreds of deliveries a second every commit announces its mailbox).
+COALESCE_SECONDS = 0.02
 LOG_EVERY = 60.0  # seconds between two warnings about failed sends
 RECONNECT_SECONDS = (0.2, 5.0)  # first and longest pause before the listener reconnects
 POSTGRES_CHANNEL = "postroom"
@@ -165,6 +169,9 @@ class Notifications:
             with self._lock:
                 while not self._pending and not self._closing:
                     self._lock.wait()
+                deadline = time.monotonic() + COALESCE_SECONDS
+                while not self._closing and (left := deadline - time.monotonic()) > 0:
+                    self._lock.wait(left)  # what else is published meanwhile goes in this send
                 batch = list(self._pending)
                 self._pending.clear()
                 closing = self._closing
