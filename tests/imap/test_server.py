@@ -672,3 +672,14 @@ def test_one_report_learns_a_bounded_number_of_messages(
     wait_for(lambda: len(results()) == 3, timeout=10)
     assert sum("learned as spam" in row for row in results()) == 2
     assert sum("not learned: only the first 2 messages" in row for row in results()) == 1
+
+
+def test_select_lists_the_permanent_flags_with_the_new_keyword_atom(node: RunningNode, ca: TestCa) -> None:
+    """RFC 3501 flag-perm: `\\*` (new keywords allowed) is an atom, never the quoted string "\\\\*"."""
+    address = mailbox(node, "flags@contoso.com")
+    sock = raw(node, ca)
+    sock.sendall(f"a LOGIN {address} {PASSWORD}\r\nb SELECT INBOX\r\nc EXAMINE INBOX\r\n".encode())
+    answer = read_until(sock, b"c OK [READ-ONLY] EXAMINE completed\r\n")
+    assert b"* OK [PERMANENTFLAGS (\\Answered \\Deleted \\Draft \\Flagged \\Seen \\*)]" in answer
+    assert b"* OK [PERMANENTFLAGS ()]" in answer  # read-only: none
+    sock.close()

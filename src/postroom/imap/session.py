@@ -63,6 +63,7 @@ from postroom.imap.fetch import FetchError, parse_fetch, render_fetch
 from postroom.imap.folder_names import decode_name, encode_name, list_matcher
 from postroom.imap.message import MessageView
 from postroom.imap.response import (
+    Raw,
     Value,
     continuation,
     encode,
@@ -576,7 +577,7 @@ class ImapSession:
         keywords = sorted({flag for _, flags, _ in rows for flag in flags if not flag.startswith("\\")})
         flags = flag_list([*store.SYSTEM_FLAGS, *keywords])
         self._send(untagged(Atom("FLAGS"), flags))
-        permanent = () if read_only else (*flags, Atom("\\*"))
+        permanent: tuple[Value, ...] = () if read_only else (*flags, Raw(b"\\*"))  # flag-perm "\*": an atom
         self._send(untagged_status("OK", "Flags permitted", "PERMANENTFLAGS " + encode(permanent).decode()))
         self._send(untagged(len(rows), Atom("EXISTS")))
         self._send(untagged(0, Atom("RECENT")))
