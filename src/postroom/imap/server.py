@@ -38,6 +38,8 @@ READ_CHUNK = 65_536
 WRITE_TIMEOUT = 60.0  # seconds a client may take to read what was written to it
 HANDSHAKE_TIMEOUT = 30.0  # seconds an implicit-TLS (or STARTTLS) handshake may take
 
+TIMER_SLACK = 0.005  # seconds a loop timer may fire early (uvloop: its clock is read once an iteration)
+
 log = logging.getLogger(__name__)
 
 # (client IP, TLS active now, STARTTLS offered, the connection's write) -> its session
@@ -183,8 +185,14 @@ class ImapListener:
                 waiting.cancel()
         if waits[0] in done or waits[1] in done:
             return
-        if idling and session.timeout() > 0 and (waits[2] in done or session.poll_due() <= 0):
-            await session.wake()
+        if idling:
+            # The loop's timer may fire a hair before the session's clock says the time has come
+            # (uvloop reads its clock once per iteration): what is due within TIMER_SLACK is due;
+            # otherwise wait again for the rest. A poll is never taken for the end of the IDLE.
+            if session.timeout() <= TIMER_SLACK:
+                await session.timed_out()
+            elif waits[2] in done or session.poll_due() <= TIMER_SLACK:
+                await session.wake()
             return
         await session.timed_out()
 
