@@ -435,22 +435,7 @@ def test_idle_is_woken_by_a_change_made_in_another_process(node: RunningNode, ca
         imap.idle()
         other = App.open(node.settings)
         try:
-            recipient = other.directory.get_recipient(OPERATOR, address)
-            content = message("from another process")
-            blob_id = other.blobs.put(content)
-            with other.database.write() as conn:
-                inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
-                assert inbox is not None
-                mailstore.append(
-                    conn,
-                    recipient.id,
-                    inbox.id,
-                    blob_id=blob_id,
-                    size=len(content),
-                    flags=(),
-                    internal_date=time.time(),
-                    summary=summarize(content),
-                )
+            store_uncached(other, address, message("from another process"))
         finally:
             other.close()  # sends what it published before it exits
         responses = imap.idle_check(timeout=5)
@@ -458,11 +443,11 @@ def test_idle_is_woken_by_a_change_made_in_another_process(node: RunningNode, ca
         assert (1, b"EXISTS") in responses
 
 
-def store_uncached(node: RunningNode, address: str, content: bytes) -> None:
-    """A message in the inbox without its cached IMAP texts (as delivery stores one)."""
-    recipient = node.app.directory.get_recipient(OPERATOR, address)
-    blob_id = node.app.blobs.put(content)
-    with node.app.database.write() as conn:
+def store_uncached(app: App, address: str, content: bytes) -> None:
+    """A message in the inbox without its cached IMAP texts (as delivery stores one), by `app`."""
+    recipient = app.directory.get_recipient(OPERATOR, address)
+    blob_id = app.blobs.put(content)
+    with app.database.write() as conn:
         inbox = mailstore.find_folder(conn, recipient.id, mailstore.INBOX)
         assert inbox is not None
         mailstore.append(
@@ -490,7 +475,7 @@ def test_append_caches_the_imap_texts_and_fetch_answers_the_same_from_them(
 ) -> None:
     address = mailbox(node, "appended@contoso.com")
     content = message("cached at append", body="x" * 300)
-    store_uncached(node, address, content)
+    store_uncached(node.app, address, content)
     with client(node, ca, address) as imap:
         imap.append("INBOX", content)
         assert [row.envelope is None for row in inbox_rows(node, address)] == [True, False]
@@ -505,7 +490,7 @@ def test_append_caches_the_imap_texts_and_fetch_answers_the_same_from_them(
 
 def test_fetch_fills_the_structure_cache_in_the_background(node: RunningNode, ca: TestCa) -> None:
     address = mailbox(node, "cached@contoso.com")
-    store_uncached(node, address, message("cache me"))
+    store_uncached(node.app, address, message("cache me"))
     with client(node, ca, address) as imap:
         imap.select_folder("INBOX")
         first = imap.fetch([1], ["ENVELOPE", "BODYSTRUCTURE"])[1]
@@ -543,7 +528,7 @@ def test_a_header_search_answers_the_same_from_its_cache_without_the_bytes(
     ]
     expected = [[1], [1], [2], [2], [3], [2, 3], []]
     for raw in tricky:
-        store_uncached(node, address, raw)
+        store_uncached(node.app, address, raw)
     assert [row.search_headers for row in inbox_rows(node, address)] == [None] * 3
     with client(node, ca, address) as imap:
         imap.select_folder("INBOX")
